@@ -1,0 +1,3 @@
+//! Pieces shared by the Parley binaries.
+
+pub mod telemetry;

@@ -1,0 +1,43 @@
+//! Logging setup shared by every binary: `tracing` to stderr, so stdout stays
+//! free for command output (such as the generated CRD).
+
+use clap::{Args, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log filter in `tracing` EnvFilter syntax, e.g. `info,parley_operator=debug`.
+    #[arg(long, env = "PARLEY_LOG", default_value = "info", global = true)]
+    pub log: String,
+    #[arg(long, env = "PARLEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Install the global subscriber. An invalid filter falls back to `info`
+/// with a warning rather than silencing the process.
+pub fn init(args: &LogArgs) {
+    let (filter, bad_filter) = match EnvFilter::try_new(&args.log) {
+        Ok(filter) => (filter, None),
+        Err(err) => (EnvFilter::new("info"), Some(err)),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // `try_init` because tests may install a subscriber first.
+    let _ = match args.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    if let Some(err) = bad_filter {
+        tracing::warn!(filter = %args.log, error = %err, "invalid log filter; using `info`");
+    }
+}

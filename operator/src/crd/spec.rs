@@ -1,0 +1,391 @@
+//! `ChatCluster` spec: what a user asks for.
+//!
+//! Validation lives in the schema (bounds, patterns, CEL rules) so the
+//! apiserver rejects bad input at `kubectl apply` time, not after the operator
+//! has acted on it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::core::Duration;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::status::ChatClusterStatus;
+
+/// A Kafka-backed chat deployment: topics, WebSocket gateways and the
+/// storage/push consumer groups that are scaled by lag.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "parley.dev",
+    version = "v1alpha1",
+    kind = "ChatCluster",
+    plural = "chatclusters",
+    singular = "chatcluster",
+    shortname = "chat",
+    category = "parley",
+    namespaced,
+    status = "ChatClusterStatus",
+    derive = "PartialEq",
+    doc = "A Kafka-backed chat deployment managed by the Parley operator.",
+    scale(
+        spec_replicas_path = ".spec.gateway.replicas",
+        status_replicas_path = ".status.gateway.replicas",
+        label_selector_path = ".status.gateway.selector"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#,
+        description = "Whether topics, gateway and consumers are all ready"
+    ),
+    printcolumn(
+        name = "Partitions",
+        type_ = "integer",
+        json_path = ".spec.topics.partitions",
+        description = "Partitions of every chat topic"
+    ),
+    printcolumn(
+        name = "Gateways",
+        type_ = "integer",
+        json_path = ".spec.gateway.replicas",
+        description = "Gateway replicas asked for"
+    ),
+    printcolumn(
+        name = "Consumers",
+        type_ = "integer",
+        json_path = ".status.consumerReplicas",
+        description = "Consumer replicas running, all roles"
+    ),
+    printcolumn(
+        name = "Lag",
+        type_ = "integer",
+        json_path = ".status.lag",
+        description = "Messages not yet consumed, all groups"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    // Topic names are `<prefix>.<suffix>`; Kafka caps names at 249
+    // characters, and the prefix defaults to the object's name.
+    validation = Rule::new("has(self.spec.kafka.topicPrefix) || size(self.metadata.name) <= 200")
+        .message("metadata.name longer than 200 characters needs an explicit spec.kafka.topicPrefix (Kafka topic names are limited to 249 characters)")
+        .reason(Reason::FieldValueInvalid)
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatClusterSpec {
+    pub kafka: KafkaSpec,
+    #[serde(default)]
+    pub topics: TopicsSpec,
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    #[serde(default)]
+    pub gateway: GatewaySpec,
+    #[serde(default)]
+    pub consumers: ConsumersSpec,
+    /// Where the storage consumer persists messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+}
+
+/// How to reach the Kafka cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSpec {
+    /// Comma-separated `host:port` list, as librdkafka's `bootstrap.servers`.
+    #[schemars(
+        length(min = 1, max = 4096),
+        regex(pattern = r"^[^,\s]+:[0-9]{1,5}(,[^,\s]+:[0-9]{1,5})*$")
+    )]
+    pub bootstrap_servers: String,
+    /// Secret whose keys are librdkafka client properties (for example
+    /// `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+    /// Prefix of every topic name; defaults to the ChatCluster's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    pub topic_prefix: Option<String>,
+}
+
+/// Settings shared by the four chat topics.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.minInSyncReplicas <= self.replicationFactor")
+        .message("minInSyncReplicas must not exceed replicationFactor")
+        .reason(Reason::FieldValueInvalid)
+)]
+pub struct TopicsSpec {
+    /// Partitions per topic; also the most consumers a group can use.
+    /// Kafka cannot remove partitions, so this may only grow.
+    #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1, max = 10000))]
+    #[x_kube(
+        validation = Rule::new("self >= oldSelf")
+            .message("partitions may not decrease: Kafka cannot remove partitions from a topic")
+            .reason(Reason::FieldValueForbidden)
+    )]
+    pub partitions: i32,
+    #[serde(default = "default_replication_factor")]
+    #[schemars(range(min = 1, max = 16))]
+    pub replication_factor: i32,
+    #[serde(default = "default_min_in_sync_replicas")]
+    #[schemars(range(min = 1, max = 16))]
+    pub min_in_sync_replicas: i32,
+    /// How long Kafka keeps messages (`retention.ms`), as a Go duration such
+    /// as `168h`; unset keeps the broker's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(
+        validation = Rule::new("duration(self) >= duration('1m')")
+            .message("retention must be at least 1m")
+            .reason(Reason::FieldValueInvalid)
+    )]
+    pub retention: Option<Duration>,
+    /// Further topic configs passed to Kafka as they are. Settings that have
+    /// a field of their own are refused here so there is one place for each.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(
+        validation = Rule::new("!('min.insync.replicas' in self) && !('retention.ms' in self)")
+            .message("set min.insync.replicas and retention.ms through minInSyncReplicas and retention, not config")
+            .reason(Reason::FieldValueForbidden)
+    )]
+    pub config: BTreeMap<String, String>,
+}
+
+impl Default for TopicsSpec {
+    fn default() -> Self {
+        Self {
+            partitions: default_partitions(),
+            replication_factor: default_replication_factor(),
+            min_in_sync_replicas: default_min_in_sync_replicas(),
+            retention: None,
+            config: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_partitions() -> i32 {
+    6
+}
+fn default_replication_factor() -> i32 {
+    3
+}
+fn default_min_in_sync_replicas() -> i32 {
+    2
+}
+
+/// What happens to the Kafka topics when the ChatCluster is deleted.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// Keep the topics and their messages.
+    #[default]
+    Retain,
+    /// Delete the topics with the ChatCluster.
+    Delete,
+}
+
+/// The WebSocket gateway Deployment and its Service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// Gateway pods; also what `kubectl scale chatcluster/NAME` sets.
+    #[serde(default = "default_gateway_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+    /// Container image; defaults to the operator's gateway image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default)]
+    pub service: GatewayServiceSpec,
+    /// Secret key holding the HS256 key that signs client tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret_ref: Option<SecretKeyRef>,
+}
+
+impl Default for GatewaySpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_gateway_replicas(),
+            image: None,
+            resources: None,
+            service: GatewayServiceSpec::default(),
+            auth_secret_ref: None,
+        }
+    }
+}
+
+fn default_gateway_replicas() -> i32 {
+    2
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayServiceSpec {
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    #[serde(default = "default_gateway_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+impl Default for GatewayServiceSpec {
+    fn default() -> Self {
+        Self {
+            type_: ServiceType::default(),
+            port: default_gateway_port(),
+        }
+    }
+}
+
+fn default_gateway_port() -> i32 {
+    8080
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+/// The two consumer roles and how often their lag is read.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumersSpec {
+    /// How often consumer lag is read to decide replicas.
+    #[serde(default = "default_lag_poll_interval")]
+    #[x_kube(
+        validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('1h')")
+            .message("lagPollInterval must be between 1s and 1h")
+            .reason(Reason::FieldValueInvalid)
+    )]
+    pub lag_poll_interval: Duration,
+    /// Persists messages and assigns per-conversation sequence numbers.
+    #[serde(default)]
+    pub storage: ConsumerSpec,
+    /// Delivers stored messages to the gateway holding each recipient.
+    #[serde(default)]
+    pub push: ConsumerSpec,
+}
+
+impl Default for ConsumersSpec {
+    fn default() -> Self {
+        Self {
+            lag_poll_interval: default_lag_poll_interval(),
+            storage: ConsumerSpec::default(),
+            push: ConsumerSpec::default(),
+        }
+    }
+}
+
+fn default_lag_poll_interval() -> Duration {
+    std::time::Duration::from_secs(10).into()
+}
+
+/// One consumer role's Deployment and its lag-driven scaling bounds.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.minReplicas <= self.maxReplicas")
+        .message("minReplicas must not exceed maxReplicas")
+        .reason(Reason::FieldValueInvalid)
+)]
+pub struct ConsumerSpec {
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub min_replicas: i32,
+    /// Upper bound; the partition count caps it further.
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_replicas: i32,
+    /// Lag (messages) one replica is expected to absorb.
+    #[serde(default = "default_lag_threshold")]
+    #[schemars(range(min = 1, max = 1_000_000_000))]
+    pub lag_threshold: i64,
+    /// How long a lower replica count must hold before scaling down.
+    #[serde(default = "default_scale_down_stabilization")]
+    #[x_kube(
+        validation = Rule::new("duration(self) >= duration('0s') && duration(self) <= duration('24h')")
+            .message("scaleDownStabilization must be between 0s and 24h")
+            .reason(Reason::FieldValueInvalid)
+    )]
+    pub scale_down_stabilization: Duration,
+    /// Round replicas up to a divisor of the partition count so every
+    /// consumer gets the same number of partitions.
+    #[serde(default)]
+    pub even_partition_spread: bool,
+    /// Container image; defaults to the operator's consumer image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for ConsumerSpec {
+    fn default() -> Self {
+        Self {
+            min_replicas: default_min_replicas(),
+            max_replicas: default_max_replicas(),
+            lag_threshold: default_lag_threshold(),
+            scale_down_stabilization: default_scale_down_stabilization(),
+            even_partition_spread: false,
+            image: None,
+            resources: None,
+        }
+    }
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+fn default_max_replicas() -> i32 {
+    10
+}
+fn default_lag_threshold() -> i64 {
+    1000
+}
+fn default_scale_down_stabilization() -> Duration {
+    std::time::Duration::from_secs(300).into()
+}
+
+/// The database the storage consumer writes and the gateways read history from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    pub postgres: PostgresSpec,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSpec {
+    /// Secret key holding a `postgres://` connection URL.
+    pub url_secret_ref: SecretKeyRef,
+}
+
+/// A Secret in the ChatCluster's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// One key of a Secret in the ChatCluster's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}

@@ -1,0 +1,90 @@
+//! `ChatCluster` status: what the operator observed, written by it alone.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+/// Condition types. Kept as constants so the operator, tests and docs agree.
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const TOPICS_READY: &str = "TopicsReady";
+    pub const GATEWAY_READY: &str = "GatewayReady";
+    pub const CONSUMERS_READY: &str = "ConsumersReady";
+    pub const DEGRADED: &str = "Degraded";
+}
+
+/// Condition reasons (CamelCase, as Kubernetes expects).
+pub mod reason {
+    pub const RECONCILED: &str = "Reconciled";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const KAFKA_UNAVAILABLE: &str = "KafkaUnavailable";
+    pub const PARTITION_DECREASE_REJECTED: &str = "PartitionDecreaseRejected";
+    pub const REPLICATION_FACTOR_MISMATCH: &str = "ReplicationFactorMismatch";
+    pub const AUTOSCALING_PAUSED: &str = "AutoscalingPaused";
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatClusterStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub topics: Vec<TopicStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["role"]))]
+    pub consumer_groups: Vec<ConsumerGroupStatus>,
+    /// Consumer replicas over all roles (printer column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_replicas: Option<i32>,
+    /// Lag over all consumer groups (printer column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<i64>,
+}
+
+/// A topic as Kafka reports it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicStatus {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+}
+
+/// Gateway Deployment state; also feeds the scale subresource.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayStatus {
+    pub replicas: i32,
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the gateway pods, for the scale subresource (HPA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+}
+
+/// One consumer role's group, its lag and the scaling decision taken on it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerGroupStatus {
+    /// `storage` or `push`.
+    pub role: String,
+    /// Kafka consumer group id.
+    pub group: String,
+    pub replicas: i32,
+    pub desired_replicas: i32,
+    pub lag: i64,
+    pub partitions_with_lag: i32,
+    pub partitions: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    /// Why `desiredReplicas` is what it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Every test tier, from cheapest to most real. Starts the environment the
+# real-service tests need (and stops it again unless PARLEY_KEEP_ENV=1).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+source scripts/env/common.sh
+
+started=$SECONDS
+tier() { printf '\n== %s (%ss)\n' "$*" $((SECONDS - started)) >&2; }
+
+# The environment comes up in the background while Rust compiles: on a cold
+# machine both take minutes and neither needs the other.
+mkdir -p "$PARLEY_RUN/logs"
+env_log=$PARLEY_RUN/logs/up.log
+scripts/env/up.sh > "$env_log" 2>&1 &
+env_pid=$!
+cleanup() {
+  kill "$env_pid" 2>/dev/null || true
+  if [[ ${PARLEY_KEEP_ENV:-0} != 1 ]]; then scripts/env/down.sh >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+
+tier "format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+tier "build tests"
+cargo test --workspace --locked --no-run
+
+tier "unit tests (no services)"
+cargo test --workspace --locked --exclude parley-tests
+
+tier "wait for the environment"
+if ! wait "$env_pid"; then
+  echo "starting the environment failed; last lines of $env_log:" >&2
+  tail -n 60 "$env_log" >&2
+  exit 1
+fi
+cat "$env_log" >&2
+# shellcheck disable=SC1090
+source "$PARLEY_ENV_FILE"
+
+tier "tests against real Kafka, kube-apiserver and PostgreSQL"
+cargo test --locked -p parley-tests
+
+tier "all tiers passed"

@@ -1,0 +1,77 @@
+//! Running the real `kubectl` the environment built, as a user would.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+/// Outcome of one kubectl call.
+#[derive(Debug)]
+pub struct Run {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Self {
+        Self {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new("kubectl");
+    cmd.env("KUBECONFIG", crate::env::kubeconfig()).args(args);
+    cmd
+}
+
+/// `kubectl ARGS...`.
+pub fn run(args: &[&str]) -> Run {
+    command(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot start kubectl (is the environment's bin dir on PATH?): {e}")
+        })
+        .into()
+}
+
+/// `kubectl ARGS...` with `stdin` piped in (for `apply -f -`).
+pub fn run_with_stdin(args: &[&str], stdin: &str) -> Run {
+    let mut child = command(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start kubectl: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(stdin.as_bytes())
+        .expect("write kubectl stdin");
+    child.wait_with_output().expect("wait for kubectl").into()
+}
+
+/// Like [`run`], panicking with kubectl's output when it fails.
+pub fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.success,
+        "kubectl {args:?} failed:\n{}{}",
+        out.stdout, out.stderr
+    );
+    out.stdout
+}
+
+/// Like [`run_with_stdin`], panicking with kubectl's output when it fails.
+pub fn ok_with_stdin(args: &[&str], stdin: &str) -> String {
+    let out = run_with_stdin(args, stdin);
+    assert!(
+        out.success,
+        "kubectl {args:?} failed:\n{}{}",
+        out.stdout, out.stderr
+    );
+    out.stdout
+}

@@ -1,0 +1,8 @@
+//! Helpers for tests that run against the real environment started by
+//! `scripts/env/up.sh` (3-broker Kafka, kube-apiserver, PostgreSQL).
+//!
+//! Every helper fails loudly when the environment is missing: these tests
+//! must never pass by skipping.
+
+pub mod env;
+pub mod kubectl;
