@@ -1,23 +1,17 @@
-//! `parley-gateway`: the WebSocket gateway. The chat itself is not built yet
-//! (see the project's issues); the binary exists so the workspace, images and
-//! operator-rendered pod specs have a stable name to point at.
+//! `parley-gateway`: thin entry point; everything lives in the library.
 
 use clap::Parser;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "parley-gateway",
-    version,
-    about = "WebSocket gateway of the Parley chat"
-)]
-struct Cli {
-    #[command(flatten)]
-    log: parley_common::telemetry::LogArgs,
-}
+use parley_gateway::config::Cli;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     parley_common::telemetry::init(&cli.log);
-    eprintln!("parley-gateway: no serving mode is implemented yet");
-    std::process::ExitCode::FAILURE
+    match parley_gateway::run(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "parley-gateway failed");
+            eprintln!("parley-gateway: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,47 @@
+//! What the storage consumer publishes after a message is durable, and the
+//! seam through which the push consumer hands it to connections.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::store::StoredMessage;
+
+/// Which connection sent the message, so exactly that one gets the `ack`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub gateway_id: String,
+    pub connection_id: u64,
+}
+
+/// A stored message with everyone who should see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub message: StoredMessage,
+    /// Users whose connections receive the message (the sender included, for
+    /// their other devices).
+    pub recipients: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    /// A resent `client_msg_id`: only the sender's `ack` is due, recipients
+    /// already have the message.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+impl Delivery {
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        Ok(serde_json::to_vec(self)?)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+/// Where the push consumer hands deliveries: the local connection registry in
+/// standalone mode, the gateway holding each recipient in Kafka mode.
+#[async_trait]
+pub trait DeliverySink: Send + Sync {
+    async fn deliver(&self, delivery: &Delivery) -> Result<()>;
+}

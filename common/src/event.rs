@@ -1,0 +1,147 @@
+//! The `MessageEvent` envelope of every record on the message and user-event
+//! topics: `{event_type, timestamp, user_id, message_data, metadata}`.
+//! `user_id` is the authenticated sender, set by the gateway.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::ConversationId;
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    Message,
+    GroupMessage,
+    UserOnline,
+    UserOffline,
+}
+
+/// Routing facts that are not part of the message itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    /// The gateway that accepted the message (or holds the user, for presence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_id: Option<String>,
+    /// The connection on that gateway that should receive the `ack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessageData {
+    pub msg_id: String,
+    pub client_msg_id: String,
+    pub conversation: ConversationId,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageEvent {
+    pub event_type: EventType,
+    /// Unix milliseconds.
+    pub timestamp: i64,
+    pub user_id: String,
+    pub message_data: serde_json::Value,
+    #[serde(default)]
+    pub metadata: EventMetadata,
+}
+
+impl MessageEvent {
+    pub fn chat(
+        sender: &str,
+        timestamp: i64,
+        data: &ChatMessageData,
+        metadata: EventMetadata,
+    ) -> Result<Self> {
+        let event_type = if data.conversation.is_group() {
+            EventType::GroupMessage
+        } else {
+            EventType::Message
+        };
+        Ok(Self {
+            event_type,
+            timestamp,
+            user_id: sender.to_owned(),
+            message_data: serde_json::to_value(data)?,
+            metadata,
+        })
+    }
+
+    pub fn presence(user: &str, online: bool, timestamp: i64, metadata: EventMetadata) -> Self {
+        Self {
+            event_type: if online {
+                EventType::UserOnline
+            } else {
+                EventType::UserOffline
+            },
+            timestamp,
+            user_id: user.to_owned(),
+            message_data: serde_json::Value::Object(Default::default()),
+            metadata,
+        }
+    }
+
+    pub fn chat_data(&self) -> Result<ChatMessageData> {
+        match self.event_type {
+            EventType::Message | EventType::GroupMessage => {
+                Ok(serde_json::from_value(self.message_data.clone())?)
+            }
+            other => Err(Error::Invalid(format!(
+                "event type {other:?} carries no chat message"
+            ))),
+        }
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        Ok(serde_json::to_vec(self)?)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_event_round_trips_with_seed_field_names() {
+        let data = ChatMessageData {
+            msg_id: "m1".into(),
+            client_msg_id: "c1".into(),
+            conversation: ConversationId::group("g"),
+            body: "hi".into(),
+        };
+        let meta = EventMetadata {
+            group_id: Some("g".into()),
+            gateway_id: Some("gw".into()),
+            connection_id: Some(3),
+        };
+        let e = MessageEvent::chat("alice", 10, &data, meta).unwrap();
+        assert_eq!(e.event_type, EventType::GroupMessage);
+        let bytes = e.to_bytes().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        for key in [
+            "event_type",
+            "timestamp",
+            "user_id",
+            "message_data",
+            "metadata",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["event_type"], "group_message");
+        let back = MessageEvent::from_bytes(&bytes).unwrap();
+        assert_eq!(back.chat_data().unwrap(), data);
+    }
+
+    #[test]
+    fn presence_events_have_no_chat_data() {
+        let e = MessageEvent::presence("bob", false, 1, EventMetadata::default());
+        assert_eq!(e.event_type, EventType::UserOffline);
+        assert!(e.chat_data().is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! User, group and conversation identifiers.
+//!
+//! Conversation ids are strings on the wire and Kafka keys: `dm:<a>:<b>` with
+//! the two users sorted (so both sides name the same conversation) and
+//! `group:<id>`. Names are restricted to `[A-Za-z0-9_.-]`, which keeps `:` free
+//! as a separator and makes ids safe in URLs and logs.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub const MAX_NAME_LEN: usize = 64;
+const DIRECT_PREFIX: &str = "dm";
+const GROUP_PREFIX: &str = "group";
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum IdError {
+    #[error("{what} must not be empty")]
+    Empty { what: &'static str },
+    #[error("{what} is longer than {MAX_NAME_LEN} characters")]
+    TooLong { what: &'static str },
+    #[error("{what} may contain only letters, digits, '_', '.' and '-'")]
+    BadChars { what: &'static str },
+    #[error("conversation id must be `dm:<user>:<user>` or `group:<id>`")]
+    BadConversation,
+}
+
+fn validate_name(what: &'static str, s: &str) -> Result<(), IdError> {
+    if s.is_empty() {
+        return Err(IdError::Empty { what });
+    }
+    if s.len() > MAX_NAME_LEN {
+        return Err(IdError::TooLong { what });
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err(IdError::BadChars { what });
+    }
+    Ok(())
+}
+
+pub fn validate_user_id(s: &str) -> Result<(), IdError> {
+    validate_name("user id", s)
+}
+
+pub fn validate_group_id(s: &str) -> Result<(), IdError> {
+    validate_name("group id", s)
+}
+
+/// A conversation: direct (two users, stored sorted) or a group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ConversationId {
+    Direct(String, String),
+    Group(String),
+}
+
+impl ConversationId {
+    /// The direct conversation between `a` and `b`, whichever side asks.
+    pub fn direct(a: &str, b: &str) -> Self {
+        if a <= b {
+            Self::Direct(a.to_owned(), b.to_owned())
+        } else {
+            Self::Direct(b.to_owned(), a.to_owned())
+        }
+    }
+
+    pub fn group(id: &str) -> Self {
+        Self::Group(id.to_owned())
+    }
+
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        let mut parts = s.split(':');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(DIRECT_PREFIX), Some(a), Some(b), None) => {
+                validate_user_id(a)?;
+                validate_user_id(b)?;
+                Ok(Self::direct(a, b))
+            }
+            (Some(GROUP_PREFIX), Some(g), None, None) => {
+                validate_group_id(g)?;
+                Ok(Self::group(g))
+            }
+            _ => Err(IdError::BadConversation),
+        }
+    }
+
+    pub fn is_group(&self) -> bool {
+        matches!(self, Self::Group(_))
+    }
+
+    pub fn group_id(&self) -> Option<&str> {
+        match self {
+            Self::Group(g) => Some(g),
+            Self::Direct(..) => None,
+        }
+    }
+
+    /// The two participants of a direct conversation (equal for a note to self).
+    pub fn direct_participants(&self) -> Option<(&str, &str)> {
+        match self {
+            Self::Direct(a, b) => Some((a, b)),
+            Self::Group(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Direct(a, b) => write!(f, "{DIRECT_PREFIX}:{a}:{b}"),
+            Self::Group(g) => write!(f, "{GROUP_PREFIX}:{g}"),
+        }
+    }
+}
+
+impl TryFrom<String> for ConversationId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<ConversationId> for String {
+    fn from(c: ConversationId) -> String {
+        c.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_ids_are_symmetric() {
+        assert_eq!(
+            ConversationId::direct("bob", "alice"),
+            ConversationId::direct("alice", "bob")
+        );
+        assert_eq!(
+            ConversationId::direct("bob", "alice").to_string(),
+            "dm:alice:bob"
+        );
+    }
+
+    #[test]
+    fn parse_round_trips_and_normalises() {
+        let c = ConversationId::parse("dm:zed:amy").unwrap();
+        assert_eq!(c.to_string(), "dm:amy:zed");
+        let g = ConversationId::parse("group:team-1").unwrap();
+        assert_eq!(g, ConversationId::group("team-1"));
+        assert_eq!(g.to_string(), "group:team-1");
+    }
+
+    #[test]
+    fn parse_rejects_bad_ids() {
+        for bad in [
+            "",
+            "dm:alice",
+            "dm:alice:bob:carol",
+            "group:",
+            "group:a:b",
+            "chan:x",
+            "dm:al ice:bob",
+            "group:ü",
+        ] {
+            assert!(ConversationId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn user_ids_are_bounded() {
+        assert!(validate_user_id("alice_1.x-y").is_ok());
+        assert_eq!(
+            validate_user_id(""),
+            Err(IdError::Empty { what: "user id" })
+        );
+        assert!(validate_user_id(&"a".repeat(MAX_NAME_LEN)).is_ok());
+        assert!(validate_user_id(&"a".repeat(MAX_NAME_LEN + 1)).is_err());
+        assert!(validate_user_id("a:b").is_err());
+    }
+}

@@ -1,0 +1,122 @@
+//! The `Store` seam: messages with per-conversation sequence numbers, and
+//! groups with their members. SQLite implements it for standalone mode;
+//! PostgreSQL (Kafka mode) follows the same rules: a batch is stored in one
+//! transaction, `(sender, client_msg_id)` is unique, and seqs are contiguous.
+
+mod plan;
+mod sqlite;
+
+pub use plan::{Plan, plan_batch};
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::ids::ConversationId;
+use crate::protocol::MessageView;
+
+/// A message accepted by a gateway, not yet stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub msg_id: String,
+    pub client_msg_id: String,
+    pub conversation: ConversationId,
+    pub from: String,
+    pub body: String,
+    pub ts: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub conversation: ConversationId,
+    pub seq: u64,
+    pub msg_id: String,
+    pub client_msg_id: String,
+    pub from: String,
+    pub body: String,
+    pub ts: i64,
+}
+
+impl StoredMessage {
+    pub fn view(&self) -> MessageView {
+        MessageView {
+            conversation: self.conversation.clone(),
+            seq: self.seq,
+            msg_id: self.msg_id.clone(),
+            from: self.from.clone(),
+            body: self.body.clone(),
+            ts: self.ts,
+        }
+    }
+}
+
+/// The result of storing one message of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOutcome {
+    pub message: StoredMessage,
+    /// The `(sender, client_msg_id)` was already stored; `message` is the
+    /// original.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub id: String,
+    pub name: String,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// A conversation a user takes part in, with its latest seq.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    pub conversation: ConversationId,
+    pub last_seq: u64,
+    /// Group name, for groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Store a batch in one transaction, assigning each new message the next
+    /// seq of its conversation. Outcomes come back in batch order; a message
+    /// whose `(from, client_msg_id)` is already stored (or appears earlier in
+    /// the batch) is not stored again.
+    async fn store_batch(&self, batch: &[NewMessage]) -> Result<Vec<StoreOutcome>>;
+
+    /// Messages of `conversation` with seq > `after_seq`, ascending, at most `limit`.
+    async fn history(
+        &self,
+        conversation: &ConversationId,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>>;
+
+    /// Create a group with `creator` and `members` as members.
+    /// Fails with `Error::Conflict` if the id is taken.
+    async fn create_group(
+        &self,
+        id: &str,
+        name: &str,
+        creator: &str,
+        members: &[String],
+    ) -> Result<Group>;
+
+    async fn group(&self, id: &str) -> Result<Option<Group>>;
+
+    /// Idempotent. Fails with `Error::NotFound` for an unknown group.
+    async fn join_group(&self, id: &str, user: &str) -> Result<()>;
+
+    /// Returns whether `user` was a member.
+    async fn leave_group(&self, id: &str, user: &str) -> Result<bool>;
+
+    /// Members in name order; empty for an unknown group.
+    async fn members(&self, id: &str) -> Result<Vec<String>>;
+
+    async fn is_member(&self, id: &str, user: &str) -> Result<bool>;
+
+    /// Direct conversations with at least one message, and joined groups.
+    async fn conversations_of(&self, user: &str) -> Result<Vec<ConversationSummary>>;
+}

@@ -1,0 +1,432 @@
+//! SQLite implementation of [`Store`] for standalone mode.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{
+    ConversationSummary, Group, NewMessage, Store, StoreOutcome, StoredMessage, plan_batch,
+};
+use crate::ids::ConversationId;
+use crate::time::now_millis;
+use crate::{Error, Result};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn to_i64(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::Invalid(format!("{v} is out of range")))
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn row_to_message(row: &SqliteRow) -> Result<StoredMessage> {
+    let conversation: String = row.try_get("conversation")?;
+    Ok(StoredMessage {
+        conversation: ConversationId::parse(&conversation)
+            .map_err(|e| Error::Invalid(format!("stored conversation {conversation:?}: {e}")))?,
+        seq: to_u64(row.try_get("seq")?),
+        msg_id: row.try_get("msg_id")?,
+        client_msg_id: row.try_get("client_msg_id")?,
+        from: row.try_get("sender")?,
+        body: row.try_get("body")?,
+        ts: row.try_get("ts")?,
+    })
+}
+
+fn row_to_group(row: &SqliteRow) -> Result<Group> {
+    Ok(Group {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl SqliteStore {
+    /// Open (creating if missing) the database file and run migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        Self::with_options(options, 4).await
+    }
+
+    /// A private in-memory database (tests).
+    pub async fn in_memory() -> Result<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        // One connection: every in-memory connection would be its own database.
+        Self::with_options(options, 1).await
+    }
+
+    async fn with_options(options: SqliteConnectOptions, max_connections: u32) -> Result<Self> {
+        let options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    async fn existing(
+        tx: &mut Transaction<'static, Sqlite>,
+        from: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<StoredMessage>> {
+        let row = sqlx::query(
+            "SELECT msg_id, conversation, seq, sender, client_msg_id, body, ts \
+             FROM messages WHERE sender = ? AND client_msg_id = ?",
+        )
+        .bind(from)
+        .bind(client_msg_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        row.as_ref().map(row_to_message).transpose()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn store_batch(&self, batch: &[NewMessage]) -> Result<Vec<StoreOutcome>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        // IMMEDIATE takes the write lock up front, so the seqs read below
+        // cannot be handed out by another writer before we commit.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut existing = HashMap::new();
+        let mut last_seq = HashMap::new();
+        for m in batch {
+            let key = (m.from.clone(), m.client_msg_id.clone());
+            if !existing.contains_key(&key)
+                && let Some(found) = Self::existing(&mut tx, &m.from, &m.client_msg_id).await?
+            {
+                existing.insert(key, found);
+            }
+            if !last_seq.contains_key(&m.conversation) {
+                let seq: Option<i64> =
+                    sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = ?")
+                        .bind(m.conversation.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                last_seq.insert(m.conversation.clone(), to_u64(seq.unwrap_or(0)));
+            }
+        }
+        let plan = plan_batch(batch, &existing, &last_seq);
+        for &i in &plan.inserts {
+            let m = &plan.outcomes[i].message;
+            sqlx::query(
+                "INSERT INTO messages (msg_id, conversation, seq, sender, client_msg_id, body, ts) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&m.msg_id)
+            .bind(m.conversation.to_string())
+            .bind(to_i64(m.seq)?)
+            .bind(&m.from)
+            .bind(&m.client_msg_id)
+            .bind(&m.body)
+            .bind(m.ts)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (conversation, seq) in &plan.last_seqs {
+            let (a, b) = match conversation.direct_participants() {
+                Some((a, b)) => (Some(a.to_owned()), Some(b.to_owned())),
+                None => (None, None),
+            };
+            sqlx::query(
+                "INSERT INTO conversations (id, last_seq, user_a, user_b) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET last_seq = excluded.last_seq",
+            )
+            .bind(conversation.to_string())
+            .bind(to_i64(*seq)?)
+            .bind(a)
+            .bind(b)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(plan.outcomes)
+    }
+
+    async fn history(
+        &self,
+        conversation: &ConversationId,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>> {
+        let rows = sqlx::query(
+            "SELECT msg_id, conversation, seq, sender, client_msg_id, body, ts FROM messages \
+             WHERE conversation = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
+        )
+        .bind(conversation.to_string())
+        // Seqs never exceed i64::MAX, so a larger `after_seq` just finds nothing.
+        .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_to_message).collect()
+    }
+
+    async fn create_group(
+        &self,
+        id: &str,
+        name: &str,
+        creator: &str,
+        members: &[String],
+    ) -> Result<Group> {
+        let now = now_millis();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO chat_groups (id, name, created_by, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(creator)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(Error::Conflict(format!("group {id}")));
+        }
+        for user in std::iter::once(creator).chain(members.iter().map(String::as_str)) {
+            sqlx::query(
+                "INSERT INTO group_members (group_id, user_id, joined_at) VALUES (?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(user)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Group {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            created_by: creator.to_owned(),
+            created_at: now,
+        })
+    }
+
+    async fn group(&self, id: &str) -> Result<Option<Group>> {
+        let row =
+            sqlx::query("SELECT id, name, created_by, created_at FROM chat_groups WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(row_to_group).transpose()
+    }
+
+    async fn join_group(&self, id: &str, user: &str) -> Result<()> {
+        if self.group(id).await?.is_none() {
+            return Err(Error::NotFound(format!("group {id}")));
+        }
+        sqlx::query(
+            "INSERT INTO group_members (group_id, user_id, joined_at) VALUES (?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(user)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn leave_group(&self, id: &str, user: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM group_members WHERE group_id = ? AND user_id = ?")
+            .bind(id)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn members(&self, id: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM group_members WHERE group_id = ? ORDER BY user_id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn is_member(&self, id: &str, user: &str) -> Result<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?")
+                .bind(id)
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    async fn conversations_of(&self, user: &str) -> Result<Vec<ConversationSummary>> {
+        let mut out = Vec::new();
+        let rows = sqlx::query(
+            "SELECT id, last_seq FROM conversations WHERE user_a = ? OR user_b = ? ORDER BY id",
+        )
+        .bind(user)
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let Ok(conversation) = ConversationId::parse(&id) else {
+                continue;
+            };
+            out.push(ConversationSummary {
+                conversation,
+                last_seq: to_u64(row.try_get("last_seq")?),
+                name: None,
+            });
+        }
+        let rows = sqlx::query(
+            "SELECT g.id AS id, g.name AS name, COALESCE(c.last_seq, 0) AS last_seq \
+             FROM group_members m JOIN chat_groups g ON g.id = m.group_id \
+             LEFT JOIN conversations c ON c.id = 'group:' || g.id \
+             WHERE m.user_id = ? ORDER BY g.id",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            out.push(ConversationSummary {
+                conversation: ConversationId::group(&id),
+                last_seq: to_u64(row.try_get("last_seq")?),
+                name: Some(row.try_get("name")?),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(from: &str, cid: &str, conv: &ConversationId) -> NewMessage {
+        NewMessage {
+            msg_id: format!("m-{from}-{cid}"),
+            client_msg_id: cid.into(),
+            conversation: conv.clone(),
+            from: from.into(),
+            body: format!("body {cid}"),
+            ts: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_get_contiguous_seqs_across_calls() {
+        let s = SqliteStore::in_memory().await.unwrap();
+        let ab = ConversationId::direct("a", "b");
+        let out = s
+            .store_batch(&[msg("a", "1", &ab), msg("b", "1", &ab)])
+            .await
+            .unwrap();
+        assert_eq!(
+            out.iter().map(|o| o.message.seq).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        let out = s.store_batch(&[msg("a", "2", &ab)]).await.unwrap();
+        assert_eq!(out[0].message.seq, 3);
+        let hist = s.history(&ab, 1, 10).await.unwrap();
+        assert_eq!(hist.iter().map(|m| m.seq).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(hist[0].from, "b");
+        assert_eq!(s.history(&ab, 0, 2).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn resent_client_msg_id_is_stored_once() {
+        let s = SqliteStore::in_memory().await.unwrap();
+        let ab = ConversationId::direct("a", "b");
+        let first = s.store_batch(&[msg("a", "x", &ab)]).await.unwrap();
+        let mut again = msg("a", "x", &ab);
+        again.msg_id = "another-id".into();
+        let second = s.store_batch(&[again, msg("a", "y", &ab)]).await.unwrap();
+        assert!(second[0].duplicate);
+        assert_eq!(second[0].message, first[0].message);
+        assert_eq!(second[1].message.seq, 2);
+        assert_eq!(s.history(&ab, 0, 100).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn groups_and_membership() {
+        let s = SqliteStore::in_memory().await.unwrap();
+        s.create_group("g", "Team", "a", &["b".into()])
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.create_group("g", "Again", "c", &[]).await,
+            Err(Error::Conflict(_))
+        ));
+        assert_eq!(s.members("g").await.unwrap(), ["a", "b"]);
+        s.join_group("g", "c").await.unwrap();
+        s.join_group("g", "c").await.unwrap();
+        assert!(s.is_member("g", "c").await.unwrap());
+        assert!(s.leave_group("g", "b").await.unwrap());
+        assert!(!s.leave_group("g", "b").await.unwrap());
+        assert_eq!(s.members("g").await.unwrap(), ["a", "c"]);
+        assert!(matches!(
+            s.join_group("nope", "a").await,
+            Err(Error::NotFound(_))
+        ));
+
+        let g = ConversationId::group("g");
+        s.store_batch(&[
+            msg("a", "1", &g),
+            msg("a", "2", &ConversationId::direct("a", "z")),
+        ])
+        .await
+        .unwrap();
+        let convs = s.conversations_of("a").await.unwrap();
+        let ids: Vec<String> = convs.iter().map(|c| c.conversation.to_string()).collect();
+        assert_eq!(ids, ["dm:a:z", "group:g"]);
+        assert_eq!(convs[1].last_seq, 1);
+        assert_eq!(convs[1].name.as_deref(), Some("Team"));
+        assert!(s.conversations_of("b").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn file_database_survives_reopen() {
+        let path = std::env::temp_dir().join(format!(
+            "parley-store-test-{}-{}.db",
+            std::process::id(),
+            now_millis()
+        ));
+        let ab = ConversationId::direct("a", "b");
+        {
+            let s = SqliteStore::open(&path).await.unwrap();
+            s.store_batch(&[msg("a", "1", &ab)]).await.unwrap();
+        }
+        let s = SqliteStore::open(&path).await.unwrap();
+        let out = s.store_batch(&[msg("a", "2", &ab)]).await.unwrap();
+        assert_eq!(out[0].message.seq, 2);
+        drop(s);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+}

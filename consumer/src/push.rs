@@ -1,0 +1,69 @@
+//! Push worker: consume deliveries and hand each to the sink that holds the
+//! recipients' connections.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parley_common::broker::{Broker, Subscription};
+use parley_common::delivery::{Delivery, DeliverySink};
+use parley_common::topics::Topics;
+use tokio_util::sync::CancellationToken;
+
+use crate::Result;
+
+pub const DEFAULT_BATCH: usize = 256;
+const RETRY: Duration = Duration::from_millis(200);
+
+pub struct PushWorker {
+    pub broker: Arc<dyn Broker>,
+    pub sink: Arc<dyn DeliverySink>,
+    pub topics: Topics,
+    pub batch_size: usize,
+}
+
+impl PushWorker {
+    pub async fn subscribe(&self) -> Result<Box<dyn Subscription>> {
+        Ok(self
+            .broker
+            .subscribe(
+                std::slice::from_ref(&self.topics.deliveries),
+                &self.topics.push_group,
+            )
+            .await?)
+    }
+
+    pub async fn run(self, mut sub: Box<dyn Subscription>, shutdown: CancellationToken) {
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                batch = sub.next_batch(self.batch_size) => batch,
+            };
+            let records = match batch {
+                Ok(records) => records,
+                Err(err) => {
+                    tracing::error!(error = %err, "push: receiving records failed");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            for record in &records {
+                match Delivery::from_bytes(&record.payload) {
+                    // A client that misses a push syncs from its last seq, so
+                    // a failed push is logged, not retried forever.
+                    Ok(delivery) => {
+                        if let Err(err) = self.sink.deliver(&delivery).await {
+                            tracing::warn!(error = %err, "push: delivery failed");
+                        }
+                    }
+                    Err(err) => tracing::warn!(
+                        offset = record.offset, error = %err, "push: skipping undecodable delivery"
+                    ),
+                }
+            }
+            if let Err(err) = sub.commit().await {
+                tracing::error!(error = %err, "push: commit failed");
+            }
+        }
+        tracing::info!("push worker stopped");
+    }
+}

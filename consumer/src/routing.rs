@@ -1,0 +1,120 @@
+//! Pure decisions of the storage worker.
+
+use parley_common::delivery::{Delivery, Origin};
+use parley_common::event::{EventType, MessageEvent};
+use parley_common::ids::ConversationId;
+use parley_common::store::{NewMessage, StoreOutcome};
+
+/// Turn a message event into a message to store. The sender is the event's
+/// `user_id` (set by the gateway from the token), never a payload field.
+pub fn new_message(event: &MessageEvent) -> parley_common::Result<NewMessage> {
+    let data = event.chat_data()?;
+    let expected = if data.conversation.is_group() {
+        EventType::GroupMessage
+    } else {
+        EventType::Message
+    };
+    if event.event_type != expected {
+        return Err(parley_common::Error::Invalid(format!(
+            "event type {:?} does not match conversation {}",
+            event.event_type, data.conversation
+        )));
+    }
+    Ok(NewMessage {
+        msg_id: data.msg_id,
+        client_msg_id: data.client_msg_id,
+        conversation: data.conversation,
+        from: event.user_id.clone(),
+        body: data.body,
+        ts: event.timestamp,
+    })
+}
+
+/// Who receives a message: both sides of a direct conversation, or the
+/// group's current members. The sender is always included so their other
+/// devices see it.
+pub fn recipients(conversation: &ConversationId, sender: &str, members: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = match conversation.direct_participants() {
+        Some((a, b)) => vec![a.to_owned(), b.to_owned()],
+        None => members.to_vec(),
+    };
+    out.push(sender.to_owned());
+    out.sort();
+    out.dedup();
+    out
+}
+
+pub fn origin(event: &MessageEvent) -> Option<Origin> {
+    Some(Origin {
+        gateway_id: event.metadata.gateway_id.clone()?,
+        connection_id: event.metadata.connection_id?,
+    })
+}
+
+pub fn delivery(
+    outcome: StoreOutcome,
+    recipients: Vec<String>,
+    origin: Option<Origin>,
+) -> Delivery {
+    Delivery {
+        message: outcome.message,
+        recipients,
+        origin,
+        duplicate: outcome.duplicate,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use parley_common::event::{ChatMessageData, EventMetadata};
+
+    use super::*;
+
+    #[test]
+    fn direct_recipients_are_both_sides_once() {
+        let c = ConversationId::direct("bob", "alice");
+        assert_eq!(recipients(&c, "alice", &[]), ["alice", "bob"]);
+        let note = ConversationId::direct("alice", "alice");
+        assert_eq!(recipients(&note, "alice", &[]), ["alice"]);
+    }
+
+    #[test]
+    fn group_recipients_are_members_plus_sender() {
+        let g = ConversationId::group("g");
+        let members = vec!["c".to_string(), "a".to_string()];
+        assert_eq!(recipients(&g, "a", &members), ["a", "c"]);
+        assert_eq!(recipients(&g, "z", &members), ["a", "c", "z"]);
+    }
+
+    #[test]
+    fn sender_comes_from_the_event_not_the_payload() {
+        let data = serde_json::json!({
+            "msg_id": "m", "client_msg_id": "c", "conversation": "dm:a:b",
+            "body": "hi", "from": "mallory"
+        });
+        let event = MessageEvent {
+            event_type: EventType::Message,
+            timestamp: 5,
+            user_id: "a".into(),
+            message_data: data,
+            metadata: EventMetadata::default(),
+        };
+        let m = new_message(&event).unwrap();
+        assert_eq!(m.from, "a");
+        assert_eq!(m.ts, 5);
+        assert_eq!(origin(&event), None);
+    }
+
+    #[test]
+    fn mismatched_event_type_is_rejected() {
+        let data = ChatMessageData {
+            msg_id: "m".into(),
+            client_msg_id: "c".into(),
+            conversation: ConversationId::group("g"),
+            body: "x".into(),
+        };
+        let mut event = MessageEvent::chat("a", 1, &data, EventMetadata::default()).unwrap();
+        event.event_type = EventType::Message;
+        assert!(new_message(&event).is_err());
+    }
+}

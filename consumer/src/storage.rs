@@ -1,0 +1,129 @@
+//! Storage worker: consume message events in batches, store them
+//! (persist-before-push), publish one delivery per message, then acknowledge.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parley_common::broker::{Broker, Record, Subscription};
+use parley_common::event::MessageEvent;
+use parley_common::store::{NewMessage, Store};
+use parley_common::topics::Topics;
+use tokio_util::sync::CancellationToken;
+
+use crate::Result;
+use crate::routing;
+
+pub const DEFAULT_BATCH: usize = 256;
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+pub struct StorageWorker {
+    pub broker: Arc<dyn Broker>,
+    pub store: Arc<dyn Store>,
+    pub topics: Topics,
+    pub batch_size: usize,
+}
+
+impl StorageWorker {
+    /// Join the storage consumer group. Separate from [`run`](Self::run) so
+    /// callers can subscribe before anything is published.
+    pub async fn subscribe(&self) -> Result<Box<dyn Subscription>> {
+        let topics = [
+            self.topics.chat_messages.clone(),
+            self.topics.group_messages.clone(),
+        ];
+        Ok(self
+            .broker
+            .subscribe(&topics, &self.topics.storage_group)
+            .await?)
+    }
+
+    /// Run until `shutdown`; the batch in hand is finished first.
+    pub async fn run(self, mut sub: Box<dyn Subscription>, shutdown: CancellationToken) {
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                batch = sub.next_batch(self.batch_size) => batch,
+            };
+            let records = match batch {
+                Ok(records) => records,
+                Err(err) => {
+                    tracing::error!(error = %err, "storage: receiving records failed");
+                    tokio::time::sleep(RETRY_MIN).await;
+                    continue;
+                }
+            };
+            // Retry until durable: acknowledging a batch that was not stored
+            // would lose messages.
+            let mut delay = RETRY_MIN;
+            loop {
+                match self.process(&records).await {
+                    Ok(()) => break,
+                    Err(err) => {
+                        tracing::error!(error = %err, retry_in = ?delay, "storage: batch failed");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {
+                                tracing::warn!("storage: shutting down with an unstored batch");
+                                return;
+                            }
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        delay = (delay * 2).min(RETRY_MAX);
+                    }
+                }
+            }
+            if let Err(err) = sub.commit().await {
+                tracing::error!(error = %err, "storage: commit failed");
+            }
+        }
+        tracing::info!("storage worker stopped");
+    }
+
+    /// Store one batch and publish its deliveries.
+    pub async fn process(&self, records: &[Record]) -> Result<()> {
+        let mut messages: Vec<NewMessage> = Vec::with_capacity(records.len());
+        let mut origins = Vec::with_capacity(records.len());
+        for record in records {
+            // A record that can never be decoded would block the partition
+            // forever if retried; log it and move on.
+            let decoded = MessageEvent::from_bytes(&record.payload)
+                .and_then(|event| Ok((routing::new_message(&event)?, routing::origin(&event))));
+            match decoded {
+                Ok((message, origin)) => {
+                    messages.push(message);
+                    origins.push(origin);
+                }
+                Err(err) => tracing::warn!(
+                    topic = %record.topic, offset = record.offset, error = %err,
+                    "storage: skipping undecodable record"
+                ),
+            }
+        }
+        let outcomes = self.store.store_batch(&messages).await?;
+        let mut members: HashMap<String, Vec<String>> = HashMap::new();
+        for (outcome, origin) in outcomes.into_iter().zip(origins) {
+            let conversation = outcome.message.conversation.clone();
+            let group_members = match conversation.group_id() {
+                Some(g) => {
+                    if !members.contains_key(g) {
+                        members.insert(g.to_owned(), self.store.members(g).await?);
+                    }
+                    members[g].as_slice()
+                }
+                None => &[],
+            };
+            let recipients =
+                routing::recipients(&conversation, &outcome.message.from, group_members);
+            let delivery = routing::delivery(outcome, recipients, origin);
+            self.broker
+                .publish(
+                    &self.topics.deliveries,
+                    &conversation.to_string(),
+                    delivery.to_bytes()?,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}

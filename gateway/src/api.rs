@@ -1,0 +1,265 @@
+//! HTTP API: groups, conversations, dev log-in, metrics. Errors are JSON
+//! `{code, reason}` with a matching status.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use parley_common::ids;
+use parley_common::store::{ConversationSummary, Group};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::auth::AuthUser;
+
+/// Lifetime of tokens minted by the dev log-in.
+const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+const MAX_GROUP_NAME_CHARS: usize = 100;
+const MAX_INITIAL_MEMBERS: usize = 1000;
+
+pub mod codes {
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const CONFLICT: &str = "conflict";
+    pub const INTERNAL: &str = "internal";
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    status: StatusCode,
+    code: String,
+    reason: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, reason: impl ToString) -> Self {
+        Self {
+            status,
+            code: code.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn bad_request(reason: impl ToString) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, reason)
+    }
+}
+
+impl From<parley_common::Error> for ApiError {
+    fn from(err: parley_common::Error) -> Self {
+        use parley_common::Error as E;
+        match err {
+            E::NotFound(what) => Self::new(
+                StatusCode::NOT_FOUND,
+                codes::NOT_FOUND,
+                format!("{what} not found"),
+            ),
+            E::Conflict(what) => Self::new(
+                StatusCode::CONFLICT,
+                codes::CONFLICT,
+                format!("{what} already exists"),
+            ),
+            E::Invalid(reason) => Self::bad_request(reason),
+            other => {
+                tracing::error!(error = %other, "API request failed");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    codes::INTERNAL,
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rej: JsonRejection) -> Self {
+        Self::new(rej.status(), codes::BAD_REQUEST, rej.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(&self)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}
+
+#[derive(Serialize)]
+pub struct Me {
+    user: String,
+}
+
+pub async fn me(AuthUser(user): AuthUser) -> Json<Me> {
+    Json(Me { user })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevTokenRequest {
+    user: String,
+}
+
+#[derive(Serialize)]
+pub struct TokenResponse {
+    token: String,
+}
+
+/// Mint a token for any name: the browser page's log-in in standalone mode.
+pub async fn dev_token(
+    State(state): State<AppState>,
+    body: Result<Json<DevTokenRequest>, JsonRejection>,
+) -> ApiResult<Json<TokenResponse>> {
+    if !state.dev_login {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            "dev log-in is disabled",
+        ));
+    }
+    let Json(req) = body?;
+    ids::validate_user_id(&req.user).map_err(ApiError::bad_request)?;
+    let token = state
+        .auth
+        .mint(&req.user, DEV_TOKEN_TTL)
+        .map_err(ApiError::bad_request)?;
+    Ok(Json(TokenResponse { token }))
+}
+
+pub async fn conversations(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> ApiResult<Json<Vec<ConversationSummary>>> {
+    Ok(Json(state.store.conversations_of(&user).await?))
+}
+
+pub async fn my_groups(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> ApiResult<Json<Vec<Group>>> {
+    let mut groups = Vec::new();
+    for summary in state.store.conversations_of(&user).await? {
+        if let Some(id) = summary.conversation.group_id()
+            && let Some(group) = state.store.group(id).await?
+        {
+            groups.push(group);
+        }
+    }
+    Ok(Json(groups))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    /// Chosen id; generated when absent.
+    id: Option<String>,
+    name: String,
+    #[serde(default)]
+    members: Vec<String>,
+}
+
+pub async fn create_group(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    body: Result<Json<CreateGroup>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Group>)> {
+    let Json(req) = body?;
+    let id = match req.id {
+        Some(id) => id,
+        None => uuid::Uuid::now_v7().simple().to_string(),
+    };
+    ids::validate_group_id(&id).map_err(ApiError::bad_request)?;
+    let name = req.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_GROUP_NAME_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "`name` must be 1 to {MAX_GROUP_NAME_CHARS} characters"
+        )));
+    }
+    if req.members.len() > MAX_INITIAL_MEMBERS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_INITIAL_MEMBERS} initial members"
+        )));
+    }
+    for m in &req.members {
+        ids::validate_user_id(m)
+            .map_err(|e| ApiError::bad_request(format!("member `{m}`: {e}")))?;
+    }
+    let group = state
+        .store
+        .create_group(&id, name, &user, &req.members)
+        .await?;
+    Ok((StatusCode::CREATED, Json(group)))
+}
+
+#[derive(Serialize)]
+pub struct Members {
+    group: String,
+    members: Vec<String>,
+}
+
+pub async fn members(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Members>> {
+    ids::validate_group_id(&id).map_err(ApiError::bad_request)?;
+    if state.store.group(&id).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            format!("group {id} not found"),
+        ));
+    }
+    let members = state.store.members(&id).await?;
+    if !members.contains(&user) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            codes::FORBIDDEN,
+            format!("not a member of group {id}"),
+        ));
+    }
+    Ok(Json(Members { group: id, members }))
+}
+
+pub async fn join(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    ids::validate_group_id(&id).map_err(ApiError::bad_request)?;
+    state.store.join_group(&id, &user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn leave(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    ids::validate_group_id(&id).map_err(ApiError::bad_request)?;
+    if state.store.leave_group(&id, &user).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            format!("not a member of group {id}"),
+        ))
+    }
+}

@@ -1,0 +1,127 @@
+//! Shared state and the HTTP router.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::routing::{get, post};
+use parley_common::broker::Broker;
+use parley_common::ids::ConversationId;
+use parley_common::protocol::Limits;
+use parley_common::store::Store;
+use parley_common::topics::Topics;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Auth;
+use crate::config::SessionArgs;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::{api, page, session};
+
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub broker: Arc<dyn Broker>,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub auth: Auth,
+    pub session: SessionArgs,
+    pub limits: Limits,
+    pub topics: Topics,
+    pub gateway_id: String,
+    pub dev_login: bool,
+    /// Cancelled once on shutdown; every task watches it.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks so shutdown can wait for them to drain.
+    pub tracker: TaskTracker,
+    next_conn: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+pub struct StateParts {
+    pub store: Arc<dyn Store>,
+    pub broker: Arc<dyn Broker>,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub auth: Auth,
+    pub session: SessionArgs,
+    pub topics: Topics,
+    pub gateway_id: String,
+    pub dev_login: bool,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+impl AppState {
+    pub fn new(p: StateParts) -> Self {
+        let limits = p.session.limits();
+        Self(Arc::new(Inner {
+            store: p.store,
+            broker: p.broker,
+            registry: p.registry,
+            metrics: p.metrics,
+            auth: p.auth,
+            session: p.session,
+            limits,
+            topics: p.topics,
+            gateway_id: p.gateway_id,
+            dev_login: p.dev_login,
+            shutdown: p.shutdown,
+            tracker: p.tracker,
+            next_conn: AtomicU64::new(1),
+        }))
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// May `user` read and write `conversation`?
+    pub async fn may_access(
+        &self,
+        user: &str,
+        conversation: &ConversationId,
+    ) -> parley_common::Result<bool> {
+        match conversation {
+            ConversationId::Direct(a, b) => Ok(a == user || b == user),
+            ConversationId::Group(g) => self.store.is_member(g, user).await,
+        }
+    }
+
+    /// Everyone who should see ephemeral notices (typing, read) in `conversation`.
+    pub async fn participants(
+        &self,
+        conversation: &ConversationId,
+    ) -> parley_common::Result<Vec<String>> {
+        match conversation {
+            ConversationId::Direct(a, b) => Ok(vec![a.clone(), b.clone()]),
+            ConversationId::Group(g) => self.store.members(g).await,
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(page::index))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(api::metrics))
+        .route("/ws", get(session::upgrade))
+        .route("/api/me", get(api::me))
+        .route("/api/dev/token", post(api::dev_token))
+        .route("/api/conversations", get(api::conversations))
+        .route("/api/groups", get(api::my_groups).post(api::create_group))
+        .route("/api/groups/{id}/members", get(api::members))
+        .route("/api/groups/{id}/join", post(api::join))
+        .route("/api/groups/{id}/leave", post(api::leave))
+        .with_state(state)
+}

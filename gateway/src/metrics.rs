@@ -1,0 +1,138 @@
+//! Prometheus metrics served at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections_opened: Counter,
+    pub connections_active: Gauge,
+    pub frames_received: Family<KindLabel, Counter>,
+    pub errors_sent: Family<CodeLabel, Counter>,
+    pub connections_closed_abusive: Counter,
+    pub messages_published: Counter,
+    pub frames_pushed: Counter,
+    pub slow_consumers_dropped: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("parley_gateway");
+        let m = Self {
+            connections_opened: Counter::default(),
+            connections_active: Gauge::default(),
+            frames_received: Family::default(),
+            errors_sent: Family::default(),
+            connections_closed_abusive: Counter::default(),
+            messages_published: Counter::default(),
+            frames_pushed: Counter::default(),
+            slow_consumers_dropped: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections_opened",
+            "WebSocket connections accepted",
+            m.connections_opened.clone(),
+        );
+        registry.register(
+            "connections_active",
+            "WebSocket connections open now",
+            m.connections_active.clone(),
+        );
+        registry.register(
+            "frames_received",
+            "Valid client frames by type",
+            m.frames_received.clone(),
+        );
+        registry.register(
+            "errors_sent",
+            "Error frames sent to clients by code",
+            m.errors_sent.clone(),
+        );
+        registry.register(
+            "connections_closed_abusive",
+            "Connections closed for too many invalid or over-rate frames",
+            m.connections_closed_abusive.clone(),
+        );
+        registry.register(
+            "messages_published",
+            "Messages handed to the broker",
+            m.messages_published.clone(),
+        );
+        registry.register(
+            "frames_pushed",
+            "Frames queued to connections by the push path",
+            m.frames_pushed.clone(),
+        );
+        registry.register(
+            "slow_consumers_dropped",
+            "Connections dropped because their outbound queue overflowed",
+            m.slow_consumers_dropped.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    pub fn error(&self, code: &str) {
+        self.errors_sent
+            .get_or_create(&CodeLabel {
+                code: code.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn frame(&self, kind: &str) {
+        self.frames_received
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_registered_metrics() {
+        let m = Metrics::new();
+        m.error("rate_limited");
+        m.messages_published.inc();
+        let text = m.encode();
+        assert!(
+            text.contains("parley_gateway_errors_sent_total{code=\"rate_limited\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("parley_gateway_messages_published_total 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,277 @@
+//! Connections held by this gateway, by user. The push path delivers through
+//! it (it is the standalone [`DeliverySink`]), and so do presence, typing and
+//! read notices. Sends never block: a connection whose queue is full is
+//! disconnected and syncs from its last seq when it comes back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use async_trait::async_trait;
+use parley_common::delivery::{Delivery, DeliverySink};
+use parley_common::protocol::ServerFrame;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+struct Conn {
+    tx: mpsc::Sender<ServerFrame>,
+    /// Cancelled to make the connection close itself.
+    kick: CancellationToken,
+}
+
+pub struct Registry {
+    gateway_id: String,
+    users: RwLock<HashMap<String, HashMap<u64, Conn>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Registry {
+    pub fn new(gateway_id: &str, metrics: Arc<Metrics>) -> Self {
+        Self {
+            gateway_id: gateway_id.to_owned(),
+            users: RwLock::default(),
+            metrics,
+        }
+    }
+
+    // The map stays consistent even if a holder panicked, so poisoning is ignored.
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, HashMap<u64, Conn>>> {
+        self.users.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, HashMap<u64, Conn>>> {
+        self.users.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Returns true if this is the user's first connection (they came online).
+    pub fn register(
+        &self,
+        user: &str,
+        id: u64,
+        tx: mpsc::Sender<ServerFrame>,
+        kick: CancellationToken,
+    ) -> bool {
+        let mut users = self.write();
+        let conns = users.entry(user.to_owned()).or_default();
+        conns.insert(id, Conn { tx, kick });
+        conns.len() == 1
+    }
+
+    /// Returns true if this was the user's last connection (they went offline).
+    pub fn unregister(&self, user: &str, id: u64) -> bool {
+        let mut users = self.write();
+        let Some(conns) = users.get_mut(user) else {
+            return false;
+        };
+        if conns.remove(&id).is_none() {
+            return false;
+        }
+        if conns.is_empty() {
+            users.remove(user);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn online_users(&self) -> Vec<String> {
+        let mut users: Vec<String> = self.read().keys().cloned().collect();
+        users.sort();
+        users
+    }
+
+    /// Queue `frame` to every connection of `user` except `except`.
+    pub fn send_to_user(&self, user: &str, frame: &ServerFrame, except: Option<u64>) {
+        let mut overflowed = Vec::new();
+        {
+            let users = self.read();
+            let Some(conns) = users.get(user) else {
+                return;
+            };
+            for (&id, conn) in conns {
+                if Some(id) == except {
+                    continue;
+                }
+                if self.try_send(conn, frame) {
+                    overflowed.push(id);
+                }
+            }
+        }
+        self.drop_overflowed(user, &overflowed);
+    }
+
+    /// Queue `frame` to one connection.
+    pub fn send_to_conn(&self, user: &str, id: u64, frame: &ServerFrame) {
+        let overflowed = {
+            let users = self.read();
+            match users.get(user).and_then(|c| c.get(&id)) {
+                Some(conn) => self.try_send(conn, frame),
+                None => false,
+            }
+        };
+        if overflowed {
+            self.drop_overflowed(user, &[id]);
+        }
+    }
+
+    /// Queue `frame` to everyone connected here except `except_user`.
+    pub fn broadcast(&self, frame: &ServerFrame, except_user: &str) {
+        for user in self.online_users() {
+            if user != except_user {
+                self.send_to_user(&user, frame, None);
+            }
+        }
+    }
+
+    /// Returns true if the queue overflowed.
+    fn try_send(&self, conn: &Conn, frame: &ServerFrame) -> bool {
+        match conn.tx.try_send(frame.clone()) {
+            Ok(()) => {
+                self.metrics.frames_pushed.inc();
+                false
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => true,
+            // The connection is closing; it unregisters itself.
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn drop_overflowed(&self, user: &str, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        let users = self.read();
+        for id in ids {
+            if let Some(conn) = users.get(user).and_then(|c| c.get(id)) {
+                tracing::warn!(
+                    user,
+                    conn = id,
+                    "outbound queue full; disconnecting slow client"
+                );
+                self.metrics.slow_consumers_dropped.inc();
+                conn.kick.cancel();
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl DeliverySink for Registry {
+    async fn deliver(&self, delivery: &Delivery) -> parley_common::Result<()> {
+        let message = &delivery.message;
+        let origin_conn = delivery
+            .origin
+            .as_ref()
+            .filter(|o| o.gateway_id == self.gateway_id)
+            .map(|o| o.connection_id);
+        if let Some(id) = origin_conn {
+            let ack = ServerFrame::Ack {
+                client_msg_id: message.client_msg_id.clone(),
+                msg_id: message.msg_id.clone(),
+                conversation: message.conversation.clone(),
+                seq: message.seq,
+            };
+            self.send_to_conn(&message.from, id, &ack);
+        }
+        if delivery.duplicate {
+            return Ok(());
+        }
+        let frame = ServerFrame::Message(message.view());
+        for user in &delivery.recipients {
+            // The origin connection has the ack; its user's other devices get the message.
+            self.send_to_user(user, &frame, origin_conn.filter(|_| *user == message.from));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use parley_common::delivery::Origin;
+    use parley_common::ids::ConversationId;
+    use parley_common::store::StoredMessage;
+
+    use super::*;
+
+    fn conn(
+        r: &Registry,
+        user: &str,
+        id: u64,
+        cap: usize,
+    ) -> (mpsc::Receiver<ServerFrame>, CancellationToken) {
+        let (tx, rx) = mpsc::channel(cap);
+        let kick = CancellationToken::new();
+        r.register(user, id, tx, kick.clone());
+        (rx, kick)
+    }
+
+    fn delivery(duplicate: bool) -> Delivery {
+        Delivery {
+            message: StoredMessage {
+                conversation: ConversationId::direct("a", "b"),
+                seq: 3,
+                msg_id: "m".into(),
+                client_msg_id: "c".into(),
+                from: "a".into(),
+                body: "hi".into(),
+                ts: 0,
+            },
+            recipients: vec!["a".into(), "b".into()],
+            origin: Some(Origin {
+                gateway_id: "gw".into(),
+                connection_id: 1,
+            }),
+            duplicate,
+        }
+    }
+
+    #[tokio::test]
+    async fn origin_gets_ack_other_devices_and_recipients_get_message() {
+        let r = Registry::new("gw", Arc::new(Metrics::new()));
+        let (mut a1, _) = conn(&r, "a", 1, 8);
+        let (mut a2, _) = conn(&r, "a", 2, 8);
+        let (mut b3, _) = conn(&r, "b", 3, 8);
+        r.deliver(&delivery(false)).await.unwrap();
+        assert!(matches!(
+            a1.try_recv().unwrap(),
+            ServerFrame::Ack { seq: 3, .. }
+        ));
+        assert!(a1.try_recv().is_err(), "origin also got the message");
+        assert!(matches!(a2.try_recv().unwrap(), ServerFrame::Message(m) if m.seq == 3));
+        assert!(matches!(b3.try_recv().unwrap(), ServerFrame::Message(m) if m.from == "a"));
+    }
+
+    #[tokio::test]
+    async fn duplicates_are_only_acked() {
+        let r = Registry::new("gw", Arc::new(Metrics::new()));
+        let (mut a1, _) = conn(&r, "a", 1, 8);
+        let (mut b3, _) = conn(&r, "b", 3, 8);
+        r.deliver(&delivery(true)).await.unwrap();
+        assert!(matches!(a1.try_recv().unwrap(), ServerFrame::Ack { .. }));
+        assert!(b3.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn full_queue_kicks_the_connection() {
+        let r = Registry::new("gw", Arc::new(Metrics::new()));
+        let (_b, kick) = conn(&r, "b", 3, 1);
+        r.send_to_user("b", &ServerFrame::Pong, None);
+        assert!(!kick.is_cancelled());
+        r.send_to_user("b", &ServerFrame::Pong, None);
+        assert!(kick.is_cancelled());
+    }
+
+    #[test]
+    fn presence_transitions() {
+        let r = Registry::new("gw", Arc::new(Metrics::new()));
+        let (tx, _rx) = mpsc::channel(1);
+        assert!(r.register("a", 1, tx.clone(), CancellationToken::new()));
+        assert!(!r.register("a", 2, tx, CancellationToken::new()));
+        assert_eq!(r.online_users(), ["a"]);
+        assert!(!r.unregister("a", 1));
+        assert!(!r.unregister("a", 1));
+        assert!(r.unregister("a", 2));
+        assert!(r.online_users().is_empty());
+    }
+}

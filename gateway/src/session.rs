@@ -1,0 +1,398 @@
+//! One WebSocket connection: authenticate at upgrade, then read client
+//! frames, enforce limits, and write server frames (direct replies and
+//! whatever the registry queues for this connection).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::response::Response;
+use futures::stream::SplitSink;
+use futures::{SinkExt, StreamExt};
+use governor::DefaultDirectRateLimiter;
+use parley_common::event::{ChatMessageData, EventMetadata, MessageEvent};
+use parley_common::ids::ConversationId;
+use parley_common::protocol::{
+    ClientFrame, Recipient, SendFrame, ServerFrame, SyncFrame, codes, parse_client_frame,
+};
+use parley_common::time::now_millis;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::limits;
+
+const CLOSE_ABUSE: &str = "too many invalid or over-rate frames";
+const CLOSE_SHUTDOWN: &str = "server shutting down";
+const CLOSE_IDLE: &str = "no traffic within two heartbeats";
+const CLOSE_SLOW: &str = "client too slow: outbound queue overflowed";
+
+type Sink = SplitSink<WebSocket, Message>;
+
+/// `GET /ws`: the token is checked before the upgrade, so an unauthenticated
+/// client gets a plain 401.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let max = state.session.transport_max_bytes();
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| run(socket, state, user))
+}
+
+/// What the read side asks the loop to do next.
+enum Flow {
+    Continue,
+    Close(u16, &'static str),
+    /// The socket failed; nothing more can be sent.
+    Gone,
+}
+
+struct Conn {
+    state: AppState,
+    user: String,
+    id: u64,
+    limiter: DefaultDirectRateLimiter,
+    strikes: u32,
+}
+
+async fn run(socket: WebSocket, state: AppState, user: String) {
+    // Keeps shutdown waiting until this connection is closed.
+    let _tracked = state.tracker.token();
+    let id = state.next_conn_id();
+    let (tx, mut rx) = mpsc::channel(state.session.outbound_queue.max(1));
+    let kick = state.shutdown.child_token();
+    let first = state.registry.register(&user, id, tx, kick.clone());
+    state.metrics.connections_opened.inc();
+    state.metrics.connections_active.inc();
+    tracing::debug!(user, conn = id, "connected");
+
+    let (mut sink, mut stream) = socket.split();
+    let mut conn = Conn {
+        limiter: limits::rate_limiter(&state.session),
+        state: state.clone(),
+        user: user.clone(),
+        id,
+        strikes: 0,
+    };
+    let mut hello = vec![ServerFrame::Hello { user: user.clone() }];
+    hello.extend(
+        state
+            .registry
+            .online_users()
+            .into_iter()
+            .filter(|u| *u != user)
+            .map(|u| ServerFrame::Presence {
+                user: u,
+                online: true,
+            }),
+    );
+    let mut alive = true;
+    for frame in hello {
+        if send(&mut sink, &frame).await.is_err() {
+            alive = false;
+            break;
+        }
+    }
+    if first {
+        presence(&state, &user, true).await;
+    }
+
+    let heartbeat = state.session.heartbeat.max(Duration::from_millis(100));
+    let mut ticks = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    let mut last_heard = Instant::now();
+    let close = if !alive {
+        None
+    } else {
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {
+                    if limits::idle_expired(last_heard.elapsed(), heartbeat) {
+                        tracing::debug!(user, conn = id, "no traffic for two heartbeats; dropping");
+                        break Some((close_code::AWAY, CLOSE_IDLE));
+                    }
+                    if write(&mut sink, Message::Ping(Default::default())).await.is_err() {
+                        break None;
+                    }
+                }
+                _ = kick.cancelled() => {
+                    break Some(if state.shutdown.is_cancelled() {
+                        (close_code::AWAY, CLOSE_SHUTDOWN)
+                    } else {
+                        (close_code::POLICY, CLOSE_SLOW)
+                    });
+                }
+                out = rx.recv() => match out {
+                    Some(frame) => if send(&mut sink, &frame).await.is_err() { break None },
+                    None => break None,
+                },
+                msg = stream.next() => {
+                    last_heard = Instant::now();
+                    let flow = match msg {
+                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Flow::Gone,
+                        Some(Ok(Message::Text(text))) => conn.on_text(text.as_str(), &mut sink).await,
+                        Some(Ok(Message::Binary(_))) => {
+                            conn.violation(&mut sink, codes::BINARY_NOT_SUPPORTED, "frames must be JSON text").await
+                        }
+                        // Pings are answered by the WebSocket layer.
+                        Some(Ok(_)) => Flow::Continue,
+                    };
+                    match flow {
+                        Flow::Continue => {}
+                        Flow::Close(code, reason) => break Some((code, reason)),
+                        Flow::Gone => break None,
+                    }
+                }
+            }
+        }
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = write(&mut sink, Message::Close(Some(frame))).await;
+    }
+    state.metrics.connections_active.dec();
+    if state.registry.unregister(&user, id) {
+        presence(&state, &user, false).await;
+    }
+    tracing::debug!(user, conn = id, "disconnected");
+}
+
+/// Writes that cannot complete in this time (a client that stopped reading
+/// with full TCP buffers) end the connection instead of stalling it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct Gone;
+
+async fn send(sink: &mut Sink, frame: &ServerFrame) -> Result<(), Gone> {
+    write(sink, Message::Text(frame.to_json().into())).await
+}
+
+async fn write(sink: &mut Sink, message: Message) -> Result<(), Gone> {
+    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) | Err(_) => Err(Gone),
+    }
+}
+
+/// Tell local connections and publish a user event (the Kafka mode's push
+/// consumers learn from it which gateway holds the user).
+async fn presence(state: &AppState, user: &str, online: bool) {
+    state.registry.broadcast(
+        &ServerFrame::Presence {
+            user: user.to_owned(),
+            online,
+        },
+        user,
+    );
+    let meta = EventMetadata {
+        gateway_id: Some(state.gateway_id.clone()),
+        ..EventMetadata::default()
+    };
+    let event = MessageEvent::presence(user, online, now_millis(), meta);
+    let published = match event.to_bytes() {
+        Ok(bytes) => {
+            state
+                .broker
+                .publish(&state.topics.user_events, user, bytes)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(err) = published {
+        tracing::warn!(user, error = %err, "publishing presence failed");
+    }
+}
+
+impl Conn {
+    async fn reply(&self, sink: &mut Sink, frame: &ServerFrame) -> Flow {
+        if let ServerFrame::Error { code, .. } = frame {
+            self.state.metrics.error(code);
+        }
+        match send(sink, frame).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Gone,
+        }
+    }
+
+    /// An error frame, plus a strike towards closing the connection.
+    async fn violation(&mut self, sink: &mut Sink, code: &str, reason: impl ToString) -> Flow {
+        let (strikes, close) = limits::strike(self.strikes, self.state.session.max_strikes);
+        self.strikes = strikes;
+        if let Flow::Gone = self.reply(sink, &ServerFrame::error(code, reason)).await {
+            return Flow::Gone;
+        }
+        if close {
+            tracing::info!(
+                user = self.user,
+                conn = self.id,
+                "closing abusive connection"
+            );
+            self.state.metrics.connections_closed_abusive.inc();
+            Flow::Close(close_code::POLICY, CLOSE_ABUSE)
+        } else {
+            Flow::Continue
+        }
+    }
+
+    async fn on_text(&mut self, text: &str, sink: &mut Sink) -> Flow {
+        if self.limiter.check().is_err() {
+            return self
+                .violation(sink, codes::RATE_LIMITED, "too many frames; slow down")
+                .await;
+        }
+        let frame = match parse_client_frame(text, &self.state.limits) {
+            Ok(frame) => frame,
+            Err(err) => return self.violation(sink, err.code(), &err).await,
+        };
+        self.state.metrics.frame(frame.kind());
+        let result = match frame {
+            ClientFrame::Send(send) => self.on_send(send, sink).await,
+            ClientFrame::Sync(sync) => self.on_sync(sync, sink).await,
+            ClientFrame::Typing { conversation } => {
+                let frame = ServerFrame::Typing {
+                    conversation: conversation.clone(),
+                    from: self.user.clone(),
+                };
+                self.notify(&conversation, frame, sink).await
+            }
+            ClientFrame::Read { conversation, seq } => {
+                let frame = ServerFrame::Read {
+                    conversation: conversation.clone(),
+                    from: self.user.clone(),
+                    seq,
+                };
+                self.notify(&conversation, frame, sink).await
+            }
+            ClientFrame::Ping => Ok(self.reply(sink, &ServerFrame::Pong).await),
+        };
+        match result {
+            Ok(flow) => flow,
+            Err(err) => {
+                tracing::error!(user = self.user, error = %err, "handling frame failed");
+                self.reply(
+                    sink,
+                    &ServerFrame::error(codes::INTERNAL, "internal error, retry later"),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn forbidden(&self, sink: &mut Sink, conversation: &ConversationId) -> Flow {
+        let reason = match conversation.group_id() {
+            Some(g) => format!("not a member of group {g}"),
+            None => format!("not a participant of {conversation}"),
+        };
+        self.reply(sink, &ServerFrame::error(codes::FORBIDDEN, reason))
+            .await
+    }
+
+    async fn on_send(&mut self, send: SendFrame, sink: &mut Sink) -> parley_common::Result<Flow> {
+        let state = &self.state;
+        let conversation = match &send.to {
+            Recipient::User(to) => ConversationId::direct(&self.user, to),
+            Recipient::Group(g) => ConversationId::group(g),
+        };
+        if !state.may_access(&self.user, &conversation).await? {
+            return Ok(self.forbidden(sink, &conversation).await);
+        }
+        let data = ChatMessageData {
+            msg_id: uuid::Uuid::now_v7().to_string(),
+            client_msg_id: send.client_msg_id,
+            conversation: conversation.clone(),
+            body: send.body,
+        };
+        let meta = EventMetadata {
+            group_id: conversation.group_id().map(str::to_owned),
+            gateway_id: Some(state.gateway_id.clone()),
+            connection_id: Some(self.id),
+        };
+        // The sender is the authenticated user; the frame has no say.
+        let event = MessageEvent::chat(&self.user, now_millis(), &data, meta)?;
+        let topic = if conversation.is_group() {
+            &state.topics.group_messages
+        } else {
+            &state.topics.chat_messages
+        };
+        // The ack follows once the message is stored (via the push path), so
+        // a client never sees an ack for a message that could be lost.
+        match state
+            .broker
+            .publish(topic, &conversation.to_string(), event.to_bytes()?)
+            .await
+        {
+            Ok(()) => {
+                state.metrics.messages_published.inc();
+                Ok(Flow::Continue)
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "publishing message failed");
+                Ok(self
+                    .reply(
+                        sink,
+                        &ServerFrame::error(codes::UNAVAILABLE, "message not accepted, retry"),
+                    )
+                    .await)
+            }
+        }
+    }
+
+    async fn on_sync(&mut self, sync: SyncFrame, sink: &mut Sink) -> parley_common::Result<Flow> {
+        if !self
+            .state
+            .may_access(&self.user, &sync.conversation)
+            .await?
+        {
+            return Ok(self.forbidden(sink, &sync.conversation).await);
+        }
+        // One extra row tells whether another page exists.
+        let mut messages = self
+            .state
+            .store
+            .history(
+                &sync.conversation,
+                sync.after_seq,
+                sync.limit.saturating_add(1),
+            )
+            .await?;
+        let has_more = messages.len() > sync.limit as usize;
+        messages.truncate(sync.limit as usize);
+        for m in &messages {
+            if let Flow::Gone = self.reply(sink, &ServerFrame::Message(m.view())).await {
+                return Ok(Flow::Gone);
+            }
+        }
+        let done = ServerFrame::Synced {
+            conversation: sync.conversation,
+            count: messages.len(),
+            has_more,
+        };
+        Ok(self.reply(sink, &done).await)
+    }
+
+    /// Typing and read notices: not stored, sent to the participants'
+    /// connections here (other devices of the sender included).
+    async fn notify(
+        &mut self,
+        conversation: &ConversationId,
+        frame: ServerFrame,
+        sink: &mut Sink,
+    ) -> parley_common::Result<Flow> {
+        if !self.state.may_access(&self.user, conversation).await? {
+            return Ok(self.forbidden(sink, conversation).await);
+        }
+        for user in self.state.participants(conversation).await? {
+            self.state
+                .registry
+                .send_to_user(&user, &frame, Some(self.id));
+        }
+        Ok(Flow::Continue)
+    }
+}

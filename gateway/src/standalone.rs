@@ -1,0 +1,135 @@
+//! `parley-gateway standalone`: gateway, storage worker and push worker in
+//! one process over the in-process broker and a SQLite file.
+
+use std::sync::Arc;
+
+use parley_common::broker::{Broker, MemoryBroker};
+use parley_common::delivery::DeliverySink;
+use parley_common::store::{SqliteStore, Store};
+use parley_common::topics::Topics;
+use parley_consumer::push::{self, PushWorker};
+use parley_consumer::storage::{self, StorageWorker};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::{AppState, StateParts, router};
+use crate::auth::Auth;
+use crate::config::{DEV_JWT_SECRET, StandaloneArgs};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::{Error, Result};
+
+pub async fn run(args: StandaloneArgs) -> Result<()> {
+    let secret = match &args.jwt_secret {
+        Some(s) if !s.is_empty() => s.clone(),
+        Some(_) => return Err(Error::Config("PARLEY_JWT_SECRET is empty".into())),
+        None => {
+            tracing::warn!(
+                "no --jwt-secret / PARLEY_JWT_SECRET given: using the well-known dev secret; \
+                 anyone can mint tokens for this server"
+            );
+            DEV_JWT_SECRET.to_owned()
+        }
+    };
+    if args.dev_login {
+        tracing::warn!("dev log-in is on: POST /api/dev/token mints a token for any name");
+    }
+
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&args.database).await?);
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+    let topics = Topics::new(&args.topic_prefix);
+    let metrics = Arc::new(Metrics::new());
+    let registry = Arc::new(Registry::new(&args.gateway_id, metrics.clone()));
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    // Subscribe both workers before serving: the in-process broker drops
+    // records published to a topic no group has joined yet.
+    let storage_worker = StorageWorker {
+        broker: broker.clone(),
+        store: store.clone(),
+        topics: topics.clone(),
+        batch_size: storage::DEFAULT_BATCH,
+    };
+    let storage_sub = storage_worker.subscribe().await?;
+    let sink: Arc<dyn DeliverySink> = registry.clone();
+    let push_worker = PushWorker {
+        broker: broker.clone(),
+        sink,
+        topics: topics.clone(),
+        batch_size: push::DEFAULT_BATCH,
+    };
+    let push_sub = push_worker.subscribe().await?;
+    // Workers stop only after the connections are gone (see below), so
+    // messages accepted during the drain are still stored and pushed.
+    let workers_stop = CancellationToken::new();
+    let workers = TaskTracker::new();
+    workers.spawn(storage_worker.run(storage_sub, workers_stop.clone()));
+    workers.spawn(push_worker.run(push_sub, workers_stop.clone()));
+    workers.close();
+
+    let state = AppState::new(StateParts {
+        store,
+        broker,
+        registry,
+        metrics,
+        auth: Auth::new(&secret),
+        session: args.session.clone(),
+        topics,
+        gateway_id: args.gateway_id.clone(),
+        dev_login: args.dev_login,
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+    });
+
+    let listener = TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, database = %args.database.display(), "standalone chat serving");
+    // On stdout, for scripts and tests that asked for port 0.
+    println!("parley-gateway listening on http://{addr}");
+
+    tokio::spawn(signal(shutdown.clone()));
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    shutdown.cancel();
+    tracker.close();
+    let drained = tokio::time::timeout(args.shutdown_grace, async {
+        tracker.wait().await;
+        workers_stop.cancel();
+        workers.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(grace = ?args.shutdown_grace, "shutdown grace period over; exiting anyway");
+    }
+    tracing::info!("stopped");
+    served.map_err(Error::Io)
+}
+
+/// Cancel `shutdown` on Ctrl-C or SIGTERM.
+async fn signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+        _ = shutdown.cancelled() => return,
+    }
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}
