@@ -28,11 +28,16 @@ pub enum Command {
         #[arg(long = "write-to", value_name = "DIR")]
         write_to: Vec<PathBuf>,
     },
+    /// Run the controller: reconcile ChatClusters until SIGTERM.
+    Run(crate::run::RunArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Crd { write_to } => write_crd(&write_to),
+        Command::Run(args) => tokio::runtime::Runtime::new()
+            .map_err(Error::Runtime)?
+            .block_on(crate::run::run(args)),
     }
 }
 

@@ -1,7 +1,15 @@
 //! Parley operator: reconciles `ChatCluster` resources.
 
 pub mod cli;
+pub mod conditions;
+pub mod controller;
 pub mod crd;
 mod error;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod run;
+pub mod topics;
+pub mod workloads;
 
 pub use error::{Error, Result};

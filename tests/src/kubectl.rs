@@ -75,3 +75,31 @@ pub fn ok_with_stdin(args: &[&str], stdin: &str) -> String {
     );
     out.stdout
 }
+
+/// Split kubectl's table output into `(header, cells)` per column, cutting
+/// each row at the header's offsets (cells can be empty).
+pub fn table(output: &str) -> Vec<(String, Vec<String>)> {
+    let mut lines = output.lines();
+    let header = lines.next().unwrap_or_default();
+    let starts: Vec<usize> = header
+        .char_indices()
+        .filter(|&(i, c)| c != ' ' && (i == 0 || header.as_bytes()[i - 1] == b' '))
+        .map(|(i, _)| i)
+        .collect();
+    let rows: Vec<&str> = lines.collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(n, &start)| {
+            let end = starts.get(n + 1).copied();
+            let slice = |line: &str| {
+                let end = end.unwrap_or(line.len()).min(line.len());
+                line.get(start.min(end)..end)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            };
+            (slice(header), rows.iter().map(|r| slice(r)).collect())
+        })
+        .collect()
+}

@@ -4,38 +4,10 @@
 //! replicas.
 
 use kube::api::{Api, DeleteParams};
-use kube::{Client, Config};
-use parley_operator::crd::{CRD_FILE_NAME, ChatCluster};
+use parley_operator::crd::ChatCluster;
 use parley_tests::{env, kubectl};
 
-fn crd_path() -> String {
-    format!("{}/../crds/{CRD_FILE_NAME}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Install the CRD (idempotent) and a fresh namespace for one test.
-fn setup(prefix: &str) -> String {
-    kubectl::ok(&[
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        &crd_path(),
-    ]);
-    kubectl::ok(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/chatclusters.parley.dev",
-    ]);
-    let ns = env::unique(prefix);
-    kubectl::ok(&["create", "namespace", &ns]);
-    ns
-}
-
-fn teardown(ns: &str) {
-    // Best effort: the namespace is unique, so a leftover never disturbs a rerun.
-    let _ = kubectl::run(&["delete", "namespace", ns, "--wait=false"]);
-}
+use parley_tests::kube::{client, setup_namespace as setup, teardown_namespace as teardown};
 
 fn chat_cluster(name: &str, partitions: i32, extra_topics: &str) -> String {
     format!(
@@ -54,13 +26,6 @@ spec:
     replicas: 2
 "#
     )
-}
-
-async fn client() -> Client {
-    let config = Config::from_kubeconfig(&kube::config::KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig from KUBECONFIG");
-    Client::try_from(config).expect("kube client")
 }
 
 #[tokio::test]
@@ -109,16 +74,13 @@ async fn crd_validation_printer_columns_and_scale() {
         "the rejected change must not be stored"
     );
 
-    // Printer columns.
+    // Printer columns. Cells may be empty (no status yet), so cut the row at
+    // the header's column offsets instead of splitting on whitespace.
     let table = kubectl::ok(&["get", "chat", "-n", &ns]);
-    let header: Vec<&str> = table
-        .lines()
-        .next()
-        .expect("header line")
-        .split_whitespace()
-        .collect();
+    let columns = kubectl::table(&table);
+    let names: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(
-        header,
+        names,
         [
             "NAME",
             "READY",
@@ -129,15 +91,21 @@ async fn crd_validation_printer_columns_and_scale() {
             "AGE"
         ]
     );
-    let row: Vec<&str> = table
-        .lines()
-        .nth(1)
-        .expect("one row")
-        .split_whitespace()
-        .collect();
-    assert_eq!(row[0], "demo");
-    assert_eq!(row[2], "12", "PARTITIONS column: {table}");
-    assert_eq!(row[3], "2", "GATEWAYS column: {table}");
+    let cell = |name: &str| {
+        columns
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, rows)| rows[0].clone())
+            .unwrap()
+    };
+    assert_eq!(cell("NAME"), "demo");
+    assert_eq!(cell("PARTITIONS"), "12", "{table}");
+    assert_eq!(cell("GATEWAYS"), "2", "{table}");
+    assert_eq!(
+        cell("READY"),
+        "",
+        "no operator runs here, so no Ready condition yet: {table}"
+    );
 
     // Scale subresource: `kubectl scale` writes spec.gateway.replicas.
     kubectl::ok(&["scale", "-n", &ns, "chatcluster/demo", "--replicas=3"]);
