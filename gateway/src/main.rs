@@ -5,11 +5,7 @@
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "parley-gateway",
-    version,
-    about = "WebSocket gateway of the Parley chat"
-)]
+#[command(name = "parley-gateway", version, about = "WebSocket gateway of the Parley chat")]
 struct Cli {
     #[command(flatten)]
     log: parley_common::telemetry::LogArgs,

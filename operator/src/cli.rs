@@ -8,11 +8,7 @@ use crate::crd::{CRD_FILE_NAME, crd_yaml};
 use crate::{Error, Result};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "parley-operator",
-    version,
-    about = "Kubernetes operator for Parley chat clusters"
-)]
+#[command(name = "parley-operator", version, about = "Kubernetes operator for Parley chat clusters")]
 pub struct Cli {
     #[command(flatten)]
     pub log: parley_common::telemetry::LogArgs,
@@ -35,9 +31,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Crd { write_to } => write_crd(&write_to),
-        Command::Run(args) => tokio::runtime::Runtime::new()
-            .map_err(Error::Runtime)?
-            .block_on(crate::run::run(args)),
+        Command::Run(args) => tokio::runtime::Runtime::new().map_err(Error::Runtime)?.block_on(crate::run::run(args)),
     }
 }
 

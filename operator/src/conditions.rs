@@ -4,16 +4,13 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::status::{condition, reason};
-use crate::crd::{ChatClusterStatus, GatewayStatus, TopicStatus};
+use crate::crd::{ChatClusterStatus, ConsumerGroupStatus, GatewayStatus, TopicStatus};
 use crate::topics::TopicProblem;
 
 /// What Kafka looked like, or why it could not be asked.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TopicsObservation {
-    Observed {
-        topics: Vec<TopicStatus>,
-        problems: Vec<TopicProblem>,
-    },
+    Observed { topics: Vec<TopicStatus>, problems: Vec<TopicProblem> },
     KafkaUnavailable(String),
 }
 
@@ -39,6 +36,8 @@ pub struct Observation {
     pub gateway_selector: String,
     /// Per consumer role name.
     pub consumers: Vec<(String, Replicas)>,
+    /// Lag and scaling decision per consumer group.
+    pub groups: Vec<ConsumerGroupStatus>,
 }
 
 struct Cond {
@@ -57,25 +56,13 @@ fn topics_condition(topics: &TopicsObservation) -> Cond {
             message: format!("cannot reach Kafka: {err}"),
         },
         TopicsObservation::Observed { problems, .. } if !problems.is_empty() => {
-            let reason = if problems
-                .iter()
-                .any(|p| matches!(p, TopicProblem::PartitionDecreaseRefused { .. }))
-            {
+            let reason = if problems.iter().any(|p| matches!(p, TopicProblem::PartitionDecreaseRefused { .. })) {
                 reason::PARTITION_DECREASE_REJECTED
             } else {
                 reason::REPLICATION_FACTOR_MISMATCH
             };
-            let message = problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
-            Cond {
-                type_: condition::TOPICS_READY,
-                ok: false,
-                reason,
-                message,
-            }
+            let message = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            Cond { type_: condition::TOPICS_READY, ok: false, reason, message }
         }
         TopicsObservation::Observed { topics, .. } => Cond {
             type_: condition::TOPICS_READY,
@@ -90,15 +77,8 @@ fn replicas_condition(type_: &'static str, what: &str, replicas: Replicas) -> Co
     Cond {
         type_,
         ok: replicas.ready(),
-        reason: if replicas.ready() {
-            reason::RECONCILED
-        } else {
-            reason::PROGRESSING
-        },
-        message: format!(
-            "{what}: {}/{} replicas ready",
-            replicas.ready, replicas.desired
-        ),
+        reason: if replicas.ready() { reason::RECONCILED } else { reason::PROGRESSING },
+        message: format!("{what}: {}/{} replicas ready", replicas.ready, replicas.desired),
     }
 }
 
@@ -112,11 +92,7 @@ fn consumers_condition(consumers: &[(String, Replicas)]) -> Cond {
     Cond {
         type_: condition::CONSUMERS_READY,
         ok,
-        reason: if ok {
-            reason::RECONCILED
-        } else {
-            reason::PROGRESSING
-        },
+        reason: if ok { reason::RECONCILED } else { reason::PROGRESSING },
         message,
     }
 }
@@ -124,57 +100,27 @@ fn consumers_condition(consumers: &[(String, Replicas)]) -> Cond {
 /// Compute the status. `previous` keeps `lastTransitionTime` of conditions
 /// whose status did not change, so an unchanged world yields an equal status
 /// and no write.
-pub fn compute(
-    obs: &Observation,
-    previous: Option<&ChatClusterStatus>,
-    now: &Time,
-) -> ChatClusterStatus {
+pub fn compute(obs: &Observation, previous: Option<&ChatClusterStatus>, now: &Time) -> ChatClusterStatus {
     let topics = topics_condition(&obs.topics);
     let gateway = replicas_condition(condition::GATEWAY_READY, "gateway", obs.gateway);
     let consumers = consumers_condition(&obs.consumers);
     let parts = [&topics, &gateway, &consumers];
     let ready = if parts.iter().all(|c| c.ok) {
-        Cond {
-            type_: condition::READY,
-            ok: true,
-            reason: reason::RECONCILED,
-            message: "all parts ready".into(),
-        }
+        Cond { type_: condition::READY, ok: true, reason: reason::RECONCILED, message: "all parts ready".into() }
     } else {
-        let waiting: Vec<String> = parts
-            .iter()
-            .filter(|c| !c.ok)
-            .map(|c| format!("{}: {}", c.type_, c.message))
-            .collect();
-        let reason = parts
-            .iter()
-            .find(|c| !c.ok)
-            .map_or(reason::PROGRESSING, |c| c.reason);
-        Cond {
-            type_: condition::READY,
-            ok: false,
-            reason,
-            message: waiting.join("; "),
-        }
+        let waiting: Vec<String> =
+            parts.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.type_, c.message)).collect();
+        let reason = parts.iter().find(|c| !c.ok).map_or(reason::PROGRESSING, |c| c.reason);
+        Cond { type_: condition::READY, ok: false, reason, message: waiting.join("; ") }
     };
     let degraded = Cond {
         type_: condition::DEGRADED,
         ok: !topics.ok && topics.reason != reason::PROGRESSING,
-        reason: if topics.ok {
-            reason::RECONCILED
-        } else {
-            topics.reason
-        },
-        message: if topics.ok {
-            "no problems".into()
-        } else {
-            topics.message.clone()
-        },
+        reason: if topics.ok { reason::RECONCILED } else { topics.reason },
+        message: if topics.ok { "no problems".into() } else { topics.message.clone() },
     };
 
-    let old = previous
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
+    let old = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let conditions = [ready, topics, gateway, consumers, degraded]
         .into_iter()
         .map(|c| to_condition(c, obs.generation, old, now))
@@ -183,9 +129,7 @@ pub fn compute(
     let observed_topics = match &obs.topics {
         TopicsObservation::Observed { topics, .. } => topics.clone(),
         // Keep the last known topics while Kafka is away rather than blanking them.
-        TopicsObservation::KafkaUnavailable(_) => {
-            previous.map(|s| s.topics.clone()).unwrap_or_default()
-        }
+        TopicsObservation::KafkaUnavailable(_) => previous.map(|s| s.topics.clone()).unwrap_or_default(),
     };
     ChatClusterStatus {
         observed_generation: obs.generation,
@@ -196,11 +140,9 @@ pub fn compute(
             ready_replicas: obs.gateway.ready,
             selector: Some(obs.gateway_selector.clone()),
         }),
-        consumer_groups: previous
-            .map(|s| s.consumer_groups.clone())
-            .unwrap_or_default(),
+        consumer_groups: obs.groups.clone(),
         consumer_replicas: Some(obs.consumers.iter().map(|(_, r)| r.desired).sum()),
-        lag: previous.and_then(|s| s.lag),
+        lag: Some(obs.groups.iter().map(|g| g.lag).sum()),
     }
 }
 
@@ -222,10 +164,7 @@ fn to_condition(c: Cond, generation: Option<i64>, old: &[Condition], now: &Time)
 
 /// Whether a condition of `type_` is `True`.
 pub fn is_true(status: &ChatClusterStatus, type_: &str) -> bool {
-    status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
+    status.conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
 }
 
 #[cfg(test)]
@@ -238,49 +177,25 @@ mod tests {
     }
 
     fn topic(name: &str) -> TopicStatus {
-        TopicStatus {
-            name: name.into(),
-            partitions: 6,
-            replication_factor: 3,
-        }
+        TopicStatus { name: name.into(), partitions: 6, replication_factor: 3 }
     }
 
     fn healthy() -> Observation {
         Observation {
             generation: Some(3),
-            topics: TopicsObservation::Observed {
-                topics: vec![topic("a"), topic("b")],
-                problems: vec![],
-            },
-            gateway: Replicas {
-                desired: 2,
-                ready: 2,
-            },
+            topics: TopicsObservation::Observed { topics: vec![topic("a"), topic("b")], problems: vec![] },
+            gateway: Replicas { desired: 2, ready: 2 },
             gateway_selector: "app=x".into(),
             consumers: vec![
-                (
-                    "storage".into(),
-                    Replicas {
-                        desired: 1,
-                        ready: 1,
-                    },
-                ),
-                (
-                    "push".into(),
-                    Replicas {
-                        desired: 1,
-                        ready: 1,
-                    },
-                ),
+                ("storage".into(), Replicas { desired: 1, ready: 1 }),
+                ("push".into(), Replicas { desired: 1, ready: 1 }),
             ],
+            groups: vec![],
         }
     }
 
     fn cond<'a>(s: &'a ChatClusterStatus, t: &str) -> &'a Condition {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == t)
-            .unwrap_or_else(|| panic!("no {t} condition"))
+        s.conditions.iter().find(|c| c.type_ == t).unwrap_or_else(|| panic!("no {t} condition"))
     }
 
     #[test]
@@ -293,10 +208,27 @@ mod tests {
         assert_eq!(cond(&s, condition::READY).observed_generation, Some(3));
         assert_eq!(s.topics.len(), 2);
         assert_eq!(s.consumer_replicas, Some(2));
-        assert_eq!(
-            s.gateway.as_ref().unwrap().selector.as_deref(),
-            Some("app=x")
-        );
+        assert_eq!(s.gateway.as_ref().unwrap().selector.as_deref(), Some("app=x"));
+    }
+
+    #[test]
+    fn groups_and_total_lag_reach_the_status() {
+        let group = |role: &str, lag| ConsumerGroupStatus {
+            role: role.into(),
+            group: format!("p.{role}"),
+            replicas: 2,
+            desired_replicas: 2,
+            lag,
+            partitions_with_lag: 3,
+            partitions: 6,
+            last_scale_time: None,
+            reason: Some("r".into()),
+        };
+        let mut obs = healthy();
+        obs.groups = vec![group("storage", 1_500), group("push", 20)];
+        let s = compute(&obs, None, &at(1));
+        assert_eq!(s.consumer_groups, obs.groups);
+        assert_eq!(s.lag, Some(1_520));
     }
 
     #[test]
@@ -313,14 +245,8 @@ mod tests {
         obs.gateway.ready = 1;
         let second = compute(&obs, Some(&first), &at(200));
         assert_eq!(cond(&second, condition::GATEWAY_READY).status, "False");
-        assert_eq!(
-            cond(&second, condition::GATEWAY_READY).last_transition_time,
-            at(200)
-        );
-        assert_eq!(
-            cond(&second, condition::TOPICS_READY).last_transition_time,
-            at(100)
-        );
+        assert_eq!(cond(&second, condition::GATEWAY_READY).last_transition_time, at(200));
+        assert_eq!(cond(&second, condition::TOPICS_READY).last_transition_time, at(100));
         assert_eq!(cond(&second, condition::READY).reason, reason::PROGRESSING);
     }
 
@@ -331,10 +257,7 @@ mod tests {
         obs.topics = TopicsObservation::KafkaUnavailable("all brokers down".into());
         let s = compute(&obs, Some(&first), &at(200));
         let topics = cond(&s, condition::TOPICS_READY);
-        assert_eq!(
-            (topics.status.as_str(), topics.reason.as_str()),
-            ("False", reason::KAFKA_UNAVAILABLE)
-        );
+        assert_eq!((topics.status.as_str(), topics.reason.as_str()), ("False", reason::KAFKA_UNAVAILABLE));
         assert!(topics.message.contains("all brokers down"));
         assert_eq!(cond(&s, condition::READY).reason, reason::KAFKA_UNAVAILABLE);
         assert!(is_true(&s, condition::DEGRADED));
@@ -346,38 +269,20 @@ mod tests {
         let mut obs = healthy();
         obs.topics = TopicsObservation::Observed {
             topics: vec![topic("a")],
-            problems: vec![TopicProblem::ReplicationFactorMismatch {
-                name: "a".into(),
-                observed: 1,
-                desired: 3,
-            }],
+            problems: vec![TopicProblem::ReplicationFactorMismatch { name: "a".into(), observed: 1, desired: 3 }],
         };
         let s = compute(&obs, None, &at(1));
-        assert_eq!(
-            cond(&s, condition::TOPICS_READY).reason,
-            reason::REPLICATION_FACTOR_MISMATCH
-        );
+        assert_eq!(cond(&s, condition::TOPICS_READY).reason, reason::REPLICATION_FACTOR_MISMATCH);
         obs.topics = TopicsObservation::Observed {
             topics: vec![topic("a")],
             problems: vec![
-                TopicProblem::ReplicationFactorMismatch {
-                    name: "a".into(),
-                    observed: 1,
-                    desired: 3,
-                },
-                TopicProblem::PartitionDecreaseRefused {
-                    name: "a".into(),
-                    observed: 9,
-                    desired: 6,
-                },
+                TopicProblem::ReplicationFactorMismatch { name: "a".into(), observed: 1, desired: 3 },
+                TopicProblem::PartitionDecreaseRefused { name: "a".into(), observed: 9, desired: 6 },
             ],
         };
         let s = compute(&obs, None, &at(1));
         let c = cond(&s, condition::TOPICS_READY);
         assert_eq!(c.reason, reason::PARTITION_DECREASE_REJECTED);
-        assert!(
-            c.message.contains("cannot remove partitions")
-                && c.message.contains("replication factor 1")
-        );
+        assert!(c.message.contains("cannot remove partitions") && c.message.contains("replication factor 1"));
     }
 }

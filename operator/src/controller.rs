@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -20,10 +20,12 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::autoscale::{self, LagSource};
 use crate::conditions::{self, Observation, Replicas, TopicsObservation};
-use crate::crd::{ChatCluster, DeletionPolicy, TopicStatus};
+use crate::crd::{ChatCluster, ConsumerGroupStatus, DeletionPolicy, TopicStatus};
 use crate::kafka::{ClientProps, KafkaClients, KafkaCluster};
 use crate::metrics::{ErrorLabels, Metrics};
+use crate::scaling::History;
 use crate::topics::{self, TopicAction};
 use crate::workloads::{self, Images, Role, label};
 use crate::{Error, Result};
@@ -68,6 +70,10 @@ pub struct Context {
     /// Topics this process created, so a reconcile that runs on a cached
     /// object older than its own status write does not call them adopted.
     created: Mutex<BTreeSet<String>>,
+    /// Recent scaling desires per (ChatCluster uid, role).
+    pub(crate) histories: Mutex<HashMap<(String, Role), History>>,
+    /// Origin of the scaling clock.
+    pub(crate) started: Instant,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<ChatCluster>>, u32>>,
 }
@@ -80,10 +86,7 @@ impl Context {
         instance: Option<String>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let reporter = Reporter {
-            controller: MANAGER.into(),
-            instance,
-        };
+        let reporter = Reporter { controller: MANAGER.into(), instance };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -91,6 +94,8 @@ impl Context {
             settings,
             metrics,
             created: Mutex::default(),
+            histories: Mutex::default(),
+            started: Instant::now(),
             failures: Mutex::default(),
         }
     }
@@ -98,9 +103,7 @@ impl Context {
 
 /// `base * 2^(attempt-1)`, capped at `max`.
 pub fn backoff_delay(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let factor = 1u32
-        .checked_shl(attempt.saturating_sub(1).min(31))
-        .unwrap_or(u32::MAX);
+    let factor = 1u32.checked_shl(attempt.saturating_sub(1).min(31)).unwrap_or(u32::MAX);
     base.saturating_mul(factor).min(max)
 }
 
@@ -117,14 +120,9 @@ pub async fn run(
             Api::<Deployment>::namespaced(client.clone(), ns),
             Api::<Service>::namespaced(client, ns),
         ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client),
-        ),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
     };
-    let owned =
-        watcher::Config::default().labels(&format!("{}={}", label::MANAGED_BY, label::MANAGER));
+    let owned = watcher::Config::default().labels(&format!("{}={}", label::MANAGED_BY, label::MANAGER));
     Controller::new(clusters, watcher::Config::default())
         .owns(deployments, owned.clone())
         .owns(services, owned)
@@ -139,10 +137,7 @@ pub async fn run(
         .await;
 }
 
-async fn reconcile_guarded(
-    guard: Arc<DeserializeGuard<ChatCluster>>,
-    ctx: Arc<Context>,
-) -> Result<Action> {
+async fn reconcile_guarded(guard: Arc<DeserializeGuard<ChatCluster>>, ctx: Arc<Context>) -> Result<Action> {
     let key = ObjectRef::from_obj(&*guard);
     let cc = match &guard.0 {
         Ok(cc) => cc,
@@ -150,43 +145,23 @@ async fn reconcile_guarded(
             // A malformed object cannot be acted on; say so once per change
             // and wait for the next edit instead of retrying in a loop.
             warn!(object = %key, error = %invalid.error, "skipping malformed ChatCluster");
-            publish(
-                &ctx,
-                &guard.object_ref(&()),
-                EventType::Warning,
-                event_reason::INVALID_OBJECT,
-                &invalid.error,
-            )
-            .await;
+            publish(&ctx, &guard.object_ref(&()), EventType::Warning, event_reason::INVALID_OBJECT, &invalid.error)
+                .await;
             return Ok(Action::await_change());
         }
     };
     ctx.metrics.reconciles.inc();
     let started = std::time::Instant::now();
     let result = reconcile(cc, &ctx).await;
-    ctx.metrics
-        .duration
-        .observe(started.elapsed().as_secs_f64());
+    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
     let action = result?;
-    ctx.failures
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&key);
+    ctx.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
     Ok(action)
 }
 
-fn error_policy(
-    guard: Arc<DeserializeGuard<ChatCluster>>,
-    err: &Error,
-    ctx: Arc<Context>,
-) -> Action {
+fn error_policy(guard: Arc<DeserializeGuard<ChatCluster>>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(&*guard);
-    ctx.metrics
-        .errors
-        .get_or_create(&ErrorLabels {
-            reason: err.metric_label(),
-        })
-        .inc();
+    ctx.metrics.errors.get_or_create(&ErrorLabels { reason: err.metric_label() }).inc();
     let attempt = {
         let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
         let n = failures.entry(key.clone()).or_default();
@@ -205,11 +180,16 @@ async fn publish(
     reason: &str,
     note: &str,
 ) {
+    // The recorder folds events with equal (reason, action) into one series
+    // and keeps the first note; deriving the action from the note keeps
+    // "storage 1 → 8" and "storage 8 → 10" apart while true repeats still fold.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(note, &mut hasher);
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(note.chars().take(1024).collect()),
-        action: reason.into(),
+        action: format!("{reason}-{:016x}", std::hash::Hasher::finish(&hasher)),
         secondary: None,
     };
     if let Err(err) = ctx.recorder.publish(&event, reference).await {
@@ -227,11 +207,17 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
     }
     ensure_finalizer(cc, &api).await?;
 
-    let topics_obs = match kafka_props(cc, ctx, &ns).await {
-        Ok(props) => reconcile_topics(cc, ctx, &oref, &props).await,
-        Err(err) => TopicsObservation::KafkaUnavailable(err.to_string()),
+    let (topics_obs, kafka) = match kafka_props(cc, ctx, &ns).await {
+        Ok(props) => (reconcile_topics(cc, ctx, &oref, &props).await, ctx.kafka.get(&props).ok()),
+        Err(err) => (TopicsObservation::KafkaUnavailable(err.to_string()), None),
     };
-    let (gateway, consumers) = apply_workloads(cc, ctx, &ns, &oref).await?;
+    let lag_source: LagSource = match (&topics_obs, kafka) {
+        (TopicsObservation::Observed { topics, .. }, Some(kafka)) => Ok((kafka, topics.clone())),
+        (TopicsObservation::KafkaUnavailable(err), _) => Err(err.clone()),
+        (_, None) => Err("no Kafka client".into()),
+    };
+    let now = Time(Timestamp::now());
+    let (gateway, consumers, groups) = apply_workloads(cc, ctx, &ns, &oref, &lag_source, &now).await?;
 
     let obs = Observation {
         generation: cc.metadata.generation,
@@ -239,20 +225,16 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
         gateway,
         gateway_selector: workloads::gateway_selector(cc),
         consumers,
+        groups,
     };
-    let status = conditions::compute(&obs, cc.status.as_ref(), &Time(Timestamp::now()));
+    let status = conditions::compute(&obs, cc.status.as_ref(), &now);
     if cc.status.as_ref() != Some(&status) {
         let patch = json!({
             "apiVersion": ChatCluster::api_version(&()),
             "kind": ChatCluster::kind(&()),
             "status": status,
         });
-        api.patch_status(
-            &cc.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        api.patch_status(&cc.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
     }
     if let TopicsObservation::KafkaUnavailable(msg) = &obs.topics {
         // Status says why; the error drives per-object backoff until Kafka returns.
@@ -263,19 +245,13 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
 
 /// `bootstrap.servers` plus the librdkafka properties in `spec.kafka.secretRef`.
 async fn kafka_props(cc: &ChatCluster, ctx: &Context, ns: &str) -> Result<ClientProps> {
-    let mut props = BTreeMap::from([(
-        "bootstrap.servers".to_owned(),
-        cc.spec.kafka.bootstrap_servers.clone(),
-    )]);
+    let mut props = BTreeMap::from([("bootstrap.servers".to_owned(), cc.spec.kafka.bootstrap_servers.clone())]);
     if let Some(secret_ref) = &cc.spec.kafka.secret_ref {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
         let secret = secrets
             .get(&secret_ref.name)
             .await
-            .map_err(|source| Error::Secret {
-                name: secret_ref.name.clone(),
-                source,
-            })?;
+            .map_err(|source| Error::Secret { name: secret_ref.name.clone(), source })?;
         for (k, v) in secret.data.unwrap_or_default() {
             props.insert(k, String::from_utf8_lossy(&v.0).into_owned());
         }
@@ -295,18 +271,8 @@ async fn reconcile_topics(
     };
     let desired = topics::desired_topics(cc);
     let names: Vec<String> = desired.iter().map(|t| t.name.clone()).collect();
-    let mut known: BTreeSet<String> = cc
-        .status
-        .iter()
-        .flat_map(|s| s.topics.iter().map(|t| t.name.clone()))
-        .collect();
-    known.extend(
-        ctx.created
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned(),
-    );
+    let mut known: BTreeSet<String> = cc.status.iter().flat_map(|s| s.topics.iter().map(|t| t.name.clone())).collect();
+    known.extend(ctx.created.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
     let observed = match kafka.observe(&names).await {
         Ok(observed) => observed,
         Err(err) => return TopicsObservation::KafkaUnavailable(err.to_string()),
@@ -314,24 +280,11 @@ async fn reconcile_topics(
     let plan = topics::plan(&desired, &observed, &known);
 
     for name in &plan.adopted {
-        publish(
-            ctx,
-            oref,
-            EventType::Normal,
-            event_reason::TOPIC_ADOPTED,
-            &format!("adopted existing topic {name}"),
-        )
-        .await;
+        publish(ctx, oref, EventType::Normal, event_reason::TOPIC_ADOPTED, &format!("adopted existing topic {name}"))
+            .await;
     }
     for problem in &plan.problems {
-        publish(
-            ctx,
-            oref,
-            EventType::Warning,
-            event_reason::TOPIC_PROBLEM,
-            &problem.to_string(),
-        )
-        .await;
+        publish(ctx, oref, EventType::Warning, event_reason::TOPIC_PROBLEM, &problem.to_string()).await;
     }
     for action in &plan.actions {
         if let Err(err) = execute(&kafka, ctx, oref, action).await {
@@ -356,10 +309,7 @@ async fn reconcile_topics(
             replication_factor: t.replication_factor,
         })
         .collect();
-    TopicsObservation::Observed {
-        topics,
-        problems: plan.problems,
-    }
+    TopicsObservation::Observed { topics, problems: plan.problems }
 }
 
 async fn execute(
@@ -371,10 +321,7 @@ async fn execute(
     kafka.apply(action).await?;
     let (reason, note) = match action {
         TopicAction::Create(t) => {
-            ctx.created
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(t.name.clone());
+            ctx.created.lock().unwrap_or_else(|e| e.into_inner()).insert(t.name.clone());
             (
                 event_reason::TOPIC_CREATED,
                 format!(
@@ -383,14 +330,12 @@ async fn execute(
                 ),
             )
         }
-        TopicAction::AddPartitions { name, from, to } => (
-            event_reason::PARTITIONS_ADDED,
-            format!("topic {name}: partitions {from} → {to}"),
-        ),
-        TopicAction::AlterConfig { name, config } => (
-            event_reason::TOPIC_CONFIG_UPDATED,
-            format!("topic {name}: config set to {config:?}"),
-        ),
+        TopicAction::AddPartitions { name, from, to } => {
+            (event_reason::PARTITIONS_ADDED, format!("topic {name}: partitions {from} → {to}"))
+        }
+        TopicAction::AlterConfig { name, config } => {
+            (event_reason::TOPIC_CONFIG_UPDATED, format!("topic {name}: config set to {config:?}"))
+        }
     };
     info!(%note, "kafka changed");
     publish(ctx, oref, EventType::Normal, reason, &note).await;
@@ -404,65 +349,62 @@ async fn apply_workloads(
     ctx: &Context,
     ns: &str,
     oref: &k8s_openapi::api::core::v1::ObjectReference,
-) -> Result<(Replicas, Vec<(String, Replicas)>)> {
+    lag_source: &LagSource,
+    now: &Time,
+) -> Result<(Replicas, Vec<(String, Replicas)>, Vec<ConsumerGroupStatus>)> {
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
     let pp = PatchParams::apply(MANAGER).force();
 
     let svc = workloads::gateway_service(cc);
-    services
-        .patch(&svc.name_any(), &pp, &Patch::Apply(&svc))
-        .await?;
+    services.patch(&svc.name_any(), &pp, &Patch::Apply(&svc)).await?;
 
-    let gateway = apply_deployment(
-        &deployments,
-        &pp,
-        workloads::gateway_deployment(cc, &ctx.settings.images),
-        ctx,
-        oref,
-    )
-    .await?;
+    let gateway = workloads::gateway_deployment(cc, &ctx.settings.images);
+    let before = current_replicas(&deployments, &gateway.name_any()).await?;
+    let gateway =
+        apply_deployment(&deployments, &pp, gateway, before, ctx, oref, "gateway", "spec.gateway.replicas").await?;
+
     let mut consumers = Vec::new();
+    let mut groups = Vec::new();
     for role in Role::ALL {
-        // Lag-driven scaling replaces this starting point; until then a
-        // role runs at its minimum.
-        let replicas = role.spec(cc).min_replicas;
-        let desired = workloads::consumer_deployment(cc, role, replicas, &ctx.settings.images);
-        let observed = apply_deployment(&deployments, &pp, desired, ctx, oref).await?;
+        let before = current_replicas(&deployments, &workloads::consumer_name(cc, role)).await?;
+        let (decision, lag) = autoscale::decide(ctx, cc, role, before, lag_source).await;
+        let reason = decision.reason(lag, cc.spec.topics.partitions, role.spec(cc).lag_threshold);
+        let desired = workloads::consumer_deployment(cc, role, decision.replicas, &ctx.settings.images);
+        let observed = apply_deployment(&deployments, &pp, desired, before, ctx, oref, role.as_str(), &reason).await?;
+        let scaled = before.is_some_and(|b| b != decision.replicas);
+        groups.push(autoscale::group_status(cc, role, &decision, lag, scaled, now));
         consumers.push((role.as_str().to_owned(), observed));
     }
-    Ok((gateway, consumers))
+    Ok((gateway, consumers, groups))
 }
 
+async fn current_replicas(api: &Api<Deployment>, name: &str) -> Result<Option<i32>> {
+    Ok(api.get_opt(name).await?.and_then(|d| d.spec?.replicas))
+}
+
+/// Apply a Deployment; an Event names every replica change and why.
+#[allow(clippy::too_many_arguments)]
 async fn apply_deployment(
     api: &Api<Deployment>,
     pp: &PatchParams,
     desired: Deployment,
+    before: Option<i32>,
     ctx: &Context,
     oref: &k8s_openapi::api::core::v1::ObjectReference,
+    what: &str,
+    why: &str,
 ) -> Result<Replicas> {
     let name = desired.name_any();
     let want = desired.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let before = api
-        .get_opt(&name)
-        .await?
-        .and_then(|d| d.spec.and_then(|s| s.replicas));
     let applied = api.patch(&name, pp, &Patch::Apply(&desired)).await?;
     if let Some(before) = before.filter(|b| *b != want) {
-        publish(
-            ctx,
-            oref,
-            EventType::Normal,
-            event_reason::SCALED,
-            &format!("{name} {before} → {want}"),
-        )
-        .await;
+        let note = format!("{what} {before} → {want}: {why}");
+        info!(deployment = %name, %note, "scaled");
+        publish(ctx, oref, EventType::Normal, event_reason::SCALED, &note).await;
     }
     let ready = applied.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-    Ok(Replicas {
-        desired: want,
-        ready,
-    })
+    Ok(Replicas { desired: want, ready })
 }
 
 /// Keep the finalizer in step with the deletion policy.
@@ -472,12 +414,7 @@ async fn ensure_finalizer(cc: &ChatCluster, api: &Api<ChatCluster>) -> Result<()
     if has == wants {
         return Ok(());
     }
-    let mut finalizers: Vec<String> = cc
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
+    let mut finalizers: Vec<String> = cc.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     if wants {
         finalizers.push(FINALIZER.to_owned());
     }
@@ -486,19 +423,9 @@ async fn ensure_finalizer(cc: &ChatCluster, api: &Api<ChatCluster>) -> Result<()
 
 /// Merge patch carrying resourceVersion, so a concurrent change to the list
 /// fails with a conflict instead of being overwritten.
-async fn set_finalizers(
-    cc: &ChatCluster,
-    api: &Api<ChatCluster>,
-    finalizers: Vec<String>,
-) -> Result<()> {
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": cc.resource_version()}});
-    api.patch(
-        &cc.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
+async fn set_finalizers(cc: &ChatCluster, api: &Api<ChatCluster>, finalizers: Vec<String>) -> Result<()> {
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cc.resource_version()}});
+    api.patch(&cc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(())
 }
 
@@ -510,10 +437,7 @@ async fn finalize(cc: &ChatCluster, ctx: &Context, api: &Api<ChatCluster>) -> Re
         return Ok(Action::await_change());
     }
     let oref = cc.object_ref(&());
-    let names: Vec<String> = topics::desired_topics(cc)
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let names: Vec<String> = topics::desired_topics(cc).into_iter().map(|t| t.name).collect();
     let outcome = match kafka_props(cc, ctx, &cc.namespace().unwrap_or_default()).await {
         Ok(props) => match ctx.kafka.get(&props) {
             Ok(kafka) => kafka.delete(&names).await.map_err(|e| e.to_string()),
@@ -533,12 +457,7 @@ async fn finalize(cc: &ChatCluster, ctx: &Context, api: &Api<ChatCluster>) -> Re
             .await;
         }
         Err(err) => {
-            let since = cc
-                .metadata
-                .deletion_timestamp
-                .as_ref()
-                .map(|t| t.0)
-                .unwrap_or_else(Timestamp::now);
+            let since = cc.metadata.deletion_timestamp.as_ref().map(|t| t.0).unwrap_or_else(Timestamp::now);
             let waited = Timestamp::now().duration_since(since).unsigned_abs();
             if waited < ctx.settings.finalizer_timeout {
                 return Err(Error::KafkaUnavailable(format!("deleting topics: {err}")));
@@ -548,22 +467,10 @@ async fn finalize(cc: &ChatCluster, ctx: &Context, api: &Api<ChatCluster>) -> Re
                 waited.as_secs(),
                 names.join(", ")
             );
-            publish(
-                ctx,
-                &oref,
-                EventType::Warning,
-                event_reason::FINALIZER_RELEASED,
-                &note,
-            )
-            .await;
+            publish(ctx, &oref, EventType::Warning, event_reason::FINALIZER_RELEASED, &note).await;
         }
     }
-    let finalizers = cc
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
+    let finalizers = cc.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     set_finalizers(cc, api, finalizers).await?;
     Ok(Action::await_change())
 }
@@ -572,9 +479,7 @@ async fn finalize(cc: &ChatCluster, ctx: &Context, api: &Api<ChatCluster>) -> Re
 /// so a missing CRD fails at start with a clear message.
 pub async fn preflight(client: &Client) -> Result<()> {
     let api: Api<ChatCluster> = Api::all(client.clone());
-    api.list(&ListParams::default().limit(1))
-        .await
-        .map_err(Error::CrdMissing)?;
+    api.list(&ListParams::default().limit(1)).await.map_err(Error::CrdMissing)?;
     Ok(())
 }
 
@@ -586,14 +491,8 @@ mod tests {
     fn backoff_doubles_and_caps() {
         let base = Duration::from_secs(1);
         let max = Duration::from_secs(60);
-        let delays: Vec<u64> = (1..=8)
-            .map(|n| backoff_delay(n, base, max).as_secs())
-            .collect();
+        let delays: Vec<u64> = (1..=8).map(|n| backoff_delay(n, base, max).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(
-            backoff_delay(1000, base, max),
-            max,
-            "large attempt counts must not overflow"
-        );
+        assert_eq!(backoff_delay(1000, base, max), max, "large attempt counts must not overflow");
     }
 }

@@ -5,15 +5,10 @@ pub enum Error {
     #[error("cannot serialize the CRD to YAML: {0}")]
     CrdYaml(#[from] serde_yaml::Error),
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: std::path::PathBuf, source: std::io::Error },
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error(
-        "cannot list ChatClusters (is the CRD installed? `parley-operator crd | kubectl apply -f -`): {0}"
-    )]
+    #[error("cannot list ChatClusters (is the CRD installed? `parley-operator crd | kubectl apply -f -`): {0}")]
     CrdMissing(#[source] kube::Error),
     #[error("cannot read Kafka client Secret {name}: {source}")]
     Secret {
@@ -32,10 +27,7 @@ pub enum Error {
     #[error("leader election: {0}")]
     Lease(String),
     #[error("cannot serve HTTP on {addr}: {source}")]
-    Listen {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
 impl Error {

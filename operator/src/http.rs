@@ -38,13 +38,7 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
 }
 
 /// Bind now (so a taken port fails start-up), serve until `shutdown`.
@@ -53,9 +47,7 @@ pub async fn serve(
     state: HttpState,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr, source })?;
     Ok(tokio::spawn(async move {
         let result = axum::serve(listener, router(state))
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

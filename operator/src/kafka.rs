@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
-    ResourceSpecifier, TopicReplication,
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::scaling::PartitionOffsets;
 use crate::topics::{ObservedTopic, TopicAction};
 
 /// Kafka failures, with the client's own words kept for the status message.
@@ -22,16 +24,9 @@ pub enum KafkaError {
     #[error("cannot create Kafka client: {0}")]
     Client(rdkafka::error::KafkaError),
     #[error("{what}: {source}")]
-    Request {
-        what: String,
-        source: rdkafka::error::KafkaError,
-    },
+    Request { what: String, source: rdkafka::error::KafkaError },
     #[error("{what} {name}: {code}")]
-    Refused {
-        what: &'static str,
-        name: String,
-        code: RDKafkaErrorCode,
-    },
+    Refused { what: &'static str, name: String, code: RDKafkaErrorCode },
     #[error("Kafka metadata task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -39,8 +34,12 @@ pub enum KafkaError {
 /// Clients for one Kafka cluster: an admin client and a consumer used only
 /// for metadata (rdkafka's admin client has no describe-topics call).
 pub struct KafkaCluster {
+    props: ClientProps,
     admin: AdminClient<DefaultClientContext>,
     metadata: Arc<BaseConsumer>,
+    /// One client per consumer group whose committed offsets are read; it
+    /// never subscribes, so it never joins the group.
+    groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
     timeout: Duration,
 }
 
@@ -58,10 +57,7 @@ pub struct KafkaClients {
 
 impl KafkaClients {
     pub fn new(timeout: Duration) -> Self {
-        Self {
-            clusters: Mutex::default(),
-            timeout,
-        }
+        Self { clusters: Mutex::default(), timeout }
     }
 
     pub fn get(&self, props: &ClientProps) -> Result<Arc<KafkaCluster>, KafkaError> {
@@ -76,7 +72,7 @@ impl KafkaClients {
 }
 
 impl KafkaCluster {
-    fn connect(props: &ClientProps, timeout: Duration) -> Result<Self, KafkaError> {
+    fn config(props: &ClientProps, timeout: Duration) -> ClientConfig {
         let mut config = ClientConfig::new();
         for (k, v) in props {
             config.set(k, v);
@@ -84,45 +80,85 @@ impl KafkaCluster {
         // Fail a request in bounded time so an outage becomes a status
         // condition quickly instead of a hung reconcile.
         config.set("socket.timeout.ms", timeout.as_millis().to_string());
+        config
+    }
+
+    fn connect(props: &ClientProps, timeout: Duration) -> Result<Self, KafkaError> {
+        let config = Self::config(props, timeout);
         let admin = config.create().map_err(KafkaError::Client)?;
         let metadata = config.create().map_err(KafkaError::Client)?;
-        Ok(Self {
-            admin,
-            metadata: Arc::new(metadata),
-            timeout,
+        Ok(Self { props: props.clone(), admin, metadata: Arc::new(metadata), groups: Mutex::default(), timeout })
+    }
+
+    fn group_client(&self, group: &str) -> Result<Arc<BaseConsumer>, KafkaError> {
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = groups.get(group) {
+            return Ok(client.clone());
+        }
+        let mut config = Self::config(&self.props, self.timeout);
+        config.set("group.id", group).set("enable.auto.commit", "false");
+        let client: Arc<BaseConsumer> = Arc::new(config.create().map_err(KafkaError::Client)?);
+        groups.insert(group.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// Watermarks and the group's committed offset of every partition of
+    /// `topics` (name, partition count).
+    pub async fn group_offsets(
+        &self,
+        group: &str,
+        topics: &[(String, i32)],
+    ) -> Result<Vec<PartitionOffsets>, KafkaError> {
+        let client = self.group_client(group)?;
+        let topics = topics.to_vec();
+        let timeout = self.timeout;
+        // Both calls block; keep them off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partitions) in &topics {
+                for p in 0..*partitions {
+                    tpl.add_partition(topic, p);
+                }
+            }
+            let committed = client
+                .committed_offsets(tpl, timeout)
+                .map_err(|source| KafkaError::Request { what: "reading committed offsets".into(), source })?;
+            let mut out = Vec::new();
+            for elem in committed.elements() {
+                let (low, high) =
+                    client.fetch_watermarks(elem.topic(), elem.partition(), timeout).map_err(|source| {
+                        KafkaError::Request { what: format!("reading watermarks of {}", elem.topic()), source }
+                    })?;
+                let committed = match elem.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                };
+                out.push(PartitionOffsets { low, high, committed });
+            }
+            Ok(out)
         })
+        .await?
     }
 
     fn options(&self) -> AdminOptions {
-        AdminOptions::new()
-            .request_timeout(Some(self.timeout))
-            .operation_timeout(Some(self.timeout))
+        AdminOptions::new().request_timeout(Some(self.timeout)).operation_timeout(Some(self.timeout))
     }
 
     /// Partitions, replication factor and topic-level configs of the named
     /// topics that exist.
-    pub async fn observe(
-        &self,
-        names: &[String],
-    ) -> Result<BTreeMap<String, ObservedTopic>, KafkaError> {
+    pub async fn observe(&self, names: &[String]) -> Result<BTreeMap<String, ObservedTopic>, KafkaError> {
         let consumer = self.metadata.clone();
         let timeout = self.timeout;
         // fetch_metadata blocks; keep it off the async workers.
         let md = tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, timeout))
             .await?
-            .map_err(|source| KafkaError::Request {
-                what: "fetching metadata".into(),
-                source,
-            })?;
+            .map_err(|source| KafkaError::Request { what: "fetching metadata".into(), source })?;
         let mut observed: BTreeMap<String, ObservedTopic> = md
             .topics()
             .iter()
             .filter(|t| t.error().is_none() && names.iter().any(|n| n == t.name()))
             .map(|t| {
-                let rf = t
-                    .partitions()
-                    .first()
-                    .map_or(0, |p| p.replicas().len() as i32);
+                let rf = t.partitions().first().map_or(0, |p| p.replicas().len() as i32);
                 let topic = ObservedTopic {
                     name: t.name().to_owned(),
                     partitions: t.partitions().len() as i32,
@@ -135,18 +171,12 @@ impl KafkaCluster {
         if observed.is_empty() {
             return Ok(observed);
         }
-        let specs: Vec<ResourceSpecifier> = observed
-            .keys()
-            .map(|n| ResourceSpecifier::Topic(n))
-            .collect();
+        let specs: Vec<ResourceSpecifier> = observed.keys().map(|n| ResourceSpecifier::Topic(n)).collect();
         let configs = self
             .admin
             .describe_configs(&specs, &self.options())
             .await
-            .map_err(|source| KafkaError::Request {
-                what: "describing topic configs".into(),
-                source,
-            })?;
+            .map_err(|source| KafkaError::Request { what: "describing topic configs".into(), source })?;
         let mut by_topic = BTreeMap::new();
         for result in configs {
             let resource = result.map_err(|code| KafkaError::Refused {
@@ -177,27 +207,16 @@ impl KafkaCluster {
         let opts = self.options();
         match action {
             TopicAction::Create(t) => {
-                let mut topic = NewTopic::new(
-                    &t.name,
-                    t.partitions,
-                    TopicReplication::Fixed(t.replication_factor),
-                );
+                let mut topic = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication_factor));
                 for (k, v) in &t.config {
                     topic = topic.set(k, v);
                 }
-                let results =
-                    self.admin
-                        .create_topics([&topic], &opts)
-                        .await
-                        .map_err(|source| KafkaError::Request {
-                            what: format!("creating topic {}", t.name),
-                            source,
-                        })?;
-                check(
-                    results,
-                    "creating topic",
-                    &[RDKafkaErrorCode::TopicAlreadyExists],
-                )
+                let results = self
+                    .admin
+                    .create_topics([&topic], &opts)
+                    .await
+                    .map_err(|source| KafkaError::Request { what: format!("creating topic {}", t.name), source })?;
+                check(results, "creating topic", &[RDKafkaErrorCode::TopicAlreadyExists])
             }
             TopicAction::AddPartitions { name, to, .. } => {
                 let parts = NewPartitions::new(name, *to as usize);
@@ -205,10 +224,7 @@ impl KafkaCluster {
                     .admin
                     .create_partitions([&parts], &opts)
                     .await
-                    .map_err(|source| KafkaError::Request {
-                        what: format!("adding partitions to {name}"),
-                        source,
-                    })?;
+                    .map_err(|source| KafkaError::Request { what: format!("adding partitions to {name}"), source })?;
                 check(results, "adding partitions to", &[])
             }
             TopicAction::AlterConfig { name, config } => {
@@ -216,14 +232,11 @@ impl KafkaCluster {
                 for (k, v) in config {
                     alter = alter.set(k, v);
                 }
-                let results =
-                    self.admin
-                        .alter_configs([&alter], &opts)
-                        .await
-                        .map_err(|source| KafkaError::Request {
-                            what: format!("altering config of {name}"),
-                            source,
-                        })?;
+                let results = self
+                    .admin
+                    .alter_configs([&alter], &opts)
+                    .await
+                    .map_err(|source| KafkaError::Request { what: format!("altering config of {name}"), source })?;
                 for result in results {
                     result.map_err(|(_, code)| KafkaError::Refused {
                         what: "altering config of",
@@ -243,15 +256,8 @@ impl KafkaCluster {
             .admin
             .delete_topics(&refs, &self.options())
             .await
-            .map_err(|source| KafkaError::Request {
-                what: "deleting topics".into(),
-                source,
-            })?;
-        check(
-            results,
-            "deleting topic",
-            &[RDKafkaErrorCode::UnknownTopicOrPartition],
-        )
+            .map_err(|source| KafkaError::Request { what: "deleting topics".into(), source })?;
+        check(results, "deleting topic", &[RDKafkaErrorCode::UnknownTopicOrPartition])
     }
 }
 

@@ -1,5 +1,6 @@
 //! Parley operator: reconciles `ChatCluster` resources.
 
+pub mod autoscale;
 pub mod cli;
 pub mod conditions;
 pub mod controller;
@@ -9,6 +10,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod run;
+pub mod scaling;
 pub mod topics;
 pub mod workloads;
 

@@ -70,16 +70,15 @@ fn cancel_on_signal(token: CancellationToken) {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(term) => term,
-                    Err(err) => {
-                        error!(error = %err, "cannot listen for SIGTERM");
-                        let _ = ctrl_c.await;
-                        token.cancel();
-                        return;
-                    }
-                };
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(err) => {
+                    error!(error = %err, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}
@@ -103,30 +102,18 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
 
-    let client = Client::try_default()
-        .await
-        .map_err(|e| Error::KubeConfig(e.to_string()))?;
+    let client = Client::try_default().await.map_err(|e| Error::KubeConfig(e.to_string()))?;
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let server = http::serve(
-        args.http,
-        HttpState {
-            metrics: metrics.clone(),
-            ready: ready.clone(),
-        },
-        shutdown.clone(),
-    )
-    .await?;
+    let server =
+        http::serve(args.http, HttpState { metrics: metrics.clone(), ready: ready.clone() }, shutdown.clone()).await?;
 
     controller::preflight(&client).await?;
     ready.store(true, Ordering::Relaxed);
 
     let identity = identity(&args);
     let settings = Settings {
-        images: Images {
-            gateway: args.gateway_image.clone(),
-            consumer: args.consumer_image.clone(),
-        },
+        images: Images { gateway: args.gateway_image.clone(), consumer: args.consumer_image.clone() },
         finalizer_timeout: Duration::from_secs(args.finalizer_timeout_seconds),
         backoff_base: Duration::from_millis(args.backoff_base_ms),
         backoff_max: Duration::from_secs(args.backoff_max_seconds),

@@ -50,14 +50,10 @@ pub struct ObservedTopic {
 /// name in different namespaces may share a Kafka cluster; with the bare
 /// name they would fight over the same topics.
 pub fn prefix(cc: &ChatCluster) -> String {
-    cc.spec
-        .kafka
-        .topic_prefix
-        .clone()
-        .unwrap_or_else(|| match cc.namespace() {
-            Some(ns) => format!("{ns}.{}", cc.name_any()),
-            None => cc.name_any(),
-        })
+    cc.spec.kafka.topic_prefix.clone().unwrap_or_else(|| match cc.namespace() {
+        Some(ns) => format!("{ns}.{}", cc.name_any()),
+        None => cc.name_any(),
+    })
 }
 
 pub fn topic_name(prefix: &str, suffix: &str) -> String {
@@ -68,10 +64,7 @@ pub fn topic_name(prefix: &str, suffix: &str) -> String {
 pub fn desired_topics(cc: &ChatCluster) -> Vec<DesiredTopic> {
     let spec = &cc.spec.topics;
     let mut config = spec.config.clone();
-    config.insert(
-        config_key::MIN_INSYNC_REPLICAS.to_owned(),
-        spec.min_in_sync_replicas.to_string(),
-    );
+    config.insert(config_key::MIN_INSYNC_REPLICAS.to_owned(), spec.min_in_sync_replicas.to_string());
     if let Some(retention) = spec.retention {
         let ms = std::time::Duration::from(retention).as_millis();
         config.insert(config_key::RETENTION_MS.to_owned(), ms.to_string());
@@ -109,36 +102,20 @@ pub enum TopicAction {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TopicProblem {
     /// Kafka cannot remove partitions; validation should have refused this.
-    PartitionDecreaseRefused {
-        name: String,
-        observed: i32,
-        desired: i32,
-    },
+    PartitionDecreaseRefused { name: String, observed: i32, desired: i32 },
     /// Changing the factor needs a partition reassignment, which Parley
     /// leaves to a human.
-    ReplicationFactorMismatch {
-        name: String,
-        observed: i32,
-        desired: i32,
-    },
+    ReplicationFactorMismatch { name: String, observed: i32, desired: i32 },
 }
 
 impl std::fmt::Display for TopicProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::PartitionDecreaseRefused {
-                name,
-                observed,
-                desired,
-            } => write!(
+            Self::PartitionDecreaseRefused { name, observed, desired } => write!(
                 f,
                 "topic {name} has {observed} partitions; the spec asks for {desired}, but Kafka cannot remove partitions"
             ),
-            Self::ReplicationFactorMismatch {
-                name,
-                observed,
-                desired,
-            } => write!(
+            Self::ReplicationFactorMismatch { name, observed, desired } => write!(
                 f,
                 "topic {name} has replication factor {observed}, the spec asks for {desired}; reassign its partitions to change it"
             ),
@@ -193,10 +170,7 @@ pub fn plan(
             });
         }
         if let Some(config) = merged_config(&want.config, &have.dynamic_config) {
-            plan.actions.push(TopicAction::AlterConfig {
-                name: want.name.clone(),
-                config,
-            });
+            plan.actions.push(TopicAction::AlterConfig { name: want.name.clone(), config });
         }
     }
     plan
@@ -204,10 +178,7 @@ pub fn plan(
 
 /// The full dynamic config to write when a wanted key differs, keeping keys
 /// someone else set; `None` when nothing differs.
-fn merged_config(
-    want: &BTreeMap<String, String>,
-    have: &BTreeMap<String, String>,
-) -> Option<BTreeMap<String, String>> {
+fn merged_config(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
     let drifted = want.iter().any(|(k, v)| have.get(k) != Some(v));
     drifted.then(|| {
         let mut merged = have.clone();
@@ -233,20 +204,12 @@ mod tests {
         cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}))
     }
 
-    fn observed(
-        t: &DesiredTopic,
-        partitions: i32,
-        rf: i32,
-        config: &[(&str, &str)],
-    ) -> ObservedTopic {
+    fn observed(t: &DesiredTopic, partitions: i32, rf: i32, config: &[(&str, &str)]) -> ObservedTopic {
         ObservedTopic {
             name: t.name.clone(),
             partitions,
             replication_factor: rf,
-            dynamic_config: config
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            dynamic_config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     }
 
@@ -256,18 +219,10 @@ mod tests {
 
     #[test]
     fn four_topics_named_after_namespace_and_cluster_by_default() {
-        let names: Vec<String> = desired_topics(&minimal())
-            .into_iter()
-            .map(|t| t.name)
-            .collect();
+        let names: Vec<String> = desired_topics(&minimal()).into_iter().map(|t| t.name).collect();
         assert_eq!(
             names,
-            [
-                "chat.demo.chat-messages",
-                "chat.demo.group-messages",
-                "chat.demo.user-events",
-                "chat.demo.deliveries"
-            ]
+            ["chat.demo.chat-messages", "chat.demo.group-messages", "chat.demo.user-events", "chat.demo.deliveries"]
         );
     }
 
@@ -293,24 +248,14 @@ mod tests {
         let desired = desired_topics(&minimal());
         let plan = plan(&desired, &BTreeMap::new(), &BTreeSet::new());
         assert_eq!(plan.actions.len(), 4);
-        assert!(
-            plan.actions
-                .iter()
-                .zip(&desired)
-                .all(|(a, d)| *a == TopicAction::Create(d.clone()))
-        );
+        assert!(plan.actions.iter().zip(&desired).all(|(a, d)| *a == TopicAction::Create(d.clone())));
         assert!(plan.problems.is_empty() && plan.adopted.is_empty());
     }
 
     #[test]
     fn matching_topics_need_nothing() {
         let desired = desired_topics(&minimal());
-        let have = by_name(
-            desired
-                .iter()
-                .map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")]))
-                .collect(),
-        );
+        let have = by_name(desired.iter().map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")])).collect());
         let known = desired.iter().map(|t| t.name.clone()).collect();
         assert_eq!(plan(&desired, &have, &known), TopicPlan::default());
     }
@@ -319,30 +264,14 @@ mod tests {
     fn partitions_grow_but_never_shrink() {
         let desired = desired_topics(&minimal());
         let known: BTreeSet<String> = desired.iter().map(|t| t.name.clone()).collect();
-        let mut have = by_name(
-            desired
-                .iter()
-                .map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")]))
-                .collect(),
-        );
+        let mut have = by_name(desired.iter().map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")])).collect());
         have.get_mut(&desired[0].name).unwrap().partitions = 4;
         have.get_mut(&desired[1].name).unwrap().partitions = 9;
         let plan = plan(&desired, &have, &known);
-        assert_eq!(
-            plan.actions,
-            [TopicAction::AddPartitions {
-                name: desired[0].name.clone(),
-                from: 4,
-                to: 6
-            }]
-        );
+        assert_eq!(plan.actions, [TopicAction::AddPartitions { name: desired[0].name.clone(), from: 4, to: 6 }]);
         assert_eq!(
             plan.problems,
-            [TopicProblem::PartitionDecreaseRefused {
-                name: desired[1].name.clone(),
-                observed: 9,
-                desired: 6
-            }]
+            [TopicProblem::PartitionDecreaseRefused { name: desired[1].name.clone(), observed: 9, desired: 6 }]
         );
     }
 
@@ -350,72 +279,36 @@ mod tests {
     fn replication_factor_difference_is_reported_not_acted_on() {
         let desired = desired_topics(&minimal());
         let known: BTreeSet<String> = desired.iter().map(|t| t.name.clone()).collect();
-        let mut have = by_name(
-            desired
-                .iter()
-                .map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")]))
-                .collect(),
-        );
+        let mut have = by_name(desired.iter().map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")])).collect());
         have.get_mut(&desired[2].name).unwrap().replication_factor = 1;
         let plan = plan(&desired, &have, &known);
         assert!(plan.actions.is_empty());
         assert_eq!(
             plan.problems,
-            [TopicProblem::ReplicationFactorMismatch {
-                name: desired[2].name.clone(),
-                observed: 1,
-                desired: 3
-            }]
+            [TopicProblem::ReplicationFactorMismatch { name: desired[2].name.clone(), observed: 1, desired: 3 }]
         );
-        assert!(
-            plan.problems[0]
-                .to_string()
-                .contains("replication factor 1")
-        );
+        assert!(plan.problems[0].to_string().contains("replication factor 1"));
     }
 
     #[test]
     fn config_drift_is_corrected_keeping_foreign_keys() {
         let desired = desired_topics(&minimal());
         let known: BTreeSet<String> = desired.iter().map(|t| t.name.clone()).collect();
-        let mut have = by_name(
-            desired
-                .iter()
-                .map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")]))
-                .collect(),
-        );
+        let mut have = by_name(desired.iter().map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")])).collect());
         have.insert(
             desired[3].name.clone(),
-            observed(
-                &desired[3],
-                6,
-                3,
-                &[("min.insync.replicas", "1"), ("segment.bytes", "1048576")],
-            ),
+            observed(&desired[3], 6, 3, &[("min.insync.replicas", "1"), ("segment.bytes", "1048576")]),
         );
         let plan = plan(&desired, &have, &known);
         let expected: BTreeMap<String, String> =
-            [("min.insync.replicas", "2"), ("segment.bytes", "1048576")]
-                .map(|(k, v)| (k.into(), v.into()))
-                .into();
-        assert_eq!(
-            plan.actions,
-            [TopicAction::AlterConfig {
-                name: desired[3].name.clone(),
-                config: expected
-            }]
-        );
+            [("min.insync.replicas", "2"), ("segment.bytes", "1048576")].map(|(k, v)| (k.into(), v.into())).into();
+        assert_eq!(plan.actions, [TopicAction::AlterConfig { name: desired[3].name.clone(), config: expected }]);
     }
 
     #[test]
     fn existing_topics_outside_status_are_adopted() {
         let desired = desired_topics(&minimal());
-        let have = by_name(vec![observed(
-            &desired[0],
-            6,
-            3,
-            &[("min.insync.replicas", "2")],
-        )]);
+        let have = by_name(vec![observed(&desired[0], 6, 3, &[("min.insync.replicas", "2")])]);
         let plan = plan(&desired, &have, &BTreeSet::new());
         assert_eq!(plan.adopted, [desired[0].name.clone()]);
         assert_eq!(plan.actions.len(), 3, "the other three are created");

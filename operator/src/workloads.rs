@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
-    SecretKeySelector, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
+    Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -44,7 +44,7 @@ pub const HTTP_PORT: i32 = 8080;
 pub const METRICS_PORT: i32 = 9090;
 
 /// A consumer role: which Deployment, which group, which topics feed it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
     Storage,
     Push,
@@ -63,10 +63,7 @@ impl Role {
     /// Topic suffixes this role's group consumes.
     pub fn topics(self) -> &'static [&'static str] {
         match self {
-            Role::Storage => &[
-                topics::suffix::CHAT_MESSAGES,
-                topics::suffix::GROUP_MESSAGES,
-            ],
+            Role::Storage => &[topics::suffix::CHAT_MESSAGES, topics::suffix::GROUP_MESSAGES],
             Role::Push => &[topics::suffix::DELIVERIES, topics::suffix::USER_EVENTS],
         }
     }
@@ -112,11 +109,7 @@ pub fn selector_labels(cc: &ChatCluster, component: &str) -> BTreeMap<String, St
 
 /// The gateway selector as the scale subresource reports it.
 pub fn gateway_selector(cc: &ChatCluster) -> String {
-    selector_labels(cc, GATEWAY_COMPONENT)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    selector_labels(cc, GATEWAY_COMPONENT).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 fn labels(cc: &ChatCluster, component: &str) -> BTreeMap<String, String> {
@@ -137,11 +130,7 @@ fn metadata(cc: &ChatCluster, name: String, component: &str) -> ObjectMeta {
 }
 
 fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.into()),
-        ..EnvVar::default()
-    }
+    EnvVar { name: name.to_owned(), value: Some(value.into()), ..EnvVar::default() }
 }
 
 fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
@@ -161,17 +150,11 @@ fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
 
 fn common_env(cc: &ChatCluster) -> Vec<EnvVar> {
     let mut env = vec![
-        plain_env(
-            env::KAFKA_BOOTSTRAP_SERVERS,
-            cc.spec.kafka.bootstrap_servers.clone(),
-        ),
+        plain_env(env::KAFKA_BOOTSTRAP_SERVERS, cc.spec.kafka.bootstrap_servers.clone()),
         plain_env(env::TOPIC_PREFIX, topics::prefix(cc)),
     ];
     if let Some(storage) = &cc.spec.storage {
-        env.push(secret_env(
-            env::DATABASE_URL,
-            &storage.postgres.url_secret_ref,
-        ));
+        env.push(secret_env(env::DATABASE_URL, &storage.postgres.url_secret_ref));
     }
     env
 }
@@ -189,37 +172,18 @@ fn http_probe(path: &str, port: i32) -> Probe {
 }
 
 fn port(name: &str, port: i32) -> ContainerPort {
-    ContainerPort {
-        name: Some(name.to_owned()),
-        container_port: port,
-        ..ContainerPort::default()
-    }
+    ContainerPort { name: Some(name.to_owned()), container_port: port, ..ContainerPort::default() }
 }
 
-fn deployment(
-    cc: &ChatCluster,
-    name: String,
-    component: &str,
-    replicas: i32,
-    container: Container,
-) -> Deployment {
+fn deployment(cc: &ChatCluster, name: String, component: &str, replicas: i32, container: Container) -> Deployment {
     Deployment {
         metadata: metadata(cc, name, component),
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector_labels(cc, component)),
-                ..LabelSelector::default()
-            },
+            selector: LabelSelector { match_labels: Some(selector_labels(cc, component)), ..LabelSelector::default() },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(cc, component)),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    ..PodSpec::default()
-                }),
+                metadata: Some(ObjectMeta { labels: Some(labels(cc, component)), ..ObjectMeta::default() }),
+                spec: Some(PodSpec { containers: vec![container], ..PodSpec::default() }),
             },
             ..DeploymentSpec::default()
         }),
@@ -246,13 +210,7 @@ pub fn gateway_deployment(cc: &ChatCluster, images: &Images) -> Deployment {
         resources: spec.resources.clone(),
         ..Container::default()
     };
-    deployment(
-        cc,
-        gateway_name(cc),
-        GATEWAY_COMPONENT,
-        spec.replicas,
-        container,
-    )
+    deployment(cc, gateway_name(cc), GATEWAY_COMPONENT, spec.replicas, container)
 }
 
 /// The Service in front of the gateway pods.
@@ -276,23 +234,14 @@ pub fn gateway_service(cc: &ChatCluster) -> Service {
 }
 
 /// One consumer role's Deployment with the replicas the scaler decided.
-pub fn consumer_deployment(
-    cc: &ChatCluster,
-    role: Role,
-    replicas: i32,
-    images: &Images,
-) -> Deployment {
+pub fn consumer_deployment(cc: &ChatCluster, role: Role, replicas: i32, images: &Images) -> Deployment {
     let spec = role.spec(cc);
     let mut env = common_env(cc);
     env.push(plain_env(env::CONSUMER_GROUP, consumer_group(cc, role)));
     env.push(plain_env(env::LISTEN, format!("0.0.0.0:{METRICS_PORT}")));
     let container = Container {
         name: role.as_str().to_owned(),
-        image: Some(
-            spec.image
-                .clone()
-                .unwrap_or_else(|| images.consumer.clone()),
-        ),
+        image: Some(spec.image.clone().unwrap_or_else(|| images.consumer.clone())),
         args: Some(vec![role.as_str().to_owned()]),
         env: Some(env),
         ports: Some(vec![port("metrics", METRICS_PORT)]),
@@ -301,13 +250,7 @@ pub fn consumer_deployment(
         resources: spec.resources.clone(),
         ..Container::default()
     };
-    deployment(
-        cc,
-        consumer_name(cc, role),
-        role.as_str(),
-        replicas,
-        container,
-    )
+    deployment(cc, consumer_name(cc, role), role.as_str(), replicas, container)
 }
 
 #[cfg(test)]
@@ -325,70 +268,33 @@ mod tests {
     }
 
     fn images() -> Images {
-        Images {
-            gateway: "parley-gateway:test".into(),
-            consumer: "parley-consumer:test".into(),
-        }
+        Images { gateway: "parley-gateway:test".into(), consumer: "parley-consumer:test".into() }
     }
 
     fn env_of(d: &Deployment) -> BTreeMap<String, EnvVar> {
-        let c = &d
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0];
-        c.env
-            .clone()
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.name.clone(), e))
-            .collect()
+        let c = &d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+        c.env.clone().unwrap().into_iter().map(|e| (e.name.clone(), e)).collect()
     }
 
     #[test]
     fn gateway_follows_spec_and_is_owned() {
-        let cc =
-            cluster(json!({"kafka": {"bootstrapServers": "k:9092"}, "gateway": {"replicas": 5}}));
+        let cc = cluster(json!({"kafka": {"bootstrapServers": "k:9092"}, "gateway": {"replicas": 5}}));
         let d = gateway_deployment(&cc, &images());
         assert_eq!(d.metadata.name.as_deref(), Some("demo-gateway"));
         assert_eq!(d.metadata.namespace.as_deref(), Some("chat"));
         let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!(
-            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
-            ("ChatCluster", "demo", Some(true))
-        );
+        assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("ChatCluster", "demo", Some(true)));
         let spec = d.spec.as_ref().unwrap();
         assert_eq!(spec.replicas, Some(5));
-        let pod_labels = spec
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .labels
-            .as_ref()
-            .unwrap();
+        let pod_labels = spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
         for (k, v) in spec.selector.match_labels.as_ref().unwrap() {
-            assert_eq!(
-                pod_labels.get(k),
-                Some(v),
-                "selector label {k} must be on the pods"
-            );
+            assert_eq!(pod_labels.get(k), Some(v), "selector label {k} must be on the pods");
         }
         assert_eq!(pod_labels[label::INSTANCE], "demo");
         let container = &spec.template.spec.as_ref().unwrap().containers[0];
         assert_eq!(container.image.as_deref(), Some("parley-gateway:test"));
-        assert_eq!(
-            env_of(&d)[env::KAFKA_BOOTSTRAP_SERVERS].value.as_deref(),
-            Some("k:9092")
-        );
-        assert_eq!(
-            env_of(&d)[env::TOPIC_PREFIX].value.as_deref(),
-            Some("chat.demo")
-        );
+        assert_eq!(env_of(&d)[env::KAFKA_BOOTSTRAP_SERVERS].value.as_deref(), Some("k:9092"));
+        assert_eq!(env_of(&d)[env::TOPIC_PREFIX].value.as_deref(), Some("chat.demo"));
     }
 
     #[test]
@@ -399,32 +305,12 @@ mod tests {
             "storage": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}
         }));
         let d = gateway_deployment(&cc, &images());
-        let container = &d
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0];
+        let container = &d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
         assert_eq!(container.image.as_deref(), Some("custom:1"));
         let env = env_of(&d);
-        let jwt = env[env::JWT_SECRET]
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
-            .as_ref()
-            .unwrap();
+        let jwt = env[env::JWT_SECRET].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
         assert_eq!((jwt.name.as_str(), jwt.key.as_str()), ("jwt", "hs256"));
-        let db = env[env::DATABASE_URL]
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
-            .as_ref()
-            .unwrap();
+        let db = env[env::DATABASE_URL].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
         assert_eq!((db.name.as_str(), db.key.as_str()), ("db", "url"));
         assert_eq!(env[env::TOPIC_PREFIX].value.as_deref(), Some("p"));
     }
@@ -438,10 +324,7 @@ mod tests {
         let spec = svc.spec.unwrap();
         assert_eq!(spec.type_.as_deref(), Some("NodePort"));
         assert_eq!(spec.ports.unwrap()[0].port, 443);
-        assert_eq!(
-            spec.selector.unwrap(),
-            selector_labels(&cc, GATEWAY_COMPONENT)
-        );
+        assert_eq!(spec.selector.unwrap(), selector_labels(&cc, GATEWAY_COMPONENT));
         assert_eq!(
             gateway_selector(&cc),
             "app.kubernetes.io/component=gateway,app.kubernetes.io/instance=demo,app.kubernetes.io/name=parley"
@@ -455,20 +338,9 @@ mod tests {
             let d = consumer_deployment(&cc, role, 3, &images());
             assert_eq!(d.metadata.name, Some(format!("demo-{}", role.as_str())));
             assert_eq!(d.spec.as_ref().unwrap().replicas, Some(3));
-            let container = &d
-                .spec
-                .as_ref()
-                .unwrap()
-                .template
-                .spec
-                .as_ref()
-                .unwrap()
-                .containers[0];
+            let container = &d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
             assert_eq!(container.args, Some(vec![role.as_str().to_owned()]));
-            assert_eq!(
-                env_of(&d)[env::CONSUMER_GROUP].value,
-                Some(format!("chat.demo.{}", role.as_str()))
-            );
+            assert_eq!(env_of(&d)[env::CONSUMER_GROUP].value, Some(format!("chat.demo.{}", role.as_str())));
         }
         assert_eq!(Role::Storage.topics(), ["chat-messages", "group-messages"]);
     }

@@ -14,9 +14,7 @@ pub fn topics_with_prefix(prefix: &str) -> Result<BTreeMap<String, (usize, usize
         .set("bootstrap.servers", crate::env::kafka_bootstrap())
         .create()
         .map_err(|e| e.to_string())?;
-    let md = client
-        .fetch_metadata(None, Duration::from_secs(5))
-        .map_err(|e| e.to_string())?;
+    let md = client.fetch_metadata(None, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     Ok(md
         .topics()
         .iter()
@@ -31,10 +29,6 @@ pub fn topics_with_prefix(prefix: &str) -> Result<BTreeMap<String, (usize, usize
 /// `scripts/env/kafka.sh ARGS...`, panicking on failure.
 pub fn script(args: &[&str]) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/env/kafka.sh");
-    let status = std::process::Command::new("bash")
-        .arg(path)
-        .args(args)
-        .status()
-        .expect("run kafka.sh");
+    let status = std::process::Command::new("bash").arg(path).args(args).status().expect("run kafka.sh");
     assert!(status.success(), "kafka.sh {args:?} failed");
 }

@@ -12,26 +12,14 @@ pub fn binary() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/<test> -> target/<profile>/parley-operator
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join("parley-operator");
-    assert!(
-        bin.exists(),
-        "{} missing: build it with `cargo build -p parley-operator`",
-        bin.display()
-    );
+    let bin = exe.parent().and_then(|d| d.parent()).expect("target dir").join("parley-operator");
+    assert!(bin.exists(), "{} missing: build it with `cargo build -p parley-operator`", bin.display());
     bin
 }
 
 /// A free loopback port (bound then released; fine for tests on loopback).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// A running operator; killed when dropped.
@@ -45,10 +33,8 @@ impl Operator {
     /// Start `parley-operator run` watching `namespace`, with `extra` args.
     pub fn start(namespace: &str, identity: &str, extra: &[&str]) -> Self {
         let http_port = free_port();
-        let log = std::fs::File::create(
-            std::env::temp_dir().join(format!("parley-operator-{identity}.log")),
-        )
-        .expect("operator log file");
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("parley-operator-{identity}.log")))
+            .expect("operator log file");
         let child = Command::new(binary())
             .args(["run", "--namespace", namespace, "--identity", identity])
             .args(["--http", &format!("127.0.0.1:{http_port}")])
@@ -60,11 +46,7 @@ impl Operator {
             .stderr(log)
             .spawn()
             .expect("start parley-operator");
-        Self {
-            child,
-            http_port,
-            identity: identity.to_owned(),
-        }
+        Self { child, http_port, identity: identity.to_owned() }
     }
 
     pub fn metrics(&self) -> String {
@@ -91,8 +73,5 @@ pub fn http_get(port: u16, path: &str) -> String {
     write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("write request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read response");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
 }

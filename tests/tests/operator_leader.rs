@@ -27,14 +27,8 @@ async fn standby_takes_over_when_the_leader_is_killed() {
     let client = client().await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let holder = || async {
-        let lease = leases
-            .get_opt(&lease_name)
-            .await
-            .map_err(|e| e.to_string())?;
-        lease
-            .and_then(|l| l.spec?.holder_identity)
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| "no holder".to_owned())
+        let lease = leases.get_opt(&lease_name).await.map_err(|e| e.to_string())?;
+        lease.and_then(|l| l.spec?.holder_identity).filter(|h| !h.is_empty()).ok_or_else(|| "no holder".to_owned())
     };
     let first = wait::until("a leader", 30, holder).await;
     assert!(first == "op-a" || first == "op-b", "holder {first}");
@@ -48,21 +42,11 @@ async fn standby_takes_over_when_the_leader_is_killed() {
         cc.status.map(|_| ()).ok_or_else(|| "no status".to_owned())
     })
     .await;
-    let (leader, standby) = if first == "op-a" {
-        (&mut a, &mut b)
-    } else {
-        (&mut b, &mut a)
-    };
+    let (leader, standby) = if first == "op-a" { (&mut a, &mut b) } else { (&mut b, &mut a) };
     let leader_metrics = leader.metrics();
     let standby_metrics = standby.metrics();
-    assert!(
-        leader_metrics.contains("parley_operator_leader 1"),
-        "{leader_metrics}"
-    );
-    assert!(
-        standby_metrics.contains("parley_operator_leader 0"),
-        "{standby_metrics}"
-    );
+    assert!(leader_metrics.contains("parley_operator_leader 1"), "{leader_metrics}");
+    assert!(standby_metrics.contains("parley_operator_leader 0"), "{standby_metrics}");
     assert!(
         standby_metrics.contains("parley_operator_reconciles_total 0"),
         "the standby must not reconcile: {standby_metrics}"
@@ -81,19 +65,11 @@ async fn standby_takes_over_when_the_leader_is_killed() {
 
     // The new leader reconciles: a change made after the kill is acted on.
     kubectl::ok(&["scale", "-n", &ns, "chatcluster/chat", "--replicas=4"]);
-    wait::until(
-        "gateway status replicas 4 from the new leader",
-        30,
-        || async {
-            let cc = api.get("chat").await.map_err(|e| e.to_string())?;
-            let r = cc.status.and_then(|s| s.gateway).map(|g| g.replicas);
-            if r == Some(4) {
-                Ok(())
-            } else {
-                Err(format!("{r:?}"))
-            }
-        },
-    )
+    wait::until("gateway status replicas 4 from the new leader", 30, || async {
+        let cc = api.get("chat").await.map_err(|e| e.to_string())?;
+        let r = cc.status.and_then(|s| s.gateway).map(|g| g.replicas);
+        if r == Some(4) { Ok(()) } else { Err(format!("{r:?}")) }
+    })
     .await;
     teardown_namespace(&ns);
 }

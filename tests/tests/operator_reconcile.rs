@@ -41,18 +41,11 @@ async fn mark_ready(api: &Api<Deployment>, name: &str) {
     let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(1);
     let status = json!({"status": {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
                                     "updatedReplicas": replicas, "observedGeneration": d.metadata.generation}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("patch deployment status");
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("patch deployment status");
 }
 
 fn condition_of(cc: &ChatCluster, type_: &str) -> Option<(String, String)> {
-    cc.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
+    cc.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone()))
 }
 
 #[tokio::test]
@@ -65,50 +58,25 @@ async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
 
-    kubectl::ok_with_stdin(
-        &["apply", "-n", &ns, "-f", "-"],
-        &manifest("chat", &prefix, 6),
-    );
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest("chat", &prefix, 6));
 
     // Four topics, 6 partitions, RF 3, in the real Kafka.
     let topics = wait::until("4 topics with 6 partitions and RF 3", 60, || async {
         let topics = kafka::topics_with_prefix(&format!("{prefix}."))?;
         let ok = topics.len() == 4 && topics.values().all(|&(p, rf)| p == 6 && rf == 3);
-        if ok {
-            Ok(topics)
-        } else {
-            Err(format!("{topics:?}"))
-        }
+        if ok { Ok(topics) } else { Err(format!("{topics:?}")) }
     })
     .await;
-    for suffix in [
-        "chat-messages",
-        "group-messages",
-        "user-events",
-        "deliveries",
-    ] {
-        assert!(
-            topics.contains_key(&format!("{prefix}.{suffix}")),
-            "{suffix} missing: {topics:?}"
-        );
+    for suffix in ["chat-messages", "group-messages", "user-events", "deliveries"] {
+        assert!(topics.contains_key(&format!("{prefix}.{suffix}")), "{suffix} missing: {topics:?}");
     }
 
     // Deployments and Service, owned by the ChatCluster, found by label.
     let names = ["chat-gateway", "chat-storage", "chat-push"];
-    let uid = clusters
-        .get("chat")
-        .await
-        .expect("get")
-        .metadata
-        .uid
-        .expect("uid");
+    let uid = clusters.get("chat").await.expect("get").metadata.uid.expect("uid");
     for name in names {
         let d = wait::until(&format!("deployment {name}"), 30, || async {
-            deployments
-                .get_opt(name)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "absent".to_owned())
+            deployments.get_opt(name).await.map_err(|e| e.to_string())?.ok_or_else(|| "absent".to_owned())
         })
         .await;
         let owner = &d.metadata.owner_references.expect("owner references")[0];
@@ -121,21 +89,9 @@ async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
     assert_eq!(gateway.spec.as_ref().and_then(|s| s.replicas), Some(2));
     let svc = services.get("chat-gateway").await.expect("gateway service");
     assert_eq!(svc.metadata.owner_references.expect("owner")[0].uid, uid);
-    let by_label = kubectl::ok(&[
-        "get",
-        "deploy,svc",
-        "-n",
-        &ns,
-        "-l",
-        "app.kubernetes.io/instance=chat",
-        "-o",
-        "name",
-    ]);
-    assert_eq!(
-        by_label.lines().count(),
-        4,
-        "kubectl get -l finds all children: {by_label}"
-    );
+    let by_label =
+        kubectl::ok(&["get", "deploy,svc", "-n", &ns, "-l", "app.kubernetes.io/instance=chat", "-o", "name"]);
+    assert_eq!(by_label.lines().count(), 4, "kubectl get -l finds all children: {by_label}");
 
     // Not Ready while no pod is ready; Ready once the "kubelet" reports them.
     let cc = wait::until("status with GatewayReady=False", 30, || async {
@@ -146,14 +102,8 @@ async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
         }
     })
     .await;
-    assert_eq!(
-        condition_of(&cc, condition::READY).map(|c| c.0),
-        Some("False".into())
-    );
-    assert_eq!(
-        condition_of(&cc, condition::TOPICS_READY),
-        Some(("True".into(), reason::RECONCILED.into()))
-    );
+    assert_eq!(condition_of(&cc, condition::READY).map(|c| c.0), Some("False".into()));
+    assert_eq!(condition_of(&cc, condition::TOPICS_READY), Some(("True".into(), reason::RECONCILED.into())));
     for name in names {
         mark_ready(&deployments, name).await;
     }
@@ -168,41 +118,20 @@ async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
     let status = cc.status.as_ref().expect("status");
     assert_eq!(status.observed_generation, cc.metadata.generation);
     assert_eq!(status.topics.len(), 4);
-    assert!(
-        status
-            .topics
-            .iter()
-            .all(|t| t.partitions == 6 && t.replication_factor == 3),
-        "{:?}",
-        status.topics
-    );
-    assert_eq!(
-        status
-            .gateway
-            .as_ref()
-            .map(|g| (g.replicas, g.ready_replicas)),
-        Some((2, 2))
-    );
+    assert!(status.topics.iter().all(|t| t.partitions == 6 && t.replication_factor == 3), "{:?}", status.topics);
+    assert_eq!(status.gateway.as_ref().map(|g| (g.replicas, g.ready_replicas)), Some((2, 2)));
 
     // Partitions 6 -> 12: Kafka grows, status follows with the new generation.
-    kubectl::ok_with_stdin(
-        &["apply", "-n", &ns, "-f", "-"],
-        &manifest("chat", &prefix, 12),
-    );
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest("chat", &prefix, 12));
     wait::until("topics at 12 partitions", 60, || async {
         let topics = kafka::topics_with_prefix(&format!("{prefix}."))?;
-        if topics.len() == 4 && topics.values().all(|&(p, _)| p == 12) {
-            Ok(())
-        } else {
-            Err(format!("{topics:?}"))
-        }
+        if topics.len() == 4 && topics.values().all(|&(p, _)| p == 12) { Ok(()) } else { Err(format!("{topics:?}")) }
     })
     .await;
     wait::until("status at 12 partitions and new generation", 30, || async {
         let cc = clusters.get("chat").await.map_err(|e| e.to_string())?;
         let s = cc.status.clone().unwrap_or_default();
-        let ok = s.observed_generation == cc.metadata.generation
-            && s.topics.iter().all(|t| t.partitions == 12);
+        let ok = s.observed_generation == cc.metadata.generation && s.topics.iter().all(|t| t.partitions == 12);
         if ok { Ok(()) } else { Err(format!("{s:?}")) }
     })
     .await;
@@ -210,33 +139,19 @@ async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
     // kubectl scale -> the gateway Deployment follows.
     kubectl::ok(&["scale", "-n", &ns, "chatcluster/chat", "--replicas=3"]);
     wait::until("gateway Deployment at 3 replicas", 30, || async {
-        let d = deployments
-            .get("chat-gateway")
-            .await
-            .map_err(|e| e.to_string())?;
+        let d = deployments.get("chat-gateway").await.map_err(|e| e.to_string())?;
         let r = d.spec.and_then(|s| s.replicas);
-        if r == Some(3) {
-            Ok(())
-        } else {
-            Err(format!("{r:?}"))
-        }
+        if r == Some(3) { Ok(()) } else { Err(format!("{r:?}")) }
     })
     .await;
 
     // Events for topic creation, growth and scaling.
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
     let reasons: Vec<String> = wait::until("events", 30, || async {
-        let list = events
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?;
+        let list = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
         let reasons: Vec<String> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
         let want = ["TopicCreated", "PartitionsAdded", "Scaled"];
-        if want.iter().all(|w| reasons.iter().any(|r| r == w)) {
-            Ok(reasons)
-        } else {
-            Err(format!("{reasons:?}"))
-        }
+        if want.iter().all(|w| reasons.iter().any(|r| r == w)) { Ok(reasons) } else { Err(format!("{reasons:?}")) }
     })
     .await;
     assert!(
@@ -254,17 +169,10 @@ async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
     assert!(reconciles >= 3.0, "reconciles counted: {metrics}");
 
     // Delete with deletionPolicy: Delete removes the topics, then the object.
-    clusters
-        .delete("chat", &DeleteParams::default())
-        .await
-        .expect("delete");
+    clusters.delete("chat", &DeleteParams::default()).await.expect("delete");
     wait::until("topics deleted", 60, || async {
         let topics = kafka::topics_with_prefix(&format!("{prefix}."))?;
-        if topics.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{topics:?}"))
-        }
+        if topics.is_empty() { Ok(()) } else { Err(format!("{topics:?}")) }
     })
     .await;
     wait::until("ChatCluster gone", 30, || async {

@@ -97,10 +97,7 @@ pub struct ChatClusterSpec {
 #[serde(rename_all = "camelCase")]
 pub struct KafkaSpec {
     /// Comma-separated `host:port` list, as librdkafka's `bootstrap.servers`.
-    #[schemars(
-        length(min = 1, max = 4096),
-        regex(pattern = r"^[^,\s]+:[0-9]{1,5}(,[^,\s]+:[0-9]{1,5})*$")
-    )]
+    #[schemars(length(min = 1, max = 4096), regex(pattern = r"^[^,\s]+:[0-9]{1,5}(,[^,\s]+:[0-9]{1,5})*$"))]
     pub bootstrap_servers: String,
     /// Secret whose keys are librdkafka client properties (for example
     /// `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`).
@@ -239,10 +236,7 @@ pub struct GatewayServiceSpec {
 
 impl Default for GatewayServiceSpec {
     fn default() -> Self {
-        Self {
-            type_: ServiceType::default(),
-            port: default_gateway_port(),
-        }
+        Self { type_: ServiceType::default(), port: default_gateway_port() }
     }
 }
 
