@@ -10,7 +10,7 @@ use crate::controller::Context;
 use crate::crd::{ChatCluster, ConsumerGroupStatus, TopicStatus};
 use crate::kafka::KafkaCluster;
 use crate::metrics::GroupLabels;
-use crate::scaling::{self, Decision, GroupLag, History, Input, OffsetReset};
+use crate::scaling::{self, Decision, GroupLag, Input, OffsetReset};
 use crate::topics;
 use crate::workloads::{self, Role};
 
@@ -56,7 +56,7 @@ pub async fn decide(
     let decision = {
         let key = (cc.uid().unwrap_or_else(|| cc.name_any()), role);
         let mut histories = ctx.histories.lock().unwrap_or_else(|e| e.into_inner());
-        let history = histories.entry(key).or_insert_with(History::default);
+        let history = histories.entry(key).or_default();
         scaling::decide(&input, history, ctx.started.elapsed())
     };
     let labels = GroupLabels {
