@@ -6,6 +6,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 source scripts/env/common.sh
 
+# Compiled dependencies live with the other caches, outside the work tree,
+# so a fresh clone (as in CI) does not rebuild them.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PARLEY_CACHE/target}
+
 started=$SECONDS
 tier() { printf '\n== %s (%ss)\n' "$*" $((SECONDS - started)) >&2; }
 
@@ -25,7 +29,8 @@ tier "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-tier "build tests"
+tier "build binaries and tests"
+cargo build --workspace --locked --bins
 cargo test --workspace --locked --no-run
 
 tier "unit tests (no services)"

@@ -78,12 +78,7 @@ impl TopicLog {
     }
 
     fn trim(&mut self) {
-        let floor = self
-            .groups
-            .values()
-            .map(|g| g.committed)
-            .min()
-            .unwrap_or(self.end());
+        let floor = self.groups.values().map(|g| g.committed).min().unwrap_or(self.end());
         while self.base < floor && self.records.pop_front().is_some() {
             self.base += 1;
         }
@@ -98,10 +93,7 @@ impl Default for MemoryBroker {
 
 impl MemoryBroker {
     pub fn new() -> Self {
-        Self {
-            inner: Arc::default(),
-            changed: watch::channel(0).0,
-        }
+        Self { inner: Arc::default(), changed: watch::channel(0).0 }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -127,12 +119,7 @@ impl Broker for MemoryBroker {
                 return Ok(());
             }
             let offset = log.end();
-            log.records.push_back(Record {
-                topic: topic.to_owned(),
-                key: key.to_owned(),
-                payload,
-                offset,
-            });
+            log.records.push_back(Record { topic: topic.to_owned(), key: key.to_owned(), payload, offset });
         }
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
@@ -143,10 +130,7 @@ impl Broker for MemoryBroker {
         for topic in topics {
             let log = inner.topics.entry(topic.clone()).or_default();
             let end = log.end();
-            log.groups.entry(group.to_owned()).or_insert(GroupCursor {
-                next: end,
-                committed: end,
-            });
+            log.groups.entry(group.to_owned()).or_insert(GroupCursor { next: end, committed: end });
         }
         Ok(Box::new(MemorySubscription {
             broker: self.clone(),
@@ -253,14 +237,8 @@ mod tests {
         }
         let r1 = s1.next_batch(10).await.unwrap();
         let r2 = s2.next_batch(3).await.unwrap();
-        assert_eq!(
-            r1.iter().map(|r| r.payload[0]).collect::<Vec<_>>(),
-            [0, 1, 2, 3, 4]
-        );
-        assert_eq!(
-            r2.iter().map(|r| r.payload[0]).collect::<Vec<_>>(),
-            [0, 1, 2]
-        );
+        assert_eq!(r1.iter().map(|r| r.payload[0]).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        assert_eq!(r2.iter().map(|r| r.payload[0]).collect::<Vec<_>>(), [0, 1, 2]);
         let r2 = s2.next_batch(10).await.unwrap();
         assert_eq!(r2.iter().map(|r| r.offset).collect::<Vec<_>>(), [3, 4]);
     }

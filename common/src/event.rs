@@ -49,17 +49,8 @@ pub struct MessageEvent {
 }
 
 impl MessageEvent {
-    pub fn chat(
-        sender: &str,
-        timestamp: i64,
-        data: &ChatMessageData,
-        metadata: EventMetadata,
-    ) -> Result<Self> {
-        let event_type = if data.conversation.is_group() {
-            EventType::GroupMessage
-        } else {
-            EventType::Message
-        };
+    pub fn chat(sender: &str, timestamp: i64, data: &ChatMessageData, metadata: EventMetadata) -> Result<Self> {
+        let event_type = if data.conversation.is_group() { EventType::GroupMessage } else { EventType::Message };
         Ok(Self {
             event_type,
             timestamp,
@@ -71,11 +62,7 @@ impl MessageEvent {
 
     pub fn presence(user: &str, online: bool, timestamp: i64, metadata: EventMetadata) -> Self {
         Self {
-            event_type: if online {
-                EventType::UserOnline
-            } else {
-                EventType::UserOffline
-            },
+            event_type: if online { EventType::UserOnline } else { EventType::UserOffline },
             timestamp,
             user_id: user.to_owned(),
             message_data: serde_json::Value::Object(Default::default()),
@@ -85,12 +72,8 @@ impl MessageEvent {
 
     pub fn chat_data(&self) -> Result<ChatMessageData> {
         match self.event_type {
-            EventType::Message | EventType::GroupMessage => {
-                Ok(serde_json::from_value(self.message_data.clone())?)
-            }
-            other => Err(Error::Invalid(format!(
-                "event type {other:?} carries no chat message"
-            ))),
+            EventType::Message | EventType::GroupMessage => Ok(serde_json::from_value(self.message_data.clone())?),
+            other => Err(Error::Invalid(format!("event type {other:?} carries no chat message"))),
         }
     }
 
@@ -115,22 +98,12 @@ mod tests {
             conversation: ConversationId::group("g"),
             body: "hi".into(),
         };
-        let meta = EventMetadata {
-            group_id: Some("g".into()),
-            gateway_id: Some("gw".into()),
-            connection_id: Some(3),
-        };
+        let meta = EventMetadata { group_id: Some("g".into()), gateway_id: Some("gw".into()), connection_id: Some(3) };
         let e = MessageEvent::chat("alice", 10, &data, meta).unwrap();
         assert_eq!(e.event_type, EventType::GroupMessage);
         let bytes = e.to_bytes().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        for key in [
-            "event_type",
-            "timestamp",
-            "user_id",
-            "message_data",
-            "metadata",
-        ] {
+        for key in ["event_type", "timestamp", "user_id", "message_data", "metadata"] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
         assert_eq!(v["event_type"], "group_message");

@@ -33,10 +33,7 @@ fn validate_name(what: &'static str, s: &str) -> Result<(), IdError> {
     if s.len() > MAX_NAME_LEN {
         return Err(IdError::TooLong { what });
     }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-    {
+    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
         return Err(IdError::BadChars { what });
     }
     Ok(())
@@ -61,11 +58,7 @@ pub enum ConversationId {
 impl ConversationId {
     /// The direct conversation between `a` and `b`, whichever side asks.
     pub fn direct(a: &str, b: &str) -> Self {
-        if a <= b {
-            Self::Direct(a.to_owned(), b.to_owned())
-        } else {
-            Self::Direct(b.to_owned(), a.to_owned())
-        }
+        if a <= b { Self::Direct(a.to_owned(), b.to_owned()) } else { Self::Direct(b.to_owned(), a.to_owned()) }
     }
 
     pub fn group(id: &str) -> Self {
@@ -136,14 +129,8 @@ mod tests {
 
     #[test]
     fn direct_ids_are_symmetric() {
-        assert_eq!(
-            ConversationId::direct("bob", "alice"),
-            ConversationId::direct("alice", "bob")
-        );
-        assert_eq!(
-            ConversationId::direct("bob", "alice").to_string(),
-            "dm:alice:bob"
-        );
+        assert_eq!(ConversationId::direct("bob", "alice"), ConversationId::direct("alice", "bob"));
+        assert_eq!(ConversationId::direct("bob", "alice").to_string(), "dm:alice:bob");
     }
 
     #[test]
@@ -157,16 +144,8 @@ mod tests {
 
     #[test]
     fn parse_rejects_bad_ids() {
-        for bad in [
-            "",
-            "dm:alice",
-            "dm:alice:bob:carol",
-            "group:",
-            "group:a:b",
-            "chan:x",
-            "dm:al ice:bob",
-            "group:ü",
-        ] {
+        for bad in ["", "dm:alice", "dm:alice:bob:carol", "group:", "group:a:b", "chan:x", "dm:al ice:bob", "group:ü"]
+        {
             assert!(ConversationId::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -174,10 +153,7 @@ mod tests {
     #[test]
     fn user_ids_are_bounded() {
         assert!(validate_user_id("alice_1.x-y").is_ok());
-        assert_eq!(
-            validate_user_id(""),
-            Err(IdError::Empty { what: "user id" })
-        );
+        assert_eq!(validate_user_id(""), Err(IdError::Empty { what: "user id" }));
         assert!(validate_user_id(&"a".repeat(MAX_NAME_LEN)).is_ok());
         assert!(validate_user_id(&"a".repeat(MAX_NAME_LEN + 1)).is_err());
         assert!(validate_user_id("a:b").is_err());

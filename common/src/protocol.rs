@@ -54,11 +54,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_frame_bytes: 16 * 1024,
-            max_body_chars: 4000,
-            max_sync_limit: 500,
-        }
+        Self { max_frame_bytes: 16 * 1024, max_body_chars: 4000, max_sync_limit: 500 }
     }
 }
 
@@ -113,13 +109,8 @@ pub struct SyncFrame {
 pub enum ClientFrame {
     Send(SendFrame),
     Sync(SyncFrame),
-    Typing {
-        conversation: ConversationId,
-    },
-    Read {
-        conversation: ConversationId,
-        seq: u64,
-    },
+    Typing { conversation: ConversationId },
+    Read { conversation: ConversationId, seq: u64 },
     Ping,
 }
 
@@ -169,10 +160,7 @@ struct RawRead {
 }
 
 fn invalid(kind: &str, reason: impl ToString) -> ProtocolError {
-    ProtocolError::Invalid {
-        kind: kind.to_owned(),
-        reason: reason.to_string(),
-    }
+    ProtocolError::Invalid { kind: kind.to_owned(), reason: reason.to_string() }
 }
 
 fn fields<T: serde::de::DeserializeOwned>(kind: &str, value: Value) -> Result<T, ProtocolError> {
@@ -186,17 +174,11 @@ fn conversation(kind: &str, s: &str) -> Result<ConversationId, ProtocolError> {
 /// Parse and validate one text frame.
 pub fn parse_client_frame(text: &str, limits: &Limits) -> Result<ClientFrame, ProtocolError> {
     if text.len() > limits.max_frame_bytes {
-        return Err(ProtocolError::FrameTooLarge {
-            size: text.len(),
-            limit: limits.max_frame_bytes,
-        });
+        return Err(ProtocolError::FrameTooLarge { size: text.len(), limit: limits.max_frame_bytes });
     }
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| ProtocolError::MalformedJson(e.to_string()))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| ProtocolError::MalformedJson(e.to_string()))?;
     let Value::Object(map) = &value else {
-        return Err(ProtocolError::MalformedJson(
-            "a frame must be a JSON object".into(),
-        ));
+        return Err(ProtocolError::MalformedJson("a frame must be a JSON object".into()));
     };
     match map.get("v") {
         None => {}
@@ -231,16 +213,11 @@ pub fn parse_client_frame(text: &str, limits: &Limits) -> Result<ClientFrame, Pr
         }
         kinds::TYPING => {
             let raw: RawTyping = fields(&kind, value)?;
-            Ok(ClientFrame::Typing {
-                conversation: conversation(&kind, &raw.conversation)?,
-            })
+            Ok(ClientFrame::Typing { conversation: conversation(&kind, &raw.conversation)? })
         }
         kinds::READ => {
             let raw: RawRead = fields(&kind, value)?;
-            Ok(ClientFrame::Read {
-                conversation: conversation(&kind, &raw.conversation)?,
-                seq: raw.seq,
-            })
+            Ok(ClientFrame::Read { conversation: conversation(&kind, &raw.conversation)?, seq: raw.seq })
         }
         kinds::PING => Ok(ClientFrame::Ping),
         _ => Err(ProtocolError::UnknownType(truncate(&kind, 64))),
@@ -251,10 +228,7 @@ fn validate_send(raw: RawSend, limits: &Limits) -> Result<SendFrame, ProtocolErr
     let kind = kinds::SEND;
     let id = raw.client_msg_id;
     if id.is_empty() || id.len() > MAX_CLIENT_MSG_ID_LEN {
-        return Err(invalid(
-            kind,
-            format!("`client_msg_id` must be 1 to {MAX_CLIENT_MSG_ID_LEN} bytes"),
-        ));
+        return Err(invalid(kind, format!("`client_msg_id` must be 1 to {MAX_CLIENT_MSG_ID_LEN} bytes")));
     }
     if id.chars().any(char::is_control) {
         return Err(invalid(kind, "`client_msg_id` contains control characters"));
@@ -269,10 +243,7 @@ fn validate_send(raw: RawSend, limits: &Limits) -> Result<SendFrame, ProtocolErr
             Recipient::Group(g)
         }
         _ => {
-            return Err(invalid(
-                kind,
-                "`to` must name exactly one of `user` or `group`",
-            ));
+            return Err(invalid(kind, "`to` must name exactly one of `user` or `group`"));
         }
     };
     if raw.body.trim().is_empty() {
@@ -280,19 +251,9 @@ fn validate_send(raw: RawSend, limits: &Limits) -> Result<SendFrame, ProtocolErr
     }
     let chars = raw.body.chars().count();
     if chars > limits.max_body_chars {
-        return Err(invalid(
-            kind,
-            format!(
-                "`body` has {chars} characters; the limit is {}",
-                limits.max_body_chars
-            ),
-        ));
+        return Err(invalid(kind, format!("`body` has {chars} characters; the limit is {}", limits.max_body_chars)));
     }
-    Ok(SendFrame {
-        client_msg_id: id,
-        to,
-        body: raw.body,
-    })
+    Ok(SendFrame { client_msg_id: id, to, body: raw.body })
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -362,24 +323,14 @@ struct Envelope<T> {
 
 impl ServerFrame {
     pub fn error(code: &str, reason: impl ToString) -> Self {
-        Self::Error {
-            code: code.to_owned(),
-            reason: reason.to_string(),
-        }
+        Self::Error { code: code.to_owned(), reason: reason.to_string() }
     }
 
     pub fn to_json(&self) -> String {
         // Serialising these plain structs cannot fail; fall back to a fixed
         // error frame rather than panic if it ever does.
-        serde_json::to_string(&Envelope {
-            v: VERSION,
-            frame: self,
-        })
-        .unwrap_or_else(|_| {
-            format!(
-                r#"{{"v":{VERSION},"type":"error","code":"{}","reason":"encoding failed"}}"#,
-                codes::INTERNAL
-            )
+        serde_json::to_string(&Envelope { v: VERSION, frame: self }).unwrap_or_else(|_| {
+            format!(r#"{{"v":{VERSION},"type":"error","code":"{}","reason":"encoding failed"}}"#, codes::INTERNAL)
         })
     }
 
@@ -400,10 +351,8 @@ mod tests {
 
     #[test]
     fn parses_send_to_user_and_ignores_spoofed_from() {
-        let f = parse(
-            r#"{"v":1,"type":"send","client_msg_id":"c1","to":{"user":"bob"},"body":"hi","from":"mallory"}"#,
-        )
-        .unwrap();
+        let f = parse(r#"{"v":1,"type":"send","client_msg_id":"c1","to":{"user":"bob"},"body":"hi","from":"mallory"}"#)
+            .unwrap();
         assert_eq!(
             f,
             ClientFrame::Send(SendFrame {
@@ -416,11 +365,8 @@ mod tests {
 
     #[test]
     fn parses_send_to_group_without_version() {
-        let f = parse(r#"{"type":"send","client_msg_id":"c1","to":{"group":"g1"},"body":"x"}"#)
-            .unwrap();
-        assert!(
-            matches!(f, ClientFrame::Send(SendFrame { to: Recipient::Group(g), .. }) if g == "g1")
-        );
+        let f = parse(r#"{"type":"send","client_msg_id":"c1","to":{"group":"g1"},"body":"x"}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Send(SendFrame { to: Recipient::Group(g), .. }) if g == "g1"));
     }
 
     #[test]
@@ -444,56 +390,29 @@ mod tests {
         for c in cases {
             assert_eq!(parse(c).unwrap_err().code(), codes::INVALID_FRAME, "{c}");
         }
-        let limits = Limits {
-            max_body_chars: 3,
-            ..Limits::default()
-        };
+        let limits = Limits { max_body_chars: 3, ..Limits::default() };
         let long = r#"{"type":"send","client_msg_id":"c","to":{"user":"b"},"body":"ééé"}"#;
-        assert!(
-            parse_client_frame(long, &limits).is_ok(),
-            "limit counts characters"
-        );
+        assert!(parse_client_frame(long, &limits).is_ok(), "limit counts characters");
         let longer = r#"{"type":"send","client_msg_id":"c","to":{"user":"b"},"body":"éééé"}"#;
         assert!(parse_client_frame(longer, &limits).is_err());
     }
 
     #[test]
     fn oversized_frames_are_rejected_before_parsing() {
-        let limits = Limits {
-            max_frame_bytes: 10,
-            ..Limits::default()
-        };
+        let limits = Limits { max_frame_bytes: 10, ..Limits::default() };
         let err = parse_client_frame(r#"{"type":"ping","pad":"xx"}"#, &limits).unwrap_err();
-        assert_eq!(
-            err,
-            ProtocolError::FrameTooLarge {
-                size: 26,
-                limit: 10
-            }
-        );
+        assert_eq!(err, ProtocolError::FrameTooLarge { size: 26, limit: 10 });
         assert_eq!(err.code(), codes::FRAME_TOO_LARGE);
     }
 
     #[test]
     fn malformed_and_unknown_frames_get_codes() {
-        assert_eq!(
-            parse("{not json").unwrap_err().code(),
-            codes::MALFORMED_JSON
-        );
+        assert_eq!(parse("{not json").unwrap_err().code(), codes::MALFORMED_JSON);
         assert_eq!(parse("[1,2]").unwrap_err().code(), codes::MALFORMED_JSON);
         assert_eq!(parse("\"ping\"").unwrap_err().code(), codes::MALFORMED_JSON);
-        assert_eq!(
-            parse(r#"{"type":"launch"}"#).unwrap_err(),
-            ProtocolError::UnknownType("launch".into())
-        );
-        assert_eq!(
-            parse(r#"{"v":1}"#).unwrap_err().code(),
-            codes::INVALID_FRAME
-        );
-        assert_eq!(
-            parse(r#"{"v":2,"type":"ping"}"#).unwrap_err(),
-            ProtocolError::UnsupportedVersion(2)
-        );
+        assert_eq!(parse(r#"{"type":"launch"}"#).unwrap_err(), ProtocolError::UnknownType("launch".into()));
+        assert_eq!(parse(r#"{"v":1}"#).unwrap_err().code(), codes::INVALID_FRAME);
+        assert_eq!(parse(r#"{"v":2,"type":"ping"}"#).unwrap_err(), ProtocolError::UnsupportedVersion(2));
     }
 
     #[test]
@@ -501,22 +420,10 @@ mod tests {
         let f = parse(r#"{"type":"sync","conversation":"dm:b:a"}"#).unwrap();
         assert_eq!(
             f,
-            ClientFrame::Sync(SyncFrame {
-                conversation: ConversationId::direct("a", "b"),
-                after_seq: 0,
-                limit: 100,
-            })
+            ClientFrame::Sync(SyncFrame { conversation: ConversationId::direct("a", "b"), after_seq: 0, limit: 100 })
         );
-        let f = parse(r#"{"type":"sync","conversation":"group:g","after_seq":7,"limit":100000}"#)
-            .unwrap();
-        assert!(matches!(
-            f,
-            ClientFrame::Sync(SyncFrame {
-                after_seq: 7,
-                limit: 500,
-                ..
-            })
-        ));
+        let f = parse(r#"{"type":"sync","conversation":"group:g","after_seq":7,"limit":100000}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Sync(SyncFrame { after_seq: 7, limit: 500, .. })));
         assert!(parse(r#"{"type":"sync","conversation":"group:g","limit":0}"#).is_err());
         assert!(parse(r#"{"type":"sync","conversation":"nope"}"#).is_err());
         assert!(parse(r#"{"type":"sync","conversation":"group:g","after_seq":-1}"#).is_err());
@@ -527,10 +434,7 @@ mod tests {
         assert_eq!(parse(r#"{"type":"ping"}"#).unwrap(), ClientFrame::Ping);
         assert_eq!(
             parse(r#"{"type":"read","conversation":"group:g","seq":3}"#).unwrap(),
-            ClientFrame::Read {
-                conversation: ConversationId::group("g"),
-                seq: 3
-            }
+            ClientFrame::Read { conversation: ConversationId::group("g"), seq: 3 }
         );
         assert!(parse(r#"{"type":"typing","conversation":"group:g"}"#).is_ok());
         assert!(parse(r#"{"type":"typing"}"#).is_err());

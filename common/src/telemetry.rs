@@ -29,9 +29,7 @@ pub fn init(args: &LogArgs) {
         Ok(filter) => (filter, None),
         Err(err) => (EnvFilter::new("info"), Some(err)),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // `try_init` because tests may install a subscriber first.
     let _ = match args.log_format {
         LogFormat::Text => builder.try_init(),

@@ -5,11 +5,7 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "parley-consumer",
-    version,
-    about = "Kafka consumers (storage, push) of the Parley chat"
-)]
+#[command(name = "parley-consumer", version, about = "Kafka consumers (storage, push) of the Parley chat")]
 struct Cli {
     #[command(flatten)]
     log: parley_common::telemetry::LogArgs,

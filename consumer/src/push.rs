@@ -23,13 +23,7 @@ pub struct PushWorker {
 
 impl PushWorker {
     pub async fn subscribe(&self) -> Result<Box<dyn Subscription>> {
-        Ok(self
-            .broker
-            .subscribe(
-                std::slice::from_ref(&self.topics.deliveries),
-                &self.topics.push_group,
-            )
-            .await?)
+        Ok(self.broker.subscribe(std::slice::from_ref(&self.topics.deliveries), &self.topics.push_group).await?)
     }
 
     pub async fn run(self, mut sub: Box<dyn Subscription>, shutdown: CancellationToken) {

@@ -9,11 +9,7 @@ use parley_common::store::{NewMessage, StoreOutcome};
 /// `user_id` (set by the gateway from the token), never a payload field.
 pub fn new_message(event: &MessageEvent) -> parley_common::Result<NewMessage> {
     let data = event.chat_data()?;
-    let expected = if data.conversation.is_group() {
-        EventType::GroupMessage
-    } else {
-        EventType::Message
-    };
+    let expected = if data.conversation.is_group() { EventType::GroupMessage } else { EventType::Message };
     if event.event_type != expected {
         return Err(parley_common::Error::Invalid(format!(
             "event type {:?} does not match conversation {}",
@@ -45,23 +41,11 @@ pub fn recipients(conversation: &ConversationId, sender: &str, members: &[String
 }
 
 pub fn origin(event: &MessageEvent) -> Option<Origin> {
-    Some(Origin {
-        gateway_id: event.metadata.gateway_id.clone()?,
-        connection_id: event.metadata.connection_id?,
-    })
+    Some(Origin { gateway_id: event.metadata.gateway_id.clone()?, connection_id: event.metadata.connection_id? })
 }
 
-pub fn delivery(
-    outcome: StoreOutcome,
-    recipients: Vec<String>,
-    origin: Option<Origin>,
-) -> Delivery {
-    Delivery {
-        message: outcome.message,
-        recipients,
-        origin,
-        duplicate: outcome.duplicate,
-    }
+pub fn delivery(outcome: StoreOutcome, recipients: Vec<String>, origin: Option<Origin>) -> Delivery {
+    Delivery { message: outcome.message, recipients, origin, duplicate: outcome.duplicate }
 }
 
 #[cfg(test)]

@@ -29,14 +29,8 @@ impl StorageWorker {
     /// Join the storage consumer group. Separate from [`run`](Self::run) so
     /// callers can subscribe before anything is published.
     pub async fn subscribe(&self) -> Result<Box<dyn Subscription>> {
-        let topics = [
-            self.topics.chat_messages.clone(),
-            self.topics.group_messages.clone(),
-        ];
-        Ok(self
-            .broker
-            .subscribe(&topics, &self.topics.storage_group)
-            .await?)
+        let topics = [self.topics.chat_messages.clone(), self.topics.group_messages.clone()];
+        Ok(self.broker.subscribe(&topics, &self.topics.storage_group).await?)
     }
 
     /// Run until `shutdown`; the batch in hand is finished first.
@@ -113,16 +107,9 @@ impl StorageWorker {
                 }
                 None => &[],
             };
-            let recipients =
-                routing::recipients(&conversation, &outcome.message.from, group_members);
+            let recipients = routing::recipients(&conversation, &outcome.message.from, group_members);
             let delivery = routing::delivery(outcome, recipients, origin);
-            self.broker
-                .publish(
-                    &self.topics.deliveries,
-                    &conversation.to_string(),
-                    delivery.to_bytes()?,
-                )
-                .await?;
+            self.broker.publish(&self.topics.deliveries, &conversation.to_string(), delivery.to_bytes()?).await?;
         }
         Ok(())
     }

@@ -38,11 +38,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, reason: impl ToString) -> Self {
-        Self {
-            status,
-            code: code.to_owned(),
-            reason: reason.to_string(),
-        }
+        Self { status, code: code.to_owned(), reason: reason.to_string() }
     }
 
     fn bad_request(reason: impl ToString) -> Self {
@@ -54,24 +50,12 @@ impl From<parley_common::Error> for ApiError {
     fn from(err: parley_common::Error) -> Self {
         use parley_common::Error as E;
         match err {
-            E::NotFound(what) => Self::new(
-                StatusCode::NOT_FOUND,
-                codes::NOT_FOUND,
-                format!("{what} not found"),
-            ),
-            E::Conflict(what) => Self::new(
-                StatusCode::CONFLICT,
-                codes::CONFLICT,
-                format!("{what} already exists"),
-            ),
+            E::NotFound(what) => Self::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("{what} not found")),
+            E::Conflict(what) => Self::new(StatusCode::CONFLICT, codes::CONFLICT, format!("{what} already exists")),
             E::Invalid(reason) => Self::bad_request(reason),
             other => {
                 tracing::error!(error = %other, "API request failed");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    codes::INTERNAL,
-                    "internal error",
-                )
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, "internal error")
             }
         }
     }
@@ -92,13 +76,7 @@ impl IntoResponse for ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
 }
 
 #[derive(Serialize)]
@@ -127,18 +105,11 @@ pub async fn dev_token(
     body: Result<Json<DevTokenRequest>, JsonRejection>,
 ) -> ApiResult<Json<TokenResponse>> {
     if !state.dev_login {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            codes::NOT_FOUND,
-            "dev log-in is disabled",
-        ));
+        return Err(ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "dev log-in is disabled"));
     }
     let Json(req) = body?;
     ids::validate_user_id(&req.user).map_err(ApiError::bad_request)?;
-    let token = state
-        .auth
-        .mint(&req.user, DEV_TOKEN_TTL)
-        .map_err(ApiError::bad_request)?;
+    let token = state.auth.mint(&req.user, DEV_TOKEN_TTL).map_err(ApiError::bad_request)?;
     Ok(Json(TokenResponse { token }))
 }
 
@@ -149,10 +120,7 @@ pub async fn conversations(
     Ok(Json(state.store.conversations_of(&user).await?))
 }
 
-pub async fn my_groups(
-    State(state): State<AppState>,
-    AuthUser(user): AuthUser,
-) -> ApiResult<Json<Vec<Group>>> {
+pub async fn my_groups(State(state): State<AppState>, AuthUser(user): AuthUser) -> ApiResult<Json<Vec<Group>>> {
     let mut groups = Vec::new();
     for summary in state.store.conversations_of(&user).await? {
         if let Some(id) = summary.conversation.group_id()
@@ -187,23 +155,15 @@ pub async fn create_group(
     ids::validate_group_id(&id).map_err(ApiError::bad_request)?;
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > MAX_GROUP_NAME_CHARS {
-        return Err(ApiError::bad_request(format!(
-            "`name` must be 1 to {MAX_GROUP_NAME_CHARS} characters"
-        )));
+        return Err(ApiError::bad_request(format!("`name` must be 1 to {MAX_GROUP_NAME_CHARS} characters")));
     }
     if req.members.len() > MAX_INITIAL_MEMBERS {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_INITIAL_MEMBERS} initial members"
-        )));
+        return Err(ApiError::bad_request(format!("at most {MAX_INITIAL_MEMBERS} initial members")));
     }
     for m in &req.members {
-        ids::validate_user_id(m)
-            .map_err(|e| ApiError::bad_request(format!("member `{m}`: {e}")))?;
+        ids::validate_user_id(m).map_err(|e| ApiError::bad_request(format!("member `{m}`: {e}")))?;
     }
-    let group = state
-        .store
-        .create_group(&id, name, &user, &req.members)
-        .await?;
+    let group = state.store.create_group(&id, name, &user, &req.members).await?;
     Ok((StatusCode::CREATED, Json(group)))
 }
 
@@ -220,19 +180,11 @@ pub async fn members(
 ) -> ApiResult<Json<Members>> {
     ids::validate_group_id(&id).map_err(ApiError::bad_request)?;
     if state.store.group(&id).await?.is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            codes::NOT_FOUND,
-            format!("group {id} not found"),
-        ));
+        return Err(ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("group {id} not found")));
     }
     let members = state.store.members(&id).await?;
     if !members.contains(&user) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            codes::FORBIDDEN,
-            format!("not a member of group {id}"),
-        ));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, codes::FORBIDDEN, format!("not a member of group {id}")));
     }
     Ok(Json(Members { group: id, members }))
 }
@@ -256,10 +208,6 @@ pub async fn leave(
     if state.store.leave_group(&id, &user).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            codes::NOT_FOUND,
-            format!("not a member of group {id}"),
-        ))
+        Err(ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("not a member of group {id}")))
     }
 }

@@ -87,11 +87,7 @@ impl AppState {
     }
 
     /// May `user` read and write `conversation`?
-    pub async fn may_access(
-        &self,
-        user: &str,
-        conversation: &ConversationId,
-    ) -> parley_common::Result<bool> {
+    pub async fn may_access(&self, user: &str, conversation: &ConversationId) -> parley_common::Result<bool> {
         match conversation {
             ConversationId::Direct(a, b) => Ok(a == user || b == user),
             ConversationId::Group(g) => self.store.is_member(g, user).await,
@@ -99,10 +95,7 @@ impl AppState {
     }
 
     /// Everyone who should see ephemeral notices (typing, read) in `conversation`.
-    pub async fn participants(
-        &self,
-        conversation: &ConversationId,
-    ) -> parley_common::Result<Vec<String>> {
+    pub async fn participants(&self, conversation: &ConversationId) -> parley_common::Result<Vec<String>> {
         match conversation {
             ConversationId::Direct(a, b) => Ok(vec![a.clone(), b.clone()]),
             ConversationId::Group(g) => self.store.members(g).await,

@@ -47,28 +47,18 @@ impl Auth {
     }
 
     pub fn mint(&self, user: &str, ttl: Duration) -> Result<String> {
-        ids::validate_user_id(user)
-            .map_err(|e| crate::Error::Config(format!("user `{user}`: {e}")))?;
+        ids::validate_user_id(user).map_err(|e| crate::Error::Config(format!("user `{user}`: {e}")))?;
         let now = jsonwebtoken::get_current_timestamp();
-        let claims = Claims {
-            sub: user.to_owned(),
-            iss: ISSUER.to_owned(),
-            iat: now,
-            exp: now.saturating_add(ttl.as_secs()),
-        };
-        Ok(jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &self.encoding,
-        )?)
+        let claims =
+            Claims { sub: user.to_owned(), iss: ISSUER.to_owned(), iat: now, exp: now.saturating_add(ttl.as_secs()) };
+        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?)
     }
 
     /// The user a token authenticates, or why it does not.
     pub fn verify(&self, token: &str) -> Result<String, String> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| format!("invalid token: {e}"))?;
-        ids::validate_user_id(&data.claims.sub)
-            .map_err(|e| format!("invalid token subject: {e}"))?;
+        ids::validate_user_id(&data.claims.sub).map_err(|e| format!("invalid token subject: {e}"))?;
         Ok(data.claims.sub)
     }
 }
@@ -131,12 +121,7 @@ mod tests {
     fn expired_tokens_are_rejected() {
         let a = Auth::new("s");
         let now = jsonwebtoken::get_current_timestamp();
-        let claims = Claims {
-            sub: "alice".into(),
-            iss: ISSUER.into(),
-            iat: now - 1000,
-            exp: now - 500,
-        };
+        let claims = Claims { sub: "alice".into(), iss: ISSUER.into(), iat: now - 1000, exp: now - 500 };
         let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &a.encoding).unwrap();
         assert!(a.verify(&t).is_err());
     }
@@ -150,11 +135,7 @@ mod tests {
             .unwrap()
             .into_parts();
         assert_eq!(token_from_parts(&parts).as_deref(), Some("h"));
-        let (parts, _) = Request::builder()
-            .uri("/ws?x=1&token=q")
-            .body(())
-            .unwrap()
-            .into_parts();
+        let (parts, _) = Request::builder().uri("/ws?x=1&token=q").body(()).unwrap().into_parts();
         assert_eq!(token_from_parts(&parts).as_deref(), Some("q"));
         let (parts, _) = Request::builder().uri("/ws").body(()).unwrap().into_parts();
         assert_eq!(token_from_parts(&parts), None);

@@ -13,11 +13,7 @@ use parley_common::protocol::Limits;
 pub const DEV_JWT_SECRET: &str = "parley-insecure-dev-secret-change-me";
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "parley-gateway",
-    version,
-    about = "WebSocket gateway of the Parley chat"
-)]
+#[command(name = "parley-gateway", version, about = "WebSocket gateway of the Parley chat")]
 pub struct Cli {
     #[command(flatten)]
     pub log: parley_common::telemetry::LogArgs,
@@ -129,14 +125,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 10s, 5m or 24h"))?;
-    let secs = |mult: u64| {
-        n.checked_mul(mult)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("`{s}` is too long"))
-    };
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 10s, 5m or 24h"))?;
+    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs).ok_or_else(|| format!("`{s}` is too long"));
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "" | "s" => secs(1),
@@ -174,16 +164,6 @@ mod tests {
         assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
         assert!(args.dev_login);
         assert_eq!(args.session.transport_max_bytes(), 64 * 1024);
-        assert!(
-            Cli::try_parse_from([
-                "parley-gateway",
-                "token",
-                "bob",
-                "--dev-secret",
-                "--jwt-secret",
-                "x"
-            ])
-            .is_err()
-        );
+        assert!(Cli::try_parse_from(["parley-gateway", "token", "bob", "--dev-secret", "--jwt-secret", "x"]).is_err());
     }
 }

@@ -21,10 +21,9 @@ use config::{Command, DEV_JWT_SECRET, TokenArgs};
 /// Run one subcommand to completion.
 pub fn run(command: Command) -> Result<()> {
     match command {
-        Command::Standalone(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(standalone::run(args)),
+        Command::Standalone(args) => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(standalone::run(args))
+        }
         Command::Token(args) => {
             println!("{}", mint_token(&args)?);
             Ok(())
@@ -67,14 +66,8 @@ mod tests {
 
     #[test]
     fn token_needs_a_secret() {
-        assert!(matches!(
-            mint_token(&args(None, false)),
-            Err(Error::Config(_))
-        ));
-        assert!(matches!(
-            mint_token(&args(Some(""), false)),
-            Err(Error::Config(_))
-        ));
+        assert!(matches!(mint_token(&args(None, false)), Err(Error::Config(_))));
+        assert!(matches!(mint_token(&args(Some(""), false)), Err(Error::Config(_))));
         let t = mint_token(&args(Some("s"), false)).unwrap();
         assert_eq!(auth::Auth::new("s").verify(&t).unwrap(), "alice");
         let t = mint_token(&args(None, true)).unwrap();

@@ -48,41 +48,17 @@ impl Metrics {
             slow_consumers_dropped: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "connections_opened",
-            "WebSocket connections accepted",
-            m.connections_opened.clone(),
-        );
-        registry.register(
-            "connections_active",
-            "WebSocket connections open now",
-            m.connections_active.clone(),
-        );
-        registry.register(
-            "frames_received",
-            "Valid client frames by type",
-            m.frames_received.clone(),
-        );
-        registry.register(
-            "errors_sent",
-            "Error frames sent to clients by code",
-            m.errors_sent.clone(),
-        );
+        registry.register("connections_opened", "WebSocket connections accepted", m.connections_opened.clone());
+        registry.register("connections_active", "WebSocket connections open now", m.connections_active.clone());
+        registry.register("frames_received", "Valid client frames by type", m.frames_received.clone());
+        registry.register("errors_sent", "Error frames sent to clients by code", m.errors_sent.clone());
         registry.register(
             "connections_closed_abusive",
             "Connections closed for too many invalid or over-rate frames",
             m.connections_closed_abusive.clone(),
         );
-        registry.register(
-            "messages_published",
-            "Messages handed to the broker",
-            m.messages_published.clone(),
-        );
-        registry.register(
-            "frames_pushed",
-            "Frames queued to connections by the push path",
-            m.frames_pushed.clone(),
-        );
+        registry.register("messages_published", "Messages handed to the broker", m.messages_published.clone());
+        registry.register("frames_pushed", "Frames queued to connections by the push path", m.frames_pushed.clone());
         registry.register(
             "slow_consumers_dropped",
             "Connections dropped because their outbound queue overflowed",
@@ -92,19 +68,11 @@ impl Metrics {
     }
 
     pub fn error(&self, code: &str) {
-        self.errors_sent
-            .get_or_create(&CodeLabel {
-                code: code.to_owned(),
-            })
-            .inc();
+        self.errors_sent.get_or_create(&CodeLabel { code: code.to_owned() }).inc();
     }
 
     pub fn frame(&self, kind: &str) {
-        self.frames_received
-            .get_or_create(&KindLabel {
-                kind: kind.to_owned(),
-            })
-            .inc();
+        self.frames_received.get_or_create(&KindLabel { kind: kind.to_owned() }).inc();
     }
 
     pub fn encode(&self) -> String {
@@ -125,14 +93,8 @@ mod tests {
         m.error("rate_limited");
         m.messages_published.inc();
         let text = m.encode();
-        assert!(
-            text.contains("parley_gateway_errors_sent_total{code=\"rate_limited\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("parley_gateway_messages_published_total 1"),
-            "{text}"
-        );
+        assert!(text.contains("parley_gateway_errors_sent_total{code=\"rate_limited\"} 1"), "{text}");
+        assert!(text.contains("parley_gateway_messages_published_total 1"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

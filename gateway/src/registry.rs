@@ -28,11 +28,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(gateway_id: &str, metrics: Arc<Metrics>) -> Self {
-        Self {
-            gateway_id: gateway_id.to_owned(),
-            users: RwLock::default(),
-            metrics,
-        }
+        Self { gateway_id: gateway_id.to_owned(), users: RwLock::default(), metrics }
     }
 
     // The map stays consistent even if a holder panicked, so poisoning is ignored.
@@ -45,13 +41,7 @@ impl Registry {
     }
 
     /// Returns true if this is the user's first connection (they came online).
-    pub fn register(
-        &self,
-        user: &str,
-        id: u64,
-        tx: mpsc::Sender<ServerFrame>,
-        kick: CancellationToken,
-    ) -> bool {
+    pub fn register(&self, user: &str, id: u64, tx: mpsc::Sender<ServerFrame>, kick: CancellationToken) -> bool {
         let mut users = self.write();
         let conns = users.entry(user.to_owned()).or_default();
         conns.insert(id, Conn { tx, kick });
@@ -144,11 +134,7 @@ impl Registry {
         let users = self.read();
         for id in ids {
             if let Some(conn) = users.get(user).and_then(|c| c.get(id)) {
-                tracing::warn!(
-                    user,
-                    conn = id,
-                    "outbound queue full; disconnecting slow client"
-                );
+                tracing::warn!(user, conn = id, "outbound queue full; disconnecting slow client");
                 self.metrics.slow_consumers_dropped.inc();
                 conn.kick.cancel();
             }
@@ -160,11 +146,7 @@ impl Registry {
 impl DeliverySink for Registry {
     async fn deliver(&self, delivery: &Delivery) -> parley_common::Result<()> {
         let message = &delivery.message;
-        let origin_conn = delivery
-            .origin
-            .as_ref()
-            .filter(|o| o.gateway_id == self.gateway_id)
-            .map(|o| o.connection_id);
+        let origin_conn = delivery.origin.as_ref().filter(|o| o.gateway_id == self.gateway_id).map(|o| o.connection_id);
         if let Some(id) = origin_conn {
             let ack = ServerFrame::Ack {
                 client_msg_id: message.client_msg_id.clone(),
@@ -194,12 +176,7 @@ mod tests {
 
     use super::*;
 
-    fn conn(
-        r: &Registry,
-        user: &str,
-        id: u64,
-        cap: usize,
-    ) -> (mpsc::Receiver<ServerFrame>, CancellationToken) {
+    fn conn(r: &Registry, user: &str, id: u64, cap: usize) -> (mpsc::Receiver<ServerFrame>, CancellationToken) {
         let (tx, rx) = mpsc::channel(cap);
         let kick = CancellationToken::new();
         r.register(user, id, tx, kick.clone());
@@ -218,10 +195,7 @@ mod tests {
                 ts: 0,
             },
             recipients: vec!["a".into(), "b".into()],
-            origin: Some(Origin {
-                gateway_id: "gw".into(),
-                connection_id: 1,
-            }),
+            origin: Some(Origin { gateway_id: "gw".into(), connection_id: 1 }),
             duplicate,
         }
     }
@@ -233,10 +207,7 @@ mod tests {
         let (mut a2, _) = conn(&r, "a", 2, 8);
         let (mut b3, _) = conn(&r, "b", 3, 8);
         r.deliver(&delivery(false)).await.unwrap();
-        assert!(matches!(
-            a1.try_recv().unwrap(),
-            ServerFrame::Ack { seq: 3, .. }
-        ));
+        assert!(matches!(a1.try_recv().unwrap(), ServerFrame::Ack { seq: 3, .. }));
         assert!(a1.try_recv().is_err(), "origin also got the message");
         assert!(matches!(a2.try_recv().unwrap(), ServerFrame::Message(m) if m.seq == 3));
         assert!(matches!(b3.try_recv().unwrap(), ServerFrame::Message(m) if m.from == "a"));

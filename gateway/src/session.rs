@@ -12,9 +12,7 @@ use futures::{SinkExt, StreamExt};
 use governor::DefaultDirectRateLimiter;
 use parley_common::event::{ChatMessageData, EventMetadata, MessageEvent};
 use parley_common::ids::ConversationId;
-use parley_common::protocol::{
-    ClientFrame, Recipient, SendFrame, ServerFrame, SyncFrame, codes, parse_client_frame,
-};
+use parley_common::protocol::{ClientFrame, Recipient, SendFrame, ServerFrame, SyncFrame, codes, parse_client_frame};
 use parley_common::time::now_millis;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -32,15 +30,9 @@ type Sink = SplitSink<WebSocket, Message>;
 
 /// `GET /ws`: the token is checked before the upgrade, so an unauthenticated
 /// client gets a plain 401.
-pub async fn upgrade(
-    State(state): State<AppState>,
-    AuthUser(user): AuthUser,
-    ws: WebSocketUpgrade,
-) -> Response {
+pub async fn upgrade(State(state): State<AppState>, AuthUser(user): AuthUser, ws: WebSocketUpgrade) -> Response {
     let max = state.session.transport_max_bytes();
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| run(socket, state, user))
+    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| run(socket, state, user))
 }
 
 /// What the read side asks the loop to do next.
@@ -85,10 +77,7 @@ async fn run(socket: WebSocket, state: AppState, user: String) {
             .online_users()
             .into_iter()
             .filter(|u| *u != user)
-            .map(|u| ServerFrame::Presence {
-                user: u,
-                online: true,
-            }),
+            .map(|u| ServerFrame::Presence { user: u, online: true }),
     );
     let mut alive = true;
     for frame in hello {
@@ -150,10 +139,7 @@ async fn run(socket: WebSocket, state: AppState, user: String) {
         }
     };
     if let Some((code, reason)) = close {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
+        let frame = CloseFrame { code, reason: reason.into() };
         let _ = write(&mut sink, Message::Close(Some(frame))).await;
     }
     state.metrics.connections_active.dec();
@@ -184,25 +170,11 @@ async fn write(sink: &mut Sink, message: Message) -> Result<(), Gone> {
 /// Tell local connections and publish a user event (the Kafka mode's push
 /// consumers learn from it which gateway holds the user).
 async fn presence(state: &AppState, user: &str, online: bool) {
-    state.registry.broadcast(
-        &ServerFrame::Presence {
-            user: user.to_owned(),
-            online,
-        },
-        user,
-    );
-    let meta = EventMetadata {
-        gateway_id: Some(state.gateway_id.clone()),
-        ..EventMetadata::default()
-    };
+    state.registry.broadcast(&ServerFrame::Presence { user: user.to_owned(), online }, user);
+    let meta = EventMetadata { gateway_id: Some(state.gateway_id.clone()), ..EventMetadata::default() };
     let event = MessageEvent::presence(user, online, now_millis(), meta);
     let published = match event.to_bytes() {
-        Ok(bytes) => {
-            state
-                .broker
-                .publish(&state.topics.user_events, user, bytes)
-                .await
-        }
+        Ok(bytes) => state.broker.publish(&state.topics.user_events, user, bytes).await,
         Err(e) => Err(e),
     };
     if let Err(err) = published {
@@ -229,11 +201,7 @@ impl Conn {
             return Flow::Gone;
         }
         if close {
-            tracing::info!(
-                user = self.user,
-                conn = self.id,
-                "closing abusive connection"
-            );
+            tracing::info!(user = self.user, conn = self.id, "closing abusive connection");
             self.state.metrics.connections_closed_abusive.inc();
             Flow::Close(close_code::POLICY, CLOSE_ABUSE)
         } else {
@@ -243,9 +211,7 @@ impl Conn {
 
     async fn on_text(&mut self, text: &str, sink: &mut Sink) -> Flow {
         if self.limiter.check().is_err() {
-            return self
-                .violation(sink, codes::RATE_LIMITED, "too many frames; slow down")
-                .await;
+            return self.violation(sink, codes::RATE_LIMITED, "too many frames; slow down").await;
         }
         let frame = match parse_client_frame(text, &self.state.limits) {
             Ok(frame) => frame,
@@ -256,18 +222,11 @@ impl Conn {
             ClientFrame::Send(send) => self.on_send(send, sink).await,
             ClientFrame::Sync(sync) => self.on_sync(sync, sink).await,
             ClientFrame::Typing { conversation } => {
-                let frame = ServerFrame::Typing {
-                    conversation: conversation.clone(),
-                    from: self.user.clone(),
-                };
+                let frame = ServerFrame::Typing { conversation: conversation.clone(), from: self.user.clone() };
                 self.notify(&conversation, frame, sink).await
             }
             ClientFrame::Read { conversation, seq } => {
-                let frame = ServerFrame::Read {
-                    conversation: conversation.clone(),
-                    from: self.user.clone(),
-                    seq,
-                };
+                let frame = ServerFrame::Read { conversation: conversation.clone(), from: self.user.clone(), seq };
                 self.notify(&conversation, frame, sink).await
             }
             ClientFrame::Ping => Ok(self.reply(sink, &ServerFrame::Pong).await),
@@ -276,11 +235,7 @@ impl Conn {
             Ok(flow) => flow,
             Err(err) => {
                 tracing::error!(user = self.user, error = %err, "handling frame failed");
-                self.reply(
-                    sink,
-                    &ServerFrame::error(codes::INTERNAL, "internal error, retry later"),
-                )
-                .await
+                self.reply(sink, &ServerFrame::error(codes::INTERNAL, "internal error, retry later")).await
             }
         }
     }
@@ -290,8 +245,7 @@ impl Conn {
             Some(g) => format!("not a member of group {g}"),
             None => format!("not a participant of {conversation}"),
         };
-        self.reply(sink, &ServerFrame::error(codes::FORBIDDEN, reason))
-            .await
+        self.reply(sink, &ServerFrame::error(codes::FORBIDDEN, reason)).await
     }
 
     async fn on_send(&mut self, send: SendFrame, sink: &mut Sink) -> parley_common::Result<Flow> {
@@ -316,52 +270,28 @@ impl Conn {
         };
         // The sender is the authenticated user; the frame has no say.
         let event = MessageEvent::chat(&self.user, now_millis(), &data, meta)?;
-        let topic = if conversation.is_group() {
-            &state.topics.group_messages
-        } else {
-            &state.topics.chat_messages
-        };
+        let topic = if conversation.is_group() { &state.topics.group_messages } else { &state.topics.chat_messages };
         // The ack follows once the message is stored (via the push path), so
         // a client never sees an ack for a message that could be lost.
-        match state
-            .broker
-            .publish(topic, &conversation.to_string(), event.to_bytes()?)
-            .await
-        {
+        match state.broker.publish(topic, &conversation.to_string(), event.to_bytes()?).await {
             Ok(()) => {
                 state.metrics.messages_published.inc();
                 Ok(Flow::Continue)
             }
             Err(err) => {
                 tracing::error!(error = %err, "publishing message failed");
-                Ok(self
-                    .reply(
-                        sink,
-                        &ServerFrame::error(codes::UNAVAILABLE, "message not accepted, retry"),
-                    )
-                    .await)
+                Ok(self.reply(sink, &ServerFrame::error(codes::UNAVAILABLE, "message not accepted, retry")).await)
             }
         }
     }
 
     async fn on_sync(&mut self, sync: SyncFrame, sink: &mut Sink) -> parley_common::Result<Flow> {
-        if !self
-            .state
-            .may_access(&self.user, &sync.conversation)
-            .await?
-        {
+        if !self.state.may_access(&self.user, &sync.conversation).await? {
             return Ok(self.forbidden(sink, &sync.conversation).await);
         }
         // One extra row tells whether another page exists.
-        let mut messages = self
-            .state
-            .store
-            .history(
-                &sync.conversation,
-                sync.after_seq,
-                sync.limit.saturating_add(1),
-            )
-            .await?;
+        let mut messages =
+            self.state.store.history(&sync.conversation, sync.after_seq, sync.limit.saturating_add(1)).await?;
         let has_more = messages.len() > sync.limit as usize;
         messages.truncate(sync.limit as usize);
         for m in &messages {
@@ -369,11 +299,7 @@ impl Conn {
                 return Ok(Flow::Gone);
             }
         }
-        let done = ServerFrame::Synced {
-            conversation: sync.conversation,
-            count: messages.len(),
-            has_more,
-        };
+        let done = ServerFrame::Synced { conversation: sync.conversation, count: messages.len(), has_more };
         Ok(self.reply(sink, &done).await)
     }
 
@@ -389,9 +315,7 @@ impl Conn {
             return Ok(self.forbidden(sink, conversation).await);
         }
         for user in self.state.participants(conversation).await? {
-            self.state
-                .registry
-                .send_to_user(&user, &frame, Some(self.id));
+            self.state.registry.send_to_user(&user, &frame, Some(self.id));
         }
         Ok(Flow::Continue)
     }

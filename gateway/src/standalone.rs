@@ -54,12 +54,8 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     };
     let storage_sub = storage_worker.subscribe().await?;
     let sink: Arc<dyn DeliverySink> = registry.clone();
-    let push_worker = PushWorker {
-        broker: broker.clone(),
-        sink,
-        topics: topics.clone(),
-        batch_size: push::DEFAULT_BATCH,
-    };
+    let push_worker =
+        PushWorker { broker: broker.clone(), sink, topics: topics.clone(), batch_size: push::DEFAULT_BATCH };
     let push_sub = push_worker.subscribe().await?;
     // Workers stop only after the connections are gone (see below), so
     // messages accepted during the drain are still stored and pushed.
@@ -90,9 +86,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     println!("parley-gateway listening on http://{addr}");
 
     tokio::spawn(signal(shutdown.clone()));
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();
     tracker.close();
     let drained = tokio::time::timeout(args.shutdown_grace, async {

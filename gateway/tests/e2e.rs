@@ -25,27 +25,17 @@ async fn two_users_chat_both_ways_on_every_device() {
     let (msg_id, seq) = alice.ack("a1").await;
     assert_eq!(seq, 1);
     let m = bob.next_message().await;
-    assert_eq!(
-        (m.from.as_str(), m.body.as_str(), m.seq),
-        ("alice", "hi bob", 1)
-    );
+    assert_eq!((m.from.as_str(), m.body.as_str(), m.seq), ("alice", "hi bob", 1));
     assert_eq!(m.msg_id, msg_id);
     assert_eq!(m.conversation.to_string(), "dm:alice:bob");
     let echo = alice_phone.next_message().await;
-    assert_eq!(
-        echo.msg_id, msg_id,
-        "the sender's other device sees the message"
-    );
+    assert_eq!(echo.msg_id, msg_id, "the sender's other device sees the message");
 
-    bob.send_msg(json!({"user":"alice"}), "b1", "hello alice")
-        .await;
+    bob.send_msg(json!({"user":"alice"}), "b1", "hello alice").await;
     assert_eq!(bob.ack("b1").await.1, 2);
     for device in [&mut alice, &mut alice_phone] {
         let m = device.next_message().await;
-        assert_eq!(
-            (m.from.as_str(), m.body.as_str(), m.seq),
-            ("bob", "hello alice", 2)
-        );
+        assert_eq!((m.from.as_str(), m.body.as_str(), m.seq), ("bob", "hello alice", 2));
     }
     alice.expect_quiet(QUIET).await;
     bob.expect_quiet(QUIET).await;
@@ -54,27 +44,17 @@ async fn two_users_chat_both_ways_on_every_device() {
 #[tokio::test]
 async fn group_of_three() {
     let server = Server::start(&[]);
-    server
-        .create_group("alice", "trio", &["bob", "carol"])
-        .await;
-    let (status, body) = server
-        .http("GET", "/api/groups/trio/members", Some("carol"), None)
-        .await;
+    server.create_group("alice", "trio", &["bob", "carol"]).await;
+    let (status, body) = server.http("GET", "/api/groups/trio/members", Some("carol"), None).await;
     assert_eq!(status, 200);
     let members: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(members["members"], json!(["alice", "bob", "carol"]));
 
-    let mut clients = vec![
-        server.connect("alice").await,
-        server.connect("bob").await,
-        server.connect("carol").await,
-    ];
+    let mut clients = vec![server.connect("alice").await, server.connect("bob").await, server.connect("carol").await];
     for i in 0..3 {
         let cid = format!("m{i}");
         let body = format!("from {}", clients[i].user);
-        clients[i]
-            .send_msg(json!({"group":"trio"}), &cid, &body)
-            .await;
+        clients[i].send_msg(json!({"group":"trio"}), &cid, &body).await;
         let (_, seq) = clients[i].ack(&cid).await;
         assert_eq!(seq, i as u64 + 1, "contiguous group seqs");
         for j in (0..3).filter(|&j| j != i) {
@@ -96,43 +76,27 @@ async fn non_member_group_send_and_sync_are_refused() {
     let mut alice = server.connect("alice").await;
     let mut dave = server.connect("dave").await;
 
-    dave.send_msg(json!({"group":"club"}), "d1", "let me in")
-        .await;
+    dave.send_msg(json!({"group":"club"}), "d1", "let me in").await;
     assert_eq!(dave.error_code().await, "forbidden");
-    dave.send(json!({"type":"sync","conversation":"group:club","after_seq":0}))
-        .await;
+    dave.send(json!({"type":"sync","conversation":"group:club","after_seq":0})).await;
     assert_eq!(dave.error_code().await, "forbidden");
-    dave.send(json!({"type":"sync","conversation":"dm:alice:bob"}))
-        .await;
-    assert_eq!(
-        dave.error_code().await,
-        "forbidden",
-        "others' direct conversations are private"
-    );
-    let (status, _) = server
-        .http("GET", "/api/groups/club/members", Some("dave"), None)
-        .await;
+    dave.send(json!({"type":"sync","conversation":"dm:alice:bob"})).await;
+    assert_eq!(dave.error_code().await, "forbidden", "others' direct conversations are private");
+    let (status, _) = server.http("GET", "/api/groups/club/members", Some("dave"), None).await;
     assert_eq!(status, 403);
     alice.expect_quiet(QUIET).await;
 
     // Joining grants access; leaving takes it away again.
-    let (status, _) = server
-        .http("POST", "/api/groups/club/join", Some("dave"), None)
-        .await;
+    let (status, _) = server.http("POST", "/api/groups/club/join", Some("dave"), None).await;
     assert_eq!(status, 204);
-    dave.send_msg(json!({"group":"club"}), "d2", "hello club")
-        .await;
+    dave.send_msg(json!({"group":"club"}), "d2", "hello club").await;
     assert_eq!(dave.ack("d2").await.1, 1);
     assert_eq!(alice.next_message().await.body, "hello club");
-    let (status, _) = server
-        .http("POST", "/api/groups/club/leave", Some("dave"), None)
-        .await;
+    let (status, _) = server.http("POST", "/api/groups/club/leave", Some("dave"), None).await;
     assert_eq!(status, 204);
     dave.send_msg(json!({"group":"club"}), "d3", "again").await;
     assert_eq!(dave.error_code().await, "forbidden");
-    let (status, _) = server
-        .http("POST", "/api/groups/nope/join", Some("dave"), None)
-        .await;
+    let (status, _) = server.http("POST", "/api/groups/nope/join", Some("dave"), None).await;
     assert_eq!(status, 404);
 }
 
@@ -141,9 +105,7 @@ async fn reconnect_syncs_missed_messages_exactly_once_in_order() {
     let server = Server::start(&["--rate-per-second", "1000", "--rate-burst", "1000"]);
     let mut alice = server.connect("alice").await;
     let mut bob = server.connect("bob").await;
-    alice
-        .send_msg(json!({"user":"bob"}), "warmup", "before")
-        .await;
+    alice.send_msg(json!({"user":"bob"}), "warmup", "before").await;
     alice.ack("warmup").await;
     let last_seen = bob.next_message().await.seq;
     assert_eq!(last_seen, 1);
@@ -152,9 +114,7 @@ async fn reconnect_syncs_missed_messages_exactly_once_in_order() {
     let mut sent = Vec::new();
     for i in 0..50 {
         let cid = format!("c{i}");
-        alice
-            .send_msg(json!({"user":"bob"}), &cid, &format!("missed {i}"))
-            .await;
+        alice.send_msg(json!({"user":"bob"}), &cid, &format!("missed {i}")).await;
         let (msg_id, seq) = alice.ack(&cid).await;
         sent.push((msg_id, seq));
     }
@@ -162,51 +122,23 @@ async fn reconnect_syncs_missed_messages_exactly_once_in_order() {
     assert_eq!(seqs, (2..=51).collect::<Vec<_>>());
 
     let mut bob = server.connect("bob").await;
-    bob.send(
-        json!({"type":"sync","conversation":"dm:alice:bob","after_seq":last_seen,"limit":100}),
-    )
-    .await;
+    bob.send(json!({"type":"sync","conversation":"dm:alice:bob","after_seq":last_seen,"limit":100})).await;
     for (i, (msg_id, seq)) in sent.iter().enumerate() {
         let m = bob.next_message().await;
         assert_eq!(m.seq, *seq, "in order, no gaps");
         assert_eq!(&m.msg_id, msg_id);
         assert_eq!(m.body, format!("missed {i}"));
     }
-    let done = bob
-        .next_where(|f| matches!(f, ServerFrame::Synced { .. }))
-        .await;
-    assert!(
-        matches!(
-            done,
-            ServerFrame::Synced {
-                count: 50,
-                has_more: false,
-                ..
-            }
-        ),
-        "{done:?}"
-    );
+    let done = bob.next_where(|f| matches!(f, ServerFrame::Synced { .. })).await;
+    assert!(matches!(done, ServerFrame::Synced { count: 50, has_more: false, .. }), "{done:?}");
     bob.expect_quiet(QUIET).await;
 
     // Paging: a small limit reports more to come.
-    bob.send(json!({"type":"sync","conversation":"dm:alice:bob","after_seq":0,"limit":10}))
-        .await;
+    bob.send(json!({"type":"sync","conversation":"dm:alice:bob","after_seq":0,"limit":10})).await;
     let first = bob.next_message().await;
     assert_eq!(first.seq, 1);
-    let done = bob
-        .next_where(|f| matches!(f, ServerFrame::Synced { .. }))
-        .await;
-    assert!(
-        matches!(
-            done,
-            ServerFrame::Synced {
-                count: 10,
-                has_more: true,
-                ..
-            }
-        ),
-        "{done:?}"
-    );
+    let done = bob.next_where(|f| matches!(f, ServerFrame::Synced { .. })).await;
+    assert!(matches!(done, ServerFrame::Synced { count: 10, has_more: true, .. }), "{done:?}");
 }
 
 #[tokio::test]
@@ -223,16 +155,10 @@ async fn spoofed_sender_is_ignored_and_resends_are_stored_once() {
     assert_eq!(m.conversation.to_string(), "dm:bob:mallory");
 
     // Same client_msg_id again: acked with the original id and seq, delivered once.
-    mallory
-        .send_msg(json!({"user":"bob"}), "x1", "trust me")
-        .await;
+    mallory.send_msg(json!({"user":"bob"}), "x1", "trust me").await;
     assert_eq!(mallory.ack("x1").await, (msg_id, seq));
     mallory.send_msg(json!({"user":"bob"}), "x2", "next").await;
-    assert_eq!(
-        mallory.ack("x2").await.1,
-        seq + 1,
-        "no gap after a duplicate"
-    );
+    assert_eq!(mallory.ack("x2").await.1, seq + 1, "no gap after a duplicate");
     let m = bob.next_message().await;
     assert_eq!((m.body.as_str(), m.seq), ("next", seq + 1));
     bob.expect_quiet(QUIET).await;
@@ -242,15 +168,13 @@ async fn spoofed_sender_is_ignored_and_resends_are_stored_once() {
 async fn bad_frames_get_error_frames_and_the_connection_survives() {
     let server = Server::start(&["--max-frame-bytes", "1024"]);
     let mut c = server.connect("alice").await;
-    c.send_raw(format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(2000)))
-        .await;
+    c.send_raw(format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(2000))).await;
     assert_eq!(c.error_code().await, "frame_too_large");
     c.send_raw("{not json".into()).await;
     assert_eq!(c.error_code().await, "malformed_json");
     c.send(json!({"type":"launch_missiles"})).await;
     assert_eq!(c.error_code().await, "unknown_type");
-    c.send(json!({"type":"send","client_msg_id":"c","to":{"user":"b","group":"g"},"body":"x"}))
-        .await;
+    c.send(json!({"type":"send","client_msg_id":"c","to":{"user":"b","group":"g"},"body":"x"})).await;
     assert_eq!(c.error_code().await, "invalid_frame");
     c.send(json!({"v":9,"type":"ping"})).await;
     assert_eq!(c.error_code().await, "unsupported_version");
@@ -262,14 +186,7 @@ async fn bad_frames_get_error_frames_and_the_connection_survives() {
 
 #[tokio::test]
 async fn rate_limit_triggers_then_abusers_are_closed() {
-    let server = Server::start(&[
-        "--rate-per-second",
-        "1",
-        "--rate-burst",
-        "5",
-        "--max-strikes",
-        "3",
-    ]);
+    let server = Server::start(&["--rate-per-second", "1", "--rate-burst", "5", "--max-strikes", "3"]);
     let mut c = server.connect("spammer").await;
     // Burst of 5, then 4 over-rate frames: the 4th exceeds 3 strikes. More
     // would race the close.
@@ -299,85 +216,44 @@ async fn tokens_are_required_in_header_or_query() {
     assert!(connect_async(bare.clone()).await.is_err());
     assert!(connect_async(format!("{bare}?token=forged")).await.is_err());
     let mut req = bare.into_client_request().unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", server.token("carol")).parse().unwrap(),
-    );
+    req.headers_mut().insert("authorization", format!("Bearer {}", server.token("carol")).parse().unwrap());
     let (mut ws, _) = connect_async(req).await.expect("header token accepted");
     use futures::StreamExt;
-    let first = tokio::time::timeout(support::WAIT, ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let first = tokio::time::timeout(support::WAIT, ws.next()).await.unwrap().unwrap().unwrap();
     let hello = ServerFrame::from_json(first.to_text().unwrap()).unwrap();
-    assert_eq!(
-        hello,
-        ServerFrame::Hello {
-            user: "carol".into()
-        }
-    );
+    assert_eq!(hello, ServerFrame::Hello { user: "carol".into() });
     let (status, _) = server.http("GET", "/api/conversations", None, None).await;
     assert_eq!(status, 401);
-    let (status, _) = server
-        .http("POST", "/api/dev/token", None, Some(json!({"user":"x"})))
-        .await;
+    let (status, _) = server.http("POST", "/api/dev/token", None, Some(json!({"user":"x"}))).await;
     assert_eq!(status, 404, "dev log-in is off in this server");
 }
 
 #[tokio::test]
 async fn presence_typing_page_and_metrics() {
     let server = Server::start(&["--dev-login", "true"]);
-    let (status, body) = server
-        .http("POST", "/api/dev/token", None, Some(json!({"user":"erin"})))
-        .await;
+    let (status, body) = server.http("POST", "/api/dev/token", None, Some(json!({"user":"erin"}))).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("token"));
     let mut alice = server.connect("alice").await;
     let mut bob = server.connect("bob").await;
-    let p = alice
-        .next_where(|f| matches!(f, ServerFrame::Presence { .. }))
-        .await;
-    assert_eq!(
-        p,
-        ServerFrame::Presence {
-            user: "bob".into(),
-            online: true
-        }
-    );
-    bob.send(json!({"type":"typing","conversation":"dm:alice:bob"}))
-        .await;
-    let t = alice
-        .next_where(|f| matches!(f, ServerFrame::Typing { .. }))
-        .await;
+    let p = alice.next_where(|f| matches!(f, ServerFrame::Presence { .. })).await;
+    assert_eq!(p, ServerFrame::Presence { user: "bob".into(), online: true });
+    bob.send(json!({"type":"typing","conversation":"dm:alice:bob"})).await;
+    let t = alice.next_where(|f| matches!(f, ServerFrame::Typing { .. })).await;
     assert!(matches!(t, ServerFrame::Typing { from, .. } if from == "bob"));
-    bob.send(json!({"type":"read","conversation":"dm:alice:bob","seq":4}))
-        .await;
-    let r = alice
-        .next_where(|f| matches!(f, ServerFrame::Read { .. }))
-        .await;
+    bob.send(json!({"type":"read","conversation":"dm:alice:bob","seq":4})).await;
+    let r = alice.next_where(|f| matches!(f, ServerFrame::Read { .. })).await;
     assert!(matches!(r, ServerFrame::Read { seq: 4, from, .. } if from == "bob"));
     bob.close().await;
-    let p = alice
-        .next_where(|f| matches!(f, ServerFrame::Presence { .. }))
-        .await;
-    assert_eq!(
-        p,
-        ServerFrame::Presence {
-            user: "bob".into(),
-            online: false
-        }
-    );
+    let p = alice.next_where(|f| matches!(f, ServerFrame::Presence { .. })).await;
+    assert_eq!(p, ServerFrame::Presence { user: "bob".into(), online: false });
 
     let (status, page) = server.http("GET", "/", None, None).await;
     assert_eq!(status, 200);
     assert!(page.contains("<title>Parley</title>"));
     let (status, metrics) = server.http("GET", "/metrics", None, None).await;
     assert_eq!(status, 200);
-    assert!(
-        metrics.contains("parley_gateway_connections_opened_total 2"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("parley_gateway_connections_opened_total 2"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,14 +276,7 @@ async fn sigterm_closes_connections_and_exits_cleanly() {
 async fn token_subcommand_mints_a_usable_token() {
     let server = Server::start(&[]);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_parley-gateway"))
-        .args([
-            "token",
-            "frank",
-            "--ttl",
-            "5m",
-            "--jwt-secret",
-            support::SECRET,
-        ])
+        .args(["token", "frank", "--ttl", "5m", "--jwt-secret", support::SECRET])
         .output()
         .expect("run token");
     assert!(out.status.success());
@@ -421,10 +290,7 @@ async fn token_subcommand_mints_a_usable_token() {
         .env_remove("PARLEY_JWT_SECRET")
         .output()
         .expect("run token");
-    assert!(
-        !out.status.success(),
-        "a secret is required outside standalone"
-    );
+    assert!(!out.status.success(), "a secret is required outside standalone");
     assert!(String::from_utf8_lossy(&out.stderr).contains("secret is required"));
 }
 
@@ -446,8 +312,5 @@ async fn silent_connections_are_dropped_after_two_heartbeats() {
     assert_eq!(close.code, CloseCode::Away);
     assert!(close.reason.contains("heartbeat"), "{}", close.reason);
     lively.send(json!({"type":"ping"})).await;
-    assert_eq!(
-        lively.next_where(|f| *f == ServerFrame::Pong).await,
-        ServerFrame::Pong
-    );
+    assert_eq!(lively.next_where(|f| *f == ServerFrame::Pong).await, ServerFrame::Pong);
 }

@@ -8,11 +8,7 @@ use crate::crd::{CRD_FILE_NAME, crd_yaml};
 use crate::{Error, Result};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "parley-operator",
-    version,
-    about = "Kubernetes operator for Parley chat clusters"
-)]
+#[command(name = "parley-operator", version, about = "Kubernetes operator for Parley chat clusters")]
 pub struct Cli {
     #[command(flatten)]
     pub log: parley_common::telemetry::LogArgs,
@@ -28,11 +24,14 @@ pub enum Command {
         #[arg(long = "write-to", value_name = "DIR")]
         write_to: Vec<PathBuf>,
     },
+    /// Run the controller: reconcile ChatClusters until SIGTERM.
+    Run(crate::run::RunArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Crd { write_to } => write_crd(&write_to),
+        Command::Run(args) => tokio::runtime::Runtime::new().map_err(Error::Runtime)?.block_on(crate::run::run(args)),
     }
 }
 

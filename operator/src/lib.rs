@@ -1,7 +1,17 @@
 //! Parley operator: reconciles `ChatCluster` resources.
 
+pub mod autoscale;
 pub mod cli;
+pub mod conditions;
+pub mod controller;
 pub mod crd;
 mod error;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod run;
+pub mod scaling;
+pub mod topics;
+pub mod workloads;
 
 pub use error::{Error, Result};

@@ -8,13 +8,11 @@ use parley_operator::crd::{CRD_FILE_NAME, ChatCluster, ChatClusterSpec, Deletion
 use serde_json::{Value, json};
 
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
-const REGENERATE: &str = "regenerate with: cargo run -p parley-operator -- crd --write-to crds --write-to charts/parley/crds";
+const REGENERATE: &str =
+    "regenerate with: cargo run -p parley-operator -- crd --write-to crds --write-to charts/parley/crds";
 
 #[test]
 fn committed_crd_files_match_the_types() {
@@ -23,11 +21,7 @@ fn committed_crd_files_match_the_types() {
         let path = repo_root().join(dir).join(CRD_FILE_NAME);
         let committed = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}; {REGENERATE}", path.display()));
-        assert!(
-            committed == generated,
-            "{} differs from the Rust types; {REGENERATE}",
-            path.display()
-        );
+        assert!(committed == generated, "{} differs from the Rust types; {REGENERATE}", path.display());
     }
 }
 
@@ -48,12 +42,7 @@ fn spec_schema(crd: &Value) -> &Value {
 fn rules(schema: &Value) -> Vec<String> {
     schema["x-kubernetes-validations"]
         .as_array()
-        .map(|rules| {
-            rules
-                .iter()
-                .map(|r| r["rule"].as_str().expect("rule").to_owned())
-                .collect()
-        })
+        .map(|rules| rules.iter().map(|r| r["rule"].as_str().expect("rule").to_owned()).collect())
         .unwrap_or_default()
 }
 
@@ -74,14 +63,8 @@ fn status_and_scale_subresources() {
     let sub = &version(&crd)["subresources"];
     assert_eq!(sub["status"], json!({}));
     assert_eq!(sub["scale"]["specReplicasPath"], ".spec.gateway.replicas");
-    assert_eq!(
-        sub["scale"]["statusReplicasPath"],
-        ".status.gateway.replicas"
-    );
-    assert_eq!(
-        sub["scale"]["labelSelectorPath"],
-        ".status.gateway.selector"
-    );
+    assert_eq!(sub["scale"]["statusReplicasPath"], ".status.gateway.replicas");
+    assert_eq!(sub["scale"]["labelSelectorPath"], ".status.gateway.selector");
 }
 
 #[test]
@@ -93,10 +76,7 @@ fn printer_columns() {
         .iter()
         .map(|c| c["name"].as_str().expect("column name"))
         .collect();
-    assert_eq!(
-        names,
-        ["Ready", "Partitions", "Gateways", "Consumers", "Lag", "Age"]
-    );
+    assert_eq!(names, ["Ready", "Partitions", "Gateways", "Consumers", "Lag", "Age"]);
 }
 
 #[test]
@@ -104,21 +84,11 @@ fn cel_rules_guard_partitions_isr_and_replica_bounds() {
     let crd = crd_json();
     let spec = spec_schema(&crd);
     let topics = &spec["properties"]["topics"];
-    assert_eq!(
-        rules(&topics["properties"]["partitions"]),
-        ["self >= oldSelf"]
-    );
-    assert_eq!(
-        rules(topics),
-        ["self.minInSyncReplicas <= self.replicationFactor"]
-    );
+    assert_eq!(rules(&topics["properties"]["partitions"]), ["self >= oldSelf"]);
+    assert_eq!(rules(topics), ["self.minInSyncReplicas <= self.replicationFactor"]);
     for role in ["storage", "push"] {
         let consumer = &spec["properties"]["consumers"]["properties"][role];
-        assert_eq!(
-            rules(consumer),
-            ["self.minReplicas <= self.maxReplicas"],
-            "{role}"
-        );
+        assert_eq!(rules(consumer), ["self.minReplicas <= self.maxReplicas"], "{role}");
     }
 }
 
@@ -126,9 +96,7 @@ fn cel_rules_guard_partitions_isr_and_replica_bounds() {
 fn every_number_is_bounded() {
     // Walk the spec schema: each integer must have both a minimum and a maximum.
     fn walk(path: &str, schema: &Value, unbounded: &mut Vec<String>) {
-        if schema["type"] == "integer"
-            && (schema.get("minimum").is_none() || schema.get("maximum").is_none())
-        {
+        if schema["type"] == "integer" && (schema.get("minimum").is_none() || schema.get("maximum").is_none()) {
             unbounded.push(path.to_owned());
         }
         if let Some(props) = schema["properties"].as_object() {
@@ -142,25 +110,15 @@ fn every_number_is_bounded() {
     // ResourceRequirements comes from Kubernetes and uses quantities, not integers.
     let mut unbounded = Vec::new();
     walk("spec", spec, &mut unbounded);
-    assert!(
-        unbounded.is_empty(),
-        "integers without bounds: {unbounded:?}"
-    );
+    assert!(unbounded.is_empty(), "integers without bounds: {unbounded:?}");
     let partitions = &spec["properties"]["topics"]["properties"]["partitions"];
-    assert_eq!(
-        (
-            partitions["minimum"].as_f64(),
-            partitions["maximum"].as_f64()
-        ),
-        (Some(1.0), Some(10000.0))
-    );
+    assert_eq!((partitions["minimum"].as_f64(), partitions["maximum"].as_f64()), (Some(1.0), Some(10000.0)));
 }
 
 #[test]
 fn a_minimal_spec_gets_documented_defaults() {
     let spec: ChatClusterSpec =
-        serde_json::from_value(json!({"kafka": {"bootstrapServers": "kafka:9092"}}))
-            .expect("minimal spec");
+        serde_json::from_value(json!({"kafka": {"bootstrapServers": "kafka:9092"}})).expect("minimal spec");
     assert_eq!(spec.topics.partitions, 6);
     assert_eq!(spec.topics.replication_factor, 3);
     assert_eq!(spec.topics.min_in_sync_replicas, 2);
@@ -169,14 +127,8 @@ fn a_minimal_spec_gets_documented_defaults() {
     assert_eq!(spec.gateway.service.port, 8080);
     assert_eq!(spec.consumers.storage.min_replicas, 1);
     assert_eq!(spec.consumers.push.lag_threshold, 1000);
-    assert_eq!(
-        std::time::Duration::from(spec.consumers.lag_poll_interval).as_secs(),
-        10
-    );
-    assert_eq!(
-        std::time::Duration::from(spec.consumers.storage.scale_down_stabilization).as_secs(),
-        300
-    );
+    assert_eq!(std::time::Duration::from(spec.consumers.lag_poll_interval).as_secs(), 10);
+    assert_eq!(std::time::Duration::from(spec.consumers.storage.scale_down_stabilization).as_secs(), 300);
 }
 
 #[test]
@@ -187,8 +139,7 @@ fn schema_defaults_match_rust_defaults() {
     let crd = crd_json();
     let spec = spec_schema(&crd);
     let from_serde: ChatClusterSpec =
-        serde_json::from_value(json!({"kafka": {"bootstrapServers": "kafka:9092"}}))
-            .expect("minimal spec");
+        serde_json::from_value(json!({"kafka": {"bootstrapServers": "kafka:9092"}})).expect("minimal spec");
     for field in ["topics", "gateway", "consumers"] {
         let schema_default = &spec["properties"][field]["default"];
         let serde_default = serde_json::to_value(&from_serde).expect("spec to JSON")[field].clone();

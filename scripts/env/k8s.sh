@@ -31,9 +31,13 @@ CONTEXT=parley-test
 APISERVER_URL=https://127.0.0.1:$PARLEY_APISERVER_PORT
 ETCD_URL=http://127.0.0.1:$PARLEY_ETCD_PORT
 SA_ISSUER=https://kubernetes.default.svc.cluster.local
-# Controllers that do useful work without kubelets or a cloud. Pods created
-# by workload controllers stay Pending (there is no scheduler or kubelet).
-KCM_CONTROLLERS=garbagecollector,namespace,deployment,replicaset,statefulset,serviceaccount,serviceaccount-token,clusterrole-aggregation,root-ca-cert-publisher
+# Controllers that do useful work without kubelets or a cloud: garbage
+# collection of owned objects, namespace deletion, service accounts. The
+# workload controllers (deployment, replicaset) are left out on purpose:
+# without kubelets their pods never run, so tests play that part and write a
+# Deployment's status themselves, which a running deployment controller
+# would overwrite.
+KCM_CONTROLLERS=garbagecollector,namespace,serviceaccount,serviceaccount-token,clusterrole-aggregation,root-ca-cert-publisher
 
 # ---------------------------------------------------------------- install --
 

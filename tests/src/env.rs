@@ -28,13 +28,6 @@ pub fn database_url() -> String {
 /// environment never collide with leftovers.
 pub fn unique(prefix: &str) -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos();
-    format!(
-        "{prefix}-{:x}-{:x}",
-        std::process::id(),
-        nanos & 0xffff_ffff
-    )
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos();
+    format!("{prefix}-{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff)
 }

@@ -31,9 +31,7 @@ fn command(args: &[&str]) -> Command {
 pub fn run(args: &[&str]) -> Run {
     command(args)
         .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot start kubectl (is the environment's bin dir on PATH?): {e}")
-        })
+        .unwrap_or_else(|e| panic!("cannot start kubectl (is the environment's bin dir on PATH?): {e}"))
         .into()
 }
 
@@ -45,33 +43,45 @@ pub fn run_with_stdin(args: &[&str], stdin: &str) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start kubectl: {e}"));
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(stdin.as_bytes())
-        .expect("write kubectl stdin");
+    child.stdin.take().expect("stdin is piped").write_all(stdin.as_bytes()).expect("write kubectl stdin");
     child.wait_with_output().expect("wait for kubectl").into()
 }
 
 /// Like [`run`], panicking with kubectl's output when it fails.
 pub fn ok(args: &[&str]) -> String {
     let out = run(args);
-    assert!(
-        out.success,
-        "kubectl {args:?} failed:\n{}{}",
-        out.stdout, out.stderr
-    );
+    assert!(out.success, "kubectl {args:?} failed:\n{}{}", out.stdout, out.stderr);
     out.stdout
 }
 
 /// Like [`run_with_stdin`], panicking with kubectl's output when it fails.
 pub fn ok_with_stdin(args: &[&str], stdin: &str) -> String {
     let out = run_with_stdin(args, stdin);
-    assert!(
-        out.success,
-        "kubectl {args:?} failed:\n{}{}",
-        out.stdout, out.stderr
-    );
+    assert!(out.success, "kubectl {args:?} failed:\n{}{}", out.stdout, out.stderr);
     out.stdout
+}
+
+/// Split kubectl's table output into `(header, cells)` per column, cutting
+/// each row at the header's offsets (cells can be empty).
+pub fn table(output: &str) -> Vec<(String, Vec<String>)> {
+    let mut lines = output.lines();
+    let header = lines.next().unwrap_or_default();
+    let starts: Vec<usize> = header
+        .char_indices()
+        .filter(|&(i, c)| c != ' ' && (i == 0 || header.as_bytes()[i - 1] == b' '))
+        .map(|(i, _)| i)
+        .collect();
+    let rows: Vec<&str> = lines.collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(n, &start)| {
+            let end = starts.get(n + 1).copied();
+            let slice = |line: &str| {
+                let end = end.unwrap_or(line.len()).min(line.len());
+                line.get(start.min(end)..end).unwrap_or_default().trim().to_owned()
+            };
+            (slice(header), rows.iter().map(|r| slice(r)).collect())
+        })
+        .collect()
 }

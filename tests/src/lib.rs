@@ -5,4 +5,8 @@
 //! must never pass by skipping.
 
 pub mod env;
+pub mod kafka;
+pub mod kube;
 pub mod kubectl;
+pub mod operator;
+pub mod wait;

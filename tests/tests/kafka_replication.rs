@@ -12,17 +12,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 
 fn admin() -> AdminClient<DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", env::kafka_bootstrap())
-        .create()
-        .expect("admin client")
+    ClientConfig::new().set("bootstrap.servers", env::kafka_bootstrap()).create().expect("admin client")
 }
 
 fn metadata_client() -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", env::kafka_bootstrap())
-        .create()
-        .expect("metadata client")
+    ClientConfig::new().set("bootstrap.servers", env::kafka_bootstrap()).create().expect("metadata client")
 }
 
 #[tokio::test]
@@ -32,10 +26,7 @@ async fn topic_with_rf3_is_replicated_on_three_brokers() {
     let topic = env::unique("parley-rf3");
 
     let results = admin
-        .create_topics(
-            &[NewTopic::new(&topic, 6, TopicReplication::Fixed(3))],
-            &opts,
-        )
+        .create_topics(&[NewTopic::new(&topic, 6, TopicReplication::Fixed(3))], &opts)
         .await
         .expect("create_topics request");
     for result in results {
@@ -46,23 +37,12 @@ async fn topic_with_rf3_is_replicated_on_three_brokers() {
     let client = metadata_client();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let (brokers, partitions) = loop {
-        let md = client
-            .fetch_metadata(Some(&topic), Duration::from_secs(10))
-            .expect("metadata");
+        let md = client.fetch_metadata(Some(&topic), Duration::from_secs(10)).expect("metadata");
         let brokers: BTreeSet<i32> = md.brokers().iter().map(|b| b.id()).collect();
-        let t = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .expect("topic in metadata");
-        let parts: Vec<(i32, Vec<i32>, Vec<i32>)> = t
-            .partitions()
-            .iter()
-            .map(|p| (p.id(), p.replicas().to_vec(), p.isr().to_vec()))
-            .collect();
-        let settled = t.error().is_none()
-            && parts.len() == 6
-            && parts.iter().all(|(_, _, isr)| isr.len() == 3);
+        let t = md.topics().iter().find(|t| t.name() == topic).expect("topic in metadata");
+        let parts: Vec<(i32, Vec<i32>, Vec<i32>)> =
+            t.partitions().iter().map(|p| (p.id(), p.replicas().to_vec(), p.isr().to_vec())).collect();
+        let settled = t.error().is_none() && parts.len() == 6 && parts.iter().all(|(_, _, isr)| isr.len() == 3);
         if settled || std::time::Instant::now() > deadline {
             break (brokers, parts);
         }
@@ -73,26 +53,13 @@ async fn topic_with_rf3_is_replicated_on_three_brokers() {
     assert_eq!(partitions.len(), 6, "partitions: {partitions:?}");
     for (id, replicas, isr) in &partitions {
         let distinct: BTreeSet<i32> = replicas.iter().copied().collect();
-        assert_eq!(
-            distinct.len(),
-            3,
-            "partition {id} replicas {replicas:?} must be 3 distinct brokers"
-        );
-        assert!(
-            distinct.is_subset(&brokers),
-            "partition {id} replicas {replicas:?} outside {brokers:?}"
-        );
+        assert_eq!(distinct.len(), 3, "partition {id} replicas {replicas:?} must be 3 distinct brokers");
+        assert!(distinct.is_subset(&brokers), "partition {id} replicas {replicas:?} outside {brokers:?}");
         let in_sync: BTreeSet<i32> = isr.iter().copied().collect();
-        assert_eq!(
-            in_sync, distinct,
-            "partition {id} ISR {isr:?} must be all replicas {replicas:?}"
-        );
+        assert_eq!(in_sync, distinct, "partition {id} ISR {isr:?} must be all replicas {replicas:?}");
     }
 
-    let deleted = admin
-        .delete_topics(&[&topic], &opts)
-        .await
-        .expect("delete_topics request");
+    let deleted = admin.delete_topics(&[&topic], &opts).await.expect("delete_topics request");
     for result in deleted {
         result.unwrap_or_else(|(name, code)| panic!("deleting {name}: {code:?}"));
     }
@@ -106,10 +73,7 @@ async fn replication_beyond_the_broker_count_is_refused() {
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let topic = env::unique("parley-rf4");
     let results = admin
-        .create_topics(
-            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(4))],
-            &opts,
-        )
+        .create_topics(&[NewTopic::new(&topic, 1, TopicReplication::Fixed(4))], &opts)
         .await
         .expect("create_topics request");
     assert_eq!(results.len(), 1);

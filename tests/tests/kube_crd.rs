@@ -4,38 +4,10 @@
 //! replicas.
 
 use kube::api::{Api, DeleteParams};
-use kube::{Client, Config};
-use parley_operator::crd::{CRD_FILE_NAME, ChatCluster};
+use parley_operator::crd::ChatCluster;
 use parley_tests::{env, kubectl};
 
-fn crd_path() -> String {
-    format!("{}/../crds/{CRD_FILE_NAME}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Install the CRD (idempotent) and a fresh namespace for one test.
-fn setup(prefix: &str) -> String {
-    kubectl::ok(&[
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        &crd_path(),
-    ]);
-    kubectl::ok(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/chatclusters.parley.dev",
-    ]);
-    let ns = env::unique(prefix);
-    kubectl::ok(&["create", "namespace", &ns]);
-    ns
-}
-
-fn teardown(ns: &str) {
-    // Best effort: the namespace is unique, so a leftover never disturbs a rerun.
-    let _ = kubectl::run(&["delete", "namespace", ns, "--wait=false"]);
-}
+use parley_tests::kube::{client, setup_namespace as setup, teardown_namespace as teardown};
 
 fn chat_cluster(name: &str, partitions: i32, extra_topics: &str) -> String {
     format!(
@@ -56,47 +28,22 @@ spec:
     )
 }
 
-async fn client() -> Client {
-    let config = Config::from_kubeconfig(&kube::config::KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig from KUBECONFIG");
-    Client::try_from(config).expect("kube client")
-}
-
 #[tokio::test]
 async fn crd_validation_printer_columns_and_scale() {
     let _ = env::kubeconfig();
     let ns = setup("parley-crd");
 
     // Accepted, with the schema's defaults filled in by the apiserver.
-    kubectl::ok_with_stdin(
-        &["apply", "-n", &ns, "-f", "-"],
-        &chat_cluster("demo", 6, ""),
-    );
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &chat_cluster("demo", 6, ""));
     let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
-    let stored = api
-        .get("demo")
-        .await
-        .expect("get ChatCluster through the Rust types");
+    let stored = api.get("demo").await.expect("get ChatCluster through the Rust types");
     assert_eq!(stored.spec.topics.partitions, 6);
-    assert_eq!(
-        stored.spec.topics.min_in_sync_replicas, 2,
-        "schema default applied by the apiserver"
-    );
-    assert_eq!(
-        stored.spec.consumers.storage.max_replicas, 10,
-        "schema default applied by the apiserver"
-    );
+    assert_eq!(stored.spec.topics.min_in_sync_replicas, 2, "schema default applied by the apiserver");
+    assert_eq!(stored.spec.consumers.storage.max_replicas, 10, "schema default applied by the apiserver");
 
     // Growing is fine; shrinking is refused with the rule's message.
-    kubectl::ok_with_stdin(
-        &["apply", "-n", &ns, "-f", "-"],
-        &chat_cluster("demo", 12, ""),
-    );
-    let shrink = kubectl::run_with_stdin(
-        &["apply", "-n", &ns, "-f", "-"],
-        &chat_cluster("demo", 4, ""),
-    );
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &chat_cluster("demo", 12, ""));
+    let shrink = kubectl::run_with_stdin(&["apply", "-n", &ns, "-f", "-"], &chat_cluster("demo", 4, ""));
     assert!(!shrink.success, "a partition decrease must be rejected");
     assert!(
         shrink.stderr.contains("partitions may not decrease"),
@@ -104,40 +51,19 @@ async fn crd_validation_printer_columns_and_scale() {
         shrink.stderr
     );
     let after = api.get("demo").await.expect("get after rejected shrink");
-    assert_eq!(
-        after.spec.topics.partitions, 12,
-        "the rejected change must not be stored"
-    );
+    assert_eq!(after.spec.topics.partitions, 12, "the rejected change must not be stored");
 
-    // Printer columns.
+    // Printer columns. Cells may be empty (no status yet), so cut the row at
+    // the header's column offsets instead of splitting on whitespace.
     let table = kubectl::ok(&["get", "chat", "-n", &ns]);
-    let header: Vec<&str> = table
-        .lines()
-        .next()
-        .expect("header line")
-        .split_whitespace()
-        .collect();
-    assert_eq!(
-        header,
-        [
-            "NAME",
-            "READY",
-            "PARTITIONS",
-            "GATEWAYS",
-            "CONSUMERS",
-            "LAG",
-            "AGE"
-        ]
-    );
-    let row: Vec<&str> = table
-        .lines()
-        .nth(1)
-        .expect("one row")
-        .split_whitespace()
-        .collect();
-    assert_eq!(row[0], "demo");
-    assert_eq!(row[2], "12", "PARTITIONS column: {table}");
-    assert_eq!(row[3], "2", "GATEWAYS column: {table}");
+    let columns = kubectl::table(&table);
+    let names: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["NAME", "READY", "PARTITIONS", "GATEWAYS", "CONSUMERS", "LAG", "AGE"]);
+    let cell = |name: &str| columns.iter().find(|(n, _)| n == name).map(|(_, rows)| rows[0].clone()).unwrap();
+    assert_eq!(cell("NAME"), "demo");
+    assert_eq!(cell("PARTITIONS"), "12", "{table}");
+    assert_eq!(cell("GATEWAYS"), "2", "{table}");
+    assert_eq!(cell("READY"), "", "no operator runs here, so no Ready condition yet: {table}");
 
     // Scale subresource: `kubectl scale` writes spec.gateway.replicas.
     kubectl::ok(&["scale", "-n", &ns, "chatcluster/demo", "--replicas=3"]);
@@ -146,9 +72,7 @@ async fn crd_validation_printer_columns_and_scale() {
     let scale = api.get_scale("demo").await.expect("scale subresource");
     assert_eq!(scale.spec.and_then(|s| s.replicas), Some(3));
 
-    api.delete("demo", &DeleteParams::default())
-        .await
-        .expect("delete ChatCluster");
+    api.delete("demo", &DeleteParams::default()).await.expect("delete ChatCluster");
     teardown(&ns);
 }
 
@@ -161,11 +85,7 @@ async fn bad_specs_are_rejected_with_clear_messages() {
             chat_cluster("isr", 6, "    minInSyncReplicas: 4"),
             "minInSyncReplicas must not exceed replicationFactor",
         ),
-        (
-            "zero partitions",
-            chat_cluster("zero", 0, ""),
-            "should be greater than or equal to 1",
-        ),
+        ("zero partitions", chat_cluster("zero", 0, ""), "should be greater than or equal to 1"),
         (
             "managed key in free config",
             chat_cluster("cfg", 6, "    config:\n      min.insync.replicas: \"1\""),
@@ -188,16 +108,9 @@ async fn bad_specs_are_rejected_with_clear_messages() {
     for (what, manifest, message) in cases {
         let out = kubectl::run_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest);
         assert!(!out.success, "{what}: must be rejected");
-        assert!(
-            out.stderr.contains(message),
-            "{what}: expected {message:?} in: {}",
-            out.stderr
-        );
+        assert!(out.stderr.contains(message), "{what}: expected {message:?} in: {}", out.stderr);
     }
     let listed = kubectl::ok(&["get", "chat", "-n", &ns, "-o", "name"]);
-    assert!(
-        listed.trim().is_empty(),
-        "nothing invalid may be stored: {listed}"
-    );
+    assert!(listed.trim().is_empty(), "nothing invalid may be stored: {listed}");
     teardown(&ns);
 }

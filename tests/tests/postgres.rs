@@ -5,18 +5,10 @@ use sqlx::{Connection, PgConnection, Row};
 
 #[tokio::test]
 async fn postgres_answers_queries_and_keeps_rows() {
-    let mut conn = PgConnection::connect(&env::database_url())
-        .await
-        .expect("connect to DATABASE_URL");
+    let mut conn = PgConnection::connect(&env::database_url()).await.expect("connect to DATABASE_URL");
 
-    let version: String = sqlx::query_scalar("select version()")
-        .fetch_one(&mut conn)
-        .await
-        .expect("version()");
-    assert!(
-        version.starts_with("PostgreSQL "),
-        "unexpected server: {version}"
-    );
+    let version: String = sqlx::query_scalar("select version()").fetch_one(&mut conn).await.expect("version()");
+    assert!(version.starts_with("PostgreSQL "), "unexpected server: {version}");
 
     // A round trip through a table, not just a constant expression. A
     // temporary table is private to this connection, so reruns never collide.
@@ -32,16 +24,10 @@ async fn postgres_answers_queries_and_keeps_rows() {
             .await
             .expect("insert");
     }
-    let duplicate = sqlx::query("insert into probe (id, body) values ($1, $2)")
-        .bind(1_i64)
-        .bind("again")
-        .execute(&mut conn)
-        .await;
+    let duplicate =
+        sqlx::query("insert into probe (id, body) values ($1, $2)").bind(1_i64).bind("again").execute(&mut conn).await;
     assert!(duplicate.is_err(), "primary key must reject a duplicate id");
-    let rows = sqlx::query("select id, body from probe order by id")
-        .fetch_all(&mut conn)
-        .await
-        .expect("select");
+    let rows = sqlx::query("select id, body from probe order by id").fetch_all(&mut conn).await.expect("select");
     let got: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(got, [(1, "one".to_owned()), (2, "two".to_owned())]);
 }

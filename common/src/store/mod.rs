@@ -87,22 +87,11 @@ pub trait Store: Send + Sync {
     async fn store_batch(&self, batch: &[NewMessage]) -> Result<Vec<StoreOutcome>>;
 
     /// Messages of `conversation` with seq > `after_seq`, ascending, at most `limit`.
-    async fn history(
-        &self,
-        conversation: &ConversationId,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<StoredMessage>>;
+    async fn history(&self, conversation: &ConversationId, after_seq: u64, limit: u32) -> Result<Vec<StoredMessage>>;
 
     /// Create a group with `creator` and `members` as members.
     /// Fails with `Error::Conflict` if the id is taken.
-    async fn create_group(
-        &self,
-        id: &str,
-        name: &str,
-        creator: &str,
-        members: &[String],
-    ) -> Result<Group>;
+    async fn create_group(&self, id: &str, name: &str, creator: &str, members: &[String]) -> Result<Group>;
 
     async fn group(&self, id: &str) -> Result<Option<Group>>;
 

@@ -34,25 +34,16 @@ pub fn plan_batch(
     for msg in batch {
         let key = (msg.from.clone(), msg.client_msg_id.clone());
         if let Some(original) = existing.get(&key) {
-            outcomes.push(StoreOutcome {
-                message: original.clone(),
-                duplicate: true,
-            });
+            outcomes.push(StoreOutcome { message: original.clone(), duplicate: true });
             continue;
         }
         if let Some(&i) = in_batch.get(&(msg.from.as_str(), msg.client_msg_id.as_str())) {
             let message = outcomes[i].message.clone();
-            outcomes.push(StoreOutcome {
-                message,
-                duplicate: true,
-            });
+            outcomes.push(StoreOutcome { message, duplicate: true });
             continue;
         }
-        let current = last_seqs
-            .get(&msg.conversation)
-            .copied()
-            .or_else(|| last_seq.get(&msg.conversation).copied())
-            .unwrap_or(0);
+        let current =
+            last_seqs.get(&msg.conversation).copied().or_else(|| last_seq.get(&msg.conversation).copied()).unwrap_or(0);
         let seq = current + 1;
         last_seqs.insert(msg.conversation.clone(), seq);
         in_batch.insert((&msg.from, &msg.client_msg_id), outcomes.len());
@@ -70,11 +61,7 @@ pub fn plan_batch(
             duplicate: false,
         });
     }
-    Plan {
-        outcomes,
-        inserts,
-        last_seqs,
-    }
+    Plan { outcomes, inserts, last_seqs }
 }
 
 #[cfg(test)]
@@ -96,12 +83,7 @@ mod tests {
     fn seqs_are_contiguous_per_conversation() {
         let ab = ConversationId::direct("a", "b");
         let g = ConversationId::group("g");
-        let batch = [
-            msg("a", "1", &ab),
-            msg("a", "2", &g),
-            msg("b", "1", &ab),
-            msg("a", "3", &ab),
-        ];
+        let batch = [msg("a", "1", &ab), msg("a", "2", &g), msg("b", "1", &ab), msg("a", "3", &ab)];
         let last = HashMap::from([(ab.clone(), 41)]);
         let plan = plan_batch(&batch, &HashMap::new(), &last);
         let seqs: Vec<u64> = plan.outcomes.iter().map(|o| o.message.seq).collect();
@@ -128,26 +110,16 @@ mod tests {
         let plan = plan_batch(&[msg("a", "1", &ab), msg("a", "2", &ab)], &existing, &last);
         assert_eq!(plan.outcomes[0].message, original);
         assert!(plan.outcomes[0].duplicate);
-        assert_eq!(
-            plan.outcomes[1].message.seq, 8,
-            "no gap left by the duplicate"
-        );
+        assert_eq!(plan.outcomes[1].message.seq, 8, "no gap left by the duplicate");
         assert_eq!(plan.inserts, [1]);
     }
 
     #[test]
     fn duplicates_within_a_batch_are_stored_once() {
         let ab = ConversationId::direct("a", "b");
-        let plan = plan_batch(
-            &[msg("a", "1", &ab), msg("a", "1", &ab), msg("b", "1", &ab)],
-            &HashMap::new(),
-            &HashMap::new(),
-        );
-        assert_eq!(
-            plan.inserts,
-            [0, 2],
-            "same client id from another sender is distinct"
-        );
+        let plan =
+            plan_batch(&[msg("a", "1", &ab), msg("a", "1", &ab), msg("b", "1", &ab)], &HashMap::new(), &HashMap::new());
+        assert_eq!(plan.inserts, [0, 2], "same client id from another sender is distinct");
         assert!(plan.outcomes[1].duplicate);
         assert_eq!(plan.outcomes[1].message.seq, 1);
         assert_eq!(plan.outcomes[2].message.seq, 2);

@@ -7,14 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{
-    ConversationSummary, Group, NewMessage, Store, StoreOutcome, StoredMessage, plan_batch,
-};
+use super::{ConversationSummary, Group, NewMessage, Store, StoreOutcome, StoredMessage, plan_batch};
 use crate::ids::ConversationId;
 use crate::time::now_millis;
 use crate::{Error, Result};
@@ -60,9 +57,7 @@ fn row_to_group(row: &SqliteRow) -> Result<Group> {
 impl SqliteStore {
     /// Open (creating if missing) the database file and run migrations.
     pub async fn open(path: &Path) -> Result<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true);
+        let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
         Self::with_options(options, 4).await
     }
 
@@ -79,10 +74,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
@@ -123,11 +115,10 @@ impl Store for SqliteStore {
                 existing.insert(key, found);
             }
             if !last_seq.contains_key(&m.conversation) {
-                let seq: Option<i64> =
-                    sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = ?")
-                        .bind(m.conversation.to_string())
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                let seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = ?")
+                    .bind(m.conversation.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
                 last_seq.insert(m.conversation.clone(), to_u64(seq.unwrap_or(0)));
             }
         }
@@ -168,12 +159,7 @@ impl Store for SqliteStore {
         Ok(plan.outcomes)
     }
 
-    async fn history(
-        &self,
-        conversation: &ConversationId,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<StoredMessage>> {
+    async fn history(&self, conversation: &ConversationId, after_seq: u64, limit: u32) -> Result<Vec<StoredMessage>> {
         let rows = sqlx::query(
             "SELECT msg_id, conversation, seq, sender, client_msg_id, body, ts FROM messages \
              WHERE conversation = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
@@ -187,13 +173,7 @@ impl Store for SqliteStore {
         rows.iter().map(row_to_message).collect()
     }
 
-    async fn create_group(
-        &self,
-        id: &str,
-        name: &str,
-        creator: &str,
-        members: &[String],
-    ) -> Result<Group> {
+    async fn create_group(&self, id: &str, name: &str, creator: &str, members: &[String]) -> Result<Group> {
         let now = now_millis();
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
@@ -221,20 +201,14 @@ impl Store for SqliteStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(Group {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            created_by: creator.to_owned(),
-            created_at: now,
-        })
+        Ok(Group { id: id.to_owned(), name: name.to_owned(), created_by: creator.to_owned(), created_at: now })
     }
 
     async fn group(&self, id: &str) -> Result<Option<Group>> {
-        let row =
-            sqlx::query("SELECT id, name, created_by, created_at FROM chat_groups WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query("SELECT id, name, created_by, created_at FROM chat_groups WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(row_to_group).transpose()
     }
 
@@ -264,43 +238,34 @@ impl Store for SqliteStore {
     }
 
     async fn members(&self, id: &str) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT user_id FROM group_members WHERE group_id = ? ORDER BY user_id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = ? ORDER BY user_id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn is_member(&self, id: &str, user: &str) -> Result<bool> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?")
-                .bind(id)
-                .bind(user)
-                .fetch_optional(&self.pool)
-                .await?;
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?")
+            .bind(id)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(found.is_some())
     }
 
     async fn conversations_of(&self, user: &str) -> Result<Vec<ConversationSummary>> {
         let mut out = Vec::new();
-        let rows = sqlx::query(
-            "SELECT id, last_seq FROM conversations WHERE user_a = ? OR user_b = ? ORDER BY id",
-        )
-        .bind(user)
-        .bind(user)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT id, last_seq FROM conversations WHERE user_a = ? OR user_b = ? ORDER BY id")
+            .bind(user)
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?;
         for row in rows {
             let id: String = row.try_get("id")?;
             let Ok(conversation) = ConversationId::parse(&id) else {
                 continue;
             };
-            out.push(ConversationSummary {
-                conversation,
-                last_seq: to_u64(row.try_get("last_seq")?),
-                name: None,
-            });
+            out.push(ConversationSummary { conversation, last_seq: to_u64(row.try_get("last_seq")?), name: None });
         }
         let rows = sqlx::query(
             "SELECT g.id AS id, g.name AS name, COALESCE(c.last_seq, 0) AS last_seq \
@@ -342,14 +307,8 @@ mod tests {
     async fn batches_get_contiguous_seqs_across_calls() {
         let s = SqliteStore::in_memory().await.unwrap();
         let ab = ConversationId::direct("a", "b");
-        let out = s
-            .store_batch(&[msg("a", "1", &ab), msg("b", "1", &ab)])
-            .await
-            .unwrap();
-        assert_eq!(
-            out.iter().map(|o| o.message.seq).collect::<Vec<_>>(),
-            [1, 2]
-        );
+        let out = s.store_batch(&[msg("a", "1", &ab), msg("b", "1", &ab)]).await.unwrap();
+        assert_eq!(out.iter().map(|o| o.message.seq).collect::<Vec<_>>(), [1, 2]);
         let out = s.store_batch(&[msg("a", "2", &ab)]).await.unwrap();
         assert_eq!(out[0].message.seq, 3);
         let hist = s.history(&ab, 1, 10).await.unwrap();
@@ -375,13 +334,8 @@ mod tests {
     #[tokio::test]
     async fn groups_and_membership() {
         let s = SqliteStore::in_memory().await.unwrap();
-        s.create_group("g", "Team", "a", &["b".into()])
-            .await
-            .unwrap();
-        assert!(matches!(
-            s.create_group("g", "Again", "c", &[]).await,
-            Err(Error::Conflict(_))
-        ));
+        s.create_group("g", "Team", "a", &["b".into()]).await.unwrap();
+        assert!(matches!(s.create_group("g", "Again", "c", &[]).await, Err(Error::Conflict(_))));
         assert_eq!(s.members("g").await.unwrap(), ["a", "b"]);
         s.join_group("g", "c").await.unwrap();
         s.join_group("g", "c").await.unwrap();
@@ -389,18 +343,10 @@ mod tests {
         assert!(s.leave_group("g", "b").await.unwrap());
         assert!(!s.leave_group("g", "b").await.unwrap());
         assert_eq!(s.members("g").await.unwrap(), ["a", "c"]);
-        assert!(matches!(
-            s.join_group("nope", "a").await,
-            Err(Error::NotFound(_))
-        ));
+        assert!(matches!(s.join_group("nope", "a").await, Err(Error::NotFound(_))));
 
         let g = ConversationId::group("g");
-        s.store_batch(&[
-            msg("a", "1", &g),
-            msg("a", "2", &ConversationId::direct("a", "z")),
-        ])
-        .await
-        .unwrap();
+        s.store_batch(&[msg("a", "1", &g), msg("a", "2", &ConversationId::direct("a", "z"))]).await.unwrap();
         let convs = s.conversations_of("a").await.unwrap();
         let ids: Vec<String> = convs.iter().map(|c| c.conversation.to_string()).collect();
         assert_eq!(ids, ["dm:a:z", "group:g"]);
@@ -411,11 +357,7 @@ mod tests {
 
     #[tokio::test]
     async fn file_database_survives_reopen() {
-        let path = std::env::temp_dir().join(format!(
-            "parley-store-test-{}-{}.db",
-            std::process::id(),
-            now_millis()
-        ));
+        let path = std::env::temp_dir().join(format!("parley-store-test-{}-{}.db", std::process::id(), now_millis()));
         let ab = ConversationId::direct("a", "b");
         {
             let s = SqliteStore::open(&path).await.unwrap();

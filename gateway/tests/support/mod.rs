@@ -43,11 +43,7 @@ impl Server {
             .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
             .arg("--database")
             .arg(&db)
-            .args(if extra.contains(&"--dev-login") {
-                &[][..]
-            } else {
-                &["--dev-login", "false"][..]
-            })
+            .args(if extra.contains(&"--dev-login") { &[][..] } else { &["--dev-login", "false"][..] })
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -70,51 +66,26 @@ impl Server {
                 panic!("parley-gateway did not report its address");
             }
         };
-        let addr = line
-            .rsplit("http://")
-            .next()
-            .expect("address in startup line")
-            .trim()
-            .to_owned();
+        let addr = line.rsplit("http://").next().expect("address in startup line").trim().to_owned();
         Self { child, addr, db }
     }
 
     pub fn token(&self, user: &str) -> String {
-        Auth::new(SECRET)
-            .mint(user, Duration::from_secs(3600))
-            .expect("mint")
+        Auth::new(SECRET).mint(user, Duration::from_secs(3600)).expect("mint")
     }
 
     pub async fn connect(&self, user: &str) -> Client {
         let url = format!("ws://{}/ws?token={}", self.addr, self.token(user));
-        let (ws, _) = tokio::time::timeout(WAIT, connect_async(url))
-            .await
-            .expect("connect timed out")
-            .expect("connect");
-        let mut client = Client {
-            ws,
-            user: user.to_owned(),
-        };
-        let hello = client
-            .next_where(|f| matches!(f, ServerFrame::Hello { .. }))
-            .await;
-        assert_eq!(
-            hello,
-            ServerFrame::Hello {
-                user: user.to_owned()
-            }
-        );
+        let (ws, _) =
+            tokio::time::timeout(WAIT, connect_async(url)).await.expect("connect timed out").expect("connect");
+        let mut client = Client { ws, user: user.to_owned() };
+        let hello = client.next_where(|f| matches!(f, ServerFrame::Hello { .. })).await;
+        assert_eq!(hello, ServerFrame::Hello { user: user.to_owned() });
         client
     }
 
     /// Minimal HTTP/1.1 request as `user` (if any); returns (status, body).
-    pub async fn http(
-        &self,
-        method: &str,
-        path: &str,
-        user: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, String) {
+    pub async fn http(&self, method: &str, path: &str, user: Option<&str>, body: Option<Value>) -> (u16, String) {
         let token = user.map(|u| self.token(u));
         self.request(method, path, token.as_deref(), body).await
     }
@@ -123,17 +94,8 @@ impl Server {
         self.request(method, path, Some(token), None).await
     }
 
-    async fn request(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, String) {
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.addr
-        );
+    async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, String) {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.addr);
         if let Some(token) = token {
             req.push_str(&format!("Authorization: Bearer {token}\r\n"));
         }
@@ -149,29 +111,15 @@ impl Server {
             s.read_to_end(&mut out).await.expect("read");
             String::from_utf8_lossy(&out).into_owned()
         };
-        let resp = tokio::time::timeout(WAIT, fut)
-            .await
-            .expect("http timed out");
-        let status: u16 = resp
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status line");
-        let body = resp
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
+        let resp = tokio::time::timeout(WAIT, fut).await.expect("http timed out");
+        let status: u16 = resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
         (status, body)
     }
 
     pub async fn create_group(&self, owner: &str, id: &str, members: &[&str]) {
         let (status, body) = self
-            .http(
-                "POST",
-                "/api/groups",
-                Some(owner),
-                Some(json!({"id": id, "name": id, "members": members})),
-            )
+            .http("POST", "/api/groups", Some(owner), Some(json!({"id": id, "name": id, "members": members})))
             .await;
         assert_eq!(status, 201, "{body}");
     }
@@ -180,20 +128,14 @@ impl Server {
 impl Server {
     /// Send SIGTERM and wait (bounded) for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill");
         assert!(status.success());
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no exit after SIGTERM"
-            );
+            assert!(std::time::Instant::now() < deadline, "no exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -233,8 +175,7 @@ impl Client {
     }
 
     pub async fn send_msg(&mut self, to: Value, client_msg_id: &str, body: &str) {
-        self.send(json!({"v":1,"type":"send","client_msg_id":client_msg_id,"to":to,"body":body}))
-            .await;
+        self.send(json!({"v":1,"type":"send","client_msg_id":client_msg_id,"to":to,"body":body})).await;
     }
 
     /// Next frame or close, within `WAIT`.
@@ -245,8 +186,8 @@ impl Client {
                 .unwrap_or_else(|_| panic!("{}: no frame within {WAIT:?}", self.user));
             match msg {
                 Some(Ok(Message::Text(t))) => {
-                    let frame = ServerFrame::from_json(t.as_str())
-                        .unwrap_or_else(|e| panic!("bad server frame {t}: {e}"));
+                    let frame =
+                        ServerFrame::from_json(t.as_str()).unwrap_or_else(|e| panic!("bad server frame {t}: {e}"));
                     return Event::Frame(frame);
                 }
                 Some(Ok(Message::Close(c))) => return Event::Closed(c),
@@ -268,10 +209,7 @@ impl Client {
     }
 
     pub async fn next_message(&mut self) -> parley_common::protocol::MessageView {
-        match self
-            .next_where(|f| matches!(f, ServerFrame::Message(_)))
-            .await
-        {
+        match self.next_where(|f| matches!(f, ServerFrame::Message(_))).await {
             ServerFrame::Message(m) => m,
             _ => unreachable!(),
         }
@@ -279,31 +217,18 @@ impl Client {
 
     /// Returns (msg_id, seq) of the ack for `client_msg_id`.
     pub async fn ack(&mut self, client_msg_id: &str) -> (String, u64) {
-        let frame = self
-            .next_where(|f| matches!(f, ServerFrame::Ack { .. } | ServerFrame::Error { .. }))
-            .await;
+        let frame = self.next_where(|f| matches!(f, ServerFrame::Ack { .. } | ServerFrame::Error { .. })).await;
         match frame {
-            ServerFrame::Ack {
-                client_msg_id: c,
-                msg_id,
-                seq,
-                ..
-            } => {
+            ServerFrame::Ack { client_msg_id: c, msg_id, seq, .. } => {
                 assert_eq!(c, client_msg_id);
                 (msg_id, seq)
             }
-            other => panic!(
-                "{}: expected ack for {client_msg_id}, got {other:?}",
-                self.user
-            ),
+            other => panic!("{}: expected ack for {client_msg_id}, got {other:?}", self.user),
         }
     }
 
     pub async fn error_code(&mut self) -> String {
-        match self
-            .next_where(|f| matches!(f, ServerFrame::Error { .. }))
-            .await
-        {
+        match self.next_where(|f| matches!(f, ServerFrame::Error { .. })).await {
             ServerFrame::Error { code, .. } => code,
             _ => unreachable!(),
         }
@@ -332,9 +257,6 @@ impl Client {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
         // Wait for the server's side of the close handshake.
-        let _ = tokio::time::timeout(WAIT, async {
-            while let Some(Ok(_)) = self.ws.next().await {}
-        })
-        .await;
+        let _ = tokio::time::timeout(WAIT, async { while let Some(Ok(_)) = self.ws.next().await {} }).await;
     }
 }

@@ -70,9 +70,10 @@ use super::status::ChatClusterStatus;
         json_path = ".metadata.creationTimestamp"
     ),
     // Topic names are `<prefix>.<suffix>`; Kafka caps names at 249
-    // characters, and the prefix defaults to the object's name.
-    validation = Rule::new("has(self.spec.kafka.topicPrefix) || size(self.metadata.name) <= 200")
-        .message("metadata.name longer than 200 characters needs an explicit spec.kafka.topicPrefix (Kafka topic names are limited to 249 characters)")
+    // characters, and the prefix defaults to `<namespace>.<name>` (a
+    // namespace has at most 63; CEL cannot see it, so assume the most).
+    validation = Rule::new("has(self.spec.kafka.topicPrefix) || size(self.metadata.name) <= 160")
+        .message("metadata.name longer than 160 characters needs an explicit spec.kafka.topicPrefix (Kafka topic names are limited to 249 characters)")
         .reason(Reason::FieldValueInvalid)
 )]
 #[serde(rename_all = "camelCase")]
@@ -96,16 +97,13 @@ pub struct ChatClusterSpec {
 #[serde(rename_all = "camelCase")]
 pub struct KafkaSpec {
     /// Comma-separated `host:port` list, as librdkafka's `bootstrap.servers`.
-    #[schemars(
-        length(min = 1, max = 4096),
-        regex(pattern = r"^[^,\s]+:[0-9]{1,5}(,[^,\s]+:[0-9]{1,5})*$")
-    )]
+    #[schemars(length(min = 1, max = 4096), regex(pattern = r"^[^,\s]+:[0-9]{1,5}(,[^,\s]+:[0-9]{1,5})*$"))]
     pub bootstrap_servers: String,
     /// Secret whose keys are librdkafka client properties (for example
     /// `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretRef>,
-    /// Prefix of every topic name; defaults to the ChatCluster's name.
+    /// Prefix of every topic name; defaults to `<namespace>.<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 200), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
     pub topic_prefix: Option<String>,
@@ -238,10 +236,7 @@ pub struct GatewayServiceSpec {
 
 impl Default for GatewayServiceSpec {
     fn default() -> Self {
-        Self {
-            type_: ServiceType::default(),
-            port: default_gateway_port(),
-        }
+        Self { type_: ServiceType::default(), port: default_gateway_port() }
     }
 }
 

@@ -1,0 +1,288 @@
+//! The ChatCluster status computed from what one reconcile observed. Pure:
+//! the controller writes the result only when it differs from what is stored.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::crd::status::{condition, reason};
+use crate::crd::{ChatClusterStatus, ConsumerGroupStatus, GatewayStatus, TopicStatus};
+use crate::topics::TopicProblem;
+
+/// What Kafka looked like, or why it could not be asked.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TopicsObservation {
+    Observed { topics: Vec<TopicStatus>, problems: Vec<TopicProblem> },
+    KafkaUnavailable(String),
+}
+
+/// A Deployment's wanted and ready replicas.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Replicas {
+    pub desired: i32,
+    pub ready: i32,
+}
+
+impl Replicas {
+    fn ready(self) -> bool {
+        self.ready >= self.desired
+    }
+}
+
+/// Everything the status is computed from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub generation: Option<i64>,
+    pub topics: TopicsObservation,
+    pub gateway: Replicas,
+    pub gateway_selector: String,
+    /// Per consumer role name.
+    pub consumers: Vec<(String, Replicas)>,
+    /// Lag and scaling decision per consumer group.
+    pub groups: Vec<ConsumerGroupStatus>,
+}
+
+struct Cond {
+    type_: &'static str,
+    ok: bool,
+    reason: &'static str,
+    message: String,
+}
+
+fn topics_condition(topics: &TopicsObservation) -> Cond {
+    match topics {
+        TopicsObservation::KafkaUnavailable(err) => Cond {
+            type_: condition::TOPICS_READY,
+            ok: false,
+            reason: reason::KAFKA_UNAVAILABLE,
+            message: format!("cannot reach Kafka: {err}"),
+        },
+        TopicsObservation::Observed { problems, .. } if !problems.is_empty() => {
+            let reason = if problems.iter().any(|p| matches!(p, TopicProblem::PartitionDecreaseRefused { .. })) {
+                reason::PARTITION_DECREASE_REJECTED
+            } else {
+                reason::REPLICATION_FACTOR_MISMATCH
+            };
+            let message = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            Cond { type_: condition::TOPICS_READY, ok: false, reason, message }
+        }
+        TopicsObservation::Observed { topics, .. } => Cond {
+            type_: condition::TOPICS_READY,
+            ok: true,
+            reason: reason::RECONCILED,
+            message: format!("{} topics match the spec", topics.len()),
+        },
+    }
+}
+
+fn replicas_condition(type_: &'static str, what: &str, replicas: Replicas) -> Cond {
+    Cond {
+        type_,
+        ok: replicas.ready(),
+        reason: if replicas.ready() { reason::RECONCILED } else { reason::PROGRESSING },
+        message: format!("{what}: {}/{} replicas ready", replicas.ready, replicas.desired),
+    }
+}
+
+fn consumers_condition(consumers: &[(String, Replicas)]) -> Cond {
+    let ok = consumers.iter().all(|(_, r)| r.ready());
+    let message = consumers
+        .iter()
+        .map(|(role, r)| format!("{role}: {}/{} replicas ready", r.ready, r.desired))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Cond {
+        type_: condition::CONSUMERS_READY,
+        ok,
+        reason: if ok { reason::RECONCILED } else { reason::PROGRESSING },
+        message,
+    }
+}
+
+/// Compute the status. `previous` keeps `lastTransitionTime` of conditions
+/// whose status did not change, so an unchanged world yields an equal status
+/// and no write.
+pub fn compute(obs: &Observation, previous: Option<&ChatClusterStatus>, now: &Time) -> ChatClusterStatus {
+    let topics = topics_condition(&obs.topics);
+    let gateway = replicas_condition(condition::GATEWAY_READY, "gateway", obs.gateway);
+    let consumers = consumers_condition(&obs.consumers);
+    let parts = [&topics, &gateway, &consumers];
+    let ready = if parts.iter().all(|c| c.ok) {
+        Cond { type_: condition::READY, ok: true, reason: reason::RECONCILED, message: "all parts ready".into() }
+    } else {
+        let waiting: Vec<String> =
+            parts.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.type_, c.message)).collect();
+        let reason = parts.iter().find(|c| !c.ok).map_or(reason::PROGRESSING, |c| c.reason);
+        Cond { type_: condition::READY, ok: false, reason, message: waiting.join("; ") }
+    };
+    let degraded = Cond {
+        type_: condition::DEGRADED,
+        ok: !topics.ok && topics.reason != reason::PROGRESSING,
+        reason: if topics.ok { reason::RECONCILED } else { topics.reason },
+        message: if topics.ok { "no problems".into() } else { topics.message.clone() },
+    };
+
+    let old = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let conditions = [ready, topics, gateway, consumers, degraded]
+        .into_iter()
+        .map(|c| to_condition(c, obs.generation, old, now))
+        .collect();
+
+    let observed_topics = match &obs.topics {
+        TopicsObservation::Observed { topics, .. } => topics.clone(),
+        // Keep the last known topics while Kafka is away rather than blanking them.
+        TopicsObservation::KafkaUnavailable(_) => previous.map(|s| s.topics.clone()).unwrap_or_default(),
+    };
+    ChatClusterStatus {
+        observed_generation: obs.generation,
+        conditions,
+        topics: observed_topics,
+        gateway: Some(GatewayStatus {
+            replicas: obs.gateway.desired,
+            ready_replicas: obs.gateway.ready,
+            selector: Some(obs.gateway_selector.clone()),
+        }),
+        consumer_groups: obs.groups.clone(),
+        consumer_replicas: Some(obs.consumers.iter().map(|(_, r)| r.desired).sum()),
+        lag: Some(obs.groups.iter().map(|g| g.lag).sum()),
+    }
+}
+
+fn to_condition(c: Cond, generation: Option<i64>, old: &[Condition], now: &Time) -> Condition {
+    let status = if c.ok { "True" } else { "False" };
+    let last_transition_time = old
+        .iter()
+        .find(|o| o.type_ == c.type_ && o.status == status)
+        .map_or_else(|| now.clone(), |o| o.last_transition_time.clone());
+    Condition {
+        type_: c.type_.to_owned(),
+        status: status.to_owned(),
+        reason: c.reason.to_owned(),
+        message: c.message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// Whether a condition of `type_` is `True`.
+pub fn is_true(status: &ChatClusterStatus, type_: &str) -> bool {
+    status.conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).unwrap())
+    }
+
+    fn topic(name: &str) -> TopicStatus {
+        TopicStatus { name: name.into(), partitions: 6, replication_factor: 3 }
+    }
+
+    fn healthy() -> Observation {
+        Observation {
+            generation: Some(3),
+            topics: TopicsObservation::Observed { topics: vec![topic("a"), topic("b")], problems: vec![] },
+            gateway: Replicas { desired: 2, ready: 2 },
+            gateway_selector: "app=x".into(),
+            consumers: vec![
+                ("storage".into(), Replicas { desired: 1, ready: 1 }),
+                ("push".into(), Replicas { desired: 1, ready: 1 }),
+            ],
+            groups: vec![],
+        }
+    }
+
+    fn cond<'a>(s: &'a ChatClusterStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap_or_else(|| panic!("no {t} condition"))
+    }
+
+    #[test]
+    fn all_parts_ready_means_ready() {
+        let s = compute(&healthy(), None, &at(100));
+        assert!(is_true(&s, condition::READY));
+        assert!(is_true(&s, condition::TOPICS_READY));
+        assert!(!is_true(&s, condition::DEGRADED));
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(cond(&s, condition::READY).observed_generation, Some(3));
+        assert_eq!(s.topics.len(), 2);
+        assert_eq!(s.consumer_replicas, Some(2));
+        assert_eq!(s.gateway.as_ref().unwrap().selector.as_deref(), Some("app=x"));
+    }
+
+    #[test]
+    fn groups_and_total_lag_reach_the_status() {
+        let group = |role: &str, lag| ConsumerGroupStatus {
+            role: role.into(),
+            group: format!("p.{role}"),
+            replicas: 2,
+            desired_replicas: 2,
+            lag,
+            partitions_with_lag: 3,
+            partitions: 6,
+            last_scale_time: None,
+            reason: Some("r".into()),
+        };
+        let mut obs = healthy();
+        obs.groups = vec![group("storage", 1_500), group("push", 20)];
+        let s = compute(&obs, None, &at(1));
+        assert_eq!(s.consumer_groups, obs.groups);
+        assert_eq!(s.lag, Some(1_520));
+    }
+
+    #[test]
+    fn unchanged_world_gives_an_equal_status() {
+        let first = compute(&healthy(), None, &at(100));
+        let second = compute(&healthy(), Some(&first), &at(200));
+        assert_eq!(first, second, "no change must mean no status write");
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_flips() {
+        let first = compute(&healthy(), None, &at(100));
+        let mut obs = healthy();
+        obs.gateway.ready = 1;
+        let second = compute(&obs, Some(&first), &at(200));
+        assert_eq!(cond(&second, condition::GATEWAY_READY).status, "False");
+        assert_eq!(cond(&second, condition::GATEWAY_READY).last_transition_time, at(200));
+        assert_eq!(cond(&second, condition::TOPICS_READY).last_transition_time, at(100));
+        assert_eq!(cond(&second, condition::READY).reason, reason::PROGRESSING);
+    }
+
+    #[test]
+    fn kafka_unavailable_keeps_known_topics_and_says_why() {
+        let first = compute(&healthy(), None, &at(100));
+        let mut obs = healthy();
+        obs.topics = TopicsObservation::KafkaUnavailable("all brokers down".into());
+        let s = compute(&obs, Some(&first), &at(200));
+        let topics = cond(&s, condition::TOPICS_READY);
+        assert_eq!((topics.status.as_str(), topics.reason.as_str()), ("False", reason::KAFKA_UNAVAILABLE));
+        assert!(topics.message.contains("all brokers down"));
+        assert_eq!(cond(&s, condition::READY).reason, reason::KAFKA_UNAVAILABLE);
+        assert!(is_true(&s, condition::DEGRADED));
+        assert_eq!(s.topics, first.topics);
+    }
+
+    #[test]
+    fn topic_problems_name_their_reason() {
+        let mut obs = healthy();
+        obs.topics = TopicsObservation::Observed {
+            topics: vec![topic("a")],
+            problems: vec![TopicProblem::ReplicationFactorMismatch { name: "a".into(), observed: 1, desired: 3 }],
+        };
+        let s = compute(&obs, None, &at(1));
+        assert_eq!(cond(&s, condition::TOPICS_READY).reason, reason::REPLICATION_FACTOR_MISMATCH);
+        obs.topics = TopicsObservation::Observed {
+            topics: vec![topic("a")],
+            problems: vec![
+                TopicProblem::ReplicationFactorMismatch { name: "a".into(), observed: 1, desired: 3 },
+                TopicProblem::PartitionDecreaseRefused { name: "a".into(), observed: 9, desired: 6 },
+            ],
+        };
+        let s = compute(&obs, None, &at(1));
+        let c = cond(&s, condition::TOPICS_READY);
+        assert_eq!(c.reason, reason::PARTITION_DECREASE_REJECTED);
+        assert!(c.message.contains("cannot remove partitions") && c.message.contains("replication factor 1"));
+    }
+}

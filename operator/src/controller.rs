@@ -1,0 +1,498 @@
+//! The ChatCluster controller: observes Kubernetes and Kafka, applies what
+//! the pure modules decide, writes status once per change.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::autoscale::{self, LagSource};
+use crate::conditions::{self, Observation, Replicas, TopicsObservation};
+use crate::crd::{ChatCluster, ConsumerGroupStatus, DeletionPolicy, TopicStatus};
+use crate::kafka::{ClientProps, KafkaClients, KafkaCluster};
+use crate::metrics::{ErrorLabels, Metrics};
+use crate::scaling::History;
+use crate::topics::{self, TopicAction};
+use crate::workloads::{self, Images, Role, label};
+use crate::{Error, Result};
+
+/// Server-side apply field manager, and the Events' reporting controller.
+pub const MANAGER: &str = "parley-operator";
+/// Held while `deletionPolicy: Delete` topics exist.
+pub const FINALIZER: &str = "parley.dev/delete-topics";
+
+/// Event reasons (CamelCase, as `kubectl get events` shows them).
+pub mod event_reason {
+    pub const TOPIC_CREATED: &str = "TopicCreated";
+    pub const PARTITIONS_ADDED: &str = "PartitionsAdded";
+    pub const TOPIC_CONFIG_UPDATED: &str = "TopicConfigUpdated";
+    pub const TOPIC_ADOPTED: &str = "TopicAdopted";
+    pub const TOPIC_PROBLEM: &str = "TopicProblem";
+    pub const SCALED: &str = "Scaled";
+    pub const TOPICS_DELETED: &str = "TopicsDeleted";
+    pub const FINALIZER_RELEASED: &str = "FinalizerReleased";
+    pub const KAFKA_UNAVAILABLE: &str = "KafkaUnavailable";
+    pub const INVALID_OBJECT: &str = "InvalidObject";
+}
+
+/// Settings of one controller process.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub images: Images,
+    /// How long deletion waits for an unreachable Kafka before releasing the
+    /// finalizer anyway, so namespace deletion never wedges.
+    pub finalizer_timeout: Duration,
+    /// First and largest retry delay after a failed reconcile.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub kafka: KafkaClients,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    /// Topics this process created, so a reconcile that runs on a cached
+    /// object older than its own status write does not call them adopted.
+    created: Mutex<BTreeSet<String>>,
+    /// Recent scaling desires per (ChatCluster uid, role).
+    pub(crate) histories: Mutex<HashMap<(String, Role), History>>,
+    /// Origin of the scaling clock.
+    pub(crate) started: Instant,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<DeserializeGuard<ChatCluster>>, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        kafka_timeout: Duration,
+        instance: Option<String>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let reporter = Reporter { controller: MANAGER.into(), instance };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            kafka: KafkaClients::new(kafka_timeout),
+            settings,
+            metrics,
+            created: Mutex::default(),
+            histories: Mutex::default(),
+            started: Instant::now(),
+            failures: Mutex::default(),
+        }
+    }
+}
+
+/// `base * 2^(attempt-1)`, capped at `max`.
+pub fn backoff_delay(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let factor = 1u32.checked_shl(attempt.saturating_sub(1).min(31)).unwrap_or(u32::MAX);
+    base.saturating_mul(factor).min(max)
+}
+
+/// Run the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (clusters, deployments, services) = match &namespace {
+        Some(ns) => (
+            Api::<DeserializeGuard<ChatCluster>>::namespaced(client.clone(), ns),
+            Api::<Deployment>::namespaced(client.clone(), ns),
+            Api::<Service>::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+    };
+    let owned = watcher::Config::default().labels(&format!("{}={}", label::MANAGED_BY, label::MANAGER));
+    Controller::new(clusters, watcher::Config::default())
+        .owns(deployments, owned.clone())
+        .owns(services, owned)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_guarded, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                Err(err) => warn!(error = %err, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+async fn reconcile_guarded(guard: Arc<DeserializeGuard<ChatCluster>>, ctx: Arc<Context>) -> Result<Action> {
+    let key = ObjectRef::from_obj(&*guard);
+    let cc = match &guard.0 {
+        Ok(cc) => cc,
+        Err(invalid) => {
+            // A malformed object cannot be acted on; say so once per change
+            // and wait for the next edit instead of retrying in a loop.
+            warn!(object = %key, error = %invalid.error, "skipping malformed ChatCluster");
+            publish(&ctx, &guard.object_ref(&()), EventType::Warning, event_reason::INVALID_OBJECT, &invalid.error)
+                .await;
+            return Ok(Action::await_change());
+        }
+    };
+    ctx.metrics.reconciles.inc();
+    let started = std::time::Instant::now();
+    let result = reconcile(cc, &ctx).await;
+    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
+    let action = result?;
+    ctx.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+    Ok(action)
+}
+
+fn error_policy(guard: Arc<DeserializeGuard<ChatCluster>>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(&*guard);
+    ctx.metrics.errors.get_or_create(&ErrorLabels { reason: err.metric_label() }).inc();
+    let attempt = {
+        let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.clone()).or_default();
+        *n += 1;
+        *n
+    };
+    let delay = backoff_delay(attempt, ctx.settings.backoff_base, ctx.settings.backoff_max);
+    warn!(object = %key, attempt, retry_in = ?delay, error = %err, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn publish(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    // The recorder folds events with equal (reason, action) into one series
+    // and keeps the first note; deriving the action from the note keeps
+    // "storage 1 → 8" and "storage 8 → 10" apart while true repeats still fold.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(note, &mut hasher);
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1024).collect()),
+        action: format!("{reason}-{:016x}", std::hash::Hasher::finish(&hasher)),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, reference).await {
+        warn!(error = %err, reason, "cannot publish event");
+    }
+}
+
+async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
+    let ns = cc.namespace().ok_or(Error::NotNamespaced)?;
+    let api: Api<ChatCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let oref = cc.object_ref(&());
+
+    if cc.metadata.deletion_timestamp.is_some() {
+        return finalize(cc, ctx, &api).await;
+    }
+    ensure_finalizer(cc, &api).await?;
+
+    let (topics_obs, kafka) = match kafka_props(cc, ctx, &ns).await {
+        Ok(props) => (reconcile_topics(cc, ctx, &oref, &props).await, ctx.kafka.get(&props).ok()),
+        Err(err) => (TopicsObservation::KafkaUnavailable(err.to_string()), None),
+    };
+    let lag_source: LagSource = match (&topics_obs, kafka) {
+        (TopicsObservation::Observed { topics, .. }, Some(kafka)) => Ok((kafka, topics.clone())),
+        (TopicsObservation::KafkaUnavailable(err), _) => Err(err.clone()),
+        (_, None) => Err("no Kafka client".into()),
+    };
+    let now = Time(Timestamp::now());
+    let (gateway, consumers, groups) = apply_workloads(cc, ctx, &ns, &oref, &lag_source, &now).await?;
+
+    let obs = Observation {
+        generation: cc.metadata.generation,
+        topics: topics_obs,
+        gateway,
+        gateway_selector: workloads::gateway_selector(cc),
+        consumers,
+        groups,
+    };
+    let status = conditions::compute(&obs, cc.status.as_ref(), &now);
+    if cc.status.as_ref() != Some(&status) {
+        let patch = json!({
+            "apiVersion": ChatCluster::api_version(&()),
+            "kind": ChatCluster::kind(&()),
+            "status": status,
+        });
+        api.patch_status(&cc.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    }
+    if let TopicsObservation::KafkaUnavailable(msg) = &obs.topics {
+        // Status says why; the error drives per-object backoff until Kafka returns.
+        return Err(Error::KafkaUnavailable(msg.clone()));
+    }
+    Ok(Action::requeue(cc.spec.consumers.lag_poll_interval.into()))
+}
+
+/// `bootstrap.servers` plus the librdkafka properties in `spec.kafka.secretRef`.
+async fn kafka_props(cc: &ChatCluster, ctx: &Context, ns: &str) -> Result<ClientProps> {
+    let mut props = BTreeMap::from([("bootstrap.servers".to_owned(), cc.spec.kafka.bootstrap_servers.clone())]);
+    if let Some(secret_ref) = &cc.spec.kafka.secret_ref {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+        let secret = secrets
+            .get(&secret_ref.name)
+            .await
+            .map_err(|source| Error::Secret { name: secret_ref.name.clone(), source })?;
+        for (k, v) in secret.data.unwrap_or_default() {
+            props.insert(k, String::from_utf8_lossy(&v.0).into_owned());
+        }
+    }
+    Ok(props)
+}
+
+async fn reconcile_topics(
+    cc: &ChatCluster,
+    ctx: &Context,
+    oref: &k8s_openapi::api::core::v1::ObjectReference,
+    props: &ClientProps,
+) -> TopicsObservation {
+    let kafka = match ctx.kafka.get(props) {
+        Ok(kafka) => kafka,
+        Err(err) => return TopicsObservation::KafkaUnavailable(err.to_string()),
+    };
+    let desired = topics::desired_topics(cc);
+    let names: Vec<String> = desired.iter().map(|t| t.name.clone()).collect();
+    let mut known: BTreeSet<String> = cc.status.iter().flat_map(|s| s.topics.iter().map(|t| t.name.clone())).collect();
+    known.extend(ctx.created.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
+    let observed = match kafka.observe(&names).await {
+        Ok(observed) => observed,
+        Err(err) => return TopicsObservation::KafkaUnavailable(err.to_string()),
+    };
+    let plan = topics::plan(&desired, &observed, &known);
+
+    for name in &plan.adopted {
+        publish(ctx, oref, EventType::Normal, event_reason::TOPIC_ADOPTED, &format!("adopted existing topic {name}"))
+            .await;
+    }
+    for problem in &plan.problems {
+        publish(ctx, oref, EventType::Warning, event_reason::TOPIC_PROBLEM, &problem.to_string()).await;
+    }
+    for action in &plan.actions {
+        if let Err(err) = execute(&kafka, ctx, oref, action).await {
+            return TopicsObservation::KafkaUnavailable(err.to_string());
+        }
+    }
+    // Report what Kafka has now, not what was asked for.
+    let observed = if plan.actions.is_empty() {
+        observed
+    } else {
+        match kafka.observe(&names).await {
+            Ok(observed) => observed,
+            Err(err) => return TopicsObservation::KafkaUnavailable(err.to_string()),
+        }
+    };
+    let topics = names
+        .iter()
+        .filter_map(|n| observed.get(n))
+        .map(|t| TopicStatus {
+            name: t.name.clone(),
+            partitions: t.partitions,
+            replication_factor: t.replication_factor,
+        })
+        .collect();
+    TopicsObservation::Observed { topics, problems: plan.problems }
+}
+
+async fn execute(
+    kafka: &KafkaCluster,
+    ctx: &Context,
+    oref: &k8s_openapi::api::core::v1::ObjectReference,
+    action: &TopicAction,
+) -> Result<(), crate::kafka::KafkaError> {
+    kafka.apply(action).await?;
+    let (reason, note) = match action {
+        TopicAction::Create(t) => {
+            ctx.created.lock().unwrap_or_else(|e| e.into_inner()).insert(t.name.clone());
+            (
+                event_reason::TOPIC_CREATED,
+                format!(
+                    "created topic {} with {} partitions, replication factor {}",
+                    t.name, t.partitions, t.replication_factor
+                ),
+            )
+        }
+        TopicAction::AddPartitions { name, from, to } => {
+            (event_reason::PARTITIONS_ADDED, format!("topic {name}: partitions {from} → {to}"))
+        }
+        TopicAction::AlterConfig { name, config } => {
+            (event_reason::TOPIC_CONFIG_UPDATED, format!("topic {name}: config set to {config:?}"))
+        }
+    };
+    info!(%note, "kafka changed");
+    publish(ctx, oref, EventType::Normal, reason, &note).await;
+    Ok(())
+}
+
+/// Apply the gateway Deployment and Service and the consumer Deployments;
+/// return their wanted/ready replicas.
+async fn apply_workloads(
+    cc: &ChatCluster,
+    ctx: &Context,
+    ns: &str,
+    oref: &k8s_openapi::api::core::v1::ObjectReference,
+    lag_source: &LagSource,
+    now: &Time,
+) -> Result<(Replicas, Vec<(String, Replicas)>, Vec<ConsumerGroupStatus>)> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    let pp = PatchParams::apply(MANAGER).force();
+
+    let svc = workloads::gateway_service(cc);
+    services.patch(&svc.name_any(), &pp, &Patch::Apply(&svc)).await?;
+
+    let gateway = workloads::gateway_deployment(cc, &ctx.settings.images);
+    let before = current_replicas(&deployments, &gateway.name_any()).await?;
+    let gateway =
+        apply_deployment(&deployments, &pp, gateway, before, ctx, oref, "gateway", "spec.gateway.replicas").await?;
+
+    let mut consumers = Vec::new();
+    let mut groups = Vec::new();
+    for role in Role::ALL {
+        let before = current_replicas(&deployments, &workloads::consumer_name(cc, role)).await?;
+        let (decision, lag) = autoscale::decide(ctx, cc, role, before, lag_source).await;
+        let reason = decision.reason(lag, cc.spec.topics.partitions, role.spec(cc).lag_threshold);
+        let desired = workloads::consumer_deployment(cc, role, decision.replicas, &ctx.settings.images);
+        let observed = apply_deployment(&deployments, &pp, desired, before, ctx, oref, role.as_str(), &reason).await?;
+        let scaled = before.is_some_and(|b| b != decision.replicas);
+        groups.push(autoscale::group_status(cc, role, &decision, lag, scaled, now));
+        consumers.push((role.as_str().to_owned(), observed));
+    }
+    Ok((gateway, consumers, groups))
+}
+
+async fn current_replicas(api: &Api<Deployment>, name: &str) -> Result<Option<i32>> {
+    Ok(api.get_opt(name).await?.and_then(|d| d.spec?.replicas))
+}
+
+/// Apply a Deployment; an Event names every replica change and why.
+#[allow(clippy::too_many_arguments)]
+async fn apply_deployment(
+    api: &Api<Deployment>,
+    pp: &PatchParams,
+    desired: Deployment,
+    before: Option<i32>,
+    ctx: &Context,
+    oref: &k8s_openapi::api::core::v1::ObjectReference,
+    what: &str,
+    why: &str,
+) -> Result<Replicas> {
+    let name = desired.name_any();
+    let want = desired.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let applied = api.patch(&name, pp, &Patch::Apply(&desired)).await?;
+    if let Some(before) = before.filter(|b| *b != want) {
+        let note = format!("{what} {before} → {want}: {why}");
+        info!(deployment = %name, %note, "scaled");
+        publish(ctx, oref, EventType::Normal, event_reason::SCALED, &note).await;
+    }
+    let ready = applied.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    Ok(Replicas { desired: want, ready })
+}
+
+/// Keep the finalizer in step with the deletion policy.
+async fn ensure_finalizer(cc: &ChatCluster, api: &Api<ChatCluster>) -> Result<()> {
+    let has = cc.finalizers().iter().any(|f| f == FINALIZER);
+    let wants = cc.spec.deletion_policy == DeletionPolicy::Delete;
+    if has == wants {
+        return Ok(());
+    }
+    let mut finalizers: Vec<String> = cc.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    if wants {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    set_finalizers(cc, api, finalizers).await
+}
+
+/// Merge patch carrying resourceVersion, so a concurrent change to the list
+/// fails with a conflict instead of being overwritten.
+async fn set_finalizers(cc: &ChatCluster, api: &Api<ChatCluster>, finalizers: Vec<String>) -> Result<()> {
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cc.resource_version()}});
+    api.patch(&cc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Deletion with `deletionPolicy: Delete`: remove the topics, then the
+/// finalizer. If Kafka stays unreachable past the timeout, release anyway
+/// with a Warning so the namespace can go.
+async fn finalize(cc: &ChatCluster, ctx: &Context, api: &Api<ChatCluster>) -> Result<Action> {
+    if !cc.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let oref = cc.object_ref(&());
+    let names: Vec<String> = topics::desired_topics(cc).into_iter().map(|t| t.name).collect();
+    let outcome = match kafka_props(cc, ctx, &cc.namespace().unwrap_or_default()).await {
+        Ok(props) => match ctx.kafka.get(&props) {
+            Ok(kafka) => kafka.delete(&names).await.map_err(|e| e.to_string()),
+            Err(err) => Err(err.to_string()),
+        },
+        Err(err) => Err(err.to_string()),
+    };
+    match outcome {
+        Ok(()) => {
+            publish(
+                ctx,
+                &oref,
+                EventType::Normal,
+                event_reason::TOPICS_DELETED,
+                &format!("deleted topics {}", names.join(", ")),
+            )
+            .await;
+        }
+        Err(err) => {
+            let since = cc.metadata.deletion_timestamp.as_ref().map(|t| t.0).unwrap_or_else(Timestamp::now);
+            let waited = Timestamp::now().duration_since(since).unsigned_abs();
+            if waited < ctx.settings.finalizer_timeout {
+                return Err(Error::KafkaUnavailable(format!("deleting topics: {err}")));
+            }
+            let note = format!(
+                "Kafka unreachable for {}s while deleting topics ({err}); releasing the finalizer, topics {} may remain",
+                waited.as_secs(),
+                names.join(", ")
+            );
+            publish(ctx, &oref, EventType::Warning, event_reason::FINALIZER_RELEASED, &note).await;
+        }
+    }
+    let finalizers = cc.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    set_finalizers(cc, api, finalizers).await?;
+    Ok(Action::await_change())
+}
+
+/// List ChatClusters to check the API is reachable and the CRD installed,
+/// so a missing CRD fails at start with a clear message.
+pub async fn preflight(client: &Client) -> Result<()> {
+    let api: Api<ChatCluster> = Api::all(client.clone());
+    api.list(&ListParams::default().limit(1)).await.map_err(Error::CrdMissing)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let base = Duration::from_secs(1);
+        let max = Duration::from_secs(60);
+        let delays: Vec<u64> = (1..=8).map(|n| backoff_delay(n, base, max).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff_delay(1000, base, max), max, "large attempt counts must not overflow");
+    }
+}

@@ -1,0 +1,277 @@
+//! Kafka adapter: observe topics and carry out [`TopicAction`]s through the
+//! Admin API. No decisions here; see [`crate::topics`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::scaling::PartitionOffsets;
+use crate::topics::{ObservedTopic, TopicAction};
+
+/// Kafka failures, with the client's own words kept for the status message.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("cannot create Kafka client: {0}")]
+    Client(rdkafka::error::KafkaError),
+    #[error("{what}: {source}")]
+    Request { what: String, source: rdkafka::error::KafkaError },
+    #[error("{what} {name}: {code}")]
+    Refused { what: &'static str, name: String, code: RDKafkaErrorCode },
+    #[error("Kafka metadata task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Clients for one Kafka cluster: an admin client and a consumer used only
+/// for metadata (rdkafka's admin client has no describe-topics call).
+pub struct KafkaCluster {
+    props: ClientProps,
+    admin: AdminClient<DefaultClientContext>,
+    metadata: Arc<BaseConsumer>,
+    /// One client per consumer group whose committed offsets are read; it
+    /// never subscribes, so it never joins the group.
+    groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    timeout: Duration,
+}
+
+/// Client properties identifying a cluster: `bootstrap.servers` plus the
+/// optional librdkafka settings from the ChatCluster's Secret.
+pub type ClientProps = BTreeMap<String, String>;
+
+/// Reuses clients per distinct set of properties: creating one per reconcile
+/// would open fresh connections to every broker each time.
+#[derive(Default)]
+pub struct KafkaClients {
+    clusters: Mutex<HashMap<ClientProps, Arc<KafkaCluster>>>,
+    timeout: Duration,
+}
+
+impl KafkaClients {
+    pub fn new(timeout: Duration) -> Self {
+        Self { clusters: Mutex::default(), timeout }
+    }
+
+    pub fn get(&self, props: &ClientProps) -> Result<Arc<KafkaCluster>, KafkaError> {
+        let mut clusters = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cluster) = clusters.get(props) {
+            return Ok(cluster.clone());
+        }
+        let cluster = Arc::new(KafkaCluster::connect(props, self.timeout)?);
+        clusters.insert(props.clone(), cluster.clone());
+        Ok(cluster)
+    }
+}
+
+impl KafkaCluster {
+    fn config(props: &ClientProps, timeout: Duration) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        for (k, v) in props {
+            config.set(k, v);
+        }
+        // Fail a request in bounded time so an outage becomes a status
+        // condition quickly instead of a hung reconcile.
+        config.set("socket.timeout.ms", timeout.as_millis().to_string());
+        config
+    }
+
+    fn connect(props: &ClientProps, timeout: Duration) -> Result<Self, KafkaError> {
+        let config = Self::config(props, timeout);
+        let admin = config.create().map_err(KafkaError::Client)?;
+        let metadata = config.create().map_err(KafkaError::Client)?;
+        Ok(Self { props: props.clone(), admin, metadata: Arc::new(metadata), groups: Mutex::default(), timeout })
+    }
+
+    fn group_client(&self, group: &str) -> Result<Arc<BaseConsumer>, KafkaError> {
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = groups.get(group) {
+            return Ok(client.clone());
+        }
+        let mut config = Self::config(&self.props, self.timeout);
+        config.set("group.id", group).set("enable.auto.commit", "false");
+        let client: Arc<BaseConsumer> = Arc::new(config.create().map_err(KafkaError::Client)?);
+        groups.insert(group.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// Watermarks and the group's committed offset of every partition of
+    /// `topics` (name, partition count).
+    pub async fn group_offsets(
+        &self,
+        group: &str,
+        topics: &[(String, i32)],
+    ) -> Result<Vec<PartitionOffsets>, KafkaError> {
+        let client = self.group_client(group)?;
+        let topics = topics.to_vec();
+        let timeout = self.timeout;
+        // Both calls block; keep them off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partitions) in &topics {
+                for p in 0..*partitions {
+                    tpl.add_partition(topic, p);
+                }
+            }
+            let committed = client
+                .committed_offsets(tpl, timeout)
+                .map_err(|source| KafkaError::Request { what: "reading committed offsets".into(), source })?;
+            let mut out = Vec::new();
+            for elem in committed.elements() {
+                let (low, high) =
+                    client.fetch_watermarks(elem.topic(), elem.partition(), timeout).map_err(|source| {
+                        KafkaError::Request { what: format!("reading watermarks of {}", elem.topic()), source }
+                    })?;
+                let committed = match elem.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                };
+                out.push(PartitionOffsets { low, high, committed });
+            }
+            Ok(out)
+        })
+        .await?
+    }
+
+    fn options(&self) -> AdminOptions {
+        AdminOptions::new().request_timeout(Some(self.timeout)).operation_timeout(Some(self.timeout))
+    }
+
+    /// Partitions, replication factor and topic-level configs of the named
+    /// topics that exist.
+    pub async fn observe(&self, names: &[String]) -> Result<BTreeMap<String, ObservedTopic>, KafkaError> {
+        let consumer = self.metadata.clone();
+        let timeout = self.timeout;
+        // fetch_metadata blocks; keep it off the async workers.
+        let md = tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, timeout))
+            .await?
+            .map_err(|source| KafkaError::Request { what: "fetching metadata".into(), source })?;
+        let mut observed: BTreeMap<String, ObservedTopic> = md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && names.iter().any(|n| n == t.name()))
+            .map(|t| {
+                let rf = t.partitions().first().map_or(0, |p| p.replicas().len() as i32);
+                let topic = ObservedTopic {
+                    name: t.name().to_owned(),
+                    partitions: t.partitions().len() as i32,
+                    replication_factor: rf,
+                    dynamic_config: BTreeMap::new(),
+                };
+                (topic.name.clone(), topic)
+            })
+            .collect();
+        if observed.is_empty() {
+            return Ok(observed);
+        }
+        let specs: Vec<ResourceSpecifier> = observed.keys().map(|n| ResourceSpecifier::Topic(n)).collect();
+        let configs = self
+            .admin
+            .describe_configs(&specs, &self.options())
+            .await
+            .map_err(|source| KafkaError::Request { what: "describing topic configs".into(), source })?;
+        let mut by_topic = BTreeMap::new();
+        for result in configs {
+            let resource = result.map_err(|code| KafkaError::Refused {
+                what: "describing configs of",
+                name: "topics".into(),
+                code,
+            })?;
+            let rdkafka::admin::OwnedResourceSpecifier::Topic(name) = &resource.specifier else {
+                continue;
+            };
+            let dynamic: BTreeMap<String, String> = resource
+                .entries
+                .iter()
+                .filter(|e| e.source == ConfigSource::DynamicTopic)
+                .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
+                .collect();
+            by_topic.insert(name.clone(), dynamic);
+        }
+        for (name, topic) in observed.iter_mut() {
+            topic.dynamic_config = by_topic.remove(name).unwrap_or_default();
+        }
+        Ok(observed)
+    }
+
+    /// Carry out one action. An "already exists" answer to a create counts as
+    /// done: another reconcile (or operator) got there first.
+    pub async fn apply(&self, action: &TopicAction) -> Result<(), KafkaError> {
+        let opts = self.options();
+        match action {
+            TopicAction::Create(t) => {
+                let mut topic = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication_factor));
+                for (k, v) in &t.config {
+                    topic = topic.set(k, v);
+                }
+                let results = self
+                    .admin
+                    .create_topics([&topic], &opts)
+                    .await
+                    .map_err(|source| KafkaError::Request { what: format!("creating topic {}", t.name), source })?;
+                check(results, "creating topic", &[RDKafkaErrorCode::TopicAlreadyExists])
+            }
+            TopicAction::AddPartitions { name, to, .. } => {
+                let parts = NewPartitions::new(name, *to as usize);
+                let results = self
+                    .admin
+                    .create_partitions([&parts], &opts)
+                    .await
+                    .map_err(|source| KafkaError::Request { what: format!("adding partitions to {name}"), source })?;
+                check(results, "adding partitions to", &[])
+            }
+            TopicAction::AlterConfig { name, config } => {
+                let mut alter = AlterConfig::new(ResourceSpecifier::Topic(name));
+                for (k, v) in config {
+                    alter = alter.set(k, v);
+                }
+                let results = self
+                    .admin
+                    .alter_configs([&alter], &opts)
+                    .await
+                    .map_err(|source| KafkaError::Request { what: format!("altering config of {name}"), source })?;
+                for result in results {
+                    result.map_err(|(_, code)| KafkaError::Refused {
+                        what: "altering config of",
+                        name: name.clone(),
+                        code,
+                    })?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Delete topics; ones already gone count as deleted.
+    pub async fn delete(&self, names: &[String]) -> Result<(), KafkaError> {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let results = self
+            .admin
+            .delete_topics(&refs, &self.options())
+            .await
+            .map_err(|source| KafkaError::Request { what: "deleting topics".into(), source })?;
+        check(results, "deleting topic", &[RDKafkaErrorCode::UnknownTopicOrPartition])
+    }
+}
+
+fn check(
+    results: Vec<Result<String, (String, RDKafkaErrorCode)>>,
+    what: &'static str,
+    tolerated: &[RDKafkaErrorCode],
+) -> Result<(), KafkaError> {
+    for result in results {
+        match result {
+            Ok(_) => {}
+            Err((_, code)) if tolerated.contains(&code) => {}
+            Err((name, code)) => return Err(KafkaError::Refused { what, name, code }),
+        }
+    }
+    Ok(())
+}

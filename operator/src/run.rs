@@ -1,0 +1,226 @@
+//! `parley-operator run`: wire the Kubernetes client, health/metrics server,
+//! leader election and the controller to one shutdown signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Args;
+use kube::Client;
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::controller::{self, Context, Settings};
+use crate::http::{self, HttpState};
+use crate::metrics::Metrics;
+use crate::workloads::Images;
+use crate::{Error, Result};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "PARLEY_OPERATOR_HTTP", default_value = "0.0.0.0:8080")]
+    pub http: SocketAddr,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "PARLEY_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Gateway image when a ChatCluster names none.
+    #[arg(long, env = "PARLEY_GATEWAY_IMAGE", default_value_t = format!("ghcr.io/parley-chat/parley-gateway:{VERSION}"))]
+    pub gateway_image: String,
+    /// Consumer image when a ChatCluster names none.
+    #[arg(long, env = "PARLEY_CONSUMER_IMAGE", default_value_t = format!("ghcr.io/parley-chat/parley-consumer:{VERSION}"))]
+    pub consumer_image: String,
+    /// Timeout of one Kafka request, in seconds.
+    #[arg(long, env = "PARLEY_KAFKA_TIMEOUT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub kafka_timeout_seconds: u64,
+    /// How long deletion waits for an unreachable Kafka before releasing
+    /// the finalizer (topics may then remain), in seconds.
+    #[arg(long, env = "PARLEY_FINALIZER_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub finalizer_timeout_seconds: u64,
+    /// First retry delay after a failed reconcile, in milliseconds; doubles per failure.
+    #[arg(long, env = "PARLEY_BACKOFF_BASE_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    pub backoff_base_ms: u64,
+    /// Largest retry delay, in seconds.
+    #[arg(long, env = "PARLEY_BACKOFF_MAX_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub backoff_max_seconds: u64,
+    /// Elect a leader through a Lease so several replicas can run; off runs
+    /// the controller at once (one replica only).
+    #[arg(long, env = "PARLEY_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "PARLEY_LEASE_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    #[arg(long, env = "PARLEY_LEASE_NAME", default_value = "parley-operator")]
+    pub lease_name: String,
+    /// Seconds a Lease is held without renewal before another replica takes it.
+    #[arg(long, env = "PARLEY_LEASE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub lease_seconds: u64,
+    /// This replica's identity in the Lease (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+/// Cancel `token` on SIGINT or SIGTERM.
+fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(err) => {
+                    error!(error = %err, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        info!("shutdown signal received");
+        token.cancel();
+    });
+}
+
+fn identity(args: &RunArgs) -> String {
+    args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    })
+}
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+
+    let client = Client::try_default().await.map_err(|e| Error::KubeConfig(e.to_string()))?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let server =
+        http::serve(args.http, HttpState { metrics: metrics.clone(), ready: ready.clone() }, shutdown.clone()).await?;
+
+    controller::preflight(&client).await?;
+    ready.store(true, Ordering::Relaxed);
+
+    let identity = identity(&args);
+    let settings = Settings {
+        images: Images { gateway: args.gateway_image.clone(), consumer: args.consumer_image.clone() },
+        finalizer_timeout: Duration::from_secs(args.finalizer_timeout_seconds),
+        backoff_base: Duration::from_millis(args.backoff_base_ms),
+        backoff_max: Duration::from_secs(args.backoff_max_seconds),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        Duration::from_secs(args.kafka_timeout_seconds),
+        Some(identity.clone()),
+        metrics.clone(),
+    ));
+
+    let result = if args.leader_election {
+        run_as_leader(&args, client, identity, ctx, metrics, shutdown.clone()).await
+    } else {
+        controller::run(ctx, args.namespace.clone(), cancelled(shutdown.clone())).await;
+        Ok(())
+    };
+    shutdown.cancel();
+    let _ = server.await;
+    result
+}
+
+async fn cancelled(token: CancellationToken) {
+    token.cancelled().await
+}
+
+/// Wait for the Lease, reconcile while holding it. Losing it ends the
+/// process with an error: a restart rejoins the election from a clean state,
+/// as client-go's leader election does.
+async fn run_as_leader(
+    args: &RunArgs,
+    client: Client,
+    identity: String,
+    ctx: Arc<Context>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let manager = LeaseManagerBuilder::new(client, &args.lease_name)
+        .with_namespace(&args.lease_namespace)
+        .with_identity(&identity)
+        .with_duration(args.lease_seconds)
+        .with_grace((args.lease_seconds / 3).max(1))
+        .build()
+        .await
+        .map_err(|e| Error::Lease(e.to_string()))?;
+    let (mut leading, lease_task) = manager.watch().await;
+    info!(%identity, lease = %args.lease_name, "waiting for leadership");
+    loop {
+        if *leading.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                drop(leading);
+                let _ = lease_task.await;
+                return Ok(());
+            }
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    return Err(Error::Lease("lease manager stopped".into()));
+                }
+            }
+        }
+    }
+    info!(%identity, "became leader; reconciling");
+    metrics.leader.set(1);
+
+    let lost = CancellationToken::new();
+    let watch_lost = {
+        let lost = lost.clone();
+        let shutdown = shutdown.clone();
+        let mut leading = leading.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    changed = leading.changed() => {
+                        if changed.is_err() || !*leading.borrow_and_update() {
+                            lost.cancel();
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let stop = CancellationToken::new();
+    {
+        let (stop, shutdown, lost) = (stop.clone(), shutdown.clone(), lost.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = lost.cancelled() => {}
+            }
+            stop.cancel();
+        });
+    }
+    controller::run(ctx, args.namespace.clone(), cancelled(stop)).await;
+    metrics.leader.set(0);
+    watch_lost.abort();
+    // Dropping the receiver ends the lease task, which releases the Lease
+    // so a standby takes over without waiting for expiry.
+    drop(leading);
+    let _ = lease_task.await;
+    if lost.is_cancelled() && !shutdown.is_cancelled() {
+        return Err(Error::Lease("leadership lost".into()));
+    }
+    Ok(())
+}

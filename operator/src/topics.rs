@@ -1,0 +1,316 @@
+//! Kafka topics of a ChatCluster: what they should be, and the actions that
+//! take Kafka from what it has to that. Pure: the Kafka adapter observes and
+//! acts, this module decides.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::ResourceExt;
+
+use crate::crd::ChatCluster;
+
+/// The topics every ChatCluster has, as `<prefix>.<suffix>`.
+pub mod suffix {
+    pub const CHAT_MESSAGES: &str = "chat-messages";
+    pub const GROUP_MESSAGES: &str = "group-messages";
+    pub const USER_EVENTS: &str = "user-events";
+    pub const DELIVERIES: &str = "deliveries";
+    pub const ALL: [&str; 4] = [CHAT_MESSAGES, GROUP_MESSAGES, USER_EVENTS, DELIVERIES];
+}
+
+/// Kafka topic config keys the spec has fields for.
+pub mod config_key {
+    pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
+    pub const RETENTION_MS: &str = "retention.ms";
+}
+
+/// A topic as the spec wants it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Topic-level configs Parley sets (managed keys and the free map).
+    pub config: BTreeMap<String, String>,
+}
+
+/// A topic as Kafka reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedTopic {
+    pub name: String,
+    pub partitions: i32,
+    /// Replicas of partition 0; Kafka keeps one factor per topic unless
+    /// someone reassigned partitions by hand.
+    pub replication_factor: i32,
+    /// Configs set on the topic itself (source `DynamicTopic`), not defaults.
+    pub dynamic_config: BTreeMap<String, String>,
+}
+
+/// Topic name prefix: `spec.kafka.topicPrefix`, else `<namespace>.<name>`.
+/// The namespace is part of the default because two ChatClusters of one
+/// name in different namespaces may share a Kafka cluster; with the bare
+/// name they would fight over the same topics.
+pub fn prefix(cc: &ChatCluster) -> String {
+    cc.spec.kafka.topic_prefix.clone().unwrap_or_else(|| match cc.namespace() {
+        Some(ns) => format!("{ns}.{}", cc.name_any()),
+        None => cc.name_any(),
+    })
+}
+
+pub fn topic_name(prefix: &str, suffix: &str) -> String {
+    format!("{prefix}.{suffix}")
+}
+
+/// The four topics with the spec's settings.
+pub fn desired_topics(cc: &ChatCluster) -> Vec<DesiredTopic> {
+    let spec = &cc.spec.topics;
+    let mut config = spec.config.clone();
+    config.insert(config_key::MIN_INSYNC_REPLICAS.to_owned(), spec.min_in_sync_replicas.to_string());
+    if let Some(retention) = spec.retention {
+        let ms = std::time::Duration::from(retention).as_millis();
+        config.insert(config_key::RETENTION_MS.to_owned(), ms.to_string());
+    }
+    let prefix = prefix(cc);
+    suffix::ALL
+        .iter()
+        .map(|s| DesiredTopic {
+            name: topic_name(&prefix, s),
+            partitions: spec.partitions,
+            replication_factor: spec.replication_factor,
+            config: config.clone(),
+        })
+        .collect()
+}
+
+/// A change to make in Kafka.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TopicAction {
+    Create(DesiredTopic),
+    AddPartitions {
+        name: String,
+        from: i32,
+        to: i32,
+    },
+    /// Replace the topic's dynamic config with `config` (Kafka's
+    /// AlterConfigs is not incremental, so this carries every key to keep).
+    AlterConfig {
+        name: String,
+        config: BTreeMap<String, String>,
+    },
+}
+
+/// A difference Parley reports but does not act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TopicProblem {
+    /// Kafka cannot remove partitions; validation should have refused this.
+    PartitionDecreaseRefused { name: String, observed: i32, desired: i32 },
+    /// Changing the factor needs a partition reassignment, which Parley
+    /// leaves to a human.
+    ReplicationFactorMismatch { name: String, observed: i32, desired: i32 },
+}
+
+impl std::fmt::Display for TopicProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PartitionDecreaseRefused { name, observed, desired } => write!(
+                f,
+                "topic {name} has {observed} partitions; the spec asks for {desired}, but Kafka cannot remove partitions"
+            ),
+            Self::ReplicationFactorMismatch { name, observed, desired } => write!(
+                f,
+                "topic {name} has replication factor {observed}, the spec asks for {desired}; reassign its partitions to change it"
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopicPlan {
+    pub actions: Vec<TopicAction>,
+    pub problems: Vec<TopicProblem>,
+    /// Topics that existed before this ChatCluster knew them (not in
+    /// `known`) and are now managed by it.
+    pub adopted: Vec<String>,
+}
+
+/// Decide what to do for each desired topic. `known` are the topic names the
+/// ChatCluster's status already lists (so an existing topic outside it is an
+/// adoption worth reporting).
+pub fn plan(
+    desired: &[DesiredTopic],
+    observed: &BTreeMap<String, ObservedTopic>,
+    known: &BTreeSet<String>,
+) -> TopicPlan {
+    let mut plan = TopicPlan::default();
+    for want in desired {
+        let Some(have) = observed.get(&want.name) else {
+            plan.actions.push(TopicAction::Create(want.clone()));
+            continue;
+        };
+        if !known.contains(&want.name) {
+            plan.adopted.push(want.name.clone());
+        }
+        if have.partitions < want.partitions {
+            plan.actions.push(TopicAction::AddPartitions {
+                name: want.name.clone(),
+                from: have.partitions,
+                to: want.partitions,
+            });
+        } else if have.partitions > want.partitions {
+            plan.problems.push(TopicProblem::PartitionDecreaseRefused {
+                name: want.name.clone(),
+                observed: have.partitions,
+                desired: want.partitions,
+            });
+        }
+        if have.replication_factor != want.replication_factor {
+            plan.problems.push(TopicProblem::ReplicationFactorMismatch {
+                name: want.name.clone(),
+                observed: have.replication_factor,
+                desired: want.replication_factor,
+            });
+        }
+        if let Some(config) = merged_config(&want.config, &have.dynamic_config) {
+            plan.actions.push(TopicAction::AlterConfig { name: want.name.clone(), config });
+        }
+    }
+    plan
+}
+
+/// The full dynamic config to write when a wanted key differs, keeping keys
+/// someone else set; `None` when nothing differs.
+fn merged_config(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    let drifted = want.iter().any(|(k, v)| have.get(k) != Some(v));
+    drifted.then(|| {
+        let mut merged = have.clone();
+        merged.extend(want.iter().map(|(k, v)| (k.clone(), v.clone())));
+        merged
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ChatClusterSpec;
+    use serde_json::json;
+
+    fn cluster(spec: serde_json::Value) -> ChatCluster {
+        let spec: ChatClusterSpec = serde_json::from_value(spec).expect("spec");
+        let mut cc = ChatCluster::new("demo", spec);
+        cc.metadata.namespace = Some("chat".into());
+        cc
+    }
+
+    fn minimal() -> ChatCluster {
+        cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}))
+    }
+
+    fn observed(t: &DesiredTopic, partitions: i32, rf: i32, config: &[(&str, &str)]) -> ObservedTopic {
+        ObservedTopic {
+            name: t.name.clone(),
+            partitions,
+            replication_factor: rf,
+            dynamic_config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    fn by_name(topics: Vec<ObservedTopic>) -> BTreeMap<String, ObservedTopic> {
+        topics.into_iter().map(|t| (t.name.clone(), t)).collect()
+    }
+
+    #[test]
+    fn four_topics_named_after_namespace_and_cluster_by_default() {
+        let names: Vec<String> = desired_topics(&minimal()).into_iter().map(|t| t.name).collect();
+        assert_eq!(
+            names,
+            ["chat.demo.chat-messages", "chat.demo.group-messages", "chat.demo.user-events", "chat.demo.deliveries"]
+        );
+    }
+
+    #[test]
+    fn prefix_spec_settings_and_managed_configs() {
+        let cc = cluster(json!({
+            "kafka": {"bootstrapServers": "k:9092", "topicPrefix": "prod"},
+            "topics": {"partitions": 12, "replicationFactor": 3, "minInSyncReplicas": 2,
+                       "retention": "48h", "config": {"cleanup.policy": "delete"}}
+        }));
+        let topics = desired_topics(&cc);
+        assert_eq!(topics[0].name, "prod.chat-messages");
+        for t in &topics {
+            assert_eq!((t.partitions, t.replication_factor), (12, 3));
+            assert_eq!(t.config["min.insync.replicas"], "2");
+            assert_eq!(t.config["retention.ms"], (48 * 3600 * 1000).to_string());
+            assert_eq!(t.config["cleanup.policy"], "delete");
+        }
+    }
+
+    #[test]
+    fn missing_topics_are_created() {
+        let desired = desired_topics(&minimal());
+        let plan = plan(&desired, &BTreeMap::new(), &BTreeSet::new());
+        assert_eq!(plan.actions.len(), 4);
+        assert!(plan.actions.iter().zip(&desired).all(|(a, d)| *a == TopicAction::Create(d.clone())));
+        assert!(plan.problems.is_empty() && plan.adopted.is_empty());
+    }
+
+    #[test]
+    fn matching_topics_need_nothing() {
+        let desired = desired_topics(&minimal());
+        let have = by_name(desired.iter().map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")])).collect());
+        let known = desired.iter().map(|t| t.name.clone()).collect();
+        assert_eq!(plan(&desired, &have, &known), TopicPlan::default());
+    }
+
+    #[test]
+    fn partitions_grow_but_never_shrink() {
+        let desired = desired_topics(&minimal());
+        let known: BTreeSet<String> = desired.iter().map(|t| t.name.clone()).collect();
+        let mut have = by_name(desired.iter().map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")])).collect());
+        have.get_mut(&desired[0].name).unwrap().partitions = 4;
+        have.get_mut(&desired[1].name).unwrap().partitions = 9;
+        let plan = plan(&desired, &have, &known);
+        assert_eq!(plan.actions, [TopicAction::AddPartitions { name: desired[0].name.clone(), from: 4, to: 6 }]);
+        assert_eq!(
+            plan.problems,
+            [TopicProblem::PartitionDecreaseRefused { name: desired[1].name.clone(), observed: 9, desired: 6 }]
+        );
+    }
+
+    #[test]
+    fn replication_factor_difference_is_reported_not_acted_on() {
+        let desired = desired_topics(&minimal());
+        let known: BTreeSet<String> = desired.iter().map(|t| t.name.clone()).collect();
+        let mut have = by_name(desired.iter().map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")])).collect());
+        have.get_mut(&desired[2].name).unwrap().replication_factor = 1;
+        let plan = plan(&desired, &have, &known);
+        assert!(plan.actions.is_empty());
+        assert_eq!(
+            plan.problems,
+            [TopicProblem::ReplicationFactorMismatch { name: desired[2].name.clone(), observed: 1, desired: 3 }]
+        );
+        assert!(plan.problems[0].to_string().contains("replication factor 1"));
+    }
+
+    #[test]
+    fn config_drift_is_corrected_keeping_foreign_keys() {
+        let desired = desired_topics(&minimal());
+        let known: BTreeSet<String> = desired.iter().map(|t| t.name.clone()).collect();
+        let mut have = by_name(desired.iter().map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")])).collect());
+        have.insert(
+            desired[3].name.clone(),
+            observed(&desired[3], 6, 3, &[("min.insync.replicas", "1"), ("segment.bytes", "1048576")]),
+        );
+        let plan = plan(&desired, &have, &known);
+        let expected: BTreeMap<String, String> =
+            [("min.insync.replicas", "2"), ("segment.bytes", "1048576")].map(|(k, v)| (k.into(), v.into())).into();
+        assert_eq!(plan.actions, [TopicAction::AlterConfig { name: desired[3].name.clone(), config: expected }]);
+    }
+
+    #[test]
+    fn existing_topics_outside_status_are_adopted() {
+        let desired = desired_topics(&minimal());
+        let have = by_name(vec![observed(&desired[0], 6, 3, &[("min.insync.replicas", "2")])]);
+        let plan = plan(&desired, &have, &BTreeSet::new());
+        assert_eq!(plan.adopted, [desired[0].name.clone()]);
+        assert_eq!(plan.actions.len(), 3, "the other three are created");
+    }
+}

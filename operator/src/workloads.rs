@@ -1,0 +1,347 @@
+//! The Kubernetes objects a ChatCluster owns: the gateway Deployment and
+//! Service and one Deployment per consumer role. Pure: built from the spec,
+//! applied by the controller with server-side apply.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
+    Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{ChatCluster, ConsumerSpec, SecretKeyRef};
+use crate::topics;
+
+/// Recommended Kubernetes labels, so `kubectl get all -l
+/// app.kubernetes.io/instance=NAME` finds everything of one ChatCluster.
+pub mod label {
+    pub const NAME: &str = "app.kubernetes.io/name";
+    pub const INSTANCE: &str = "app.kubernetes.io/instance";
+    pub const COMPONENT: &str = "app.kubernetes.io/component";
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    pub const PART_OF: &str = "app.kubernetes.io/part-of";
+    pub const APP_NAME: &str = "parley";
+    pub const MANAGER: &str = "parley-operator";
+}
+
+/// Environment variables the gateway and consumer binaries read.
+pub mod env {
+    pub const KAFKA_BOOTSTRAP_SERVERS: &str = "PARLEY_KAFKA_BOOTSTRAP_SERVERS";
+    pub const TOPIC_PREFIX: &str = "PARLEY_TOPIC_PREFIX";
+    pub const DATABASE_URL: &str = "PARLEY_DATABASE_URL";
+    pub const JWT_SECRET: &str = "PARLEY_JWT_SECRET";
+    pub const CONSUMER_GROUP: &str = "PARLEY_CONSUMER_GROUP";
+    pub const LISTEN: &str = "PARLEY_LISTEN";
+    pub const POD_IP: &str = "PARLEY_POD_IP";
+}
+
+/// Ports every Parley workload exposes.
+pub const HTTP_PORT: i32 = 8080;
+pub const METRICS_PORT: i32 = 9090;
+
+/// A consumer role: which Deployment, which group, which topics feed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    Storage,
+    Push,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::Storage, Role::Push];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Storage => "storage",
+            Role::Push => "push",
+        }
+    }
+
+    /// Topic suffixes this role's group consumes.
+    pub fn topics(self) -> &'static [&'static str] {
+        match self {
+            Role::Storage => &[topics::suffix::CHAT_MESSAGES, topics::suffix::GROUP_MESSAGES],
+            Role::Push => &[topics::suffix::DELIVERIES, topics::suffix::USER_EVENTS],
+        }
+    }
+
+    pub fn spec(self, cc: &ChatCluster) -> &ConsumerSpec {
+        match self {
+            Role::Storage => &cc.spec.consumers.storage,
+            Role::Push => &cc.spec.consumers.push,
+        }
+    }
+}
+
+/// Images used when the spec names none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Images {
+    pub gateway: String,
+    pub consumer: String,
+}
+
+pub const GATEWAY_COMPONENT: &str = "gateway";
+
+pub fn gateway_name(cc: &ChatCluster) -> String {
+    format!("{}-gateway", cc.name_any())
+}
+
+pub fn consumer_name(cc: &ChatCluster, role: Role) -> String {
+    format!("{}-{}", cc.name_any(), role.as_str())
+}
+
+/// Kafka consumer group of a role.
+pub fn consumer_group(cc: &ChatCluster, role: Role) -> String {
+    format!("{}.{}", topics::prefix(cc), role.as_str())
+}
+
+/// Labels selecting one component's pods.
+pub fn selector_labels(cc: &ChatCluster, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (label::NAME.to_owned(), label::APP_NAME.to_owned()),
+        (label::INSTANCE.to_owned(), cc.name_any()),
+        (label::COMPONENT.to_owned(), component.to_owned()),
+    ])
+}
+
+/// The gateway selector as the scale subresource reports it.
+pub fn gateway_selector(cc: &ChatCluster) -> String {
+    selector_labels(cc, GATEWAY_COMPONENT).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+fn labels(cc: &ChatCluster, component: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(cc, component);
+    labels.insert(label::MANAGED_BY.to_owned(), label::MANAGER.to_owned());
+    labels.insert(label::PART_OF.to_owned(), label::APP_NAME.to_owned());
+    labels
+}
+
+fn metadata(cc: &ChatCluster, name: String, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: cc.namespace(),
+        labels: Some(labels(cc, component)),
+        owner_references: cc.controller_owner_ref(&()).map(|r| vec![r]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.to_owned(), value: Some(value.into()), ..EnvVar::default() }
+}
+
+fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn common_env(cc: &ChatCluster) -> Vec<EnvVar> {
+    let mut env = vec![
+        plain_env(env::KAFKA_BOOTSTRAP_SERVERS, cc.spec.kafka.bootstrap_servers.clone()),
+        plain_env(env::TOPIC_PREFIX, topics::prefix(cc)),
+    ];
+    if let Some(storage) = &cc.spec.storage {
+        env.push(secret_env(env::DATABASE_URL, &storage.postgres.url_secret_ref));
+    }
+    env
+}
+
+fn http_probe(path: &str, port: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(port),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        ..Probe::default()
+    }
+}
+
+fn port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort { name: Some(name.to_owned()), container_port: port, ..ContainerPort::default() }
+}
+
+fn deployment(cc: &ChatCluster, name: String, component: &str, replicas: i32, container: Container) -> Deployment {
+    Deployment {
+        metadata: metadata(cc, name, component),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector { match_labels: Some(selector_labels(cc, component)), ..LabelSelector::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels(cc, component)), ..ObjectMeta::default() }),
+                spec: Some(PodSpec { containers: vec![container], ..PodSpec::default() }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// The gateway Deployment; replicas follow `spec.gateway.replicas`.
+pub fn gateway_deployment(cc: &ChatCluster, images: &Images) -> Deployment {
+    let spec = &cc.spec.gateway;
+    let mut env = common_env(cc);
+    env.push(plain_env(env::LISTEN, format!("0.0.0.0:{HTTP_PORT}")));
+    if let Some(secret) = &spec.auth_secret_ref {
+        env.push(secret_env(env::JWT_SECRET, secret));
+    }
+    let container = Container {
+        name: GATEWAY_COMPONENT.to_owned(),
+        image: Some(spec.image.clone().unwrap_or_else(|| images.gateway.clone())),
+        args: Some(vec!["serve".to_owned()]),
+        env: Some(env),
+        ports: Some(vec![port("http", HTTP_PORT), port("metrics", METRICS_PORT)]),
+        readiness_probe: Some(http_probe("/readyz", HTTP_PORT)),
+        liveness_probe: Some(http_probe("/healthz", HTTP_PORT)),
+        resources: spec.resources.clone(),
+        ..Container::default()
+    };
+    deployment(cc, gateway_name(cc), GATEWAY_COMPONENT, spec.replicas, container)
+}
+
+/// The Service in front of the gateway pods.
+pub fn gateway_service(cc: &ChatCluster) -> Service {
+    let spec = &cc.spec.gateway.service;
+    Service {
+        metadata: metadata(cc, gateway_name(cc), GATEWAY_COMPONENT),
+        spec: Some(ServiceSpec {
+            type_: Some(format!("{:?}", spec.type_)),
+            selector: Some(selector_labels(cc, GATEWAY_COMPONENT)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".to_owned()),
+                port: spec.port,
+                target_port: Some(IntOrString::String("http".to_owned())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// One consumer role's Deployment with the replicas the scaler decided.
+pub fn consumer_deployment(cc: &ChatCluster, role: Role, replicas: i32, images: &Images) -> Deployment {
+    let spec = role.spec(cc);
+    let mut env = common_env(cc);
+    env.push(plain_env(env::CONSUMER_GROUP, consumer_group(cc, role)));
+    env.push(plain_env(env::LISTEN, format!("0.0.0.0:{METRICS_PORT}")));
+    let container = Container {
+        name: role.as_str().to_owned(),
+        image: Some(spec.image.clone().unwrap_or_else(|| images.consumer.clone())),
+        args: Some(vec![role.as_str().to_owned()]),
+        env: Some(env),
+        ports: Some(vec![port("metrics", METRICS_PORT)]),
+        readiness_probe: Some(http_probe("/readyz", METRICS_PORT)),
+        liveness_probe: Some(http_probe("/healthz", METRICS_PORT)),
+        resources: spec.resources.clone(),
+        ..Container::default()
+    };
+    deployment(cc, consumer_name(cc, role), role.as_str(), replicas, container)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ChatClusterSpec;
+    use serde_json::json;
+
+    fn cluster(spec: serde_json::Value) -> ChatCluster {
+        let spec: ChatClusterSpec = serde_json::from_value(spec).expect("spec");
+        let mut cc = ChatCluster::new("demo", spec);
+        cc.metadata.namespace = Some("chat".into());
+        cc.metadata.uid = Some("0000-uid".into());
+        cc
+    }
+
+    fn images() -> Images {
+        Images { gateway: "parley-gateway:test".into(), consumer: "parley-consumer:test".into() }
+    }
+
+    fn env_of(d: &Deployment) -> BTreeMap<String, EnvVar> {
+        let c = &d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+        c.env.clone().unwrap().into_iter().map(|e| (e.name.clone(), e)).collect()
+    }
+
+    #[test]
+    fn gateway_follows_spec_and_is_owned() {
+        let cc = cluster(json!({"kafka": {"bootstrapServers": "k:9092"}, "gateway": {"replicas": 5}}));
+        let d = gateway_deployment(&cc, &images());
+        assert_eq!(d.metadata.name.as_deref(), Some("demo-gateway"));
+        assert_eq!(d.metadata.namespace.as_deref(), Some("chat"));
+        let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("ChatCluster", "demo", Some(true)));
+        let spec = d.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(5));
+        let pod_labels = spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        for (k, v) in spec.selector.match_labels.as_ref().unwrap() {
+            assert_eq!(pod_labels.get(k), Some(v), "selector label {k} must be on the pods");
+        }
+        assert_eq!(pod_labels[label::INSTANCE], "demo");
+        let container = &spec.template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(container.image.as_deref(), Some("parley-gateway:test"));
+        assert_eq!(env_of(&d)[env::KAFKA_BOOTSTRAP_SERVERS].value.as_deref(), Some("k:9092"));
+        assert_eq!(env_of(&d)[env::TOPIC_PREFIX].value.as_deref(), Some("chat.demo"));
+    }
+
+    #[test]
+    fn spec_image_and_secrets_win() {
+        let cc = cluster(json!({
+            "kafka": {"bootstrapServers": "k:9092", "topicPrefix": "p"},
+            "gateway": {"image": "custom:1", "authSecretRef": {"name": "jwt", "key": "hs256"}},
+            "storage": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}
+        }));
+        let d = gateway_deployment(&cc, &images());
+        let container = &d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(container.image.as_deref(), Some("custom:1"));
+        let env = env_of(&d);
+        let jwt = env[env::JWT_SECRET].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!((jwt.name.as_str(), jwt.key.as_str()), ("jwt", "hs256"));
+        let db = env[env::DATABASE_URL].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!((db.name.as_str(), db.key.as_str()), ("db", "url"));
+        assert_eq!(env[env::TOPIC_PREFIX].value.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn service_selects_gateway_pods() {
+        let cc = cluster(
+            json!({"kafka": {"bootstrapServers": "k:9092"}, "gateway": {"service": {"type": "NodePort", "port": 443}}}),
+        );
+        let svc = gateway_service(&cc);
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+        assert_eq!(spec.ports.unwrap()[0].port, 443);
+        assert_eq!(spec.selector.unwrap(), selector_labels(&cc, GATEWAY_COMPONENT));
+        assert_eq!(
+            gateway_selector(&cc),
+            "app.kubernetes.io/component=gateway,app.kubernetes.io/instance=demo,app.kubernetes.io/name=parley"
+        );
+    }
+
+    #[test]
+    fn consumer_deployments_per_role() {
+        let cc = cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}));
+        for role in Role::ALL {
+            let d = consumer_deployment(&cc, role, 3, &images());
+            assert_eq!(d.metadata.name, Some(format!("demo-{}", role.as_str())));
+            assert_eq!(d.spec.as_ref().unwrap().replicas, Some(3));
+            let container = &d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+            assert_eq!(container.args, Some(vec![role.as_str().to_owned()]));
+            assert_eq!(env_of(&d)[env::CONSUMER_GROUP].value, Some(format!("chat.demo.{}", role.as_str())));
+        }
+        assert_eq!(Role::Storage.topics(), ["chat-messages", "group-messages"]);
+    }
+}

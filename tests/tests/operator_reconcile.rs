@@ -1,0 +1,186 @@
+//! The operator, run as a process against the real kube-apiserver and the
+//! 3-broker Kafka, turns a ChatCluster into topics, Deployments, a Service
+//! and an honest status; follows partition growth and `kubectl scale`; and
+//! deletes the topics with `deletionPolicy: Delete`.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use parley_operator::crd::ChatCluster;
+use parley_operator::crd::status::{condition, reason};
+use parley_tests::kube::{client, setup_namespace, teardown_namespace};
+use parley_tests::operator::Operator;
+use parley_tests::{env, kafka, kubectl, wait};
+use serde_json::json;
+
+fn manifest(name: &str, prefix: &str, partitions: i32) -> String {
+    format!(
+        r#"apiVersion: parley.dev/v1alpha1
+kind: ChatCluster
+metadata:
+  name: {name}
+spec:
+  kafka:
+    bootstrapServers: "{bootstrap}"
+    topicPrefix: {prefix}
+  topics:
+    partitions: {partitions}
+    replicationFactor: 3
+    minInSyncReplicas: 2
+  deletionPolicy: Delete
+  gateway:
+    replicas: 2
+"#,
+        bootstrap = env::kafka_bootstrap()
+    )
+}
+
+/// Play the kubelet's part: report every replica of a Deployment ready.
+async fn mark_ready(api: &Api<Deployment>, name: &str) {
+    let d = api.get(name).await.expect("deployment");
+    let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(1);
+    let status = json!({"status": {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
+                                    "updatedReplicas": replicas, "observedGeneration": d.metadata.generation}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("patch deployment status");
+}
+
+fn condition_of(cc: &ChatCluster, type_: &str) -> Option<(String, String)> {
+    cc.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[tokio::test]
+async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
+    let ns = setup_namespace("parley-op");
+    let prefix = env::unique("op").replace('-', "_");
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
+    let client = client().await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest("chat", &prefix, 6));
+
+    // Four topics, 6 partitions, RF 3, in the real Kafka.
+    let topics = wait::until("4 topics with 6 partitions and RF 3", 60, || async {
+        let topics = kafka::topics_with_prefix(&format!("{prefix}."))?;
+        let ok = topics.len() == 4 && topics.values().all(|&(p, rf)| p == 6 && rf == 3);
+        if ok { Ok(topics) } else { Err(format!("{topics:?}")) }
+    })
+    .await;
+    for suffix in ["chat-messages", "group-messages", "user-events", "deliveries"] {
+        assert!(topics.contains_key(&format!("{prefix}.{suffix}")), "{suffix} missing: {topics:?}");
+    }
+
+    // Deployments and Service, owned by the ChatCluster, found by label.
+    let names = ["chat-gateway", "chat-storage", "chat-push"];
+    let uid = clusters.get("chat").await.expect("get").metadata.uid.expect("uid");
+    for name in names {
+        let d = wait::until(&format!("deployment {name}"), 30, || async {
+            deployments.get_opt(name).await.map_err(|e| e.to_string())?.ok_or_else(|| "absent".to_owned())
+        })
+        .await;
+        let owner = &d.metadata.owner_references.expect("owner references")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("ChatCluster", uid.as_str(), Some(true))
+        );
+    }
+    let gateway = deployments.get("chat-gateway").await.expect("gateway");
+    assert_eq!(gateway.spec.as_ref().and_then(|s| s.replicas), Some(2));
+    let svc = services.get("chat-gateway").await.expect("gateway service");
+    assert_eq!(svc.metadata.owner_references.expect("owner")[0].uid, uid);
+    let by_label =
+        kubectl::ok(&["get", "deploy,svc", "-n", &ns, "-l", "app.kubernetes.io/instance=chat", "-o", "name"]);
+    assert_eq!(by_label.lines().count(), 4, "kubectl get -l finds all children: {by_label}");
+
+    // Not Ready while no pod is ready; Ready once the "kubelet" reports them.
+    let cc = wait::until("status with GatewayReady=False", 30, || async {
+        let cc = clusters.get("chat").await.map_err(|e| e.to_string())?;
+        match condition_of(&cc, condition::GATEWAY_READY) {
+            Some((s, _)) if s == "False" => Ok(cc),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(condition_of(&cc, condition::READY).map(|c| c.0), Some("False".into()));
+    assert_eq!(condition_of(&cc, condition::TOPICS_READY), Some(("True".into(), reason::RECONCILED.into())));
+    for name in names {
+        mark_ready(&deployments, name).await;
+    }
+    let cc = wait::until("Ready=True", 30, || async {
+        let cc = clusters.get("chat").await.map_err(|e| e.to_string())?;
+        match condition_of(&cc, condition::READY) {
+            Some((s, _)) if s == "True" => Ok(cc),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let status = cc.status.as_ref().expect("status");
+    assert_eq!(status.observed_generation, cc.metadata.generation);
+    assert_eq!(status.topics.len(), 4);
+    assert!(status.topics.iter().all(|t| t.partitions == 6 && t.replication_factor == 3), "{:?}", status.topics);
+    assert_eq!(status.gateway.as_ref().map(|g| (g.replicas, g.ready_replicas)), Some((2, 2)));
+
+    // Partitions 6 -> 12: Kafka grows, status follows with the new generation.
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest("chat", &prefix, 12));
+    wait::until("topics at 12 partitions", 60, || async {
+        let topics = kafka::topics_with_prefix(&format!("{prefix}."))?;
+        if topics.len() == 4 && topics.values().all(|&(p, _)| p == 12) { Ok(()) } else { Err(format!("{topics:?}")) }
+    })
+    .await;
+    wait::until("status at 12 partitions and new generation", 30, || async {
+        let cc = clusters.get("chat").await.map_err(|e| e.to_string())?;
+        let s = cc.status.clone().unwrap_or_default();
+        let ok = s.observed_generation == cc.metadata.generation && s.topics.iter().all(|t| t.partitions == 12);
+        if ok { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+
+    // kubectl scale -> the gateway Deployment follows.
+    kubectl::ok(&["scale", "-n", &ns, "chatcluster/chat", "--replicas=3"]);
+    wait::until("gateway Deployment at 3 replicas", 30, || async {
+        let d = deployments.get("chat-gateway").await.map_err(|e| e.to_string())?;
+        let r = d.spec.and_then(|s| s.replicas);
+        if r == Some(3) { Ok(()) } else { Err(format!("{r:?}")) }
+    })
+    .await;
+
+    // Events for topic creation, growth and scaling.
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let reasons: Vec<String> = wait::until("events", 30, || async {
+        let list = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        let reasons: Vec<String> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
+        let want = ["TopicCreated", "PartitionsAdded", "Scaled"];
+        if want.iter().all(|w| reasons.iter().any(|r| r == w)) { Ok(reasons) } else { Err(format!("{reasons:?}")) }
+    })
+    .await;
+    assert!(
+        !reasons.iter().any(|r| r == "TopicAdopted"),
+        "topics this operator created are not adoptions: {reasons:?}"
+    );
+
+    // Metrics count reconciles.
+    let metrics = _operator.metrics();
+    let reconciles: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("parley_operator_reconciles_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(reconciles >= 3.0, "reconciles counted: {metrics}");
+
+    // Delete with deletionPolicy: Delete removes the topics, then the object.
+    clusters.delete("chat", &DeleteParams::default()).await.expect("delete");
+    wait::until("topics deleted", 60, || async {
+        let topics = kafka::topics_with_prefix(&format!("{prefix}."))?;
+        if topics.is_empty() { Ok(()) } else { Err(format!("{topics:?}")) }
+    })
+    .await;
+    wait::until("ChatCluster gone", 30, || async {
+        match clusters.get_opt("chat").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(cc) => Err(format!("finalizers {:?}", cc.metadata.finalizers)),
+        }
+    })
+    .await;
+    teardown_namespace(&ns);
+}
