@@ -8,14 +8,14 @@ use kube::ResourceExt;
 
 use crate::crd::ChatCluster;
 
-/// The topics every ChatCluster has, as `<prefix>.<suffix>`.
+/// The topics every ChatCluster has, as `<prefix>.<suffix>` (names shared
+/// with the gateway and consumers through `parley_common::topics`).
 pub mod suffix {
-    pub const CHAT_MESSAGES: &str = "chat-messages";
-    pub const GROUP_MESSAGES: &str = "group-messages";
-    pub const USER_EVENTS: &str = "user-events";
-    pub const DELIVERIES: &str = "deliveries";
+    pub use parley_common::topics::{CHAT_MESSAGES, DELIVERIES, GROUP_MESSAGES, USER_EVENTS};
     pub const ALL: [&str; 4] = [CHAT_MESSAGES, GROUP_MESSAGES, USER_EVENTS, DELIVERIES];
 }
+
+pub use parley_common::topics::name as topic_name;
 
 /// Kafka topic config keys the spec has fields for.
 pub mod config_key {
@@ -56,9 +56,6 @@ pub fn prefix(cc: &ChatCluster) -> String {
     })
 }
 
-pub fn topic_name(prefix: &str, suffix: &str) -> String {
-    format!("{prefix}.{suffix}")
-}
 
 /// The four topics with the spec's settings.
 pub fn desired_topics(cc: &ChatCluster) -> Vec<DesiredTopic> {

@@ -55,8 +55,8 @@ impl Role {
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Role::Storage => "storage",
-            Role::Push => "push",
+            Role::Storage => parley_common::topics::STORAGE_GROUP,
+            Role::Push => parley_common::topics::PUSH_GROUP,
         }
     }
 
@@ -95,7 +95,7 @@ pub fn consumer_name(cc: &ChatCluster, role: Role) -> String {
 
 /// Kafka consumer group of a role.
 pub fn consumer_group(cc: &ChatCluster, role: Role) -> String {
-    format!("{}.{}", topics::prefix(cc), role.as_str())
+    topics::topic_name(&topics::prefix(cc), role.as_str())
 }
 
 /// Labels selecting one component's pods.
