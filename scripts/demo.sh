@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job for now: bring up the local environment, install the
-# generated CRD, apply the minimal ChatCluster, and show what the apiserver
-# made of it (defaults, printer columns, scale subresource). Leaves the
-# environment running; scripts/env/down.sh stops it.
+# The operator demo: bring up the local environment (real Kafka and
+# kube-apiserver), install the generated CRD, run the operator, apply the
+# minimal ChatCluster and show what it became: topics, Deployments, status,
+# events, and `kubectl scale`. Leaves the environment running;
+# scripts/env/down.sh stops it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -13,22 +14,40 @@ scripts/env/up.sh
 source "$PARLEY_ENV_FILE"
 
 step() { printf '\n$ %s\n' "$*"; "$@"; }
+ns=parley-demo
 
-cargo run --quiet -p parley-operator -- crd > "$PARLEY_RUN/chatcluster-crd.yaml"
+cargo build --quiet --release -p parley-operator
+operator=${CARGO_TARGET_DIR:-target}/release/parley-operator
+"$operator" crd > "$PARLEY_RUN/chatcluster-crd.yaml"
 step kubectl apply --server-side --force-conflicts -f "$PARLEY_RUN/chatcluster-crd.yaml"
 step kubectl wait --for=condition=Established --timeout=60s crd/chatclusters.parley.dev
-kubectl create namespace parley-demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-step kubectl apply -n parley-demo -f examples/chatcluster-minimal.yaml
-step kubectl get chat -n parley-demo
-step kubectl scale -n parley-demo chatcluster/demo --replicas=3
-step kubectl get chat -n parley-demo demo -o jsonpath='{.spec.gateway.replicas}{"\n"}'
+kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+
+log "starting the operator (log: $PARLEY_RUN/logs/operator.log)"
+"$operator" run --namespace "$ns" --leader-election=false --http 127.0.0.1:18080 \
+  > "$PARLEY_RUN/logs/operator.log" 2>&1 &
+operator_pid=$!
+trap 'kill $operator_pid 2>/dev/null || true' EXIT
+
+step kubectl apply -n "$ns" -f examples/chatcluster-minimal.yaml
+wait_for "topics" 60 bash -c "kubectl get chat -n $ns demo -o jsonpath='{.status.topics[3].name}' | grep -q ."
+step kubectl get chat -n "$ns"
+step scripts/env/kafka.sh topics --list
+step kubectl get deploy,svc -n "$ns" -l app.kubernetes.io/instance=demo
+step kubectl scale -n "$ns" chatcluster/demo --replicas=3
+wait_for "gateway scaled" 30 bash -c "[[ \$(kubectl get deploy -n $ns demo-gateway -o jsonpath='{.spec.replicas}') == 3 ]]"
+step kubectl get deploy -n "$ns" demo-gateway
+step kubectl get events -n "$ns" --field-selector involvedObject.kind=ChatCluster
 printf '\nA partition decrease is refused by the apiserver:\n'
-step kubectl patch -n parley-demo chatcluster/demo --type=merge -p '{"spec":{"topics":{"partitions":3}}}' || true
+step kubectl patch -n "$ns" chatcluster/demo --type=merge -p '{"spec":{"topics":{"partitions":3}}}' || true
 
 cat <<TXT
 
-The environment keeps running. In another shell:
+Deployments stay unready here: this environment has no kubelet, so pods never
+run and READY stays False (GatewayReady/ConsumersReady report 0 ready).
+The environment keeps running; in another shell:
   source $PARLEY_ENV_FILE
-  kubectl get chat -A
+  $operator run --namespace $ns --leader-election=false
+  kubectl get chat -n $ns -w
 Stop it with: scripts/env/down.sh
 TXT

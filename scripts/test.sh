@@ -49,4 +49,7 @@ source "$PARLEY_ENV_FILE"
 tier "tests against real Kafka, kube-apiserver and PostgreSQL"
 cargo test --locked -p parley-tests
 
+tier "browser: the chat page in headless Chromium"
+PARLEY_GATEWAY_BIN=$CARGO_TARGET_DIR/debug/parley-gateway node --test tests/browser/
+
 tier "all tiers passed"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install (cached) and start the whole test environment: 3-broker Kafka,
-# kube-apiserver + etcd + controller-manager, PostgreSQL. Idempotent.
+# kube-apiserver + etcd + controller-manager, PostgreSQL, and the headless
+# browser for page tests. Idempotent.
 # Prints the variables that reach each service; `source $PARLEY_RUN/env.sh`
 # puts them in a shell.
 set -euo pipefail
@@ -8,20 +9,21 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/common.sh"
 
 services=(postgres kafka k8s)
+installs=("${services[@]}" browser)
 
 # Installs are independent (apt, Maven, Go); run them side by side so a cold
 # machine waits for the slowest, not the sum.
 pids=()
-for svc in "${services[@]}"; do
+for svc in "${installs[@]}"; do
   mkdir -p "$PARLEY_RUN/logs"
   "$here/$svc.sh" install > "$PARLEY_RUN/logs/install-$svc.log" 2>&1 &
   pids+=($!)
 done
 failed=0
-for i in "${!services[@]}"; do
+for i in "${!installs[@]}"; do
   if ! wait "${pids[$i]}"; then
-    log "installing ${services[$i]} failed; last lines of its log:"
-    tail -n 40 "$PARLEY_RUN/logs/install-${services[$i]}.log" >&2
+    log "installing ${installs[$i]} failed; last lines of its log:"
+    tail -n 40 "$PARLEY_RUN/logs/install-${installs[$i]}.log" >&2
     failed=1
   fi
 done
@@ -30,6 +32,10 @@ done
 for svc in "${services[@]}"; do
   "$here/$svc.sh" start
 done
+while read -r line; do
+  name=${line#export }
+  env_file_edit "${name%%=*}" "$line"
+done < <("$here/browser.sh" env)
 
 log "environment is up; reach it with:"
 cat "$PARLEY_ENV_FILE"

@@ -1,0 +1,95 @@
+// Two people chat through the real page in headless Chromium: the
+// standalone gateway serves it, each browser context logs in, and a
+// message typed in one appears in the other (and back).
+"use strict";
+const { test, before, after } = require("node:test");
+const assert = require("node:assert/strict");
+const { spawn } = require("node:child_process");
+const fs = require("node:fs");
+const os = require("node:os");
+const path = require("node:path");
+const readline = require("node:readline");
+
+const { chromium } = require(need("PARLEY_PLAYWRIGHT"));
+
+function need(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run through scripts/test.sh (scripts/env/browser.sh env)`);
+  return value;
+}
+
+let server, browser, baseUrl, workDir;
+
+before(async () => {
+  workDir = fs.mkdtempSync(path.join(os.tmpdir(), "parley-browser-"));
+  server = spawn(need("PARLEY_GATEWAY_BIN"), [
+    "standalone", "--listen", "127.0.0.1:0", "--database", path.join(workDir, "chat.db"),
+  ], { stdio: ["ignore", "pipe", "inherit"] });
+  baseUrl = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("gateway did not report its address in 30 s")), 30_000);
+    server.on("exit", (code) => reject(new Error(`gateway exited with ${code}`)));
+    readline.createInterface({ input: server.stdout }).on("line", (line) => {
+      const m = line.match(/listening on (http:\/\/\S+)/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+  });
+  browser = await chromium.launch({
+    executablePath: need("PARLEY_CHROMIUM"),
+    // No sandbox as root; no background traffic to hosts this machine cannot reach.
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (server) server.kill("SIGTERM");
+});
+
+async function logIn(name) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(baseUrl + "/");
+  await page.fill("#login-name", name);
+  await page.click("#login button");
+  await page.waitForSelector("#status.online", { timeout: 15_000 });
+  assert.equal(await page.isVisible("#login"), false, "the log-in form goes away after log-in");
+  return page;
+}
+
+async function openChatWith(page, other) {
+  await page.fill("#dm-user", other);
+  await page.click("#new-dm button");
+  await page.waitForSelector("#body:not([disabled])", { timeout: 10_000 });
+}
+
+async function send(page, text) {
+  await page.fill("#body", text);
+  await page.click("#send");
+}
+
+test("two browser contexts exchange messages through the page", async () => {
+  const alice = await logIn("alice");
+  const bob = await logIn("bob");
+
+  await openChatWith(alice, "bob");
+  await send(alice, "hello bob, from the browser");
+  // Alice's own message is confirmed (no longer pending) once stored.
+  await alice.waitForSelector("#messages .msg.mine:not(.pending) >> text=hello bob, from the browser", { timeout: 10_000 });
+
+  // Bob sees the conversation appear and the message in it.
+  await bob.click("#convs .conv >> text=alice", { timeout: 10_000 });
+  await bob.waitForSelector("#messages .msg >> text=hello bob, from the browser", { timeout: 10_000 });
+
+  await send(bob, "hi alice");
+  await alice.waitForSelector("#messages .msg:not(.mine) >> text=hi alice", { timeout: 10_000 });
+
+  assert.equal(await alice.textContent("#typing"), "", "a sent message ends the sender's typing notice");
+  const aliceTexts = await alice.$$eval("#messages .msg", (els) => els.map((e) => e.textContent));
+  assert.equal(aliceTexts.filter((t) => t.includes("hello bob, from the browser")).length, 1, "no duplicate");
+  assert.equal(aliceTexts.filter((t) => t.includes("hi alice")).length, 1, "no duplicate");
+
+  const shot = path.join(process.env.PARLEY_ARTIFACTS || workDir, "browser-chat.png");
+  await alice.screenshot({ path: shot, fullPage: true });
+  console.log(`screenshot: ${shot}`);
+});
