@@ -145,8 +145,9 @@ async fn reconcile_guarded(guard: Arc<DeserializeGuard<ChatCluster>>, ctx: Arc<C
             // A malformed object cannot be acted on; say so once per change
             // and wait for the next edit instead of retrying in a loop.
             warn!(object = %key, error = %invalid.error, "skipping malformed ChatCluster");
-            publish(&ctx, &guard.object_ref(&()), EventType::Warning, event_reason::INVALID_OBJECT, &invalid.error)
-                .await;
+            let note =
+                format!("skipped: this ChatCluster does not match the schema the operator knows: {}", invalid.error);
+            publish(&ctx, &guard.object_ref(&()), EventType::Warning, event_reason::INVALID_OBJECT, &note).await;
             return Ok(Action::await_change());
         }
     };

@@ -56,7 +56,6 @@ pub fn prefix(cc: &ChatCluster) -> String {
     })
 }
 
-
 /// The four topics with the spec's settings.
 pub fn desired_topics(cc: &ChatCluster) -> Vec<DesiredTopic> {
     let spec = &cc.spec.topics;

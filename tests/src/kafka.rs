@@ -32,3 +32,40 @@ pub fn script(args: &[&str]) {
     let status = std::process::Command::new("bash").arg(path).args(args).status().expect("run kafka.sh");
     assert!(status.success(), "kafka.sh {args:?} failed");
 }
+
+fn admin() -> Result<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>, String> {
+    ClientConfig::new().set("bootstrap.servers", crate::env::kafka_bootstrap()).create().map_err(|e| e.to_string())
+}
+
+fn options() -> rdkafka::admin::AdminOptions {
+    rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))
+}
+
+/// Create a topic directly in Kafka, as someone other than the operator would.
+pub async fn create_topic(name: &str, partitions: i32, replication: i32) {
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+    let results = admin().expect("admin").create_topics([&topic], &options()).await.expect("create_topics");
+    for r in results {
+        r.unwrap_or_else(|(n, code)| panic!("creating {n}: {code:?}"));
+    }
+}
+
+/// A topic-level config value set on the topic itself.
+pub async fn topic_config(name: &str, key: &str) -> Result<Option<String>, String> {
+    use rdkafka::admin::ResourceSpecifier;
+    let results =
+        admin()?.describe_configs([&ResourceSpecifier::Topic(name)], &options()).await.map_err(|e| e.to_string())?;
+    let resource = results.into_iter().next().ok_or("no result")?.map_err(|e| format!("{e:?}"))?;
+    Ok(resource.get(key).and_then(|e| e.value.clone()))
+}
+
+/// Overwrite a topic's dynamic config, as a human with admin tools might.
+pub async fn set_topic_config(name: &str, key: &str, value: &str) {
+    use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+    let alter = AlterConfig::new(ResourceSpecifier::Topic(name)).set(key, value);
+    let results = admin().expect("admin").alter_configs([&alter], &options()).await.expect("alter_configs");
+    for r in results {
+        r.unwrap_or_else(|(_, code)| panic!("altering {name}: {code:?}"));
+    }
+}

@@ -107,7 +107,7 @@ fn scaled_events(ns: &str) -> Vec<String> {
         "-n",
         ns,
         "-o",
-        r#"jsonpath={range .items[?(@.reason=="Scaled")]}{.note}{.message}{"\n"}{end}"#,
+        r#"jsonpath={range .items[?(@.reason=="Scaled")]}{.message}{"\n"}{end}"#,
     ]);
     out.lines().map(str::to_owned).collect()
 }

@@ -1,0 +1,80 @@
+//! Topics the operator did not create, or that someone changed behind its
+//! back: config drift is corrected, a replication-factor difference and a
+//! partition count above the spec are reported (never "fixed" by force),
+//! and existing topics are adopted with an Event.
+
+use kube::api::Api;
+use parley_operator::crd::ChatCluster;
+use parley_operator::crd::status::{condition, reason};
+use parley_tests::kube::{client, setup_namespace, teardown_namespace};
+use parley_tests::operator::Operator;
+use parley_tests::{env, kafka, kubectl, wait};
+
+fn manifest(prefix: &str) -> String {
+    format!(
+        "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: chat\nspec:\n  kafka:\n    bootstrapServers: \"{}\"\n    topicPrefix: {prefix}\n  topics:\n    partitions: 6\n    replicationFactor: 3\n    minInSyncReplicas: 2\n  consumers:\n    lagPollInterval: 1s\n",
+        env::kafka_bootstrap()
+    )
+}
+
+async fn topics_condition(api: &Api<ChatCluster>) -> Result<(String, String, String), String> {
+    let cc = api.get("chat").await.map_err(|e| e.to_string())?;
+    cc.status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == condition::TOPICS_READY))
+        .map(|c| (c.status, c.reason, c.message))
+        .ok_or_else(|| "no TopicsReady".to_owned())
+}
+
+#[tokio::test]
+async fn existing_topics_are_adopted_mismatches_reported_and_drift_corrected() {
+    let ns = setup_namespace("parley-drift");
+    let prefix = env::unique("drift").replace('-', "_");
+    // Before any ChatCluster: one topic with more partitions than the spec
+    // will ask for, one with replication factor 1.
+    kafka::create_topic(&format!("{prefix}.chat-messages"), 12, 3).await;
+    kafka::create_topic(&format!("{prefix}.group-messages"), 2, 1).await;
+
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
+    let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest(&prefix));
+
+    let (status, why, message) = wait::until("TopicsReady=False with the decrease", 60, || async {
+        let c = topics_condition(&api).await?;
+        if c.1 == reason::PARTITION_DECREASE_REJECTED { Ok(c) } else { Err(format!("{c:?}")) }
+    })
+    .await;
+    assert_eq!((status.as_str(), why.as_str()), ("False", reason::PARTITION_DECREASE_REJECTED));
+    assert!(message.contains(&format!("{prefix}.chat-messages has 12 partitions")), "{message}");
+    assert!(message.contains(&format!("{prefix}.group-messages has replication factor 1")), "{message}");
+
+    // Never applied: chat-messages keeps 12; the RF-1 topic is grown to 6 but keeps RF 1.
+    let topics = wait::until("group-messages grown to 6", 30, || async {
+        let t = kafka::topics_with_prefix(&format!("{prefix}."))?;
+        if t.get(&format!("{prefix}.group-messages")) == Some(&(6, 1)) { Ok(t) } else { Err(format!("{t:?}")) }
+    })
+    .await;
+    assert_eq!(topics[&format!("{prefix}.chat-messages")], (12, 3));
+    assert_eq!(topics.len(), 4, "the two missing topics are created: {topics:?}");
+
+    let events = kubectl::ok(&[
+        "get",
+        "events",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={range .items[*]}{.reason} {.message}{\"\\n\"}{end}",
+    ]);
+    assert!(events.lines().any(|l| l.starts_with("TopicAdopted ") && l.contains(".chat-messages")), "{events}");
+    assert!(events.lines().any(|l| l.starts_with("TopicProblem ") && l.contains("replication factor 1")), "{events}");
+
+    // Config drift made behind the operator's back is put back.
+    let deliveries = format!("{prefix}.deliveries");
+    assert_eq!(kafka::topic_config(&deliveries, "min.insync.replicas").await.unwrap().as_deref(), Some("2"));
+    kafka::set_topic_config(&deliveries, "min.insync.replicas", "1").await;
+    wait::until("min.insync.replicas restored to 2", 30, || async {
+        let v = kafka::topic_config(&deliveries, "min.insync.replicas").await?;
+        if v.as_deref() == Some("2") { Ok(()) } else { Err(format!("{v:?}")) }
+    })
+    .await;
+    teardown_namespace(&ns);
+}
