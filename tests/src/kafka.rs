@@ -69,3 +69,29 @@ pub async fn set_topic_config(name: &str, key: &str, value: &str) {
         r.unwrap_or_else(|(_, code)| panic!("altering {name}: {code:?}"));
     }
 }
+
+/// Produce `count` small messages to `topic`, keys `conversation-<n>` for
+/// n in `from..from + count` (so they spread over the partitions).
+pub async fn produce(topic: &str, from: usize, count: usize) {
+    use futures::future::join_all;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", crate::env::kafka_bootstrap())
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    for chunk in (from..from + count).collect::<Vec<_>>().chunks(5_000) {
+        let sends = chunk.iter().map(|i| {
+            let key = format!("conversation-{i}");
+            let producer = &producer;
+            async move {
+                producer
+                    .send(FutureRecord::to(topic).key(&key).payload("x"), Duration::from_secs(30))
+                    .await
+                    .map_err(|(e, _)| e)
+                    .expect("produce");
+            }
+        });
+        join_all(sends).await;
+    }
+}

@@ -10,11 +10,14 @@ pub fn binary() -> PathBuf {
     if let Ok(path) = std::env::var("PARLEY_OPERATOR_BIN") {
         return path.into();
     }
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/<test> -> target/<profile>/parley-operator
-    let bin = exe.parent().and_then(|d| d.parent()).expect("target dir").join("parley-operator");
-    assert!(bin.exists(), "{} missing: build it with `cargo build -p parley-operator`", bin.display());
-    bin
+    let exe = std::env::current_exe().expect("own binary path");
+    // Tests live in target/<profile>/deps/, binaries in target/<profile>/.
+    let dir = exe.parent().expect("binary dir");
+    let candidates = [dir.join("parley-operator"), dir.parent().expect("target dir").join("parley-operator")];
+    let found = candidates.iter().find(|p| p.exists()).cloned();
+    found.unwrap_or_else(|| {
+        panic!("parley-operator not found next to {}: `cargo build -p parley-operator`", exe.display())
+    })
 }
 
 /// A free loopback port (bound then released; fine for tests on loopback).

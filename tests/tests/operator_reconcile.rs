@@ -5,13 +5,12 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use parley_operator::crd::ChatCluster;
 use parley_operator::crd::status::{condition, reason};
 use parley_tests::kube::{client, setup_namespace, teardown_namespace};
 use parley_tests::operator::Operator;
 use parley_tests::{env, kafka, kubectl, wait};
-use serde_json::json;
 
 fn manifest(name: &str, prefix: &str, partitions: i32) -> String {
     format!(
@@ -33,15 +32,6 @@ spec:
 "#,
         bootstrap = env::kafka_bootstrap()
     )
-}
-
-/// Play the kubelet's part: report every replica of a Deployment ready.
-async fn mark_ready(api: &Api<Deployment>, name: &str) {
-    let d = api.get(name).await.expect("deployment");
-    let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(1);
-    let status = json!({"status": {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
-                                    "updatedReplicas": replicas, "observedGeneration": d.metadata.generation}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("patch deployment status");
 }
 
 fn condition_of(cc: &ChatCluster, type_: &str) -> Option<(String, String)> {
@@ -105,7 +95,7 @@ async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
     assert_eq!(condition_of(&cc, condition::READY).map(|c| c.0), Some("False".into()));
     assert_eq!(condition_of(&cc, condition::TOPICS_READY), Some(("True".into(), reason::RECONCILED.into())));
     for name in names {
-        mark_ready(&deployments, name).await;
+        parley_tests::kube::mark_deployment_ready(&deployments, name).await;
     }
     let cc = wait::until("Ready=True", 30, || async {
         let cc = clusters.get("chat").await.map_err(|e| e.to_string())?;

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use futures::future::join_all;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use parley_operator::crd::{ChatCluster, ConsumerGroupStatus};
@@ -14,7 +13,6 @@ use parley_tests::operator::Operator;
 use parley_tests::{env, kafka, kubectl, wait};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 fn manifest(prefix: &str) -> String {
     format!(
@@ -38,28 +36,6 @@ spec:
 "#,
         env::kafka_bootstrap()
     )
-}
-
-async fn produce(topic: &str, from: usize, count: usize) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", env::kafka_bootstrap())
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer");
-    for chunk in (from..from + count).collect::<Vec<_>>().chunks(5_000) {
-        let sends = chunk.iter().map(|i| {
-            let key = format!("conversation-{i}");
-            let producer = &producer;
-            async move {
-                producer
-                    .send(FutureRecord::to(topic).key(&key).payload("x"), Duration::from_secs(30))
-                    .await
-                    .map_err(|(e, _)| e)
-                    .expect("produce");
-            }
-        });
-        join_all(sends).await;
-    }
 }
 
 /// Consume every message of `topics` as a member of `group`, then commit.
@@ -130,7 +106,7 @@ async fn storage_follows_lag_capped_at_partitions_and_returns_to_min() {
 
     // 10,000 messages, nothing committed: ceil(10,000 / 1,000) = 10.
     let chat = format!("{prefix}.chat-messages");
-    produce(&chat, 0, 10_000).await;
+    kafka::produce(&chat, 0, 10_000).await;
     wait_replicas(&deployments, 10, 60).await;
     let g = wait::until("status with all 10,000 counted", 30, || async {
         let g = storage_group(&api).await?;
@@ -142,7 +118,7 @@ async fn storage_follows_lag_capped_at_partitions_and_returns_to_min() {
     assert_eq!(g.group, format!("{prefix}.storage"));
 
     // 100,000 more: 110 wanted, capped at the 12 partitions.
-    produce(&chat, 10_000, 100_000).await;
+    kafka::produce(&chat, 10_000, 100_000).await;
     wait_replicas(&deployments, 12, 60).await;
     let g = wait::until("status at the cap", 30, || async {
         let g = storage_group(&api).await?;
