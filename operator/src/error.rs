@@ -15,6 +15,12 @@ pub enum Error {
         "cannot list ChatClusters (is the CRD installed? `parley-operator crd | kubectl apply -f -`): {0}"
     )]
     CrdMissing(#[source] kube::Error),
+    #[error(
+        "cannot apply the ChatCluster CRD (--install-crd; the operator's ServiceAccount needs get/create/patch on customresourcedefinitions): {0}"
+    )]
+    CrdInstall(#[source] kube::Error),
+    #[error("the applied ChatCluster CRD is not served: {0}")]
+    CrdNotEstablished(String),
     #[error("cannot read Kafka client Secret {name}: {source}")]
     Secret {
         name: String,
@@ -43,7 +49,11 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::CrdYaml(_) | Error::Write { .. } | Error::Runtime(_) => "io",
-            Error::Kube(_) | Error::CrdMissing(_) | Error::KubeConfig(_) => "kubernetes",
+            Error::Kube(_)
+            | Error::CrdMissing(_)
+            | Error::CrdInstall(_)
+            | Error::CrdNotEstablished(_)
+            | Error::KubeConfig(_) => "kubernetes",
             Error::Secret { .. } => "secret",
             Error::KafkaUnavailable(_) => "kafka",
             Error::NotNamespaced => "invalid_object",

@@ -4,6 +4,7 @@ pub mod cli;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod crd_install;
 mod error;
 pub mod http;
 pub mod kafka;
