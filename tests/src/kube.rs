@@ -44,3 +44,20 @@ pub fn setup_namespace(prefix: &str) -> String {
 pub fn teardown_namespace(ns: &str) {
     let _ = kubectl::run(&["delete", "namespace", ns, "--wait=false"]);
 }
+
+/// Play the kubelet's (and the absent deployment controller's) part: report
+/// every replica of Deployment `name` ready.
+pub async fn mark_deployment_ready(
+    api: &kube::Api<k8s_openapi::api::apps::v1::Deployment>,
+    name: &str,
+) {
+    use kube::api::{Patch, PatchParams};
+    let d = api.get(name).await.expect("deployment");
+    let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(1);
+    let status = serde_json::json!({"status": {"replicas": replicas, "readyReplicas": replicas,
+        "availableReplicas": replicas, "updatedReplicas": replicas,
+        "observedGeneration": d.metadata.generation}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("patch deployment status");
+}
