@@ -9,6 +9,16 @@ pub enum Error {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot parse {path}: {message}")]
+    Parse {
+        path: std::path::PathBuf,
+        message: String,
+    },
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error(
@@ -48,7 +58,11 @@ impl Error {
     /// Low-cardinality label for the errors metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::CrdYaml(_) | Error::Write { .. } | Error::Runtime(_) => "io",
+            Error::CrdYaml(_)
+            | Error::Write { .. }
+            | Error::Read { .. }
+            | Error::Parse { .. }
+            | Error::Runtime(_) => "io",
             Error::Kube(_)
             | Error::CrdMissing(_)
             | Error::CrdInstall(_)

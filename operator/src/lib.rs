@@ -9,6 +9,7 @@ mod error;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod reference;
 pub mod run;
 pub mod topics;
 pub mod workloads;
