@@ -119,6 +119,10 @@ fn check(
         // JSON logs escape the quotes of the apiserver's message.
         let log = operator.log().replace('\\', "");
         if let Some(line) = log.lines().find(|l| l.contains(&wanted)) {
+            // A Forbidden must read as an RBAC problem, not as something else.
+            if line.contains("is the CRD installed") {
+                break Err(format!("misleading error: {line}"));
+            }
             break Ok(line.chars().take(400).collect());
         }
         if Instant::now() >= deadline {
