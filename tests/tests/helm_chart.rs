@@ -1,7 +1,8 @@
 //! The Helm chart and the examples against the real helm and kube-apiserver:
 //! the values schema refuses bad values, the rendered chart passes the
 //! apiserver's validation, and an installed release's ServiceAccount can run
-//! the operator to a Ready ChatCluster, while a copy of its ClusterRole with
+//! the operator (two replicas, one leading through the Lease in the release
+//! namespace) to a Ready ChatCluster, while a copy of its ClusterRole with
 //! one verb removed fails with a Forbidden error naming that verb.
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -394,6 +395,18 @@ async fn installed_rbac_runs_the_operator_and_a_missing_verb_is_forbidden() {
     })
     .await;
 
+    // A second replica (replicaCount: 2) stands by: same ServiceAccount,
+    // same Lease, no reconciling.
+    let mut standby =
+        helm::start_operator_as_deployed(&release, &kubeconfig, &format!("{ns}-b"), &[]);
+    wait::until("standby /readyz", 60, || async {
+        match try_http_get(standby.http_port, "/readyz")?.as_str() {
+            "ready" => Ok(()),
+            other => Err(format!("{other:?}; log:\n{}", standby.log())),
+        }
+    })
+    .await;
+
     let client = client().await;
     let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -471,7 +484,42 @@ async fn installed_rbac_runs_the_operator_and_a_missing_verb_is_forbidden() {
 
     // Deleting removes the topic finalizer (patch) after deleting the topics.
     kubectl::ok(&["delete", "-n", &ns, "chatcluster/demo", "--timeout=60s"]);
+    let standby_metrics = standby.metrics();
+    assert!(
+        standby_metrics.contains("parley_operator_leader 0")
+            && standby_metrics.contains("parley_operator_reconciles_total 0"),
+        "the standby must not reconcile: {standby_metrics}"
+    );
+    // The leader stops (SIGTERM releases the Lease); the standby takes over.
     operator.terminate();
+    let holder = || async {
+        leases
+            .get(&full)
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .and_then(|s| s.holder_identity)
+            .ok_or_else(|| "no holder".to_owned())
+    };
+    wait::until("the standby holding the Lease", 30, || async {
+        let h = holder().await?;
+        if h == format!("{ns}-b") {
+            Ok(())
+        } else {
+            Err(h)
+        }
+    })
+    .await;
+    wait::until("the standby leading", 30, || async {
+        let m = standby.metrics();
+        if m.contains("parley_operator_leader 1") {
+            Ok(())
+        } else {
+            Err(m)
+        }
+    })
+    .await;
+    standby.terminate();
 
     // A copy of the ClusterRole without `patch` on Deployments, bound to a
     // second ServiceAccount: server-side apply of the gateway is refused.
