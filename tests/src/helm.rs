@@ -48,6 +48,8 @@ pub fn ok(args: &[&str]) -> String {
 pub struct Release {
     pub name: String,
     pub namespace: String,
+    /// What `helm install` printed (status and the chart's NOTES.txt).
+    pub install_output: String,
 }
 
 impl Release {
@@ -71,11 +73,12 @@ impl Release {
         for s in set {
             args.extend(["--set", s]);
         }
-        let release = Self {
+        let mut release = Self {
             name: name.clone(),
             namespace: name.clone(),
+            install_output: String::new(),
         };
-        ok(&args);
+        release.install_output = ok(&args);
         release
     }
 

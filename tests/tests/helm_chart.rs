@@ -358,6 +358,23 @@ async fn installed_rbac_runs_the_operator_and_a_missing_verb_is_forbidden() {
     let ns = release.namespace.clone();
     let full = release.fullname();
 
+    // NOTES.txt tells the user what to do next, for this release.
+    for next in [
+        format!(
+            "kubectl -n {ns} get deploy,pods -l app.kubernetes.io/instance={}",
+            release.name
+        ),
+        "kubectl apply -f examples/chatcluster-minimal.yaml".to_owned(),
+        "kubectl get chat -w".to_owned(),
+        format!("It reconciles ChatClusters in namespace \"{ns}\""),
+    ] {
+        assert!(
+            release.install_output.contains(&next),
+            "NOTES lack {next:?}:\n{}",
+            release.install_output
+        );
+    }
+
     // What helm created: CRD (from crds/), RBAC, ServiceAccount, Deployment.
     kubectl::ok(&[
         "wait",
