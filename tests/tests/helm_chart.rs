@@ -114,7 +114,8 @@ fn lint_enforces_the_values_schema() {
 /// Rendered objects of `helm template`, as JSON, by kind.
 fn render(ns: &str, set: &[&str]) -> (String, Vec<Value>) {
     let chart = helm::chart_dir();
-    let mut args = vec!["template", "rel", &*chart, "-n", ns];
+    // --include-crds: the CRD from crds/ goes through the dry run too.
+    let mut args = vec!["template", "rel", &*chart, "-n", ns, "--include-crds"];
     for s in set {
         args.extend(["--set", s]);
     }
@@ -173,6 +174,10 @@ fn rendered_chart_passes_server_side_dry_run() {
             out.contains(
                 "clusterrole.rbac.authorization.k8s.io/rel-parley created (server dry run)"
             ),
+            "{out}"
+        );
+        assert!(
+            out.contains("customresourcedefinition.apiextensions.k8s.io/chatclusters.parley.dev"),
             "{out}"
         );
 
