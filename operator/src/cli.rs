@@ -24,6 +24,13 @@ pub enum Command {
         #[arg(long = "write-to", value_name = "DIR")]
         write_to: Vec<PathBuf>,
     },
+    /// Print docs/reference.md: the ChatCluster fields from the CRD and the
+    /// chart's values from its values.schema.json and values.yaml.
+    Reference {
+        /// The chart directory.
+        #[arg(long, value_name = "DIR", default_value = "charts/parley")]
+        chart: PathBuf,
+    },
     /// Run the controller: reconcile ChatClusters until SIGTERM.
     Run(crate::run::RunArgs),
 }
@@ -31,6 +38,10 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Crd { write_to } => write_crd(&write_to),
+        Command::Reference { chart } => {
+            print!("{}", crate::reference::from_chart(&chart)?);
+            Ok(())
+        }
         Command::Run(args) => tokio::runtime::Runtime::new().map_err(Error::Runtime)?.block_on(crate::run::run(args)),
     }
 }

@@ -480,7 +480,11 @@ async fn finalize(cc: &ChatCluster, ctx: &Context, api: &Api<ChatCluster>) -> Re
 /// so a missing CRD fails at start with a clear message.
 pub async fn preflight(client: &Client) -> Result<()> {
     let api: Api<ChatCluster> = Api::all(client.clone());
-    api.list(&ListParams::default().limit(1)).await.map_err(Error::CrdMissing)?;
+    api.list(&ListParams::default().limit(1)).await.map_err(|e| match &e {
+        // Forbidden is an RBAC problem, not a missing CRD: say that.
+        kube::Error::Api(status) if status.code == 403 => Error::Kube(e),
+        _ => Error::CrdMissing(e),
+    })?;
     Ok(())
 }
 

@@ -6,10 +6,20 @@ pub enum Error {
     CrdYaml(#[from] serde_yaml::Error),
     #[error("cannot write {path}: {source}")]
     Write { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot parse {path}: {message}")]
+    Parse { path: std::path::PathBuf, message: String },
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("cannot list ChatClusters (is the CRD installed? `parley-operator crd | kubectl apply -f -`): {0}")]
     CrdMissing(#[source] kube::Error),
+    #[error(
+        "cannot apply the ChatCluster CRD (--install-crd; the operator's ServiceAccount needs get/create/patch on customresourcedefinitions): {0}"
+    )]
+    CrdInstall(#[source] kube::Error),
+    #[error("the applied ChatCluster CRD is not served: {0}")]
+    CrdNotEstablished(String),
     #[error("cannot read Kafka client Secret {name}: {source}")]
     Secret {
         name: String,
@@ -34,8 +44,14 @@ impl Error {
     /// Low-cardinality label for the errors metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::CrdYaml(_) | Error::Write { .. } | Error::Runtime(_) => "io",
-            Error::Kube(_) | Error::CrdMissing(_) | Error::KubeConfig(_) => "kubernetes",
+            Error::CrdYaml(_) | Error::Write { .. } | Error::Read { .. } | Error::Parse { .. } | Error::Runtime(_) => {
+                "io"
+            }
+            Error::Kube(_)
+            | Error::CrdMissing(_)
+            | Error::CrdInstall(_)
+            | Error::CrdNotEstablished(_)
+            | Error::KubeConfig(_) => "kubernetes",
             Error::Secret { .. } => "secret",
             Error::KafkaUnavailable(_) => "kafka",
             Error::NotNamespaced => "invalid_object",

@@ -13,12 +13,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::controller::{self, Context, Settings};
+use crate::crd_install;
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
 use crate::workloads::Images;
 use crate::{Error, Result};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// An apiserver establishes a CRD within a second or two; longer means trouble.
+const CRD_ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -59,6 +62,11 @@ pub struct RunArgs {
     /// Seconds a Lease is held without renewal before another replica takes it.
     #[arg(long, env = "PARLEY_LEASE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=300))]
     pub lease_seconds: u64,
+    /// Server-side apply the ChatCluster CRD built into this binary at start
+    /// (never downgrading a newer one), so `helm upgrade` updates the CRD
+    /// too. Needs CRD RBAC (chart value `crd.install`).
+    #[arg(long, env = "PARLEY_INSTALL_CRD", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub install_crd: bool,
     /// This replica's identity in the Lease (default: the host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -108,6 +116,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let server =
         http::serve(args.http, HttpState { metrics: metrics.clone(), ready: ready.clone() }, shutdown.clone()).await?;
 
+    if args.install_crd {
+        crd_install::install(&client, CRD_ESTABLISHED_TIMEOUT).await?;
+    }
     controller::preflight(&client).await?;
     ready.store(true, Ordering::Relaxed);
 

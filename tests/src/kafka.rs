@@ -95,3 +95,21 @@ pub async fn produce(topic: &str, from: usize, count: usize) {
         join_all(sends).await;
     }
 }
+
+/// Delete every topic whose name starts with `prefix` (test cleanup when no
+/// operator is left to do it).
+pub async fn delete_topics_with_prefix(prefix: &str) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let names: Vec<String> = topics_with_prefix(prefix)?.into_keys().collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", crate::env::kafka_bootstrap())
+        .create()
+        .map_err(|e| e.to_string())?;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    admin.delete_topics(&refs, &AdminOptions::new()).await.map_err(|e| e.to_string())?;
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! must never pass by skipping.
 
 pub mod env;
+pub mod helm;
 pub mod kafka;
 pub mod kube;
 pub mod kubectl;

@@ -25,6 +25,11 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// Where the operator started with `identity` logs.
+pub fn log_path(identity: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("parley-operator-{identity}.log"))
+}
+
 /// A running operator; killed when dropped.
 pub struct Operator {
     pub child: Child,
@@ -35,21 +40,45 @@ pub struct Operator {
 impl Operator {
     /// Start `parley-operator run` watching `namespace`, with `extra` args.
     pub fn start(namespace: &str, identity: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["run", "--namespace", namespace, "--identity", identity];
+        args.extend(["--kafka-timeout-seconds", "3", "--backoff-max-seconds", "5"]);
+        args.extend(extra);
+        let kubeconfig = crate::env::kubeconfig();
+        Self::start_with(
+            std::path::Path::new(&kubeconfig),
+            &args,
+            &[("PARLEY_LOG".into(), "info,parley_operator=debug".into())],
+            identity,
+        )
+    }
+
+    /// Start the binary with exactly `args` (plus `--http` on a free
+    /// loopback port), `env` and `kubeconfig`; stderr goes to
+    /// [`Operator::log_path`].
+    pub fn start_with(kubeconfig: &std::path::Path, args: &[&str], env: &[(String, String)], identity: &str) -> Self {
         let http_port = free_port();
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("parley-operator-{identity}.log")))
-            .expect("operator log file");
+        let log = std::fs::File::create(log_path(identity)).expect("operator log file");
         let child = Command::new(binary())
-            .args(["run", "--namespace", namespace, "--identity", identity])
+            .args(args)
             .args(["--http", &format!("127.0.0.1:{http_port}")])
-            .args(["--kafka-timeout-seconds", "3", "--backoff-max-seconds", "5"])
-            .args(extra)
-            .env("KUBECONFIG", crate::env::kubeconfig())
-            .env("PARLEY_LOG", "info,parley_operator=debug")
+            .env("KUBECONFIG", kubeconfig)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start parley-operator");
         Self { child, http_port, identity: identity.to_owned() }
+    }
+
+    /// What the operator logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(log_path(&self.identity)).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait: a graceful stop that releases the Lease at once.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
     }
 
     pub fn metrics(&self) -> String {
@@ -67,6 +96,13 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// [`http_get`] that reports a refused connection (a process still
+/// starting) instead of panicking.
+pub fn try_http_get(port: u16, path: &str) -> Result<String, String> {
+    std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    Ok(http_get(port, path))
 }
 
 /// Minimal HTTP/1.0 GET on loopback, returning the body.
