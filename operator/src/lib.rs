@@ -17,3 +17,18 @@ pub mod topics;
 pub mod workloads;
 
 pub use error::{Error, Result};
+
+/// Fixtures shared by the unit tests of the pure modules.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::crd::{ChatCluster, ChatClusterSpec};
+
+    /// A ChatCluster `demo` in namespace `chat` with `spec` (JSON, camelCase).
+    pub fn cluster(spec: serde_json::Value) -> ChatCluster {
+        let spec: ChatClusterSpec = serde_json::from_value(spec).expect("spec");
+        let mut cc = ChatCluster::new("demo", spec);
+        cc.metadata.namespace = Some("chat".into());
+        cc.metadata.uid = Some("0000-uid".into());
+        cc
+    }
+}

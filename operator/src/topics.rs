@@ -186,15 +186,8 @@ fn merged_config(want: &BTreeMap<String, String>, have: &BTreeMap<String, String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::ChatClusterSpec;
+    use crate::test_support::cluster;
     use serde_json::json;
-
-    fn cluster(spec: serde_json::Value) -> ChatCluster {
-        let spec: ChatClusterSpec = serde_json::from_value(spec).expect("spec");
-        let mut cc = ChatCluster::new("demo", spec);
-        cc.metadata.namespace = Some("chat".into());
-        cc
-    }
 
     fn minimal() -> ChatCluster {
         cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}))

@@ -256,16 +256,8 @@ pub fn consumer_deployment(cc: &ChatCluster, role: Role, replicas: i32, images: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::ChatClusterSpec;
+    use crate::test_support::cluster;
     use serde_json::json;
-
-    fn cluster(spec: serde_json::Value) -> ChatCluster {
-        let spec: ChatClusterSpec = serde_json::from_value(spec).expect("spec");
-        let mut cc = ChatCluster::new("demo", spec);
-        cc.metadata.namespace = Some("chat".into());
-        cc.metadata.uid = Some("0000-uid".into());
-        cc
-    }
 
     fn images() -> Images {
         Images { gateway: "parley-gateway:test".into(), consumer: "parley-consumer:test".into() }
