@@ -164,8 +164,9 @@ async fn storage_follows_lag_capped_at_partitions_and_returns_to_min() {
 
     let events = scaled_events(&ns);
     // Lag is read while the producer is still writing, so the way up may
-    // take intermediate steps; where each phase ends is fixed.
-    let steps = ["→ 10: lag 10,000 over 12 partitions (12 with lag)", "→ 12: lag ", "storage 12 → 1: lag 0"];
+    // take intermediate steps (and reach 10 at any lag above 9,000); where
+    // each phase ends is fixed.
+    let steps = ["→ 10: lag ", "→ 12: lag ", "storage 12 → 1: lag 0 over 12 partitions"];
     for step in steps {
         assert!(events.iter().any(|e| e.starts_with("storage ") && e.contains(step)), "no {step:?} in {events:#?}");
     }
