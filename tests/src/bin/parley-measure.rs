@@ -165,13 +165,14 @@ async fn main() {
     teardown_namespace(&ns);
     let mut failovers = failover(runs_failover).await;
 
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .unwrap_or(0);
     let machine = format!(
-        "{} cores, {} (kernel {})",
+        "{} cores, {:.1} GiB memory, Linux {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| m.lines().next().map(str::to_owned))
-            .unwrap_or_default(),
+        mem_kib as f64 / 1024.0 / 1024.0,
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
     );
     let report = json!({
@@ -188,11 +189,11 @@ async fn main() {
         .expect("write json");
     let md = format!(
         "# Operator measurements\n\nMachine: {machine}. Real 3-broker Kafka and kube-apiserver from `scripts/env/up.sh`; \
-         command: `cargo run -p parley-tests --bin parley-measure`.\n\n\
+         command: `cargo run --release -p parley-tests --bin parley-measure` (release operator).\n\n\
          | measure | runs | median |\n| --- | --- | --- |\n\
          | `kubectl apply` → TopicsReady | {} | {:.2} s |\n\
          | `kubectl apply` → Ready (Deployments reported ready at once) | {} | {:.2} s |\n\
-         | lag appears → storage Deployment scaled (10 s poll) | {} | {:.2} s |\n\
+         | lag appears → storage Deployment scaled (10 s poll; the wait depends on where in the poll cycle lag appears) | {} | {:.2} s |\n\
          | leader SIGKILL → standby holds the Lease (10 s lease) | {} | {:.2} s |\n\n\
          Operator RSS after the ready and scale runs: {:.1} MiB.\n",
         topics.len(),
