@@ -6,8 +6,8 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Service};
 use kube::api::{Api, DeleteParams, ListParams};
-use parley_operator::crd::ChatCluster;
-use parley_operator::crd::status::{condition, reason};
+use parleyoperator::crd::ChatCluster;
+use parleyoperator::crd::status::{condition, reason};
 use parley_tests::kube::{client, setup_namespace, teardown_namespace};
 use parley_tests::operator::Operator;
 use parley_tests::{env, kafka, kubectl, wait};
@@ -42,7 +42,7 @@ fn condition_of(cc: &ChatCluster, type_: &str) -> Option<(String, String)> {
 async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
     let ns = setup_namespace("parley-op");
     let prefix = env::unique("op").replace('-', "_");
-    let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
+    let operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
     let client = client().await;
     let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -149,11 +149,13 @@ async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
         "topics this operator created are not adoptions: {reasons:?}"
     );
 
-    // Metrics count reconciles.
-    let metrics = _operator.metrics();
+    // Probes answer, and metrics count reconciles.
+    assert_eq!(parley_tests::operator::http_get(operator.http_port, "/healthz"), "ok");
+    assert_eq!(parley_tests::operator::http_get(operator.http_port, "/readyz"), "ready");
+    let metrics = operator.metrics();
     let reconciles: f64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("parley_operator_reconciles_total "))
+        .find_map(|l| l.strip_prefix("parleyoperator_reconciles_total "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
     assert!(reconciles >= 3.0, "reconciles counted: {metrics}");
