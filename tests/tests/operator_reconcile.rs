@@ -6,8 +6,8 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Service};
 use kube::api::{Api, DeleteParams, ListParams};
-use parleyoperator::crd::ChatCluster;
-use parleyoperator::crd::status::{condition, reason};
+use parley_operator::crd::ChatCluster;
+use parley_operator::crd::status::{condition, reason};
 use parley_tests::kube::{client, setup_namespace, teardown_namespace};
 use parley_tests::operator::Operator;
 use parley_tests::{env, kafka, kubectl, wait};
@@ -155,7 +155,7 @@ async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
     let metrics = operator.metrics();
     let reconciles: f64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("parleyoperator_reconciles_total "))
+        .find_map(|l| l.strip_prefix("parley_operator_reconciles_total "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
     assert!(reconciles >= 3.0, "reconciles counted: {metrics}");
