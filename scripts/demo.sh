@@ -32,7 +32,8 @@ trap 'kill $operator_pid 2>/dev/null || true' EXIT
 step kubectl apply -n "$ns" -f examples/chatcluster-minimal.yaml
 wait_for "topics" 60 bash -c "kubectl get chat -n $ns demo -o jsonpath='{.status.topics[3].name}' | grep -q ."
 step kubectl get chat -n "$ns"
-step scripts/env/kafka.sh topics --list
+printf '\n$ scripts/env/kafka.sh topics --list | grep "^%s\\."\n' "$ns"
+scripts/env/kafka.sh topics --list | grep "^$ns\."
 step kubectl get deploy,svc -n "$ns" -l app.kubernetes.io/instance=demo
 step kubectl scale -n "$ns" chatcluster/demo --replicas=3
 wait_for "gateway scaled" 30 bash -c "[[ \$(kubectl get deploy -n $ns demo-gateway -o jsonpath='{.spec.replicas}') == 3 ]]"
