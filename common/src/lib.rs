@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod kafka;
 pub mod protocol;
 pub mod store;
 pub mod telemetry;

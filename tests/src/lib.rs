@@ -10,4 +10,5 @@ pub mod kafka;
 pub mod kube;
 pub mod kubectl;
 pub mod operator;
+pub mod postgres;
 pub mod wait;
