@@ -14,6 +14,8 @@ pub enum EventType {
     GroupMessage,
     UserOnline,
     UserOffline,
+    /// A gateway (re)started: presence entries it published before are stale.
+    GatewayStarted,
 }
 
 /// Routing facts that are not part of the message itself.
@@ -27,6 +29,10 @@ pub struct EventMetadata {
     /// The connection on that gateway that should receive the `ack`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_id: Option<u64>,
+    /// The gateway's internal address (`host:port`) where push consumers
+    /// stream deliveries to it (presence and gateway events, Kafka mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_addr: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +76,21 @@ impl MessageEvent {
         }
     }
 
+    /// Published by a gateway at start, keyed by its id.
+    pub fn gateway_started(gateway_id: &str, gateway_addr: Option<String>, timestamp: i64) -> Self {
+        Self {
+            event_type: EventType::GatewayStarted,
+            timestamp,
+            user_id: String::new(),
+            message_data: serde_json::Value::Object(Default::default()),
+            metadata: EventMetadata {
+                gateway_id: Some(gateway_id.to_owned()),
+                gateway_addr,
+                ..EventMetadata::default()
+            },
+        }
+    }
+
     pub fn chat_data(&self) -> Result<ChatMessageData> {
         match self.event_type {
             EventType::Message | EventType::GroupMessage => Ok(serde_json::from_value(self.message_data.clone())?),
@@ -98,7 +119,12 @@ mod tests {
             conversation: ConversationId::group("g"),
             body: "hi".into(),
         };
-        let meta = EventMetadata { group_id: Some("g".into()), gateway_id: Some("gw".into()), connection_id: Some(3) };
+        let meta = EventMetadata {
+            group_id: Some("g".into()),
+            gateway_id: Some("gw".into()),
+            connection_id: Some(3),
+            gateway_addr: None,
+        };
         let e = MessageEvent::chat("alice", 10, &data, meta).unwrap();
         assert_eq!(e.event_type, EventType::GroupMessage);
         let bytes = e.to_bytes().unwrap();

@@ -30,6 +30,8 @@ pub struct Inner {
     pub limits: Limits,
     pub topics: Topics,
     pub gateway_id: String,
+    /// Internal address push consumers stream deliveries to (Kafka mode).
+    pub gateway_addr: Option<String>,
     pub dev_login: bool,
     /// Cancelled once on shutdown; every task watches it.
     pub shutdown: CancellationToken,
@@ -57,6 +59,7 @@ pub struct StateParts {
     pub session: SessionArgs,
     pub topics: Topics,
     pub gateway_id: String,
+    pub gateway_addr: Option<String>,
     pub dev_login: bool,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -75,6 +78,7 @@ impl AppState {
             limits,
             topics: p.topics,
             gateway_id: p.gateway_id,
+            gateway_addr: p.gateway_addr,
             dev_login: p.dev_login,
             shutdown: p.shutdown,
             tracker: p.tracker,
@@ -107,6 +111,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page::index))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
         .route("/metrics", get(api::metrics))
         .route("/ws", get(session::upgrade))
         .route("/api/me", get(api::me))
