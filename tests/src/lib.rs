@@ -4,6 +4,7 @@
 //! Every helper fails loudly when the environment is missing: these tests
 //! must never pass by skipping.
 
+pub mod chat;
 pub mod env;
 pub mod helm;
 pub mod kafka;

@@ -1,0 +1,148 @@
+//! The chat across processes on the real 3-broker Kafka and PostgreSQL: 2
+//! gateways, 2 storage and 2 push consumers, each started from the pod spec
+//! the operator renders for a ChatCluster, with real WebSocket clients.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use parley_common::ids::ConversationId;
+use parley_common::store::{PostgresStore, Store};
+use parley_tests::chat::{self, Client, Proc, Specs, acks, messages};
+use parley_tests::env;
+use parley_tests::operator::free_port;
+use serde_json::json;
+
+const ACK_WAIT: Duration = Duration::from_secs(45);
+
+struct Cluster {
+    specs: Specs,
+    db_url: String,
+    gateways: Vec<Proc>,
+    storage: Vec<Proc>,
+    push: Vec<Proc>,
+}
+
+async fn start(prefix: &str) -> Cluster {
+    let db_url = chat::prepare(prefix, 6).await;
+    let specs = chat::render(prefix, &db_url);
+    let mut storage = Vec::new();
+    let mut push = Vec::new();
+    for i in 0..2 {
+        storage.push(chat::start_consumer(&specs.storage, &format!("{prefix}-storage-{i}")).await);
+        push.push(chat::start_consumer(&specs.push, &format!("{prefix}-push-{i}")).await);
+    }
+    let gateways = (0..2)
+        .map(|i| {
+            chat::start_gateway(&specs.gateway, &format!("{prefix}-gateway-{i}"), &format!("127.0.0.1:{}", free_port()))
+        })
+        .collect();
+    Cluster { specs, db_url, gateways, storage, push }
+}
+
+/// Each user sends a note to self until acked: its gateway and presence are
+/// known to the push path. Then a moment for every push consumer to catch up.
+async fn warm_up(clients: &mut [Client]) {
+    for c in clients.iter_mut() {
+        let user = c.user.clone();
+        let seq = c.send_acked(json!({"user": user}), "warm-up", "hi me", ACK_WAIT).await;
+        assert!(seq.is_some(), "{user}: warm-up note never acked");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+fn pushed_in(c: &Client, conversation: &str) -> Vec<u64> {
+    messages(&c.seen).iter().filter(|m| m.conversation.to_string() == conversation).map(|m| m.seq).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_to_one_and_group_of_five_across_gateways() {
+    let prefix = env::unique("chat");
+    let cluster = start(&prefix).await;
+
+    // The rendered specs are the deployable ones: image per binary, probes
+    // on paths the binaries serve, the gateway's two ports.
+    let gw = &cluster.specs.gateway.container;
+    let ports: Vec<i32> = gw.ports.clone().unwrap().iter().map(|p| p.container_port).collect();
+    assert_eq!(ports, [8080, 9090]);
+    assert_eq!(cluster.specs.storage.args, ["storage"]);
+    assert_eq!(cluster.specs.push.args, ["push"]);
+    for p in cluster.storage.iter().chain(&cluster.push) {
+        let port: u16 = p.addr.rsplit(':').next().unwrap().parse().unwrap();
+        let metrics = parley_tests::operator::http_get(port, "/metrics");
+        assert!(metrics.contains("parley_consumer_"), "{}: {metrics}", p.name);
+    }
+    let (a, b) = (&cluster.gateways[0].addr, &cluster.gateways[1].addr);
+
+    // 1:1 across gateways.
+    let mut alice = Client::connect(a, "alice").await;
+    let mut bob = Client::connect(b, "bob").await;
+    warm_up(std::slice::from_mut(&mut alice)).await;
+    warm_up(std::slice::from_mut(&mut bob)).await;
+    for i in 1..=10u64 {
+        let seq = alice.send_acked(json!({"user": "bob"}), &format!("a{i}"), &format!("hello {i}"), ACK_WAIT).await;
+        assert_eq!(seq, Some(i), "alice's message {i}");
+    }
+    let dm = ConversationId::direct("alice", "bob").to_string();
+    bob.wait_until(Duration::from_secs(30), |s| {
+        messages(s).iter().filter(|m| m.conversation.to_string() == dm).count() >= 10
+    })
+    .await;
+    bob.drain(Duration::from_millis(500)).await;
+    assert_eq!(pushed_in(&bob, &dm), (1..=10).collect::<Vec<_>>(), "bob: each message once, in seq order");
+    assert!(pushed_in(&alice, &dm).is_empty(), "alice's only connection got acks, not copies");
+
+    // A group of five spread over both gateways.
+    let users = ["g1", "g2", "g3", "g4", "g5"];
+    let mut members = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        members.push(Client::connect(if i % 2 == 0 { a } else { b }, u).await);
+    }
+    let (status, body) =
+        chat::http(a, "POST", "/api/groups", "g1", Some(json!({"id": "team", "name": "Team", "members": users[1..]})))
+            .await;
+    assert_eq!(status, 201, "{body}");
+    warm_up(&mut members).await;
+    let sends = members.iter_mut().map(|c| async move {
+        let mut seqs = Vec::new();
+        for i in 0..4 {
+            let id = format!("{}-{i}", c.user);
+            seqs.push(c.send_acked(json!({"group": "team"}), &id, &format!("{} says {i}", c.user), ACK_WAIT).await);
+        }
+        seqs
+    });
+    let acked: Vec<Vec<Option<u64>>> = futures::future::join_all(sends).await;
+    let all: BTreeSet<u64> = acked.iter().flatten().map(|s| s.expect("every group send acked")).collect();
+    assert_eq!(all, (1..=20).collect(), "20 acked group messages, seqs 1..=20");
+
+    let group = ConversationId::group("team").to_string();
+    for c in members.iter_mut() {
+        c.wait_until(Duration::from_secs(30), |s| {
+            messages(s).iter().filter(|m| m.conversation.to_string() == group).count() >= 16
+        })
+        .await;
+        c.drain(Duration::from_millis(500)).await;
+        let pushed = pushed_in(c, &group);
+        let mut sorted = pushed.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(pushed, sorted, "{}: pushes in seq order, none twice", c.user);
+        let own: BTreeSet<u64> =
+            acks(&c.seen).iter().filter(|(k, _)| k.starts_with(&c.user)).map(|(_, s)| *s).collect();
+        let view: BTreeSet<u64> = pushed.iter().copied().chain(own.iter().copied()).collect();
+        assert_eq!(pushed.len() + own.len(), 20, "{}: 16 pushes + 4 acks", c.user);
+        assert_eq!(view, (1..=20).collect(), "{}: sees every group message once", c.user);
+        assert!(
+            messages(&c.seen).iter().all(|m| m.conversation.to_string() != group || m.from != c.user),
+            "{}: own messages come back as acks only",
+            c.user
+        );
+    }
+
+    // Stored exactly once each.
+    let store = PostgresStore::connect(&cluster.db_url, 1).await.unwrap();
+    let stored = store.history(&ConversationId::group("team"), 0, 1000).await.unwrap();
+    assert_eq!(stored.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
+    assert_eq!(store.history(&ConversationId::direct("alice", "bob"), 0, 1000).await.unwrap().len(), 10);
+    drop(cluster);
+    let _ = parley_tests::kafka::delete_topics_with_prefix(&prefix).await;
+}
