@@ -408,3 +408,63 @@ pub async fn http(addr: &str, method: &str, path: &str, user: &str, body: Option
     let status = resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
     (status, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }
+
+/// (seq, msg_id) of every message of `conversation` this client saw:
+/// pushes, sync results and acks of its own sends.
+pub fn view(frames: &[ServerFrame], conversation: &str) -> Vec<(u64, String)> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Message(m) if m.conversation.to_string() == conversation => Some((m.seq, m.msg_id.clone())),
+            ServerFrame::Ack { conversation: c, seq, msg_id, .. } if c.to_string() == conversation => {
+                Some((*seq, msg_id.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The highest seq up to which `view` has no gap.
+pub fn contiguous(view: &[(u64, String)]) -> u64 {
+    let seqs: std::collections::BTreeSet<u64> = view.iter().map(|(s, _)| *s).collect();
+    let mut last = 0;
+    while seqs.contains(&(last + 1)) {
+        last += 1;
+    }
+    last
+}
+
+impl Client {
+    /// What a client does after a gap or a reconnect: sync from the last
+    /// seq it has without a gap, page by page, until the server says done.
+    pub async fn sync_gap(&mut self, conversation: &str) {
+        loop {
+            let from = contiguous(&view(&self.seen, conversation));
+            let before = self.seen.len();
+            self.sync(conversation, from).await;
+            let done = self
+                .wait_until(Duration::from_secs(10), |s| {
+                    s[before..].iter().any(|f| matches!(f, ServerFrame::Synced { .. }))
+                })
+                .await;
+            assert!(done, "{}: no `synced` for {conversation}", self.user);
+            let more = self.seen[before..].iter().any(|f| matches!(f, ServerFrame::Synced { has_more: true, .. }));
+            if !more {
+                return;
+            }
+        }
+    }
+}
+
+impl Proc {
+    /// A counter of this consumer's `/metrics` (`parley_consumer_<name>_total`).
+    pub fn counter(&self, name: &str) -> u64 {
+        let port: u16 = self.addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("consumer port");
+        let text = crate::operator::try_http_get(port, "/metrics").unwrap_or_default();
+        let key = format!("parley_consumer_{name}_total ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+}
