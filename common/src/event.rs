@@ -16,6 +16,16 @@ pub enum EventType {
     UserOffline,
     /// A gateway (re)started: presence entries it published before are stale.
     GatewayStarted,
+    /// A user joined or left a group. Travels in the group-messages topic
+    /// with the group's key, so it is ordered with the group's messages.
+    GroupMembership,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipData {
+    pub group_id: String,
+    pub user: String,
+    pub joined: bool,
 }
 
 /// Routing facts that are not part of the message itself.
@@ -73,6 +83,24 @@ impl MessageEvent {
             user_id: user.to_owned(),
             message_data: serde_json::Value::Object(Default::default()),
             metadata,
+        }
+    }
+
+    /// `user_id` is the member who joins or leaves (the authenticated caller).
+    pub fn membership(data: &MembershipData, timestamp: i64) -> Result<Self> {
+        Ok(Self {
+            event_type: EventType::GroupMembership,
+            timestamp,
+            user_id: data.user.clone(),
+            message_data: serde_json::to_value(data)?,
+            metadata: EventMetadata { group_id: Some(data.group_id.clone()), ..EventMetadata::default() },
+        })
+    }
+
+    pub fn membership_data(&self) -> Result<MembershipData> {
+        match self.event_type {
+            EventType::GroupMembership => Ok(serde_json::from_value(self.message_data.clone())?),
+            other => Err(Error::Invalid(format!("event type {other:?} carries no membership change"))),
         }
     }
 

@@ -63,7 +63,7 @@ impl Presence {
                     }
                 }
             }
-            EventType::Message | EventType::GroupMessage => {}
+            EventType::Message | EventType::GroupMessage | EventType::GroupMembership => {}
         }
     }
 

@@ -32,6 +32,9 @@ pub struct Inner {
     pub gateway_id: String,
     /// Internal address push consumers stream deliveries to (Kafka mode).
     pub gateway_addr: Option<String>,
+    /// Kafka mode: join/leave are published to the group topic (ordered with
+    /// the group's messages) and applied by the storage consumer.
+    pub membership_via_broker: bool,
     pub dev_login: bool,
     /// Cancelled once on shutdown; every task watches it.
     pub shutdown: CancellationToken,
@@ -60,6 +63,7 @@ pub struct StateParts {
     pub topics: Topics,
     pub gateway_id: String,
     pub gateway_addr: Option<String>,
+    pub membership_via_broker: bool,
     pub dev_login: bool,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -79,6 +83,7 @@ impl AppState {
             topics: p.topics,
             gateway_id: p.gateway_id,
             gateway_addr: p.gateway_addr,
+            membership_via_broker: p.membership_via_broker,
             dev_login: p.dev_login,
             shutdown: p.shutdown,
             tracker: p.tracker,

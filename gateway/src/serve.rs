@@ -56,6 +56,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         topics,
         gateway_id: gateway_id.clone(),
         gateway_addr: Some(advertised.clone()),
+        membership_via_broker: true,
         dev_login: args.dev_login,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),

@@ -75,6 +75,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         topics,
         gateway_id: args.gateway_id.clone(),
         gateway_addr: None,
+        membership_via_broker: false,
         dev_login: args.dev_login,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),

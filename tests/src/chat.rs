@@ -468,3 +468,11 @@ impl Proc {
             .map_or(0, |v| v as u64)
     }
 }
+
+impl Proc {
+    /// `kill -STOP` / `kill -CONT`: freeze and resume the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill {signal} {}", self.name);
+    }
+}

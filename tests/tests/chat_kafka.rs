@@ -1,6 +1,7 @@
 //! The chat across processes on the real 3-broker Kafka and PostgreSQL: 2
 //! gateways, 2 storage and 2 push consumers, each started from the pod spec
 //! the operator renders for a ChatCluster, with real WebSocket clients.
+//! Group membership changes go through the group topic.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -51,7 +52,11 @@ async fn warm_up(clients: &mut [Client]) {
 }
 
 fn pushed_in(c: &Client, conversation: &str) -> Vec<u64> {
-    messages(&c.seen).iter().filter(|m| m.conversation.to_string() == conversation).map(|m| m.seq).collect()
+    pushed_seqs(&c.seen, conversation)
+}
+
+fn pushed_seqs(frames: &[parley_common::protocol::ServerFrame], conversation: &str) -> Vec<u64> {
+    messages(frames).iter().filter(|m| m.conversation.to_string() == conversation).map(|m| m.seq).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,10 +143,42 @@ async fn one_to_one_and_group_of_five_across_gateways() {
         );
     }
 
+    // Membership changes travel in the group topic, ordered with the
+    // group's messages: g6 gets exactly what was sent between its join and
+    // its leave.
+    let mut newbie = Client::connect(b, "g6").await;
+    // Storage is frozen while "before-join", the join and "after-join" go to
+    // Kafka in that order, so all three wait there together: only the topic's
+    // order tells the storage consumer that g6 joined between them.
+    for p in &cluster.storage {
+        p.signal("-STOP");
+    }
+    let g1 = &mut members[0];
+    g1.send_msg(json!({"group": "team"}), "before-join", "before").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = chat::http(b, "POST", "/api/groups/team/join", "g6", None).await;
+    assert_eq!(status, 202, "{body}");
+    g1.send_msg(json!({"group": "team"}), "after-join", "during").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for p in &cluster.storage {
+        p.signal("-CONT");
+    }
+    assert_eq!(g1.send_acked(json!({"group": "team"}), "before-join", "before", ACK_WAIT).await, Some(21));
+    assert_eq!(g1.send_acked(json!({"group": "team"}), "after-join", "during", ACK_WAIT).await, Some(22));
+    assert!(newbie.wait_until(Duration::from_secs(30), |s| pushed_seqs(s, &group).contains(&22)).await, "g6: seq 22");
+    let (status, body) = chat::http(b, "POST", "/api/groups/team/leave", "g6", None).await;
+    assert_eq!(status, 202, "{body}");
+    let g1 = &mut members[0];
+    assert_eq!(g1.send_acked(json!({"group": "team"}), "after-leave", "after", ACK_WAIT).await, Some(23));
+    let g2 = &mut members[1];
+    assert!(g2.wait_until(Duration::from_secs(30), |s| pushed_seqs(s, &group).contains(&23)).await, "g2: seq 23");
+    newbie.drain(Duration::from_secs(1)).await;
+    assert_eq!(pushed_seqs(&newbie.seen, &group), [22], "g6: only the message sent while a member");
+
     // Stored exactly once each.
     let store = PostgresStore::connect(&cluster.db_url, 1).await.unwrap();
     let stored = store.history(&ConversationId::group("team"), 0, 1000).await.unwrap();
-    assert_eq!(stored.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
+    assert_eq!(stored.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=23).collect::<Vec<_>>());
     assert_eq!(store.history(&ConversationId::direct("alice", "bob"), 0, 1000).await.unwrap().len(), 10);
     drop(cluster);
     let _ = parley_tests::kafka::delete_topics_with_prefix(&prefix).await;
