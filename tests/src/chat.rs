@@ -200,6 +200,11 @@ pub fn start_gateway(spec: &PodSpec, name: &str, internal: &str) -> Proc {
 
 /// Start a consumer from its pod spec and wait for its readiness probe path.
 pub async fn start_consumer(spec: &PodSpec, name: &str) -> Proc {
+    start_consumer_with(spec, name, &[]).await
+}
+
+/// [`start_consumer`] with extra environment (settings the operator leaves at defaults).
+pub async fn start_consumer_with(spec: &PodSpec, name: &str, extra: &[(&str, String)]) -> Proc {
     let port = free_port();
     let (log, file) = log_file(name);
     let child = Command::new(binary_of(spec))
@@ -210,6 +215,7 @@ pub async fn start_consumer(spec: &PodSpec, name: &str) -> Proc {
         // Faster failover than the 10 s default, so kill tests stay short.
         .env("PARLEY_KAFKA_SESSION_TIMEOUT", "6s")
         .env("PARLEY_LOG", "info,parley_consumer=debug")
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
         .stderr(file)
         .spawn()

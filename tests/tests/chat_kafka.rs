@@ -23,14 +23,15 @@ struct Cluster {
     push: Vec<Proc>,
 }
 
-async fn start(prefix: &str) -> Cluster {
+async fn start(prefix: &str, webhook: &str) -> Cluster {
     let db_url = chat::prepare(prefix, 6).await;
     let specs = chat::render(prefix, &db_url);
     let mut storage = Vec::new();
     let mut push = Vec::new();
+    let hook = [("PARLEY_OFFLINE_WEBHOOK", format!("http://{webhook}/offline"))];
     for i in 0..2 {
         storage.push(chat::start_consumer(&specs.storage, &format!("{prefix}-storage-{i}")).await);
-        push.push(chat::start_consumer(&specs.push, &format!("{prefix}-push-{i}")).await);
+        push.push(chat::start_consumer_with(&specs.push, &format!("{prefix}-push-{i}"), &hook).await);
     }
     let gateways = (0..2)
         .map(|i| {
@@ -62,7 +63,20 @@ fn pushed_seqs(frames: &[parley_common::protocol::ServerFrame], conversation: &s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_to_one_and_group_of_five_across_gateways() {
     let prefix = env::unique("chat");
-    let cluster = start(&prefix).await;
+    // The offline notification webhook: a loopback listener answering 204.
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = hook.local_addr().unwrap().to_string();
+    let (hook_tx, mut hook_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = hook.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n").await;
+            let _ = hook_tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
+    let cluster = start(&prefix, &hook_addr).await;
 
     // The rendered specs are the deployable ones: image per binary, probes
     // on paths the binaries serve, the gateway's two ports.
@@ -95,6 +109,19 @@ async fn one_to_one_and_group_of_five_across_gateways() {
     bob.drain(Duration::from_millis(500)).await;
     assert_eq!(pushed_in(&bob, &dm), (1..=10).collect::<Vec<_>>(), "bob: each message once, in seq order");
     assert!(pushed_in(&alice, &dm).is_empty(), "alice's only connection got acks, not copies");
+
+    // A recipient connected nowhere: counted offline, and the webhook hears of it.
+    let offline_before: u64 = cluster.push.iter().map(|p| p.counter("offline_recipients")).sum();
+    assert!(alice.send_acked(json!({"user": "zed"}), "to-zed", "are you there?", ACK_WAIT).await.is_some());
+    let notice = tokio::time::timeout(Duration::from_secs(30), hook_rx.recv()).await.expect("webhook call").unwrap();
+    assert!(notice.starts_with("POST /offline "), "{notice}");
+    let body: serde_json::Value = serde_json::from_str(notice.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(
+        (body["user"].as_str(), body["from"].as_str(), body["seq"].as_u64()),
+        (Some("zed"), Some("alice"), Some(1))
+    );
+    let offline_after: u64 = cluster.push.iter().map(|p| p.counter("offline_recipients")).sum();
+    assert_eq!(offline_after, offline_before + 1, "offline counter");
 
     // A group of five spread over both gateways.
     let users = ["g1", "g2", "g3", "g4", "g5"];
