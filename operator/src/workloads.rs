@@ -140,7 +140,9 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: path.to_owned(), ..ObjectFieldSelector::default() }),
+            // apiVersion spelled out as the apiserver defaults it, so the
+            // applied object equals the stored one and applying is a no-op.
+            field_ref: Some(ObjectFieldSelector { api_version: Some("v1".to_owned()), field_path: path.to_owned() }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
