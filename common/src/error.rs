@@ -8,6 +8,8 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("kafka error: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
     #[error("encoding error: {0}")]
     Json(#[from] serde_json::Error),
     #[error("invalid value: {0}")]

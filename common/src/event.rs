@@ -14,6 +14,18 @@ pub enum EventType {
     GroupMessage,
     UserOnline,
     UserOffline,
+    /// A gateway (re)started: presence entries it published before are stale.
+    GatewayStarted,
+    /// A user joined or left a group. Travels in the group-messages topic
+    /// with the group's key, so it is ordered with the group's messages.
+    GroupMembership,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipData {
+    pub group_id: String,
+    pub user: String,
+    pub joined: bool,
 }
 
 /// Routing facts that are not part of the message itself.
@@ -27,6 +39,10 @@ pub struct EventMetadata {
     /// The connection on that gateway that should receive the `ack`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_id: Option<u64>,
+    /// The gateway's internal address (`host:port`) where push consumers
+    /// stream deliveries to it (presence and gateway events, Kafka mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_addr: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +86,39 @@ impl MessageEvent {
         }
     }
 
+    /// `user_id` is the member who joins or leaves (the authenticated caller).
+    pub fn membership(data: &MembershipData, timestamp: i64) -> Result<Self> {
+        Ok(Self {
+            event_type: EventType::GroupMembership,
+            timestamp,
+            user_id: data.user.clone(),
+            message_data: serde_json::to_value(data)?,
+            metadata: EventMetadata { group_id: Some(data.group_id.clone()), ..EventMetadata::default() },
+        })
+    }
+
+    pub fn membership_data(&self) -> Result<MembershipData> {
+        match self.event_type {
+            EventType::GroupMembership => Ok(serde_json::from_value(self.message_data.clone())?),
+            other => Err(Error::Invalid(format!("event type {other:?} carries no membership change"))),
+        }
+    }
+
+    /// Published by a gateway at start, keyed by its id.
+    pub fn gateway_started(gateway_id: &str, gateway_addr: Option<String>, timestamp: i64) -> Self {
+        Self {
+            event_type: EventType::GatewayStarted,
+            timestamp,
+            user_id: String::new(),
+            message_data: serde_json::Value::Object(Default::default()),
+            metadata: EventMetadata {
+                gateway_id: Some(gateway_id.to_owned()),
+                gateway_addr,
+                ..EventMetadata::default()
+            },
+        }
+    }
+
     pub fn chat_data(&self) -> Result<ChatMessageData> {
         match self.event_type {
             EventType::Message | EventType::GroupMessage => Ok(serde_json::from_value(self.message_data.clone())?),
@@ -98,7 +147,12 @@ mod tests {
             conversation: ConversationId::group("g"),
             body: "hi".into(),
         };
-        let meta = EventMetadata { group_id: Some("g".into()), gateway_id: Some("gw".into()), connection_id: Some(3) };
+        let meta = EventMetadata {
+            group_id: Some("g".into()),
+            gateway_id: Some("gw".into()),
+            connection_id: Some(3),
+            gateway_addr: None,
+        };
         let e = MessageEvent::chat("alice", 10, &data, meta).unwrap();
         assert_eq!(e.event_type, EventType::GroupMessage);
         let bytes = e.to_bytes().unwrap();

@@ -6,8 +6,10 @@ use thiserror::Error;
 pub enum Error {
     #[error(transparent)]
     Common(#[from] parley_common::Error),
-    #[error("{0}")]
-    Unsupported(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("I/O error: {0}")]
+    Io(std::io::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

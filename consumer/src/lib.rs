@@ -3,10 +3,21 @@
 //! broker (standalone) and Kafka:
 //! - [`storage`]: message events → store batch (seq, idempotency) → deliveries.
 //! - [`push`]: deliveries → the sink that holds the recipients' connections.
+//!
+//! Kafka mode (`parley-consumer storage|push`, wired in [`run`]): the push
+//! sink is [`gateways::GatewayPush`], routing by [`presence`] over an internal
+//! WebSocket stream to each gateway.
 
+pub mod config;
 pub mod error;
+pub mod gateways;
+pub mod metered;
+pub mod metrics;
+pub mod presence;
 pub mod push;
 pub mod routing;
+pub mod run;
 pub mod storage;
+pub mod webhook;
 
 pub use error::{Error, Result};

@@ -1,7 +1,7 @@
 //! Pure decisions of the storage worker.
 
 use parley_common::delivery::{Delivery, Origin};
-use parley_common::event::{EventType, MessageEvent};
+use parley_common::event::{EventType, MembershipData, MessageEvent};
 use parley_common::ids::ConversationId;
 use parley_common::store::{NewMessage, StoreOutcome};
 
@@ -24,6 +24,28 @@ pub fn new_message(event: &MessageEvent) -> parley_common::Result<NewMessage> {
         body: data.body,
         ts: event.timestamp,
     })
+}
+
+/// What a record of the message topics asks the storage worker to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Message(NewMessage, Option<Origin>),
+    Membership(MembershipData),
+}
+
+pub fn item(event: &MessageEvent) -> parley_common::Result<Item> {
+    if event.event_type == EventType::GroupMembership {
+        let data = event.membership_data()?;
+        // Only the authenticated user joins or leaves themself.
+        if data.user != event.user_id {
+            return Err(parley_common::Error::Invalid(format!(
+                "membership change for {} sent as {}",
+                data.user, event.user_id
+            )));
+        }
+        return Ok(Item::Membership(data));
+    }
+    Ok(Item::Message(new_message(event)?, origin(event)))
 }
 
 /// Who receives a message: both sides of a direct conversation, or the
@@ -87,6 +109,16 @@ mod tests {
         assert_eq!(m.from, "a");
         assert_eq!(m.ts, 5);
         assert_eq!(origin(&event), None);
+    }
+
+    #[test]
+    fn membership_events_are_items_for_their_own_user_only() {
+        let data = MembershipData { group_id: "g".into(), user: "a".into(), joined: true };
+        let event = MessageEvent::membership(&data, 1).unwrap();
+        assert_eq!(item(&event).unwrap(), Item::Membership(data));
+        let mut forged = event.clone();
+        forged.user_id = "mallory".into();
+        assert!(item(&forged).is_err());
     }
 
     #[test]

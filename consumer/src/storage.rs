@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parley_common::broker::{Broker, Record, Subscription};
-use parley_common::event::MessageEvent;
+use parley_common::delivery::Origin;
+use parley_common::event::{MembershipData, MessageEvent};
 use parley_common::store::{NewMessage, Store};
 use parley_common::topics::Topics;
 use tokio_util::sync::CancellationToken;
 
 use crate::Result;
-use crate::routing;
+use crate::routing::{self, Item};
 
 pub const DEFAULT_BATCH: usize = 256;
 const RETRY_MIN: Duration = Duration::from_millis(100);
@@ -74,25 +75,50 @@ impl StorageWorker {
         tracing::info!("storage worker stopped");
     }
 
-    /// Store one batch and publish its deliveries.
+    /// Store one batch and publish its deliveries. Membership changes are
+    /// applied where they sit in the batch: messages before one are stored
+    /// and routed with the members of that moment.
     pub async fn process(&self, records: &[Record]) -> Result<()> {
         let mut messages: Vec<NewMessage> = Vec::with_capacity(records.len());
         let mut origins = Vec::with_capacity(records.len());
         for record in records {
             // A record that can never be decoded would block the partition
             // forever if retried; log it and move on.
-            let decoded = MessageEvent::from_bytes(&record.payload)
-                .and_then(|event| Ok((routing::new_message(&event)?, routing::origin(&event))));
+            let decoded = MessageEvent::from_bytes(&record.payload).and_then(|event| routing::item(&event));
             match decoded {
-                Ok((message, origin)) => {
+                Ok(Item::Message(message, origin)) => {
                     messages.push(message);
                     origins.push(origin);
+                }
+                Ok(Item::Membership(change)) => {
+                    self.flush(std::mem::take(&mut messages), std::mem::take(&mut origins)).await?;
+                    self.apply(&change).await?;
                 }
                 Err(err) => tracing::warn!(
                     topic = %record.topic, offset = record.offset, error = %err,
                     "storage: skipping undecodable record"
                 ),
             }
+        }
+        self.flush(messages, origins).await
+    }
+
+    /// Idempotent, so a replayed batch converges to the same membership.
+    async fn apply(&self, change: &MembershipData) -> Result<()> {
+        if change.joined {
+            match self.store.join_group(&change.group_id, &change.user).await {
+                Ok(()) | Err(parley_common::Error::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            self.store.leave_group(&change.group_id, &change.user).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&self, messages: Vec<NewMessage>, origins: Vec<Option<Origin>>) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
         }
         let outcomes = self.store.store_batch(&messages).await?;
         let mut members: HashMap<String, Vec<String>> = HashMap::new();

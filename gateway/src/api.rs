@@ -8,8 +8,10 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use parley_common::ids;
+use parley_common::event::{MembershipData, MessageEvent};
+use parley_common::ids::{self, ConversationId};
 use parley_common::store::{ConversationSummary, Group};
+use parley_common::time::now_millis;
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
@@ -195,8 +197,25 @@ pub async fn join(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     ids::validate_group_id(&id).map_err(ApiError::bad_request)?;
+    if state.membership_via_broker {
+        if state.store.group(&id).await?.is_none() {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("group {id}")));
+        }
+        publish_membership(&state, &id, &user, true).await?;
+        return Ok(StatusCode::ACCEPTED);
+    }
     state.store.join_group(&id, &user).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Kafka mode: the change goes to the group topic with the group's key and
+/// takes effect when the storage consumer reaches it (202 Accepted).
+async fn publish_membership(state: &AppState, group: &str, user: &str, joined: bool) -> ApiResult<()> {
+    let data = MembershipData { group_id: group.to_owned(), user: user.to_owned(), joined };
+    let event = MessageEvent::membership(&data, now_millis())?;
+    let key = ConversationId::group(group).to_string();
+    state.broker.publish(&state.topics.group_messages, &key, event.to_bytes()?).await?;
+    Ok(())
 }
 
 pub async fn leave(
@@ -205,6 +224,13 @@ pub async fn leave(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     ids::validate_group_id(&id).map_err(ApiError::bad_request)?;
+    if state.membership_via_broker {
+        if !state.store.is_member(&id, &user).await? {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("not a member of group {id}")));
+        }
+        publish_membership(&state, &id, &user, false).await?;
+        return Ok(StatusCode::ACCEPTED);
+    }
     if state.store.leave_group(&id, &user).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

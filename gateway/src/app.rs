@@ -30,6 +30,11 @@ pub struct Inner {
     pub limits: Limits,
     pub topics: Topics,
     pub gateway_id: String,
+    /// Internal address push consumers stream deliveries to (Kafka mode).
+    pub gateway_addr: Option<String>,
+    /// Kafka mode: join/leave are published to the group topic (ordered with
+    /// the group's messages) and applied by the storage consumer.
+    pub membership_via_broker: bool,
     pub dev_login: bool,
     /// Cancelled once on shutdown; every task watches it.
     pub shutdown: CancellationToken,
@@ -57,6 +62,8 @@ pub struct StateParts {
     pub session: SessionArgs,
     pub topics: Topics,
     pub gateway_id: String,
+    pub gateway_addr: Option<String>,
+    pub membership_via_broker: bool,
     pub dev_login: bool,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -75,6 +82,8 @@ impl AppState {
             limits,
             topics: p.topics,
             gateway_id: p.gateway_id,
+            gateway_addr: p.gateway_addr,
+            membership_via_broker: p.membership_via_broker,
             dev_login: p.dev_login,
             shutdown: p.shutdown,
             tracker: p.tracker,
@@ -107,6 +116,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page::index))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
         .route("/metrics", get(api::metrics))
         .route("/ws", get(session::upgrade))
         .route("/api/me", get(api::me))

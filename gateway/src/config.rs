@@ -26,6 +26,10 @@ pub enum Command {
     /// Gateway, storage and push in one process: in-process broker, SQLite
     /// file, browser chat page at `/`.
     Standalone(StandaloneArgs),
+    /// The clustered gateway (Kafka mode): publishes to Kafka, serves history
+    /// from PostgreSQL, receives deliveries from push consumers on the
+    /// internal listener.
+    Serve(ServeArgs),
     /// Mint a JWT for local use and print it on stdout.
     Token(TokenArgs),
 }
@@ -56,6 +60,55 @@ pub struct StandaloneArgs {
     pub shutdown_grace: Duration,
     #[command(flatten)]
     pub session: SessionArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Public HTTP and WebSocket address.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Internal address: `/internal/stream` (push consumers), `/metrics`,
+    /// `/healthz`, `/readyz`. Not behind the Service.
+    #[arg(long, env = "PARLEY_INTERNAL_LISTEN", default_value = "0.0.0.0:9090")]
+    pub internal_listen: SocketAddr,
+    /// The IP push consumers reach this gateway on (the pod IP); with the
+    /// internal listener's port it forms the address published in presence events.
+    #[arg(long, env = "PARLEY_POD_IP")]
+    pub pod_ip: Option<std::net::IpAddr>,
+    /// This gateway's id in presence events and ack routing; defaults to
+    /// its internal address, so a restart on the same address purges the
+    /// presence entries of the previous run.
+    #[arg(long, env = "PARLEY_GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+    #[arg(long, env = "PARLEY_KAFKA_BOOTSTRAP_SERVERS")]
+    pub kafka_bootstrap_servers: String,
+    #[arg(long, env = "PARLEY_TOPIC_PREFIX")]
+    pub topic_prefix: String,
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    #[arg(long, env = "PARLEY_DATABASE_POOL_SIZE", default_value_t = 8)]
+    pub database_pool_size: u32,
+    /// HS256 secret for tokens (required: no dev secret in cluster mode).
+    #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: String,
+    #[arg(long, env = "PARLEY_DEV_LOGIN", default_value_t = false, action = ArgAction::Set)]
+    pub dev_login: bool,
+    #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+impl ServeArgs {
+    /// The internal address other processes reach: pod IP (or the listen IP
+    /// when it is specific, else loopback) and the bound internal port.
+    pub fn advertised(&self, bound_port: u16) -> String {
+        let ip = self.pod_ip.unwrap_or_else(|| {
+            let ip = self.internal_listen.ip();
+            if ip.is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { ip }
+        });
+        SocketAddr::new(ip, bound_port).to_string()
+    }
 }
 
 /// Per-connection limits.
@@ -120,22 +173,7 @@ pub struct TokenArgs {
     pub dev_secret: bool,
 }
 
-/// Parse `250ms`, `10s`, `5m`, `24h`, `2d` (a bare number means seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 10s, 5m or 24h"))?;
-    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs).ok_or_else(|| format!("`{s}` is too long"));
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86400),
-        _ => Err(format!("unknown duration unit `{unit}` in `{s}`")),
-    }
-}
+pub use parley_common::time::parse_duration;
 
 #[cfg(test)]
 mod tests {
@@ -165,5 +203,28 @@ mod tests {
         assert!(args.dev_login);
         assert_eq!(args.session.transport_max_bytes(), 64 * 1024);
         assert!(Cli::try_parse_from(["parley-gateway", "token", "bob", "--dev-secret", "--jwt-secret", "x"]).is_err());
+        let serve = [
+            "parley-gateway",
+            "serve",
+            "--kafka-bootstrap-servers",
+            "k:9092",
+            "--topic-prefix",
+            "p",
+            "--database-url",
+            "postgres://x",
+            "--jwt-secret",
+            "s",
+        ];
+        let Command::Serve(args) = Cli::try_parse_from(serve).unwrap().command else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.listen.port(), 8080);
+        assert_eq!(args.advertised(9090), "127.0.0.1:9090");
+        let mut with_ip = serve.to_vec();
+        with_ip.extend(["--pod-ip", "10.1.2.3"]);
+        let Command::Serve(args) = Cli::try_parse_from(with_ip).unwrap().command else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.advertised(9091), "10.1.2.3:9091");
     }
 }

@@ -1,16 +1,19 @@
 //! The Parley WebSocket gateway: axum app (WebSocket endpoint, group API,
 //! browser page, metrics), JWT auth, per-connection limits, the connection
-//! registry, and the `standalone` wiring.
+//! registry, the `standalone` wiring and the clustered `serve` wiring
+//! (Kafka, PostgreSQL, internal delivery stream).
 
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod internal;
 pub mod limits;
 pub mod metrics;
 pub mod page;
 pub mod registry;
+pub mod serve;
 pub mod session;
 pub mod standalone;
 
@@ -23,6 +26,9 @@ pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Standalone(args) => {
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(standalone::run(args))
+        }
+        Command::Serve(args) => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve::run(args))
         }
         Command::Token(args) => {
             println!("{}", mint_token(&args)?);

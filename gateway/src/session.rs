@@ -171,7 +171,11 @@ async fn write(sink: &mut Sink, message: Message) -> Result<(), Gone> {
 /// consumers learn from it which gateway holds the user).
 async fn presence(state: &AppState, user: &str, online: bool) {
     state.registry.broadcast(&ServerFrame::Presence { user: user.to_owned(), online }, user);
-    let meta = EventMetadata { gateway_id: Some(state.gateway_id.clone()), ..EventMetadata::default() };
+    let meta = EventMetadata {
+        gateway_id: Some(state.gateway_id.clone()),
+        gateway_addr: state.gateway_addr.clone(),
+        ..EventMetadata::default()
+    };
     let event = MessageEvent::presence(user, online, now_millis(), meta);
     let published = match event.to_bytes() {
         Ok(bytes) => state.broker.publish(&state.topics.user_events, user, bytes).await,
@@ -267,6 +271,7 @@ impl Conn {
             group_id: conversation.group_id().map(str::to_owned),
             gateway_id: Some(state.gateway_id.clone()),
             connection_id: Some(self.id),
+            gateway_addr: None,
         };
         // The sender is the authenticated user; the frame has no say.
         let event = MessageEvent::chat(&self.user, now_millis(), &data, meta)?;

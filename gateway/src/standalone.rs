@@ -74,6 +74,8 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         session: args.session.clone(),
         topics,
         gateway_id: args.gateway_id.clone(),
+        gateway_addr: None,
+        membership_via_broker: false,
         dev_login: args.dev_login,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
@@ -85,7 +87,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     // On stdout, for scripts and tests that asked for port 0.
     println!("parley-gateway listening on http://{addr}");
 
-    tokio::spawn(signal(shutdown.clone()));
+    tokio::spawn(parley_common::shutdown::on_signal(shutdown.clone()));
     let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();
     tracker.close();
@@ -100,30 +102,4 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     }
     tracing::info!("stopped");
     served.map_err(Error::Io)
-}
-
-/// Cancel `shutdown` on Ctrl-C or SIGTERM.
-async fn signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-        _ = shutdown.cancelled() => return,
-    }
-    tracing::info!("shutdown requested");
-    shutdown.cancel();
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
-    Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec,
+    Probe, SecretKeySelector, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -64,7 +64,10 @@ impl Role {
     pub fn topics(self) -> &'static [&'static str] {
         match self {
             Role::Storage => &[topics::suffix::CHAT_MESSAGES, topics::suffix::GROUP_MESSAGES],
-            Role::Push => &[topics::suffix::DELIVERIES, topics::suffix::USER_EVENTS],
+            // Push consumers read user-events too, but every member reads all
+            // of it outside the group (presence must be complete), so the
+            // group's lag is on deliveries only.
+            Role::Push => &[topics::suffix::DELIVERIES],
         }
     }
 
@@ -133,6 +136,19 @@ fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar { name: name.to_owned(), value: Some(value.into()), ..EnvVar::default() }
 }
 
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            // apiVersion spelled out as the apiserver defaults it, so the
+            // applied object equals the stored one and applying is a no-op.
+            field_ref: Some(ObjectFieldSelector { api_version: Some("v1".to_owned()), field_path: path.to_owned() }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
 fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
@@ -196,6 +212,9 @@ pub fn gateway_deployment(cc: &ChatCluster, images: &Images) -> Deployment {
     let spec = &cc.spec.gateway;
     let mut env = common_env(cc);
     env.push(plain_env(env::LISTEN, format!("0.0.0.0:{HTTP_PORT}")));
+    // The internal address push consumers stream deliveries to is
+    // `<pod IP>:<metrics port>`; that port is not behind the Service.
+    env.push(field_env(env::POD_IP, "status.podIP"));
     if let Some(secret) = &spec.auth_secret_ref {
         env.push(secret_env(env::JWT_SECRET, secret));
     }
@@ -335,5 +354,9 @@ mod tests {
             assert_eq!(env_of(&d)[env::CONSUMER_GROUP].value, Some(format!("chat.demo.{}", role.as_str())));
         }
         assert_eq!(Role::Storage.topics(), ["chat-messages", "group-messages"]);
+        assert_eq!(Role::Push.topics(), ["deliveries"]);
+        let gw = gateway_deployment(&cc, &images());
+        let pod_ip = env_of(&gw)[env::POD_IP].value_from.clone().unwrap().field_ref.unwrap();
+        assert_eq!(pod_ip.field_path, "status.podIP");
     }
 }

@@ -4,10 +4,12 @@
 //! Every helper fails loudly when the environment is missing: these tests
 //! must never pass by skipping.
 
+pub mod chat;
 pub mod env;
 pub mod helm;
 pub mod kafka;
 pub mod kube;
 pub mod kubectl;
 pub mod operator;
+pub mod postgres;
 pub mod wait;

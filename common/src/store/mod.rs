@@ -4,9 +4,11 @@
 //! transaction, `(sender, client_msg_id)` is unique, and seqs are contiguous.
 
 mod plan;
+mod postgres;
 mod sqlite;
 
 pub use plan::{Plan, plan_batch};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

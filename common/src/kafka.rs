@@ -1,0 +1,259 @@
+//! Kafka implementation of the [`Broker`] seam (rdkafka).
+//!
+//! Producing: `acks=all` and idempotence, key = conversation id (per-key
+//! order within a partition); `publish` returns once the cluster acked.
+//! Consuming: a consumer group with cooperative-sticky assignment, starting
+//! at the earliest offset for a new group. Offsets are *stored* only in
+//! [`Subscription::commit`] (`enable.auto.offset.store=false`), which callers
+//! invoke after their work is durable; librdkafka commits stored offsets in
+//! the background, before giving up revoked partitions and when the consumer
+//! closes (drop), so a crash replays at most the uncommitted tail.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+
+use crate::broker::{Broker, Record, Subscription};
+use crate::{Error, Result};
+
+/// How the Kafka clients connect and batch.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    /// Consumer group session timeout: how soon a crashed member's partitions
+    /// move to another member.
+    pub session_timeout: Duration,
+    /// How long `next_batch` keeps collecting after the first record.
+    pub linger: Duration,
+    /// How long a produce may take (including retries) before it fails.
+    pub produce_timeout: Duration,
+    /// Extra librdkafka properties (e.g. SASL/TLS), applied last.
+    pub extra: Vec<(String, String)>,
+}
+
+impl KafkaSettings {
+    pub fn new(bootstrap_servers: &str) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.to_owned(),
+            session_timeout: Duration::from_secs(10),
+            linger: Duration::from_millis(20),
+            produce_timeout: Duration::from_secs(30),
+            extra: Vec::new(),
+        }
+    }
+
+    fn base(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Producer properties: durable and in order per key.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut c = self.base();
+        c.set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", self.produce_timeout.as_millis().to_string());
+        c
+    }
+
+    /// Consumer properties for group `group`.
+    pub fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut c = self.base();
+        let session = self.session_timeout.as_millis().max(6000);
+        c.set("group.id", group)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("session.timeout.ms", session.to_string())
+            .set("heartbeat.interval.ms", (session / 3).to_string());
+        c
+    }
+}
+
+#[derive(Clone)]
+pub struct KafkaBroker {
+    settings: KafkaSettings,
+    producer: FutureProducer,
+}
+
+impl KafkaBroker {
+    pub fn new(settings: KafkaSettings) -> Result<Self> {
+        let producer = settings.producer_config().create()?;
+        Ok(Self { settings, producer })
+    }
+
+    pub fn settings(&self) -> &KafkaSettings {
+        &self.settings
+    }
+}
+
+#[async_trait]
+impl Broker for KafkaBroker {
+    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<()> {
+        let record = FutureRecord::to(topic).key(key).payload(&payload);
+        // The delivery future resolves only after the leader and min ISR acked.
+        self.producer.send(record, self.settings.produce_timeout).await.map_err(|(e, _)| Error::Kafka(e))?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, topics: &[String], group: &str) -> Result<Box<dyn Subscription>> {
+        let revoked = Arc::new(Mutex::new(Vec::new()));
+        let context = GroupContext { revoked: revoked.clone() };
+        let consumer: StreamConsumer<GroupContext> =
+            self.settings.consumer_config(group).create_with_context(context)?;
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&refs)?;
+        Ok(Box::new(KafkaSubscription {
+            consumer,
+            linger: self.settings.linger,
+            buffer: VecDeque::new(),
+            pending: HashMap::new(),
+            revoked,
+        }))
+    }
+}
+
+/// Records revocations so the subscription can drop what it holds of
+/// partitions that moved to another member.
+struct GroupContext {
+    revoked: Arc<Mutex<Vec<(String, i32)>>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let parts: Vec<(String, i32)> =
+                    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                tracing::info!(partitions = ?parts, "kafka: partitions revoked");
+                self.revoked.lock().unwrap_or_else(|p| p.into_inner()).extend(parts);
+            }
+            Rebalance::Assign(tpl) => {
+                let parts: Vec<(String, i32)> =
+                    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                tracing::info!(partitions = ?parts, "kafka: partitions assigned");
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "kafka: rebalance error"),
+        }
+    }
+}
+
+struct KafkaSubscription {
+    consumer: StreamConsumer<GroupContext>,
+    linger: Duration,
+    /// Received, not yet returned (kept here so a dropped `next_batch` loses nothing).
+    buffer: VecDeque<(Record, i32)>,
+    /// Next offset per partition of the records returned since the last commit.
+    pending: HashMap<(String, i32), i64>,
+    revoked: Arc<Mutex<Vec<(String, i32)>>>,
+}
+
+impl KafkaSubscription {
+    /// Forget records and offsets of revoked partitions: their new owner
+    /// starts from the committed offset, and storing ours would be refused.
+    fn forget_revoked(&mut self) {
+        let revoked: Vec<(String, i32)> = std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()));
+        if revoked.is_empty() {
+            return;
+        }
+        self.buffer.retain(|(r, p)| !revoked.iter().any(|(t, rp)| *t == r.topic && rp == p));
+        self.pending.retain(|k, _| !revoked.contains(k));
+    }
+}
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<Record>> {
+        let max = max.max(1);
+        self.forget_revoked();
+        if self.buffer.is_empty() {
+            let message = self.consumer.recv().await?;
+            let owned = message.detach();
+            drop(message);
+            self.receive_owned(owned);
+        }
+        let deadline = tokio::time::Instant::now() + self.linger;
+        while self.buffer.len() < max {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => {
+                    let owned = message.detach();
+                    drop(message);
+                    self.receive_owned(owned);
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "kafka: receive failed while collecting a batch");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.forget_revoked();
+        let n = self.buffer.len().min(max);
+        let mut out = Vec::with_capacity(n);
+        for (record, partition) in self.buffer.drain(..n) {
+            let next = i64::try_from(record.offset).unwrap_or(i64::MAX - 1) + 1;
+            let slot = self.pending.entry((record.topic.clone(), partition)).or_insert(next);
+            *slot = (*slot).max(next);
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        self.forget_revoked();
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in self.pending.drain() {
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(next))?;
+        }
+        self.consumer.store_offsets(&tpl)?;
+        Ok(())
+    }
+}
+
+impl KafkaSubscription {
+    fn receive_owned(&mut self, message: rdkafka::message::OwnedMessage) {
+        let record = Record {
+            topic: message.topic().to_owned(),
+            key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            offset: u64::try_from(message.offset()).unwrap_or(0),
+        };
+        self.buffer.push_back((record, message.partition()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_is_durable_and_consumer_stores_offsets_by_hand() {
+        let s = KafkaSettings::new("127.0.0.1:1");
+        let p = s.producer_config();
+        assert_eq!(p.get("acks"), Some("all"));
+        assert_eq!(p.get("enable.idempotence"), Some("true"));
+        let c = s.consumer_config("g");
+        assert_eq!(c.get("group.id"), Some("g"));
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("partition.assignment.strategy"), Some("cooperative-sticky"));
+        assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
+    }
+}

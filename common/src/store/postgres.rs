@@ -1,0 +1,311 @@
+//! PostgreSQL implementation of [`Store`] for the Kafka mode. Several storage
+//! consumers write concurrently, so seq assignment locks each conversation's
+//! row (`SELECT ... FOR UPDATE`, in a fixed order so two batches never
+//! deadlock) before [`plan_batch`] decides, all in one transaction.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{ConversationSummary, Group, NewMessage, Store, StoreOutcome, StoredMessage, plan_batch};
+use crate::ids::ConversationId;
+use crate::time::now_millis;
+use crate::{Error, Result};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+fn to_i64(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::Invalid(format!("{v} is out of range")))
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn row_to_message(row: &PgRow) -> Result<StoredMessage> {
+    let conversation: String = row.try_get("conversation")?;
+    Ok(StoredMessage {
+        conversation: ConversationId::parse(&conversation)
+            .map_err(|e| Error::Invalid(format!("stored conversation {conversation:?}: {e}")))?,
+        seq: to_u64(row.try_get("seq")?),
+        msg_id: row.try_get("msg_id")?,
+        client_msg_id: row.try_get("client_msg_id")?,
+        from: row.try_get("sender")?,
+        body: row.try_get("body")?,
+        ts: row.try_get("ts")?,
+    })
+}
+
+fn row_to_group(row: &PgRow) -> Result<Group> {
+    Ok(Group {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl PostgresStore {
+    /// Connect with a pool of at most `max_connections` and run migrations
+    /// (sqlx serializes concurrent migrators with an advisory lock, so every
+    /// replica may do this at start).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for health checks.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Lock (creating if needed) each conversation's row and read its last seq.
+    async fn lock_conversations(
+        tx: &mut Transaction<'static, Postgres>,
+        conversations: &BTreeSet<&ConversationId>,
+    ) -> Result<HashMap<ConversationId, u64>> {
+        let mut last_seq = HashMap::new();
+        // BTreeSet order: every writer locks in the same order, so no deadlock.
+        for conversation in conversations {
+            let (a, b) = match conversation.direct_participants() {
+                Some((a, b)) => (Some(a.to_owned()), Some(b.to_owned())),
+                None => (None, None),
+            };
+            sqlx::query(
+                "INSERT INTO conversations (id, last_seq, user_a, user_b) VALUES ($1, 0, $2, $3) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(conversation.to_string())
+            .bind(a)
+            .bind(b)
+            .execute(&mut **tx)
+            .await?;
+            let seq: i64 = sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = $1 FOR UPDATE")
+                .bind(conversation.to_string())
+                .fetch_one(&mut **tx)
+                .await?;
+            last_seq.insert((*conversation).clone(), to_u64(seq));
+        }
+        Ok(last_seq)
+    }
+
+    async fn existing(
+        tx: &mut Transaction<'static, Postgres>,
+        batch: &[NewMessage],
+    ) -> Result<HashMap<(String, String), StoredMessage>> {
+        let senders: Vec<String> = batch.iter().map(|m| m.from.clone()).collect();
+        let ids: Vec<String> = batch.iter().map(|m| m.client_msg_id.clone()).collect();
+        let rows = sqlx::query(
+            "SELECT m.msg_id, m.conversation, m.seq, m.sender, m.client_msg_id, m.body, m.ts \
+             FROM messages m JOIN unnest($1::text[], $2::text[]) AS k(sender, client_msg_id) \
+             ON m.sender = k.sender AND m.client_msg_id = k.client_msg_id",
+        )
+        .bind(senders)
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut out = HashMap::new();
+        for row in &rows {
+            let m = row_to_message(row)?;
+            out.insert((m.from.clone(), m.client_msg_id.clone()), m);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn store_batch(&self, batch: &[NewMessage]) -> Result<Vec<StoreOutcome>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let conversations: BTreeSet<&ConversationId> = batch.iter().map(|m| &m.conversation).collect();
+        let last_seq = Self::lock_conversations(&mut tx, &conversations).await?;
+        // Read after the locks: a concurrent writer of the same conversation
+        // has committed by now, so its rows are visible here.
+        let existing = Self::existing(&mut tx, batch).await?;
+        let plan = plan_batch(batch, &existing, &last_seq);
+
+        let mut cols: (Vec<String>, Vec<String>, Vec<i64>, Vec<String>, Vec<String>, Vec<String>, Vec<i64>) =
+            Default::default();
+        for &i in &plan.inserts {
+            let m = &plan.outcomes[i].message;
+            cols.0.push(m.msg_id.clone());
+            cols.1.push(m.conversation.to_string());
+            cols.2.push(to_i64(m.seq)?);
+            cols.3.push(m.from.clone());
+            cols.4.push(m.client_msg_id.clone());
+            cols.5.push(m.body.clone());
+            cols.6.push(m.ts);
+        }
+        if !cols.0.is_empty() {
+            sqlx::query(
+                "INSERT INTO messages (msg_id, conversation, seq, sender, client_msg_id, body, ts) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
+                 $6::text[], $7::bigint[])",
+            )
+            .bind(cols.0)
+            .bind(cols.1)
+            .bind(cols.2)
+            .bind(cols.3)
+            .bind(cols.4)
+            .bind(cols.5)
+            .bind(cols.6)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (conversation, seq) in &plan.last_seqs {
+            sqlx::query("UPDATE conversations SET last_seq = $2 WHERE id = $1")
+                .bind(conversation.to_string())
+                .bind(to_i64(*seq)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(plan.outcomes)
+    }
+
+    async fn history(&self, conversation: &ConversationId, after_seq: u64, limit: u32) -> Result<Vec<StoredMessage>> {
+        let rows = sqlx::query(
+            "SELECT msg_id, conversation, seq, sender, client_msg_id, body, ts FROM messages \
+             WHERE conversation = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3",
+        )
+        .bind(conversation.to_string())
+        .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_to_message).collect()
+    }
+
+    async fn create_group(&self, id: &str, name: &str, creator: &str, members: &[String]) -> Result<Group> {
+        let now = now_millis();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO chat_groups (id, name, created_by, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(creator)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(Error::Conflict(format!("group {id}")));
+        }
+        for user in std::iter::once(creator).chain(members.iter().map(String::as_str)) {
+            sqlx::query(
+                "INSERT INTO group_members (group_id, user_id, joined_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(user)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Group { id: id.to_owned(), name: name.to_owned(), created_by: creator.to_owned(), created_at: now })
+    }
+
+    async fn group(&self, id: &str) -> Result<Option<Group>> {
+        let row = sqlx::query("SELECT id, name, created_by, created_at FROM chat_groups WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row_to_group).transpose()
+    }
+
+    async fn join_group(&self, id: &str, user: &str) -> Result<()> {
+        if self.group(id).await?.is_none() {
+            return Err(Error::NotFound(format!("group {id}")));
+        }
+        sqlx::query(
+            "INSERT INTO group_members (group_id, user_id, joined_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(user)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn leave_group(&self, id: &str, user: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn members(&self, id: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = $1 ORDER BY user_id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn is_member(&self, id: &str, user: &str) -> Result<bool> {
+        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM group_members WHERE group_id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    async fn conversations_of(&self, user: &str) -> Result<Vec<ConversationSummary>> {
+        let mut out = Vec::new();
+        // last_seq > 0: a row can exist (locked) before its first message commits.
+        let rows = sqlx::query(
+            "SELECT id, last_seq FROM conversations WHERE (user_a = $1 OR user_b = $1) AND last_seq > 0 \
+             ORDER BY id",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let Ok(conversation) = ConversationId::parse(&id) else {
+                continue;
+            };
+            out.push(ConversationSummary { conversation, last_seq: to_u64(row.try_get("last_seq")?), name: None });
+        }
+        let rows = sqlx::query(
+            "SELECT g.id AS id, g.name AS name, COALESCE(c.last_seq, 0) AS last_seq \
+             FROM group_members m JOIN chat_groups g ON g.id = m.group_id \
+             LEFT JOIN conversations c ON c.id = 'group:' || g.id \
+             WHERE m.user_id = $1 ORDER BY g.id",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            out.push(ConversationSummary {
+                conversation: ConversationId::group(&id),
+                last_seq: to_u64(row.try_get("last_seq")?),
+                name: Some(row.try_get("name")?),
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,121 @@
+//! Command line and environment (names match the pod specs the operator
+//! renders: `operator/src/workloads.rs`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use parley_common::kafka::KafkaSettings;
+use parley_common::time::parse_duration;
+use parley_common::topics::Topics;
+
+#[derive(Debug, Parser)]
+#[command(name = "parley-consumer", version, about = "Kafka consumers (storage, push) of the Parley chat")]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: parley_common::telemetry::LogArgs,
+    #[command(subcommand)]
+    pub role: Role,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Role {
+    /// Store message events in PostgreSQL and publish deliveries.
+    Storage(StorageArgs),
+    /// Push deliveries to the gateways holding the recipients.
+    Push(PushArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    #[arg(long, env = "PARLEY_KAFKA_BOOTSTRAP_SERVERS")]
+    pub kafka_bootstrap_servers: String,
+    #[arg(long, env = "PARLEY_TOPIC_PREFIX")]
+    pub topic_prefix: String,
+    /// Consumer group; defaults to `<prefix>.storage` / `<prefix>.push`.
+    #[arg(long, env = "PARLEY_CONSUMER_GROUP")]
+    pub consumer_group: Option<String>,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "0.0.0.0:9090")]
+    pub listen: SocketAddr,
+    /// How soon a crashed member's partitions move to another member.
+    #[arg(long, env = "PARLEY_KAFKA_SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub session_timeout: Duration,
+    /// Largest batch taken from Kafka at once.
+    #[arg(long, env = "PARLEY_BATCH_SIZE", default_value_t = 256)]
+    pub batch_size: usize,
+    /// How long a batch keeps filling after its first record.
+    #[arg(long, env = "PARLEY_BATCH_LINGER", default_value = "20ms", value_parser = parse_duration)]
+    pub batch_linger: Duration,
+}
+
+impl CommonArgs {
+    pub fn kafka(&self) -> KafkaSettings {
+        let mut s = KafkaSettings::new(&self.kafka_bootstrap_servers);
+        s.session_timeout = self.session_timeout;
+        s.linger = self.batch_linger;
+        s
+    }
+
+    pub fn topics(&self, role: &str) -> Topics {
+        let mut t = Topics::new(&self.topic_prefix);
+        if let Some(group) = &self.consumer_group {
+            match role {
+                parley_common::topics::STORAGE_GROUP => t.storage_group = group.clone(),
+                _ => t.push_group = group.clone(),
+            }
+        }
+        t
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    #[arg(long, env = "PARLEY_DATABASE_POOL_SIZE", default_value_t = 4)]
+    pub database_pool_size: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// `http://host:port/path` POSTed a JSON notice for each recipient with
+    /// no connection anywhere (offline push notification).
+    #[arg(long, env = "PARLEY_OFFLINE_WEBHOOK")]
+    pub offline_webhook: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_match_the_operator_and_group_defaults_from_prefix() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "parley-consumer",
+            "storage",
+            "--kafka-bootstrap-servers",
+            "k:9092",
+            "--topic-prefix",
+            "chat.demo",
+            "--database-url",
+            "postgres://x",
+        ])
+        .unwrap();
+        let Role::Storage(args) = cli.role else { panic!("storage expected") };
+        assert_eq!(args.common.topics("storage").storage_group, "chat.demo.storage");
+        assert_eq!(args.common.listen.port(), 9090);
+        let mut c = args.common.clone();
+        c.consumer_group = Some("custom".into());
+        assert_eq!(c.topics("storage").storage_group, "custom");
+        // The override names the group of the role that runs, nothing else.
+        assert_eq!(c.topics("storage").push_group, "chat.demo.push");
+        assert_eq!(c.topics("push").push_group, "custom");
+    }
+}

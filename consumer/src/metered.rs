@@ -1,0 +1,69 @@
+//! A `Store` that counts what the storage worker writes.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parley_common::ids::ConversationId;
+use parley_common::store::{ConversationSummary, Group, NewMessage, Store, StoreOutcome, StoredMessage};
+
+use crate::metrics::Metrics;
+
+pub struct MeteredStore {
+    pub inner: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl Store for MeteredStore {
+    async fn store_batch(&self, batch: &[NewMessage]) -> parley_common::Result<Vec<StoreOutcome>> {
+        let out = self.inner.store_batch(batch).await?;
+        self.metrics.batches_stored.inc();
+        let dups = out.iter().filter(|o| o.duplicate).count() as u64;
+        self.metrics.duplicates_skipped.inc_by(dups);
+        self.metrics.messages_stored.inc_by(out.len() as u64 - dups);
+        Ok(out)
+    }
+
+    async fn history(
+        &self,
+        c: &ConversationId,
+        after_seq: u64,
+        limit: u32,
+    ) -> parley_common::Result<Vec<StoredMessage>> {
+        self.inner.history(c, after_seq, limit).await
+    }
+
+    async fn create_group(
+        &self,
+        id: &str,
+        name: &str,
+        creator: &str,
+        members: &[String],
+    ) -> parley_common::Result<Group> {
+        self.inner.create_group(id, name, creator, members).await
+    }
+
+    async fn group(&self, id: &str) -> parley_common::Result<Option<Group>> {
+        self.inner.group(id).await
+    }
+
+    async fn join_group(&self, id: &str, user: &str) -> parley_common::Result<()> {
+        self.inner.join_group(id, user).await
+    }
+
+    async fn leave_group(&self, id: &str, user: &str) -> parley_common::Result<bool> {
+        self.inner.leave_group(id, user).await
+    }
+
+    async fn members(&self, id: &str) -> parley_common::Result<Vec<String>> {
+        self.inner.members(id).await
+    }
+
+    async fn is_member(&self, id: &str, user: &str) -> parley_common::Result<bool> {
+        self.inner.is_member(id, user).await
+    }
+
+    async fn conversations_of(&self, user: &str) -> parley_common::Result<Vec<ConversationSummary>> {
+        self.inner.conversations_of(user).await
+    }
+}

@@ -1,0 +1,208 @@
+//! Which gateway holds which user, built from the user-events topic, and the
+//! pure routing of a delivery to those gateways. Gateways publish
+//! `user_online` / `user_offline` (with their id and internal address) and
+//! `gateway_started` when they (re)start, which purges what an earlier run of
+//! the same gateway left behind.
+
+use std::collections::{BTreeMap, HashMap};
+
+use parley_common::delivery::Delivery;
+use parley_common::event::{EventType, MessageEvent};
+
+#[derive(Debug, Clone, Default)]
+pub struct Presence {
+    /// user -> gateway id -> time of the online event.
+    users: HashMap<String, HashMap<String, i64>>,
+    /// gateway id -> (internal address, time of its last start).
+    gateways: HashMap<String, (String, i64)>,
+}
+
+/// One delivery split by gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Route {
+    /// gateway id -> (address, the delivery with only that gateway's recipients).
+    pub gateways: BTreeMap<String, (String, Delivery)>,
+    /// Recipients (other than the sender) connected nowhere.
+    pub offline: Vec<String>,
+}
+
+impl Presence {
+    pub fn apply(&mut self, event: &MessageEvent) {
+        let Some(gw) = event.metadata.gateway_id.clone() else {
+            return;
+        };
+        let started = self.gateways.get(&gw).map_or(i64::MIN, |g| g.1);
+        match event.event_type {
+            EventType::GatewayStarted => {
+                if event.timestamp < started {
+                    return;
+                }
+                let addr = event.metadata.gateway_addr.clone().unwrap_or_default();
+                self.gateways.insert(gw.clone(), (addr, event.timestamp));
+                for entries in self.users.values_mut() {
+                    entries.retain(|g, ts| *g != gw || *ts >= event.timestamp);
+                }
+                self.users.retain(|_, e| !e.is_empty());
+            }
+            EventType::UserOnline => {
+                // An online event from before the gateway's last start is stale.
+                if event.timestamp < started {
+                    return;
+                }
+                if let Some(addr) = &event.metadata.gateway_addr {
+                    let entry = self.gateways.entry(gw.clone()).or_insert((String::new(), i64::MIN));
+                    entry.0 = addr.clone();
+                }
+                self.users.entry(event.user_id.clone()).or_default().insert(gw, event.timestamp);
+            }
+            EventType::UserOffline => {
+                if let Some(entries) = self.users.get_mut(&event.user_id) {
+                    entries.retain(|g, ts| *g != gw || *ts > event.timestamp);
+                    if entries.is_empty() {
+                        self.users.remove(&event.user_id);
+                    }
+                }
+            }
+            EventType::Message | EventType::GroupMessage | EventType::GroupMembership => {}
+        }
+    }
+
+    /// A gateway that cannot be reached is gone: forget its users.
+    pub fn forget_gateway(&mut self, gateway_id: &str) {
+        self.gateways.remove(gateway_id);
+        for entries in self.users.values_mut() {
+            entries.remove(gateway_id);
+        }
+        self.users.retain(|_, e| !e.is_empty());
+    }
+
+    pub fn gateways_of(&self, user: &str) -> Vec<String> {
+        let mut out: Vec<String> = self.users.get(user).map(|e| e.keys().cloned().collect()).unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    fn addr(&self, gateway_id: &str) -> Option<&str> {
+        self.gateways.get(gateway_id).map(|g| g.0.as_str()).filter(|a| !a.is_empty())
+    }
+
+    pub fn route(&self, delivery: &Delivery) -> Route {
+        let mut route = Route::default();
+        let add = |route: &mut Route, gw: &str, user: Option<&str>| {
+            let Some(addr) = self.addr(gw) else {
+                return false;
+            };
+            let (_, d) = route
+                .gateways
+                .entry(gw.to_owned())
+                .or_insert_with(|| (addr.to_owned(), Delivery { recipients: Vec::new(), ..delivery.clone() }));
+            if let Some(user) = user {
+                d.recipients.push(user.to_owned());
+            }
+            true
+        };
+        // The origin gateway always gets it: it owes the sender's connection the ack.
+        if let Some(origin) = &delivery.origin {
+            add(&mut route, &origin.gateway_id, None);
+        }
+        if delivery.duplicate {
+            return route;
+        }
+        for user in &delivery.recipients {
+            let mut reached = false;
+            for gw in self.gateways_of(user) {
+                reached |= add(&mut route, &gw, Some(user));
+            }
+            if !reached && *user != delivery.message.from {
+                route.offline.push(user.clone());
+            }
+        }
+        route
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use parley_common::delivery::Origin;
+    use parley_common::event::EventMetadata;
+    use parley_common::ids::ConversationId;
+    use parley_common::store::StoredMessage;
+
+    use super::*;
+
+    fn ev(kind: EventType, user: &str, gw: &str, ts: i64) -> MessageEvent {
+        MessageEvent {
+            event_type: kind,
+            timestamp: ts,
+            user_id: user.into(),
+            message_data: serde_json::json!({}),
+            metadata: EventMetadata {
+                gateway_id: Some(gw.into()),
+                gateway_addr: Some(format!("{gw}:9090")),
+                ..EventMetadata::default()
+            },
+        }
+    }
+
+    fn delivery(recipients: &[&str], origin_gw: &str, duplicate: bool) -> Delivery {
+        Delivery {
+            message: StoredMessage {
+                conversation: ConversationId::group("g"),
+                seq: 1,
+                msg_id: "m".into(),
+                client_msg_id: "c".into(),
+                from: "a".into(),
+                body: "hi".into(),
+                ts: 0,
+            },
+            recipients: recipients.iter().map(|s| s.to_string()).collect(),
+            origin: Some(Origin { gateway_id: origin_gw.into(), connection_id: 1 }),
+            duplicate,
+        }
+    }
+
+    #[test]
+    fn recipients_are_split_by_gateway_and_offline_users_reported() {
+        let mut p = Presence::default();
+        p.apply(&ev(EventType::UserOnline, "a", "gw1", 1));
+        p.apply(&ev(EventType::UserOnline, "b", "gw2", 2));
+        p.apply(&ev(EventType::UserOnline, "c", "gw1", 3));
+        p.apply(&ev(EventType::UserOnline, "c", "gw2", 4));
+        let r = p.route(&delivery(&["a", "b", "c", "d"], "gw1", false));
+        assert_eq!(r.gateways["gw1"].0, "gw1:9090");
+        assert_eq!(r.gateways["gw1"].1.recipients, ["a", "c"]);
+        assert_eq!(r.gateways["gw2"].1.recipients, ["b", "c"]);
+        assert_eq!(r.offline, ["d"]);
+    }
+
+    #[test]
+    fn duplicates_only_go_to_the_origin_for_the_ack() {
+        let mut p = Presence::default();
+        p.apply(&ev(EventType::UserOnline, "a", "gw1", 1));
+        p.apply(&ev(EventType::UserOnline, "b", "gw2", 1));
+        let r = p.route(&delivery(&["a", "b"], "gw1", true));
+        assert_eq!(r.gateways.keys().collect::<Vec<_>>(), ["gw1"]);
+        assert!(r.gateways["gw1"].1.recipients.is_empty());
+        assert!(r.offline.is_empty());
+    }
+
+    #[test]
+    fn offline_and_restart_purge_entries() {
+        let mut p = Presence::default();
+        p.apply(&ev(EventType::UserOnline, "a", "gw1", 10));
+        p.apply(&ev(EventType::UserOnline, "b", "gw1", 11));
+        p.apply(&ev(EventType::UserOffline, "a", "gw1", 12));
+        assert!(p.gateways_of("a").is_empty());
+        // gw1 restarts: b's entry from the previous run is stale.
+        p.apply(&ev(EventType::GatewayStarted, "", "gw1", 20));
+        assert!(p.gateways_of("b").is_empty());
+        // A late-read online event from before the restart stays ignored.
+        p.apply(&ev(EventType::UserOnline, "b", "gw1", 15));
+        assert!(p.gateways_of("b").is_empty());
+        p.apply(&ev(EventType::UserOnline, "b", "gw1", 21));
+        assert_eq!(p.gateways_of("b"), ["gw1"]);
+        p.forget_gateway("gw1");
+        assert!(p.gateways_of("b").is_empty());
+        assert_eq!(p.route(&delivery(&["a", "b"], "gw1", false)).offline, ["b"]);
+    }
+}

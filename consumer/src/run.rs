@@ -1,0 +1,117 @@
+//! Process wiring of `parley-consumer storage|push`: Kafka broker,
+//! PostgreSQL store (storage), presence and gateway streams (push), the
+//! HTTP endpoint for probes and metrics, one shutdown token.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use parley_common::broker::{Broker, Subscription};
+use parley_common::event::MessageEvent;
+use parley_common::kafka::KafkaBroker;
+use parley_common::store::{PostgresStore, Store};
+use parley_common::topics;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Cli, PushArgs, Role, StorageArgs};
+use crate::gateways::GatewayPush;
+use crate::metered::MeteredStore;
+use crate::metrics::Metrics;
+use crate::presence::Presence;
+use crate::push::PushWorker;
+use crate::storage::StorageWorker;
+use crate::webhook::Webhook;
+use crate::{Error, Result};
+
+pub fn main(cli: Cli) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Io)?;
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(parley_common::shutdown::on_signal(shutdown.clone()));
+        match cli.role {
+            Role::Storage(args) => storage(args, shutdown).await,
+            Role::Push(args) => push(args, shutdown).await,
+        }
+    })
+}
+
+async fn serve_http(listen: SocketAddr, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(Error::Io)?;
+    let addr = listener.local_addr().map_err(Error::Io)?;
+    tracing::info!(%addr, "serving /metrics /healthz /readyz");
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        // Ready once subscribed: this server starts after that.
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/metrics", get(|State(m): State<Arc<Metrics>>| async move { m.encode() }))
+        .with_state(metrics);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        if let Err(err) = served {
+            tracing::error!(error = %err, "http server failed");
+        }
+    });
+    Ok(())
+}
+
+pub async fn storage(args: StorageArgs, shutdown: CancellationToken) -> Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(args.common.kafka())?);
+    let postgres = PostgresStore::connect(&args.database_url, args.database_pool_size).await?;
+    let store: Arc<dyn Store> = Arc::new(MeteredStore { inner: Arc::new(postgres), metrics: metrics.clone() });
+    let topics = args.common.topics(topics::STORAGE_GROUP);
+    tracing::info!(group = %topics.storage_group, "storage consumer starting");
+    let worker = StorageWorker { broker, store, topics, batch_size: args.common.batch_size.max(1) };
+    let sub = worker.subscribe().await?;
+    serve_http(args.common.listen, metrics, shutdown.clone()).await?;
+    // Returns after finishing the batch in hand; dropping the subscription
+    // closes the consumer, which commits the stored offsets.
+    worker.run(sub, shutdown).await;
+    Ok(())
+}
+
+pub async fn push(args: PushArgs, shutdown: CancellationToken) -> Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let webhook = args.offline_webhook.as_deref().map(Webhook::parse).transpose().map_err(Error::Config)?;
+    let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(args.common.kafka())?);
+    let topics = args.common.topics(topics::PUSH_GROUP);
+    let presence = Arc::new(Mutex::new(Presence::default()));
+    // Every push consumer needs every user's presence, so it reads the whole
+    // user-events topic in a group of its own (from the earliest offset).
+    let presence_group = format!("{}.presence.{}", topics.push_group, uuid::Uuid::now_v7());
+    let presence_sub = broker.subscribe(std::slice::from_ref(&topics.user_events), &presence_group).await?;
+    tokio::spawn(follow_presence(presence_sub, presence.clone(), shutdown.clone()));
+    let sink = Arc::new(GatewayPush::new(presence, metrics.clone(), webhook));
+    tracing::info!(group = %topics.push_group, "push consumer starting");
+    let worker = PushWorker { broker, sink, topics, batch_size: args.common.batch_size.max(1) };
+    let sub = worker.subscribe().await?;
+    serve_http(args.common.listen, metrics, shutdown.clone()).await?;
+    worker.run(sub, shutdown).await;
+    Ok(())
+}
+
+async fn follow_presence(mut sub: Box<dyn Subscription>, presence: Arc<Mutex<Presence>>, shutdown: CancellationToken) {
+    loop {
+        let batch = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            b = sub.next_batch(1024) => b,
+        };
+        match batch {
+            Ok(records) => {
+                let mut p = presence.lock().unwrap_or_else(|e| e.into_inner());
+                for r in records {
+                    match MessageEvent::from_bytes(&r.payload) {
+                        Ok(event) => p.apply(&event),
+                        Err(err) => tracing::warn!(error = %err, "presence: undecodable user event"),
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "presence: receiving user events failed");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+}

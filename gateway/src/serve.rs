@@ -1,0 +1,87 @@
+//! `parley-gateway serve`: the clustered gateway. Sends go to Kafka
+//! (`acks=all`, key = conversation); history, sync and groups come from
+//! PostgreSQL; deliveries arrive from push consumers on the internal
+//! listener; presence (with this gateway's internal address) goes to the
+//! user-events topic, preceded at start by a `gateway_started` event that
+//! purges entries left by an earlier run at the same address.
+
+use std::sync::Arc;
+
+use parley_common::broker::Broker;
+use parley_common::event::MessageEvent;
+use parley_common::kafka::{KafkaBroker, KafkaSettings};
+use parley_common::store::{PostgresStore, Store};
+use parley_common::time::now_millis;
+use parley_common::topics::Topics;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::{AppState, StateParts, router};
+use crate::auth::Auth;
+use crate::config::ServeArgs;
+use crate::internal::{self, InternalState};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::{Error, Result};
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    if args.jwt_secret.is_empty() {
+        return Err(Error::Config("PARLEY_JWT_SECRET is empty".into()));
+    }
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&args.database_url, args.database_pool_size).await?);
+    let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(KafkaSettings::new(&args.kafka_bootstrap_servers))?);
+    let topics = Topics::new(&args.topic_prefix);
+
+    let internal_listener = TcpListener::bind(args.internal_listen).await?;
+    let advertised = args.advertised(internal_listener.local_addr()?.port());
+    let gateway_id = args.gateway_id.clone().unwrap_or_else(|| advertised.clone());
+    let metrics = Arc::new(Metrics::new());
+    let registry = Arc::new(Registry::new(&gateway_id, metrics.clone()));
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    let started = MessageEvent::gateway_started(&gateway_id, Some(advertised.clone()), now_millis());
+    broker.publish(&topics.user_events, &gateway_id, started.to_bytes()?).await?;
+
+    let internal_state =
+        InternalState { registry: registry.clone(), metrics: metrics.clone(), shutdown: shutdown.clone() };
+    let state = AppState::new(StateParts {
+        store,
+        broker,
+        registry,
+        metrics,
+        auth: Auth::new(&args.jwt_secret),
+        session: args.session.clone(),
+        topics,
+        gateway_id: gateway_id.clone(),
+        gateway_addr: Some(advertised.clone()),
+        membership_via_broker: true,
+        dev_login: args.dev_login,
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+    });
+
+    let listener = TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, internal = %advertised, gateway_id, "gateway serving");
+    // On stdout, for scripts and tests that asked for port 0.
+    println!("parley-gateway listening on http://{addr}");
+
+    tokio::spawn(parley_common::shutdown::on_signal(shutdown.clone()));
+    let internal = tokio::spawn(
+        axum::serve(internal_listener, internal::router(internal_state))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    shutdown.cancel();
+    tracker.close();
+    // Connections close and publish their offline presence.
+    if tokio::time::timeout(args.shutdown_grace, tracker.wait()).await.is_err() {
+        tracing::warn!(grace = ?args.shutdown_grace, "shutdown grace period over; exiting anyway");
+    }
+    let _ = internal.await;
+    tracing::info!("stopped");
+    served.map_err(Error::Io)
+}

@@ -1,0 +1,212 @@
+//! The chat across processes on the real 3-broker Kafka and PostgreSQL: 2
+//! gateways, 2 storage and 2 push consumers, each started from the pod spec
+//! the operator renders for a ChatCluster, with real WebSocket clients.
+//! Group membership changes go through the group topic.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use parley_common::ids::ConversationId;
+use parley_common::store::{PostgresStore, Store};
+use parley_tests::chat::{self, Client, Proc, Specs, acks, messages};
+use parley_tests::env;
+use parley_tests::operator::free_port;
+use serde_json::json;
+
+const ACK_WAIT: Duration = Duration::from_secs(45);
+
+struct Cluster {
+    specs: Specs,
+    db_url: String,
+    gateways: Vec<Proc>,
+    storage: Vec<Proc>,
+    push: Vec<Proc>,
+}
+
+async fn start(prefix: &str, webhook: &str) -> Cluster {
+    let db_url = chat::prepare(prefix, 6).await;
+    let specs = chat::render(prefix, &db_url);
+    let mut storage = Vec::new();
+    let mut push = Vec::new();
+    let hook = [("PARLEY_OFFLINE_WEBHOOK", format!("http://{webhook}/offline"))];
+    for i in 0..2 {
+        storage.push(chat::start_consumer(&specs.storage, &format!("{prefix}-storage-{i}")).await);
+        push.push(chat::start_consumer_with(&specs.push, &format!("{prefix}-push-{i}"), &hook).await);
+    }
+    let gateways = (0..2)
+        .map(|i| {
+            chat::start_gateway(&specs.gateway, &format!("{prefix}-gateway-{i}"), &format!("127.0.0.1:{}", free_port()))
+        })
+        .collect();
+    Cluster { specs, db_url, gateways, storage, push }
+}
+
+/// Each user sends a note to self until acked: its gateway and presence are
+/// known to the push path. Then a moment for every push consumer to catch up.
+async fn warm_up(clients: &mut [Client]) {
+    for c in clients.iter_mut() {
+        let user = c.user.clone();
+        let seq = c.send_acked(json!({"user": user}), "warm-up", "hi me", ACK_WAIT).await;
+        assert!(seq.is_some(), "{user}: warm-up note never acked");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+fn pushed_in(c: &Client, conversation: &str) -> Vec<u64> {
+    pushed_seqs(&c.seen, conversation)
+}
+
+fn pushed_seqs(frames: &[parley_common::protocol::ServerFrame], conversation: &str) -> Vec<u64> {
+    messages(frames).iter().filter(|m| m.conversation.to_string() == conversation).map(|m| m.seq).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_to_one_and_group_of_five_across_gateways() {
+    let prefix = env::unique("chat");
+    // The offline notification webhook: a loopback listener answering 204.
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = hook.local_addr().unwrap().to_string();
+    let (hook_tx, mut hook_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = hook.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n").await;
+            let _ = hook_tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
+    let cluster = start(&prefix, &hook_addr).await;
+
+    // The rendered specs are the deployable ones: image per binary, probes
+    // on paths the binaries serve, the gateway's two ports.
+    let gw = &cluster.specs.gateway.container;
+    let ports: Vec<i32> = gw.ports.clone().unwrap().iter().map(|p| p.container_port).collect();
+    assert_eq!(ports, [8080, 9090]);
+    assert_eq!(cluster.specs.storage.args, ["storage"]);
+    assert_eq!(cluster.specs.push.args, ["push"]);
+    for p in cluster.storage.iter().chain(&cluster.push) {
+        let port: u16 = p.addr.rsplit(':').next().unwrap().parse().unwrap();
+        let metrics = parley_tests::operator::http_get(port, "/metrics");
+        assert!(metrics.contains("parley_consumer_"), "{}: {metrics}", p.name);
+    }
+    let (a, b) = (&cluster.gateways[0].addr, &cluster.gateways[1].addr);
+
+    // 1:1 across gateways.
+    let mut alice = Client::connect(a, "alice").await;
+    let mut bob = Client::connect(b, "bob").await;
+    warm_up(std::slice::from_mut(&mut alice)).await;
+    warm_up(std::slice::from_mut(&mut bob)).await;
+    for i in 1..=10u64 {
+        let seq = alice.send_acked(json!({"user": "bob"}), &format!("a{i}"), &format!("hello {i}"), ACK_WAIT).await;
+        assert_eq!(seq, Some(i), "alice's message {i}");
+    }
+    let dm = ConversationId::direct("alice", "bob").to_string();
+    bob.wait_until(Duration::from_secs(30), |s| {
+        messages(s).iter().filter(|m| m.conversation.to_string() == dm).count() >= 10
+    })
+    .await;
+    bob.drain(Duration::from_millis(500)).await;
+    assert_eq!(pushed_in(&bob, &dm), (1..=10).collect::<Vec<_>>(), "bob: each message once, in seq order");
+    assert!(pushed_in(&alice, &dm).is_empty(), "alice's only connection got acks, not copies");
+
+    // A recipient connected nowhere: counted offline, and the webhook hears of it.
+    let offline_before: u64 = cluster.push.iter().map(|p| p.counter("offline_recipients")).sum();
+    assert!(alice.send_acked(json!({"user": "zed"}), "to-zed", "are you there?", ACK_WAIT).await.is_some());
+    let notice = tokio::time::timeout(Duration::from_secs(30), hook_rx.recv()).await.expect("webhook call").unwrap();
+    assert!(notice.starts_with("POST /offline "), "{notice}");
+    let body: serde_json::Value = serde_json::from_str(notice.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(
+        (body["user"].as_str(), body["from"].as_str(), body["seq"].as_u64()),
+        (Some("zed"), Some("alice"), Some(1))
+    );
+    let offline_after: u64 = cluster.push.iter().map(|p| p.counter("offline_recipients")).sum();
+    assert_eq!(offline_after, offline_before + 1, "offline counter");
+
+    // A group of five spread over both gateways.
+    let users = ["g1", "g2", "g3", "g4", "g5"];
+    let mut members = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        members.push(Client::connect(if i % 2 == 0 { a } else { b }, u).await);
+    }
+    let (status, body) =
+        chat::http(a, "POST", "/api/groups", "g1", Some(json!({"id": "team", "name": "Team", "members": users[1..]})))
+            .await;
+    assert_eq!(status, 201, "{body}");
+    warm_up(&mut members).await;
+    let sends = members.iter_mut().map(|c| async move {
+        let mut seqs = Vec::new();
+        for i in 0..4 {
+            let id = format!("{}-{i}", c.user);
+            seqs.push(c.send_acked(json!({"group": "team"}), &id, &format!("{} says {i}", c.user), ACK_WAIT).await);
+        }
+        seqs
+    });
+    let acked: Vec<Vec<Option<u64>>> = futures::future::join_all(sends).await;
+    let all: BTreeSet<u64> = acked.iter().flatten().map(|s| s.expect("every group send acked")).collect();
+    assert_eq!(all, (1..=20).collect(), "20 acked group messages, seqs 1..=20");
+
+    let group = ConversationId::group("team").to_string();
+    for c in members.iter_mut() {
+        c.wait_until(Duration::from_secs(30), |s| {
+            messages(s).iter().filter(|m| m.conversation.to_string() == group).count() >= 16
+        })
+        .await;
+        c.drain(Duration::from_millis(500)).await;
+        let pushed = pushed_in(c, &group);
+        let mut sorted = pushed.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(pushed, sorted, "{}: pushes in seq order, none twice", c.user);
+        let own: BTreeSet<u64> =
+            acks(&c.seen).iter().filter(|(k, _)| k.starts_with(&c.user)).map(|(_, s)| *s).collect();
+        let view: BTreeSet<u64> = pushed.iter().copied().chain(own.iter().copied()).collect();
+        assert_eq!(pushed.len() + own.len(), 20, "{}: 16 pushes + 4 acks", c.user);
+        assert_eq!(view, (1..=20).collect(), "{}: sees every group message once", c.user);
+        assert!(
+            messages(&c.seen).iter().all(|m| m.conversation.to_string() != group || m.from != c.user),
+            "{}: own messages come back as acks only",
+            c.user
+        );
+    }
+
+    // Membership changes travel in the group topic, ordered with the
+    // group's messages: g6 gets exactly what was sent between its join and
+    // its leave.
+    let mut newbie = Client::connect(b, "g6").await;
+    // Storage is frozen while "before-join", the join and "after-join" go to
+    // Kafka in that order, so all three wait there together: only the topic's
+    // order tells the storage consumer that g6 joined between them.
+    for p in &cluster.storage {
+        p.signal("-STOP");
+    }
+    let g1 = &mut members[0];
+    g1.send_msg(json!({"group": "team"}), "before-join", "before").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = chat::http(b, "POST", "/api/groups/team/join", "g6", None).await;
+    assert_eq!(status, 202, "{body}");
+    g1.send_msg(json!({"group": "team"}), "after-join", "during").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for p in &cluster.storage {
+        p.signal("-CONT");
+    }
+    assert_eq!(g1.send_acked(json!({"group": "team"}), "before-join", "before", ACK_WAIT).await, Some(21));
+    assert_eq!(g1.send_acked(json!({"group": "team"}), "after-join", "during", ACK_WAIT).await, Some(22));
+    assert!(newbie.wait_until(Duration::from_secs(30), |s| pushed_seqs(s, &group).contains(&22)).await, "g6: seq 22");
+    let (status, body) = chat::http(b, "POST", "/api/groups/team/leave", "g6", None).await;
+    assert_eq!(status, 202, "{body}");
+    let g1 = &mut members[0];
+    assert_eq!(g1.send_acked(json!({"group": "team"}), "after-leave", "after", ACK_WAIT).await, Some(23));
+    let g2 = &mut members[1];
+    assert!(g2.wait_until(Duration::from_secs(30), |s| pushed_seqs(s, &group).contains(&23)).await, "g2: seq 23");
+    newbie.drain(Duration::from_secs(1)).await;
+    assert_eq!(pushed_seqs(&newbie.seen, &group), [22], "g6: only the message sent while a member");
+
+    // Stored exactly once each.
+    let store = PostgresStore::connect(&cluster.db_url, 1).await.unwrap();
+    let stored = store.history(&ConversationId::group("team"), 0, 1000).await.unwrap();
+    assert_eq!(stored.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=23).collect::<Vec<_>>());
+    assert_eq!(store.history(&ConversationId::direct("alice", "bob"), 0, 1000).await.unwrap().len(), 10);
+    drop(cluster);
+    let _ = parley_tests::kafka::delete_topics_with_prefix(&prefix).await;
+}
