@@ -5,6 +5,7 @@
 //! must never pass by skipping.
 
 pub mod chat;
+pub mod chat_cluster;
 pub mod env;
 pub mod helm;
 pub mod kafka;
