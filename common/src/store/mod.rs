@@ -5,6 +5,7 @@
 
 mod plan;
 mod postgres;
+mod rows;
 mod sqlite;
 
 pub use plan::{Plan, plan_batch};

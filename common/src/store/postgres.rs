@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{ConversationSummary, Group, NewMessage, Store, StoreOutcome, StoredMessage, plan_batch};
@@ -22,36 +22,7 @@ pub struct PostgresStore {
     pool: PgPool,
 }
 
-fn to_i64(v: u64) -> Result<i64> {
-    i64::try_from(v).map_err(|_| Error::Invalid(format!("{v} is out of range")))
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn row_to_message(row: &PgRow) -> Result<StoredMessage> {
-    let conversation: String = row.try_get("conversation")?;
-    Ok(StoredMessage {
-        conversation: ConversationId::parse(&conversation)
-            .map_err(|e| Error::Invalid(format!("stored conversation {conversation:?}: {e}")))?,
-        seq: to_u64(row.try_get("seq")?),
-        msg_id: row.try_get("msg_id")?,
-        client_msg_id: row.try_get("client_msg_id")?,
-        from: row.try_get("sender")?,
-        body: row.try_get("body")?,
-        ts: row.try_get("ts")?,
-    })
-}
-
-fn row_to_group(row: &PgRow) -> Result<Group> {
-    Ok(Group {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        created_by: row.try_get("created_by")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
+use super::rows::{self, to_i64, to_u64};
 
 impl PostgresStore {
     /// Connect with a pool of at most `max_connections` and run migrations
@@ -119,7 +90,7 @@ impl PostgresStore {
         .await?;
         let mut out = HashMap::new();
         for row in &rows {
-            let m = row_to_message(row)?;
+            let m = rows::message(row)?;
             out.insert((m.from.clone(), m.client_msg_id.clone()), m);
         }
         Ok(out)
@@ -189,7 +160,7 @@ impl Store for PostgresStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(row_to_message).collect()
+        rows.iter().map(rows::message).collect()
     }
 
     async fn create_group(&self, id: &str, name: &str, creator: &str, members: &[String]) -> Result<Group> {
@@ -228,7 +199,7 @@ impl Store for PostgresStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(row_to_group).transpose()
+        row.as_ref().map(rows::group).transpose()
     }
 
     async fn join_group(&self, id: &str, user: &str) -> Result<()> {

@@ -6,9 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{ConversationSummary, Group, NewMessage, Store, StoreOutcome, StoredMessage, plan_batch};
@@ -23,36 +21,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
-fn to_i64(v: u64) -> Result<i64> {
-    i64::try_from(v).map_err(|_| Error::Invalid(format!("{v} is out of range")))
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn row_to_message(row: &SqliteRow) -> Result<StoredMessage> {
-    let conversation: String = row.try_get("conversation")?;
-    Ok(StoredMessage {
-        conversation: ConversationId::parse(&conversation)
-            .map_err(|e| Error::Invalid(format!("stored conversation {conversation:?}: {e}")))?,
-        seq: to_u64(row.try_get("seq")?),
-        msg_id: row.try_get("msg_id")?,
-        client_msg_id: row.try_get("client_msg_id")?,
-        from: row.try_get("sender")?,
-        body: row.try_get("body")?,
-        ts: row.try_get("ts")?,
-    })
-}
-
-fn row_to_group(row: &SqliteRow) -> Result<Group> {
-    Ok(Group {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        created_by: row.try_get("created_by")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
+use super::rows::{self, to_i64, to_u64};
 
 impl SqliteStore {
     /// Open (creating if missing) the database file and run migrations.
@@ -92,7 +61,7 @@ impl SqliteStore {
         .bind(client_msg_id)
         .fetch_optional(&mut **tx)
         .await?;
-        row.as_ref().map(row_to_message).transpose()
+        row.as_ref().map(rows::message).transpose()
     }
 }
 
@@ -170,7 +139,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(row_to_message).collect()
+        rows.iter().map(rows::message).collect()
     }
 
     async fn create_group(&self, id: &str, name: &str, creator: &str, members: &[String]) -> Result<Group> {
@@ -209,7 +178,7 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(row_to_group).transpose()
+        row.as_ref().map(rows::group).transpose()
     }
 
     async fn join_group(&self, id: &str, user: &str) -> Result<()> {

@@ -1,0 +1,52 @@
+//! Row decoding and integer conversions shared by the SQL stores, generic
+//! over the database so SQLite and PostgreSQL read rows the same way.
+
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use super::{Group, StoredMessage};
+use crate::ids::ConversationId;
+use crate::{Error, Result};
+
+/// Seqs are `u64` in Rust and `BIGINT` in SQL.
+pub(super) fn to_i64(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::Invalid(format!("{v} is out of range")))
+}
+
+pub(super) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(super) fn message<'r, R>(row: &'r R) -> Result<StoredMessage>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let conversation: String = row.try_get("conversation")?;
+    Ok(StoredMessage {
+        conversation: ConversationId::parse(&conversation)
+            .map_err(|e| Error::Invalid(format!("stored conversation {conversation:?}: {e}")))?,
+        seq: to_u64(row.try_get("seq")?),
+        msg_id: row.try_get("msg_id")?,
+        client_msg_id: row.try_get("client_msg_id")?,
+        from: row.try_get("sender")?,
+        body: row.try_get("body")?,
+        ts: row.try_get("ts")?,
+    })
+}
+
+pub(super) fn group<'r, R>(row: &'r R) -> Result<Group>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(Group {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
