@@ -141,6 +141,12 @@ pub struct SessionArgs {
     /// sync from its last seq when it reconnects).
     #[arg(long, env = "PARLEY_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
+    /// WebSocket read buffer per connection. The WebSocket library's default
+    /// (128 KiB, zero-filled on every read) made an idle connection cost
+    /// ~140 KB; chat frames are small, and a larger one still fits (the
+    /// buffer grows for it). bench/results/profile.md has the measurements.
+    #[arg(long, env = "PARLEY_WS_READ_BUFFER_BYTES", default_value_t = 2048)]
+    pub ws_read_buffer_bytes: usize,
 }
 
 impl SessionArgs {

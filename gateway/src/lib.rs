@@ -12,6 +12,7 @@ pub mod internal;
 pub mod limits;
 pub mod metrics;
 pub mod page;
+pub mod presence;
 pub mod registry;
 pub mod serve;
 pub mod session;

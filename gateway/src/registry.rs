@@ -14,8 +14,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
+/// A server frame as queued for a connection: its JSON text, encoded once
+/// however many connections it goes to. A queue slot is then 16 bytes, and
+/// every idle connection's queue allocates its first block of slots up front.
+pub type Outbound = Arc<str>;
+
+pub fn encode(frame: &ServerFrame) -> Outbound {
+    frame.to_json().into()
+}
+
 struct Conn {
-    tx: mpsc::Sender<ServerFrame>,
+    tx: mpsc::Sender<Outbound>,
     /// Cancelled to make the connection close itself.
     kick: CancellationToken,
 }
@@ -41,7 +50,7 @@ impl Registry {
     }
 
     /// Returns true if this is the user's first connection (they came online).
-    pub fn register(&self, user: &str, id: u64, tx: mpsc::Sender<ServerFrame>, kick: CancellationToken) -> bool {
+    pub fn register(&self, user: &str, id: u64, tx: mpsc::Sender<Outbound>, kick: CancellationToken) -> bool {
         let mut users = self.write();
         let conns = users.entry(user.to_owned()).or_default();
         conns.insert(id, Conn { tx, kick });
@@ -65,14 +74,16 @@ impl Registry {
         }
     }
 
-    pub fn online_users(&self) -> Vec<String> {
-        let mut users: Vec<String> = self.read().keys().cloned().collect();
-        users.sort();
-        users
+    pub fn is_online(&self, user: &str) -> bool {
+        self.read().contains_key(user)
     }
 
     /// Queue `frame` to every connection of `user` except `except`.
     pub fn send_to_user(&self, user: &str, frame: &ServerFrame, except: Option<u64>) {
+        self.send_text_to_user(user, &encode(frame), except);
+    }
+
+    fn send_text_to_user(&self, user: &str, text: &Outbound, except: Option<u64>) {
         let mut overflowed = Vec::new();
         {
             let users = self.read();
@@ -83,7 +94,7 @@ impl Registry {
                 if Some(id) == except {
                     continue;
                 }
-                if self.try_send(conn, frame) {
+                if self.try_send(conn, text) {
                     overflowed.push(id);
                 }
             }
@@ -96,7 +107,7 @@ impl Registry {
         let overflowed = {
             let users = self.read();
             match users.get(user).and_then(|c| c.get(&id)) {
-                Some(conn) => self.try_send(conn, frame),
+                Some(conn) => self.try_send(conn, &encode(frame)),
                 None => false,
             }
         };
@@ -105,18 +116,17 @@ impl Registry {
         }
     }
 
-    /// Queue `frame` to everyone connected here except `except_user`.
-    pub fn broadcast(&self, frame: &ServerFrame, except_user: &str) {
-        for user in self.online_users() {
-            if user != except_user {
-                self.send_to_user(&user, frame, None);
-            }
+    /// Queue `frame` to every connection of each of `users` that is here.
+    pub fn send_to_users(&self, users: &[String], frame: &ServerFrame) {
+        let text = encode(frame);
+        for user in users {
+            self.send_text_to_user(user, &text, None);
         }
     }
 
     /// Returns true if the queue overflowed.
-    fn try_send(&self, conn: &Conn, frame: &ServerFrame) -> bool {
-        match conn.tx.try_send(frame.clone()) {
+    fn try_send(&self, conn: &Conn, text: &Outbound) -> bool {
+        match conn.tx.try_send(text.clone()) {
             Ok(()) => {
                 self.metrics.frames_pushed.inc();
                 false
@@ -159,10 +169,10 @@ impl DeliverySink for Registry {
         if delivery.duplicate {
             return Ok(());
         }
-        let frame = ServerFrame::Message(message.view());
+        let text = encode(&ServerFrame::Message(message.view()));
         for user in &delivery.recipients {
             // The origin connection has the ack; its user's other devices get the message.
-            self.send_to_user(user, &frame, origin_conn.filter(|_| *user == message.from));
+            self.send_text_to_user(user, &text, origin_conn.filter(|_| *user == message.from));
         }
         Ok(())
     }
@@ -176,11 +186,19 @@ mod tests {
 
     use super::*;
 
-    fn conn(r: &Registry, user: &str, id: u64, cap: usize) -> (mpsc::Receiver<ServerFrame>, CancellationToken) {
+    struct Rx(mpsc::Receiver<Outbound>);
+
+    impl Rx {
+        fn try_recv(&mut self) -> Result<ServerFrame, mpsc::error::TryRecvError> {
+            self.0.try_recv().map(|text| ServerFrame::from_json(&text).expect("queued frames are valid JSON"))
+        }
+    }
+
+    fn conn(r: &Registry, user: &str, id: u64, cap: usize) -> (Rx, CancellationToken) {
         let (tx, rx) = mpsc::channel(cap);
         let kick = CancellationToken::new();
         r.register(user, id, tx, kick.clone());
-        (rx, kick)
+        (Rx(rx), kick)
     }
 
     fn delivery(duplicate: bool) -> Delivery {
@@ -239,10 +257,10 @@ mod tests {
         let (tx, _rx) = mpsc::channel(1);
         assert!(r.register("a", 1, tx.clone(), CancellationToken::new()));
         assert!(!r.register("a", 2, tx, CancellationToken::new()));
-        assert_eq!(r.online_users(), ["a"]);
+        assert!(r.is_online("a"));
         assert!(!r.unregister("a", 1));
         assert!(!r.unregister("a", 1));
         assert!(r.unregister("a", 2));
-        assert!(r.online_users().is_empty());
+        assert!(!r.is_online("a"));
     }
 }

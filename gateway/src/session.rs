@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::app::AppState;
 use crate::auth::AuthUser;
-use crate::limits;
+use crate::{limits, presence};
 
 const CLOSE_ABUSE: &str = "too many invalid or over-rate frames";
 const CLOSE_SHUTDOWN: &str = "server shutting down";
@@ -32,7 +32,14 @@ type Sink = SplitSink<WebSocket, Message>;
 /// client gets a plain 401.
 pub async fn upgrade(State(state): State<AppState>, AuthUser(user): AuthUser, ws: WebSocketUpgrade) -> Response {
     let max = state.session.transport_max_bytes();
-    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| run(socket, state, user))
+    let buffer = state.session.ws_read_buffer_bytes.max(1024);
+    // Every frame is flushed as it is sent, so a write buffer only has to
+    // hold one frame.
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(buffer)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| run(socket, state, user))
 }
 
 /// What the read side asks the loop to do next.
@@ -70,13 +77,18 @@ async fn run(socket: WebSocket, state: AppState, user: String) {
         id,
         strikes: 0,
     };
+    let contacts = match presence::contacts(state.store.as_ref(), &user).await {
+        Ok(c) => c,
+        Err(err) => {
+            // Presence is a courtesy; the connection works without it.
+            tracing::warn!(user, error = %err, "looking up contacts for presence failed");
+            Vec::new()
+        }
+    };
     let mut hello = vec![ServerFrame::Hello { user: user.clone() }];
     hello.extend(
-        state
-            .registry
-            .online_users()
+        presence::online_here(&state.registry, &contacts)
             .into_iter()
-            .filter(|u| *u != user)
             .map(|u| ServerFrame::Presence { user: u, online: true }),
     );
     let mut alive = true;
@@ -87,7 +99,7 @@ async fn run(socket: WebSocket, state: AppState, user: String) {
         }
     }
     if first {
-        presence(&state, &user, true).await;
+        announce(&state, &user, true, &contacts).await;
     }
 
     let heartbeat = state.session.heartbeat.max(Duration::from_millis(100));
@@ -115,14 +127,16 @@ async fn run(socket: WebSocket, state: AppState, user: String) {
                     });
                 }
                 out = rx.recv() => match out {
-                    Some(frame) => if send(&mut sink, &frame).await.is_err() { break None },
+                    Some(text) => if write(&mut sink, Message::Text(text.as_ref().into())).await.is_err() { break None },
                     None => break None,
                 },
                 msg = stream.next() => {
                     last_heard = Instant::now();
                     let flow = match msg {
                         None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Flow::Gone,
-                        Some(Ok(Message::Text(text))) => conn.on_text(text.as_str(), &mut sink).await,
+                        // Boxed: the handler's state is large and lives only while a
+                        // frame is handled; inline it would sit in every idle connection.
+                        Some(Ok(Message::Text(text))) => Box::pin(conn.on_text(text.as_str(), &mut sink)).await,
                         Some(Ok(Message::Binary(_))) => {
                             conn.violation(&mut sink, codes::BINARY_NOT_SUPPORTED, "frames must be JSON text").await
                         }
@@ -144,7 +158,10 @@ async fn run(socket: WebSocket, state: AppState, user: String) {
     }
     state.metrics.connections_active.dec();
     if state.registry.unregister(&user, id) {
-        presence(&state, &user, false).await;
+        // Looked up again: conversations begun during the session add
+        // contacts that saw this user online in their own hello.
+        let contacts = presence::contacts(state.store.as_ref(), &user).await.unwrap_or(contacts);
+        announce(&state, &user, false, &contacts).await;
     }
     tracing::debug!(user, conn = id, "disconnected");
 }
@@ -167,10 +184,10 @@ async fn write(sink: &mut Sink, message: Message) -> Result<(), Gone> {
     }
 }
 
-/// Tell local connections and publish a user event (the Kafka mode's push
-/// consumers learn from it which gateway holds the user).
-async fn presence(state: &AppState, user: &str, online: bool) {
-    state.registry.broadcast(&ServerFrame::Presence { user: user.to_owned(), online }, user);
+/// Tell the user's contacts connected here and publish a user event (the
+/// Kafka mode's push consumers learn from it which gateway holds the user).
+async fn announce(state: &AppState, user: &str, online: bool, contacts: &[String]) {
+    state.registry.send_to_users(contacts, &ServerFrame::Presence { user: user.to_owned(), online });
     let meta = EventMetadata {
         gateway_id: Some(state.gateway_id.clone()),
         gateway_addr: state.gateway_addr.clone(),

@@ -165,6 +165,22 @@ async fn spoofed_sender_is_ignored_and_resends_are_stored_once() {
 }
 
 #[tokio::test]
+async fn frames_many_times_the_read_buffer_arrive_whole() {
+    // The largest body the limits allow, in 3-byte characters: a ~12 KB
+    // frame through a 2 KiB read buffer, twice in a row.
+    let server = Server::start(&["--ws-read-buffer-bytes", "2048"]);
+    let mut alice = server.connect("alice").await;
+    let mut bob = server.connect("bob").await;
+    let body = "漢".repeat(4000);
+    for id in ["big-1", "big-2"] {
+        alice.send_msg(json!({"user":"bob"}), id, &body).await;
+        alice.ack(id).await;
+        let m = bob.next_message().await;
+        assert_eq!(m.body, body);
+    }
+}
+
+#[tokio::test]
 async fn bad_frames_get_error_frames_and_the_connection_survives() {
     let server = Server::start(&["--max-frame-bytes", "1024"]);
     let mut c = server.connect("alice").await;
@@ -234,10 +250,17 @@ async fn presence_typing_page_and_metrics() {
     let (status, body) = server.http("POST", "/api/dev/token", None, Some(json!({"user":"erin"}))).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("token"));
-    let mut alice = server.connect("alice").await;
+    // Presence reaches contacts only: bob becomes alice's contact by
+    // writing to her; erin, a stranger, hears nothing of either.
+    let mut erin = server.connect("erin").await;
     let mut bob = server.connect("bob").await;
-    let p = alice.next_where(|f| matches!(f, ServerFrame::Presence { .. })).await;
-    assert_eq!(p, ServerFrame::Presence { user: "bob".into(), online: true });
+    bob.send_msg(json!({"user": "alice"}), "hi-1", "hi").await;
+    bob.ack("hi-1").await;
+    let mut alice = server.connect("alice").await;
+    let hello = alice.next_where(|f| matches!(f, ServerFrame::Presence { .. })).await;
+    assert_eq!(hello, ServerFrame::Presence { user: "bob".into(), online: true }, "hello lists online contacts");
+    let p = bob.next_where(|f| matches!(f, ServerFrame::Presence { .. })).await;
+    assert_eq!(p, ServerFrame::Presence { user: "alice".into(), online: true });
     bob.send(json!({"type":"typing","conversation":"dm:alice:bob"})).await;
     let t = alice.next_where(|f| matches!(f, ServerFrame::Typing { .. })).await;
     assert!(matches!(t, ServerFrame::Typing { from, .. } if from == "bob"));
@@ -247,13 +270,15 @@ async fn presence_typing_page_and_metrics() {
     bob.close().await;
     let p = alice.next_where(|f| matches!(f, ServerFrame::Presence { .. })).await;
     assert_eq!(p, ServerFrame::Presence { user: "bob".into(), online: false });
+    let heard = erin.frames_within(std::time::Duration::from_millis(300)).await;
+    assert!(!heard.iter().any(|f| matches!(f, ServerFrame::Presence { .. })), "a stranger got presence: {heard:?}");
 
     let (status, page) = server.http("GET", "/", None, None).await;
     assert_eq!(status, 200);
     assert!(page.contains("<title>Parley</title>"));
     let (status, metrics) = server.http("GET", "/metrics", None, None).await;
     assert_eq!(status, 200);
-    assert!(metrics.contains("parley_gateway_connections_opened_total 2"), "{metrics}");
+    assert!(metrics.contains("parley_gateway_connections_opened_total 3"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -168,6 +168,12 @@ fn log_file(name: &str) -> (PathBuf, std::fs::File) {
 /// Start a gateway from its pod spec; `internal` is its internal address
 /// (the pod's `<IP>:9090`; here a loopback port kept across restarts).
 pub fn start_gateway(spec: &PodSpec, name: &str, internal: &str) -> Proc {
+    start_gateway_with(spec, name, internal, &[])
+}
+
+/// [`start_gateway`] with extra environment (applied last, so it may override
+/// the log level, say, for a benchmark).
+pub fn start_gateway_with(spec: &PodSpec, name: &str, internal: &str, extra: &[(&str, String)]) -> Proc {
     assert_eq!(spec.args, ["serve"]);
     let (log, file) = log_file(name);
     let mut child = Command::new(binary_of(spec))
@@ -177,6 +183,7 @@ pub fn start_gateway(spec: &PodSpec, name: &str, internal: &str) -> Proc {
         .env("PARLEY_LISTEN", "127.0.0.1:0")
         .env("PARLEY_INTERNAL_LISTEN", internal)
         .env("PARLEY_LOG", "info,parley_gateway=debug")
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .stderr(file)
         .spawn()

@@ -254,6 +254,18 @@ impl Client {
         }
     }
 
+    /// Every frame that arrives within `dur`.
+    pub async fn frames_within(&mut self, dur: Duration) -> Vec<ServerFrame> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + dur;
+        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, self.ws.next()).await {
+            if let Message::Text(t) = m {
+                out.push(ServerFrame::from_json(t.as_str()).expect("server frame"));
+            }
+        }
+        out
+    }
+
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
         // Wait for the server's side of the close handshake.

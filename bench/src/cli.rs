@@ -1,0 +1,34 @@
+//! Command line: one subcommand per scenario, each writing its result file.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::idle::IdleArgs;
+use crate::rate::RateArgs;
+use crate::storage::StorageArgs;
+
+#[derive(Debug, Parser)]
+#[command(name = "parley-bench", about = "Parley benchmarks: bounded, loopback only; they report, never assert timing")]
+pub struct Cli {
+    /// Also write the result as JSON to this file.
+    #[arg(long, global = true)]
+    pub out: Option<PathBuf>,
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// N idle authenticated connections on one gateway: RSS per connection.
+    Idle(IdleArgs),
+    /// Users sending at target total rates: latency and delivery completeness.
+    Rate(RateArgs),
+    /// One storage consumer draining a pre-filled topic into PostgreSQL.
+    Storage(StorageArgs),
+    /// Write README.md, report.json and the plot from the result files.
+    Report {
+        #[arg(long, default_value = "bench/results")]
+        dir: PathBuf,
+    },
+}

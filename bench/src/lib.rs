@@ -1,0 +1,43 @@
+//! Parley benchmarks. Scenarios start what they measure (the standalone
+//! gateway, or the Kafka mode's processes from the operator's pod specs on
+//! the environment of `scripts/env/up.sh`), drive it over loopback with
+//! bounded counts and durations, and write result files that `report`
+//! sets against the goals of issue #8.
+
+pub mod cli;
+pub mod client;
+pub mod error;
+pub mod idle;
+pub mod latency;
+pub mod ledger;
+pub mod plot;
+pub mod procfs;
+pub mod rate;
+pub mod report;
+pub mod storage;
+pub mod target;
+pub mod workload;
+
+pub use error::{BenchError, Result};
+
+use cli::{Cli, Scenario};
+
+/// Run the scenario; print its result as JSON (and write it to `--out`).
+pub async fn run(cli: Cli) -> Result<()> {
+    let value = match &cli.scenario {
+        Scenario::Idle(a) => serde_json::to_value(idle::run(a).await?)?,
+        Scenario::Rate(a) => serde_json::to_value(rate::run(a).await?)?,
+        Scenario::Storage(a) => serde_json::to_value(storage::run(a).await?)?,
+        Scenario::Report { dir } => {
+            report::write(dir)?;
+            println!("{}", std::fs::read_to_string(dir.join("README.md")).map_err(error::io("read report"))?);
+            return Ok(());
+        }
+    };
+    let text = serde_json::to_string_pretty(&value)? + "\n";
+    print!("{text}");
+    if let Some(out) = &cli.out {
+        std::fs::write(out, &text).map_err(error::io(format!("write {}", out.display())))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! What a scenario runs against: the standalone gateway (one process,
+//! in-process broker, SQLite) or the Kafka mode (gateway, storage and push
+//! processes started from the operator's pod specs on the real Kafka and
+//! PostgreSQL of `scripts/env/up.sh`).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use clap::ValueEnum;
+use parley_tests::chat::{self, Proc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BenchError, Result, io};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Standalone,
+    Kafka,
+}
+
+const STANDALONE_SECRET: &str = "parley-bench-secret";
+/// Per-connection limits high enough that the load is never throttled.
+const UNTHROTTLED: [(&str, &str); 3] =
+    [("PARLEY_RATE_PER_SECOND", "1000000"), ("PARLEY_RATE_BURST", "1000000"), ("PARLEY_OUTBOUND_QUEUE", "65536")];
+/// Benchmarks log warnings only: per-message debug lines would be measured too.
+const LOG: &str = "warn";
+
+/// A running system under test.
+pub struct Target {
+    pub mode: Mode,
+    pub gateway: SocketAddr,
+    pub secret: String,
+    /// (role, pid) of every process, for CPU and memory figures.
+    pub processes: Vec<(String, u32)>,
+    _running: Running,
+}
+
+enum Running {
+    Standalone { child: Child, db: PathBuf },
+    Kafka { procs: Vec<Proc>, prefix: String },
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        match self {
+            Running::Standalone { child, db } => {
+                terminate(child);
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+                }
+            }
+            Running::Kafka { procs, prefix } => {
+                procs.clear();
+                let prefix = prefix.clone();
+                // Bounded best effort: topic names are unique per run anyway.
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                    rt.block_on(tokio::time::timeout(
+                        Duration::from_secs(20),
+                        parley_tests::kafka::delete_topics_with_prefix(&prefix),
+                    ))
+                    .ok()
+                })
+                .join();
+            }
+        }
+    }
+}
+
+impl Target {
+    pub async fn start(mode: Mode, partitions: i32) -> Result<Self> {
+        match mode {
+            Mode::Standalone => Self::standalone(),
+            Mode::Kafka => Ok(Self::kafka(partitions).await),
+        }
+    }
+
+    pub fn pid_of(&self, role: &str) -> Option<u32> {
+        self.processes.iter().find(|(r, _)| r == role).map(|(_, p)| *p)
+    }
+
+    fn standalone() -> Result<Self> {
+        let bin = chat::binary("parley-gateway");
+        let db = std::env::temp_dir().join(format!("parley-bench-{}-{}.db", std::process::id(), unique()));
+        let mut child = Command::new(&bin)
+            .args(["standalone", "--listen", "127.0.0.1:0", "--jwt-secret", STANDALONE_SECRET, "--dev-login", "false"])
+            .arg("--database")
+            .arg(&db)
+            .envs(UNTHROTTLED)
+            .env("PARLEY_LOG", LOG)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(io(format!("start {}", bin.display())))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().ok_or_else(|| BenchError::Setup("gateway stdout".into()))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the child never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let running = Running::Standalone { child, db };
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| BenchError::Setup("the standalone gateway did not print its address".into()))?;
+        let gateway = parse_address(&line)?;
+        Ok(Target {
+            mode: Mode::Standalone,
+            gateway,
+            secret: STANDALONE_SECRET.into(),
+            processes: vec![("gateway".into(), pid)],
+            _running: running,
+        })
+    }
+
+    /// One gateway, one storage and one push consumer (the fixtures panic
+    /// with their log when a process does not come up).
+    async fn kafka(partitions: i32) -> Self {
+        let prefix = parley_tests::env::unique("bench");
+        let db_url = chat::prepare(&prefix, partitions).await;
+        let specs = chat::render(&prefix, &db_url);
+        let quiet = [("PARLEY_LOG", LOG.to_owned())];
+        let storage = chat::start_consumer_with(&specs.storage, &format!("{prefix}-storage"), &quiet).await;
+        let push = chat::start_consumer_with(&specs.push, &format!("{prefix}-push"), &quiet).await;
+        let mut env: Vec<(&str, String)> = UNTHROTTLED.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        env.extend(quiet);
+        let internal = format!("127.0.0.1:{}", parley_tests::operator::free_port());
+        let gateway = chat::start_gateway_with(&specs.gateway, &format!("{prefix}-gateway"), &internal, &env);
+        let processes = vec![
+            ("gateway".to_owned(), gateway.child.id()),
+            ("storage".to_owned(), storage.child.id()),
+            ("push".to_owned(), push.child.id()),
+        ];
+        let addr = gateway.addr.parse().expect("the gateway prints a socket address");
+        Target {
+            mode: Mode::Kafka,
+            gateway: addr,
+            secret: chat::SECRET.into(),
+            processes,
+            _running: Running::Kafka { procs: vec![gateway, storage, push], prefix },
+        }
+    }
+}
+
+/// SIGTERM, so the gateway drains and exits as in production (and a
+/// profiler wrapping it writes its output); SIGKILL after 15 s.
+fn terminate(child: &mut Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The address in the gateway's first stdout line (`... http://127.0.0.1:PORT`).
+fn parse_address(line: &str) -> Result<SocketAddr> {
+    line.rsplit("http://")
+        .next()
+        .and_then(|a| a.trim().trim_end_matches('/').parse().ok())
+        .ok_or_else(|| BenchError::Setup(format!("no address in the gateway's first line: {line:?}")))
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_is_read_from_the_first_line() {
+        assert_eq!(
+            parse_address("parley standalone listening on http://127.0.0.1:4242").unwrap(),
+            "127.0.0.1:4242".parse().unwrap()
+        );
+        assert!(parse_address("no address here").is_err());
+    }
+}

@@ -1,0 +1,71 @@
+//! Presence as clients see it: a user's contacts (the other participants of
+//! its direct conversations and the members of its groups) are told when it
+//! comes online or goes offline here, and its `hello` lists the contacts
+//! online here. Scoped to contacts so a connection costs the same whether
+//! ten or a hundred thousand others are online (a global list made every
+//! connect O(online users)).
+
+use std::collections::BTreeSet;
+
+use parley_common::store::{ConversationSummary, Store};
+
+use crate::registry::Registry;
+
+/// Contacts looked at per connection: bounds the work of a connect for
+/// members of very large groups (they see the first ones, by name).
+pub const MAX_CONTACTS: usize = 1_000;
+
+/// The other participants of `user`'s conversations, sorted, at most [`MAX_CONTACTS`].
+pub async fn contacts(store: &dyn Store, user: &str) -> parley_common::Result<Vec<String>> {
+    let conversations = store.conversations_of(user).await?;
+    let mut out = BTreeSet::new();
+    add_direct(&conversations, user, &mut out);
+    for g in conversations.iter().filter_map(|c| c.conversation.group_id()) {
+        if out.len() >= MAX_CONTACTS {
+            break;
+        }
+        out.extend(store.members(g).await?.into_iter().filter(|m| m != user));
+    }
+    Ok(out.into_iter().take(MAX_CONTACTS).collect())
+}
+
+fn add_direct(conversations: &[ConversationSummary], user: &str, out: &mut BTreeSet<String>) {
+    for c in conversations {
+        if let Some((a, b)) = c.conversation.direct_participants() {
+            let other = if a == user { b } else { a };
+            if other != user {
+                out.insert(other.to_owned());
+            }
+        }
+    }
+}
+
+/// The contacts that have a connection on this gateway.
+pub fn online_here(registry: &Registry, contacts: &[String]) -> Vec<String> {
+    contacts.iter().filter(|c| registry.is_online(c)).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parley_common::store::SqliteStore;
+
+    #[tokio::test]
+    async fn contacts_are_direct_partners_and_group_members_only() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        store.create_group("team", "Team", "ann", &["bob".into(), "cat".into()]).await.unwrap();
+        store.create_group("other", "Other", "dan", &["eve".into()]).await.unwrap();
+        let dm = |a: &str, b: &str, id: &str| parley_common::store::NewMessage {
+            msg_id: id.into(),
+            client_msg_id: id.into(),
+            conversation: parley_common::ids::ConversationId::direct(a, b),
+            from: a.into(),
+            body: "hi".into(),
+            ts: 1,
+        };
+        store.store_batch(&[dm("ann", "zed", "m1"), dm("yan", "ann", "m2")]).await.unwrap();
+        assert_eq!(contacts(&store, "ann").await.unwrap(), ["bob", "cat", "yan", "zed"]);
+        assert_eq!(contacts(&store, "eve").await.unwrap(), ["dan"]);
+        assert!(contacts(&store, "nobody").await.unwrap().is_empty());
+    }
+}
