@@ -48,6 +48,8 @@ source "$PARLEY_ENV_FILE"
 
 tier "tests against real Kafka, kube-apiserver and PostgreSQL"
 cargo test --locked -p parley-tests
+# The load tool's Kafka-mode scenarios, small (ignored in the unit tier).
+cargo test --locked -p parley-bench --test kafka_smoke -- --ignored
 
 tier "browser: the chat page in headless Chromium"
 PARLEY_GATEWAY_BIN=$CARGO_TARGET_DIR/debug/parley-gateway node --test tests/browser/

@@ -389,6 +389,7 @@ mod tests {
         let r = RateResult {
             machine: machine(),
             mode: Mode::Kafka,
+            env: Vec::new(),
             runs: vec![run(1000, 1000.0, 5.0, 0), run(8000, 8000.0, 9.0, 0), run(5000, 5000.0, 7.0, 0)],
         };
         assert_eq!(at_rate(&r, 5000).unwrap().target_rate, 5000);
@@ -410,6 +411,7 @@ mod tests {
             rate_kafka: Some(RateResult {
                 machine: machine(),
                 mode: Mode::Kafka,
+                env: Vec::new(),
                 runs: vec![run(5000, 5000.0, 80.0, 0)],
             }),
             operator: Some(serde_json::json!({
@@ -433,7 +435,12 @@ mod tests {
     fn result_files_round_trip_and_missing_ones_are_none() {
         let dir = std::env::temp_dir().join(format!("parley-report-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let r = RateResult { machine: machine(), mode: Mode::Standalone, runs: vec![run(1000, 1000.0, 3.0, 0)] };
+        let r = RateResult {
+            machine: machine(),
+            mode: Mode::Standalone,
+            env: Vec::new(),
+            runs: vec![run(1000, 1000.0, 3.0, 0)],
+        };
         std::fs::write(dir.join(RATE_STANDALONE), serde_json::to_string(&r).unwrap()).unwrap();
         std::fs::write(dir.join(STORAGE), "{\"unknown\": 1}").unwrap();
         let err = Results::load(&dir).unwrap_err();

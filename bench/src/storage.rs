@@ -32,6 +32,9 @@ pub struct StorageArgs {
     pub partitions: i32,
     #[arg(long, default_value_t = 64)]
     pub body_bytes: usize,
+    /// The consumer's batch size (`PARLEY_BATCH_SIZE`); its default when unset.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Give up waiting for the consumer after this long.
     #[arg(long, default_value = "300s", value_parser = parley_common::time::parse_duration)]
     pub timeout: Duration,
@@ -44,6 +47,7 @@ pub struct StorageResult {
     pub messages: u64,
     pub conversations: u64,
     pub partitions: i32,
+    pub batch_size: Option<usize>,
     pub prefill_seconds: f64,
     /// From the first stored row to the last.
     pub store_seconds: f64,
@@ -71,8 +75,9 @@ pub async fn run(a: &StorageArgs) -> Result<StorageResult> {
     let specs = chat::render(&prefix, &db_url);
     let mut db = sqlx::PgConnection::connect(&db_url).await?;
     let started = Instant::now();
-    let quiet = [("PARLEY_LOG", "warn".to_owned())];
-    let consumer = chat::start_consumer_with(&specs.storage, &format!("{prefix}-storage"), &quiet).await;
+    let mut env = vec![("PARLEY_LOG", "warn".to_owned())];
+    env.extend(a.batch_size.map(|b| ("PARLEY_BATCH_SIZE", b.to_string())));
+    let consumer = chat::start_consumer_with(&specs.storage, &format!("{prefix}-storage"), &env).await;
     let pid = consumer.child.id();
     let cpu_before = procfs::cpu_seconds(pid);
     let (mut first, mut first_count) = (None, 0u64);
@@ -105,6 +110,7 @@ pub async fn run(a: &StorageArgs) -> Result<StorageResult> {
         messages: n,
         conversations: a.conversations,
         partitions: a.partitions,
+        batch_size: a.batch_size,
         prefill_seconds: round2(prefill_seconds),
         store_seconds: round2(store_seconds),
         stored,

@@ -59,11 +59,8 @@ impl Drop for Running {
                 // Bounded best effort: topic names are unique per run anyway.
                 let _ = std::thread::spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-                    rt.block_on(tokio::time::timeout(
-                        Duration::from_secs(20),
-                        parley_tests::kafka::delete_topics_with_prefix(&prefix),
-                    ))
-                    .ok()
+                    let cleanup = parley_tests::kafka::delete_topics_with_prefix(&prefix);
+                    rt.block_on(async { tokio::time::timeout(Duration::from_secs(20), cleanup).await.ok() })
                 })
                 .join();
             }
@@ -72,10 +69,12 @@ impl Drop for Running {
 }
 
 impl Target {
-    pub async fn start(mode: Mode, partitions: i32) -> Result<Self> {
+    /// `env` (`KEY=VALUE`) goes to every process started, after the
+    /// defaults, so a run can compare settings on the same binaries.
+    pub async fn start(mode: Mode, partitions: i32, env: &[Setting]) -> Result<Self> {
         match mode {
-            Mode::Standalone => Self::standalone(),
-            Mode::Kafka => Ok(Self::kafka(partitions).await),
+            Mode::Standalone => Self::standalone(env),
+            Mode::Kafka => Ok(Self::kafka(partitions, env).await),
         }
     }
 
@@ -83,7 +82,7 @@ impl Target {
         self.processes.iter().find(|(r, _)| r == role).map(|(_, p)| *p)
     }
 
-    fn standalone() -> Result<Self> {
+    fn standalone(env: &[Setting]) -> Result<Self> {
         let bin = chat::binary("parley-gateway");
         let db = std::env::temp_dir().join(format!("parley-bench-{}-{}.db", std::process::id(), unique()));
         let mut child = Command::new(&bin)
@@ -92,6 +91,7 @@ impl Target {
             .arg(&db)
             .envs(UNTHROTTLED)
             .env("PARLEY_LOG", LOG)
+            .envs(env.iter().map(|s| (&s.key, &s.value)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -123,15 +123,16 @@ impl Target {
 
     /// One gateway, one storage and one push consumer (the fixtures panic
     /// with their log when a process does not come up).
-    async fn kafka(partitions: i32) -> Self {
+    async fn kafka(partitions: i32, settings: &[Setting]) -> Self {
         let prefix = parley_tests::env::unique("bench");
         let db_url = chat::prepare(&prefix, partitions).await;
         let specs = chat::render(&prefix, &db_url);
-        let quiet = [("PARLEY_LOG", LOG.to_owned())];
+        let mut quiet = vec![("PARLEY_LOG", LOG.to_owned())];
+        quiet.extend(settings.iter().map(|s| (s.key.as_str(), s.value.clone())));
         let storage = chat::start_consumer_with(&specs.storage, &format!("{prefix}-storage"), &quiet).await;
         let push = chat::start_consumer_with(&specs.push, &format!("{prefix}-push"), &quiet).await;
         let mut env: Vec<(&str, String)> = UNTHROTTLED.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        env.extend(quiet);
+        env.extend(quiet.iter().cloned());
         let internal = format!("127.0.0.1:{}", parley_tests::operator::free_port());
         let gateway = chat::start_gateway_with(&specs.gateway, &format!("{prefix}-gateway"), &internal, &env);
         let processes = vec![
@@ -146,6 +147,29 @@ impl Target {
             secret: chat::SECRET.into(),
             processes,
             _running: Running::Kafka { procs: vec![gateway, storage, push], prefix },
+        }
+    }
+}
+
+/// One `KEY=VALUE` of `--env`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Setting {
+    pub key: String,
+    pub value: String,
+}
+
+impl std::str::FromStr for Setting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('=') {
+            Some((k, v))
+                if !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') =>
+            {
+                Ok(Setting { key: k.to_owned(), value: v.to_owned() })
+            }
+            _ => Err(format!("expected KEY=VALUE with an upper-case KEY, got {s:?}")),
         }
     }
 }
@@ -181,6 +205,15 @@ fn unique() -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_parse_and_bad_ones_are_refused() {
+        let s: Setting = "PARLEY_BATCH_LINGER=5ms".parse().unwrap();
+        assert_eq!((s.key.as_str(), s.value.as_str()), ("PARLEY_BATCH_LINGER", "5ms"));
+        assert!("no-equals".parse::<Setting>().is_err());
+        assert!("lower=1".parse::<Setting>().is_err());
+        assert!("=1".parse::<Setting>().is_err());
+    }
 
     #[test]
     fn address_is_read_from_the_first_line() {

@@ -25,6 +25,16 @@ pub trait Broker: Send + Sync {
     /// Returns once the broker has accepted the record durably (acks=all in Kafka).
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<()>;
 
+    /// Publish `records` (key, payload) in this order and return once all
+    /// are durable. Kafka sends them together rather than one round trip
+    /// each; order per key is kept.
+    async fn publish_all(&self, topic: &str, records: Vec<(String, Vec<u8>)>) -> Result<()> {
+        for (key, payload) in records {
+            self.publish(topic, &key, payload).await?;
+        }
+        Ok(())
+    }
+
     /// Join consumer group `group` on `topics`. Each record goes to one member
     /// of each group.
     async fn subscribe(&self, topics: &[String], group: &str) -> Result<Box<dyn Subscription>>;

@@ -15,12 +15,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use crate::broker::{Broker, Record, Subscription};
 use crate::{Error, Result};
+
+/// Wait before retrying an enqueue into a full producer queue.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
 
 /// How the Kafka clients connect and batch.
 #[derive(Debug, Clone)]
@@ -106,6 +110,35 @@ impl Broker for KafkaBroker {
         let record = FutureRecord::to(topic).key(key).payload(&payload);
         // The delivery future resolves only after the leader and min ISR acked.
         self.producer.send(record, self.settings.produce_timeout).await.map_err(|(e, _)| Error::Kafka(e))?;
+        Ok(())
+    }
+
+    async fn publish_all(&self, topic: &str, records: Vec<(String, Vec<u8>)>) -> Result<()> {
+        // Enqueue every record in order first (the idempotent producer keeps
+        // that order per partition, retries included), then wait for all
+        // acks: one batch on the wire instead of one round trip per record.
+        let mut pending = Vec::with_capacity(records.len());
+        for (key, payload) in &records {
+            let mut record = FutureRecord::to(topic).key(key.as_str()).payload(payload.as_slice());
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => break pending.push(delivery),
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        // The producer's own thread drains the queue meanwhile.
+                        tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+                    }
+                    Err((e, _)) => return Err(Error::Kafka(e)),
+                }
+            }
+        }
+        for delivery in pending {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(Error::Kafka(e)),
+                Err(_) => return Err(Error::Kafka(KafkaError::Canceled)),
+            }
+        }
         Ok(())
     }
 

@@ -122,6 +122,7 @@ impl StorageWorker {
         }
         let outcomes = self.store.store_batch(&messages).await?;
         let mut members: HashMap<String, Vec<String>> = HashMap::new();
+        let mut deliveries = Vec::with_capacity(outcomes.len());
         for (outcome, origin) in outcomes.into_iter().zip(origins) {
             let conversation = outcome.message.conversation.clone();
             let group_members = match conversation.group_id() {
@@ -135,8 +136,9 @@ impl StorageWorker {
             };
             let recipients = routing::recipients(&conversation, &outcome.message.from, group_members);
             let delivery = routing::delivery(outcome, recipients, origin);
-            self.broker.publish(&self.topics.deliveries, &conversation.to_string(), delivery.to_bytes()?).await?;
+            deliveries.push((conversation.to_string(), delivery.to_bytes()?));
         }
+        self.broker.publish_all(&self.topics.deliveries, deliveries).await?;
         Ok(())
     }
 }

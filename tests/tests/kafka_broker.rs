@@ -111,3 +111,27 @@ async fn members_of_a_group_split_the_partitions() {
     drop((m1, m2));
     let _ = kafka::delete_topics_with_prefix(&topic).await;
 }
+
+#[tokio::test]
+async fn publish_all_keeps_order_per_key_and_loses_nothing() {
+    let topic = env::unique("parley-broker-all");
+    kafka::create_topic(&topic, 3, 3).await;
+    let b = broker();
+    // More records than one producer batch, over a few keys.
+    let records: Vec<(String, Vec<u8>)> =
+        (0..3000u32).map(|i| (format!("k{}", i % 7), i.to_be_bytes().to_vec())).collect();
+    b.publish_all(&topic, records).await.expect("publish_all");
+
+    let mut sub = b.subscribe(std::slice::from_ref(&topic), &format!("{topic}.g")).await.unwrap();
+    let got = collect(&mut sub, 3000).await;
+    let mut per_key: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for r in &got {
+        per_key.entry(r.key.clone()).or_default().push(u32::from_be_bytes(r.payload[..4].try_into().unwrap()));
+    }
+    assert_eq!(per_key.len(), 7);
+    for (key, values) in &per_key {
+        let k: u32 = key[1..].parse().unwrap();
+        let expected: Vec<u32> = (0..3000u32).filter(|i| i % 7 == k).collect();
+        assert_eq!(values, &expected, "records of {key} reordered, lost or duplicated");
+    }
+}

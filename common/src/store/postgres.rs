@@ -43,32 +43,42 @@ impl PostgresStore {
         &self.pool
     }
 
-    /// Lock (creating if needed) each conversation's row and read its last seq.
+    /// Lock (creating if needed) each conversation's row and read its last
+    /// seq, in one statement. Rows are taken in byte order of their ids, the
+    /// same order for every writer, so two batches never deadlock.
     async fn lock_conversations(
         tx: &mut Transaction<'static, Postgres>,
         conversations: &BTreeSet<&ConversationId>,
     ) -> Result<HashMap<ConversationId, u64>> {
-        let mut last_seq = HashMap::new();
-        // BTreeSet order: every writer locks in the same order, so no deadlock.
+        let mut ids = Vec::with_capacity(conversations.len());
+        let (mut user_a, mut user_b) = (Vec::new(), Vec::new());
         for conversation in conversations {
-            let (a, b) = match conversation.direct_participants() {
-                Some((a, b)) => (Some(a.to_owned()), Some(b.to_owned())),
-                None => (None, None),
-            };
-            sqlx::query(
-                "INSERT INTO conversations (id, last_seq, user_a, user_b) VALUES ($1, 0, $2, $3) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(conversation.to_string())
-            .bind(a)
-            .bind(b)
-            .execute(&mut **tx)
-            .await?;
-            let seq: i64 = sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = $1 FOR UPDATE")
-                .bind(conversation.to_string())
-                .fetch_one(&mut **tx)
-                .await?;
-            last_seq.insert((*conversation).clone(), to_u64(seq));
+            let (a, b) = conversation.direct_participants().unzip();
+            ids.push(conversation.to_string());
+            user_a.push(a.map(str::to_owned));
+            user_b.push(b.map(str::to_owned));
+        }
+        // DO UPDATE (a no-op write) rather than DO NOTHING: it locks an
+        // existing row like FOR UPDATE and returns its last seq.
+        let rows = sqlx::query(
+            "INSERT INTO conversations (id, last_seq, user_a, user_b) \
+             SELECT id, 0, a, b FROM unnest($1::text[], $2::text[], $3::text[]) AS t(id, a, b) \
+             ORDER BY id COLLATE \"C\" \
+             ON CONFLICT (id) DO UPDATE SET last_seq = conversations.last_seq \
+             RETURNING id, last_seq",
+        )
+        .bind(&ids)
+        .bind(user_a)
+        .bind(user_b)
+        .fetch_all(&mut **tx)
+        .await?;
+        let by_id: HashMap<&str, &ConversationId> =
+            ids.iter().map(String::as_str).zip(conversations.iter().copied()).collect();
+        let mut last_seq = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let conversation = by_id.get(id.as_str()).ok_or_else(|| Error::Invalid(format!("unexpected row {id}")))?;
+            last_seq.insert((*conversation).clone(), to_u64(row.try_get("last_seq")?));
         }
         Ok(last_seq)
     }
@@ -139,12 +149,17 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
-        for (conversation, seq) in &plan.last_seqs {
-            sqlx::query("UPDATE conversations SET last_seq = $2 WHERE id = $1")
-                .bind(conversation.to_string())
-                .bind(to_i64(*seq)?)
-                .execute(&mut *tx)
-                .await?;
+        if !plan.last_seqs.is_empty() {
+            let ids: Vec<String> = plan.last_seqs.keys().map(ToString::to_string).collect();
+            let seqs = plan.last_seqs.values().map(|s| to_i64(*s)).collect::<Result<Vec<i64>>>()?;
+            sqlx::query(
+                "UPDATE conversations c SET last_seq = u.seq \
+                 FROM unnest($1::text[], $2::bigint[]) AS u(id, seq) WHERE c.id = u.id",
+            )
+            .bind(ids)
+            .bind(seqs)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(plan.outcomes)

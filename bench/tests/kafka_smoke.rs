@@ -1,0 +1,51 @@
+//! The Kafka-mode scenarios, small and short, on the real Kafka and
+//! PostgreSQL of scripts/env/up.sh (scripts/test.sh runs these with
+//! `--ignored` once the environment is up).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use parley_bench::rate::RateResult;
+use parley_bench::storage::StorageResult;
+
+fn bench(args: &[&str], name: &str) -> String {
+    let out: PathBuf = std::env::temp_dir().join(format!("parley-bench-{name}-{}.json", std::process::id()));
+    let status = Command::new(env!("CARGO_BIN_EXE_parley-bench"))
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .env("RUST_LOG", "warn")
+        .status()
+        .expect("run parley-bench");
+    assert!(status.success(), "parley-bench {args:?} failed");
+    let text = std::fs::read_to_string(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    text
+}
+
+#[test]
+#[ignore = "needs Kafka and PostgreSQL from scripts/env/up.sh"]
+fn kafka_rate_run_delivers_everything_once() {
+    let text = bench(
+        &["rate", "--mode", "kafka", "--rate", "100", "--duration", "3s", "--users", "20", "--conversations", "10"],
+        "kafka-rate",
+    );
+    let result: RateResult = serde_json::from_str(&text).unwrap();
+    let run = &result.runs[0];
+    assert!(run.sent >= 250, "{run:?}");
+    assert_eq!(run.acked, run.sent, "every send acked");
+    let c = &run.completeness;
+    assert!(c.deliveries_expected > 0);
+    assert_eq!((c.lost, c.duplicated, c.out_of_order, c.unexpected, c.seq_gaps), (0, 0, 0, 0, 0), "{c:?}");
+    let roles: Vec<&str> = run.processes.iter().map(|p| p.role.as_str()).collect();
+    assert_eq!(roles, ["gateway", "storage", "push"]);
+}
+
+#[test]
+#[ignore = "needs Kafka and PostgreSQL from scripts/env/up.sh"]
+fn storage_run_stores_every_prefilled_message() {
+    let result: StorageResult = serde_json::from_str(&bench(&["storage", "--messages", "3000"], "storage")).unwrap();
+    assert!(!result.timed_out, "{result:?}");
+    assert_eq!(result.stored, 3000);
+    assert!(result.messages_per_second > 0.0);
+}

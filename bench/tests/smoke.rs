@@ -1,0 +1,63 @@
+//! The load tool against the standalone gateway, small and short: every
+//! scenario command works and its figures hold together. (Timings are
+//! never asserted; scripts/bench.sh runs the real scenarios.)
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use parley_bench::idle::IdleResult;
+use parley_bench::rate::RateResult;
+
+fn bench(args: &[&str], out: &Path) {
+    let status = Command::new(env!("CARGO_BIN_EXE_parley-bench"))
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .env("RUST_LOG", "warn")
+        .status()
+        .expect("run parley-bench");
+    assert!(status.success(), "parley-bench {args:?} failed");
+}
+
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("parley-bench-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn rate_idle_and_report_against_the_standalone_gateway() {
+    let dir = scratch();
+    let rate_file = dir.join("rate-standalone.json");
+    bench(&["rate", "--rate", "300", "--duration", "2s", "--users", "40", "--conversations", "20"], &rate_file);
+    let rate: RateResult = serde_json::from_str(&std::fs::read_to_string(&rate_file).unwrap()).unwrap();
+    let run = &rate.runs[0];
+    assert!(run.sent >= 500, "{run:?}");
+    assert_eq!(run.acked, run.sent, "every send acked");
+    let c = &run.completeness;
+    assert!(c.deliveries_expected > run.sent, "groups fan out: {c:?}");
+    assert_eq!((c.lost, c.duplicated, c.out_of_order, c.unexpected), (0, 0, 0, 0), "{c:?}");
+    assert_eq!(c.delivered, c.deliveries_expected);
+    assert_eq!((c.seq_gaps, c.seq_duplicates), (0, 0));
+    assert_eq!(run.send_to_deliver.count, c.delivered);
+    assert!(run.send_to_ack.p50_ms > 0.0 && run.send_to_ack.p50_ms <= run.send_to_ack.p99_ms);
+
+    let idle_file = dir.join("idle.json");
+    bench(&["idle", "--connections", "300", "--settle", "1s"], &idle_file);
+    let idle: IdleResult = serde_json::from_str(&std::fs::read_to_string(&idle_file).unwrap()).unwrap();
+    assert_eq!((idle.connected, idle.failed, idle.open_after_settle), (300, 0, 300), "{idle:?}");
+    assert!(idle.gateway_rss_after_kib > idle.gateway_rss_before_kib, "{idle:?}");
+
+    let status = Command::new(env!("CARGO_BIN_EXE_parley-bench"))
+        .args(["report", "--dir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let report = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    assert!(report.contains("300 of 300 connected"), "{report}");
+    assert!(report.contains("## Standalone: latency by offered rate"), "{report}");
+    assert!(std::fs::read_to_string(dir.join("latency-vs-rate.svg")).unwrap().contains("standalone p99"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Benchmarks, one scenario per command; each rewrites its result file in
+# bench/results/, and `report` turns them into bench/results/README.md.
+#
+#   scripts/bench.sh idle             100,000 idle connections on one gateway
+#   scripts/bench.sh rate-kafka       Kafka + PostgreSQL end to end, 1,000..5,000 msg/s, 60 s each
+#   scripts/bench.sh rate-standalone  the standalone gateway at the same rates
+#   scripts/bench.sh storage          one storage consumer draining 500,000 messages into PostgreSQL
+#   scripts/bench.sh operator         1,000 ChatClusters applied at once → all Ready
+#   scripts/bench.sh scaling          lag appears → storage Deployment scaled
+#   scripts/bench.sh report           README.md, report.json and the plot from the result files
+#   scripts/bench.sh all              every scenario, then the report
+#
+# Counts and durations can be changed with the variables below. Everything
+# stays on loopback; the environment (Kafka, kube-apiserver, PostgreSQL) is
+# started by scripts/env/up.sh when a scenario needs it and left running.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+source scripts/env/common.sh
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PARLEY_CACHE/target}
+results=bench/results
+bin=$CARGO_TARGET_DIR/release
+
+CONNECTIONS=${CONNECTIONS:-100000}
+RATES=${RATES:-1000,2000,3000,5000}
+DURATION=${DURATION:-60s}
+MESSAGES=${MESSAGES:-500000}
+CLUSTERS=${CLUSTERS:-1000}
+
+build() {
+  cargo build --quiet --release --locked -p parley-bench -p parley-gateway -p parley-consumer -p parley-operator \
+    -p parley-tests --bins
+}
+
+environment() {
+  scripts/env/up.sh >&2
+  # shellcheck disable=SC1090
+  source "$PARLEY_ENV_FILE"
+}
+
+scenario() {
+  case $1 in
+    idle) "$bin/parley-bench" idle --connections "$CONNECTIONS" --out "$results/idle.json" ;;
+    rate-standalone)
+      "$bin/parley-bench" rate --rate "$RATES" --duration "$DURATION" --out "$results/rate-standalone.json" ;;
+    rate-kafka)
+      environment
+      "$bin/parley-bench" rate --mode kafka --rate "$RATES" --duration "$DURATION" --out "$results/rate-kafka.json" ;;
+    storage)
+      environment
+      "$bin/parley-bench" storage --messages "$MESSAGES" --out "$results/storage.json" ;;
+    operator)
+      environment
+      "$bin/parley-measure" --scenario many --clusters "$CLUSTERS" ;;
+    scaling)
+      environment
+      "$bin/parley-measure" --scenario scale ;;
+    report) "$bin/parley-bench" report --dir "$results" ;;
+    *)
+      echo "unknown scenario $1; see the top of $0" >&2
+      exit 2 ;;
+  esac
+}
+
+[[ $# -eq 1 ]] || { sed -n '2,14p' "$0" >&2; exit 2; }
+build
+if [[ $1 == all ]]; then
+  for s in idle rate-standalone rate-kafka storage operator scaling report; do
+    log "scenario $s"
+    scenario "$s"
+  done
+else
+  scenario "$1"
+fi
