@@ -23,6 +23,14 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use crate::broker::{Broker, Record, Subscription};
 use crate::{Error, Result};
 
+/// A librdkafka property given as `key=value` (for `--kafka-property`).
+pub fn parse_property(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("`{s}` is not a librdkafka property like linger.ms=5")),
+    }
+}
+
 /// Wait before retrying an enqueue into a full producer queue.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
 
@@ -52,9 +60,20 @@ impl KafkaSettings {
         }
     }
 
+    /// [`KafkaSettings::extra`] with `properties` added.
+    pub fn with_properties(mut self, properties: &[(String, String)]) -> Self {
+        self.extra.extend(properties.iter().cloned());
+        self
+    }
+
     fn base(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers);
+        c
+    }
+
+    /// The extra properties go last, so they may override our defaults.
+    fn with_extra(&self, mut c: ClientConfig) -> ClientConfig {
         for (k, v) in &self.extra {
             c.set(k, v);
         }
@@ -68,7 +87,7 @@ impl KafkaSettings {
             .set("enable.idempotence", "true")
             .set("linger.ms", "2")
             .set("message.timeout.ms", self.produce_timeout.as_millis().to_string());
-        c
+        self.with_extra(c)
     }
 
     /// Consumer properties for group `group`.
@@ -83,7 +102,7 @@ impl KafkaSettings {
             .set("enable.auto.offset.store", "false")
             .set("session.timeout.ms", session.to_string())
             .set("heartbeat.interval.ms", (session / 3).to_string());
-        c
+        self.with_extra(c)
     }
 }
 
@@ -288,5 +307,17 @@ mod tests {
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("partition.assignment.strategy"), Some("cooperative-sticky"));
         assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
+    }
+
+    #[test]
+    fn extra_properties_override_the_defaults() {
+        let props = vec![parse_property("linger.ms=10").unwrap(), parse_property(" fetch.wait.max.ms = 50 ").unwrap()];
+        let s = KafkaSettings::new("127.0.0.1:1").with_properties(&props);
+        assert_eq!(s.producer_config().get("linger.ms"), Some("10"));
+        assert_eq!(s.consumer_config("g").get("fetch.wait.max.ms"), Some("50"));
+        assert_eq!(s.producer_config().get("acks"), Some("all"), "others keep their defaults");
+        for bad in ["linger.ms", "=5", "linger.ms="] {
+            assert!(parse_property(bad).is_err(), "{bad}");
+        }
     }
 }

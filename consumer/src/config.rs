@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use parley_common::kafka::KafkaSettings;
+use parley_common::kafka::{KafkaSettings, parse_property};
 use parley_common::time::parse_duration;
 use parley_common::topics::Topics;
 
@@ -47,11 +47,15 @@ pub struct CommonArgs {
     /// How long a batch keeps filling after its first record.
     #[arg(long, env = "PARLEY_BATCH_LINGER", default_value = "20ms", value_parser = parse_duration)]
     pub batch_linger: Duration,
+    /// Extra librdkafka properties, `key=value`, comma separated; applied
+    /// last, so they override the defaults (e.g. `linger.ms=5`).
+    #[arg(long, env = "PARLEY_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
 }
 
 impl CommonArgs {
     pub fn kafka(&self) -> KafkaSettings {
-        let mut s = KafkaSettings::new(&self.kafka_bootstrap_servers);
+        let mut s = KafkaSettings::new(&self.kafka_bootstrap_servers).with_properties(&self.kafka_properties);
         s.session_timeout = self.session_timeout;
         s.linger = self.batch_linger;
         s

@@ -82,6 +82,10 @@ pub struct ServeArgs {
     pub gateway_id: Option<String>,
     #[arg(long, env = "PARLEY_KAFKA_BOOTSTRAP_SERVERS")]
     pub kafka_bootstrap_servers: String,
+    /// Extra librdkafka properties, `key=value`, comma separated; applied
+    /// last, so they override the defaults (e.g. `linger.ms=5`).
+    #[arg(long, env = "PARLEY_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parley_common::kafka::parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
     #[arg(long, env = "PARLEY_TOPIC_PREFIX")]
     pub topic_prefix: String,
     #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]

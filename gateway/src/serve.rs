@@ -30,7 +30,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         return Err(Error::Config("PARLEY_JWT_SECRET is empty".into()));
     }
     let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&args.database_url, args.database_pool_size).await?);
-    let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(KafkaSettings::new(&args.kafka_bootstrap_servers))?);
+    let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(
+        KafkaSettings::new(&args.kafka_bootstrap_servers).with_properties(&args.kafka_properties),
+    )?);
     let topics = Topics::new(&args.topic_prefix);
 
     let internal_listener = TcpListener::bind(args.internal_listen).await?;
