@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -59,6 +59,8 @@ pub struct Settings {
     /// First and largest retry delay after a failed reconcile.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Reconciles running at once; 0 = no bound.
+    pub concurrency: u16,
 }
 
 pub struct Context {
@@ -124,6 +126,7 @@ pub async fn run(
     };
     let owned = watcher::Config::default().labels(&format!("{}={}", label::MANAGED_BY, label::MANAGER));
     Controller::new(clusters, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
         .owns(deployments, owned.clone())
         .owns(services, owned)
         .graceful_shutdown_on(shutdown)

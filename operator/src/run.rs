@@ -47,6 +47,12 @@ pub struct RunArgs {
     /// First retry delay after a failed reconcile, in milliseconds; doubles per failure.
     #[arg(long, env = "PARLEY_BACKOFF_BASE_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub backoff_base_ms: u64,
+    /// Reconciles running at once (never two of one ChatCluster); 0 = no
+    /// bound. Each reconcile holds apiserver requests in flight (one HTTP/1.1
+    /// connection each) and Kafka requests, so the bound keeps a burst of new
+    /// ChatClusters from flooding the apiserver.
+    #[arg(long, env = "PARLEY_MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
+    pub max_concurrent_reconciles: u16,
     /// Largest retry delay, in seconds.
     #[arg(long, env = "PARLEY_BACKOFF_MAX_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub backoff_max_seconds: u64,
@@ -128,6 +134,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         finalizer_timeout: Duration::from_secs(args.finalizer_timeout_seconds),
         backoff_base: Duration::from_millis(args.backoff_base_ms),
         backoff_max: Duration::from_secs(args.backoff_max_seconds),
+        concurrency: args.max_concurrent_reconciles,
     };
     let ctx = Arc::new(Context::new(
         client.clone(),

@@ -1,0 +1,369 @@
+//! Operator measurements against the real environment, written as a report
+//! (Markdown + JSON) under bench/results/. Not a test: timings are reported,
+//! never asserted.
+//!
+//!   parley-measure [--scenario ready,scale,failover,many] [--runs-ready 10] [--runs-scale 5]
+//!                  [--runs-failover 3] [--clusters 1000]
+//!
+//! * ready: `kubectl apply` of a ChatCluster → `TopicsReady=True`, and →
+//!   `Ready=True` with a stand-in kubelet that reports each Deployment ready
+//!   as soon as it exists (so the figure is the operator's part alone).
+//! * scale: lag appears (2,000 messages, nothing committed) → the storage
+//!   Deployment's replicas change, at the default 10 s lag poll.
+//! * failover: SIGKILL of the leader → the standby holds the Lease.
+//! * operator RSS after ready and scale.
+//! * many: N ChatClusters applied at once → all Ready (see `many.rs`).
+//!
+//! Only the scenarios that ran replace their figures in operator.json; the
+//! others' figures are kept, and operator.md is rendered from the merged JSON.
+
+mod many;
+
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use parley_operator::crd::ChatCluster;
+use parley_operator::crd::status::condition;
+use parley_tests::kube::{client, mark_deployment_ready, setup_namespace, teardown_namespace};
+use parley_tests::operator::Operator;
+use parley_tests::{env, kafka, kubectl, wait};
+use serde_json::{Map, Value, json};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// apply → TopicsReady / Ready, one ChatCluster at a time
+    Ready,
+    /// lag appears → storage Deployment scaled
+    Scale,
+    /// leader SIGKILL → standby holds the Lease
+    Failover,
+    /// N ChatClusters applied at once → all Ready
+    Many,
+}
+
+/// Operator measurements on the real environment (scripts/env/up.sh), written to bench/results/operator.{json,md}.
+#[derive(Debug, Parser)]
+#[command(name = "parley-measure")]
+struct Cli {
+    /// Scenarios to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ready,scale,failover,many")]
+    scenario: Vec<Scenario>,
+    #[arg(long, default_value_t = 10)]
+    runs_ready: usize,
+    #[arg(long, default_value_t = 5)]
+    runs_scale: usize,
+    #[arg(long, default_value_t = 3)]
+    runs_failover: usize,
+    /// many: ChatClusters applied at once.
+    #[arg(long, default_value_t = 1000)]
+    clusters: usize,
+    /// many: apply requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    apply_concurrency: usize,
+    /// many: stop waiting for all Ready after this many seconds (the run is still reported).
+    #[arg(long, default_value_t = 300)]
+    timeout_seconds: u64,
+    /// many: bound on waiting for the ChatClusters' deletion at the end.
+    #[arg(long, default_value_t = 180)]
+    cleanup_timeout_seconds: u64,
+    /// many: PARLEY_LOG of the operator.
+    #[arg(long, default_value = "info")]
+    operator_log: String,
+    /// many: `spec.consumers.lagPollInterval` of every ChatCluster (default: the CRD's, 10s).
+    #[arg(long)]
+    lag_poll_interval: Option<String>,
+    /// Run nothing: only render operator.md again from operator.json.
+    #[arg(long)]
+    report_only: bool,
+    /// many: label of the run in the report (e.g. "before", "concurrency 16"); runs with another
+    /// cluster count or label are kept side by side.
+    #[arg(long, default_value = "")]
+    label: String,
+    /// many: extra `parley-operator run` argument (repeatable), e.g. `--operator-arg=--kafka-timeout-seconds=10`.
+    #[arg(long = "operator-arg", allow_hyphen_values = true)]
+    operator_args: Vec<String>,
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
+}
+
+fn manifest(name: &str, prefix: &str) -> String {
+    format!(
+        "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: {name}\nspec:\n  kafka:\n    bootstrapServers: \"{}\"\n    topicPrefix: {prefix}\n  topics:\n    partitions: 6\n",
+        env::kafka_bootstrap()
+    )
+}
+
+async fn has_condition(api: &Api<ChatCluster>, name: &str, type_: &str) -> Result<(), String> {
+    let cc = api.get(name).await.map_err(|e| e.to_string())?;
+    let ok = cc.status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_ && c.status == "True"));
+    if ok { Ok(()) } else { Err(format!("{type_} not True")) }
+}
+
+/// Apply → TopicsReady and → Ready, `runs` times.
+async fn ready(runs: usize, ns: &str) -> (Vec<f64>, Vec<f64>) {
+    let client = client().await;
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client, ns);
+    let (mut topics, mut ready) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let name = format!("ready{i}");
+        let prefix = env::unique("measure").replace('-', "_");
+        let started = Instant::now();
+        kubectl::ok_with_stdin(&["apply", "-n", ns, "-f", "-"], &manifest(&name, &prefix));
+        wait::until("TopicsReady", 60, || has_condition(&api, &name, condition::TOPICS_READY)).await;
+        topics.push(started.elapsed().as_secs_f64());
+        // Stand-in kubelet: report each Deployment ready once it exists.
+        for d in ["gateway", "storage", "push"] {
+            let d = format!("{name}-{d}");
+            wait::until("deployment", 30, || async {
+                deployments.get_opt(&d).await.map_err(|e| e.to_string())?.map(|_| ()).ok_or("absent".into())
+            })
+            .await;
+            mark_deployment_ready(&deployments, &d).await;
+        }
+        wait::until("Ready", 60, || has_condition(&api, &name, condition::READY)).await;
+        ready.push(started.elapsed().as_secs_f64());
+        eprintln!("ready run {i}: topics {:.2}s, ready {:.2}s", topics[i], ready[i]);
+    }
+    (topics, ready)
+}
+
+/// Lag appears → storage replicas change, at the default poll interval.
+async fn scale(runs: usize, ns: &str) -> Vec<f64> {
+    let client = client().await;
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client, ns);
+    let mut reactions = Vec::new();
+    for i in 0..runs {
+        let name = format!("scale{i}");
+        let prefix = env::unique("measure").replace('-', "_");
+        kubectl::ok_with_stdin(&["apply", "-n", ns, "-f", "-"], &manifest(&name, &prefix));
+        wait::until("TopicsReady", 60, || has_condition(&api, &name, condition::TOPICS_READY)).await;
+        let storage = format!("{name}-storage");
+        wait::until("storage at 1", 60, || async {
+            let r = deployments.get_opt(&storage).await.map_err(|e| e.to_string())?.and_then(|d| d.spec?.replicas);
+            if r == Some(1) { Ok(()) } else { Err(format!("{r:?}")) }
+        })
+        .await;
+        // Lag appears when the last message is acknowledged by Kafka.
+        kafka::produce(&format!("{prefix}.chat-messages"), 0, 2_000).await;
+        let appeared = Instant::now();
+        wait::until("storage scaled", 60, || async {
+            let r = deployments.get_opt(&storage).await.map_err(|e| e.to_string())?.and_then(|d| d.spec?.replicas);
+            if r.is_some_and(|r| r > 1) { Ok(()) } else { Err(format!("{r:?}")) }
+        })
+        .await;
+        reactions.push(appeared.elapsed().as_secs_f64());
+        eprintln!("scale run {i}: {:.2}s", reactions[i]);
+    }
+    reactions
+}
+
+/// SIGKILL the leader → the standby holds the Lease.
+async fn failover(runs: usize) -> Vec<f64> {
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let ns = setup_namespace("measure-failover");
+        let lease_name = format!("{ns}-lease");
+        let args = ["--lease-namespace", ns.as_str(), "--lease-name", lease_name.as_str()];
+        let mut ops = [Operator::start(&ns, "measure-a", &args), Operator::start(&ns, "measure-b", &args)];
+        let leases: Api<Lease> = Api::namespaced(client().await, &ns);
+        let holder = || async {
+            let l = leases.get_opt(&lease_name).await.map_err(|e| e.to_string())?;
+            l.and_then(|l| l.spec?.holder_identity).filter(|h| !h.is_empty()).ok_or_else(|| "none".to_owned())
+        };
+        let first = wait::until("a leader", 30, holder).await;
+        let (leader, standby) = if first == "measure-a" { (0, 1) } else { (1, 0) };
+        let killed = Instant::now();
+        ops[leader].kill();
+        let standby_id = ops[standby].identity.clone();
+        wait::until("takeover", 60, || async {
+            let h = holder().await?;
+            if h == standby_id { Ok(()) } else { Err(h) }
+        })
+        .await;
+        times.push(killed.elapsed().as_secs_f64());
+        eprintln!("failover run {i}: {:.2}s", times[i]);
+        teardown_namespace(&ns);
+    }
+    times
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let runs = |s: Scenario| !cli.report_only && cli.scenario.contains(&s);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/results");
+    let json_path = format!("{dir}/operator.json");
+    // Start from the last report so the scenarios that do not run keep their figures.
+    let mut report: Map<String, Value> =
+        std::fs::read_to_string(&json_path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+
+    if runs(Scenario::Ready) || runs(Scenario::Scale) {
+        let ns = setup_namespace("measure");
+        let operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
+        if runs(Scenario::Ready) {
+            let (mut topics, mut ready) = ready(cli.runs_ready, &ns).await;
+            report.insert(
+                "apply_to_topics_ready_s".into(),
+                json!({"runs": topics.clone(), "median": median(&mut topics)}),
+            );
+            report.insert("apply_to_ready_s".into(), json!({"runs": ready.clone(), "median": median(&mut ready)}));
+        }
+        if runs(Scenario::Scale) {
+            let mut reactions = scale(cli.runs_scale, &ns).await;
+            report.insert(
+                "lag_to_scale_s".into(),
+                json!({"runs": reactions.clone(), "median": median(&mut reactions), "poll_interval_s": 10}),
+            );
+        }
+        report.insert("operator_rss_kib_after_runs".into(), json!(many::proc_stat(operator.child.id(), 100.0).rss_kib));
+        drop(operator);
+        teardown_namespace(&ns);
+    }
+    if runs(Scenario::Failover) {
+        let mut failovers = failover(cli.runs_failover).await;
+        report.insert(
+            "failover_s".into(),
+            json!({"runs": failovers.clone(), "median": median(&mut failovers), "lease_s": 10}),
+        );
+    }
+    if runs(Scenario::Many) {
+        let settings = many::Settings {
+            clusters: cli.clusters,
+            apply_concurrency: cli.apply_concurrency,
+            timeout: Duration::from_secs(cli.timeout_seconds),
+            cleanup_timeout: Duration::from_secs(cli.cleanup_timeout_seconds),
+            operator_log: cli.operator_log.clone(),
+            operator_args: cli.operator_args.clone(),
+            lag_poll_interval: cli.lag_poll_interval.clone(),
+        };
+        let figures = many::run(&settings).await;
+        // One entry per cluster count, so the 100 and 1,000 runs sit side by side.
+        let entry = report.entry("many_clusters").or_insert_with(|| json!({}));
+        if !entry.is_object() {
+            *entry = json!({});
+        }
+        let key =
+            if cli.label.is_empty() { cli.clusters.to_string() } else { format!("{} {}", cli.clusters, cli.label) };
+        entry[key] = figures;
+    }
+
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .unwrap_or(0);
+    let machine = format!(
+        "{} cores, {:.1} GiB memory, Linux {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        mem_kib as f64 / 1024.0 / 1024.0,
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
+    );
+    report.insert("machine".into(), json!(machine));
+    let report = Value::Object(report);
+    std::fs::create_dir_all(dir).expect("results dir");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report).expect("json") + "\n").expect("write json");
+    let md = markdown(&report);
+    std::fs::write(format!("{dir}/operator.md"), &md).expect("write md");
+    print!("{md}");
+}
+
+/// operator.md from the merged JSON: every scenario with figures in it.
+fn markdown(r: &Value) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let runs = |key: &str| r[key]["runs"].as_array().map_or(0, Vec::len);
+    let mut md = format!(
+        "# Operator measurements\n\nMachine: {}. Real 3-broker Kafka and kube-apiserver from `scripts/env/up.sh`; \
+         release operator. Command: `cargo build --release -p parley-operator -p parley-tests --bin parley-operator \
+         --bin parley-measure`, then `target/release/parley-measure` (all scenarios) or \
+         `target/release/parley-measure --scenario many --clusters 1000` (one scenario; the others' figures are kept).\n",
+        r["machine"].as_str().unwrap_or("?")
+    );
+    let rows: Vec<(&str, &str)> = [
+        ("apply_to_topics_ready_s", "`kubectl apply` → TopicsReady"),
+        ("apply_to_ready_s", "`kubectl apply` → Ready (Deployments reported ready at once)"),
+        (
+            "lag_to_scale_s",
+            "lag appears → storage Deployment scaled (10 s poll; the wait depends on where in the poll cycle lag appears)",
+        ),
+        ("failover_s", "leader SIGKILL → standby holds the Lease (10 s lease)"),
+    ]
+    .into_iter()
+    .filter(|(key, _)| r.get(*key).is_some())
+    .collect();
+    if !rows.is_empty() {
+        md += "\n| measure | runs | median |\n| --- | --- | --- |\n";
+        for (key, what) in rows {
+            md += &format!("| {what} | {} | {:.2} s |\n", runs(key), f(&r[key]["median"]));
+        }
+    }
+    if let Some(rss) = r.get("operator_rss_kib_after_runs") {
+        md += &format!("\nOperator RSS after the ready and scale runs: {:.1} MiB.\n", f(rss) / 1024.0);
+    }
+    if let Some(many) = r.get("many_clusters").and_then(Value::as_object) {
+        md += "\n## Many ChatClusters applied at once → all Ready\n\n\
+               Goal (issue #8): 1,000 ChatClusters → all Ready in ≤ 60 s, operator RSS ≤ 64 MiB. Each ChatCluster: \
+               1 partition, replication factor 1, `deletionPolicy: Delete`, own topic prefix (4 topics each), \
+               1 gateway replica; server-side applied through the kube API, 32 requests in flight; a stand-in \
+               kubelet reports every Deployment ready as soon as the watch shows it. Peak RSS is the operator's \
+               VmHWM when the last one turned Ready (or at the timeout); CPU is the operator's user + system time from the first apply. \
+               The environment's apiserver holds only 254 ClusterIPs (`--service-cluster-ip-range 10.0.0.0/24`), so \
+               runs above ~250 ChatClusters use a private apiserver on the same etcd with a /16 range: \
+               `KUBECONFIG=$(bench/private-apiserver.sh start) parley-measure --scenario many --clusters 1000`.\n\n\
+               | ChatClusters (run) | Ready | first apply → all Ready | per cluster median / p99 | peak RSS | RSS at all Ready | \
+               CPU | peak threads / fds | reconciles / errors |\n\
+               | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+        let mut counts: Vec<(&String, &Value)> = many.iter().collect();
+        counts.sort_by_key(|(k, _)| {
+            let n = k.split(' ').next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+            (n, k.to_string())
+        });
+        for (n, m) in counts {
+            let op = &m["operator"];
+            let metrics = &op["metrics_at_all_ready"];
+            let errors: f64 = metrics
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter(|(k, _)| k.starts_with("parley_operator_reconcile_errors_total"))
+                        .map(|(_, v)| f(v))
+                        .sum()
+                })
+                .unwrap_or(0.0)
+                + 0.0;
+            let last = m["first_apply_to_all_ready_s"].as_f64().unwrap_or(0.0);
+            let total = if m["all_ready"].as_bool() == Some(true) {
+                format!("{last:.1} s")
+            } else {
+                format!("not all Ready at the {} s timeout (last Ready at {last:.1} s)", m["timeout_s"])
+            };
+            md += &format!(
+                "| {n} | {} | {total} | {:.1} s / {:.1} s | {:.1} MiB | {:.1} MiB | {:.1} s | {} / {} | {} / {} |\n",
+                m["ready"],
+                f(&m["apply_to_ready_per_cluster_s"]["median"]),
+                f(&m["apply_to_ready_per_cluster_s"]["p99"]),
+                f(&op["peak_rss_kib"]) / 1024.0,
+                f(&op["rss_at_all_ready_kib"]) / 1024.0,
+                f(&op["cpu_s_to_all_ready"]),
+                op["peak_threads"],
+                op["peak_open_files"],
+                f(&metrics["parley_operator_reconciles_total"]),
+                errors,
+            );
+        }
+        md += "\nPer-second samples of the operator (RSS, VmHWM, threads, open files, CPU, Ready count) are in \
+               operator.json under `many_clusters.<N>.samples`; the operator's reconcile metrics under \
+               `many_clusters.<N>.operator.metrics_at_all_ready`.\n";
+    }
+    md
+}
