@@ -111,8 +111,14 @@ pub fn rate_met(run: &RateRun, goal_p99_ms: f64) -> bool {
         && run.send_to_deliver.p99_ms <= goal_p99_ms
 }
 
+/// Of `parley-measure --scenario many` runs (by label), the largest one
+/// that got the most ChatClusters Ready.
 fn operator_many(op: &Value) -> Option<&Value> {
-    op.get("many_clusters").filter(|v| v.is_object())
+    let runs = op.get("many_clusters")?.as_object()?;
+    let key = |r: &Value| {
+        (r.get("clusters").and_then(Value::as_u64).unwrap_or(0), r.get("ready").and_then(Value::as_u64).unwrap_or(0))
+    };
+    runs.values().max_by_key(|r| key(r))
 }
 
 pub fn rows(r: &Results) -> Vec<Row> {
@@ -173,13 +179,23 @@ pub fn rows(r: &Results) -> Vec<Row> {
     rows.push(match many {
         Some(m) => {
             let n = m.get("clusters").and_then(Value::as_u64).unwrap_or(0);
-            let secs = m.get("all_ready_s").and_then(Value::as_f64).unwrap_or(f64::INFINITY);
-            let rss = m.get("operator_peak_rss_kib").and_then(Value::as_f64).unwrap_or(f64::INFINITY) / 1024.0;
+            let ready = m.get("ready").and_then(Value::as_u64).unwrap_or(0);
+            let all = m.get("all_ready").and_then(Value::as_bool).unwrap_or(false);
+            let secs = m.get("first_apply_to_all_ready_s").and_then(Value::as_f64).unwrap_or(f64::INFINITY);
+            let rss = m.pointer("/operator/peak_rss_kib").and_then(Value::as_f64).unwrap_or(f64::INFINITY) / 1024.0;
+            let timeout = m.get("timeout_s").and_then(Value::as_f64).unwrap_or(0.0);
+            let measured = if all {
+                format!("{n} in {secs:.1} s, peak RSS {rss:.1} MiB")
+            } else {
+                format!("{ready} of {n} Ready when the run gave up at {timeout:.0} s, peak RSS {rss:.1} MiB")
+            };
             Row {
                 scenario: "operator: ChatClusters applied at once → all Ready",
                 goal: "1,000 in ≤ 60 s, ≤ 64 MiB operator RSS".into(),
-                measured: format!("{n} in {secs:.1} s, peak RSS {rss:.1} MiB"),
-                verdict: Verdict::from_bool(n >= 1000 && secs <= GOAL_OPERATOR_SECONDS && rss <= GOAL_OPERATOR_RSS_MIB),
+                measured,
+                verdict: Verdict::from_bool(
+                    all && n >= 1000 && secs <= GOAL_OPERATOR_SECONDS && rss <= GOAL_OPERATOR_RSS_MIB,
+                ),
                 command: "scripts/bench.sh operator",
             }
         }
@@ -415,7 +431,14 @@ mod tests {
                 runs: vec![run(5000, 5000.0, 80.0, 0)],
             }),
             operator: Some(serde_json::json!({
-                "many_clusters": {"clusters": 1000, "all_ready_s": 42.0, "operator_peak_rss_kib": 50_000},
+                "many_clusters": {
+                    "small": {"clusters": 100, "ready": 100, "all_ready": true, "first_apply_to_all_ready_s": 9.0,
+                              "operator": {"peak_rss_kib": 40_000}},
+                    "big": {"clusters": 1000, "ready": 1000, "all_ready": true, "first_apply_to_all_ready_s": 42.0,
+                            "operator": {"peak_rss_kib": 50_000}},
+                    "big, slow": {"clusters": 1000, "ready": 700, "all_ready": false, "timeout_s": 300,
+                                  "operator": {"peak_rss_kib": 900_000}},
+                },
                 "lag_to_scale_s": {"median": 9.9},
             })),
             ..Default::default()

@@ -54,7 +54,7 @@ impl KafkaSettings {
         Self {
             bootstrap_servers: bootstrap_servers.to_owned(),
             session_timeout: Duration::from_secs(10),
-            linger: Duration::from_millis(20),
+            linger: Duration::ZERO,
             produce_timeout: Duration::from_secs(30),
             extra: Vec::new(),
         }

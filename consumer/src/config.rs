@@ -44,8 +44,12 @@ pub struct CommonArgs {
     /// Largest batch taken from Kafka at once.
     #[arg(long, env = "PARLEY_BATCH_SIZE", default_value_t = 256)]
     pub batch_size: usize,
-    /// How long a batch keeps filling after its first record.
-    #[arg(long, env = "PARLEY_BATCH_LINGER", default_value = "20ms", value_parser = parse_duration)]
+    /// How long a batch keeps filling after its first record. 0 takes what
+    /// has already arrived: batches still grow with the load (records queue
+    /// up while one batch is processed) without adding a wait to every
+    /// message at low load (a 20 ms linger on storage and push made p50
+    /// send→deliver 109 ms instead of 25 ms at 500 msg/s; bench/results/profile.md).
+    #[arg(long, env = "PARLEY_BATCH_LINGER", default_value = "0ms", value_parser = parse_duration)]
     pub batch_linger: Duration,
     /// Extra librdkafka properties, `key=value`, comma separated; applied
     /// last, so they override the defaults (e.g. `linger.ms=5`).
