@@ -3,7 +3,6 @@
 //! processes started from the operator's pod specs on the real Kafka and
 //! PostgreSQL of `scripts/env/up.sh`).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -97,21 +96,11 @@ impl Target {
             .spawn()
             .map_err(io(format!("start {}", bin.display())))?;
         let pid = child.id();
-        let stdout = child.stdout.take().ok_or_else(|| BenchError::Setup("gateway stdout".into()))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            // Keep draining so the child never blocks on a full pipe.
-            for _ in lines {}
-        });
+        let reported = chat::reported_address(&mut child, Duration::from_secs(30));
         let running = Running::Standalone { child, db };
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| BenchError::Setup("the standalone gateway did not print its address".into()))?;
-        let gateway = parse_address(&line)?;
+        let gateway = reported
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| BenchError::Setup("the standalone gateway did not print its address".into()))?;
         Ok(Target {
             mode: Mode::Standalone,
             gateway,
@@ -190,14 +179,6 @@ fn terminate(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// The address in the gateway's first stdout line (`... http://127.0.0.1:PORT`).
-fn parse_address(line: &str) -> Result<SocketAddr> {
-    line.rsplit("http://")
-        .next()
-        .and_then(|a| a.trim().trim_end_matches('/').parse().ok())
-        .ok_or_else(|| BenchError::Setup(format!("no address in the gateway's first line: {line:?}")))
-}
-
 fn unique() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
@@ -213,14 +194,5 @@ mod tests {
         assert!("no-equals".parse::<Setting>().is_err());
         assert!("lower=1".parse::<Setting>().is_err());
         assert!("=1".parse::<Setting>().is_err());
-    }
-
-    #[test]
-    fn address_is_read_from_the_first_line() {
-        assert_eq!(
-            parse_address("parley standalone listening on http://127.0.0.1:4242").unwrap(),
-            "127.0.0.1:4242".parse().unwrap()
-        );
-        assert!(parse_address("no address here").is_err());
     }
 }

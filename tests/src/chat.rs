@@ -188,7 +188,18 @@ pub fn start_gateway_with(spec: &PodSpec, name: &str, internal: &str, extra: &[(
         .stderr(file)
         .spawn()
         .expect("start parley-gateway");
-    let stdout = child.stdout.take().expect("stdout");
+    let Some(addr) = reported_address(&mut child, Duration::from_secs(60)) else {
+        let _ = child.kill();
+        panic!("{name} did not report its address; log: {}", std::fs::read_to_string(&log).unwrap_or_default())
+    };
+    Proc { name: name.to_owned(), child, addr, internal: Some(internal.to_owned()), log }
+}
+
+/// The `host:port` a gateway prints as its first stdout line
+/// (`... listening on http://HOST:PORT`), within `wait`. The rest of stdout
+/// is drained, so the child never blocks on a full pipe.
+pub fn reported_address(child: &mut Child, wait: Duration) -> Option<String> {
+    let stdout = child.stdout.take()?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
@@ -197,12 +208,12 @@ pub fn start_gateway_with(spec: &PodSpec, name: &str, internal: &str, extra: &[(
         }
         for _ in lines {}
     });
-    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-        let _ = child.kill();
-        panic!("{name} did not report its address; log: {}", std::fs::read_to_string(&log).unwrap_or_default())
-    });
-    let addr = line.rsplit("http://").next().expect("address").trim().to_owned();
-    Proc { name: name.to_owned(), child, addr, internal: Some(internal.to_owned()), log }
+    address_in(&rx.recv_timeout(wait).ok()?)
+}
+
+/// `HOST:PORT` from a line ending in `http://HOST:PORT`.
+pub fn address_in(line: &str) -> Option<String> {
+    line.rsplit_once("http://").map(|(_, a)| a.trim().trim_end_matches('/').to_owned())
 }
 
 /// Start a consumer from its pod spec and wait for its readiness probe path.
@@ -487,5 +498,17 @@ impl Proc {
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().expect("run kill");
         assert!(status.success(), "kill {signal} {}", self.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_is_read_from_the_first_line() {
+        assert_eq!(address_in("parley-gateway listening on http://127.0.0.1:4242").as_deref(), Some("127.0.0.1:4242"));
+        assert_eq!(address_in("listening on http://127.0.0.1:4242/\n").as_deref(), Some("127.0.0.1:4242"));
+        assert_eq!(address_in("no address here"), None);
     }
 }
