@@ -12,8 +12,8 @@ use tokio::sync::watch;
 
 use crate::client::{Ws, connect, source_ip};
 use crate::error::{BenchError, Result};
-use crate::procfs::{self, Machine};
 use crate::target::{Mode, Target};
+use parley_tests::procfs::{self, Machine};
 
 /// Hard cap whatever the flags say: a typo must not exhaust the machine.
 pub const MAX_CONNECTIONS: u32 = 200_000;

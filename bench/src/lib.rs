@@ -11,7 +11,6 @@ pub mod idle;
 pub mod latency;
 pub mod ledger;
 pub mod plot;
-pub mod procfs;
 pub mod rate;
 pub mod report;
 pub mod storage;

@@ -22,9 +22,9 @@ use crate::error::{BenchError, Result};
 use crate::idle::round2;
 use crate::latency::{self, Summary};
 use crate::ledger::{self, Acked, Completeness, Received};
-use crate::procfs::{self, Machine};
 use crate::target::{Mode, Setting, Target};
 use crate::workload::{self, Conversation, user_name};
+use parley_tests::procfs::{self, Machine};
 
 pub const MAX_RATE: u32 = 100_000;
 pub const MAX_USERS: u32 = 20_000;

@@ -370,8 +370,8 @@ mod tests {
     use super::*;
     use crate::latency::Summary;
     use crate::ledger::Completeness;
-    use crate::procfs::Machine;
     use crate::target::Mode;
+    use parley_tests::procfs::Machine;
 
     fn run(rate: u32, achieved: f64, p99: f64, lost: u64) -> RateRun {
         RateRun {

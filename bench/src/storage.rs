@@ -16,7 +16,7 @@ use sqlx::Connection;
 
 use crate::error::{BenchError, Result};
 use crate::idle::round2;
-use crate::procfs::{self, Machine};
+use parley_tests::procfs::{self, Machine};
 
 pub const GOAL_MESSAGES_PER_SECOND: f64 = 50_000.0;
 pub const MAX_MESSAGES: u64 = 5_000_000;

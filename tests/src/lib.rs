@@ -13,4 +13,5 @@ pub mod kube;
 pub mod kubectl;
 pub mod operator;
 pub mod postgres;
+pub mod procfs;
 pub mod wait;

@@ -227,7 +227,7 @@ async fn main() {
                 json!({"runs": reactions.clone(), "median": median(&mut reactions), "poll_interval_s": 10}),
             );
         }
-        report.insert("operator_rss_kib_after_runs".into(), json!(many::proc_stat(operator.child.id(), 100.0).rss_kib));
+        report.insert("operator_rss_kib_after_runs".into(), json!(parley_tests::procfs::rss_kib(operator.child.id())));
         drop(operator);
         teardown_namespace(&ns);
     }
@@ -259,16 +259,7 @@ async fn main() {
         entry[key] = figures;
     }
 
-    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
-        .unwrap_or(0);
-    let machine = format!(
-        "{} cores, {:.1} GiB memory, Linux {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        mem_kib as f64 / 1024.0 / 1024.0,
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
-    );
+    let machine = parley_tests::procfs::Machine::here().to_string();
     report.insert("machine".into(), json!(machine));
     let report = Value::Object(report);
     std::fs::create_dir_all(dir).expect("results dir");

@@ -21,6 +21,7 @@ use parley_operator::crd::ChatCluster;
 use parley_operator::crd::status::condition;
 use parley_tests::kube::{client, setup_namespace, teardown_namespace};
 use parley_tests::operator::Operator;
+use parley_tests::procfs;
 use parley_tests::{env, kafka};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -64,37 +65,13 @@ pub struct ProcStat {
     pub cpu_s: f64,
 }
 
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-pub fn proc_stat(pid: u32, ticks: f64) -> ProcStat {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15; the command name (field 2) may
-    // hold spaces, so count from its closing parenthesis.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
+pub fn proc_stat(pid: u32) -> ProcStat {
     ProcStat {
-        rss_kib: field("VmRSS:"),
-        hwm_kib: field("VmHWM:"),
-        threads: field("Threads:"),
-        fds,
-        cpu_s: (tick(11) + tick(12)) / ticks,
+        rss_kib: procfs::rss_kib(pid),
+        hwm_kib: procfs::status_kib(pid, "VmHWM"),
+        threads: procfs::status_count(pid, "Threads"),
+        fds: procfs::open_files(pid),
+        cpu_s: procfs::cpu_seconds(pid),
     }
 }
 
@@ -252,7 +229,6 @@ fn apiserver_url() -> String {
 /// Run the scenario; returns its JSON figures.
 pub async fn run(settings: &Settings) -> Value {
     let n = settings.clusters;
-    let ticks = clock_ticks();
     let (service_cidr, service_ips) = service_range();
     if (service_ips as usize) < n + 16 {
         eprintln!(
@@ -280,7 +256,7 @@ pub async fn run(settings: &Settings) -> Value {
         parley_tests::operator::try_http_get(operator.http_port, "/readyz").map(|_| ())
     })
     .await;
-    let idle = proc_stat(pid, ticks);
+    let idle = proc_stat(pid);
     let requests_before = apiserver_requests();
 
     let marked = Arc::new(Mutex::new(0u64));
@@ -297,7 +273,7 @@ pub async fn run(settings: &Settings) -> Value {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let s = proc_stat(pid, ticks);
+                let s = proc_stat(pid);
                 let ready = ready_at.lock().expect("lock").len();
                 let t_s = started.elapsed().as_secs_f64();
                 let sample = Sample {
@@ -353,7 +329,7 @@ pub async fn run(settings: &Settings) -> Value {
     let ready_at = ready_at.lock().expect("lock").clone();
     let all_ready = ready_at.len() >= n;
     let total_s = ready_at.values().max().map(|t| t.duration_since(started).as_secs_f64());
-    let at_ready = proc_stat(pid, ticks);
+    let at_ready = proc_stat(pid);
     let metrics = operator_metrics(&operator);
     let requests = request_diff(&requests_before, &apiserver_requests());
     let mut per_cluster: Vec<f64> = ready_at
@@ -386,7 +362,7 @@ pub async fn run(settings: &Settings) -> Value {
     eprintln!("many: ChatClusters deleted in {delete_s:.1}s ({left} left)");
     sampler.abort();
     kubelet.abort();
-    let end = proc_stat(pid, ticks);
+    let end = proc_stat(pid);
     drop(operator);
     if left != 0 {
         let names: Vec<String> = api

@@ -1,5 +1,6 @@
-//! Process figures from /proc (RSS, CPU time), the open-files limit, and the
-//! machine description every report starts with.
+//! Process figures from /proc (RSS, CPU time, threads, open files), the
+//! open-files limit, and the machine description every benchmark report
+//! starts with.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,15 @@ fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
 
 pub fn rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS")
+}
+
+/// A `/proc/<pid>/status` count such as `Threads`; 0 when unreadable.
+pub fn status_count(pid: u32, field: &str) -> u64 {
+    status_kib(pid, field)
+}
+
+pub fn open_files(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
 }
 
 /// User + system CPU seconds of a process so far.
