@@ -8,17 +8,33 @@
 use std::time::Duration;
 
 use parley_common::ids::ConversationId;
+use parley_tests::chat::Proc;
 use parley_tests::chat::{self, Client};
 use parley_tests::chat_cluster::{GROUP, busiest, check, members, send_round, start};
+use parley_tests::wait;
+
+/// Messages each client sends in the round the kill falls into: enough that
+/// the kill lands mid-stream however fast the pipeline is.
+const ROUND: usize = 40;
+
+/// Wait until `procs` together report `at_least` on `counter`: the kill then
+/// hits a consumer that is busy, not one that already finished the round.
+async fn wait_for_progress(procs: &[Proc], counter: &str, at_least: u64) {
+    wait::until(&format!("{counter} to reach {at_least}"), 60, || async {
+        let n: u64 = procs.iter().map(|p| p.counter(counter)).sum();
+        if n >= at_least { Ok(()) } else { Err(n.to_string()) }
+    })
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_consumer_killed_mid_stream_loses_and_duplicates_nothing() {
     let mut cluster = start("chat-kill-storage").await;
     let clients = members(&cluster).await;
-    let sending = tokio::spawn(send_round(clients, 0, 20));
+    let sending = tokio::spawn(send_round(clients, 0, ROUND));
     // Kill, while the five keep sending, the storage consumer that holds the
     // group's partition (the one storing most), so batches are in flight.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for_progress(&cluster.storage, "messages_stored", 30).await;
     let victim = busiest(&cluster.storage, "messages_stored");
     let survivor = 1 - victim;
     let before = cluster.storage[survivor].counter("messages_stored");
@@ -28,15 +44,15 @@ async fn storage_consumer_killed_mid_stream_loses_and_duplicates_nothing() {
         cluster.storage[survivor].counter("messages_stored") > before,
         "the surviving storage consumer took over the group's partition"
     );
-    check(&cluster, &mut clients, 20).await;
+    check(&cluster, &mut clients, ROUND).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_consumer_killed_delivery_continues_and_sync_fills_gaps() {
     let mut cluster = start("chat-kill-push").await;
     let clients = members(&cluster).await;
-    let sending = tokio::spawn(send_round(clients, 0, 20));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sending = tokio::spawn(send_round(clients, 0, ROUND));
+    wait_for_progress(&cluster.push, "deliveries_pushed", 30).await;
     let victim = busiest(&cluster.push, "deliveries_pushed");
     let survivor = 1 - victim;
     let before = cluster.push[survivor].counter("deliveries_pushed");
@@ -45,20 +61,22 @@ async fn push_consumer_killed_delivery_continues_and_sync_fills_gaps() {
     let clients = sending.await.unwrap();
     // Delivery continues after the rebalance: a fresh round is pushed to
     // every member without any sync.
-    let mut clients = send_round(clients, 20, 2).await;
+    let mut clients = send_round(clients, ROUND, 2).await;
     let conversation = ConversationId::group(GROUP).to_string();
     for c in clients.iter_mut() {
         let user = c.user.clone();
         let pushed_late = |s: &[parley_common::protocol::ServerFrame]| {
-            chat::messages(s)
-                .iter()
-                .any(|m| m.conversation.to_string() == conversation && m.body.contains("-21 body") && m.from != user)
+            chat::messages(s).iter().any(|m| {
+                m.conversation.to_string() == conversation
+                    && m.body.contains(&format!("-{} body", ROUND + 1))
+                    && m.from != user
+            })
         };
         assert!(c.wait_until(Duration::from_secs(30), pushed_late).await, "{user}: no push after the kill");
     }
     eprintln!("push delivery resumed within {:?} of the kill", killed_at.elapsed());
     assert!(cluster.push[survivor].counter("deliveries_pushed") > before, "the surviving push consumer took over");
-    check(&cluster, &mut clients, 22).await;
+    check(&cluster, &mut clients, ROUND + 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
