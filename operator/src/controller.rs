@@ -2,7 +2,7 @@
 //! the pure modules decide, writes status once per change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -25,6 +25,7 @@ use crate::conditions::{self, Observation, Replicas, TopicsObservation};
 use crate::crd::{ChatCluster, ConsumerGroupStatus, DeletionPolicy, TopicStatus};
 use crate::kafka::{ClientProps, KafkaClients, KafkaCluster};
 use crate::metrics::{ErrorLabels, Metrics};
+use crate::owned::{self, AppliedMemory, OwnedStores};
 use crate::scaling::History;
 use crate::topics::{self, TopicAction};
 use crate::workloads::{self, Images, Role, label};
@@ -78,6 +79,10 @@ pub struct Context {
     pub(crate) started: Instant,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<ChatCluster>>, u32>>,
+    /// Caches of the owned objects; set by [`run`], which starts their watches.
+    owned: RwLock<Option<OwnedStores>>,
+    /// What this process last applied to each owned object.
+    applied: AppliedMemory,
 }
 
 impl Context {
@@ -99,6 +104,8 @@ impl Context {
             histories: Mutex::default(),
             started: Instant::now(),
             failures: Mutex::default(),
+            owned: RwLock::default(),
+            applied: AppliedMemory::default(),
         }
     }
 }
@@ -125,10 +132,14 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
     };
     let owned = watcher::Config::default().labels(&format!("{}={}", label::MANAGED_BY, label::MANAGER));
-    Controller::new(clusters, watcher::Config::default())
+    let (stores, deployments, services) = owned::watch(deployments, services, owned);
+    *ctx.owned.write().unwrap_or_else(|e| e.into_inner()) = Some(stores);
+    let controller = Controller::new(clusters, watcher::Config::default())
         .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
-        .owns(deployments, owned.clone())
-        .owns(services, owned)
+        .owns_stream(deployments)
+        .owns_stream(services);
+    let pruning = tokio::spawn(prune_forgotten(ctx.clone(), controller.store()));
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile_guarded, error_policy, ctx)
         .for_each(|result| async move {
@@ -138,6 +149,21 @@ pub async fn run(
             }
         })
         .await;
+    pruning.abort();
+}
+
+/// Every minute, drop per-ChatCluster memory of ChatClusters that are gone
+/// (deleted without a finalizer, the reconcile never sees them go).
+async fn prune_forgotten(ctx: Arc<Context>, clusters: kube::runtime::reflector::Store<DeserializeGuard<ChatCluster>>) {
+    let every = Duration::from_secs(60);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tick.tick().await;
+        let live = clusters.state();
+        let uids: BTreeSet<String> = live.iter().filter_map(|c| c.uid()).collect();
+        ctx.histories.lock().unwrap_or_else(|e| e.into_inner()).retain(|(uid, _), _| uids.contains(uid));
+        ctx.applied.retain_owners(|owner| uids.contains(owner));
+    }
 }
 
 async fn reconcile_guarded(guard: Arc<DeserializeGuard<ChatCluster>>, ctx: Arc<Context>) -> Result<Action> {
@@ -290,10 +316,8 @@ async fn reconcile_topics(
     for problem in &plan.problems {
         publish(ctx, oref, EventType::Warning, event_reason::TOPIC_PROBLEM, &problem.to_string()).await;
     }
-    for action in &plan.actions {
-        if let Err(err) = execute(&kafka, ctx, oref, action).await {
-            return TopicsObservation::KafkaUnavailable(err.to_string());
-        }
+    if let Err(err) = execute(&kafka, ctx, oref, &plan.actions).await {
+        return TopicsObservation::KafkaUnavailable(err.to_string());
     }
     // Report what Kafka has now, not what was asked for.
     let observed = if plan.actions.is_empty() {
@@ -316,33 +340,46 @@ async fn reconcile_topics(
     TopicsObservation::Observed { topics, problems: plan.problems }
 }
 
+/// Carry out a plan's actions: all creates in one request (one Event
+/// naming them), then each change to an existing topic.
 async fn execute(
     kafka: &KafkaCluster,
     ctx: &Context,
     oref: &k8s_openapi::api::core::v1::ObjectReference,
-    action: &TopicAction,
+    actions: &[TopicAction],
 ) -> Result<(), crate::kafka::KafkaError> {
-    kafka.apply(action).await?;
-    let (reason, note) = match action {
-        TopicAction::Create(t) => {
-            ctx.created.lock().unwrap_or_else(|e| e.into_inner()).insert(t.name.clone());
-            (
-                event_reason::TOPIC_CREATED,
-                format!(
-                    "created topic {} with {} partitions, replication factor {}",
-                    t.name, t.partitions, t.replication_factor
-                ),
-            )
-        }
-        TopicAction::AddPartitions { name, from, to } => {
-            (event_reason::PARTITIONS_ADDED, format!("topic {name}: partitions {from} → {to}"))
-        }
-        TopicAction::AlterConfig { name, config } => {
-            (event_reason::TOPIC_CONFIG_UPDATED, format!("topic {name}: config set to {config:?}"))
-        }
-    };
-    info!(%note, "kafka changed");
-    publish(ctx, oref, EventType::Normal, reason, &note).await;
+    let creates: Vec<&topics::DesiredTopic> = actions
+        .iter()
+        .filter_map(|a| match a {
+            TopicAction::Create(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    if !creates.is_empty() {
+        kafka.create(&creates).await?;
+        ctx.created.lock().unwrap_or_else(|e| e.into_inner()).extend(creates.iter().map(|t| t.name.clone()));
+        let each: Vec<String> = creates
+            .iter()
+            .map(|t| format!("{} ({} partitions, replication factor {})", t.name, t.partitions, t.replication_factor))
+            .collect();
+        let note = format!("created topic{} {}", if each.len() == 1 { "" } else { "s" }, each.join(", "));
+        info!(%note, "kafka changed");
+        publish(ctx, oref, EventType::Normal, event_reason::TOPIC_CREATED, &note).await;
+    }
+    for action in actions {
+        let (reason, note) = match action {
+            TopicAction::Create(_) => continue,
+            TopicAction::AddPartitions { name, from, to } => {
+                (event_reason::PARTITIONS_ADDED, format!("topic {name}: partitions {from} → {to}"))
+            }
+            TopicAction::AlterConfig { name, config } => {
+                (event_reason::TOPIC_CONFIG_UPDATED, format!("topic {name}: config set to {config:?}"))
+            }
+        };
+        kafka.apply(action).await?;
+        info!(%note, "kafka changed");
+        publish(ctx, oref, EventType::Normal, reason, &note).await;
+    }
     Ok(())
 }
 
@@ -359,23 +396,36 @@ async fn apply_workloads(
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
     let pp = PatchParams::apply(MANAGER).force();
+    let stores = ctx.owned.read().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(stores) = &stores {
+        // Before the first list completes, "not cached" would mean "unknown".
+        let _ = stores.deployments.wait_until_ready().await;
+        let _ = stores.services.wait_until_ready().await;
+    }
 
     let svc = workloads::gateway_service(cc);
-    services.patch(&svc.name_any(), &pp, &Patch::Apply(&svc)).await?;
+    let hash = owned::fingerprint(&svc);
+    let cached_svc = stores.as_ref().and_then(|s| owned::cached(&s.services, &svc));
+    if !ctx.applied.unchanged(cached_svc.as_deref(), &svc, hash) {
+        let applied = services.patch(&svc.name_any(), &pp, &Patch::Apply(&svc)).await?;
+        ctx.applied.record(&applied, hash);
+    }
 
+    let target = Target { api: &deployments, pp: &pp, stores: stores.as_ref(), ctx, oref };
     let gateway = workloads::gateway_deployment(cc, &ctx.settings.images);
-    let before = current_replicas(&deployments, &gateway.name_any()).await?;
-    let gateway =
-        apply_deployment(&deployments, &pp, gateway, before, ctx, oref, "gateway", "spec.gateway.replicas").await?;
+    let before = target.current_replicas(&gateway).await?;
+    let gateway = target.apply(gateway, before, "gateway", "spec.gateway.replicas").await?;
 
     let mut consumers = Vec::new();
     let mut groups = Vec::new();
     for role in Role::ALL {
-        let before = current_replicas(&deployments, &workloads::consumer_name(cc, role)).await?;
+        // Replicas do not matter for the lookup; the name does.
+        let named = workloads::consumer_deployment(cc, role, 0, &ctx.settings.images);
+        let before = target.current_replicas(&named).await?;
         let (decision, lag) = autoscale::decide(ctx, cc, role, before, lag_source).await;
         let reason = decision.reason(lag, cc.spec.topics.partitions, role.spec(cc).lag_threshold);
         let desired = workloads::consumer_deployment(cc, role, decision.replicas, &ctx.settings.images);
-        let observed = apply_deployment(&deployments, &pp, desired, before, ctx, oref, role.as_str(), &reason).await?;
+        let observed = target.apply(desired, before, role.as_str(), &reason).await?;
         let scaled = before.is_some_and(|b| b != decision.replicas);
         groups.push(autoscale::group_status(cc, role, &decision, lag, scaled, now));
         consumers.push((role.as_str().to_owned(), observed));
@@ -383,32 +433,50 @@ async fn apply_workloads(
     Ok((gateway, consumers, groups))
 }
 
-async fn current_replicas(api: &Api<Deployment>, name: &str) -> Result<Option<i32>> {
-    Ok(api.get_opt(name).await?.and_then(|d| d.spec?.replicas))
+/// Where a reconcile applies Deployments, and what it knows of them.
+struct Target<'a> {
+    api: &'a Api<Deployment>,
+    pp: &'a PatchParams,
+    stores: Option<&'a OwnedStores>,
+    ctx: &'a Context,
+    oref: &'a k8s_openapi::api::core::v1::ObjectReference,
 }
 
-/// Apply a Deployment; an Event names every replica change and why.
-#[allow(clippy::too_many_arguments)]
-async fn apply_deployment(
-    api: &Api<Deployment>,
-    pp: &PatchParams,
-    desired: Deployment,
-    before: Option<i32>,
-    ctx: &Context,
-    oref: &k8s_openapi::api::core::v1::ObjectReference,
-    what: &str,
-    why: &str,
-) -> Result<Replicas> {
-    let name = desired.name_any();
-    let want = desired.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let applied = api.patch(&name, pp, &Patch::Apply(&desired)).await?;
-    if let Some(before) = before.filter(|b| *b != want) {
-        let note = format!("{what} {before} → {want}: {why}");
-        info!(deployment = %name, %note, "scaled");
-        publish(ctx, oref, EventType::Normal, event_reason::SCALED, &note).await;
+impl Target<'_> {
+    fn cached(&self, desired: &Deployment) -> Option<Arc<Deployment>> {
+        self.stores.and_then(|s| owned::cached(&s.deployments, desired))
     }
-    let ready = applied.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-    Ok(Replicas { desired: want, ready })
+
+    /// Replicas the Deployment has now (None: it does not exist).
+    async fn current_replicas(&self, desired: &Deployment) -> Result<Option<i32>> {
+        if self.stores.is_some() {
+            return Ok(self.cached(desired).and_then(|d| d.spec.as_ref()?.replicas));
+        }
+        Ok(self.api.get_opt(&desired.name_any()).await?.and_then(|d| d.spec?.replicas))
+    }
+
+    /// Apply a Deployment unless this process already applied exactly this
+    /// and nobody changed it since; an Event names every replica change and why.
+    async fn apply(&self, desired: Deployment, before: Option<i32>, what: &str, why: &str) -> Result<Replicas> {
+        let name = desired.name_any();
+        let want = desired.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let hash = owned::fingerprint(&desired);
+        let cached = self.cached(&desired);
+        let status = if self.ctx.applied.unchanged(cached.as_deref(), &desired, hash) {
+            cached.and_then(|d| d.status.clone())
+        } else {
+            let applied = self.api.patch(&name, self.pp, &Patch::Apply(&desired)).await?;
+            self.ctx.applied.record(&applied, hash);
+            applied.status
+        };
+        if let Some(before) = before.filter(|b| *b != want) {
+            let note = format!("{what} {before} → {want}: {why}");
+            info!(deployment = %name, %note, "scaled");
+            publish(self.ctx, self.oref, EventType::Normal, event_reason::SCALED, &note).await;
+        }
+        let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
+        Ok(Replicas { desired: want, ready })
+    }
 }
 
 /// Keep the finalizer in step with the deletion policy.

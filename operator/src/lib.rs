@@ -10,6 +10,7 @@ mod error;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod owned;
 pub mod reference;
 pub mod run;
 pub mod scaling;

@@ -254,6 +254,8 @@ start_apiserver() {
   # --endpoint-reconciler-type=none: the "kubernetes" service's endpoints
   # would hold 127.0.0.1, which endpoint validation rejects (loopback).
   # Default admission plugins stay on; none of them needs a kubelet.
+  # A /16 service range: every ChatCluster owns a ClusterIP Service, and the
+  # many-ChatCluster benchmark applies 1,000 of them (a /24 holds 254).
   launch kube-apiserver \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
     --secure-port "$PARLEY_APISERVER_PORT" \
@@ -264,7 +266,7 @@ start_apiserver() {
     --service-account-issuer "$SA_ISSUER" --api-audiences "$SA_ISSUER" \
     --service-account-key-file "$K8S_PKI/sa.pub" \
     --service-account-signing-key-file "$K8S_PKI/sa.key" \
-    --service-cluster-ip-range 10.0.0.0/24 \
+    --service-cluster-ip-range 10.0.0.0/16 \
     --endpoint-reconciler-type none \
     --allow-privileged=true \
     --profiling=false

@@ -1,7 +1,8 @@
 //! The operator, run as a process against the real kube-apiserver and the
 //! 3-broker Kafka, turns a ChatCluster into topics, Deployments, a Service
-//! and an honest status; follows partition growth and `kubectl scale`; and
-//! deletes the topics with `deletionPolicy: Delete`.
+//! and an honest status; follows partition growth and `kubectl scale`; puts
+//! back children others edit or delete; and deletes the topics with
+//! `deletionPolicy: Delete`.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Service};
@@ -132,6 +133,36 @@ async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
         let d = deployments.get("chat-gateway").await.map_err(|e| e.to_string())?;
         let r = d.spec.and_then(|s| s.replicas);
         if r == Some(3) { Ok(()) } else { Err(format!("{r:?}")) }
+    })
+    .await;
+
+    // The operator skips applies that would change nothing, but not edits
+    // by others: a changed Deployment is put back, a deleted one and a
+    // deleted Service come back.
+    kubectl::ok(&["set", "image", "-n", &ns, "deployment/chat-storage", "*=example.invalid/other:1"]);
+    kubectl::ok(&["delete", "-n", &ns, "deployment/chat-push", "service/chat-gateway", "--wait=false"]);
+    wait::until("edited and deleted children restored", 30, || async {
+        let storage = deployments.get("chat-storage").await.map_err(|e| e.to_string())?;
+        let images: Vec<String> = storage
+            .spec
+            .and_then(|s| s.template.spec)
+            .map(|p| p.containers.into_iter().filter_map(|c| c.image).collect())
+            .unwrap_or_default();
+        let push = deployments.get_opt("chat-push").await.map_err(|e| e.to_string())?;
+        let svc = services.get_opt("chat-gateway").await.map_err(|e| e.to_string())?;
+        let restored = !images.is_empty() && images.iter().all(|i| !i.contains("example.invalid"));
+        let recreated = |meta: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| {
+            meta.is_some_and(|m| m.deletion_timestamp.is_none())
+        };
+        if restored && recreated(push.as_ref().map(|d| &d.metadata)) && recreated(svc.as_ref().map(|s| &s.metadata)) {
+            Ok(())
+        } else {
+            Err(format!(
+                "storage images {images:?}, push present {}, service present {}",
+                push.is_some(),
+                svc.is_some()
+            ))
+        }
     })
     .await;
 

@@ -1,6 +1,8 @@
 //! Kafka adapter: observe topics and carry out [`TopicAction`]s through the
 //! Admin API. No decisions here; see [`crate::topics`].
 
+mod offset_fetch;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,8 +17,10 @@ use rdkafka::error::RDKafkaErrorCode;
 
 use rdkafka::{Offset, TopicPartitionList};
 
+use offset_fetch::OffsetReader;
+
 use crate::scaling::PartitionOffsets;
-use crate::topics::{ObservedTopic, TopicAction};
+use crate::topics::{DesiredTopic, ObservedTopic, TopicAction};
 
 /// Kafka failures, with the client's own words kept for the status message.
 #[derive(Debug, thiserror::Error)]
@@ -27,18 +31,24 @@ pub enum KafkaError {
     Request { what: String, source: rdkafka::error::KafkaError },
     #[error("{what} {name}: {code}")]
     Refused { what: &'static str, name: String, code: RDKafkaErrorCode },
+    #[error("{what}: {detail}")]
+    Admin { what: String, detail: String },
     #[error("Kafka metadata task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Clients for one Kafka cluster: an admin client and a consumer used only
-/// for metadata (rdkafka's admin client has no describe-topics call).
+/// Clients for one Kafka cluster, shared by every ChatCluster that uses it:
+/// an admin client, and a consumer without a group used only for metadata
+/// and watermarks (rdkafka's admin client has no describe-topics call).
 pub struct KafkaCluster {
     props: ClientProps,
     admin: AdminClient<DefaultClientContext>,
     metadata: Arc<BaseConsumer>,
-    /// One client per consumer group whose committed offsets are read; it
-    /// never subscribes, so it never joins the group.
+    /// Committed offsets of any number of groups on shared connections;
+    /// None when the cluster needs TLS or SASL, which it does not speak.
+    offsets: Option<OffsetReader>,
+    /// Fallback for such clusters: one client per consumer group whose
+    /// committed offsets are read (it never subscribes, so it never joins).
     groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
     timeout: Duration,
 }
@@ -87,7 +97,17 @@ impl KafkaCluster {
         let config = Self::config(props, timeout);
         let admin = config.create().map_err(KafkaError::Client)?;
         let metadata = config.create().map_err(KafkaError::Client)?;
-        Ok(Self { props: props.clone(), admin, metadata: Arc::new(metadata), groups: Mutex::default(), timeout })
+        let offsets = offset_fetch::supports(props)
+            .then(|| props.get("bootstrap.servers").map(|b| OffsetReader::new(b, timeout)))
+            .flatten();
+        Ok(Self {
+            props: props.clone(),
+            admin,
+            metadata: Arc::new(metadata),
+            offsets,
+            groups: Mutex::default(),
+            timeout,
+        })
     }
 
     fn group_client(&self, group: &str) -> Result<Arc<BaseConsumer>, KafkaError> {
@@ -102,6 +122,40 @@ impl KafkaCluster {
         Ok(client)
     }
 
+    /// The group's committed offset per (topic, partition).
+    async fn committed(
+        &self,
+        group: &str,
+        topics: &[(String, i32)],
+    ) -> Result<HashMap<(String, i32), i64>, KafkaError> {
+        if let Some(reader) = &self.offsets {
+            let mut by_group = reader.committed(&[(group.to_owned(), topics.to_vec())]).await.map_err(|detail| {
+                KafkaError::Admin { what: format!("reading committed offsets of group {group}"), detail }
+            })?;
+            return Ok(by_group
+                .remove(group)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|c| Some(((c.topic, c.partition), c.offset?)))
+                .collect());
+        }
+        let client = self.group_client(group)?;
+        let tpl = partition_list(topics);
+        let timeout = self.timeout;
+        // committed_offsets blocks; keep it off the async workers.
+        let committed = tokio::task::spawn_blocking(move || client.committed_offsets(tpl, timeout))
+            .await?
+            .map_err(|source| KafkaError::Request { what: "reading committed offsets".into(), source })?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Watermarks and the group's committed offset of every partition of
     /// `topics` (name, partition count).
     pub async fn group_offsets(
@@ -109,30 +163,24 @@ impl KafkaCluster {
         group: &str,
         topics: &[(String, i32)],
     ) -> Result<Vec<PartitionOffsets>, KafkaError> {
-        let client = self.group_client(group)?;
-        let topics = topics.to_vec();
+        let committed = self.committed(group, topics).await?;
+        let metadata = self.metadata.clone();
+        let tpl = partition_list(topics);
         let timeout = self.timeout;
-        // Both calls block; keep them off the async workers.
+        // fetch_watermarks blocks; keep it off the async workers.
         tokio::task::spawn_blocking(move || {
-            let mut tpl = TopicPartitionList::new();
-            for (topic, partitions) in &topics {
-                for p in 0..*partitions {
-                    tpl.add_partition(topic, p);
-                }
-            }
-            let committed = client
-                .committed_offsets(tpl, timeout)
-                .map_err(|source| KafkaError::Request { what: "reading committed offsets".into(), source })?;
+            // One deadline for all partitions: a freshly created topic may
+            // have no leader yet, and waiting the full timeout per
+            // partition would hold the reconcile for minutes.
+            let deadline = std::time::Instant::now() + timeout;
             let mut out = Vec::new();
-            for elem in committed.elements() {
+            for elem in tpl.elements() {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
                 let (low, high) =
-                    client.fetch_watermarks(elem.topic(), elem.partition(), timeout).map_err(|source| {
+                    metadata.fetch_watermarks(elem.topic(), elem.partition(), left).map_err(|source| {
                         KafkaError::Request { what: format!("reading watermarks of {}", elem.topic()), source }
                     })?;
-                let committed = match elem.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                };
+                let committed = committed.get(&(elem.topic().to_owned(), elem.partition())).copied();
                 out.push(PartitionOffsets { low, high, committed });
             }
             Ok(out)
@@ -149,25 +197,31 @@ impl KafkaCluster {
     pub async fn observe(&self, names: &[String]) -> Result<BTreeMap<String, ObservedTopic>, KafkaError> {
         let consumer = self.metadata.clone();
         let timeout = self.timeout;
-        // fetch_metadata blocks; keep it off the async workers.
-        let md = tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, timeout))
-            .await?
-            .map_err(|source| KafkaError::Request { what: "fetching metadata".into(), source })?;
-        let mut observed: BTreeMap<String, ObservedTopic> = md
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none() && names.iter().any(|n| n == t.name()))
-            .map(|t| {
-                let rf = t.partitions().first().map_or(0, |p| p.replicas().len() as i32);
-                let topic = ObservedTopic {
-                    name: t.name().to_owned(),
-                    partitions: t.partitions().len() as i32,
-                    replication_factor: rf,
-                    dynamic_config: BTreeMap::new(),
-                };
-                (topic.name.clone(), topic)
-            })
-            .collect();
+        let wanted = names.to_vec();
+        // Ask for the named topics only: the cluster may hold thousands
+        // (four per ChatCluster), and parsing all of them on every
+        // reconcile dominated the operator's CPU. fetch_metadata blocks;
+        // keep it off the async workers.
+        let found = tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            for name in &wanted {
+                let md = consumer
+                    .fetch_metadata(Some(name), timeout)
+                    .map_err(|source| KafkaError::Request { what: format!("fetching metadata of {name}"), source })?;
+                found.extend(md.topics().iter().filter(|t| t.error().is_none() && t.name() == name).map(|t| {
+                    let rf = t.partitions().first().map_or(0, |p| p.replicas().len() as i32);
+                    ObservedTopic {
+                        name: t.name().to_owned(),
+                        partitions: t.partitions().len() as i32,
+                        replication_factor: rf,
+                        dynamic_config: BTreeMap::new(),
+                    }
+                }));
+            }
+            Ok::<_, KafkaError>(found)
+        })
+        .await??;
+        let mut observed: BTreeMap<String, ObservedTopic> = found.into_iter().map(|t| (t.name.clone(), t)).collect();
         if observed.is_empty() {
             return Ok(observed);
         }
@@ -201,23 +255,39 @@ impl KafkaCluster {
         Ok(observed)
     }
 
-    /// Carry out one action. An "already exists" answer to a create counts as
+    /// Create topics in one request: Kafka serves one admin connection's
+    /// requests one at a time, so a request per topic queues every
+    /// ChatCluster's creates behind each other. "Already exists" counts as
     /// done: another reconcile (or operator) got there first.
-    pub async fn apply(&self, action: &TopicAction) -> Result<(), KafkaError> {
-        let opts = self.options();
-        match action {
-            TopicAction::Create(t) => {
+    pub async fn create(&self, topics: &[&DesiredTopic]) -> Result<(), KafkaError> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|t| {
                 let mut topic = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication_factor));
                 for (k, v) in &t.config {
                     topic = topic.set(k, v);
                 }
-                let results = self
-                    .admin
-                    .create_topics([&topic], &opts)
-                    .await
-                    .map_err(|source| KafkaError::Request { what: format!("creating topic {}", t.name), source })?;
-                check(results, "creating topic", &[RDKafkaErrorCode::TopicAlreadyExists])
-            }
+                topic
+            })
+            .collect();
+        let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+        let results = self
+            .admin
+            .create_topics(&new, &self.options())
+            .await
+            .map_err(|source| KafkaError::Request { what: format!("creating topics {}", names.join(", ")), source })?;
+        check(results, "creating topic", &[RDKafkaErrorCode::TopicAlreadyExists])
+    }
+
+    /// Carry out one change to an existing topic (creates go through
+    /// [`Self::create`]).
+    pub async fn apply(&self, action: &TopicAction) -> Result<(), KafkaError> {
+        let opts = self.options();
+        match action {
+            TopicAction::Create(t) => self.create(&[t]).await,
             TopicAction::AddPartitions { name, to, .. } => {
                 let parts = NewPartitions::new(name, *to as usize);
                 let results = self
@@ -259,6 +329,16 @@ impl KafkaCluster {
             .map_err(|source| KafkaError::Request { what: "deleting topics".into(), source })?;
         check(results, "deleting topic", &[RDKafkaErrorCode::UnknownTopicOrPartition])
     }
+}
+
+fn partition_list(topics: &[(String, i32)]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partitions) in topics {
+        for p in 0..*partitions {
+            tpl.add_partition(topic, p);
+        }
+    }
+    tpl
 }
 
 fn check(

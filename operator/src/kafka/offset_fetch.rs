@@ -1,0 +1,325 @@
+//! Committed offsets of consumer groups over Kafka's own protocol
+//! (FindCoordinator v4 + OffsetFetch v8, both batched over groups), on a
+//! few shared broker connections.
+//!
+//! Why not librdkafka: its consumer reads only its own `group.id`'s offsets,
+//! so each group needs a client of its own (about six threads, ten file
+//! descriptors and over a megabyte each, two groups per ChatCluster); and
+//! its `ListConsumerGroupOffsets` admin call aborts the process on an
+//! internal assertion when brokers go away mid-request
+//! (confluentinc/librdkafka#3663, #4605). This path speaks PLAINTEXT only;
+//! [`supports`] says when the librdkafka fallback is needed instead.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, BytesMut};
+use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
+use kafka_protocol::messages::{
+    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, OffsetFetchRequest, OffsetFetchResponse,
+    RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+use super::ClientProps;
+
+const FIND_COORDINATOR_VERSION: i16 = 4;
+const OFFSET_FETCH_VERSION: i16 = 8;
+/// Kafka's GROUP_ID_NOT_FOUND error code.
+const GROUP_ID_NOT_FOUND: i16 = 69;
+
+/// A group and the (topic, partition count) pairs to read.
+pub type GroupTopics = (String, Vec<(String, i32)>);
+
+/// One partition's committed offset; `None` when the group has none there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: Option<i64>,
+}
+
+/// Whether this client can reach a cluster with these properties.
+pub fn supports(props: &ClientProps) -> bool {
+    props.get("security.protocol").is_none_or(|p| p.eq_ignore_ascii_case("plaintext"))
+}
+
+/// Connections to one cluster's brokers, one per address, opened on demand
+/// and dropped on any error.
+pub struct OffsetReader {
+    bootstrap: Vec<String>,
+    timeout: Duration,
+    conns: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<TcpStream>>>>>,
+}
+
+impl OffsetReader {
+    pub fn new(bootstrap_servers: &str, timeout: Duration) -> Self {
+        let bootstrap = bootstrap_servers
+            .split(',')
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.trim_start_matches("PLAINTEXT://").trim_start_matches("plaintext://").to_owned())
+            .collect();
+        Self { bootstrap, timeout, conns: std::sync::Mutex::default() }
+    }
+
+    /// Committed offsets of each group for the given (topic, partitions).
+    pub async fn committed(&self, groups: &[GroupTopics]) -> Result<BTreeMap<String, Vec<Committed>>, String> {
+        let coordinators = self.find_coordinators(groups.iter().map(|(g, _)| g.as_str())).await?;
+        let mut by_coordinator: BTreeMap<&str, Vec<&GroupTopics>> = BTreeMap::new();
+        for group in groups {
+            let addr = coordinators.get(&group.0).ok_or_else(|| format!("no coordinator for group {}", group.0))?;
+            by_coordinator.entry(addr).or_default().push(group);
+        }
+        let mut out = BTreeMap::new();
+        for (addr, groups) in by_coordinator {
+            let request = offset_fetch_request(&groups);
+            let response: OffsetFetchResponse =
+                self.call(addr, ApiKey::OffsetFetch, OFFSET_FETCH_VERSION, &request).await?;
+            out.extend(parse_offset_fetch(response)?);
+        }
+        Ok(out)
+    }
+
+    async fn find_coordinators<'a>(
+        &self,
+        groups: impl Iterator<Item = &'a str>,
+    ) -> Result<HashMap<String, String>, String> {
+        let mut request = FindCoordinatorRequest::default();
+        request.key_type = 0; // consumer group
+        request.coordinator_keys = groups.map(|g| StrBytes::from_string(g.to_owned())).collect();
+        let mut last_err = "no bootstrap servers".to_owned();
+        for addr in &self.bootstrap {
+            match self
+                .call::<_, FindCoordinatorResponse>(addr, ApiKey::FindCoordinator, FIND_COORDINATOR_VERSION, &request)
+                .await
+            {
+                Ok(response) => return parse_coordinators(response),
+                Err(err) => last_err = err,
+            }
+        }
+        Err(last_err)
+    }
+
+    fn conn(&self, addr: &str) -> Arc<Mutex<Option<TcpStream>>> {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.entry(addr.to_owned()).or_default().clone()
+    }
+
+    /// One request and its response; any failure drops the connection.
+    async fn call<Req: Encodable, Resp: Decodable>(
+        &self,
+        addr: &str,
+        key: ApiKey,
+        version: i16,
+        request: &Req,
+    ) -> Result<Resp, String> {
+        let frame = encode(key, version, request).map_err(|e| format!("encoding {key:?}: {e}"))?;
+        let conn = self.conn(addr);
+        let mut guard = conn.lock().await;
+        let exchange = async {
+            if guard.is_none() {
+                let stream = TcpStream::connect(addr).await.map_err(|e| format!("connecting to {addr}: {e}"))?;
+                stream.set_nodelay(true).ok();
+                *guard = Some(stream);
+            }
+            let stream = guard.as_mut().expect("connected above");
+            stream.write_all(&frame).await.map_err(|e| format!("writing to {addr}: {e}"))?;
+            let len = stream.read_i32().await.map_err(|e| format!("reading from {addr}: {e}"))?;
+            let len = usize::try_from(len).map_err(|_| format!("{addr} sent a negative frame length"))?;
+            let mut body = vec![0u8; len];
+            stream.read_exact(&mut body).await.map_err(|e| format!("reading from {addr}: {e}"))?;
+            Ok::<_, String>(body)
+        };
+        let result = match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer from {addr} within {:?}", self.timeout)),
+        };
+        let body = match result {
+            Ok(body) => body,
+            Err(err) => {
+                *guard = None;
+                return Err(err);
+            }
+        };
+        decode(key, version, body).inspect_err(|_| *guard = None)
+    }
+}
+
+fn encode<Req: Encodable>(key: ApiKey, version: i16, request: &Req) -> Result<BytesMut, String> {
+    let mut header = RequestHeader::default();
+    header.request_api_key = key as i16;
+    header.request_api_version = version;
+    // One request in flight per connection, so the id need not vary.
+    header.correlation_id = 1;
+    header.client_id = Some(StrBytes::from_static_str("parley-operator"));
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    header.encode(&mut buf, key.request_header_version(version)).map_err(|e| e.to_string())?;
+    request.encode(&mut buf, version).map_err(|e| e.to_string())?;
+    let len = i32::try_from(buf.len() - 4).map_err(|_| "request too large".to_owned())?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+fn decode<Resp: Decodable>(key: ApiKey, version: i16, body: Vec<u8>) -> Result<Resp, String> {
+    let mut buf = bytes::Bytes::from(body);
+    let header = ResponseHeader::decode(&mut buf, key.response_header_version(version))
+        .map_err(|e| format!("decoding {key:?} response header: {e}"))?;
+    if header.correlation_id != 1 {
+        return Err(format!("{key:?} response for another request ({})", header.correlation_id));
+    }
+    let response = Resp::decode(&mut buf, version).map_err(|e| format!("decoding {key:?} response: {e}"))?;
+    if buf.has_remaining() {
+        return Err(format!("{key:?} response has {} unread bytes", buf.remaining()));
+    }
+    Ok(response)
+}
+
+fn offset_fetch_request(groups: &[&GroupTopics]) -> OffsetFetchRequest {
+    let mut request = OffsetFetchRequest::default();
+    request.groups = groups
+        .iter()
+        .map(|(group, topics)| {
+            let mut g = OffsetFetchRequestGroup::default();
+            g.group_id = GroupId(StrBytes::from_string(group.clone()));
+            g.topics = Some(
+                topics
+                    .iter()
+                    .map(|(name, partitions)| {
+                        let mut t = OffsetFetchRequestTopics::default();
+                        t.name = TopicName(StrBytes::from_string(name.clone()));
+                        t.partition_indexes = (0..*partitions).collect();
+                        t
+                    })
+                    .collect(),
+            );
+            g
+        })
+        .collect();
+    request
+}
+
+fn parse_coordinators(response: FindCoordinatorResponse) -> Result<HashMap<String, String>, String> {
+    response
+        .coordinators
+        .into_iter()
+        .map(|c| {
+            if c.error_code != 0 {
+                let msg = c.error_message.map(|m| m.to_string()).unwrap_or_default();
+                return Err(format!("finding the coordinator of group {}: error {} {msg}", &*c.key, c.error_code));
+            }
+            Ok((c.key.to_string(), format!("{}:{}", &*c.host, c.port)))
+        })
+        .collect()
+}
+
+fn parse_offset_fetch(response: OffsetFetchResponse) -> Result<BTreeMap<String, Vec<Committed>>, String> {
+    let mut out = BTreeMap::new();
+    for group in response.groups {
+        let name = group.group_id.0.to_string();
+        // A group that never committed has no offsets yet, not an error.
+        if group.error_code != 0 && group.error_code != GROUP_ID_NOT_FOUND {
+            return Err(format!("reading offsets of group {name}: error {}", group.error_code));
+        }
+        let mut offsets = Vec::new();
+        for topic in group.topics {
+            for p in topic.partitions {
+                if p.error_code != 0 {
+                    return Err(format!(
+                        "reading offsets of group {name}, {}[{}]: error {}",
+                        &*topic.name.0, p.partition_index, p.error_code
+                    ));
+                }
+                offsets.push(Committed {
+                    topic: topic.name.0.to_string(),
+                    partition: p.partition_index,
+                    offset: (p.committed_offset >= 0).then_some(p.committed_offset),
+                });
+            }
+        }
+        out.insert(name, offsets);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::offset_fetch_response::{
+        OffsetFetchResponseGroup, OffsetFetchResponsePartitions, OffsetFetchResponseTopics,
+    };
+
+    #[test]
+    fn only_plaintext_clusters_use_this_path() {
+        let mut props = ClientProps::from([("bootstrap.servers".to_owned(), "a:9092".to_owned())]);
+        assert!(supports(&props));
+        props.insert("security.protocol".into(), "PLAINTEXT".into());
+        assert!(supports(&props));
+        props.insert("security.protocol".into(), "SASL_SSL".into());
+        assert!(!supports(&props));
+    }
+
+    #[test]
+    fn request_frames_carry_their_length_and_decode_back() {
+        let groups = [("g1".to_owned(), vec![("t".to_owned(), 3)])];
+        let refs: Vec<_> = groups.iter().collect();
+        let request = offset_fetch_request(&refs);
+        let frame = encode(ApiKey::OffsetFetch, OFFSET_FETCH_VERSION, &request).unwrap();
+        let len = i32::from_be_bytes(frame[..4].try_into().unwrap());
+        assert_eq!(len as usize, frame.len() - 4);
+        let mut body = bytes::Bytes::copy_from_slice(&frame[4..]);
+        let header =
+            RequestHeader::decode(&mut body, ApiKey::OffsetFetch.request_header_version(OFFSET_FETCH_VERSION)).unwrap();
+        assert_eq!((header.request_api_key, header.request_api_version), (ApiKey::OffsetFetch as i16, 8));
+        assert_eq!(body.len(), request.compute_size(OFFSET_FETCH_VERSION).unwrap(), "the body follows the header");
+        assert_eq!(request.groups[0].topics.as_ref().unwrap()[0].partition_indexes, vec![0, 1, 2]);
+    }
+
+    fn partition(index: i32, offset: i64, error: i16) -> OffsetFetchResponsePartitions {
+        let mut p = OffsetFetchResponsePartitions::default();
+        p.partition_index = index;
+        p.committed_offset = offset;
+        p.error_code = error;
+        p
+    }
+
+    fn group(
+        name: &'static str,
+        error: i16,
+        partitions: Vec<OffsetFetchResponsePartitions>,
+    ) -> OffsetFetchResponseGroup {
+        let mut topic = OffsetFetchResponseTopics::default();
+        topic.name = TopicName(StrBytes::from_static_str("t"));
+        topic.partitions = partitions;
+        let mut g = OffsetFetchResponseGroup::default();
+        g.group_id = GroupId(StrBytes::from_static_str(name));
+        g.error_code = error;
+        g.topics = vec![topic];
+        g
+    }
+
+    #[test]
+    fn offsets_parse_with_none_for_uncommitted_and_errors_named() {
+        let mut response = OffsetFetchResponse::default();
+        response.groups = vec![group("g1", 0, vec![partition(0, 42, 0), partition(1, -1, 0)])];
+        let parsed = parse_offset_fetch(response.clone()).unwrap();
+        assert_eq!(
+            parsed["g1"],
+            vec![
+                Committed { topic: "t".into(), partition: 0, offset: Some(42) },
+                Committed { topic: "t".into(), partition: 1, offset: None },
+            ]
+        );
+        response.groups.push(group("g2", 16, vec![]));
+        let err = parse_offset_fetch(response.clone()).unwrap_err();
+        assert!(err.contains("g2") && err.contains("16"), "{err}");
+        response.groups = vec![group("g3", 0, vec![partition(2, 5, 3)])];
+        let err = parse_offset_fetch(response).unwrap_err();
+        assert!(err.contains("t[2]"), "{err}");
+    }
+}
