@@ -15,7 +15,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -134,7 +134,15 @@ pub async fn run(
     let owned = watcher::Config::default().labels(&format!("{}={}", label::MANAGED_BY, label::MANAGER));
     let (stores, deployments, services) = owned::watch(deployments, services, owned);
     *ctx.owned.write().unwrap_or_else(|e| e.into_inner()) = Some(stores);
-    let controller = Controller::new(clusters, watcher::Config::default())
+    let (reader, writer) = kube::runtime::reflector::store();
+    // Managed fields are most of a cached ChatCluster and are never read;
+    // a status-only change (the operator's own write) needs no reconcile.
+    let triggers = watcher(clusters, watcher::Config::default())
+        .modify(|cc| cc.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(wants_reconcile, Default::default());
+    let controller = Controller::for_stream(triggers, reader)
         .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
         .owns_stream(deployments)
         .owns_stream(services);
@@ -150,6 +158,21 @@ pub async fn run(
         })
         .await;
     pruning.abort();
+}
+
+/// What a change must touch to need a reconcile: spec (generation),
+/// annotations (pause), labels, finalizers, deletion. Status is left out.
+fn wants_reconcile(cc: &DeserializeGuard<ChatCluster>) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = cc.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.uid.hash(&mut hasher);
+    meta.generation.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.labels.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp.as_ref().map(|t| t.0.to_string()).hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// Every minute, drop per-ChatCluster memory of ChatClusters that are gone
@@ -238,7 +261,13 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
     ensure_finalizer(cc, &api).await?;
 
     let (topics_obs, kafka) = match kafka_props(cc, ctx, &ns).await {
-        Ok(props) => (reconcile_topics(cc, ctx, &oref, &props).await, ctx.kafka.get(&props).ok()),
+        Ok(props) => {
+            let obs = reconcile_topics(cc, ctx, &oref, &props).await;
+            if matches!(obs, TopicsObservation::KafkaUnavailable(_)) {
+                ctx.kafka.reset_after_failure(&props);
+            }
+            (obs, ctx.kafka.get(&props).ok())
+        }
         Err(err) => (TopicsObservation::KafkaUnavailable(err.to_string()), None),
     };
     let lag_source: LagSource = match (&topics_obs, kafka) {

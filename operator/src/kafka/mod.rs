@@ -51,6 +51,7 @@ pub struct KafkaCluster {
     /// committed offsets are read (it never subscribes, so it never joins).
     groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
     timeout: Duration,
+    created: std::time::Instant,
 }
 
 /// Client properties identifying a cluster: `bootstrap.servers` plus the
@@ -79,7 +80,23 @@ impl KafkaClients {
         clusters.insert(props.clone(), cluster.clone());
         Ok(cluster)
     }
+
+    /// Drop the clients of a cluster that failed, unless they are new, so
+    /// the next reconcile connects afresh. Why: after every broker was
+    /// down, a librdkafka client sometimes finds no usable broker long
+    /// after the brokers are back (seen for over 90 s in the outage test).
+    pub fn reset_after_failure(&self, props: &ClientProps) {
+        let mut clusters = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
+        if clusters.get(props).is_some_and(|c| c.created.elapsed() >= RECONNECT_AFTER) {
+            tracing::info!("recreating Kafka clients after a failure");
+            clusters.remove(props);
+        }
+    }
 }
+
+/// Youngest clients [`KafkaClients::reset_after_failure`] replaces: an
+/// outage recreates them at most this often, however many ChatClusters fail.
+const RECONNECT_AFTER: Duration = Duration::from_secs(30);
 
 impl KafkaCluster {
     fn config(props: &ClientProps, timeout: Duration) -> ClientConfig {
@@ -107,6 +124,7 @@ impl KafkaCluster {
             offsets,
             groups: Mutex::default(),
             timeout,
+            created: std::time::Instant::now(),
         })
     }
 
