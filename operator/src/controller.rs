@@ -260,9 +260,11 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
     }
     ensure_finalizer(cc, &api).await?;
 
+    let mut changed_kafka = false;
     let (topics_obs, kafka) = match kafka_props(cc, ctx, &ns).await {
         Ok(props) => {
-            let obs = reconcile_topics(cc, ctx, &oref, &props).await;
+            let (obs, changed) = reconcile_topics(cc, ctx, &oref, &props).await;
+            changed_kafka = changed;
             if matches!(obs, TopicsObservation::KafkaUnavailable(_)) {
                 ctx.kafka.reset_after_failure(&props);
             }
@@ -299,8 +301,17 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
         // Status says why; the error drives per-object backoff until Kafka returns.
         return Err(Error::KafkaUnavailable(msg.clone()));
     }
-    Ok(Action::requeue(cc.spec.consumers.lag_poll_interval.into()))
+    let poll: Duration = cc.spec.consumers.lag_poll_interval.into();
+    if changed_kafka {
+        // Kafka's metadata can trail a change by a moment, and the status
+        // write does not trigger a reconcile: look again soon.
+        return Ok(Action::requeue(poll.min(KAFKA_SETTLE)));
+    }
+    Ok(Action::requeue(poll))
 }
+
+/// How soon a reconcile that changed Kafka looks again.
+const KAFKA_SETTLE: Duration = Duration::from_secs(1);
 
 /// `bootstrap.servers` plus the librdkafka properties in `spec.kafka.secretRef`.
 async fn kafka_props(cc: &ChatCluster, ctx: &Context, ns: &str) -> Result<ClientProps> {
@@ -323,10 +334,11 @@ async fn reconcile_topics(
     ctx: &Context,
     oref: &k8s_openapi::api::core::v1::ObjectReference,
     props: &ClientProps,
-) -> TopicsObservation {
+) -> (TopicsObservation, bool) {
+    let unavailable = |err: String| (TopicsObservation::KafkaUnavailable(err), false);
     let kafka = match ctx.kafka.get(props) {
         Ok(kafka) => kafka,
-        Err(err) => return TopicsObservation::KafkaUnavailable(err.to_string()),
+        Err(err) => return unavailable(err.to_string()),
     };
     let desired = topics::desired_topics(cc);
     let names: Vec<String> = desired.iter().map(|t| t.name.clone()).collect();
@@ -334,7 +346,7 @@ async fn reconcile_topics(
     known.extend(ctx.created.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
     let observed = match kafka.observe(&names).await {
         Ok(observed) => observed,
-        Err(err) => return TopicsObservation::KafkaUnavailable(err.to_string()),
+        Err(err) => return unavailable(err.to_string()),
     };
     let plan = topics::plan(&desired, &observed, &known);
 
@@ -346,7 +358,7 @@ async fn reconcile_topics(
         publish(ctx, oref, EventType::Warning, event_reason::TOPIC_PROBLEM, &problem.to_string()).await;
     }
     if let Err(err) = execute(&kafka, ctx, oref, &plan.actions).await {
-        return TopicsObservation::KafkaUnavailable(err.to_string());
+        return (TopicsObservation::KafkaUnavailable(err.to_string()), true);
     }
     // Report what Kafka has now, not what was asked for.
     let observed = if plan.actions.is_empty() {
@@ -354,7 +366,7 @@ async fn reconcile_topics(
     } else {
         match kafka.observe(&names).await {
             Ok(observed) => observed,
-            Err(err) => return TopicsObservation::KafkaUnavailable(err.to_string()),
+            Err(err) => return unavailable(err.to_string()),
         }
     };
     let topics = names
@@ -366,7 +378,7 @@ async fn reconcile_topics(
             replication_factor: t.replication_factor,
         })
         .collect();
-    TopicsObservation::Observed { topics, problems: plan.problems }
+    (TopicsObservation::Observed { topics, problems: plan.problems }, !plan.actions.is_empty())
 }
 
 /// Carry out a plan's actions: all creates in one request (one Event

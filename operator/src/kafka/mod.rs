@@ -1,7 +1,7 @@
 //! Kafka adapter: observe topics and carry out [`TopicAction`]s through the
 //! Admin API. No decisions here; see [`crate::topics`].
 
-mod offset_fetch;
+mod wire;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -17,7 +17,7 @@ use rdkafka::error::RDKafkaErrorCode;
 
 use rdkafka::{Offset, TopicPartitionList};
 
-use offset_fetch::OffsetReader;
+use wire::WireClient;
 
 use crate::scaling::PartitionOffsets;
 use crate::topics::{DesiredTopic, ObservedTopic, TopicAction};
@@ -44,9 +44,9 @@ pub struct KafkaCluster {
     props: ClientProps,
     admin: AdminClient<DefaultClientContext>,
     metadata: Arc<BaseConsumer>,
-    /// Committed offsets of any number of groups on shared connections;
+    /// Metadata, watermarks and committed offsets on shared connections;
     /// None when the cluster needs TLS or SASL, which it does not speak.
-    offsets: Option<OffsetReader>,
+    wire: Option<WireClient>,
     /// Fallback for such clusters: one client per consumer group whose
     /// committed offsets are read (it never subscribes, so it never joins).
     groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
@@ -114,14 +114,14 @@ impl KafkaCluster {
         let config = Self::config(props, timeout);
         let admin = config.create().map_err(KafkaError::Client)?;
         let metadata = config.create().map_err(KafkaError::Client)?;
-        let offsets = offset_fetch::supports(props)
-            .then(|| props.get("bootstrap.servers").map(|b| OffsetReader::new(b, timeout)))
+        let wire = wire::supports(props)
+            .then(|| props.get("bootstrap.servers").map(|b| WireClient::new(b, timeout)))
             .flatten();
         Ok(Self {
             props: props.clone(),
             admin,
             metadata: Arc::new(metadata),
-            offsets,
+            wire,
             groups: Mutex::default(),
             timeout,
             created: std::time::Instant::now(),
@@ -146,7 +146,7 @@ impl KafkaCluster {
         group: &str,
         topics: &[(String, i32)],
     ) -> Result<HashMap<(String, i32), i64>, KafkaError> {
-        if let Some(reader) = &self.offsets {
+        if let Some(reader) = &self.wire {
             let mut by_group = reader.committed(&[(group.to_owned(), topics.to_vec())]).await.map_err(|detail| {
                 KafkaError::Admin { what: format!("reading committed offsets of group {group}"), detail }
             })?;
@@ -182,6 +182,16 @@ impl KafkaCluster {
         topics: &[(String, i32)],
     ) -> Result<Vec<PartitionOffsets>, KafkaError> {
         let committed = self.committed(group, topics).await?;
+        if let Some(wire) = &self.wire {
+            let marks = wire
+                .watermarks(topics)
+                .await
+                .map_err(|detail| KafkaError::Admin { what: "reading watermarks".into(), detail })?;
+            return Ok(marks
+                .into_iter()
+                .map(|(key, (low, high))| PartitionOffsets { low, high, committed: committed.get(&key).copied() })
+                .collect());
+        }
         let metadata = self.metadata.clone();
         let tpl = partition_list(topics);
         let timeout = self.timeout;
@@ -210,35 +220,53 @@ impl KafkaCluster {
         AdminOptions::new().request_timeout(Some(self.timeout)).operation_timeout(Some(self.timeout))
     }
 
-    /// Partitions, replication factor and topic-level configs of the named
-    /// topics that exist.
-    pub async fn observe(&self, names: &[String]) -> Result<BTreeMap<String, ObservedTopic>, KafkaError> {
+    /// The named topics through librdkafka (clusters the wire client
+    /// cannot reach): one metadata request per topic.
+    async fn fetch_metadata(&self, names: &[String]) -> Result<Vec<ObservedTopic>, KafkaError> {
         let consumer = self.metadata.clone();
         let timeout = self.timeout;
         let wanted = names.to_vec();
-        // Ask for the named topics only: the cluster may hold thousands
-        // (four per ChatCluster), and parsing all of them on every
-        // reconcile dominated the operator's CPU. fetch_metadata blocks;
-        // keep it off the async workers.
-        let found = tokio::task::spawn_blocking(move || {
+        // fetch_metadata blocks; keep it off the async workers.
+        tokio::task::spawn_blocking(move || {
             let mut found = Vec::new();
             for name in &wanted {
                 let md = consumer
                     .fetch_metadata(Some(name), timeout)
                     .map_err(|source| KafkaError::Request { what: format!("fetching metadata of {name}"), source })?;
                 found.extend(md.topics().iter().filter(|t| t.error().is_none() && t.name() == name).map(|t| {
-                    let rf = t.partitions().first().map_or(0, |p| p.replicas().len() as i32);
                     ObservedTopic {
                         name: t.name().to_owned(),
                         partitions: t.partitions().len() as i32,
-                        replication_factor: rf,
+                        replication_factor: t.partitions().first().map_or(0, |p| p.replicas().len() as i32),
                         dynamic_config: BTreeMap::new(),
                     }
                 }));
             }
-            Ok::<_, KafkaError>(found)
+            Ok(found)
         })
-        .await??;
+        .await?
+    }
+
+    /// Partitions, replication factor and topic-level configs of the named
+    /// topics that exist. Only these topics are asked about: the cluster
+    /// may hold thousands (four per ChatCluster).
+    pub async fn observe(&self, names: &[String]) -> Result<BTreeMap<String, ObservedTopic>, KafkaError> {
+        let found = match &self.wire {
+            Some(wire) => wire
+                .metadata(names)
+                .await
+                .map_err(|detail| KafkaError::Admin { what: "fetching topic metadata".into(), detail })?
+                .1
+                .into_iter()
+                .map(|t| ObservedTopic {
+                    name: t.name,
+                    partitions: t.partitions.len() as i32,
+                    replication_factor: t.partitions.first().map_or(0, |p| p.2 as i32),
+                    dynamic_config: BTreeMap::new(),
+                })
+                .collect(),
+            None => self.fetch_metadata(names).await?,
+        };
         let mut observed: BTreeMap<String, ObservedTopic> = found.into_iter().map(|t| (t.name.clone(), t)).collect();
         if observed.is_empty() {
             return Ok(observed);

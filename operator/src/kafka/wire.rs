@@ -1,24 +1,34 @@
-//! Committed offsets of consumer groups over Kafka's own protocol
-//! (FindCoordinator v4 + OffsetFetch v8, both batched over groups), on a
-//! few shared broker connections.
+//! The reads behind lag and topic observation over Kafka's own protocol,
+//! on a few shared broker connections: topic metadata (Metadata v12),
+//! watermarks (ListOffsets v7) and consumer groups' committed offsets
+//! (FindCoordinator v4 + OffsetFetch v8, batched over groups).
 //!
-//! Why not librdkafka: its consumer reads only its own `group.id`'s offsets,
-//! so each group needs a client of its own (about six threads, ten file
-//! descriptors and over a megabyte each, two groups per ChatCluster); and
-//! its `ListConsumerGroupOffsets` admin call aborts the process on an
-//! internal assertion when brokers go away mid-request
-//! (confluentinc/librdkafka#3663, #4605). This path speaks PLAINTEXT only;
-//! [`supports`] says when the librdkafka fallback is needed instead.
+//! Why not librdkafka for these:
+//! - its consumer reads only its own `group.id`'s offsets, so each group
+//!   needs a client of its own (about six threads, ten file descriptors and
+//!   over a megabyte each, two groups per ChatCluster);
+//! - its `ListConsumerGroupOffsets` admin call aborts the process on an
+//!   internal assertion when brokers go away mid-request
+//!   (confluentinc/librdkafka#3663, #4605);
+//! - every topic it is asked about (metadata, watermarks) stays in the
+//!   client, which then scans them all every second: with 4,000 topics
+//!   that grew the operator's memory and CPU with every ChatCluster.
+//!
+//! This path speaks PLAINTEXT only; [`supports`] says when the librdkafka
+//! fallback is needed instead.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
 use kafka_protocol::messages::{
-    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, OffsetFetchRequest, OffsetFetchResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseHeader,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,6 +39,19 @@ use super::ClientProps;
 
 const FIND_COORDINATOR_VERSION: i16 = 4;
 const OFFSET_FETCH_VERSION: i16 = 8;
+const METADATA_VERSION: i16 = 12;
+const LIST_OFFSETS_VERSION: i16 = 7;
+/// ListOffsets timestamps meaning "earliest" and "latest".
+const EARLIEST: i64 = -2;
+const LATEST: i64 = -1;
+
+/// A topic as the Metadata API reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicMetadata {
+    pub name: String,
+    /// (partition, leader broker id, replica count), by partition.
+    pub partitions: Vec<(i32, i32, usize)>,
+}
 /// Kafka's GROUP_ID_NOT_FOUND error code.
 const GROUP_ID_NOT_FOUND: i16 = 69;
 
@@ -50,13 +73,13 @@ pub fn supports(props: &ClientProps) -> bool {
 
 /// Connections to one cluster's brokers, one per address, opened on demand
 /// and dropped on any error.
-pub struct OffsetReader {
+pub struct WireClient {
     bootstrap: Vec<String>,
     timeout: Duration,
     conns: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<TcpStream>>>>>,
 }
 
-impl OffsetReader {
+impl WireClient {
     pub fn new(bootstrap_servers: &str, timeout: Duration) -> Self {
         let bootstrap = bootstrap_servers
             .split(',')
@@ -83,6 +106,92 @@ impl OffsetReader {
             out.extend(parse_offset_fetch(response)?);
         }
         Ok(out)
+    }
+
+    /// Metadata of the named topics that exist, and the brokers' addresses.
+    pub async fn metadata(&self, names: &[String]) -> Result<(HashMap<i32, String>, Vec<TopicMetadata>), String> {
+        let mut request = MetadataRequest::default();
+        request.topics = Some(
+            names
+                .iter()
+                .map(|n| {
+                    let mut t = MetadataRequestTopic::default();
+                    t.name = Some(TopicName(StrBytes::from_string(n.clone())));
+                    t
+                })
+                .collect(),
+        );
+        request.allow_auto_topic_creation = false;
+        let mut last_err = "no bootstrap servers".to_owned();
+        for addr in &self.bootstrap {
+            match self.call::<_, MetadataResponse>(addr, ApiKey::Metadata, METADATA_VERSION, &request).await {
+                Ok(response) => return parse_metadata(response),
+                Err(err) => last_err = err,
+            }
+        }
+        Err(last_err)
+    }
+
+    /// Low and high watermark of each (topic, partition), asked of the
+    /// partitions' leaders.
+    pub async fn watermarks(&self, topics: &[(String, i32)]) -> Result<BTreeMap<(String, i32), (i64, i64)>, String> {
+        let names: Vec<String> = topics.iter().map(|(t, _)| t.clone()).collect();
+        let (brokers, metadata) = self.metadata(&names).await?;
+        let mut by_leader: BTreeMap<&str, Vec<(&str, i32)>> = BTreeMap::new();
+        for (topic, count) in topics {
+            let meta = metadata.iter().find(|m| &m.name == topic).ok_or_else(|| format!("topic {topic} not found"))?;
+            for p in 0..*count {
+                let leader = meta.partitions.iter().find(|(i, _, _)| *i == p).map(|(_, l, _)| *l);
+                let addr = leader.and_then(|l| brokers.get(&l)).ok_or_else(|| format!("{topic}[{p}] has no leader"))?;
+                by_leader.entry(addr).or_default().push((topic, p));
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (addr, partitions) in by_leader {
+            // One request per timestamp: a request may name a partition once.
+            let low = self.list_offsets(addr, &partitions, EARLIEST).await?;
+            let high = self.list_offsets(addr, &partitions, LATEST).await?;
+            for (key, low) in low {
+                let high = *high.get(&key).ok_or_else(|| format!("{}[{}]: no latest offset", key.0, key.1))?;
+                out.insert(key, (low, high));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_offsets(
+        &self,
+        addr: &str,
+        partitions: &[(&str, i32)],
+        timestamp: i64,
+    ) -> Result<BTreeMap<(String, i32), i64>, String> {
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for (topic, p) in partitions {
+            by_topic.entry(topic).or_default().push(*p);
+        }
+        let mut request = ListOffsetsRequest::default();
+        request.replica_id = kafka_protocol::messages::BrokerId(-1);
+        request.topics = by_topic
+            .into_iter()
+            .map(|(name, ps)| {
+                let mut t = ListOffsetsTopic::default();
+                t.name = TopicName(StrBytes::from_string(name.to_owned()));
+                t.partitions = ps
+                    .into_iter()
+                    .map(|p| {
+                        let mut lp = ListOffsetsPartition::default();
+                        lp.partition_index = p;
+                        lp.current_leader_epoch = -1;
+                        lp.timestamp = timestamp;
+                        lp
+                    })
+                    .collect();
+                t
+            })
+            .collect();
+        let response: ListOffsetsResponse =
+            self.call(addr, ApiKey::ListOffsets, LIST_OFFSETS_VERSION, &request).await?;
+        parse_list_offsets(response)
     }
 
     async fn find_coordinators<'a>(
@@ -204,6 +313,38 @@ fn offset_fetch_request(groups: &[&GroupTopics]) -> OffsetFetchRequest {
     request
 }
 
+fn parse_metadata(response: MetadataResponse) -> Result<(HashMap<i32, String>, Vec<TopicMetadata>), String> {
+    let brokers = response.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", &*b.host, b.port))).collect();
+    let mut topics = Vec::new();
+    for t in response.topics {
+        let name = t.name.map(|n| n.0.to_string()).unwrap_or_default();
+        // Absent topics (and ones not yet usable, such as a topic still
+        // being created) are simply not reported, as librdkafka does.
+        if t.error_code != 0 {
+            continue;
+        }
+        let mut partitions: Vec<(i32, i32, usize)> =
+            t.partitions.iter().map(|p| (p.partition_index, p.leader_id.0, p.replica_nodes.len())).collect();
+        partitions.sort_unstable();
+        topics.push(TopicMetadata { name, partitions });
+    }
+    Ok((brokers, topics))
+}
+
+fn parse_list_offsets(response: ListOffsetsResponse) -> Result<BTreeMap<(String, i32), i64>, String> {
+    let mut out = BTreeMap::new();
+    for t in response.topics {
+        let name = t.name.0.to_string();
+        for p in t.partitions {
+            if p.error_code != 0 {
+                return Err(format!("offsets of {name}[{}]: error {}", p.partition_index, p.error_code));
+            }
+            out.insert((name.clone(), p.partition_index), p.offset);
+        }
+    }
+    Ok(out)
+}
+
 fn parse_coordinators(response: FindCoordinatorResponse) -> Result<HashMap<String, String>, String> {
     response
         .coordinators
@@ -278,6 +419,61 @@ mod tests {
         assert_eq!((header.request_api_key, header.request_api_version), (ApiKey::OffsetFetch as i16, 8));
         assert_eq!(body.len(), request.compute_size(OFFSET_FETCH_VERSION).unwrap(), "the body follows the header");
         assert_eq!(request.groups[0].topics.as_ref().unwrap()[0].partition_indexes, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn metadata_lists_existing_topics_with_leaders_and_brokers() {
+        use kafka_protocol::messages::BrokerId;
+        use kafka_protocol::messages::metadata_response::{
+            MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+        };
+        let mut response = MetadataResponse::default();
+        let mut broker = MetadataResponseBroker::default();
+        broker.node_id = BrokerId(2);
+        broker.host = StrBytes::from_static_str("127.0.0.1");
+        broker.port = 19093;
+        response.brokers = vec![broker];
+        let topic = |name: &'static str, error: i16, leaders: &[i32]| {
+            let mut t = MetadataResponseTopic::default();
+            t.name = Some(TopicName(StrBytes::from_static_str(name)));
+            t.error_code = error;
+            t.partitions = leaders
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(i, l)| {
+                    let mut p = MetadataResponsePartition::default();
+                    p.partition_index = i as i32;
+                    p.leader_id = BrokerId(*l);
+                    p.replica_nodes = vec![BrokerId(1), BrokerId(2), BrokerId(3)];
+                    p
+                })
+                .collect();
+            t
+        };
+        response.topics = vec![topic("a", 0, &[2, 1]), topic("missing", 3, &[])];
+        let (brokers, topics) = parse_metadata(response).unwrap();
+        assert_eq!(brokers[&2], "127.0.0.1:19093");
+        assert_eq!(topics, vec![TopicMetadata { name: "a".into(), partitions: vec![(0, 2, 3), (1, 1, 3)] }]);
+    }
+
+    #[test]
+    fn list_offsets_keyed_by_partition_and_errors_named() {
+        use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+        let mut response = ListOffsetsResponse::default();
+        let mut t = ListOffsetsTopicResponse::default();
+        t.name = TopicName(StrBytes::from_static_str("a"));
+        let mut p = ListOffsetsPartitionResponse::default();
+        p.partition_index = 1;
+        p.offset = 77;
+        t.partitions = vec![p.clone()];
+        response.topics = vec![t.clone()];
+        assert_eq!(parse_list_offsets(response.clone()).unwrap()[&("a".to_owned(), 1)], 77);
+        p.error_code = 6;
+        t.partitions = vec![p];
+        response.topics = vec![t];
+        let err = parse_list_offsets(response).unwrap_err();
+        assert!(err.contains("a[1]") && err.contains('6'), "{err}");
     }
 
     fn partition(index: i32, offset: i64, error: i16) -> OffsetFetchResponsePartitions {
