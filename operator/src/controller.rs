@@ -161,7 +161,9 @@ pub async fn run(
 }
 
 /// What a change must touch to need a reconcile: spec (generation),
-/// annotations (pause), labels, finalizers, deletion. Status is left out.
+/// annotations (pause), labels, deletion. Left out: status and finalizers,
+/// both written by the reconcile itself (a finalizer someone else removes
+/// is put back by the next periodic reconcile).
 fn wants_reconcile(cc: &DeserializeGuard<ChatCluster>) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let meta = cc.meta();
@@ -170,7 +172,6 @@ fn wants_reconcile(cc: &DeserializeGuard<ChatCluster>) -> Option<u64> {
     meta.generation.hash(&mut hasher);
     meta.annotations.hash(&mut hasher);
     meta.labels.hash(&mut hasher);
-    meta.finalizers.hash(&mut hasher);
     meta.deletion_timestamp.as_ref().map(|t| t.0.to_string()).hash(&mut hasher);
     Some(hasher.finish())
 }
@@ -260,11 +261,11 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
     }
     ensure_finalizer(cc, &api).await?;
 
-    let mut changed_kafka = false;
+    let mut kafka_settling = false;
     let (topics_obs, kafka) = match kafka_props(cc, ctx, &ns).await {
         Ok(props) => {
-            let (obs, changed) = reconcile_topics(cc, ctx, &oref, &props).await;
-            changed_kafka = changed;
+            let (obs, settling) = reconcile_topics(cc, ctx, &oref, &props).await;
+            kafka_settling = settling;
             if matches!(obs, TopicsObservation::KafkaUnavailable(_)) {
                 ctx.kafka.reset_after_failure(&props);
             }
@@ -302,7 +303,7 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
         return Err(Error::KafkaUnavailable(msg.clone()));
     }
     let poll: Duration = cc.spec.consumers.lag_poll_interval.into();
-    if changed_kafka {
+    if kafka_settling {
         // Kafka's metadata can trail a change by a moment, and the status
         // write does not trigger a reconcile: look again soon.
         return Ok(Action::requeue(poll.min(KAFKA_SETTLE)));
@@ -360,12 +361,18 @@ async fn reconcile_topics(
     if let Err(err) = execute(&kafka, ctx, oref, &plan.actions).await {
         return (TopicsObservation::KafkaUnavailable(err.to_string()), true);
     }
-    // Report what Kafka has now, not what was asked for.
-    let observed = if plan.actions.is_empty() {
-        observed
+    // Report what Kafka has now, not what was asked for; if its metadata
+    // does not show the change yet, the caller looks again soon.
+    let (observed, settling) = if plan.actions.is_empty() {
+        (observed, false)
     } else {
         match kafka.observe(&names).await {
-            Ok(observed) => observed,
+            Ok(now) => {
+                let created = ctx.created.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let settling =
+                    !topics::plan(&desired, &now, &known.union(&created).cloned().collect()).actions.is_empty();
+                (now, settling)
+            }
             Err(err) => return unavailable(err.to_string()),
         }
     };
@@ -378,7 +385,7 @@ async fn reconcile_topics(
             replication_factor: t.replication_factor,
         })
         .collect();
-    (TopicsObservation::Observed { topics, problems: plan.problems }, !plan.actions.is_empty())
+    (TopicsObservation::Observed { topics, problems: plan.problems }, settling)
 }
 
 /// Carry out a plan's actions: all creates in one request (one Event
@@ -603,6 +610,26 @@ pub async fn preflight(client: &Client) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_spec_metadata_and_deletion_changes_trigger_a_reconcile() {
+        let cc = crate::test_support::cluster(serde_json::json!({"kafka": {"bootstrapServers": "k:9092"}}));
+        let hash = |cc: &ChatCluster| wants_reconcile(&DeserializeGuard(Ok(cc.clone())));
+        let base = hash(&cc);
+        let mut status_only = cc.clone();
+        status_only.status = Some(Default::default());
+        status_only.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        assert_eq!(hash(&status_only), base, "own status and finalizer writes");
+        let mut spec = cc.clone();
+        spec.metadata.generation = Some(2);
+        let mut paused = cc.clone();
+        paused.metadata.annotations = Some([(autoscale::PAUSE_ANNOTATION.to_owned(), "true".to_owned())].into());
+        let mut deleted = cc.clone();
+        deleted.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        for changed in [spec, paused, deleted] {
+            assert_ne!(hash(&changed), base, "{:?}", changed.metadata);
+        }
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {
