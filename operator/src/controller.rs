@@ -82,7 +82,7 @@ pub struct Context {
     /// Caches of the owned objects; set by [`run`], which starts their watches.
     owned: RwLock<Option<OwnedStores>>,
     /// What this process last applied to each owned object.
-    applied: AppliedMemory,
+    applied: Arc<AppliedMemory>,
 }
 
 impl Context {
@@ -105,7 +105,7 @@ impl Context {
             started: Instant::now(),
             failures: Mutex::default(),
             owned: RwLock::default(),
-            applied: AppliedMemory::default(),
+            applied: Arc::default(),
         }
     }
 }
@@ -132,7 +132,7 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
     };
     let owned = watcher::Config::default().labels(&format!("{}={}", label::MANAGED_BY, label::MANAGER));
-    let (stores, deployments, services) = owned::watch(deployments, services, owned);
+    let (stores, deployments, services) = owned::watch(deployments, services, owned, ctx.applied.clone());
     *ctx.owned.write().unwrap_or_else(|e| e.into_inner()) = Some(stores);
     let (reader, writer) = kube::runtime::reflector::store();
     // Managed fields are most of a cached ChatCluster and are never read;
@@ -311,6 +311,9 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(poll))
 }
 
+/// How long a reconcile waits for the owned objects' caches to fill.
+const STORE_WAIT: Duration = Duration::from_secs(5);
+
 /// How soon a reconcile that changed Kafka looks again.
 const KAFKA_SETTLE: Duration = Duration::from_secs(1);
 
@@ -445,11 +448,14 @@ async fn apply_workloads(
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
     let pp = PatchParams::apply(MANAGER).force();
     let stores = ctx.owned.read().unwrap_or_else(|e| e.into_inner()).clone();
-    if let Some(stores) = &stores {
-        // Before the first list completes, "not cached" would mean "unknown".
-        let _ = stores.deployments.wait_until_ready().await;
-        let _ = stores.services.wait_until_ready().await;
-    }
+    // Before the first list completes, "not cached" would mean "unknown":
+    // wait a little, then do without the caches (GET, always apply). Never
+    // wait unbounded: on shutdown the watches stop, and a reconcile waiting
+    // on them would hold the graceful shutdown forever.
+    let stores = match stores {
+        Some(stores) if stores.ready_within(STORE_WAIT).await => Some(stores),
+        _ => None,
+    };
 
     let svc = workloads::gateway_service(cc);
     let hash = owned::fingerprint(&svc);

@@ -8,12 +8,14 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::Stream;
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::Event;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -25,12 +27,24 @@ pub struct OwnedStores {
     pub services: Store<Service>,
 }
 
+impl OwnedStores {
+    /// Whether both caches have completed their first list within `wait`.
+    pub async fn ready_within(&self, wait: std::time::Duration) -> bool {
+        let both = async {
+            self.deployments.wait_until_ready().await.is_ok() && self.services.wait_until_ready().await.is_ok()
+        };
+        tokio::time::timeout(wait, both).await.unwrap_or(false)
+    }
+}
+
 /// Watch the owned Deployments and Services into caches. The returned
-/// streams must be polled (the controller does, as its `owns` triggers).
+/// streams must be polled (the controller does, as its `owns` triggers);
+/// they carry only changes a reconcile must answer (see [`Triggers`]).
 pub fn watch(
     deployments: Api<Deployment>,
     services: Api<Service>,
     config: watcher::Config,
+    applied: Arc<AppliedMemory>,
 ) -> (
     OwnedStores,
     impl Stream<Item = Result<Deployment, watcher::Error>> + Send + 'static,
@@ -38,13 +52,80 @@ pub fn watch(
 ) {
     let (deploy_reader, deploy_writer) = reflector::store();
     let (svc_reader, svc_writer) = reflector::store();
+    let deploy_triggers = Triggers::new(applied.clone());
     let deploys = watcher(deployments, config.clone())
         .default_backoff()
         .modify(slim_deployment)
         .reflect(deploy_writer)
-        .touched_objects();
-    let svcs = watcher(services, config).default_backoff().modify(slim_service).reflect(svc_writer).touched_objects();
+        .filter_map(move |event| futures::future::ready(deploy_triggers.pass(event)));
+    let svc_triggers = Triggers::new(applied);
+    let svcs = watcher(services, config)
+        .default_backoff()
+        .modify(slim_service)
+        .reflect(svc_writer)
+        .filter_map(move |event| futures::future::ready(svc_triggers.pass(event)));
     (OwnedStores { deployments: deploy_reader, services: svc_reader }, deploys, svcs)
+}
+
+/// What about an owned object a reconcile answers: who it is, its spec
+/// (generation), and for Deployments the replicas wanted and ready.
+/// Status noise (observedGeneration, conditions) and the operator's own
+/// creates need no reconcile; each used to cost several per ChatCluster.
+pub trait Relevant: Versioned<DynamicType = ()> {
+    fn relevant(&self) -> u64;
+}
+
+impl Relevant for Deployment {
+    fn relevant(&self) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        self.metadata.uid.hash(&mut hasher);
+        self.metadata.generation.hash(&mut hasher);
+        self.spec.as_ref().and_then(|s| s.replicas).hash(&mut hasher);
+        self.status.as_ref().and_then(|s| s.ready_replicas).hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+impl Relevant for Service {
+    /// Edits by others are repaired at the next periodic reconcile, which
+    /// sees the changed resourceVersion.
+    fn relevant(&self) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        self.metadata.uid.hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+/// Filters an owned-object watch down to the events that need a reconcile.
+pub struct Triggers {
+    seen: Mutex<HashMap<(String, String), u64>>,
+    applied: Arc<AppliedMemory>,
+}
+
+impl Triggers {
+    pub fn new(applied: Arc<AppliedMemory>) -> Self {
+        Self { seen: Mutex::default(), applied }
+    }
+
+    pub fn pass<K: Relevant>(&self, event: Result<Event<K>, watcher::Error>) -> Option<Result<K, watcher::Error>> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            Err(err) => Some(Err(err)),
+            Ok(Event::Init | Event::InitDone) => None,
+            // A deleted child is recreated by its owner's reconcile.
+            Ok(Event::Delete(obj)) => {
+                seen.remove(&(obj.namespace().unwrap_or_default(), obj.name_any()));
+                Some(Ok(obj))
+            }
+            Ok(Event::Apply(obj) | Event::InitApply(obj)) => {
+                let fingerprint = obj.relevant();
+                let key = (obj.namespace().unwrap_or_default(), obj.name_any());
+                let previous = seen.insert(key, fingerprint);
+                let own_create = previous.is_none() && self.applied.is_own_write(&obj);
+                (previous != Some(fingerprint) && !own_create).then_some(Ok(obj))
+            }
+        }
+    }
 }
 
 /// Keep what a reconcile reads (identity, owner, generation, replicas,
@@ -132,6 +213,14 @@ impl AppliedMemory {
         })
     }
 
+    /// Whether `obj` is exactly what this process's last apply returned.
+    pub fn is_own_write<K: Versioned<DynamicType = ()>>(&self, obj: &K) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(&key(obj))
+            .is_some_and(|a| Some(&a.uid) == obj.uid().as_ref() && Some(&a.version) == obj.version().as_ref())
+    }
+
     /// Remember the object an apply returned.
     pub fn record<K: Versioned<DynamicType = ()>>(&self, returned: &K, hash: u64) {
         let (Some(uid), Some(version)) = (returned.uid(), returned.version()) else { return };
@@ -200,6 +289,27 @@ mod tests {
         assert!(memory.unchanged(Some(&cached), &desired, hash), "its owner is still there");
         memory.retain_owners(|_| false);
         assert!(!memory.unchanged(Some(&cached), &desired, hash), "forgotten after its owner went");
+    }
+
+    #[test]
+    fn triggers_pass_changes_that_matter_and_deletions_only() {
+        let applied = Arc::new(AppliedMemory::default());
+        let triggers = Triggers::new(applied.clone());
+        let pass = |e: Event<Deployment>| triggers.pass(Ok(e)).is_some();
+        let mine = deployment("u1", 1, 3);
+        applied.record(&mine, 7);
+        assert!(!pass(Event::Apply(mine.clone())), "the operator's own create");
+        let mut noise = mine.clone();
+        noise.status =
+            Some(k8s_openapi::api::apps::v1::DeploymentStatus { observed_generation: Some(1), ..Default::default() });
+        assert!(!pass(Event::Apply(noise.clone())), "status noise");
+        let mut ready = noise.clone();
+        ready.status.as_mut().unwrap().ready_replicas = Some(3);
+        assert!(pass(Event::Apply(ready.clone())), "pods became ready");
+        assert!(pass(Event::Apply(deployment("u1", 2, 3))), "someone edited the spec");
+        assert!(pass(Event::Delete(ready)), "deleted: recreate");
+        assert!(pass(Event::Apply(deployment("u2", 1, 3))), "created by someone else after the delete");
+        assert!(!pass(Event::InitDone));
     }
 
     #[test]
