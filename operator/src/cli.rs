@@ -32,7 +32,7 @@ pub enum Command {
         chart: PathBuf,
     },
     /// Run the controller: reconcile ChatClusters until SIGTERM.
-    Run(crate::run::RunArgs),
+    Run(Box<crate::run::RunArgs>),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -42,7 +42,7 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", crate::reference::from_chart(&chart)?);
             Ok(())
         }
-        Command::Run(args) => tokio::runtime::Runtime::new().map_err(Error::Runtime)?.block_on(crate::run::run(args)),
+        Command::Run(args) => tokio::runtime::Runtime::new().map_err(Error::Runtime)?.block_on(crate::run::run(*args)),
     }
 }
 

@@ -24,6 +24,7 @@ use crate::autoscale::{self, LagSource};
 use crate::conditions::{self, Observation, Replicas, TopicsObservation};
 use crate::crd::{ChatCluster, ConsumerGroupStatus, DeletionPolicy, TopicStatus};
 use crate::kafka::{ClientProps, KafkaClients, KafkaCluster};
+use crate::lag_watch;
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::owned::{self, AppliedMemory, OwnedStores};
 use crate::scaling::History;
@@ -60,6 +61,8 @@ pub struct Settings {
     /// First and largest retry delay after a failed reconcile.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Full reconcile period of quiet ChatClusters (see [`crate::lag_watch`]).
+    pub resync: Duration,
     /// Reconciles running at once; 0 = no bound.
     pub concurrency: u16,
 }
@@ -147,7 +150,10 @@ pub async fn run(
         .owns_stream(deployments)
         .owns_stream(services);
     let pruning = tokio::spawn(prune_forgotten(ctx.clone(), controller.store()));
+    let (lag_tx, lag_rx) = futures::channel::mpsc::channel(1024);
+    let lag_watch = tokio::spawn(lag_watch::run(ctx.clone(), controller.store(), lag_tx));
     controller
+        .reconcile_on(lag_rx)
         .graceful_shutdown_on(shutdown)
         .run(reconcile_guarded, error_policy, ctx)
         .for_each(|result| async move {
@@ -158,6 +164,7 @@ pub async fn run(
         })
         .await;
     pruning.abort();
+    lag_watch.abort();
 }
 
 /// What a change must touch to need a reconcile: spec (generation),
@@ -303,10 +310,15 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
         return Err(Error::KafkaUnavailable(msg.clone()));
     }
     let poll: Duration = cc.spec.consumers.lag_poll_interval.into();
+    tracing::debug!(kafka_settling, quiet = lag_watch::quiet(&status), "reconcile done");
     if kafka_settling {
         // Kafka's metadata can trail a change by a moment, and the status
         // write does not trigger a reconcile: look again soon.
         return Ok(Action::requeue(poll.min(KAFKA_SETTLE)));
+    }
+    if lag_watch::covers(cc) && lag_watch::quiet(&status) {
+        // Lag is watched in batches; a change triggers a reconcile.
+        return Ok(Action::requeue(ctx.settings.resync.max(poll)));
     }
     Ok(Action::requeue(poll))
 }

@@ -9,6 +9,7 @@ pub mod crd_install;
 mod error;
 pub mod http;
 pub mod kafka;
+pub mod lag_watch;
 pub mod metrics;
 pub mod owned;
 pub mod reference;

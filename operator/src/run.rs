@@ -53,6 +53,11 @@ pub struct RunArgs {
     /// ChatClusters from flooding the apiserver.
     #[arg(long, env = "PARLEY_MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
     pub max_concurrent_reconciles: u16,
+    /// How often a quiet ChatCluster (no lag, consumers where decided) is
+    /// reconciled in full, which also corrects drift of its topics; its lag
+    /// is still read every `lagPollInterval`, in batches.
+    #[arg(long, env = "PARLEY_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub resync_seconds: u64,
     /// Largest retry delay, in seconds.
     #[arg(long, env = "PARLEY_BACKOFF_MAX_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub backoff_max_seconds: u64,
@@ -134,6 +139,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         finalizer_timeout: Duration::from_secs(args.finalizer_timeout_seconds),
         backoff_base: Duration::from_millis(args.backoff_base_ms),
         backoff_max: Duration::from_secs(args.backoff_max_seconds),
+        resync: Duration::from_secs(args.resync_seconds),
         concurrency: args.max_concurrent_reconciles,
     };
     let ctx = Arc::new(Context::new(

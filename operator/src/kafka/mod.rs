@@ -1,7 +1,7 @@
 //! Kafka adapter: observe topics and carry out [`TopicAction`]s through the
 //! Admin API. No decisions here; see [`crate::topics`].
 
-mod wire;
+pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -214,6 +214,41 @@ impl KafkaCluster {
             Ok(out)
         })
         .await?
+    }
+
+    /// Offsets of many groups at once (each with its (topic, partitions)),
+    /// in a handful of requests; None when the cluster needs the per-group
+    /// librdkafka fallback, which does not batch.
+    pub async fn many_group_offsets(
+        &self,
+        groups: &[wire::GroupTopics],
+    ) -> Option<Result<BTreeMap<String, Vec<PartitionOffsets>>, KafkaError>> {
+        let wire = self.wire.as_ref()?;
+        let read = async {
+            let committed = wire.committed(groups).await?;
+            let mut topics: Vec<(String, i32)> = groups.iter().flat_map(|(_, t)| t.iter().cloned()).collect();
+            topics.sort();
+            topics.dedup();
+            let marks = wire.watermarks(&topics).await?;
+            let mut out = BTreeMap::new();
+            for (group, parts) in groups {
+                let committed = committed.get(group);
+                let offsets = parts
+                    .iter()
+                    .flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p)))
+                    .filter_map(|key| {
+                        let (low, high) = *marks.get(&key)?;
+                        let committed = committed
+                            .and_then(|c| c.iter().find(|c| c.topic == key.0 && c.partition == key.1))
+                            .and_then(|c| c.offset);
+                        Some(PartitionOffsets { low, high, committed })
+                    })
+                    .collect();
+                out.insert(group.clone(), offsets);
+            }
+            Ok(out)
+        };
+        Some(read.await.map_err(|detail| KafkaError::Admin { what: "reading consumer lag".into(), detail }))
     }
 
     fn options(&self) -> AdminOptions {

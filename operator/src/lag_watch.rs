@@ -1,0 +1,190 @@
+//! Lag of quiet ChatClusters, read in batches, as a reconcile trigger.
+//!
+//! A ChatCluster whose consumers sit at their decided replicas with no lag
+//! is reconciled only every `--resync-seconds`, not every
+//! `lagPollInterval`: with 1,000 ChatClusters the per-poll reconciles
+//! filled every reconcile slot and held back new ChatClusters. Instead this
+//! task reads those clusters' lag each `lagPollInterval` (all groups of one
+//! Kafka cluster in a few requests) and triggers a reconcile as soon as a
+//! reading differs from the status, where the reconcile decides as before.
+//! Busy ChatClusters keep their per-poll reconciles.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc;
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::controller::Context;
+use crate::crd::{ChatCluster, ChatClusterStatus};
+use crate::kafka::ClientProps;
+use crate::kafka::wire::GroupTopics;
+use crate::scaling::{self, OffsetReset};
+use crate::topics;
+use crate::workloads::{self, Role};
+
+type Key = ObjectRef<DeserializeGuard<ChatCluster>>;
+
+/// Groups per batch: bounds one request's size.
+const BATCH: usize = 256;
+
+/// Whether this task watches the ChatCluster's lag: its Kafka needs no
+/// Secret (TLS/SASL clusters keep per-poll reconciles).
+pub fn covers(cc: &ChatCluster) -> bool {
+    cc.spec.kafka.secret_ref.is_none()
+}
+
+/// No lag and every group at its decided replicas: nothing for a
+/// per-poll reconcile to do.
+pub fn quiet(status: &ChatClusterStatus) -> bool {
+    !status.consumer_groups.is_empty()
+        && status.consumer_groups.iter().all(|g| g.lag == 0 && g.replicas == g.desired_replicas)
+}
+
+/// The groups of `cc` to read, with their topics as the status lists them.
+fn groups_of(cc: &ChatCluster) -> Vec<(Role, GroupTopics)> {
+    let Some(status) = &cc.status else { return Vec::new() };
+    let prefix = topics::prefix(cc);
+    Role::ALL
+        .into_iter()
+        .map(|role| {
+            let parts: Vec<(String, i32)> = role
+                .topics()
+                .iter()
+                .map(|suffix| topics::topic_name(&prefix, suffix))
+                .filter_map(|name| status.topics.iter().find(|t| t.name == name).map(|t| (name, t.partitions)))
+                .collect();
+            (role, (workloads::consumer_group(cc, role), parts))
+        })
+        .filter(|(_, (_, parts))| !parts.is_empty())
+        .collect()
+}
+
+/// Whether a reading differs from what the status says.
+fn differs(status: &ChatClusterStatus, role: Role, lag: scaling::GroupLag) -> bool {
+    status
+        .consumer_groups
+        .iter()
+        .find(|g| g.role == role.as_str())
+        .is_none_or(|g| g.lag != lag.total || g.partitions_with_lag != lag.partitions_with_lag)
+}
+
+/// Read due clusters' lag every second and send the ones to reconcile.
+pub async fn run(ctx: Arc<Context>, clusters: Store<DeserializeGuard<ChatCluster>>, trigger: mpsc::Sender<Key>) {
+    let mut last_read: HashMap<Key, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut due: BTreeMap<String, Vec<Arc<DeserializeGuard<ChatCluster>>>> = BTreeMap::new();
+        for guard in clusters.state() {
+            let Ok(cc) = &guard.0 else { continue };
+            let quiet_now = cc.status.as_ref().is_some_and(quiet);
+            if !covers(cc) || !quiet_now || cc.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let key = ObjectRef::from_obj(&*guard);
+            let every: Duration = cc.spec.consumers.lag_poll_interval.into();
+            if last_read.get(&key).is_some_and(|t| t.elapsed() < every) {
+                continue;
+            }
+            last_read.insert(key, Instant::now());
+            due.entry(cc.spec.kafka.bootstrap_servers.clone()).or_default().push(guard.clone());
+        }
+        // Forget ChatClusters that are gone.
+        last_read.retain(|key, _| clusters.get(key).is_some());
+        for (bootstrap, guards) in due {
+            let mut trigger = trigger.clone();
+            let ctx = ctx.clone();
+            // Batches run on their own so a slow Kafka delays only its clusters.
+            tokio::spawn(async move {
+                for chunk in guards.chunks(BATCH) {
+                    for key in to_reconcile(&ctx, &bootstrap, chunk).await {
+                        if trigger.try_send(key).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Read one batch; return the clusters whose lag differs from their status,
+/// or all of them when Kafka cannot be read (their reconcile says why).
+async fn to_reconcile(ctx: &Context, bootstrap: &str, guards: &[Arc<DeserializeGuard<ChatCluster>>]) -> Vec<Key> {
+    let props = ClientProps::from([("bootstrap.servers".to_owned(), bootstrap.to_owned())]);
+    let mut wanted: Vec<GroupTopics> = Vec::new();
+    let mut per_cluster = Vec::new();
+    for guard in guards {
+        let Ok(cc) = &guard.0 else { continue };
+        let groups = groups_of(cc);
+        wanted.extend(groups.iter().map(|(_, g)| g.clone()));
+        per_cluster.push((guard, groups));
+    }
+    let keys = || per_cluster.iter().map(|(g, _)| ObjectRef::from_obj(&***g)).collect();
+    let Ok(kafka) = ctx.kafka.get(&props) else { return keys() };
+    let offsets = match kafka.many_group_offsets(&wanted).await {
+        Some(Ok(offsets)) => offsets,
+        Some(Err(err)) => {
+            tracing::debug!(error = %err, "reading lag of quiet ChatClusters");
+            return keys();
+        }
+        None => return keys(),
+    };
+    let mut out = Vec::new();
+    for (guard, groups) in &per_cluster {
+        let Ok(cc) = &guard.0 else { continue };
+        let Some(status) = &cc.status else { continue };
+        let changed = groups.iter().any(|(role, (group, _))| {
+            offsets.get(group).is_none_or(|o| differs(status, *role, scaling::group_lag(o, OffsetReset::Earliest)))
+        });
+        if changed {
+            out.push(ObjectRef::from_obj(&***guard));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ConsumerGroupStatus;
+
+    fn group(role: &str, lag: i64, replicas: i32, desired: i32) -> ConsumerGroupStatus {
+        ConsumerGroupStatus {
+            role: role.into(),
+            lag,
+            replicas,
+            desired_replicas: desired,
+            partitions_with_lag: i32::from(lag > 0),
+            group: format!("demo.{role}"),
+            partitions: 12,
+            last_scale_time: None,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn quiet_means_no_lag_and_replicas_where_decided() {
+        let mut status = ChatClusterStatus::default();
+        assert!(!quiet(&status), "never reconciled");
+        status.consumer_groups = vec![group("storage", 0, 1, 1), group("push", 0, 1, 1)];
+        assert!(quiet(&status));
+        status.consumer_groups[1] = group("push", 5, 1, 1);
+        assert!(!quiet(&status), "lag");
+        status.consumer_groups[1] = group("push", 0, 4, 1);
+        assert!(!quiet(&status), "scaled up, waiting to come down");
+    }
+
+    #[test]
+    fn a_reading_triggers_only_when_it_differs_from_the_status() {
+        let status = ChatClusterStatus { consumer_groups: vec![group("storage", 0, 1, 1)], ..Default::default() };
+        let zero = scaling::GroupLag { total: 0, partitions_with_lag: 0 };
+        assert!(!differs(&status, Role::Storage, zero));
+        assert!(differs(&status, Role::Storage, scaling::GroupLag { total: 3, partitions_with_lag: 1 }));
+        assert!(differs(&status, Role::Push, zero), "a group the status does not list");
+    }
+}
