@@ -308,9 +308,10 @@ fn markdown(r: &Value) -> String {
                1 gateway replica; server-side applied through the kube API, 32 requests in flight; a stand-in \
                kubelet reports every Deployment ready as soon as the watch shows it. Peak RSS is the operator's \
                VmHWM when the last one turned Ready (or at the timeout); CPU is the operator's user + system time from the first apply. \
-               The environment's apiserver holds only 254 ClusterIPs (`--service-cluster-ip-range 10.0.0.0/24`), so \
-               runs above ~250 ChatClusters use a private apiserver on the same etcd with a /16 range: \
-               `KUBECONFIG=$(bench/private-apiserver.sh start) parley-measure --scenario many --clusters 1000`.\n\n\
+               The environment's apiserver has a /16 service range (one ClusterIP Service per ChatCluster); \
+               earlier runs used a private apiserver with a /16 while the environment had a /24. \
+               The current code's run is the unlabelled one (`scripts/bench.sh operator`); labelled runs \
+               record earlier code and experiments.\n\n\
                | ChatClusters (run) | Ready | first apply → all Ready | per cluster median / p99 | peak RSS | RSS at all Ready | \
                CPU | peak threads / fds | reconciles / errors |\n\
                | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";

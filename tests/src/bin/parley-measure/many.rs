@@ -175,13 +175,11 @@ fn operator_metrics(op: &Operator) -> Value {
     Value::Object(out)
 }
 
-/// The apiserver's primary service range, and how many ClusterIPs it holds.
-/// scripts/env/k8s.sh starts the apiserver with 10.0.0.0/24 (254), fewer
-/// than one gateway Service per ChatCluster needs at N = 1,000; Service
-/// creates then fail ("range is full"), and adding a ServiceCIDR does not
-/// help in practice (creates stall behind the full legacy bitmap and time
-/// out after 60 s). bench/private-apiserver.sh starts a private apiserver
-/// with a /16 for this scenario.
+/// The apiserver's primary service range, and how many ClusterIPs it holds:
+/// every ChatCluster has a ClusterIP gateway Service, and when the range is
+/// full Service creates fail ("range is full"); adding a ServiceCIDR at run
+/// time does not help in practice (creates stall behind the full legacy
+/// bitmap and time out after 60 s). scripts/env/k8s.sh uses a /16.
 fn service_range() -> (String, u64) {
     let out = parley_tests::kubectl::run(&["get", "servicecidr", "kubernetes", "-o", "jsonpath={.spec.cidrs[0]}"]);
     let cidr = out.stdout.trim().to_owned();
@@ -233,7 +231,7 @@ pub async fn run(settings: &Settings) -> Value {
     if (service_ips as usize) < n + 16 {
         eprintln!(
             "many: WARNING: the apiserver's service range {service_cidr} holds {service_ips} ClusterIPs, fewer than \
-             {n} gateway Services need; use bench/private-apiserver.sh (KUBECONFIG=$(bench/private-apiserver.sh start))"
+             {n} gateway Services need; start the apiserver with a larger --service-cluster-ip-range"
         );
     }
     let ns = setup_namespace("measure-many");
