@@ -461,25 +461,25 @@ async fn apply_workloads(
     let pp = PatchParams::apply(MANAGER).force();
     let stores = ctx.owned.read().unwrap_or_else(|e| e.into_inner()).clone();
     // Before the first list completes, "not cached" would mean "unknown":
-    // wait a little, then do without the caches (GET, always apply). Never
-    // wait unbounded: on shutdown the watches stop, and a reconcile waiting
-    // on them would hold the graceful shutdown forever.
+    // wait a little, then retry later. Never wait unbounded: on shutdown
+    // the watches stop, and a reconcile waiting on them would hold the
+    // graceful shutdown forever.
     let stores = match stores {
-        Some(stores) if stores.ready_within(STORE_WAIT).await => Some(stores),
-        _ => None,
+        Some(stores) if stores.ready_within(STORE_WAIT).await => stores,
+        _ => return Err(Error::CachesNotReady),
     };
 
     let svc = workloads::gateway_service(cc);
     let hash = owned::fingerprint(&svc);
-    let cached_svc = stores.as_ref().and_then(|s| owned::cached(&s.services, &svc));
+    let cached_svc = owned::cached(&stores.services, &svc);
     if !ctx.applied.unchanged(cached_svc.as_deref(), &svc, hash) {
         let applied = services.patch(&svc.name_any(), &pp, &Patch::Apply(&svc)).await?;
         ctx.applied.record(&applied, hash);
     }
 
-    let target = Target { api: &deployments, pp: &pp, stores: stores.as_ref(), ctx, oref };
+    let target = Target { api: &deployments, pp: &pp, stores: &stores, ctx, oref };
     let gateway = workloads::gateway_deployment(cc, &ctx.settings.images);
-    let before = target.current_replicas(&gateway).await?;
+    let before = target.current_replicas(&gateway);
     let gateway = target.apply(gateway, before, "gateway", "spec.gateway.replicas").await?;
 
     let mut consumers = Vec::new();
@@ -487,7 +487,7 @@ async fn apply_workloads(
     for role in Role::ALL {
         // Replicas do not matter for the lookup; the name does.
         let named = workloads::consumer_deployment(cc, role, 0, &ctx.settings.images);
-        let before = target.current_replicas(&named).await?;
+        let before = target.current_replicas(&named);
         let (decision, lag) = autoscale::decide(ctx, cc, role, before, lag_source).await;
         let reason = decision.reason(lag, cc.spec.topics.partitions, role.spec(cc).lag_threshold);
         let desired = workloads::consumer_deployment(cc, role, decision.replicas, &ctx.settings.images);
@@ -503,22 +503,19 @@ async fn apply_workloads(
 struct Target<'a> {
     api: &'a Api<Deployment>,
     pp: &'a PatchParams,
-    stores: Option<&'a OwnedStores>,
+    stores: &'a OwnedStores,
     ctx: &'a Context,
     oref: &'a k8s_openapi::api::core::v1::ObjectReference,
 }
 
 impl Target<'_> {
     fn cached(&self, desired: &Deployment) -> Option<Arc<Deployment>> {
-        self.stores.and_then(|s| owned::cached(&s.deployments, desired))
+        owned::cached(&self.stores.deployments, desired)
     }
 
     /// Replicas the Deployment has now (None: it does not exist).
-    async fn current_replicas(&self, desired: &Deployment) -> Result<Option<i32>> {
-        if self.stores.is_some() {
-            return Ok(self.cached(desired).and_then(|d| d.spec.as_ref()?.replicas));
-        }
-        Ok(self.api.get_opt(&desired.name_any()).await?.and_then(|d| d.spec?.replicas))
+    fn current_replicas(&self, desired: &Deployment) -> Option<i32> {
+        self.cached(desired).and_then(|d| d.spec.as_ref()?.replicas)
     }
 
     /// Apply a Deployment unless this process already applied exactly this

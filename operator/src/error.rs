@@ -30,6 +30,8 @@ pub enum Error {
     KafkaUnavailable(String),
     #[error("ChatCluster has no namespace")]
     NotNamespaced,
+    #[error("the watches of owned Deployments and Services have not listed them yet")]
+    CachesNotReady,
     #[error("cannot build Kubernetes client: {0}")]
     KubeConfig(String),
     #[error("cannot start the async runtime: {0}")]
@@ -51,7 +53,8 @@ impl Error {
             | Error::CrdMissing(_)
             | Error::CrdInstall(_)
             | Error::CrdNotEstablished(_)
-            | Error::KubeConfig(_) => "kubernetes",
+            | Error::KubeConfig(_)
+            | Error::CachesNotReady => "kubernetes",
             Error::Secret { .. } => "secret",
             Error::KafkaUnavailable(_) => "kafka",
             Error::NotNamespaced => "invalid_object",

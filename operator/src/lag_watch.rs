@@ -18,6 +18,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::controller::Context;
+use crate::crd::status::{condition, reason};
 use crate::crd::{ChatCluster, ChatClusterStatus};
 use crate::kafka::ClientProps;
 use crate::kafka::wire::GroupTopics;
@@ -60,6 +61,10 @@ fn groups_of(cc: &ChatCluster) -> Vec<(Role, GroupTopics)> {
         })
         .filter(|(_, (_, parts))| !parts.is_empty())
         .collect()
+}
+
+fn says_unavailable(status: &ChatClusterStatus) -> bool {
+    status.conditions.iter().any(|c| c.type_ == condition::TOPICS_READY && c.reason == reason::KAFKA_UNAVAILABLE)
 }
 
 /// Whether a reading differs from what the status says.
@@ -124,7 +129,15 @@ async fn to_reconcile(ctx: &Context, bootstrap: &str, guards: &[Arc<DeserializeG
         wanted.extend(groups.iter().map(|(_, g)| g.clone()));
         per_cluster.push((guard, groups));
     }
-    let keys = || per_cluster.iter().map(|(g, _)| ObjectRef::from_obj(&***g)).collect();
+    // On a failed read, reconcile those whose status does not say so yet;
+    // the others are already retrying under their backoff.
+    let keys = || {
+        per_cluster
+            .iter()
+            .filter(|(g, _)| g.0.as_ref().ok().and_then(|cc| cc.status.as_ref()).is_none_or(|s| !says_unavailable(s)))
+            .map(|(g, _)| ObjectRef::from_obj(&***g))
+            .collect()
+    };
     let Ok(kafka) = ctx.kafka.get(&props) else { return keys() };
     let offsets = match kafka.many_group_offsets(&wanted).await {
         Some(Ok(offsets)) => offsets,
@@ -177,6 +190,25 @@ mod tests {
         assert!(!quiet(&status), "lag");
         status.consumer_groups[1] = group("push", 0, 4, 1);
         assert!(!quiet(&status), "scaled up, waiting to come down");
+    }
+
+    #[test]
+    fn an_outage_already_in_the_status_is_left_to_the_backoff() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let cond = |reason: &str| Condition {
+            type_: condition::TOPICS_READY.into(),
+            reason: reason.into(),
+            status: "False".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        };
+        let mut status = ChatClusterStatus::default();
+        assert!(!says_unavailable(&status));
+        status.conditions = vec![cond(reason::KAFKA_UNAVAILABLE)];
+        assert!(says_unavailable(&status));
+        status.conditions = vec![cond(reason::RECONCILED)];
+        assert!(!says_unavailable(&status));
     }
 
     #[test]
