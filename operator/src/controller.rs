@@ -1,7 +1,7 @@
 //! The ChatCluster controller: observes Kubernetes and Kafka, applies what
 //! the pure modules decide, writes status once per change.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -310,7 +310,6 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
         return Err(Error::KafkaUnavailable(msg.clone()));
     }
     let poll: Duration = cc.spec.consumers.lag_poll_interval.into();
-    tracing::debug!(kafka_settling, quiet = lag_watch::quiet(&status), "reconcile done");
     if kafka_settling {
         // Kafka's metadata can trail a change by a moment, and the status
         // write does not trigger a reconcile: look again soon.
@@ -331,7 +330,7 @@ const KAFKA_SETTLE: Duration = Duration::from_secs(1);
 
 /// `bootstrap.servers` plus the librdkafka properties in `spec.kafka.secretRef`.
 async fn kafka_props(cc: &ChatCluster, ctx: &Context, ns: &str) -> Result<ClientProps> {
-    let mut props = BTreeMap::from([("bootstrap.servers".to_owned(), cc.spec.kafka.bootstrap_servers.clone())]);
+    let mut props = crate::kafka::bootstrap_props(&cc.spec.kafka.bootstrap_servers);
     if let Some(secret_ref) = &cc.spec.kafka.secret_ref {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
         let secret = secrets
@@ -470,24 +469,17 @@ async fn apply_workloads(
     };
 
     let svc = workloads::gateway_service(cc);
-    let hash = owned::fingerprint(&svc);
-    let cached_svc = owned::cached(&stores.services, &svc);
-    if !ctx.applied.unchanged(cached_svc.as_deref(), &svc, hash) {
-        let applied = services.patch(&svc.name_any(), &pp, &Patch::Apply(&svc)).await?;
-        ctx.applied.record(&applied, hash);
-    }
+    owned::apply_unless_unchanged(&services, &pp, &stores.services, &ctx.applied, &svc).await?;
 
-    let target = Target { api: &deployments, pp: &pp, stores: &stores, ctx, oref };
+    let target = Target { api: &deployments, pp: &pp, stores: &stores, ctx, oref, ns };
     let gateway = workloads::gateway_deployment(cc, &ctx.settings.images);
-    let before = target.current_replicas(&gateway);
+    let before = target.current_replicas(&gateway.name_any());
     let gateway = target.apply(gateway, before, "gateway", "spec.gateway.replicas").await?;
 
     let mut consumers = Vec::new();
     let mut groups = Vec::new();
     for role in Role::ALL {
-        // Replicas do not matter for the lookup; the name does.
-        let named = workloads::consumer_deployment(cc, role, 0, &ctx.settings.images);
-        let before = target.current_replicas(&named);
+        let before = target.current_replicas(&workloads::consumer_name(cc, role));
         let (decision, lag) = autoscale::decide(ctx, cc, role, before, lag_source).await;
         let reason = decision.reason(lag, cc.spec.topics.partitions, role.spec(cc).lag_threshold);
         let desired = workloads::consumer_deployment(cc, role, decision.replicas, &ctx.settings.images);
@@ -506,16 +498,13 @@ struct Target<'a> {
     stores: &'a OwnedStores,
     ctx: &'a Context,
     oref: &'a k8s_openapi::api::core::v1::ObjectReference,
+    ns: &'a str,
 }
 
 impl Target<'_> {
-    fn cached(&self, desired: &Deployment) -> Option<Arc<Deployment>> {
-        owned::cached(&self.stores.deployments, desired)
-    }
-
     /// Replicas the Deployment has now (None: it does not exist).
-    fn current_replicas(&self, desired: &Deployment) -> Option<i32> {
-        self.cached(desired).and_then(|d| d.spec.as_ref()?.replicas)
+    fn current_replicas(&self, name: &str) -> Option<i32> {
+        owned::cached(&self.stores.deployments, self.ns, name).and_then(|d| d.spec.as_ref()?.replicas)
     }
 
     /// Apply a Deployment unless this process already applied exactly this
@@ -523,21 +512,15 @@ impl Target<'_> {
     async fn apply(&self, desired: Deployment, before: Option<i32>, what: &str, why: &str) -> Result<Replicas> {
         let name = desired.name_any();
         let want = desired.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let hash = owned::fingerprint(&desired);
-        let cached = self.cached(&desired);
-        let status = if self.ctx.applied.unchanged(cached.as_deref(), &desired, hash) {
-            cached.and_then(|d| d.status.clone())
-        } else {
-            let applied = self.api.patch(&name, self.pp, &Patch::Apply(&desired)).await?;
-            self.ctx.applied.record(&applied, hash);
-            applied.status
-        };
+        let now =
+            owned::apply_unless_unchanged(self.api, self.pp, &self.stores.deployments, &self.ctx.applied, &desired)
+                .await?;
         if let Some(before) = before.filter(|b| *b != want) {
             let note = format!("{what} {before} → {want}: {why}");
             info!(deployment = %name, %note, "scaled");
             publish(self.ctx, self.oref, EventType::Normal, event_reason::SCALED, &note).await;
         }
-        let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
+        let ready = now.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
         Ok(Replicas { desired: want, ready })
     }
 }

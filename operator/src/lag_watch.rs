@@ -20,7 +20,6 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use crate::controller::Context;
 use crate::crd::status::{condition, reason};
 use crate::crd::{ChatCluster, ChatClusterStatus};
-use crate::kafka::ClientProps;
 use crate::kafka::wire::GroupTopics;
 use crate::scaling::{self, OffsetReset};
 use crate::topics;
@@ -120,7 +119,7 @@ pub async fn run(ctx: Arc<Context>, clusters: Store<DeserializeGuard<ChatCluster
 /// Read one batch; return the clusters whose lag differs from their status,
 /// or all of them when Kafka cannot be read (their reconcile says why).
 async fn to_reconcile(ctx: &Context, bootstrap: &str, guards: &[Arc<DeserializeGuard<ChatCluster>>]) -> Vec<Key> {
-    let props = ClientProps::from([("bootstrap.servers".to_owned(), bootstrap.to_owned())]);
+    let props = crate::kafka::bootstrap_props(bootstrap);
     let mut wanted: Vec<GroupTopics> = Vec::new();
     let mut per_cluster = Vec::new();
     for guard in guards {

@@ -14,11 +14,13 @@ use futures::Stream;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::Event;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Readers of the owned objects' caches.
 #[derive(Clone)]
@@ -236,16 +238,36 @@ impl AppliedMemory {
     }
 }
 
-/// The cached object named like `desired`.
-pub fn cached<K>(store: &Store<K>, desired: &K) -> Option<std::sync::Arc<K>>
+/// The cached object `name` in namespace `ns`.
+pub fn cached<K>(store: &Store<K>, ns: &str, name: &str) -> Option<Arc<K>>
 where
     K: Resource<DynamicType = ()> + Clone,
 {
-    let mut oref = ObjectRef::new(&desired.name_any());
-    if let Some(ns) = desired.namespace() {
-        oref = oref.within(&ns);
+    store.get(&ObjectRef::new(name).within(ns))
+}
+
+/// Server-side apply `desired` unless this process already applied exactly
+/// it and nobody changed it since; either way, the object as it now is
+/// (the cached one when the apply was skipped).
+pub async fn apply_unless_unchanged<K>(
+    api: &Api<K>,
+    pp: &PatchParams,
+    store: &Store<K>,
+    applied: &AppliedMemory,
+    desired: &K,
+) -> kube::Result<Arc<K>>
+where
+    K: Versioned<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let (_, ns, name) = key(desired);
+    let hash = fingerprint(desired);
+    let current = cached(store, &ns, &name);
+    if let Some(current) = current.filter(|c| applied.unchanged(Some(&**c), desired, hash)) {
+        return Ok(current);
     }
-    store.get(&oref)
+    let returned = api.patch(&name, pp, &Patch::Apply(desired)).await?;
+    applied.record(&returned, hash);
+    Ok(Arc::new(returned))
 }
 
 #[cfg(test)]

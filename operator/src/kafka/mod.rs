@@ -58,6 +58,11 @@ pub struct KafkaCluster {
 /// optional librdkafka settings from the ChatCluster's Secret.
 pub type ClientProps = BTreeMap<String, String>;
 
+/// The properties of a cluster reached with `bootstrap.servers` alone.
+pub fn bootstrap_props(bootstrap_servers: &str) -> ClientProps {
+    ClientProps::from([("bootstrap.servers".to_owned(), bootstrap_servers.to_owned())])
+}
+
 /// Reuses clients per distinct set of properties: creating one per reconcile
 /// would open fresh connections to every broker each time.
 #[derive(Default)]
@@ -140,23 +145,13 @@ impl KafkaCluster {
         Ok(client)
     }
 
-    /// The group's committed offset per (topic, partition).
+    /// The group's committed offset per (topic, partition), through the
+    /// group's own librdkafka client (clusters the wire client cannot reach).
     async fn committed(
         &self,
         group: &str,
         topics: &[(String, i32)],
     ) -> Result<HashMap<(String, i32), i64>, KafkaError> {
-        if let Some(reader) = &self.wire {
-            let mut by_group = reader.committed(&[(group.to_owned(), topics.to_vec())]).await.map_err(|detail| {
-                KafkaError::Admin { what: format!("reading committed offsets of group {group}"), detail }
-            })?;
-            return Ok(by_group
-                .remove(group)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|c| Some(((c.topic, c.partition), c.offset?)))
-                .collect());
-        }
         let client = self.group_client(group)?;
         let tpl = partition_list(topics);
         let timeout = self.timeout;
@@ -181,17 +176,10 @@ impl KafkaCluster {
         group: &str,
         topics: &[(String, i32)],
     ) -> Result<Vec<PartitionOffsets>, KafkaError> {
-        let committed = self.committed(group, topics).await?;
-        if let Some(wire) = &self.wire {
-            let marks = wire
-                .watermarks(topics)
-                .await
-                .map_err(|detail| KafkaError::Admin { what: "reading watermarks".into(), detail })?;
-            return Ok(marks
-                .into_iter()
-                .map(|(key, (low, high))| PartitionOffsets { low, high, committed: committed.get(&key).copied() })
-                .collect());
+        if let Some(read) = self.many_group_offsets(&[(group.to_owned(), topics.to_vec())]).await {
+            return read.map(|mut by_group| by_group.remove(group).unwrap_or_default());
         }
+        let committed = self.committed(group, topics).await?;
         let metadata = self.metadata.clone();
         let tpl = partition_list(topics);
         let timeout = self.timeout;

@@ -122,14 +122,7 @@ impl WireClient {
                 .collect(),
         );
         request.allow_auto_topic_creation = false;
-        let mut last_err = "no bootstrap servers".to_owned();
-        for addr in &self.bootstrap {
-            match self.call::<_, MetadataResponse>(addr, ApiKey::Metadata, METADATA_VERSION, &request).await {
-                Ok(response) => return parse_metadata(response),
-                Err(err) => last_err = err,
-            }
-        }
-        Err(last_err)
+        parse_metadata(self.call_any(ApiKey::Metadata, METADATA_VERSION, &request).await?)
     }
 
     /// Low and high watermark of each (topic, partition), asked of the
@@ -201,13 +194,21 @@ impl WireClient {
         let mut request = FindCoordinatorRequest::default();
         request.key_type = 0; // consumer group
         request.coordinator_keys = groups.map(|g| StrBytes::from_string(g.to_owned())).collect();
+        parse_coordinators(self.call_any(ApiKey::FindCoordinator, FIND_COORDINATOR_VERSION, &request).await?)
+    }
+
+    /// A request any broker can answer: the bootstrap servers in turn,
+    /// until one answers.
+    async fn call_any<Req: Encodable, Resp: Decodable>(
+        &self,
+        key: ApiKey,
+        version: i16,
+        request: &Req,
+    ) -> Result<Resp, String> {
         let mut last_err = "no bootstrap servers".to_owned();
         for addr in &self.bootstrap {
-            match self
-                .call::<_, FindCoordinatorResponse>(addr, ApiKey::FindCoordinator, FIND_COORDINATOR_VERSION, &request)
-                .await
-            {
-                Ok(response) => return parse_coordinators(response),
+            match self.call(addr, key, version, request).await {
+                Ok(response) => return Ok(response),
                 Err(err) => last_err = err,
             }
         }
