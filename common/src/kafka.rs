@@ -31,6 +31,9 @@ pub fn parse_property(s: &str) -> std::result::Result<(String, String), String> 
     }
 }
 
+/// librdkafka `linger.ms` of every producer unless overridden.
+pub const PRODUCER_LINGER_MS: &str = "10";
+
 /// Wait before retrying an enqueue into a full producer queue.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
 
@@ -85,7 +88,11 @@ impl KafkaSettings {
         let mut c = self.base();
         c.set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("linger.ms", "2")
+            // 10 ms rather than 2: at 5,000 msg/s a 2 ms linger meant so many
+            // small produce requests that the producers' broker threads and
+            // the brokers saturated the machine and latency ran away to
+            // seconds; it costs ~20 ms p50 at 1,000 msg/s (bench/results/profile.md).
+            .set("linger.ms", PRODUCER_LINGER_MS)
             .set("message.timeout.ms", self.produce_timeout.as_millis().to_string());
         self.with_extra(c)
     }
@@ -311,9 +318,10 @@ mod tests {
 
     #[test]
     fn extra_properties_override_the_defaults() {
-        let props = vec![parse_property("linger.ms=10").unwrap(), parse_property(" fetch.wait.max.ms = 50 ").unwrap()];
+        let props = vec![parse_property("linger.ms=25").unwrap(), parse_property(" fetch.wait.max.ms = 50 ").unwrap()];
         let s = KafkaSettings::new("127.0.0.1:1").with_properties(&props);
-        assert_eq!(s.producer_config().get("linger.ms"), Some("10"));
+        assert_eq!(KafkaSettings::new("x").producer_config().get("linger.ms"), Some(PRODUCER_LINGER_MS));
+        assert_eq!(s.producer_config().get("linger.ms"), Some("25"));
         assert_eq!(s.consumer_config("g").get("fetch.wait.max.ms"), Some("50"));
         assert_eq!(s.producer_config().get("acks"), Some("all"), "others keep their defaults");
         for bad in ["linger.ms", "=5", "linger.ms="] {

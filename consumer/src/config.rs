@@ -26,6 +26,8 @@ pub enum Role {
     Push(PushArgs),
 }
 
+pub const DEFAULT_BATCH_SIZE: usize = 4096;
+
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
     #[arg(long, env = "PARLEY_KAFKA_BOOTSTRAP_SERVERS")]
@@ -41,8 +43,10 @@ pub struct CommonArgs {
     /// How soon a crashed member's partitions move to another member.
     #[arg(long, env = "PARLEY_KAFKA_SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub session_timeout: Duration,
-    /// Largest batch taken from Kafka at once.
-    #[arg(long, env = "PARLEY_BATCH_SIZE", default_value_t = 256)]
+    /// Largest batch taken from Kafka at once. Large, so a backlog is worked
+    /// off in few round trips: with 256, storage fell behind at 5,000 msg/s
+    /// on the benchmark machine (bench/results/profile.md).
+    #[arg(long, env = "PARLEY_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     /// How long a batch keeps filling after its first record. 0 takes what
     /// has already arrived: batches still grow with the load (records queue

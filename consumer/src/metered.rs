@@ -1,5 +1,6 @@
 //! A `Store` that counts what the storage worker writes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -57,6 +58,10 @@ impl Store for MeteredStore {
 
     async fn members(&self, id: &str) -> parley_common::Result<Vec<String>> {
         self.inner.members(id).await
+    }
+
+    async fn members_of(&self, ids: &[String]) -> parley_common::Result<HashMap<String, Vec<String>>> {
+        self.inner.members_of(ids).await
     }
 
     async fn is_member(&self, id: &str, user: &str) -> parley_common::Result<bool> {

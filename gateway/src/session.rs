@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::app::AppState;
 use crate::auth::AuthUser;
+use crate::registry::Outbound;
 use crate::{limits, presence};
 
 const CLOSE_ABUSE: &str = "too many invalid or over-rate frames";
@@ -33,12 +34,10 @@ type Sink = SplitSink<WebSocket, Message>;
 pub async fn upgrade(State(state): State<AppState>, AuthUser(user): AuthUser, ws: WebSocketUpgrade) -> Response {
     let max = state.session.transport_max_bytes();
     let buffer = state.session.ws_read_buffer_bytes.max(1024);
-    // Every frame is flushed as it is sent, so a write buffer only has to
-    // hold one frame.
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(buffer)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BATCH_BYTES)
         .on_upgrade(move |socket| run(socket, state, user))
 }
 
@@ -127,7 +126,7 @@ async fn run(socket: WebSocket, state: AppState, user: String) {
                     });
                 }
                 out = rx.recv() => match out {
-                    Some(text) => if write(&mut sink, Message::Text(text.as_ref().into())).await.is_err() { break None },
+                    Some(text) => if write_queued(&mut sink, text, &mut rx).await.is_err() { break None },
                     None => break None,
                 },
                 msg = stream.next() => {
@@ -170,8 +169,31 @@ async fn run(socket: WebSocket, state: AppState, user: String) {
 /// with full TCP buffers) end the connection instead of stalling it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Queued frames written with one flush, at most this many bytes or
+/// frames: under load a connection often has an ack and several deliveries
+/// waiting, and a send(2) per frame was the gateway's largest CPU cost
+/// (bench/results/profile.md).
+const WRITE_BATCH_BYTES: usize = 16 * 1024;
+const WRITE_BATCH_FRAMES: usize = 32;
+
 #[derive(Debug)]
 struct Gone;
+
+/// `first` and whatever else is already queued, flushed once.
+async fn write_queued(sink: &mut Sink, first: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> Result<(), Gone> {
+    let batch = async {
+        sink.feed(Message::Text(first.as_ref().into())).await?;
+        for _ in 1..WRITE_BATCH_FRAMES {
+            let Ok(text) = rx.try_recv() else { break };
+            sink.feed(Message::Text(text.as_ref().into())).await?;
+        }
+        sink.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, batch).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) | Err(_) => Err(Gone),
+    }
+}
 
 async fn send(sink: &mut Sink, frame: &ServerFrame) -> Result<(), Gone> {
     write(sink, Message::Text(frame.to_json().into())).await

@@ -181,6 +181,27 @@ async fn frames_many_times_the_read_buffer_arrive_whole() {
 }
 
 #[tokio::test]
+async fn a_burst_queued_for_a_connection_arrives_whole_and_in_order() {
+    // Bob reads only after alice sent everything, so frames queue up for
+    // his connection and go out several per write.
+    let server = Server::start(&["--rate-per-second", "100000", "--rate-burst", "100000"]);
+    let mut alice = server.connect("alice").await;
+    let mut bob = server.connect("bob").await;
+    const N: u64 = 300;
+    for i in 1..=N {
+        alice.send_msg(json!({"user":"bob"}), &format!("m{i}"), &format!("body {i}")).await;
+    }
+    for i in 1..=N {
+        assert_eq!(alice.ack(&format!("m{i}")).await.1, i);
+    }
+    for i in 1..=N {
+        let m = bob.next_message().await;
+        assert_eq!((m.seq, m.body), (i, format!("body {i}")));
+    }
+    bob.expect_quiet(QUIET).await;
+}
+
+#[tokio::test]
 async fn bad_frames_get_error_frames_and_the_connection_survives() {
     let server = Server::start(&["--max-frame-bytes", "1024"]);
     let mut c = server.connect("alice").await;

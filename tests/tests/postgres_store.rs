@@ -85,6 +85,11 @@ async fn groups_and_conversations() {
     assert!(s.is_member("g", "c").await.unwrap());
     assert!(s.leave_group("g", "b").await.unwrap());
     assert!(!s.leave_group("g", "b").await.unwrap());
+    s.create_group("h", "Other", "z", &[]).await.unwrap();
+    let many = s.members_of(&["g".into(), "h".into(), "nope".into()]).await.unwrap();
+    assert_eq!(many["g"], ["a", "c"]);
+    assert_eq!(many["h"], ["z"]);
+    assert!(many["nope"].is_empty());
     assert!(matches!(s.join_group("nope", "a").await, Err(parley_common::Error::NotFound(_))));
 
     let g = ConversationId::group("g");

@@ -12,6 +12,8 @@ pub use plan::{Plan, plan_batch};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -106,6 +108,10 @@ pub trait Store: Send + Sync {
 
     /// Members in name order; empty for an unknown group.
     async fn members(&self, id: &str) -> Result<Vec<String>>;
+
+    /// [`members`](Self::members) of several groups in one read; every id
+    /// asked for is a key (empty for an unknown group).
+    async fn members_of(&self, ids: &[String]) -> Result<HashMap<String, Vec<String>>>;
 
     async fn is_member(&self, id: &str, user: &str) -> Result<bool>;
 

@@ -249,6 +249,16 @@ impl Store for PostgresStore {
             .await?)
     }
 
+    async fn members_of(&self, ids: &[String]) -> Result<HashMap<String, Vec<String>>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT group_id, user_id FROM group_members WHERE group_id = ANY($1) ORDER BY group_id, user_id",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows::group_members(ids, rows))
+    }
+
     async fn is_member(&self, id: &str, user: &str) -> Result<bool> {
         let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM group_members WHERE group_id = $1 AND user_id = $2")
             .bind(id)

@@ -1,6 +1,8 @@
 //! Row decoding and integer conversions shared by the SQL stores, generic
 //! over the database so SQLite and PostgreSQL read rows the same way.
 
+use std::collections::HashMap;
+
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::{Group, StoredMessage};
@@ -14,6 +16,16 @@ pub(super) fn to_i64(v: u64) -> Result<i64> {
 
 pub(super) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// `(group, user)` rows, in user order within a group, as members per
+/// group; every id asked for is a key, so an unknown group reads as empty.
+pub(super) fn group_members(ids: &[String], rows: Vec<(String, String)>) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = ids.iter().map(|id| (id.clone(), Vec::new())).collect();
+    for (group, user) in rows {
+        out.entry(group).or_default().push(user);
+    }
+    out
 }
 
 pub(super) fn message<'r, R>(row: &'r R) -> Result<StoredMessage>
@@ -49,4 +61,20 @@ where
         created_by: row.try_get("created_by")?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_members_keeps_row_order_and_lists_unknown_groups_as_empty() {
+        let ids = vec!["g1".to_owned(), "g2".to_owned(), "gone".to_owned()];
+        let rows = [("g1", "a"), ("g1", "b"), ("g2", "c")].map(|(g, u)| (g.to_owned(), u.to_owned())).to_vec();
+        let m = group_members(&ids, rows);
+        assert_eq!(m["g1"], ["a", "b"]);
+        assert_eq!(m["g2"], ["c"]);
+        assert!(m["gone"].is_empty());
+        assert_eq!(m.len(), 3);
+    }
 }

@@ -213,6 +213,15 @@ impl Store for SqliteStore {
             .await?)
     }
 
+    async fn members_of(&self, ids: &[String]) -> Result<HashMap<String, Vec<String>>> {
+        // In process, so one query per group costs no round trip.
+        let mut out = HashMap::with_capacity(ids.len());
+        for id in ids {
+            out.insert(id.clone(), self.members(id).await?);
+        }
+        Ok(out)
+    }
+
     async fn is_member(&self, id: &str, user: &str) -> Result<bool> {
         let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?")
             .bind(id)
@@ -312,6 +321,9 @@ mod tests {
         assert!(s.leave_group("g", "b").await.unwrap());
         assert!(!s.leave_group("g", "b").await.unwrap());
         assert_eq!(s.members("g").await.unwrap(), ["a", "c"]);
+        let many = s.members_of(&["g".into(), "nope".into()]).await.unwrap();
+        assert_eq!(many["g"], ["a", "c"]);
+        assert!(many["nope"].is_empty());
         assert!(matches!(s.join_group("nope", "a").await, Err(Error::NotFound(_))));
 
         let g = ConversationId::group("g");
