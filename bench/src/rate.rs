@@ -90,6 +90,13 @@ pub struct RateRun {
     pub unacked: u64,
     pub send_to_ack: Summary,
     pub send_to_deliver: Summary,
+    /// send→deliver split at the gateway's accept time (the `ts` it stamps,
+    /// whole milliseconds): the client-to-gateway part, then the rest
+    /// (Kafka, storage, push, back out). Absent from older result files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_to_accept: Option<Summary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_to_deliver: Option<Summary>,
     pub completeness: Completeness,
     pub error_frames: BTreeMap<String, u64>,
     pub connections_closed_early: u32,
@@ -131,6 +138,8 @@ struct Seen {
     user: String,
     ack: Histogram<u64>,
     deliver: Histogram<u64>,
+    to_accept: Histogram<u64>,
+    from_accept: Histogram<u64>,
     acks: Vec<Acked>,
     received: Vec<Received>,
     errors: HashMap<String, u64>,
@@ -140,6 +149,33 @@ struct Seen {
 /// Send times travel inside the frames as nanoseconds since this instant.
 fn now_ns(origin: Instant) -> u64 {
     origin.elapsed().as_nanos() as u64
+}
+
+/// The run's time origin, on both clocks: the gateway stamps messages with
+/// wall-clock milliseconds.
+#[derive(Clone, Copy)]
+struct Origin {
+    at: Instant,
+    unix_ms: f64,
+}
+
+impl Origin {
+    fn now() -> Self {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+        Origin { at: Instant::now(), unix_ms }
+    }
+}
+
+/// (send→accept, accept→deliver) in nanoseconds, for a message sent and
+/// received at `sent_ns` and `now_ns` after `origin` and stamped `ts` (Unix
+/// ms) by the gateway. Negative parts (`ts` is truncated to the
+/// millisecond) count as zero.
+fn split_at_accept(origin_unix_ms: f64, sent_ns: u64, now_ns: u64, ts: i64) -> (u64, u64) {
+    let accepted = ts as f64 - origin_unix_ms;
+    let to_ns = |ms: f64| (ms.max(0.0) * 1e6) as u64;
+    (to_ns(accepted - sent_ns as f64 / 1e6), to_ns(now_ns as f64 / 1e6 - accepted))
 }
 
 async fn run_one(a: &RateArgs, rate: u32) -> Result<RateRun> {
@@ -168,7 +204,8 @@ async fn run_one(a: &RateArgs, rate: u32) -> Result<RateRun> {
         by_user[i as usize] = Some(c?);
     }
 
-    let origin = Instant::now();
+    let clock = Origin::now();
+    let origin = clock.at;
     let progress = Arc::new(Progress::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut sinks = Vec::new();
@@ -177,7 +214,7 @@ async fn run_one(a: &RateArgs, rate: u32) -> Result<RateRun> {
         let (sink, stream) = ws.expect("every user connected").split();
         sinks.push(sink);
         let sizes: HashMap<String, u64> = members.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
-        readers.push(tokio::spawn(read(user_name(i as u32), stream, sizes, origin, progress.clone(), stop_rx.clone())));
+        readers.push(tokio::spawn(read(user_name(i as u32), stream, sizes, clock, progress.clone(), stop_rx.clone())));
     }
 
     let sends = workload::sends_of(users, &convs);
@@ -255,6 +292,8 @@ async fn run_one(a: &RateArgs, rate: u32) -> Result<RateRun> {
 
     let mut ack_h = latency::histogram();
     let mut deliver_h = latency::histogram();
+    let mut to_accept_h = latency::histogram();
+    let mut from_accept_h = latency::histogram();
     let mut acked = Vec::new();
     let mut received = HashMap::new();
     let mut error_frames = BTreeMap::new();
@@ -262,6 +301,8 @@ async fn run_one(a: &RateArgs, rate: u32) -> Result<RateRun> {
     for s in seen {
         latency::merge(&mut ack_h, &s.ack)?;
         latency::merge(&mut deliver_h, &s.deliver)?;
+        latency::merge(&mut to_accept_h, &s.to_accept)?;
+        latency::merge(&mut from_accept_h, &s.from_accept)?;
         acked.extend(s.acks);
         for (code, n) in s.errors {
             *error_frames.entry(code).or_default() += n;
@@ -284,6 +325,8 @@ async fn run_one(a: &RateArgs, rate: u32) -> Result<RateRun> {
         unacked: sent_n.saturating_sub(acked_n),
         send_to_ack: Summary::of(&ack_h),
         send_to_deliver: Summary::of(&deliver_h),
+        send_to_accept: Some(Summary::of(&to_accept_h)),
+        accept_to_deliver: Some(Summary::of(&from_accept_h)),
         completeness,
         error_frames,
         connections_closed_early: closed_early,
@@ -408,7 +451,7 @@ async fn read(
     me: String,
     mut stream: SplitStream<Ws>,
     sizes: HashMap<String, u64>,
-    origin: Instant,
+    clock: Origin,
     progress: Arc<Progress>,
     mut stop: watch::Receiver<bool>,
 ) -> Seen {
@@ -416,6 +459,8 @@ async fn read(
         user: me,
         ack: latency::histogram(),
         deliver: latency::histogram(),
+        to_accept: latency::histogram(),
+        from_accept: latency::histogram(),
         acks: Vec::new(),
         received: Vec::new(),
         errors: HashMap::new(),
@@ -434,7 +479,7 @@ async fn read(
                 break;
             }
         };
-        let now = now_ns(origin);
+        let now = now_ns(clock.at);
         match ServerFrame::from_json(text.as_str()) {
             Ok(ServerFrame::Ack { client_msg_id, msg_id, conversation, seq }) => {
                 let conversation = conversation.to_string();
@@ -457,6 +502,9 @@ async fn read(
                 } else {
                     if let Some(sent) = m.body.split_once(' ').and_then(|(n, _)| n.parse::<u64>().ok()) {
                         latency::record_ns(&mut seen.deliver, now.saturating_sub(sent));
+                        let (to, from) = split_at_accept(clock.unix_ms, sent, now, m.ts);
+                        latency::record_ns(&mut seen.to_accept, to);
+                        latency::record_ns(&mut seen.from_accept, from);
                     }
                     progress.delivered.fetch_add(1, Ordering::Relaxed);
                 }
@@ -468,4 +516,19 @@ async fn read(
         }
     }
     seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_splits_at_the_gateway_stamp() {
+        // Origin at Unix 1,000,000 ms; sent 5 ms after it, stamped at
+        // 1,000,012 ms, received 40 ms after the origin: 7 ms in, 28 ms out.
+        let (to, from) = split_at_accept(1_000_000.0, 5_000_000, 40_000_000, 1_000_012);
+        assert_eq!((to, from), (7_000_000, 28_000_000));
+        // A stamp truncated to before the send counts as zero, not negative.
+        assert_eq!(split_at_accept(1_000_000.0, 5_500_000, 9_000_000, 1_000_005).0, 0);
+    }
 }

@@ -314,6 +314,21 @@ pub fn markdown(r: &Results) -> String {
                 x.load_tool_cpu_seconds
             );
         }
+        let split: Vec<String> = result
+            .runs
+            .iter()
+            .filter_map(|x| {
+                let (a, b) = (x.send_to_accept?, x.accept_to_deliver?);
+                Some(format!("{} msg/s: {} / {} then {} / {}", x.target_rate, a.p50_ms, a.p99_ms, b.p50_ms, b.p99_ms))
+            })
+            .collect();
+        if !split.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nsend→deliver split at the gateway's accept stamp (whole ms), p50 / p99 ms before it, then after it: {}.",
+                split.join("; ")
+            );
+        }
     }
     if !series(r).is_empty() {
         let _ = writeln!(s, "\n![send→deliver latency by offered rate]({PLOT})");
@@ -391,6 +406,8 @@ mod tests {
             unacked: 0,
             send_to_ack: Summary::default(),
             send_to_deliver: Summary { count: 10, p50_ms: p99 / 4.0, p99_ms: p99, p999_ms: p99, max_ms: p99 },
+            send_to_accept: None,
+            accept_to_deliver: None,
             completeness: Completeness { lost, ..Default::default() },
             error_frames: Default::default(),
             connections_closed_early: 0,
@@ -433,7 +450,11 @@ mod tests {
                 machine: machine(),
                 mode: Mode::Kafka,
                 env: Vec::new(),
-                runs: vec![run(5000, 5000.0, 80.0, 0)],
+                runs: vec![RateRun {
+                    send_to_accept: Some(Summary { p50_ms: 2.0, p99_ms: 9.0, ..Summary::default() }),
+                    accept_to_deliver: Some(Summary { p50_ms: 30.0, p99_ms: 71.0, ..Summary::default() }),
+                    ..run(5000, 5000.0, 80.0, 0)
+                }],
             }),
             operator: Some(serde_json::json!({
                 "many_clusters": {
@@ -458,6 +479,7 @@ mod tests {
         assert_eq!(verdict("scaling"), Verdict::Met);
         let md = markdown(&results);
         assert!(md.contains("| **missed** |"), "{md}");
+        assert!(md.contains("5000 msg/s: 2 / 9 then 30 / 71"), "{md}");
         assert!(md.contains(PLOT));
     }
 

@@ -4,6 +4,8 @@
 //! implements it in-process for `standalone` and tests.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -20,10 +22,23 @@ pub struct Record {
     pub offset: u64,
 }
 
+/// A record handed to the broker; resolves once it is durable. `Sync` so a
+/// connection can hold several while its handlers borrow it.
+pub type Pending = Pin<Box<dyn Future<Output = Result<()>> + Send + Sync>>;
+
 #[async_trait]
 pub trait Broker: Send + Sync {
     /// Returns once the broker has accepted the record durably (acks=all in Kafka).
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<()>;
+
+    /// Hand the record over (records enqueued one after another keep that
+    /// order per key) and return the wait for its durability, so a caller
+    /// can go on while earlier records are acknowledged. The default waits
+    /// here and returns a finished [`Pending`].
+    async fn enqueue(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<Pending> {
+        self.publish(topic, key, payload).await?;
+        Ok(Box::pin(std::future::ready(Ok(()))))
+    }
 
     /// Publish `records` (key, payload) in this order and return once all
     /// are durable. Kafka sends them together rather than one round trip
@@ -251,6 +266,16 @@ mod tests {
         assert_eq!(r2.iter().map(|r| r.payload[0]).collect::<Vec<_>>(), [0, 1, 2]);
         let r2 = s2.next_batch(10).await.unwrap();
         assert_eq!(r2.iter().map(|r| r.offset).collect::<Vec<_>>(), [3, 4]);
+    }
+
+    #[tokio::test]
+    async fn enqueue_by_default_has_published_before_it_returns() {
+        let b = MemoryBroker::new();
+        let mut s = b.subscribe(&t("a"), "g").await.unwrap();
+        let pending = b.enqueue("a", "k", vec![7]).await.unwrap();
+        let got = s.next_batch(10).await.unwrap();
+        assert_eq!(got.iter().map(|r| r.payload[0]).collect::<Vec<_>>(), [7]);
+        pending.await.unwrap();
     }
 
     #[tokio::test]

@@ -17,10 +17,10 @@ use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
-use crate::broker::{Broker, Record, Subscription};
+use crate::broker::{Broker, Pending, Record, Subscription};
 use crate::{Error, Result};
 
 /// A librdkafka property given as `key=value` (for `--kafka-property`).
@@ -120,6 +120,22 @@ pub struct KafkaBroker {
 }
 
 impl KafkaBroker {
+    /// Enqueue one record in the producer, waiting while its queue is full.
+    async fn enqueue_one(&self, topic: &str, key: &str, payload: &[u8]) -> Result<DeliveryFuture> {
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    // The producer's own thread drains the queue meanwhile.
+                    tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+                }
+                Err((e, _)) => return Err(Error::Kafka(e)),
+            }
+        }
+    }
+
     pub fn new(settings: KafkaSettings) -> Result<Self> {
         let producer = settings.producer_config().create()?;
         Ok(Self { settings, producer })
@@ -139,24 +155,24 @@ impl Broker for KafkaBroker {
         Ok(())
     }
 
+    async fn enqueue(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<Pending> {
+        let delivery = self.enqueue_one(topic, key, &payload).await?;
+        Ok(Box::pin(async move {
+            match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((e, _))) => Err(Error::Kafka(e)),
+                Err(_) => Err(Error::Kafka(KafkaError::Canceled)),
+            }
+        }))
+    }
+
     async fn publish_all(&self, topic: &str, records: Vec<(String, Vec<u8>)>) -> Result<()> {
         // Enqueue every record in order first (the idempotent producer keeps
         // that order per partition, retries included), then wait for all
         // acks: one batch on the wire instead of one round trip per record.
         let mut pending = Vec::with_capacity(records.len());
         for (key, payload) in &records {
-            let mut record = FutureRecord::to(topic).key(key.as_str()).payload(payload.as_slice());
-            loop {
-                match self.producer.send_result(record) {
-                    Ok(delivery) => break pending.push(delivery),
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        // The producer's own thread drains the queue meanwhile.
-                        tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
-                    }
-                    Err((e, _)) => return Err(Error::Kafka(e)),
-                }
-            }
+            pending.push(self.enqueue_one(topic, key, payload).await?);
         }
         for delivery in pending {
             match delivery.await {

@@ -7,9 +7,10 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
-use futures::stream::SplitSink;
+use futures::stream::{FuturesUnordered, SplitSink};
 use futures::{SinkExt, StreamExt};
 use governor::DefaultDirectRateLimiter;
+use parley_common::broker::Pending;
 use parley_common::event::{ChatMessageData, EventMetadata, MessageEvent};
 use parley_common::ids::ConversationId;
 use parley_common::protocol::{ClientFrame, Recipient, SendFrame, ServerFrame, SyncFrame, codes, parse_client_frame};
@@ -55,6 +56,10 @@ struct Conn {
     id: u64,
     limiter: DefaultDirectRateLimiter,
     strikes: u32,
+    /// Sends handed to the broker whose durability is still awaited: the
+    /// connection reads on meanwhile, so one slow acknowledgement does not
+    /// hold up every later frame of this client.
+    in_flight: FuturesUnordered<Pending>,
 }
 
 async fn run(socket: WebSocket, state: AppState, user: String) {
@@ -75,6 +80,7 @@ async fn run(socket: WebSocket, state: AppState, user: String) {
         user: user.clone(),
         id,
         strikes: 0,
+        in_flight: FuturesUnordered::new(),
     };
     let contacts = match presence::contacts(state.store.as_ref(), &user).await {
         Ok(c) => c,
@@ -129,7 +135,13 @@ async fn run(socket: WebSocket, state: AppState, user: String) {
                     Some(text) => if write_queued(&mut sink, text, &mut rx).await.is_err() { break None },
                     None => break None,
                 },
-                msg = stream.next() => {
+                Some(done) = conn.in_flight.next(), if !conn.in_flight.is_empty() => {
+                    if let Flow::Gone = conn.published(done, &mut sink).await {
+                        break None;
+                    }
+                }
+                // At the cap, reading waits until an acknowledgement arrives.
+                msg = stream.next(), if conn.in_flight.len() < MAX_IN_FLIGHT => {
                     last_heard = Instant::now();
                     let flow = match msg {
                         None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Flow::Gone,
@@ -168,6 +180,9 @@ async fn run(socket: WebSocket, state: AppState, user: String) {
 /// Writes that cannot complete in this time (a client that stopped reading
 /// with full TCP buffers) end the connection instead of stalling it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends of one connection awaiting the broker's acknowledgement at once.
+const MAX_IN_FLIGHT: usize = 128;
 
 /// Queued frames written with one flush, at most this many bytes or
 /// frames: under load a connection often has an ack and several deliveries
@@ -317,14 +332,25 @@ impl Conn {
         let topic = if conversation.is_group() { &state.topics.group_messages } else { &state.topics.chat_messages };
         // The ack follows once the message is stored (via the push path), so
         // a client never sees an ack for a message that could be lost.
-        match state.broker.publish(topic, &conversation.to_string(), event.to_bytes()?).await {
-            Ok(()) => {
-                state.metrics.messages_published.inc();
+        match state.broker.enqueue(topic, &conversation.to_string(), event.to_bytes()?).await {
+            Ok(pending) => {
+                self.in_flight.push(pending);
                 Ok(Flow::Continue)
+            }
+            Err(err) => Ok(self.published(Err(err), sink).await),
+        }
+    }
+
+    /// The outcome of one send handed to the broker.
+    async fn published(&mut self, outcome: parley_common::Result<()>, sink: &mut Sink) -> Flow {
+        match outcome {
+            Ok(()) => {
+                self.state.metrics.messages_published.inc();
+                Flow::Continue
             }
             Err(err) => {
                 tracing::error!(error = %err, "publishing message failed");
-                Ok(self.reply(sink, &ServerFrame::error(codes::UNAVAILABLE, "message not accepted, retry")).await)
+                self.reply(sink, &ServerFrame::error(codes::UNAVAILABLE, "message not accepted, retry")).await
             }
         }
     }

@@ -135,3 +135,32 @@ async fn publish_all_keeps_order_per_key_and_loses_nothing() {
         assert_eq!(values, &expected, "records of {key} reordered, lost or duplicated");
     }
 }
+
+#[tokio::test]
+async fn enqueued_records_keep_order_while_their_acks_are_awaited_later() {
+    let topic = env::unique("parley-broker-enq");
+    kafka::create_topic(&topic, 3, 3).await;
+    let b = broker();
+    // Everything is handed over before any acknowledgement is awaited, as a
+    // gateway connection does; the acks are then awaited in reverse.
+    let mut pending = Vec::new();
+    for i in 0..500u32 {
+        pending.push(b.enqueue(&topic, &format!("k{}", i % 5), i.to_be_bytes().to_vec()).await.expect("enqueue"));
+    }
+    while let Some(p) = pending.pop() {
+        tokio::time::timeout(WAIT, p).await.expect("acked in time").expect("durable");
+    }
+
+    let mut sub = b.subscribe(std::slice::from_ref(&topic), &format!("{topic}.g")).await.unwrap();
+    let got = collect(&mut sub, 500).await;
+    let mut per_key: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for r in &got {
+        per_key.entry(r.key.clone()).or_default().push(u32::from_be_bytes(r.payload[..4].try_into().unwrap()));
+    }
+    for (key, values) in &per_key {
+        let k: u32 = key[1..].parse().unwrap();
+        let expected: Vec<u32> = (0..500u32).filter(|i| i % 5 == k).collect();
+        assert_eq!(values, &expected, "records of {key} reordered, lost or duplicated");
+    }
+    assert_eq!(per_key.len(), 5);
+}
