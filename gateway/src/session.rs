@@ -58,8 +58,9 @@ struct Conn {
     strikes: u32,
     /// Sends handed to the broker whose durability is still awaited: the
     /// connection reads on meanwhile, so one slow acknowledgement does not
-    /// hold up every later frame of this client.
-    in_flight: FuturesUnordered<Pending>,
+    /// hold up every later frame of this client. Created on the first send,
+    /// dropped when empty: an idle connection carries no allocation for it.
+    in_flight: Option<FuturesUnordered<Pending>>,
 }
 
 async fn run(socket: WebSocket, state: AppState, user: String) {
@@ -80,7 +81,7 @@ async fn run(socket: WebSocket, state: AppState, user: String) {
         user: user.clone(),
         id,
         strikes: 0,
-        in_flight: FuturesUnordered::new(),
+        in_flight: None,
     };
     let contacts = match presence::contacts(state.store.as_ref(), &user).await {
         Ok(c) => c,
@@ -135,13 +136,13 @@ async fn run(socket: WebSocket, state: AppState, user: String) {
                     Some(text) => if write_queued(&mut sink, text, &mut rx).await.is_err() { break None },
                     None => break None,
                 },
-                Some(done) = conn.in_flight.next(), if !conn.in_flight.is_empty() => {
+                Some(done) = conn.next_published(), if conn.in_flight_len() > 0 => {
                     if let Flow::Gone = conn.published(done, &mut sink).await {
                         break None;
                     }
                 }
                 // At the cap, reading waits until an acknowledgement arrives.
-                msg = stream.next(), if conn.in_flight.len() < MAX_IN_FLIGHT => {
+                msg = stream.next(), if conn.in_flight_len() < MAX_IN_FLIGHT => {
                     last_heard = Instant::now();
                     let flow = match msg {
                         None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Flow::Gone,
@@ -334,11 +335,25 @@ impl Conn {
         // a client never sees an ack for a message that could be lost.
         match state.broker.enqueue(topic, &conversation.to_string(), event.to_bytes()?).await {
             Ok(pending) => {
-                self.in_flight.push(pending);
+                self.in_flight.get_or_insert_with(FuturesUnordered::new).push(pending);
                 Ok(Flow::Continue)
             }
             Err(err) => Ok(self.published(Err(err), sink).await),
         }
+    }
+
+    fn in_flight_len(&self) -> usize {
+        self.in_flight.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
+    /// The next send the broker acknowledged (or failed).
+    async fn next_published(&mut self) -> Option<parley_common::Result<()>> {
+        let in_flight = self.in_flight.as_mut()?;
+        let done = in_flight.next().await;
+        if in_flight.is_empty() {
+            self.in_flight = None;
+        }
+        done
     }
 
     /// The outcome of one send handed to the broker.
