@@ -13,7 +13,7 @@ use futures::SinkExt;
 use parley_common::delivery::{Delivery, DeliverySink};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
 use crate::metrics::Metrics;
 use crate::presence::Presence;
@@ -51,7 +51,8 @@ impl GatewayPush {
             }
         }
         let url = format!("ws://{addr}/internal/stream");
-        let (mut ws, _) = tokio::time::timeout(IO_TIMEOUT, connect_async(url))
+        // `true`: TCP_NODELAY, so a delivery never waits for a delayed ACK.
+        let (mut ws, _) = tokio::time::timeout(IO_TIMEOUT, connect_async_with_config(url, None, true))
             .await
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| e.to_string())?;

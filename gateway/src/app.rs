@@ -128,3 +128,36 @@ pub fn router(state: AppState) -> Router {
         .route("/api/groups/{id}/leave", post(api::leave))
         .with_state(state)
 }
+
+/// Accepted connections with `TCP_NODELAY`. Frames are small and sent as
+/// they come, and with Nagle's algorithm a write behind an unacknowledged
+/// one waited for the peer's delayed ACK: a ~45 ms p99 at every rate in
+/// standalone mode (bench/results/profile.md).
+pub fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %err, "could not set TCP_NODELAY on an accepted connection");
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::serve::Listener;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = no_delay(listener);
+        let client = tokio::spawn(tokio::net::TcpStream::connect(addr));
+        let (io, _) = listener.accept().await;
+        assert!(io.nodelay().unwrap(), "TCP_NODELAY must be set on accepted connections");
+        drop(client.await.unwrap().unwrap());
+    }
+}

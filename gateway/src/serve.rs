@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::{AppState, StateParts, router};
+use crate::app::{AppState, StateParts, no_delay, router};
 use crate::auth::Auth;
 use crate::config::ServeArgs;
 use crate::internal::{self, InternalState};
@@ -72,11 +72,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
     tokio::spawn(parley_common::shutdown::on_signal(shutdown.clone()));
     let internal = tokio::spawn(
-        axum::serve(internal_listener, internal::router(internal_state))
+        axum::serve(no_delay(internal_listener), internal::router(internal_state))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future(),
     );
-    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    let served =
+        axum::serve(no_delay(listener), router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();
     tracker.close();
     // Connections close and publish their offline presence.

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::{AppState, StateParts, router};
+use crate::app::{AppState, StateParts, no_delay, router};
 use crate::auth::Auth;
 use crate::config::{DEV_JWT_SECRET, StandaloneArgs};
 use crate::metrics::Metrics;
@@ -88,7 +88,8 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     println!("parley-gateway listening on http://{addr}");
 
     tokio::spawn(parley_common::shutdown::on_signal(shutdown.clone()));
-    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    let served =
+        axum::serve(no_delay(listener), router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();
     tracker.close();
     let drained = tokio::time::timeout(args.shutdown_grace, async {
