@@ -149,9 +149,13 @@ pub struct SessionArgs {
     /// (128 KiB, zero-filled on every read) made an idle connection cost
     /// ~140 KB; chat frames are small, and a larger one still fits (the
     /// buffer grows for it). bench/results/profile.md has the measurements.
-    #[arg(long, env = "PARLEY_WS_READ_BUFFER_BYTES", default_value_t = 2048)]
-    pub ws_read_buffer_bytes: usize,
+    /// At least 1,024: smaller only adds read calls.
+    #[arg(long, env = "PARLEY_WS_READ_BUFFER_BYTES", default_value_t = 2048,
+          value_parser = clap::value_parser!(u32).range(MIN_WS_READ_BUFFER_BYTES..))]
+    pub ws_read_buffer_bytes: u32,
 }
+
+pub const MIN_WS_READ_BUFFER_BYTES: i64 = 1024;
 
 impl SessionArgs {
     pub fn limits(&self) -> Limits {
@@ -212,6 +216,11 @@ mod tests {
         assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
         assert!(args.dev_login);
         assert_eq!(args.session.transport_max_bytes(), 64 * 1024);
+        assert_eq!(args.session.ws_read_buffer_bytes, 2048);
+        // Below the minimum is refused with the limit named, not clamped.
+        let err = Cli::try_parse_from(["parley-gateway", "standalone", "--ws-read-buffer-bytes", "512"]).unwrap_err();
+        assert!(err.to_string().contains("1024"), "{err}");
+        assert!(Cli::try_parse_from(["parley-gateway", "standalone", "--ws-read-buffer-bytes", "1024"]).is_ok());
         assert!(Cli::try_parse_from(["parley-gateway", "token", "bob", "--dev-secret", "--jwt-secret", "x"]).is_err());
         let serve = [
             "parley-gateway",

@@ -34,7 +34,7 @@ type Sink = SplitSink<WebSocket, Message>;
 /// client gets a plain 401.
 pub async fn upgrade(State(state): State<AppState>, AuthUser(user): AuthUser, ws: WebSocketUpgrade) -> Response {
     let max = state.session.transport_max_bytes();
-    let buffer = state.session.ws_read_buffer_bytes.max(1024);
+    let buffer = state.session.ws_read_buffer_bytes as usize;
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(buffer)
