@@ -146,6 +146,15 @@ impl KafkaBroker {
     }
 }
 
+/// Wait for the cluster's answer to one enqueued record.
+async fn acked(delivery: DeliveryFuture) -> Result<()> {
+    match delivery.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(Error::Kafka(e)),
+        Err(_) => Err(Error::Kafka(KafkaError::Canceled)),
+    }
+}
+
 #[async_trait]
 impl Broker for KafkaBroker {
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<()> {
@@ -157,13 +166,7 @@ impl Broker for KafkaBroker {
 
     async fn enqueue(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<Pending> {
         let delivery = self.enqueue_one(topic, key, &payload).await?;
-        Ok(Box::pin(async move {
-            match delivery.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err((e, _))) => Err(Error::Kafka(e)),
-                Err(_) => Err(Error::Kafka(KafkaError::Canceled)),
-            }
-        }))
+        Ok(Box::pin(acked(delivery)))
     }
 
     async fn publish_all(&self, topic: &str, records: Vec<(String, Vec<u8>)>) -> Result<()> {
@@ -175,11 +178,7 @@ impl Broker for KafkaBroker {
             pending.push(self.enqueue_one(topic, key, payload).await?);
         }
         for delivery in pending {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(Error::Kafka(e)),
-                Err(_) => return Err(Error::Kafka(KafkaError::Canceled)),
-            }
+            acked(delivery).await?;
         }
         Ok(())
     }

@@ -205,10 +205,7 @@ async fn write_queued(sink: &mut Sink, first: Outbound, rx: &mut mpsc::Receiver<
         }
         sink.flush().await
     };
-    match tokio::time::timeout(WRITE_TIMEOUT, batch).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) | Err(_) => Err(Gone),
-    }
+    within_write_timeout(batch).await
 }
 
 async fn send(sink: &mut Sink, frame: &ServerFrame) -> Result<(), Gone> {
@@ -216,7 +213,12 @@ async fn send(sink: &mut Sink, frame: &ServerFrame) -> Result<(), Gone> {
 }
 
 async fn write(sink: &mut Sink, message: Message) -> Result<(), Gone> {
-    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
+    within_write_timeout(sink.send(message)).await
+}
+
+/// A failed or timed-out write means the connection is gone.
+async fn within_write_timeout(write: impl Future<Output = Result<(), axum::Error>>) -> Result<(), Gone> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) | Err(_) => Err(Gone),
     }
