@@ -16,6 +16,7 @@ use sqlx::Connection;
 
 use crate::error::{BenchError, Result};
 use crate::idle::round2;
+use crate::target::Setting;
 use parley_tests::procfs::{self, Machine};
 
 pub const GOAL_MESSAGES_PER_SECOND: f64 = 50_000.0;
@@ -40,6 +41,10 @@ pub struct StorageArgs {
     /// Give up waiting for the consumer after this long.
     #[arg(long, default_value = "300s", value_parser = parley_common::time::parse_duration)]
     pub timeout: Duration,
+    /// `KEY=VALUE` for the consumer (repeatable), after the defaults, e.g.
+    /// `--env PARLEY_LOG=info,parley_consumer=debug` for per-batch timings.
+    #[arg(long = "env")]
+    pub env: Vec<Setting>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -50,6 +55,9 @@ pub struct StorageResult {
     pub conversations: u64,
     pub partitions: i32,
     pub batch_size: Option<usize>,
+    /// Settings given with `--env`.
+    #[serde(default)]
+    pub env: Vec<Setting>,
     pub prefill_seconds: f64,
     /// From the last count that found no row (counts every 20 ms) to the
     /// count that found them all.
@@ -81,6 +89,7 @@ pub async fn run(a: &StorageArgs) -> Result<StorageResult> {
     let started = Instant::now();
     let mut env = vec![("PARLEY_LOG", "warn".to_owned())];
     env.extend(a.batch_size.map(|b| ("PARLEY_BATCH_SIZE", b.to_string())));
+    env.extend(a.env.iter().map(|s| (s.key.as_str(), s.value.clone())));
     let consumer = chat::start_consumer_with(&specs.storage, &format!("{prefix}-storage"), &env).await;
     let pid = consumer.child.id();
     let cpu_before = procfs::cpu_seconds(pid);
@@ -117,6 +126,7 @@ pub async fn run(a: &StorageArgs) -> Result<StorageResult> {
         conversations: a.conversations,
         partitions: a.partitions,
         batch_size: a.batch_size,
+        env: a.env.clone(),
         prefill_seconds: round2(prefill_seconds),
         store_seconds: round2(store_seconds),
         stored,

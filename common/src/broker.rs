@@ -50,6 +50,14 @@ pub trait Broker: Send + Sync {
         Ok(())
     }
 
+    /// [`publish_all`](Self::publish_all) split like [`enqueue`](Self::enqueue):
+    /// every record is handed over in order before this returns, and the
+    /// returned wait resolves once all are durable. The default waits here.
+    async fn enqueue_all(&self, topic: &str, records: Vec<(String, Vec<u8>)>) -> Result<Pending> {
+        self.publish_all(topic, records).await?;
+        Ok(Box::pin(std::future::ready(Ok(()))))
+    }
+
     /// Join consumer group `group` on `topics`. Each record goes to one member
     /// of each group.
     async fn subscribe(&self, topics: &[String], group: &str) -> Result<Box<dyn Subscription>>;
@@ -61,10 +69,36 @@ pub trait Subscription: Send {
     /// Cancel-safe: dropping the future loses no record.
     async fn next_batch(&mut self, max: usize) -> Result<Vec<Record>>;
 
-    /// Acknowledge every record returned so far; call only once their effects
-    /// are durable. Unacknowledged records are redelivered after a restart in
-    /// Kafka mode (in-process, a restart loses them along with the process).
-    async fn commit(&mut self) -> Result<()>;
+    /// The position after every record returned so far, to acknowledge
+    /// later with [`commit_to`](Self::commit_to); records returned after
+    /// this call are not covered by it.
+    fn checkpoint(&mut self) -> Checkpoint;
+
+    /// Acknowledge the records a [`checkpoint`](Self::checkpoint) covers;
+    /// call only once their effects are durable, and in the order the
+    /// checkpoints were taken. Unacknowledged records are redelivered after a
+    /// restart in Kafka mode (in-process, a restart loses them along with the
+    /// process). Partitions this member lost since are skipped.
+    async fn commit_to(&mut self, checkpoint: Checkpoint) -> Result<()>;
+
+    /// Acknowledge every record returned so far.
+    async fn commit(&mut self) -> Result<()> {
+        let checkpoint = self.checkpoint();
+        self.commit_to(checkpoint).await
+    }
+}
+
+/// Per topic and partition, the offset after the last record a
+/// [`Subscription`] returned (see [`Subscription::checkpoint`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub(crate) next: Vec<(String, i32, u64)>,
+}
+
+impl Checkpoint {
+    pub fn is_empty(&self) -> bool {
+        self.next.is_empty()
+    }
 }
 
 /// In-process broker: one ordered log per topic, a cursor per consumer group.
@@ -228,9 +262,13 @@ impl Subscription for MemorySubscription {
         }
     }
 
-    async fn commit(&mut self) -> Result<()> {
+    fn checkpoint(&mut self) -> Checkpoint {
+        Checkpoint { next: self.delivered.drain().map(|(topic, upto)| (topic, 0, upto)).collect() }
+    }
+
+    async fn commit_to(&mut self, checkpoint: Checkpoint) -> Result<()> {
         let mut inner = self.broker.lock();
-        for (topic, upto) in self.delivered.drain() {
+        for (topic, _, upto) in checkpoint.next {
             if let Some(log) = inner.topics.get_mut(&topic) {
                 if let Some(c) = log.groups.get_mut(&self.group) {
                     c.committed = c.committed.max(upto);
@@ -301,6 +339,25 @@ mod tests {
         assert_eq!(records[0].payload, vec![9]);
         assert_eq!(b.retained("a"), 1);
         s.commit().await.unwrap();
+        assert_eq!(b.retained("a"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_acknowledges_only_what_was_returned_before_it() {
+        let b = MemoryBroker::new();
+        let mut s = b.subscribe(&t("a"), "g").await.unwrap();
+        for i in 0..3u8 {
+            b.publish("a", "k", vec![i]).await.unwrap();
+        }
+        assert_eq!(s.next_batch(2).await.unwrap().len(), 2);
+        let first = s.checkpoint();
+        assert!(!first.is_empty());
+        assert_eq!(s.next_batch(10).await.unwrap().len(), 1);
+        s.commit_to(first).await.unwrap();
+        assert_eq!(b.retained("a"), 1, "the record returned after the checkpoint is still held");
+        let second = s.checkpoint();
+        assert!(s.checkpoint().is_empty(), "nothing returned since the last checkpoint");
+        s.commit_to(second).await.unwrap();
         assert_eq!(b.retained("a"), 0);
     }
 

@@ -20,7 +20,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
-use crate::broker::{Broker, Pending, Record, Subscription};
+use crate::broker::{Broker, Checkpoint, Pending, Record, Subscription};
 use crate::{Error, Result};
 
 /// A librdkafka property given as `key=value` (for `--kafka-property`).
@@ -170,6 +170,10 @@ impl Broker for KafkaBroker {
     }
 
     async fn publish_all(&self, topic: &str, records: Vec<(String, Vec<u8>)>) -> Result<()> {
+        self.enqueue_all(topic, records).await?.await
+    }
+
+    async fn enqueue_all(&self, topic: &str, records: Vec<(String, Vec<u8>)>) -> Result<Pending> {
         // Enqueue every record in order first (the idempotent producer keeps
         // that order per partition, retries included), then wait for all
         // acks: one batch on the wire instead of one round trip per record.
@@ -177,10 +181,12 @@ impl Broker for KafkaBroker {
         for (key, payload) in &records {
             pending.push(self.enqueue_one(topic, key, payload).await?);
         }
-        for delivery in pending {
-            acked(delivery).await?;
-        }
-        Ok(())
+        Ok(Box::pin(async move {
+            for delivery in pending {
+                acked(delivery).await?;
+            }
+            Ok(())
+        }))
     }
 
     async fn subscribe(&self, topics: &[String], group: &str) -> Result<Box<dyn Subscription>> {
@@ -288,16 +294,32 @@ impl Subscription for KafkaSubscription {
         Ok(out)
     }
 
-    async fn commit(&mut self) -> Result<()> {
+    fn checkpoint(&mut self) -> Checkpoint {
         self.forget_revoked();
-        if self.pending.is_empty() {
+        let next = self
+            .pending
+            .drain()
+            .map(|((topic, partition), next)| (topic, partition, u64::try_from(next).unwrap_or(0)))
+            .collect();
+        Checkpoint { next }
+    }
+
+    async fn commit_to(&mut self, checkpoint: Checkpoint) -> Result<()> {
+        if checkpoint.is_empty() {
             return Ok(());
         }
+        // A partition revoked since the checkpoint was taken belongs to
+        // another member now, and storing its offset would be refused.
+        let assigned = self.consumer.assignment()?;
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in self.pending.drain() {
-            tpl.add_partition_offset(&topic, partition, Offset::Offset(next))?;
+        for (topic, partition, next) in checkpoint.next {
+            if assigned.find_partition(&topic, partition).is_some() {
+                tpl.add_partition_offset(&topic, partition, Offset::Offset(i64::try_from(next).unwrap_or(i64::MAX)))?;
+            }
         }
-        self.consumer.store_offsets(&tpl)?;
+        if tpl.count() > 0 {
+            self.consumer.store_offsets(&tpl)?;
+        }
         Ok(())
     }
 }

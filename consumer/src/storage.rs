@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_common::broker::{Broker, Record, Subscription};
+use parley_common::broker::{Broker, Checkpoint, Pending, Record, Subscription};
 use parley_common::delivery::Origin;
 use parley_common::event::{MembershipData, MessageEvent};
 use parley_common::store::{NewMessage, Store};
@@ -35,10 +35,26 @@ impl StorageWorker {
     }
 
     /// Run until `shutdown`; the batch in hand is finished first.
+    ///
+    /// Batches overlap by one: while the deliveries of batch N await the
+    /// broker's acknowledgement, batch N+1 is fetched and stored. N is
+    /// acknowledged (and N+1's deliveries handed over) only after N's
+    /// deliveries are durable, so deliveries keep their order and nothing is
+    /// acknowledged before it is stored and published.
     pub async fn run(self, mut sub: Box<dyn Subscription>, shutdown: CancellationToken) {
+        let mut in_flight: Option<InFlight> = None;
         loop {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                // Nothing new arrived: acknowledge the batch in flight as soon as it is durable.
+                acked = published(&mut in_flight) => {
+                    if let Some(done) = in_flight.take()
+                        && !self.settle(&done.records, done.checkpoint, acked, sub.as_mut(), &shutdown).await
+                    {
+                        return;
+                    }
+                    continue;
+                }
                 batch = sub.next_batch(self.batch_size) => batch,
             };
             let records = match batch {
@@ -49,36 +65,101 @@ impl StorageWorker {
                     continue;
                 }
             };
-            // Retry until durable: acknowledging a batch that was not stored
-            // would lose messages.
-            let mut delay = RETRY_MIN;
-            loop {
-                match self.process(&records).await {
-                    Ok(()) => break,
-                    Err(err) => {
-                        tracing::error!(error = %err, retry_in = ?delay, "storage: batch failed");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => {
-                                tracing::warn!("storage: shutting down with an unstored batch");
-                                return;
-                            }
-                            _ = tokio::time::sleep(delay) => {}
-                        }
-                        delay = (delay * 2).min(RETRY_MAX);
-                    }
+            let Some(deliveries) = self.until_done(&shutdown, || self.store(&records)).await else {
+                tracing::warn!("storage: shutting down with an unstored batch");
+                return;
+            };
+            if let Some(done) = in_flight.take() {
+                let acked = done.acked.await;
+                if !self.settle(&done.records, done.checkpoint, acked, sub.as_mut(), &shutdown).await {
+                    return;
                 }
             }
-            if let Err(err) = sub.commit().await {
-                tracing::error!(error = %err, "storage: commit failed");
+            let acked = match self.broker.enqueue_all(&self.topics.deliveries, deliveries).await {
+                Ok(acked) => acked,
+                // Settled like a failed acknowledgement: published again, then acknowledged.
+                Err(err) => Box::pin(std::future::ready(Err(err))),
+            };
+            in_flight = Some(InFlight { records, acked, checkpoint: sub.checkpoint() });
+        }
+        if let Some(done) = in_flight.take() {
+            // The deliveries are with the producer already: wait for them
+            // (bounded by its message timeout) so the batch is not replayed.
+            let acked = done.acked.await;
+            match acked {
+                Ok(()) => {
+                    if let Err(err) = sub.commit_to(done.checkpoint).await {
+                        tracing::error!(error = %err, "storage: commit failed");
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "storage: shutting down with unpublished deliveries; they are replayed on restart")
+                }
             }
         }
         tracing::info!("storage worker stopped");
     }
 
-    /// Store one batch and publish its deliveries. Membership changes are
-    /// applied where they sit in the batch: messages before one are stored
-    /// and routed with the members of that moment.
+    /// Acknowledge a batch whose deliveries were handed over. If they were
+    /// not all acknowledged, store and publish the batch again (both are
+    /// idempotent) until they are. False when shutdown came first.
+    async fn settle(
+        &self,
+        records: &[Record],
+        checkpoint: Checkpoint,
+        acked: parley_common::Result<()>,
+        sub: &mut dyn Subscription,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        if let Err(err) = acked {
+            tracing::error!(error = %err, "storage: publishing deliveries failed; publishing the batch again");
+            if self.until_done(shutdown, || self.process(records)).await.is_none() {
+                tracing::warn!("storage: shutting down with an unpublished batch");
+                return false;
+            }
+        }
+        if let Err(err) = sub.commit_to(checkpoint).await {
+            tracing::error!(error = %err, "storage: commit failed");
+        }
+        true
+    }
+
+    /// Retry `work` with backoff until it succeeds: acknowledging a batch
+    /// that was not stored would lose messages. None when shutdown came first.
+    async fn until_done<T, F, Fut>(&self, shutdown: &CancellationToken, mut work: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut delay = RETRY_MIN;
+        loop {
+            match work().await {
+                Ok(value) => return Some(value),
+                Err(err) => {
+                    tracing::error!(error = %err, retry_in = ?delay, "storage: batch failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Store one batch and publish its deliveries, returning once they are
+    /// durable.
     pub async fn process(&self, records: &[Record]) -> Result<()> {
+        let deliveries = self.store(records).await?;
+        self.broker.publish_all(&self.topics.deliveries, deliveries).await?;
+        Ok(())
+    }
+
+    /// Store one batch and return its deliveries (key, payload) in order.
+    /// Membership changes are applied where they sit in the batch: messages
+    /// before one are stored and routed with the members of that moment.
+    async fn store(&self, records: &[Record]) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut deliveries = Vec::with_capacity(records.len());
         let mut messages: Vec<NewMessage> = Vec::with_capacity(records.len());
         let mut origins = Vec::with_capacity(records.len());
         for record in records {
@@ -91,7 +172,8 @@ impl StorageWorker {
                     origins.push(origin);
                 }
                 Ok(Item::Membership(change)) => {
-                    self.flush(std::mem::take(&mut messages), std::mem::take(&mut origins)).await?;
+                    let before = std::mem::take(&mut messages);
+                    deliveries.extend(self.flush(before, std::mem::take(&mut origins)).await?);
                     self.apply(&change).await?;
                 }
                 Err(err) => tracing::warn!(
@@ -100,7 +182,8 @@ impl StorageWorker {
                 ),
             }
         }
-        self.flush(messages, origins).await
+        deliveries.extend(self.flush(messages, origins).await?);
+        Ok(deliveries)
     }
 
     /// Idempotent, so a replayed batch converges to the same membership.
@@ -116,9 +199,9 @@ impl StorageWorker {
         Ok(())
     }
 
-    async fn flush(&self, messages: Vec<NewMessage>, origins: Vec<Option<Origin>>) -> Result<()> {
+    async fn flush(&self, messages: Vec<NewMessage>, origins: Vec<Option<Origin>>) -> Result<Vec<(String, Vec<u8>)>> {
         if messages.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let started = std::time::Instant::now();
         let outcomes = self.store.store_batch(&messages).await?;
@@ -141,10 +224,22 @@ impl StorageWorker {
             let delivery = routing::delivery(outcome, recipients, origin);
             deliveries.push((conversation.to_string(), delivery.to_bytes()?));
         }
-        let n = deliveries.len();
-        let built = started.elapsed();
-        self.broker.publish_all(&self.topics.deliveries, deliveries).await?;
-        tracing::debug!(messages = n, ?stored, ?built, total = ?started.elapsed(), "storage: batch stored and published");
-        Ok(())
+        tracing::debug!(messages = deliveries.len(), ?stored, built = ?started.elapsed(), "storage: batch stored");
+        Ok(deliveries)
+    }
+}
+
+/// A stored batch whose deliveries are with the broker.
+struct InFlight {
+    records: Vec<Record>,
+    acked: Pending,
+    checkpoint: Checkpoint,
+}
+
+/// Resolves with the acknowledgement of the batch in flight; never if none is.
+async fn published(in_flight: &mut Option<InFlight>) -> parley_common::Result<()> {
+    match in_flight {
+        Some(done) => done.acked.as_mut().await,
+        None => std::future::pending().await,
     }
 }

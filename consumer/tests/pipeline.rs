@@ -1,11 +1,12 @@
 //! Storage and push workers together over the in-process broker and an
 //! in-memory SQLite store: events in, deliveries out, persist before push.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use parley_common::broker::{Broker, MemoryBroker};
+use parley_common::broker::{Broker, MemoryBroker, Pending, Record, Subscription};
 use parley_common::delivery::{Delivery, DeliverySink};
 use parley_common::event::{ChatMessageData, EventMetadata, MessageEvent};
 use parley_common::ids::ConversationId;
@@ -97,4 +98,143 @@ async fn events_are_stored_then_pushed_with_recipients() {
     .await
     .expect("workers stop on shutdown");
     assert_eq!(broker.retained(&topics.deliveries), 0, "deliveries committed");
+}
+
+/// The in-process broker, except that a batch of deliveries handed over with
+/// `enqueue_all` is acknowledged only once `open` is set, and the first
+/// `fail` of them are lost in transit: acknowledged with an error, never
+/// published.
+struct Gated {
+    inner: MemoryBroker,
+    open: Arc<AtomicBool>,
+    fail: AtomicUsize,
+}
+
+#[async_trait]
+impl Broker for Gated {
+    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> parley_common::Result<()> {
+        self.inner.publish(topic, key, payload).await
+    }
+
+    async fn enqueue_all(&self, topic: &str, records: Vec<(String, Vec<u8>)>) -> parley_common::Result<Pending> {
+        if self.fail.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Ok(Box::pin(std::future::ready(Err(parley_common::Error::Invalid("lost in transit".into())))));
+        }
+        self.inner.publish_all(topic, records).await?;
+        let open = self.open.clone();
+        Ok(Box::pin(async move {
+            while !open.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(())
+        }))
+    }
+
+    async fn subscribe(&self, topics: &[String], group: &str) -> parley_common::Result<Box<dyn Subscription>> {
+        self.inner.subscribe(topics, group).await
+    }
+}
+
+struct GatedRun {
+    broker: Arc<Gated>,
+    store: Arc<dyn Store>,
+    topics: Topics,
+    deliveries: Box<dyn Subscription>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A storage worker (batches of one) on a [`Gated`] broker, and a reader of
+/// what it publishes.
+async fn gated_storage(open: bool, fail: usize) -> GatedRun {
+    let broker = Arc::new(Gated {
+        inner: MemoryBroker::new(),
+        open: Arc::new(AtomicBool::new(open)),
+        fail: AtomicUsize::new(fail),
+    });
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let topics = Topics::new("t");
+    let deliveries = broker.subscribe(std::slice::from_ref(&topics.deliveries), "reader").await.unwrap();
+    let storage = StorageWorker { broker: broker.clone(), store: store.clone(), topics: topics.clone(), batch_size: 1 };
+    let sub = storage.subscribe().await.unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(storage.run(sub, shutdown.clone()));
+    GatedRun { broker, store, topics, deliveries, shutdown, task }
+}
+
+async fn read(sub: &mut Box<dyn Subscription>, n: usize) -> Vec<Record> {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while out.len() < n {
+            out.extend(sub.next_batch(n - out.len()).await.unwrap());
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {} of {n} deliveries arrived", out.len()));
+    out
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_batch_is_acknowledged_only_once_its_deliveries_are_durable() {
+    let mut run = gated_storage(false, 0).await;
+    let ab = ConversationId::direct("a", "b");
+    for cid in ["1", "2", "3"] {
+        run.broker.publish(&run.topics.chat_messages, &ab.to_string(), event("a", cid, &ab)).await.unwrap();
+    }
+    // Batches overlap by one: the second is stored while the first's
+    // deliveries await their acknowledgement, and handed over only after it.
+    let first = read(&mut run.deliveries, 1).await;
+    for _ in 0..500 {
+        if run.store.history(&ab, 0, 10).await.unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(run.store.history(&ab, 0, 10).await.unwrap().len(), 2, "the next batch is stored meanwhile");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(run.store.history(&ab, 0, 10).await.unwrap().len(), 2, "no more than one batch ahead");
+    assert_eq!(run.broker.inner.retained(&run.topics.chat_messages), 3, "acknowledged before durable");
+    let early = tokio::time::timeout(Duration::from_millis(100), run.deliveries.next_batch(10)).await;
+    assert!(early.is_err(), "a batch handed over before the one ahead of it was durable: {early:?}");
+
+    run.broker.open.store(true, Ordering::SeqCst);
+    let mut got = first;
+    got.extend(read(&mut run.deliveries, 2).await);
+    // No further record arrives to move the worker on: the acknowledgement alone must.
+    let broker = run.broker.clone();
+    let source = run.topics.chat_messages.clone();
+    eventually("every event is acknowledged", || broker.inner.retained(&source) == 0).await;
+    let seqs: Vec<u64> = got.iter().map(|r| Delivery::from_bytes(&r.payload).unwrap().message.seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+
+    run.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), run.task).await.expect("worker stops").unwrap();
+}
+
+#[tokio::test]
+async fn deliveries_lost_in_transit_are_published_again_in_order() {
+    let mut run = gated_storage(true, 1).await;
+    let ab = ConversationId::direct("a", "b");
+    for cid in ["1", "2", "3"] {
+        run.broker.publish(&run.topics.chat_messages, &ab.to_string(), event("a", cid, &ab)).await.unwrap();
+    }
+    let got = read(&mut run.deliveries, 3).await;
+    let seqs: Vec<u64> = got.iter().map(|r| Delivery::from_bytes(&r.payload).unwrap().message.seq).collect();
+    assert_eq!(seqs, [1, 2, 3], "the lost first batch comes before the ones stored after it");
+    let broker = run.broker.clone();
+    let source = run.topics.chat_messages.clone();
+    eventually("every event is acknowledged", || broker.inner.retained(&source) == 0).await;
+    let extra = tokio::time::timeout(Duration::from_millis(200), run.deliveries.next_batch(10)).await;
+    assert!(extra.is_err(), "deliveries published twice: {extra:?}");
+
+    run.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), run.task).await.expect("worker stops").unwrap();
 }
