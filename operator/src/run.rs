@@ -50,8 +50,10 @@ pub struct RunArgs {
     /// Reconciles running at once (never two of one ChatCluster); 0 = no
     /// bound. Each reconcile holds apiserver requests in flight (one HTTP/1.1
     /// connection each) and Kafka requests, so the bound keeps a burst of new
-    /// ChatClusters from flooding the apiserver.
-    #[arg(long, env = "PARLEY_MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
+    /// ChatClusters from flooding the apiserver. 1,000 new ChatClusters were
+    /// all Ready in 71 s with 16, 56 s with 32 and 53 s with 64, at 55, 62
+    /// and 68 MiB (bench/results/operator.md).
+    #[arg(long, env = "PARLEY_MAX_CONCURRENT_RECONCILES", default_value_t = 32)]
     pub max_concurrent_reconciles: u16,
     /// How often a quiet ChatCluster (no lag, consumers where decided) is
     /// reconciled in full, which also corrects drift of its topics; its lag
