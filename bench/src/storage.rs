@@ -115,8 +115,12 @@ pub async fn run(a: &StorageArgs) -> Result<StorageResult> {
     let consumer_cpu_seconds = procfs::cpu_seconds(pid) - cpu_before;
     let consumer_rss_kib = procfs::rss_kib(pid);
     drop(consumer);
+    drop(db);
     let _ =
         tokio::time::timeout(Duration::from_secs(20), parley_tests::kafka::delete_topics_with_prefix(&prefix)).await;
+    if let Err(err) = parley_tests::postgres::drop_database(&db_url).await {
+        tracing::warn!(error = %err, "dropping the run's database failed");
+    }
 
     let first = last_empty.min(done);
     let store_seconds = (done - first).as_secs_f64();

@@ -40,7 +40,7 @@ pub struct Target {
 
 enum Running {
     Standalone { child: Child, db: PathBuf },
-    Kafka { procs: Vec<Proc>, prefix: String },
+    Kafka { procs: Vec<Proc>, prefix: String, db_url: String },
 }
 
 impl Drop for Running {
@@ -52,13 +52,18 @@ impl Drop for Running {
                     let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
                 }
             }
-            Running::Kafka { procs, prefix } => {
+            Running::Kafka { procs, prefix, db_url } => {
                 procs.clear();
-                let prefix = prefix.clone();
-                // Bounded best effort: topic names are unique per run anyway.
+                let (prefix, db_url) = (prefix.clone(), db_url.clone());
+                // Bounded best effort: topic and database names are unique per run anyway.
                 let _ = std::thread::spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-                    let cleanup = parley_tests::kafka::delete_topics_with_prefix(&prefix);
+                    let cleanup = async {
+                        let _ = parley_tests::kafka::delete_topics_with_prefix(&prefix).await;
+                        if let Err(err) = parley_tests::postgres::drop_database(&db_url).await {
+                            tracing::warn!(error = %err, "dropping the run's database failed");
+                        }
+                    };
                     rt.block_on(async { tokio::time::timeout(Duration::from_secs(20), cleanup).await.ok() })
                 })
                 .join();
@@ -135,7 +140,7 @@ impl Target {
             gateway: addr,
             secret: chat::SECRET.into(),
             processes,
-            _running: Running::Kafka { procs: vec![gateway, storage, push], prefix },
+            _running: Running::Kafka { procs: vec![gateway, storage, push], prefix, db_url },
         }
     }
 }

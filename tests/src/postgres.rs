@@ -13,6 +13,21 @@ pub async fn scratch_database(prefix: &str) -> String {
     with_database(&base, &name)
 }
 
+/// Drop a database made by [`scratch_database`], closing its sessions
+/// (a benchmark's database holds hundreds of thousands of rows).
+pub async fn drop_database(url: &str) -> Result<(), sqlx::Error> {
+    let Some(name) = url.split('?').next().and_then(|u| u.rsplit('/').next()) else {
+        return Ok(());
+    };
+    // Only names scratch_database makes: letters, digits and `_`.
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(sqlx::Error::Configuration(format!("not a scratch database name: {name:?}").into()));
+    }
+    let mut conn = PgConnection::connect(&crate::env::database_url()).await?;
+    sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await?;
+    Ok(())
+}
+
 /// `url` with its database path replaced by `name`.
 pub fn with_database(url: &str, name: &str) -> String {
     let (without_query, query) = match url.split_once('?') {

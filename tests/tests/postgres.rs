@@ -31,3 +31,14 @@ async fn postgres_answers_queries_and_keeps_rows() {
     let got: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(got, [(1, "one".to_owned()), (2, "two".to_owned())]);
 }
+
+#[tokio::test]
+async fn a_scratch_database_is_dropped_even_while_connected() {
+    let url = parley_tests::postgres::scratch_database("dropped").await;
+    let held = PgConnection::connect(&url).await.expect("connect to the scratch database");
+    parley_tests::postgres::drop_database(&url).await.expect("drop");
+    drop(held);
+    assert!(PgConnection::connect(&url).await.is_err(), "the database still exists");
+    let bad = parley_tests::postgres::drop_database("postgres://h:1/x;DROP").await;
+    assert!(bad.is_err(), "a name scratch_database never makes is refused");
+}
