@@ -64,10 +64,7 @@ pub async fn decide(
         chatcluster: cc.name_any(),
         role: role.as_str().to_owned(),
     };
-    if let Ok(lag) = &lag {
-        ctx.metrics.group_lag.get_or_create(&labels).set(lag.total);
-    }
-    ctx.metrics.group_replicas.get_or_create(&labels).set(i64::from(decision.replicas));
+    ctx.metrics.set_group(labels, lag.as_ref().ok().map(|l| l.total), i64::from(decision.replicas));
     (decision, lag.ok())
 }
 

@@ -194,6 +194,9 @@ async fn prune_forgotten(ctx: Arc<Context>, clusters: kube::runtime::reflector::
         let uids: BTreeSet<String> = live.iter().filter_map(|c| c.uid()).collect();
         ctx.histories.lock().unwrap_or_else(|e| e.into_inner()).retain(|(uid, _), _| uids.contains(uid));
         ctx.applied.retain_owners(|owner| uids.contains(owner));
+        let names: BTreeSet<(String, String)> =
+            live.iter().map(|c| (c.namespace().unwrap_or_default(), c.name_any())).collect();
+        ctx.metrics.retain_clusters(|ns, name| names.contains(&(ns.to_owned(), name.to_owned())));
     }
 }
 
@@ -590,6 +593,8 @@ async fn finalize(cc: &ChatCluster, ctx: &Context, api: &Api<ChatCluster>) -> Re
     }
     let finalizers = cc.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     set_finalizers(cc, api, finalizers).await?;
+    let (ns, name) = (cc.namespace().unwrap_or_default(), cc.name_any());
+    ctx.metrics.retain_clusters(|n, c| (n, c) != (ns.as_str(), name.as_str()));
     Ok(Action::await_change())
 }
 

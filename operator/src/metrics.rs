@@ -1,5 +1,8 @@
 //! Prometheus metrics of the operator.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,8 +28,10 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub duration: Histogram,
     pub leader: Gauge,
-    pub group_lag: Family<GroupLabels, Gauge>,
-    pub group_replicas: Family<GroupLabels, Gauge>,
+    group_lag: Family<GroupLabels, Gauge>,
+    group_replicas: Family<GroupLabels, Gauge>,
+    /// The label sets of the two families above, which cannot list their own.
+    groups: Mutex<HashSet<GroupLabels>>,
 }
 
 impl Default for Metrics {
@@ -45,15 +50,71 @@ impl Default for Metrics {
         registry.register("leader", "1 while this process holds the leader Lease", leader.clone());
         registry.register("consumer_group_lag", "Messages a consumer group has yet to consume", group_lag.clone());
         registry.register("consumer_group_replicas", "Replicas decided for a consumer group", group_replicas.clone());
-        Self { registry, reconciles, errors, duration, leader, group_lag, group_replicas }
+        Self { registry, reconciles, errors, duration, leader, group_lag, group_replicas, groups: Mutex::default() }
     }
 }
 
 impl Metrics {
+    /// A consumer group's lag (when it was read) and decided replicas.
+    pub fn set_group(&self, labels: GroupLabels, lag: Option<i64>, replicas: i64) {
+        if let Some(lag) = lag {
+            self.group_lag.get_or_create(&labels).set(lag);
+        }
+        self.group_replicas.get_or_create(&labels).set(replicas);
+        self.groups.lock().unwrap_or_else(|e| e.into_inner()).insert(labels);
+    }
+
+    /// Stop exporting the series of ChatClusters for which `keep(namespace,
+    /// name)` is false: a deleted ChatCluster's last lag would be reported
+    /// (and held in memory) for ever.
+    pub fn retain_clusters(&self, keep: impl Fn(&str, &str) -> bool) {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner()).retain(|labels| {
+            let kept = keep(&labels.namespace, &labels.chatcluster);
+            if !kept {
+                self.group_lag.remove(labels);
+                self.group_replicas.remove(labels);
+            }
+            kept
+        });
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(name: &str, role: &str) -> GroupLabels {
+        GroupLabels { namespace: "ns".into(), chatcluster: name.into(), role: role.into() }
+    }
+
+    #[test]
+    fn series_of_forgotten_chatclusters_are_no_longer_exported() {
+        let m = Metrics::default();
+        m.set_group(labels("kept", "storage"), Some(7), 2);
+        m.set_group(labels("gone", "storage"), Some(9), 3);
+        m.set_group(labels("gone", "push"), None, 1);
+        assert!(m.encode().contains("chatcluster=\"gone\""));
+        m.retain_clusters(|ns, name| ns == "ns" && name == "kept");
+        let out = m.encode();
+        assert!(!out.contains("chatcluster=\"gone\""), "{out}");
+        assert!(
+            out.contains(
+                "parley_operator_consumer_group_lag{namespace=\"ns\",chatcluster=\"kept\",role=\"storage\"} 7"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "parley_operator_consumer_group_replicas{namespace=\"ns\",chatcluster=\"kept\",role=\"storage\"} 2"
+            ),
+            "{out}"
+        );
     }
 }

@@ -190,6 +190,11 @@ async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
     assert!(reconciles >= 3.0, "reconciles counted: {metrics}");
+    let series_of_chat = |metrics: &str| {
+        let label = format!("namespace=\"{ns}\",chatcluster=\"chat\"");
+        metrics.lines().filter(|l| l.starts_with("parley_operator_consumer_group_") && l.contains(&label)).count()
+    };
+    assert!(series_of_chat(&metrics) > 0, "lag and replicas of the ChatCluster exported: {metrics}");
 
     // Delete with deletionPolicy: Delete removes the topics, then the object.
     clusters.delete("chat", &DeleteParams::default()).await.expect("delete");
@@ -205,5 +210,7 @@ async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
         }
     })
     .await;
+    let metrics = operator.metrics();
+    assert_eq!(series_of_chat(&metrics), 0, "a deleted ChatCluster's series are still exported: {metrics}");
     teardown_namespace(&ns);
 }
