@@ -65,7 +65,7 @@ pub async fn run(a: &IdleArgs) -> Result<IdleResult> {
     if nofile < u64::from(n) + 64 {
         return Err(BenchError::Setup(format!("the open-files limit {nofile} is too low for {n} connections")));
     }
-    let target = Target::start(a.mode, 6, &[]).await?;
+    let target = Target::start(a.mode, 6, 3, &[]).await?;
     let gw_pid = target.pid_of("gateway").expect("every target has a gateway");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = procfs::rss_kib(gw_pid);

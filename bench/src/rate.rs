@@ -60,6 +60,10 @@ pub struct RateArgs {
     /// Kafka mode: partitions of each topic.
     #[arg(long, default_value_t = 6)]
     pub partitions: i32,
+    /// Kafka mode: replicas of each topic (3, as the operator creates them;
+    /// 1 shows what replication costs on this machine).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=3))]
+    pub replication_factor: i32,
     /// `KEY=VALUE` for every process started (repeatable), e.g.
     /// `--env PARLEY_BATCH_LINGER=20ms`.
     #[arg(long = "env")]
@@ -73,7 +77,14 @@ pub struct RateResult {
     pub mode: Mode,
     /// Settings given with `--env`.
     pub env: Vec<Setting>,
+    /// Kafka mode: replicas of each topic.
+    #[serde(default = "three")]
+    pub replication_factor: i32,
     pub runs: Vec<RateRun>,
+}
+
+fn three() -> i32 {
+    3
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -120,7 +131,13 @@ pub async fn run(a: &RateArgs) -> Result<RateResult> {
     for &rate in &a.rate {
         runs.push(run_one(a, rate).await?);
     }
-    Ok(RateResult { machine: Machine::here(), mode: a.mode, env: a.env.clone(), runs })
+    Ok(RateResult {
+        machine: Machine::here(),
+        mode: a.mode,
+        env: a.env.clone(),
+        replication_factor: a.replication_factor,
+        runs,
+    })
 }
 
 /// Counters shared by the readers, read by the driver while it waits.
@@ -183,7 +200,7 @@ async fn run_one(a: &RateArgs, rate: u32) -> Result<RateRun> {
     let users = a.users.clamp(2, MAX_USERS);
     let duration = a.duration.min(MAX_DURATION);
     procfs::raise_nofile(u64::from(users) + 4096);
-    let target = Target::start(a.mode, a.partitions, &a.env).await?;
+    let target = Target::start(a.mode, a.partitions, a.replication_factor, &a.env).await?;
     let convs = workload::layout(users, a.conversations.max(1), a.group_size);
     let members: HashMap<String, Vec<String>> =
         convs.iter().map(|c| (c.id().to_string(), c.members.iter().map(|&m| user_name(m)).collect())).collect();

@@ -428,6 +428,7 @@ mod tests {
             machine: machine(),
             mode: Mode::Kafka,
             env: Vec::new(),
+            replication_factor: 3,
             runs: vec![run(1000, 1000.0, 5.0, 0), run(8000, 8000.0, 9.0, 0), run(5000, 5000.0, 7.0, 0)],
         };
         assert_eq!(at_rate(&r, 5000).unwrap().target_rate, 5000);
@@ -450,6 +451,7 @@ mod tests {
                 machine: machine(),
                 mode: Mode::Kafka,
                 env: Vec::new(),
+                replication_factor: 3,
                 runs: vec![RateRun {
                     send_to_accept: Some(Summary { p50_ms: 2.0, p99_ms: 9.0, ..Summary::default() }),
                     accept_to_deliver: Some(Summary { p50_ms: 30.0, p99_ms: 71.0, ..Summary::default() }),
@@ -491,6 +493,7 @@ mod tests {
             machine: machine(),
             mode: Mode::Standalone,
             env: Vec::new(),
+            replication_factor: 3,
             runs: vec![run(1000, 1000.0, 3.0, 0)],
         };
         std::fs::write(dir.join(RATE_STANDALONE), serde_json::to_string(&r).unwrap()).unwrap();

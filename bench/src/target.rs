@@ -75,10 +75,10 @@ impl Drop for Running {
 impl Target {
     /// `env` (`KEY=VALUE`) goes to every process started, after the
     /// defaults, so a run can compare settings on the same binaries.
-    pub async fn start(mode: Mode, partitions: i32, env: &[Setting]) -> Result<Self> {
+    pub async fn start(mode: Mode, partitions: i32, replication: i32, env: &[Setting]) -> Result<Self> {
         match mode {
             Mode::Standalone => Self::standalone(env),
-            Mode::Kafka => Ok(Self::kafka(partitions, env).await),
+            Mode::Kafka => Ok(Self::kafka(partitions, replication, env).await),
         }
     }
 
@@ -117,9 +117,9 @@ impl Target {
 
     /// One gateway, one storage and one push consumer (the fixtures panic
     /// with their log when a process does not come up).
-    async fn kafka(partitions: i32, settings: &[Setting]) -> Self {
+    async fn kafka(partitions: i32, replication: i32, settings: &[Setting]) -> Self {
         let prefix = parley_tests::env::unique("bench");
-        let db_url = chat::prepare(&prefix, partitions).await;
+        let db_url = chat::prepare_with(&prefix, partitions, replication).await;
         let specs = chat::render(&prefix, &db_url);
         let mut quiet = vec![("PARLEY_LOG", LOG.to_owned())];
         quiet.extend(settings.iter().map(|s| (s.key.as_str(), s.value.clone())));

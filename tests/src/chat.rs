@@ -266,9 +266,17 @@ pub fn probe_path(spec: &PodSpec, which: &str) -> String {
 
 /// Topics (RF 3, as the operator would create them) and a scratch database.
 pub async fn prepare(prefix: &str, partitions: i32) -> String {
+    prepare_with(prefix, partitions, 3).await
+}
+
+/// [`prepare`] with another replication factor; `min.insync.replicas` is
+/// 2, or 1 for a single replica (the brokers' default of 2 would refuse
+/// every `acks=all` write to it).
+pub async fn prepare_with(prefix: &str, partitions: i32, replication: i32) -> String {
     let topics = parley_common::topics::Topics::new(prefix);
+    let min_isr = replication.clamp(1, 2).to_string();
     for t in [&topics.chat_messages, &topics.group_messages, &topics.user_events, &topics.deliveries] {
-        kafka::create_topic(t, partitions, 3).await;
+        kafka::create_topic_with(t, partitions, replication, &[("min.insync.replicas", &min_isr)]).await;
     }
     postgres::scratch_database("chat_e2e").await
 }

@@ -43,8 +43,15 @@ fn options() -> rdkafka::admin::AdminOptions {
 
 /// Create a topic directly in Kafka, as someone other than the operator would.
 pub async fn create_topic(name: &str, partitions: i32, replication: i32) {
+    create_topic_with(name, partitions, replication, &[]).await
+}
+
+/// [`create_topic`] with topic-level configs.
+pub async fn create_topic_with(name: &str, partitions: i32, replication: i32, configs: &[(&str, &str)]) {
     use rdkafka::admin::{NewTopic, TopicReplication};
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+    let topic = configs
+        .iter()
+        .fold(NewTopic::new(name, partitions, TopicReplication::Fixed(replication)), |t, (k, v)| t.set(k, v));
     let results = admin().expect("admin").create_topics([&topic], &options()).await.expect("create_topics");
     for r in results {
         r.unwrap_or_else(|(n, code)| panic!("creating {n}: {code:?}"));
