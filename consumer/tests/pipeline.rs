@@ -174,21 +174,39 @@ async fn read(sub: &mut Box<dyn Subscription>, n: usize) -> Vec<Record> {
     out
 }
 
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+impl GatedRun {
+    /// Three messages from a to b, one batch each.
+    async fn send_three(&self) -> ConversationId {
+        let ab = ConversationId::direct("a", "b");
+        for cid in ["1", "2", "3"] {
+            self.broker.publish(&self.topics.chat_messages, &ab.to_string(), event("a", cid, &ab)).await.unwrap();
+        }
+        ab
     }
+
+    /// Waits until the worker acknowledged every event it was sent.
+    async fn all_acknowledged(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.broker.inner.retained(&self.topics.chat_messages) > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "events still unacknowledged after 5 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.task).await.expect("worker stops").unwrap();
+    }
+}
+
+fn seqs(deliveries: &[Record]) -> Vec<u64> {
+    deliveries.iter().map(|r| Delivery::from_bytes(&r.payload).unwrap().message.seq).collect()
 }
 
 #[tokio::test]
 async fn a_batch_is_acknowledged_only_once_its_deliveries_are_durable() {
     let mut run = gated_storage(false, 0).await;
-    let ab = ConversationId::direct("a", "b");
-    for cid in ["1", "2", "3"] {
-        run.broker.publish(&run.topics.chat_messages, &ab.to_string(), event("a", cid, &ab)).await.unwrap();
-    }
+    let ab = run.send_three().await;
     // Batches overlap by one: the second is stored while the first's
     // deliveries await their acknowledgement, and handed over only after it.
     let first = read(&mut run.deliveries, 1).await;
@@ -209,32 +227,19 @@ async fn a_batch_is_acknowledged_only_once_its_deliveries_are_durable() {
     let mut got = first;
     got.extend(read(&mut run.deliveries, 2).await);
     // No further record arrives to move the worker on: the acknowledgement alone must.
-    let broker = run.broker.clone();
-    let source = run.topics.chat_messages.clone();
-    eventually("every event is acknowledged", || broker.inner.retained(&source) == 0).await;
-    let seqs: Vec<u64> = got.iter().map(|r| Delivery::from_bytes(&r.payload).unwrap().message.seq).collect();
-    assert_eq!(seqs, [1, 2, 3]);
-
-    run.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), run.task).await.expect("worker stops").unwrap();
+    run.all_acknowledged().await;
+    assert_eq!(seqs(&got), [1, 2, 3]);
+    run.stop().await;
 }
 
 #[tokio::test]
 async fn deliveries_lost_in_transit_are_published_again_in_order() {
     let mut run = gated_storage(true, 1).await;
-    let ab = ConversationId::direct("a", "b");
-    for cid in ["1", "2", "3"] {
-        run.broker.publish(&run.topics.chat_messages, &ab.to_string(), event("a", cid, &ab)).await.unwrap();
-    }
+    run.send_three().await;
     let got = read(&mut run.deliveries, 3).await;
-    let seqs: Vec<u64> = got.iter().map(|r| Delivery::from_bytes(&r.payload).unwrap().message.seq).collect();
-    assert_eq!(seqs, [1, 2, 3], "the lost first batch comes before the ones stored after it");
-    let broker = run.broker.clone();
-    let source = run.topics.chat_messages.clone();
-    eventually("every event is acknowledged", || broker.inner.retained(&source) == 0).await;
+    assert_eq!(seqs(&got), [1, 2, 3], "the lost first batch comes before the ones stored after it");
+    run.all_acknowledged().await;
     let extra = tokio::time::timeout(Duration::from_millis(200), run.deliveries.next_batch(10)).await;
     assert!(extra.is_err(), "deliveries published twice: {extra:?}");
-
-    run.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), run.task).await.expect("worker stops").unwrap();
+    run.stop().await;
 }
