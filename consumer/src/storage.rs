@@ -69,11 +69,10 @@ impl StorageWorker {
                 tracing::warn!("storage: shutting down with an unstored batch");
                 return;
             };
-            if let Some(done) = in_flight.take() {
-                let acked = done.acked.await;
-                if !self.settle(&done.records, done.checkpoint, acked, sub.as_mut(), &shutdown).await {
-                    return;
-                }
+            if let Some(done) = in_flight.take()
+                && !self.finish(done, sub.as_mut(), &shutdown).await
+            {
+                return;
             }
             let acked = match self.broker.enqueue_all(&self.topics.deliveries, deliveries).await {
                 Ok(acked) => acked,
@@ -83,21 +82,18 @@ impl StorageWorker {
             in_flight = Some(InFlight { records, acked, checkpoint: sub.checkpoint() });
         }
         if let Some(done) = in_flight.take() {
-            // The deliveries are with the producer already: wait for them
-            // (bounded by its message timeout) so the batch is not replayed.
-            let acked = done.acked.await;
-            match acked {
-                Ok(()) => {
-                    if let Err(err) = sub.commit_to(done.checkpoint).await {
-                        tracing::error!(error = %err, "storage: commit failed");
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "storage: shutting down with unpublished deliveries; they are replayed on restart")
-                }
-            }
+            // Its deliveries are with the producer already: finish it (the
+            // wait is bounded by the producer's message timeout) rather than
+            // have it replayed after a restart.
+            self.finish(done, sub.as_mut(), &shutdown).await;
         }
         tracing::info!("storage worker stopped");
+    }
+
+    /// Wait for a batch's deliveries, then [`settle`](Self::settle) it.
+    async fn finish(&self, done: InFlight, sub: &mut dyn Subscription, shutdown: &CancellationToken) -> bool {
+        let acked = done.acked.await;
+        self.settle(&done.records, done.checkpoint, acked, sub, shutdown).await
     }
 
     /// Acknowledge a batch whose deliveries were handed over. If they were
