@@ -364,7 +364,7 @@ async fn reconcile_topics(
     known.extend(ctx.created.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
     let observed = match kafka.observe(&names).await {
         Ok(observed) => observed,
-        Err(err) => return unavailable(err.to_string()),
+        Err(err) => return unavailable(kafka.describe(&err)),
     };
     let plan = topics::plan(&desired, &observed, &known);
 
@@ -376,7 +376,7 @@ async fn reconcile_topics(
         publish(ctx, oref, EventType::Warning, event_reason::TOPIC_PROBLEM, &problem.to_string()).await;
     }
     if let Err(err) = execute(&kafka, ctx, oref, &plan.actions).await {
-        return (TopicsObservation::KafkaUnavailable(err.to_string()), true);
+        return (TopicsObservation::KafkaUnavailable(kafka.describe(&err)), true);
     }
     // Report what Kafka has now, not what was asked for; if its metadata
     // does not show the change yet, the caller looks again soon.
@@ -390,7 +390,7 @@ async fn reconcile_topics(
                     !topics::plan(&desired, &now, &known.union(&created).cloned().collect()).actions.is_empty();
                 (now, settling)
             }
-            Err(err) => return unavailable(err.to_string()),
+            Err(err) => return unavailable(kafka.describe(&err)),
         }
     };
     let topics = names

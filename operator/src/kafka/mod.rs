@@ -5,14 +5,15 @@ pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
 };
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
 
 use rdkafka::{Offset, TopicPartitionList};
@@ -42,16 +43,67 @@ pub enum KafkaError {
 /// and watermarks (rdkafka's admin client has no describe-topics call).
 pub struct KafkaCluster {
     props: ClientProps,
-    admin: AdminClient<DefaultClientContext>,
-    metadata: Arc<BaseConsumer>,
+    admin: AdminClient<ClientErrors>,
+    metadata: Arc<BaseConsumer<ClientErrors>>,
     /// Metadata, watermarks and committed offsets on shared connections;
     /// None when the cluster needs TLS or SASL, which it does not speak.
     wire: Option<WireClient>,
     /// Fallback for such clusters: one client per consumer group whose
     /// committed offsets are read (it never subscribes, so it never joins).
-    groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    groups: Mutex<HashMap<String, Arc<BaseConsumer<ClientErrors>>>>,
+    errors: ClientErrors,
     timeout: Duration,
     created: std::time::Instant,
+}
+
+/// The last error this cluster's librdkafka clients reported on their own.
+/// A refused login arrives only here ("SASL authentication error: …"); the
+/// request that then fails says no more than "broker transport failure".
+#[derive(Clone, Default)]
+pub struct ClientErrors(Arc<Mutex<Option<(Instant, String)>>>);
+
+/// How long a client error is taken to explain a failed request.
+const CLIENT_ERROR_RECENT: Duration = Duration::from_secs(120);
+
+impl ClientContext for ClientErrors {
+    // librdkafka reports a refused login as an error-level log line from a
+    // broker thread, and as an error event only when the client is polled.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(fac, "librdkafka: {message}");
+                self.record(message);
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Debug => tracing::debug!(fac, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(error = %error, reason, "kafka client error");
+        self.record(reason);
+    }
+}
+
+impl ConsumerContext for ClientErrors {}
+
+fn with_cause(message: String, cause: Option<String>) -> String {
+    match cause {
+        Some(cause) if !message.contains(&cause) => format!("{message} (client error: {cause})"),
+        _ => message,
+    }
+}
+
+impl ClientErrors {
+    fn record(&self, reason: &str) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), reason.to_owned()));
+    }
+
+    fn recent(&self) -> Option<String> {
+        let last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        last.as_ref().filter(|(at, _)| at.elapsed() < CLIENT_ERROR_RECENT).map(|(_, reason)| reason.clone())
+    }
 }
 
 /// Client properties identifying a cluster: `bootstrap.servers` plus the
@@ -117,8 +169,9 @@ impl KafkaCluster {
 
     fn connect(props: &ClientProps, timeout: Duration) -> Result<Self, KafkaError> {
         let config = Self::config(props, timeout);
-        let admin = config.create().map_err(KafkaError::Client)?;
-        let metadata = config.create().map_err(KafkaError::Client)?;
+        let errors = ClientErrors::default();
+        let admin = config.create_with_context(errors.clone()).map_err(KafkaError::Client)?;
+        let metadata = config.create_with_context(errors.clone()).map_err(KafkaError::Client)?;
         let wire = wire::supports(props)
             .then(|| props.get("bootstrap.servers").map(|b| WireClient::new(b, timeout)))
             .flatten();
@@ -128,19 +181,21 @@ impl KafkaCluster {
             metadata: Arc::new(metadata),
             wire,
             groups: Mutex::default(),
+            errors,
             timeout,
             created: std::time::Instant::now(),
         })
     }
 
-    fn group_client(&self, group: &str) -> Result<Arc<BaseConsumer>, KafkaError> {
+    fn group_client(&self, group: &str) -> Result<Arc<BaseConsumer<ClientErrors>>, KafkaError> {
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = groups.get(group) {
             return Ok(client.clone());
         }
         let mut config = Self::config(&self.props, self.timeout);
         config.set("group.id", group).set("enable.auto.commit", "false");
-        let client: Arc<BaseConsumer> = Arc::new(config.create().map_err(KafkaError::Client)?);
+        let client: Arc<BaseConsumer<ClientErrors>> =
+            Arc::new(config.create_with_context(self.errors.clone()).map_err(KafkaError::Client)?);
         groups.insert(group.to_owned(), client.clone());
         Ok(client)
     }
@@ -268,6 +323,16 @@ impl KafkaCluster {
             Ok(found)
         })
         .await?
+    }
+
+    /// `err` for a status message, with the clients' latest error of their
+    /// own when there is a recent one: it names the cause (a refused login,
+    /// an unknown host) where the failed request does not.
+    pub fn describe(&self, err: &KafkaError) -> String {
+        // The metadata client is never polled otherwise, and its error
+        // events wait in its queue until it is.
+        let _ = self.metadata.poll(Duration::ZERO);
+        with_cause(err.to_string(), self.errors.recent())
     }
 
     /// Partitions, replication factor and topic-level configs of the named
@@ -423,4 +488,32 @@ fn check(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::client::ClientContext;
+    use rdkafka::config::RDKafkaLogLevel;
+
+    use super::*;
+
+    #[test]
+    fn a_recent_client_error_explains_a_failed_request() {
+        let errors = ClientErrors::default();
+        let failed = "fetching metadata of t: broker transport failure".to_owned();
+        assert_eq!(with_cause(failed.clone(), errors.recent()), failed, "nothing to add yet");
+        let refused = "SASL authentication error: Authentication failed: Invalid username or password";
+        errors.error(rdkafka::error::KafkaError::Global(RDKafkaErrorCode::Authentication), refused);
+        assert_eq!(with_cause(failed.clone(), errors.recent()), format!("{failed} (client error: {refused})"));
+        assert_eq!(with_cause(refused.to_owned(), errors.recent()), refused, "not said twice");
+        let failed_login = "sasl_plaintext://h:1/bootstrap: SASL authentication error: Authentication failed";
+        errors.log(RDKafkaLogLevel::Warning, "FAIL", "a warning is not a cause");
+        assert_eq!(errors.recent().as_deref(), Some(refused));
+        errors.log(RDKafkaLogLevel::Error, "FAIL", failed_login);
+        assert_eq!(errors.recent().as_deref(), Some(failed_login), "error-level log lines count too");
+        if let Some(long_ago) = Instant::now().checked_sub(CLIENT_ERROR_RECENT) {
+            *errors.0.lock().unwrap() = Some((long_ago, refused.to_owned()));
+            assert_eq!(errors.recent(), None, "an old error explains nothing");
+        }
+    }
 }

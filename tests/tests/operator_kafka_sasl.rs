@@ -1,0 +1,88 @@
+//! A Kafka cluster reached with librdkafka security properties from the
+//! ChatCluster's Secret (SASL/PLAIN on the environment brokers' second
+//! listener): the operator cannot use its own Kafka client there and falls
+//! back to librdkafka for topics, metadata and lag. Wrong credentials end in
+//! a clear status instead of a hang.
+
+use kube::api::Api;
+use parley_operator::crd::ChatCluster;
+use parley_operator::crd::status::{condition, reason};
+use parley_tests::kube::{client, setup_namespace, teardown_namespace};
+use parley_tests::operator::Operator;
+use parley_tests::{env, kafka, kubectl, wait};
+
+fn sasl(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| panic!("{key} unset: run scripts/env/up.sh and source its env file"))
+}
+
+fn secret(name: &str, password: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\nstringData:\n  security.protocol: SASL_PLAINTEXT\n  sasl.mechanism: PLAIN\n  sasl.username: \"{}\"\n  sasl.password: \"{password}\"\n",
+        sasl("KAFKA_SASL_USERNAME")
+    )
+}
+
+fn manifest(name: &str, secret: &str, prefix: &str) -> String {
+    format!(
+        "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: {name}\nspec:\n  kafka:\n    bootstrapServers: \"{}\"\n    secretRef:\n      name: {secret}\n    topicPrefix: {prefix}\n  topics:\n    partitions: 3\n    replicationFactor: 3\n    minInSyncReplicas: 2\n  consumers:\n    lagPollInterval: 1s\n",
+        sasl("KAFKA_SASL_BOOTSTRAP_SERVERS")
+    )
+}
+
+fn topics_ready(cc: &ChatCluster) -> Option<(String, String, String)> {
+    let c = cc.status.as_ref()?.conditions.iter().find(|c| c.type_ == condition::TOPICS_READY)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn a_sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported() {
+    let ns = setup_namespace("parley-sasl");
+    let prefix = env::unique("sasl").replace('-', "_");
+    let bad_prefix = format!("{prefix}_bad");
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
+    let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &secret("kafka-auth", &sasl("KAFKA_SASL_PASSWORD")));
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &secret("kafka-wrong", "not-the-password"));
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest("chat", "kafka-auth", &prefix));
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest("wrong", "kafka-wrong", &bad_prefix));
+
+    wait::until("TopicsReady=True over SASL", 90, || async {
+        let cc = api.get("chat").await.map_err(|e| e.to_string())?;
+        match topics_ready(&cc) {
+            Some(c) if c.0 == "True" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let topics = kafka::topics_with_prefix(&format!("{prefix}.")).expect("list topics");
+    assert_eq!(topics.len(), 4, "{topics:?}");
+    assert!(topics.values().all(|&(partitions, replicas)| (partitions, replicas) == (3, 3)), "{topics:?}");
+
+    // Lag is read through the fallback too: nothing consumes these.
+    kafka::produce(&format!("{prefix}.chat-messages"), 0, 20).await;
+    wait::until("storage lag 20 in the status", 60, || async {
+        let cc = api.get("chat").await.map_err(|e| e.to_string())?;
+        let groups = cc.status.map(|s| s.consumer_groups).unwrap_or_default();
+        let storage = groups.iter().find(|g| g.role == "storage").map(|g| g.lag);
+        if storage == Some(20) { Ok(()) } else { Err(format!("{groups:?}")) }
+    })
+    .await;
+
+    // The status names the cause, not only the failed request.
+    let (status, _, message) = wait::until("TopicsReady=False naming the refused login", 90, || async {
+        let cc = api.get("wrong").await.map_err(|e| e.to_string())?;
+        match topics_ready(&cc) {
+            Some(c) if c.1 == reason::KAFKA_UNAVAILABLE && c.2.contains("SASL authentication error") => Ok(c),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(status, "False", "{message}");
+    assert!(
+        kafka::topics_with_prefix(&format!("{bad_prefix}.")).expect("list topics").is_empty(),
+        "topics created with wrong credentials"
+    );
+
+    let _ = kafka::delete_topics_with_prefix(&format!("{prefix}.")).await;
+    teardown_namespace(&ns);
+}
