@@ -31,6 +31,42 @@ pub fn parse_property(s: &str) -> std::result::Result<(String, String), String> 
     }
 }
 
+/// librdkafka properties from a directory holding one file per property,
+/// named by it: a mounted Secret, which is how the operator hands pods the
+/// ChatCluster's `spec.kafka.secretRef`. Hidden entries (a Secret volume's
+/// `..data` links) are skipped, and a value's trailing newline is dropped.
+pub fn properties_from_dir(dir: &std::path::Path) -> Result<Vec<(String, String)>> {
+    let unreadable =
+        |e: std::io::Error| Error::Invalid(format!("reading Kafka properties from {}: {e}", dir.display()));
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let path = entry.map_err(unreadable)?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
+        // is_file follows the links a Secret volume is made of.
+        if name.starts_with('.') || !path.is_file() {
+            continue;
+        }
+        let value = std::fs::read_to_string(&path).map_err(unreadable)?;
+        out.push((name, value.trim_end_matches(['\n', '\r']).to_owned()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The properties of `--kafka-properties-dir` (if any), then `listed`,
+/// which win where both set one.
+pub fn configured_properties(
+    dir: Option<&std::path::Path>,
+    listed: &[(String, String)],
+) -> Result<Vec<(String, String)>> {
+    let mut props = match dir {
+        Some(dir) => properties_from_dir(dir)?,
+        None => Vec::new(),
+    };
+    props.extend(listed.iter().cloned());
+    Ok(props)
+}
+
 /// librdkafka `linger.ms` of every producer unless overridden.
 pub const PRODUCER_LINGER_MS: &str = "10";
 
@@ -351,6 +387,32 @@ mod tests {
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("partition.assignment.strategy"), Some("cooperative-sticky"));
         assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
+    }
+
+    #[test]
+    fn properties_are_read_from_a_mounted_secret() {
+        let dir = std::env::temp_dir().join(format!("parley-kafka-props-{}", std::process::id()));
+        let data = dir.join("..data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("sasl.password"), "s3cret\n").unwrap();
+        std::fs::write(dir.join("security.protocol"), "SASL_SSL").unwrap();
+        // As in a Secret volume: the visible name links into `..data`.
+        let _ = std::fs::remove_file(dir.join("sasl.password"));
+        std::os::unix::fs::symlink("..data/sasl.password", dir.join("sasl.password")).unwrap();
+        let props = properties_from_dir(&dir).unwrap();
+        let listed = [("security.protocol".to_owned(), "SASL_PLAINTEXT".to_owned())];
+        let merged = configured_properties(Some(&dir), &listed).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(merged.last(), listed.last(), "listed properties come last, so they win");
+        assert_eq!(
+            props,
+            [
+                ("sasl.password".to_owned(), "s3cret".to_owned()),
+                ("security.protocol".to_owned(), "SASL_SSL".to_owned())
+            ]
+        );
+        let missing = properties_from_dir(std::path::Path::new("/nonexistent/parley")).unwrap_err();
+        assert!(missing.to_string().contains("/nonexistent/parley"), "{missing}");
     }
 
     #[test]

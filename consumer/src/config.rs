@@ -59,14 +59,20 @@ pub struct CommonArgs {
     /// last, so they override the defaults (e.g. `linger.ms=5`).
     #[arg(long, env = "PARLEY_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property)]
     pub kafka_properties: Vec<(String, String)>,
+    /// Directory with one file per librdkafka property (a mounted Secret:
+    /// SASL or TLS settings); `--kafka-properties` override its values.
+    #[arg(long, env = "PARLEY_KAFKA_PROPERTIES_DIR")]
+    pub kafka_properties_dir: Option<std::path::PathBuf>,
 }
 
 impl CommonArgs {
-    pub fn kafka(&self) -> KafkaSettings {
-        let mut s = KafkaSettings::new(&self.kafka_bootstrap_servers).with_properties(&self.kafka_properties);
+    pub fn kafka(&self) -> crate::Result<KafkaSettings> {
+        let props =
+            parley_common::kafka::configured_properties(self.kafka_properties_dir.as_deref(), &self.kafka_properties)?;
+        let mut s = KafkaSettings::new(&self.kafka_bootstrap_servers).with_properties(&props);
         s.session_timeout = self.session_timeout;
         s.linger = self.batch_linger;
-        s
+        Ok(s)
     }
 
     pub fn topics(&self, role: &str) -> Topics {

@@ -58,7 +58,7 @@ async fn serve_http(listen: SocketAddr, metrics: Arc<Metrics>, shutdown: Cancell
 
 pub async fn storage(args: StorageArgs, shutdown: CancellationToken) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(args.common.kafka())?);
+    let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(args.common.kafka()?)?);
     let postgres = PostgresStore::connect(&args.database_url, args.database_pool_size).await?;
     let store: Arc<dyn Store> = Arc::new(MeteredStore { inner: Arc::new(postgres), metrics: metrics.clone() });
     let topics = args.common.topics(topics::STORAGE_GROUP);
@@ -75,7 +75,7 @@ pub async fn storage(args: StorageArgs, shutdown: CancellationToken) -> Result<(
 pub async fn push(args: PushArgs, shutdown: CancellationToken) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     let webhook = args.offline_webhook.as_deref().map(Webhook::parse).transpose().map_err(Error::Config)?;
-    let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(args.common.kafka())?);
+    let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(args.common.kafka()?)?);
     let topics = args.common.topics(topics::PUSH_GROUP);
     let presence = Arc::new(Mutex::new(Presence::default()));
     // Every push consumer needs every user's presence, so it reads the whole

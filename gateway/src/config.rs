@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// last, so they override the defaults (e.g. `linger.ms=5`).
     #[arg(long, env = "PARLEY_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parley_common::kafka::parse_property)]
     pub kafka_properties: Vec<(String, String)>,
+    /// Directory with one file per librdkafka property (a mounted Secret:
+    /// SASL or TLS settings); `--kafka-properties` override its values.
+    #[arg(long, env = "PARLEY_KAFKA_PROPERTIES_DIR")]
+    pub kafka_properties_dir: Option<std::path::PathBuf>,
     #[arg(long, env = "PARLEY_TOPIC_PREFIX")]
     pub topic_prefix: String,
     #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]

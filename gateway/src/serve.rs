@@ -30,8 +30,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         return Err(Error::Config("PARLEY_JWT_SECRET is empty".into()));
     }
     let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&args.database_url, args.database_pool_size).await?);
+    let kafka_properties =
+        parley_common::kafka::configured_properties(args.kafka_properties_dir.as_deref(), &args.kafka_properties)?;
     let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(
-        KafkaSettings::new(&args.kafka_bootstrap_servers).with_properties(&args.kafka_properties),
+        KafkaSettings::new(&args.kafka_bootstrap_servers).with_properties(&kafka_properties),
     )?);
     let topics = Topics::new(&args.topic_prefix);
 

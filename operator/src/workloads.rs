@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec,
-    Probe, SecretKeySelector, Service, ServicePort, ServiceSpec,
+    Probe, SecretKeySelector, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -37,7 +37,12 @@ pub mod env {
     pub const CONSUMER_GROUP: &str = "PARLEY_CONSUMER_GROUP";
     pub const LISTEN: &str = "PARLEY_LISTEN";
     pub const POD_IP: &str = "PARLEY_POD_IP";
+    pub const KAFKA_PROPERTIES_DIR: &str = "PARLEY_KAFKA_PROPERTIES_DIR";
 }
+
+/// Where pods see `spec.kafka.secretRef`: one file per librdkafka property.
+pub const KAFKA_CLIENT_MOUNT: &str = "/etc/parley/kafka";
+const KAFKA_CLIENT_VOLUME: &str = "kafka-client";
 
 /// Ports every Parley workload exposes.
 pub const HTTP_PORT: i32 = 8080;
@@ -169,6 +174,9 @@ fn common_env(cc: &ChatCluster) -> Vec<EnvVar> {
         plain_env(env::KAFKA_BOOTSTRAP_SERVERS, cc.spec.kafka.bootstrap_servers.clone()),
         plain_env(env::TOPIC_PREFIX, topics::prefix(cc)),
     ];
+    if cc.spec.kafka.secret_ref.is_some() {
+        env.push(plain_env(env::KAFKA_PROPERTIES_DIR, KAFKA_CLIENT_MOUNT));
+    }
     if let Some(storage) = &cc.spec.storage {
         env.push(secret_env(env::DATABASE_URL, &storage.postgres.url_secret_ref));
     }
@@ -191,7 +199,25 @@ fn port(name: &str, port: i32) -> ContainerPort {
     ContainerPort { name: Some(name.to_owned()), container_port: port, ..ContainerPort::default() }
 }
 
-fn deployment(cc: &ChatCluster, name: String, component: &str, replicas: i32, container: Container) -> Deployment {
+fn deployment(cc: &ChatCluster, name: String, component: &str, replicas: i32, mut container: Container) -> Deployment {
+    // The Secret with the Kafka client's properties (SASL, TLS), mounted
+    // rather than put in the environment: its keys are property names.
+    let volumes = cc.spec.kafka.secret_ref.as_ref().map(|secret| {
+        container.volume_mounts = Some(vec![VolumeMount {
+            name: KAFKA_CLIENT_VOLUME.to_owned(),
+            mount_path: KAFKA_CLIENT_MOUNT.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]);
+        vec![Volume {
+            name: KAFKA_CLIENT_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.name.clone()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        }]
+    });
     Deployment {
         metadata: metadata(cc, name, component),
         spec: Some(DeploymentSpec {
@@ -199,7 +225,7 @@ fn deployment(cc: &ChatCluster, name: String, component: &str, replicas: i32, co
             selector: LabelSelector { match_labels: Some(selector_labels(cc, component)), ..LabelSelector::default() },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels(cc, component)), ..ObjectMeta::default() }),
-                spec: Some(PodSpec { containers: vec![container], ..PodSpec::default() }),
+                spec: Some(PodSpec { containers: vec![container], volumes, ..PodSpec::default() }),
             },
             ..DeploymentSpec::default()
         }),
@@ -324,6 +350,30 @@ mod tests {
         let db = env[env::DATABASE_URL].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
         assert_eq!((db.name.as_str(), db.key.as_str()), ("db", "url"));
         assert_eq!(env[env::TOPIC_PREFIX].value.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn the_kafka_client_secret_is_mounted_in_every_workload() {
+        let plain = cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}));
+        let d = gateway_deployment(&plain, &images());
+        assert!(d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().volumes.is_none());
+        assert!(!env_of(&d).contains_key(env::KAFKA_PROPERTIES_DIR));
+
+        let sasl = cluster(json!({"kafka": {"bootstrapServers": "k:9092", "secretRef": {"name": "kafka-auth"}}}));
+        let all = [
+            gateway_deployment(&sasl, &images()),
+            consumer_deployment(&sasl, Role::Storage, 1, &images()),
+            consumer_deployment(&sasl, Role::Push, 1, &images()),
+        ];
+        for d in &all {
+            let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+            let volume = &pod.volumes.as_ref().unwrap()[0];
+            assert_eq!(volume.secret.as_ref().unwrap().secret_name.as_deref(), Some("kafka-auth"));
+            let mount = &pod.containers[0].volume_mounts.as_ref().unwrap()[0];
+            assert_eq!((mount.name.as_str(), mount.mount_path.as_str()), (volume.name.as_str(), KAFKA_CLIENT_MOUNT));
+            assert_eq!(mount.read_only, Some(true));
+            assert_eq!(env_of(d)[env::KAFKA_PROPERTIES_DIR].value.as_deref(), Some(KAFKA_CLIENT_MOUNT));
+        }
     }
 
     #[test]

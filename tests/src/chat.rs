@@ -47,7 +47,9 @@ pub struct PodSpec {
     pub env: BTreeMap<String, String>,
 }
 
-fn pod_spec(d: &Deployment, secrets: &HashMap<(String, String), String>) -> PodSpec {
+/// The pod a Deployment would run, with `secrets` ((name, key) → value)
+/// resolving its secret references. Volumes are left to the caller.
+pub fn pod_spec(d: &Deployment, secrets: &HashMap<(String, String), String>) -> PodSpec {
     let container = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].clone();
     let args = container.args.clone().unwrap_or_default();
     let mut env = BTreeMap::new();
@@ -111,10 +113,16 @@ pub fn render(prefix: &str, db_url: &str) -> Specs {
 
 /// The binary an image runs.
 fn binary_of(spec: &PodSpec) -> PathBuf {
-    match spec.container.image.as_deref() {
-        Some(GATEWAY_IMAGE) => binary("parley-gateway"),
-        Some(CONSUMER_IMAGE) => binary("parley-consumer"),
-        other => panic!("unexpected image {other:?}"),
+    // The tests' own image names, or the operator's defaults
+    // (`…/parley-gateway:TAG`) when a Deployment comes from the apiserver.
+    let image = spec.container.image.as_deref().unwrap_or_default();
+    let repository = image.rsplit('/').next().unwrap_or_default();
+    if repository.starts_with("parley-gateway:") {
+        binary("parley-gateway")
+    } else if repository.starts_with("parley-consumer:") {
+        binary("parley-consumer")
+    } else {
+        panic!("unexpected image {image:?}")
     }
 }
 

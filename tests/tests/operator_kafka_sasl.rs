@@ -1,15 +1,19 @@
 //! A Kafka cluster reached with librdkafka security properties from the
 //! ChatCluster's Secret (SASL/PLAIN on the environment brokers' second
 //! listener): the operator cannot use its own Kafka client there and falls
-//! back to librdkafka for topics, metadata and lag. Wrong credentials end in
-//! a clear status instead of a hang.
+//! back to librdkafka for topics, metadata and lag; the workloads get the
+//! Secret mounted and connect with it. Wrong credentials end in a clear
+//! status instead of a hang.
 
+use std::collections::HashMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use parley_operator::crd::ChatCluster;
 use parley_operator::crd::status::{condition, reason};
 use parley_tests::kube::{client, setup_namespace, teardown_namespace};
 use parley_tests::operator::Operator;
-use parley_tests::{env, kafka, kubectl, wait};
+use parley_tests::{chat, env, kafka, kubectl, postgres, wait};
 
 fn sasl(key: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| panic!("{key} unset: run scripts/env/up.sh and source its env file"))
@@ -24,7 +28,7 @@ fn secret(name: &str, password: &str) -> String {
 
 fn manifest(name: &str, secret: &str, prefix: &str) -> String {
     format!(
-        "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: {name}\nspec:\n  kafka:\n    bootstrapServers: \"{}\"\n    secretRef:\n      name: {secret}\n    topicPrefix: {prefix}\n  topics:\n    partitions: 3\n    replicationFactor: 3\n    minInSyncReplicas: 2\n  consumers:\n    lagPollInterval: 1s\n",
+        "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: {name}\nspec:\n  kafka:\n    bootstrapServers: \"{}\"\n    secretRef:\n      name: {secret}\n    topicPrefix: {prefix}\n  topics:\n    partitions: 3\n    replicationFactor: 3\n    minInSyncReplicas: 2\n  consumers:\n    lagPollInterval: 1s\n  storage:\n    postgres:\n      urlSecretRef: {{name: db, key: url}}\n",
         sasl("KAFKA_SASL_BOOTSTRAP_SERVERS")
     )
 }
@@ -69,6 +73,44 @@ async fn a_sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported()
     .await;
 
     // The status names the cause, not only the failed request.
+    // The storage Deployment mounts the Secret; run its pod the way a
+    // kubelet would, with the Secret's keys as files. It skips the 20
+    // undecodable records and commits, which the operator sees as lag 0.
+    let storage = Api::<Deployment>::namespaced(client().await, &ns).get("chat-storage").await.expect("storage");
+    let pod = storage.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod template");
+    let volume = &pod.volumes.as_ref().expect("volumes")[0];
+    assert_eq!(volume.secret.as_ref().and_then(|s| s.secret_name.as_deref()), Some("kafka-auth"));
+    let mounted = std::env::temp_dir().join(format!("{prefix}-kafka-auth"));
+    std::fs::create_dir_all(&mounted).unwrap();
+    for (key, value) in [
+        ("security.protocol", "SASL_PLAINTEXT".to_owned()),
+        ("sasl.mechanism", "PLAIN".to_owned()),
+        ("sasl.username", sasl("KAFKA_SASL_USERNAME")),
+        ("sasl.password", sasl("KAFKA_SASL_PASSWORD")),
+    ] {
+        std::fs::write(mounted.join(key), value).unwrap();
+    }
+    let db_url = postgres::scratch_database("sasl").await;
+    let spec = chat::pod_spec(&storage, &HashMap::from([(("db".to_owned(), "url".to_owned()), db_url.clone())]));
+    let dir_env = spec.env.get("PARLEY_KAFKA_PROPERTIES_DIR").cloned();
+    assert_eq!(dir_env.as_deref(), Some(parley_operator::workloads::KAFKA_CLIENT_MOUNT));
+    let consumer = chat::start_consumer_with(
+        &spec,
+        &format!("{prefix}-storage"),
+        &[("PARLEY_KAFKA_PROPERTIES_DIR", mounted.display().to_string())],
+    )
+    .await;
+    wait::until("storage lag 0 once the SASL consumer committed", 60, || async {
+        let cc = api.get("chat").await.map_err(|e| e.to_string())?;
+        let groups = cc.status.map(|s| s.consumer_groups).unwrap_or_default();
+        let storage = groups.iter().find(|g| g.role == "storage").map(|g| g.lag);
+        if storage == Some(0) { Ok(()) } else { Err(format!("{groups:?}")) }
+    })
+    .await;
+    drop(consumer);
+    std::fs::remove_dir_all(&mounted).unwrap();
+    let _ = postgres::drop_database(&db_url).await;
+
     let (status, _, message) = wait::until("TopicsReady=False naming the refused login", 90, || async {
         let cc = api.get("wrong").await.map_err(|e| e.to_string())?;
         match topics_ready(&cc) {
