@@ -476,13 +476,13 @@ async fn apply_workloads(
 
     let target = Target { api: &deployments, pp: &pp, stores: &stores, ctx, oref, ns };
     let gateway = workloads::gateway_deployment(cc, &ctx.settings.images);
-    let before = target.current_replicas(&gateway.name_any());
+    let before = target.current_replicas(&gateway.name_any()).await?;
     let gateway = target.apply(gateway, before, "gateway", "spec.gateway.replicas").await?;
 
     let mut consumers = Vec::new();
     let mut groups = Vec::new();
     for role in Role::ALL {
-        let before = target.current_replicas(&workloads::consumer_name(cc, role));
+        let before = target.current_replicas(&workloads::consumer_name(cc, role)).await?;
         let (decision, lag) = autoscale::decide(ctx, cc, role, before, lag_source).await;
         let reason = decision.reason(lag, cc.spec.topics.partitions, role.spec(cc).lag_threshold);
         let desired = workloads::consumer_deployment(cc, role, decision.replicas, &ctx.settings.images);
@@ -506,8 +506,17 @@ struct Target<'a> {
 
 impl Target<'_> {
     /// Replicas the Deployment has now (None: it does not exist).
-    fn current_replicas(&self, name: &str) -> Option<i32> {
-        owned::cached(&self.stores.deployments, self.ns, name).and_then(|d| d.spec.as_ref()?.replicas)
+    async fn current_replicas(&self, name: &str) -> Result<Option<i32>> {
+        if let Some(cached) = owned::cached(&self.stores.deployments, self.ns, name) {
+            return Ok(cached.spec.as_ref().and_then(|s| s.replicas));
+        }
+        // Not cached, yet this process applied it: the watch has not shown
+        // the create yet (lag right after a ChatCluster appeared). Ask, or
+        // a scale from 1 would not count as one.
+        if self.ctx.applied.has::<Deployment>(self.ns, name) {
+            return Ok(self.api.get_opt(name).await?.and_then(|d| d.spec?.replicas));
+        }
+        Ok(None)
     }
 
     /// Apply a Deployment unless this process already applied exactly this

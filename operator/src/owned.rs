@@ -216,6 +216,12 @@ impl AppliedMemory {
     }
 
     /// Whether `obj` is exactly what this process's last apply returned.
+    /// Whether this process applied the object `ns`/`name` of kind `K`.
+    pub fn has<K: Versioned>(&self, ns: &str, name: &str) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.contains_key(&(K::KIND, ns.to_owned(), name.to_owned()))
+    }
+
     pub fn is_own_write<K: Versioned<DynamicType = ()>>(&self, obj: &K) -> bool {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
@@ -300,7 +306,11 @@ mod tests {
             ..Default::default()
         }]);
         assert!(!memory.unchanged(Some(&cached), &desired, hash), "never applied: apply");
+        assert!(!memory.has::<Deployment>("chat", "demo-storage"));
         memory.record(&cached, hash);
+        assert!(memory.has::<Deployment>("chat", "demo-storage"), "applied, whether or not a cache shows it yet");
+        assert!(!memory.has::<Service>("chat", "demo-storage"), "another kind");
+        assert!(!memory.has::<Deployment>("other", "demo-storage"), "another namespace");
         assert!(memory.unchanged(Some(&cached), &desired, hash));
         assert!(!memory.unchanged(None, &desired, hash), "deleted: apply again");
         assert!(!memory.unchanged(Some(&deployment("u1", 3, 3)), &desired, hash), "someone edited it");

@@ -114,7 +114,7 @@ async fn storage_follows_lag_capped_at_partitions_and_returns_to_min() {
     })
     .await;
     assert_eq!((g.lag, g.desired_replicas, g.partitions_with_lag, g.partitions), (10_000, 10, 12, 12), "{g:?}");
-    assert!(g.last_scale_time.is_some());
+    assert!(g.last_scale_time.is_some(), "{g:?}");
     assert_eq!(g.group, format!("{prefix}.storage"));
 
     // 100,000 more: 110 wanted, capped at the 12 partitions.
