@@ -38,6 +38,17 @@ fn topics_ready(cc: &ChatCluster) -> Option<(String, String, String)> {
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
+/// Until the status of ChatCluster `chat` reports the storage group's lag as `want`.
+async fn wait_storage_lag(api: &Api<ChatCluster>, want: i64) {
+    wait::until(&format!("storage lag {want} in the status"), 60, || async {
+        let cc = api.get("chat").await.map_err(|e| e.to_string())?;
+        let groups = cc.status.map(|s| s.consumer_groups).unwrap_or_default();
+        let storage = groups.iter().find(|g| g.role == "storage").map(|g| g.lag);
+        if storage == Some(want) { Ok(()) } else { Err(format!("{groups:?}")) }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported() {
     let ns = setup_namespace("parley-sasl");
@@ -64,13 +75,7 @@ async fn a_sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported()
 
     // Lag is read through the fallback too: nothing consumes these.
     kafka::produce(&format!("{prefix}.chat-messages"), 0, 20).await;
-    wait::until("storage lag 20 in the status", 60, || async {
-        let cc = api.get("chat").await.map_err(|e| e.to_string())?;
-        let groups = cc.status.map(|s| s.consumer_groups).unwrap_or_default();
-        let storage = groups.iter().find(|g| g.role == "storage").map(|g| g.lag);
-        if storage == Some(20) { Ok(()) } else { Err(format!("{groups:?}")) }
-    })
-    .await;
+    wait_storage_lag(&api, 20).await;
 
     // The status names the cause, not only the failed request.
     // The storage Deployment mounts the Secret; run its pod the way a
@@ -100,13 +105,7 @@ async fn a_sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported()
         &[("PARLEY_KAFKA_PROPERTIES_DIR", mounted.display().to_string())],
     )
     .await;
-    wait::until("storage lag 0 once the SASL consumer committed", 60, || async {
-        let cc = api.get("chat").await.map_err(|e| e.to_string())?;
-        let groups = cc.status.map(|s| s.consumer_groups).unwrap_or_default();
-        let storage = groups.iter().find(|g| g.role == "storage").map(|g| g.lag);
-        if storage == Some(0) { Ok(()) } else { Err(format!("{groups:?}")) }
-    })
-    .await;
+    wait_storage_lag(&api, 0).await;
     drop(consumer);
     std::fs::remove_dir_all(&mounted).unwrap();
     let _ = postgres::drop_database(&db_url).await;
