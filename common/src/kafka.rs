@@ -390,6 +390,33 @@ mod tests {
     }
 
     #[test]
+    fn clients_can_be_configured_for_tls_and_scram() {
+        // librdkafka without OpenSSL refuses these at client creation, so a
+        // ChatCluster's Secret asking for them could never work.
+        let cases: [&[(&str, &str)]; 3] = [
+            &[("security.protocol", "SSL")],
+            &[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+                ("sasl.username", "u"),
+                ("sasl.password", "p"),
+            ],
+            &[
+                ("security.protocol", "SASL_PLAINTEXT"),
+                ("sasl.mechanism", "SCRAM-SHA-256"),
+                ("sasl.username", "u"),
+                ("sasl.password", "p"),
+            ],
+        ];
+        for case in cases {
+            let props: Vec<(String, String)> = case.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            let settings = KafkaSettings::new("127.0.0.1:1").with_properties(&props);
+            let created: std::result::Result<FutureProducer, _> = settings.producer_config().create();
+            assert!(created.is_ok(), "{case:?}: {:?}", created.err());
+        }
+    }
+
+    #[test]
     fn properties_are_read_from_a_mounted_secret() {
         let dir = std::env::temp_dir().join(format!("parley-kafka-props-{}", std::process::id()));
         let data = dir.join("..data");

@@ -1,9 +1,9 @@
-//! A Kafka cluster reached with librdkafka security properties from the
-//! ChatCluster's Secret (SASL/PLAIN on the environment brokers' second
-//! listener): the operator cannot use its own Kafka client there and falls
-//! back to librdkafka for topics, metadata and lag; the workloads get the
-//! Secret mounted and connect with it. Wrong credentials end in a clear
-//! status instead of a hang.
+//! Kafka clusters reached with librdkafka security properties from the
+//! ChatCluster's Secret (SASL/PLAIN and TLS on the environment brokers'
+//! extra listeners): the operator cannot use its own Kafka client there and
+//! falls back to librdkafka for topics, metadata and lag; the workloads get
+//! the Secret mounted and connect with it. Wrong credentials and an
+//! untrusted certificate end in a clear status instead of a hang.
 
 use std::collections::HashMap;
 
@@ -38,6 +38,16 @@ fn topics_ready(cc: &ChatCluster) -> Option<(String, String, String)> {
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
+/// Until all four topics of `prefix` are listed: brokers learn of a new
+/// topic a moment apart, so the listing can trail `TopicsReady`.
+async fn wait_topics(prefix: &str) -> std::collections::BTreeMap<String, (usize, usize)> {
+    wait::until("the four topics listed", 30, || async {
+        let topics = kafka::topics_with_prefix(&format!("{prefix}."))?;
+        if topics.len() == 4 { Ok(topics) } else { Err(format!("{topics:?}")) }
+    })
+    .await
+}
+
 /// Until the status of ChatCluster `chat` reports the storage group's lag as `want`.
 async fn wait_storage_lag(api: &Api<ChatCluster>, want: i64) {
     wait::until(&format!("storage lag {want} in the status"), 60, || async {
@@ -69,8 +79,7 @@ async fn a_sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported()
         }
     })
     .await;
-    let topics = kafka::topics_with_prefix(&format!("{prefix}.")).expect("list topics");
-    assert_eq!(topics.len(), 4, "{topics:?}");
+    let topics = wait_topics(&prefix).await;
     assert!(topics.values().all(|&(partitions, replicas)| (partitions, replicas) == (3, 3)), "{topics:?}");
 
     // Lag is read through the fallback too: nothing consumes these.
@@ -123,6 +132,64 @@ async fn a_sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported()
         kafka::topics_with_prefix(&format!("{bad_prefix}.")).expect("list topics").is_empty(),
         "topics created with wrong credentials"
     );
+
+    let _ = kafka::delete_topics_with_prefix(&format!("{prefix}.")).await;
+    teardown_namespace(&ns);
+}
+
+/// A Secret of librdkafka properties, as JSON (a PEM value keeps its lines).
+fn secret_of(name: &str, data: &[(&str, String)]) -> String {
+    let data: serde_json::Map<String, serde_json::Value> =
+        data.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::String(v.clone()))).collect();
+    serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data})
+        .to_string()
+}
+
+fn tls_manifest(name: &str, secret: &str, prefix: &str) -> String {
+    format!(
+        "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: {name}\nspec:\n  kafka:\n    bootstrapServers: \"{}\"\n    secretRef:\n      name: {secret}\n    topicPrefix: {prefix}\n  topics:\n    partitions: 2\n    replicationFactor: 3\n    minInSyncReplicas: 2\n",
+        sasl("KAFKA_TLS_BOOTSTRAP_SERVERS")
+    )
+}
+
+#[tokio::test]
+async fn a_tls_cluster_gets_topics_and_an_untrusted_certificate_is_reported() {
+    let ns = setup_namespace("parley-tls");
+    let prefix = env::unique("tls").replace('-', "_");
+    let untrusted_prefix = format!("{prefix}_untrusted");
+    let ca = std::fs::read_to_string(sasl("KAFKA_TLS_CA_FILE")).expect("the brokers' certificate");
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
+    let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
+    let trusted = secret_of("kafka-tls", &[("security.protocol", "SSL".into()), ("ssl.ca.pem", ca)]);
+    let untrusted = secret_of("kafka-untrusted", &[("security.protocol", "SSL".into())]);
+    for manifest in [trusted, untrusted, tls_manifest("tls", "kafka-tls", &prefix)] {
+        kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest);
+    }
+    kubectl::ok_with_stdin(
+        &["apply", "-n", &ns, "-f", "-"],
+        &tls_manifest("untrusted", "kafka-untrusted", &untrusted_prefix),
+    );
+
+    wait::until("TopicsReady=True over TLS", 90, || async {
+        let cc = api.get("tls").await.map_err(|e| e.to_string())?;
+        match topics_ready(&cc) {
+            Some(c) if c.0 == "True" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    wait_topics(&prefix).await;
+
+    let (status, _, message) = wait::until("TopicsReady=False naming the certificate", 90, || async {
+        let cc = api.get("untrusted").await.map_err(|e| e.to_string())?;
+        match topics_ready(&cc) {
+            Some(c) if c.1 == reason::KAFKA_UNAVAILABLE && c.2.contains("certificate verify failed") => Ok(c),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(status, "False", "{message}");
+    assert!(kafka::topics_with_prefix(&format!("{untrusted_prefix}.")).expect("list topics").is_empty());
 
     let _ = kafka::delete_topics_with_prefix(&format!("{prefix}.")).await;
     teardown_namespace(&ns);
