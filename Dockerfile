@@ -13,7 +13,10 @@ ARG RUST_VERSION=1.95
 # ---- build: the whole workspace once ----
 FROM rust:${RUST_VERSION}-bookworm AS builder
 # rdkafka builds librdkafka from source: cmake, a C/C++ toolchain, make
-# (gcc, g++, make, zlib headers come with the rust image).
+# (gcc, g++, make, zlib headers come with the rust image). OpenSSL is built
+# from source too and linked in (perl, make: also in the rust image), so the
+# runtime images need no libssl. For brokers with a public CA, a ChatCluster's
+# Secret can set ssl.ca.location=probe (the images carry ca-certificates).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake \
  && rm -rf /var/lib/apt/lists/*
