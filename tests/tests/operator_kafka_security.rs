@@ -15,27 +15,55 @@ use parley_tests::kube::{client, setup_namespace, teardown_namespace};
 use parley_tests::operator::Operator;
 use parley_tests::{chat, env, kafka, kubectl, postgres, wait};
 
-fn sasl(key: &str) -> String {
+fn env_var(key: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| panic!("{key} unset: run scripts/env/up.sh and source its env file"))
 }
 
-fn secret(name: &str, password: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\nstringData:\n  security.protocol: SASL_PLAINTEXT\n  sasl.mechanism: PLAIN\n  sasl.username: \"{}\"\n  sasl.password: \"{password}\"\n",
-        sasl("KAFKA_SASL_USERNAME")
+fn sasl_secret(name: &str, password: &str) -> String {
+    secret_of(
+        name,
+        &[
+            ("security.protocol", "SASL_PLAINTEXT".into()),
+            ("sasl.mechanism", "PLAIN".into()),
+            ("sasl.username", env_var("KAFKA_SASL_USERNAME")),
+            ("sasl.password", password.into()),
+        ],
     )
 }
 
-fn manifest(name: &str, secret: &str, prefix: &str) -> String {
+/// A Secret of librdkafka properties, as JSON (a PEM value keeps its lines).
+fn secret_of(name: &str, data: &[(&str, String)]) -> String {
+    let data: serde_json::Map<String, serde_json::Value> =
+        data.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::String(v.clone()))).collect();
+    serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data})
+        .to_string()
+}
+
+/// A ChatCluster of 3-partition topics on the brokers at `bootstrap`,
+/// reached with the properties in Secret `secret`; lag read every second.
+fn manifest(name: &str, bootstrap: &str, secret: &str, prefix: &str) -> String {
     format!(
-        "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: {name}\nspec:\n  kafka:\n    bootstrapServers: \"{}\"\n    secretRef:\n      name: {secret}\n    topicPrefix: {prefix}\n  topics:\n    partitions: 3\n    replicationFactor: 3\n    minInSyncReplicas: 2\n  consumers:\n    lagPollInterval: 1s\n  storage:\n    postgres:\n      urlSecretRef: {{name: db, key: url}}\n",
-        sasl("KAFKA_SASL_BOOTSTRAP_SERVERS")
+        "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: {name}\nspec:\n  kafka:\n    bootstrapServers: \"{bootstrap}\"\n    secretRef:\n      name: {secret}\n    topicPrefix: {prefix}\n  topics:\n    partitions: 3\n    replicationFactor: 3\n    minInSyncReplicas: 2\n  consumers:\n    lagPollInterval: 1s\n  storage:\n    postgres:\n      urlSecretRef: {{name: db, key: url}}\n"
     )
 }
 
-fn topics_ready(cc: &ChatCluster) -> Option<(String, String, String)> {
-    let c = cc.status.as_ref()?.conditions.iter().find(|c| c.type_ == condition::TOPICS_READY)?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+/// Until ChatCluster `name`'s TopicsReady condition (status, reason,
+/// message) passes `wanted`; returns it.
+async fn wait_topics_ready(
+    api: &Api<ChatCluster>,
+    name: &str,
+    what: &str,
+    wanted: impl Fn(&(String, String, String)) -> bool,
+) -> (String, String, String) {
+    wait::until(what, 90, || async {
+        let cc = api.get(name).await.map_err(|e| e.to_string())?;
+        let c = cc.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::TOPICS_READY));
+        match c.map(|c| (c.status.clone(), c.reason.clone(), c.message.clone())) {
+            Some(c) if wanted(&c) => Ok(c),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
 }
 
 /// Until all four topics of `prefix` are listed: brokers learn of a new
@@ -66,19 +94,17 @@ async fn a_sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported()
     let bad_prefix = format!("{prefix}_bad");
     let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
     let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
-    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &secret("kafka-auth", &sasl("KAFKA_SASL_PASSWORD")));
-    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &secret("kafka-wrong", "not-the-password"));
-    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest("chat", "kafka-auth", &prefix));
-    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest("wrong", "kafka-wrong", &bad_prefix));
+    let bootstrap = env_var("KAFKA_SASL_BOOTSTRAP_SERVERS");
+    for manifest in [
+        sasl_secret("kafka-auth", &env_var("KAFKA_SASL_PASSWORD")),
+        sasl_secret("kafka-wrong", "not-the-password"),
+        manifest("chat", &bootstrap, "kafka-auth", &prefix),
+        manifest("wrong", &bootstrap, "kafka-wrong", &bad_prefix),
+    ] {
+        kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest);
+    }
 
-    wait::until("TopicsReady=True over SASL", 90, || async {
-        let cc = api.get("chat").await.map_err(|e| e.to_string())?;
-        match topics_ready(&cc) {
-            Some(c) if c.0 == "True" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    wait_topics_ready(&api, "chat", "TopicsReady=True over SASL", |c| c.0 == "True").await;
     let topics = wait_topics(&prefix).await;
     assert!(topics.values().all(|&(partitions, replicas)| (partitions, replicas) == (3, 3)), "{topics:?}");
 
@@ -99,8 +125,8 @@ async fn a_sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported()
     for (key, value) in [
         ("security.protocol", "SASL_PLAINTEXT".to_owned()),
         ("sasl.mechanism", "PLAIN".to_owned()),
-        ("sasl.username", sasl("KAFKA_SASL_USERNAME")),
-        ("sasl.password", sasl("KAFKA_SASL_PASSWORD")),
+        ("sasl.username", env_var("KAFKA_SASL_USERNAME")),
+        ("sasl.password", env_var("KAFKA_SASL_PASSWORD")),
     ] {
         std::fs::write(mounted.join(key), value).unwrap();
     }
@@ -119,12 +145,8 @@ async fn a_sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported()
     std::fs::remove_dir_all(&mounted).unwrap();
     let _ = postgres::drop_database(&db_url).await;
 
-    let (status, _, message) = wait::until("TopicsReady=False naming the refused login", 90, || async {
-        let cc = api.get("wrong").await.map_err(|e| e.to_string())?;
-        match topics_ready(&cc) {
-            Some(c) if c.1 == reason::KAFKA_UNAVAILABLE && c.2.contains("SASL authentication error") => Ok(c),
-            other => Err(format!("{other:?}")),
-        }
+    let (status, _, message) = wait_topics_ready(&api, "wrong", "TopicsReady=False naming the refused login", |c| {
+        c.1 == reason::KAFKA_UNAVAILABLE && c.2.contains("SASL authentication error")
     })
     .await;
     assert_eq!(status, "False", "{message}");
@@ -137,55 +159,31 @@ async fn a_sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported()
     teardown_namespace(&ns);
 }
 
-/// A Secret of librdkafka properties, as JSON (a PEM value keeps its lines).
-fn secret_of(name: &str, data: &[(&str, String)]) -> String {
-    let data: serde_json::Map<String, serde_json::Value> =
-        data.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::String(v.clone()))).collect();
-    serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data})
-        .to_string()
-}
-
-fn tls_manifest(name: &str, secret: &str, prefix: &str) -> String {
-    format!(
-        "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: {name}\nspec:\n  kafka:\n    bootstrapServers: \"{}\"\n    secretRef:\n      name: {secret}\n    topicPrefix: {prefix}\n  topics:\n    partitions: 2\n    replicationFactor: 3\n    minInSyncReplicas: 2\n",
-        sasl("KAFKA_TLS_BOOTSTRAP_SERVERS")
-    )
-}
-
 #[tokio::test]
 async fn a_tls_cluster_gets_topics_and_an_untrusted_certificate_is_reported() {
     let ns = setup_namespace("parley-tls");
     let prefix = env::unique("tls").replace('-', "_");
     let untrusted_prefix = format!("{prefix}_untrusted");
-    let ca = std::fs::read_to_string(sasl("KAFKA_TLS_CA_FILE")).expect("the brokers' certificate");
+    let ca = std::fs::read_to_string(env_var("KAFKA_TLS_CA_FILE")).expect("the brokers' certificate");
     let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
     let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
     let trusted = secret_of("kafka-tls", &[("security.protocol", "SSL".into()), ("ssl.ca.pem", ca)]);
     let untrusted = secret_of("kafka-untrusted", &[("security.protocol", "SSL".into())]);
-    for manifest in [trusted, untrusted, tls_manifest("tls", "kafka-tls", &prefix)] {
+    let bootstrap = env_var("KAFKA_TLS_BOOTSTRAP_SERVERS");
+    for manifest in [
+        trusted,
+        untrusted,
+        manifest("tls", &bootstrap, "kafka-tls", &prefix),
+        manifest("untrusted", &bootstrap, "kafka-untrusted", &untrusted_prefix),
+    ] {
         kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest);
     }
-    kubectl::ok_with_stdin(
-        &["apply", "-n", &ns, "-f", "-"],
-        &tls_manifest("untrusted", "kafka-untrusted", &untrusted_prefix),
-    );
 
-    wait::until("TopicsReady=True over TLS", 90, || async {
-        let cc = api.get("tls").await.map_err(|e| e.to_string())?;
-        match topics_ready(&cc) {
-            Some(c) if c.0 == "True" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    wait_topics_ready(&api, "tls", "TopicsReady=True over TLS", |c| c.0 == "True").await;
     wait_topics(&prefix).await;
 
-    let (status, _, message) = wait::until("TopicsReady=False naming the certificate", 90, || async {
-        let cc = api.get("untrusted").await.map_err(|e| e.to_string())?;
-        match topics_ready(&cc) {
-            Some(c) if c.1 == reason::KAFKA_UNAVAILABLE && c.2.contains("certificate verify failed") => Ok(c),
-            other => Err(format!("{other:?}")),
-        }
+    let (status, _, message) = wait_topics_ready(&api, "untrusted", "TopicsReady=False naming the certificate", |c| {
+        c.1 == reason::KAFKA_UNAVAILABLE && c.2.contains("certificate verify failed")
     })
     .await;
     assert_eq!(status, "False", "{message}");

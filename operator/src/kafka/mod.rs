@@ -53,7 +53,7 @@ pub struct KafkaCluster {
     groups: Mutex<HashMap<String, Arc<BaseConsumer<ClientErrors>>>>,
     errors: ClientErrors,
     timeout: Duration,
-    created: std::time::Instant,
+    created: Instant,
 }
 
 /// The last error this cluster's librdkafka clients reported on their own.
@@ -183,7 +183,7 @@ impl KafkaCluster {
             groups: Mutex::default(),
             errors,
             timeout,
-            created: std::time::Instant::now(),
+            created: Instant::now(),
         })
     }
 
