@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod plot;
 pub mod rate;
 pub mod report;
+pub mod stages;
 pub mod storage;
 pub mod target;
 pub mod workload;

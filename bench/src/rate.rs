@@ -22,6 +22,7 @@ use crate::error::{BenchError, Result};
 use crate::idle::round2;
 use crate::latency::{self, Summary};
 use crate::ledger::{self, Acked, Completeness, Received};
+use crate::stages::StageAge;
 use crate::target::{Mode, Setting, Target};
 use crate::workload::{self, Conversation, user_name};
 use parley_tests::procfs::{self, Machine};
@@ -108,6 +109,10 @@ pub struct RateRun {
     pub send_to_accept: Option<Summary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accept_to_deliver: Option<Summary>,
+    /// Kafka mode: age since the accept at each consumer stage, estimated
+    /// from the consumers' histograms (`stages.rs`). Absent from older files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageAge>,
     pub completeness: Completeness,
     pub error_frames: BTreeMap<String, u64>,
     pub connections_closed_early: u32,
@@ -237,6 +242,7 @@ async fn run_one(a: &RateArgs, rate: u32) -> Result<RateRun> {
     let sends = workload::sends_of(users, &convs);
     let warmup_rounds = warm_up(&mut sinks, &convs, &progress).await?;
 
+    let stages_before = target.stage_snapshot();
     let pids: Vec<(String, u32)> = target.processes.clone();
     let cpu_before: Vec<f64> = pids.iter().map(|(_, p)| procfs::cpu_seconds(*p)).collect();
     let self_cpu_before = procfs::cpu_seconds(std::process::id());
@@ -287,6 +293,7 @@ async fn run_one(a: &RateArgs, rate: u32) -> Result<RateRun> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drain_seconds = drain_start.elapsed().as_secs_f64();
+    let stages = target.stage_snapshot().since(&stages_before);
     let processes = pids
         .iter()
         .zip(cpu_before)
@@ -344,6 +351,7 @@ async fn run_one(a: &RateArgs, rate: u32) -> Result<RateRun> {
         send_to_deliver: Summary::of(&deliver_h),
         send_to_accept: Some(Summary::of(&to_accept_h)),
         accept_to_deliver: Some(Summary::of(&from_accept_h)),
+        stages,
         completeness,
         error_frames,
         connections_closed_early: closed_early,

@@ -329,6 +329,25 @@ pub fn markdown(r: &Results) -> String {
                 split.join("; ")
             );
         }
+        let staged: Vec<String> = result
+            .runs
+            .iter()
+            .filter(|x| !x.stages.is_empty())
+            .map(|x| {
+                let each: Vec<String> =
+                    x.stages.iter().map(|g| format!("{} {} / {}", g.stage, g.p50_ms, g.p99_ms)).collect();
+                format!("{} msg/s: {}", x.target_rate, each.join(", "))
+            })
+            .collect();
+        if !staged.is_empty() {
+            let _ = writeln!(
+                s,
+                "
+Age since the accept stamp at each consumer stage, p50 / p99 ms, estimated from the consumers' \
+                 histograms (buckets 1.5× wide): {}.",
+                staged.join("; ")
+            );
+        }
     }
     if !series(r).is_empty() {
         let _ = writeln!(s, "\n![send→deliver latency by offered rate]({PLOT})");
@@ -390,6 +409,7 @@ mod tests {
     use super::*;
     use crate::latency::Summary;
     use crate::ledger::Completeness;
+    use crate::stages::StageAge;
     use crate::target::Mode;
     use parley_tests::procfs::Machine;
 
@@ -408,6 +428,7 @@ mod tests {
             send_to_deliver: Summary { count: 10, p50_ms: p99 / 4.0, p99_ms: p99, p999_ms: p99, max_ms: p99 },
             send_to_accept: None,
             accept_to_deliver: None,
+            stages: Vec::new(),
             completeness: Completeness { lost, ..Default::default() },
             error_frames: Default::default(),
             connections_closed_early: 0,
@@ -455,6 +476,7 @@ mod tests {
                 runs: vec![RateRun {
                     send_to_accept: Some(Summary { p50_ms: 2.0, p99_ms: 9.0, ..Summary::default() }),
                     accept_to_deliver: Some(Summary { p50_ms: 30.0, p99_ms: 71.0, ..Summary::default() }),
+                    stages: vec![StageAge { stage: "stored".into(), count: 9, p50_ms: 12.5, p99_ms: 40.0 }],
                     ..run(5000, 5000.0, 80.0, 0)
                 }],
             }),
@@ -482,6 +504,7 @@ mod tests {
         let md = markdown(&results);
         assert!(md.contains("| **missed** |"), "{md}");
         assert!(md.contains("5000 msg/s: 2 / 9 then 30 / 71"), "{md}");
+        assert!(md.contains("5000 msg/s: stored 12.5 / 40"), "{md}");
         assert!(md.contains(PLOT));
     }
 

@@ -13,6 +13,7 @@ use parley_tests::chat::{self, Proc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BenchError, Result, io};
+use crate::stages::Snapshot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -35,6 +36,8 @@ pub struct Target {
     pub secret: String,
     /// (role, pid) of every process, for CPU and memory figures.
     pub processes: Vec<(String, u32)>,
+    /// `/metrics` ports of the gateway's internal listener and the consumers (Kafka mode).
+    stage_metrics: Vec<u16>,
     _running: Running,
 }
 
@@ -86,6 +89,17 @@ impl Target {
         self.processes.iter().find(|(r, _)| r == role).map(|(_, p)| *p)
     }
 
+    /// The stage histograms now (empty in standalone mode, whose
+    /// consumers serve no `/metrics`).
+    pub fn stage_snapshot(&self) -> Snapshot {
+        let texts: Vec<String> = self
+            .stage_metrics
+            .iter()
+            .filter_map(|&port| parley_tests::operator::try_http_get(port, "/metrics").ok())
+            .collect();
+        Snapshot::parse(&texts)
+    }
+
     fn standalone(env: &[Setting]) -> Result<Self> {
         let bin = chat::binary("parley-gateway");
         let db = std::env::temp_dir().join(format!("parley-bench-{}-{}.db", std::process::id(), unique()));
@@ -111,6 +125,7 @@ impl Target {
             gateway,
             secret: STANDALONE_SECRET.into(),
             processes: vec![("gateway".into(), pid)],
+            stage_metrics: Vec::new(),
             _running: running,
         })
     }
@@ -135,11 +150,16 @@ impl Target {
             ("push".to_owned(), push.child.id()),
         ];
         let addr = gateway.addr.parse().expect("the gateway prints a socket address");
+        let stage_metrics = [internal.as_str(), &storage.addr, &push.addr]
+            .iter()
+            .map(|a| a.rsplit(':').next().and_then(|port| port.parse().ok()).expect("a metrics port"))
+            .collect();
         Target {
             mode: Mode::Kafka,
             gateway: addr,
             secret: chat::SECRET.into(),
             processes,
+            stage_metrics,
             _running: Running::Kafka { procs: vec![gateway, storage, push], prefix, db_url },
         }
     }

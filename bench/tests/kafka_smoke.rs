@@ -39,6 +39,14 @@ fn kafka_rate_run_delivers_everything_once() {
     assert_eq!((c.lost, c.duplicated, c.out_of_order, c.unexpected, c.seq_gaps), (0, 0, 0, 0, 0), "{c:?}");
     let roles: Vec<&str> = run.processes.iter().map(|p| p.role.as_str()).collect();
     assert_eq!(roles, ["gateway", "storage", "push"]);
+    // Each stage saw every timed message (warm-up differenced away), in path
+    // order. (Push may fetch a delivery before storage hears its ack.)
+    let stages: Vec<(&str, u64)> = run.stages.iter().map(|s| (s.stage.as_str(), s.count)).collect();
+    let names: Vec<&str> = stages.iter().map(|s| s.0).collect();
+    assert_eq!(names, ["acked", "received", "stored", "published", "fetched", "pushed"], "{stages:?}");
+    assert!(stages.iter().all(|&(_, n)| n == run.sent), "{stages:?} for {} sent", run.sent);
+    let p50 = |i: usize| run.stages[i].p50_ms;
+    assert!(p50(1) <= p50(2) && p50(2) <= p50(3) && p50(4) <= p50(5), "{:?}", run.stages);
 }
 
 #[test]

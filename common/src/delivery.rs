@@ -27,6 +27,11 @@ pub struct Delivery {
     /// already have the message.
     #[serde(default)]
     pub duplicate: bool,
+    /// The message was not stored: its sender was not a member of the
+    /// group at that point of the log. Only the sender's connection hears
+    /// of it, with this reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 impl Delivery {

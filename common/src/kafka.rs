@@ -67,8 +67,12 @@ pub fn configured_properties(
     Ok(props)
 }
 
-/// librdkafka `linger.ms` of every producer unless overridden.
-pub const PRODUCER_LINGER_MS: &str = "10";
+/// librdkafka `linger.ms` of a producer unless its settings say otherwise.
+/// 10 ms rather than 2 for the gateway's one-at-a-time sends: at 5,000
+/// msg/s a 2 ms linger meant so many small produce requests that the
+/// producers' broker threads and the brokers saturated the machine and
+/// latency ran away to seconds (bench/results/profile.md).
+pub const PRODUCER_LINGER: Duration = Duration::from_millis(10);
 
 /// Wait before retrying an enqueue into a full producer queue.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
@@ -84,6 +88,8 @@ pub struct KafkaSettings {
     pub linger: Duration,
     /// How long a produce may take (including retries) before it fails.
     pub produce_timeout: Duration,
+    /// How long the producer waits for more records before sending a batch.
+    pub producer_linger: Duration,
     /// Extra librdkafka properties (e.g. SASL/TLS), applied last.
     pub extra: Vec<(String, String)>,
 }
@@ -95,6 +101,7 @@ impl KafkaSettings {
             session_timeout: Duration::from_secs(10),
             linger: Duration::ZERO,
             produce_timeout: Duration::from_secs(30),
+            producer_linger: PRODUCER_LINGER,
             extra: Vec::new(),
         }
     }
@@ -124,11 +131,7 @@ impl KafkaSettings {
         let mut c = self.base();
         c.set("acks", "all")
             .set("enable.idempotence", "true")
-            // 10 ms rather than 2: at 5,000 msg/s a 2 ms linger meant so many
-            // small produce requests that the producers' broker threads and
-            // the brokers saturated the machine and latency ran away to
-            // seconds; it costs ~20 ms p50 at 1,000 msg/s (bench/results/profile.md).
-            .set("linger.ms", PRODUCER_LINGER_MS)
+            .set("linger.ms", self.producer_linger.as_millis().to_string())
             .set("message.timeout.ms", self.produce_timeout.as_millis().to_string());
         self.with_extra(c)
     }
@@ -446,7 +449,7 @@ mod tests {
     fn extra_properties_override_the_defaults() {
         let props = vec![parse_property("linger.ms=25").unwrap(), parse_property(" fetch.wait.max.ms = 50 ").unwrap()];
         let s = KafkaSettings::new("127.0.0.1:1").with_properties(&props);
-        assert_eq!(KafkaSettings::new("x").producer_config().get("linger.ms"), Some(PRODUCER_LINGER_MS));
+        assert_eq!(KafkaSettings::new("x").producer_config().get("linger.ms"), Some("10"));
         assert_eq!(s.producer_config().get("linger.ms"), Some("25"));
         assert_eq!(s.consumer_config("g").get("fetch.wait.max.ms"), Some("50"));
         assert_eq!(s.producer_config().get("acks"), Some("all"), "others keep their defaults");

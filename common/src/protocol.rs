@@ -311,6 +311,9 @@ pub enum ServerFrame {
     Error {
         code: String,
         reason: String,
+        /// The send this answers, when the error is about one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_msg_id: Option<String>,
     },
 }
 
@@ -323,7 +326,7 @@ struct Envelope<T> {
 
 impl ServerFrame {
     pub fn error(code: &str, reason: impl ToString) -> Self {
-        Self::Error { code: code.to_owned(), reason: reason.to_string() }
+        Self::Error { code: code.to_owned(), reason: reason.to_string(), client_msg_id: None }
     }
 
     pub fn to_json(&self) -> String {

@@ -95,6 +95,21 @@ pub struct StorageArgs {
     pub database_url: String,
     #[arg(long, env = "PARLEY_DATABASE_POOL_SIZE", default_value_t = 4)]
     pub database_pool_size: u32,
+    /// librdkafka `linger.ms` of the deliveries producer. Short: a stored
+    /// batch's deliveries are handed over all at once, so waiting for more
+    /// only delays them (10 ms, the gateway's linger, added ~9 ms to every
+    /// message; bench/results/profile.md).
+    #[arg(long, env = "PARLEY_DELIVERY_LINGER", default_value = "1ms", value_parser = parse_duration)]
+    pub delivery_linger: Duration,
+}
+
+impl StorageArgs {
+    /// [`CommonArgs::kafka`] with the deliveries producer's linger.
+    pub fn kafka(&self) -> crate::Result<KafkaSettings> {
+        let mut s = self.common.kafka()?;
+        s.producer_linger = self.delivery_linger;
+        Ok(s)
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -129,6 +144,11 @@ mod tests {
         let Role::Storage(args) = cli.role else { panic!("storage expected") };
         assert_eq!(args.common.topics("storage").storage_group, "chat.demo.storage");
         assert_eq!(args.common.listen.port(), 9090);
+        let linger = |a: &StorageArgs| a.kafka().unwrap().producer_config().get("linger.ms").map(str::to_owned);
+        assert_eq!(linger(&args).as_deref(), Some("1"), "deliveries go out without waiting for more");
+        let mut tuned = args.clone();
+        tuned.common.kafka_properties = vec![("linger.ms".into(), "7".into())];
+        assert_eq!(linger(&tuned).as_deref(), Some("7"), "explicit properties still win");
         let mut c = args.common.clone();
         c.consumer_group = Some("custom".into());
         assert_eq!(c.topics("storage").storage_group, "custom");

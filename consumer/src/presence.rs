@@ -105,7 +105,8 @@ impl Presence {
         if let Some(origin) = &delivery.origin {
             add(&mut route, &origin.gateway_id, None);
         }
-        if delivery.duplicate {
+        // A resend (recipients have it) or a refusal: the sender's connection only.
+        if delivery.duplicate || delivery.refused.is_some() {
             return route;
         }
         for user in &delivery.recipients {
@@ -158,6 +159,7 @@ mod tests {
             recipients: recipients.iter().map(|s| s.to_string()).collect(),
             origin: Some(Origin { gateway_id: origin_gw.into(), connection_id: 1 }),
             duplicate,
+            refused: None,
         }
     }
 
@@ -184,6 +186,11 @@ mod tests {
         assert_eq!(r.gateways.keys().collect::<Vec<_>>(), ["gw1"]);
         assert!(r.gateways["gw1"].1.recipients.is_empty());
         assert!(r.offline.is_empty());
+        // So do refusals: nobody else hears of a message that was not stored.
+        let refused = Delivery { refused: Some("no".into()), ..delivery(&["a", "b", "z"], "gw1", false) };
+        let r = p.route(&refused);
+        assert_eq!(r.gateways.keys().collect::<Vec<_>>(), ["gw1"]);
+        assert!(r.gateways["gw1"].1.recipients.is_empty() && r.offline.is_empty());
     }
 
     #[test]

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use parley_common::broker::{Broker, Subscription};
 use parley_common::delivery::{Delivery, DeliverySink};
+use parley_common::time::now_millis;
 use parley_common::topics::Topics;
 use tokio_util::sync::CancellationToken;
 
 use crate::Result;
+use crate::metrics::{Metrics, Stage};
 
 pub const DEFAULT_BATCH: usize = 256;
 const RETRY: Duration = Duration::from_millis(200);
@@ -19,6 +21,7 @@ pub struct PushWorker {
     pub sink: Arc<dyn DeliverySink>,
     pub topics: Topics,
     pub batch_size: usize,
+    pub metrics: Arc<Metrics>,
 }
 
 impl PushWorker {
@@ -40,14 +43,18 @@ impl PushWorker {
                     continue;
                 }
             };
+            let fetched = now_millis();
             for record in &records {
                 match Delivery::from_bytes(&record.payload) {
                     // A client that misses a push syncs from its last seq, so
                     // a failed push is logged, not retried forever.
                     Ok(delivery) => {
+                        let accepted = [delivery.message.ts];
+                        self.metrics.ages(Stage::Fetched, fetched, accepted);
                         if let Err(err) = self.sink.deliver(&delivery).await {
                             tracing::warn!(error = %err, "push: delivery failed");
                         }
+                        self.metrics.ages(Stage::Pushed, now_millis(), accepted);
                     }
                     Err(err) => tracing::warn!(
                         offset = record.offset, error = %err, "push: skipping undecodable delivery"

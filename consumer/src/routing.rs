@@ -3,7 +3,7 @@
 use parley_common::delivery::{Delivery, Origin};
 use parley_common::event::{EventType, MembershipData, MessageEvent};
 use parley_common::ids::ConversationId;
-use parley_common::store::{NewMessage, StoreOutcome};
+use parley_common::store::{NewMessage, StoreOutcome, StoredMessage};
 
 /// Turn a message event into a message to store. The sender is the event's
 /// `user_id` (set by the gateway from the token), never a payload field.
@@ -67,7 +67,42 @@ pub fn origin(event: &MessageEvent) -> Option<Origin> {
 }
 
 pub fn delivery(outcome: StoreOutcome, recipients: Vec<String>, origin: Option<Origin>) -> Delivery {
-    Delivery { message: outcome.message, recipients, origin, duplicate: outcome.duplicate }
+    Delivery { message: outcome.message, recipients, origin, duplicate: outcome.duplicate, refused: None }
+}
+
+/// Whether `sender` may post to `conversation`. For a group this is decided
+/// here, against the members at this point of the log (membership changes
+/// travel in the same partition as the group's messages), so a gateway's
+/// earlier check may be stale without a non-member's message being stored.
+pub fn admitted(conversation: &ConversationId, sender: &str, members: Option<&[String]>) -> bool {
+    match conversation.group_id() {
+        Some(_) => members.is_some_and(|m| m.iter().any(|u| u == sender)),
+        None => conversation.direct_participants().is_some_and(|(a, b)| a == sender || b == sender),
+    }
+}
+
+/// What the sender's connection hears of a message that was not admitted
+/// (nothing is stored, nobody else is told; the body is not echoed).
+pub fn refusal(message: NewMessage, origin: Option<Origin>) -> Delivery {
+    let reason = match message.conversation.group_id() {
+        Some(g) => format!("not a member of group {g}"),
+        None => format!("not a participant of {}", message.conversation),
+    };
+    Delivery {
+        message: StoredMessage {
+            conversation: message.conversation,
+            seq: 0,
+            msg_id: message.msg_id,
+            client_msg_id: message.client_msg_id,
+            from: message.from,
+            body: String::new(),
+            ts: message.ts,
+        },
+        recipients: Vec::new(),
+        origin,
+        duplicate: false,
+        refused: Some(reason),
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +154,36 @@ mod tests {
         let mut forged = event.clone();
         forged.user_id = "mallory".into();
         assert!(item(&forged).is_err());
+    }
+
+    #[test]
+    fn group_senders_must_be_members_at_that_point_of_the_log() {
+        let g = ConversationId::group("g");
+        let members = ["a".to_string(), "b".to_string()];
+        assert!(admitted(&g, "a", Some(&members)));
+        assert!(!admitted(&g, "z", Some(&members)), "not a member");
+        assert!(!admitted(&g, "a", None), "no such group");
+        let ab = ConversationId::direct("a", "b");
+        assert!(admitted(&ab, "b", None));
+        assert!(!admitted(&ab, "z", None), "a direct conversation of others");
+    }
+
+    #[test]
+    fn a_refusal_reaches_the_origin_only_and_echoes_no_body() {
+        let m = NewMessage {
+            msg_id: "m".into(),
+            client_msg_id: "c".into(),
+            conversation: ConversationId::group("g"),
+            from: "z".into(),
+            body: "secret".into(),
+            ts: 9,
+        };
+        let origin = Origin { gateway_id: "gw".into(), connection_id: 3 };
+        let d = refusal(m, Some(origin.clone()));
+        assert_eq!(d.refused.as_deref(), Some("not a member of group g"));
+        assert!(d.recipients.is_empty());
+        assert_eq!(d.origin, Some(origin));
+        assert_eq!((d.message.client_msg_id.as_str(), d.message.body.as_str(), d.message.seq), ("c", "", 0));
     }
 
     #[test]

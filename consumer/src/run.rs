@@ -58,12 +58,13 @@ async fn serve_http(listen: SocketAddr, metrics: Arc<Metrics>, shutdown: Cancell
 
 pub async fn storage(args: StorageArgs, shutdown: CancellationToken) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(args.common.kafka()?)?);
+    let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(args.kafka()?)?);
     let postgres = PostgresStore::connect(&args.database_url, args.database_pool_size).await?;
     let store: Arc<dyn Store> = Arc::new(MeteredStore { inner: Arc::new(postgres), metrics: metrics.clone() });
     let topics = args.common.topics(topics::STORAGE_GROUP);
     tracing::info!(group = %topics.storage_group, "storage consumer starting");
-    let worker = StorageWorker { broker, store, topics, batch_size: args.common.batch_size.max(1) };
+    let batch_size = args.common.batch_size.max(1);
+    let worker = StorageWorker { broker, store, topics, batch_size, metrics: metrics.clone() };
     let sub = worker.subscribe().await?;
     serve_http(args.common.listen, metrics, shutdown.clone()).await?;
     // Returns after finishing the batch in hand; dropping the subscription
@@ -84,8 +85,9 @@ pub async fn push(args: PushArgs, shutdown: CancellationToken) -> Result<()> {
     let presence_sub = broker.subscribe(std::slice::from_ref(&topics.user_events), &presence_group).await?;
     tokio::spawn(follow_presence(presence_sub, presence.clone(), shutdown.clone()));
     let sink = Arc::new(GatewayPush::new(presence, metrics.clone(), webhook));
+    let batch_size = args.common.batch_size.max(1);
     tracing::info!(group = %topics.push_group, "push consumer starting");
-    let worker = PushWorker { broker, sink, topics, batch_size: args.common.batch_size.max(1) };
+    let worker = PushWorker { broker, sink, topics, batch_size, metrics: metrics.clone() };
     let sub = worker.subscribe().await?;
     serve_http(args.common.listen, metrics, shutdown.clone()).await?;
     worker.run(sub, shutdown).await;

@@ -9,10 +9,12 @@ use parley_common::broker::{Broker, Checkpoint, Pending, Record, Subscription};
 use parley_common::delivery::Origin;
 use parley_common::event::{MembershipData, MessageEvent};
 use parley_common::store::{NewMessage, Store};
+use parley_common::time::now_millis;
 use parley_common::topics::Topics;
 use tokio_util::sync::CancellationToken;
 
 use crate::Result;
+use crate::metrics::{Metrics, Stage};
 use crate::routing::{self, Item};
 
 pub const DEFAULT_BATCH: usize = 256;
@@ -24,6 +26,7 @@ pub struct StorageWorker {
     pub store: Arc<dyn Store>,
     pub topics: Topics,
     pub batch_size: usize,
+    pub metrics: Arc<Metrics>,
 }
 
 impl StorageWorker {
@@ -49,7 +52,7 @@ impl StorageWorker {
                 // Nothing new arrived: acknowledge the batch in flight as soon as it is durable.
                 acked = published(&mut in_flight) => {
                     if let Some(done) = in_flight.take()
-                        && !self.settle(&done.records, done.checkpoint, acked, sub.as_mut(), &shutdown).await
+                        && !self.settle(done, acked, sub.as_mut(), &shutdown).await
                     {
                         return;
                     }
@@ -65,7 +68,7 @@ impl StorageWorker {
                     continue;
                 }
             };
-            let Some(deliveries) = self.until_done(&shutdown, || self.store(&records)).await else {
+            let Some(stored) = self.until_done(&shutdown, || self.store(&records)).await else {
                 tracing::warn!("storage: shutting down with an unstored batch");
                 return;
             };
@@ -74,12 +77,13 @@ impl StorageWorker {
             {
                 return;
             }
-            let acked = match self.broker.enqueue_all(&self.topics.deliveries, deliveries).await {
+            let acked = match self.broker.enqueue_all(&self.topics.deliveries, stored.deliveries).await {
                 Ok(acked) => acked,
                 // Settled like a failed acknowledgement: published again, then acknowledged.
                 Err(err) => Box::pin(std::future::ready(Err(err))),
             };
-            in_flight = Some(InFlight { records, acked, checkpoint: sub.checkpoint() });
+            let checkpoint = sub.checkpoint();
+            in_flight = Some(InFlight { records, accepted: stored.accepted, acked, checkpoint });
         }
         if let Some(done) = in_flight.take() {
             // Its deliveries are with the producer already: finish it (the
@@ -91,9 +95,9 @@ impl StorageWorker {
     }
 
     /// Wait for a batch's deliveries, then [`settle`](Self::settle) it.
-    async fn finish(&self, done: InFlight, sub: &mut dyn Subscription, shutdown: &CancellationToken) -> bool {
-        let acked = done.acked.await;
-        self.settle(&done.records, done.checkpoint, acked, sub, shutdown).await
+    async fn finish(&self, mut done: InFlight, sub: &mut dyn Subscription, shutdown: &CancellationToken) -> bool {
+        let acked = done.acked.as_mut().await;
+        self.settle(done, acked, sub, shutdown).await
     }
 
     /// Acknowledge a batch whose deliveries were handed over. If they were
@@ -101,20 +105,20 @@ impl StorageWorker {
     /// idempotent) until they are. False when shutdown came first.
     async fn settle(
         &self,
-        records: &[Record],
-        checkpoint: Checkpoint,
+        done: InFlight,
         acked: parley_common::Result<()>,
         sub: &mut dyn Subscription,
         shutdown: &CancellationToken,
     ) -> bool {
         if let Err(err) = acked {
             tracing::error!(error = %err, "storage: publishing deliveries failed; publishing the batch again");
-            if self.until_done(shutdown, || self.process(records)).await.is_none() {
+            if self.until_done(shutdown, || self.process(&done.records)).await.is_none() {
                 tracing::warn!("storage: shutting down with an unpublished batch");
                 return false;
             }
         }
-        if let Err(err) = sub.commit_to(checkpoint).await {
+        self.metrics.ages(Stage::Published, now_millis(), done.accepted.iter().copied());
+        if let Err(err) = sub.commit_to(done.checkpoint).await {
             tracing::error!(error = %err, "storage: commit failed");
         }
         true
@@ -146,16 +150,18 @@ impl StorageWorker {
     /// Store one batch and publish its deliveries, returning once they are
     /// durable.
     pub async fn process(&self, records: &[Record]) -> Result<()> {
-        let deliveries = self.store(records).await?;
-        self.broker.publish_all(&self.topics.deliveries, deliveries).await?;
+        let stored = self.store(records).await?;
+        self.broker.publish_all(&self.topics.deliveries, stored.deliveries).await?;
         Ok(())
     }
 
-    /// Store one batch and return its deliveries (key, payload) in order.
+    /// Store one batch and return its deliveries in order.
     /// Membership changes are applied where they sit in the batch: messages
     /// before one are stored and routed with the members of that moment.
-    async fn store(&self, records: &[Record]) -> Result<Vec<(String, Vec<u8>)>> {
+    async fn store(&self, records: &[Record]) -> Result<StoredBatch> {
+        let received = now_millis();
         let mut deliveries = Vec::with_capacity(records.len());
+        let mut accepted = Vec::with_capacity(records.len());
         let mut messages: Vec<NewMessage> = Vec::with_capacity(records.len());
         let mut origins = Vec::with_capacity(records.len());
         for record in records {
@@ -164,6 +170,7 @@ impl StorageWorker {
             let decoded = MessageEvent::from_bytes(&record.payload).and_then(|event| routing::item(&event));
             match decoded {
                 Ok(Item::Message(message, origin)) => {
+                    accepted.push(message.ts);
                     messages.push(message);
                     origins.push(origin);
                 }
@@ -179,7 +186,11 @@ impl StorageWorker {
             }
         }
         deliveries.extend(self.flush(messages, origins).await?);
-        Ok(deliveries)
+        self.metrics.ages(Stage::Received, received, accepted.iter().copied());
+        let oldest = accepted.iter().min().map(|&a| received.saturating_sub(a));
+        tracing::debug!(records = records.len(), oldest_age_ms = ?oldest, "storage: batch received");
+        self.metrics.ages(Stage::Stored, now_millis(), accepted.iter().copied());
+        Ok(StoredBatch { deliveries, accepted })
     }
 
     /// Idempotent, so a replayed batch converges to the same membership.
@@ -200,20 +211,33 @@ impl StorageWorker {
             return Ok(Vec::new());
         }
         let started = std::time::Instant::now();
-        let outcomes = self.store.store_batch(&messages).await?;
-        let stored = started.elapsed();
         // One read for every group in the batch. A query per group held
         // storage to about 2,000 msg/s under a 5,000 msg/s load; one read
-        // let it reach about 4,000 (bench/results/profile.md).
+        // let it reach about 4,000 (bench/results/profile.md). Read before
+        // storing: it decides who may post as well as who receives.
         let groups: BTreeSet<String> =
-            outcomes.iter().filter_map(|o| o.message.conversation.group_id().map(str::to_owned)).collect();
+            messages.iter().filter_map(|m| m.conversation.group_id().map(str::to_owned)).collect();
         let members = if groups.is_empty() {
             HashMap::new()
         } else {
             self.store.members_of(&groups.into_iter().collect::<Vec<_>>()).await?
         };
-        let mut deliveries = Vec::with_capacity(outcomes.len());
-        for (outcome, origin) in outcomes.into_iter().zip(origins) {
+        let (mut admitted, mut admitted_origins) = (Vec::with_capacity(messages.len()), Vec::new());
+        let mut deliveries = Vec::with_capacity(messages.len());
+        for (message, origin) in messages.into_iter().zip(origins) {
+            let group_members = message.conversation.group_id().and_then(|g| members.get(g)).map(Vec::as_slice);
+            if routing::admitted(&message.conversation, &message.from, group_members) {
+                admitted.push(message);
+                admitted_origins.push(origin);
+            } else {
+                tracing::info!(user = message.from, conversation = %message.conversation, "storage: refused a non-member's message");
+                let key = message.conversation.to_string();
+                deliveries.push((key, routing::refusal(message, origin).to_bytes()?));
+            }
+        }
+        let outcomes = if admitted.is_empty() { Vec::new() } else { self.store.store_batch(&admitted).await? };
+        let stored = started.elapsed();
+        for (outcome, origin) in outcomes.into_iter().zip(admitted_origins) {
             let conversation = outcome.message.conversation.clone();
             let group_members = conversation.group_id().and_then(|g| members.get(g)).map_or(&[][..], Vec::as_slice);
             let recipients = routing::recipients(&conversation, &outcome.message.from, group_members);
@@ -225,9 +249,18 @@ impl StorageWorker {
     }
 }
 
+/// What storing a batch yields.
+struct StoredBatch {
+    /// (key, payload) of each delivery, in order.
+    deliveries: Vec<(String, Vec<u8>)>,
+    /// The gateway's accept stamp of each message, for the age metrics.
+    accepted: Vec<i64>,
+}
+
 /// A stored batch whose deliveries are with the broker.
 struct InFlight {
     records: Vec<Record>,
+    accepted: Vec<i64>,
     acked: Pending,
     checkpoint: Checkpoint,
 }

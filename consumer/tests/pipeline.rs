@@ -8,10 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parley_common::broker::{Broker, MemoryBroker, Pending, Record, Subscription};
 use parley_common::delivery::{Delivery, DeliverySink};
-use parley_common::event::{ChatMessageData, EventMetadata, MessageEvent};
+use parley_common::event::{ChatMessageData, EventMetadata, MembershipData, MessageEvent};
 use parley_common::ids::ConversationId;
 use parley_common::store::{SqliteStore, Store};
 use parley_common::topics::Topics;
+use parley_consumer::metrics::Metrics;
 use parley_consumer::push::PushWorker;
 use parley_consumer::storage::StorageWorker;
 use tokio::sync::mpsc;
@@ -57,9 +58,21 @@ async fn events_are_stored_then_pushed_with_recipients() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let recorder = Arc::new(Recorder { store: store.clone(), tx, unstored: Mutex::default() });
     let shutdown = CancellationToken::new();
-    let storage =
-        StorageWorker { broker: broker.clone(), store: store.clone(), topics: topics.clone(), batch_size: 16 };
-    let push = PushWorker { broker: broker.clone(), sink: recorder.clone(), topics: topics.clone(), batch_size: 16 };
+    let metrics = Arc::new(Metrics::new());
+    let storage = StorageWorker {
+        broker: broker.clone(),
+        store: store.clone(),
+        topics: topics.clone(),
+        batch_size: 16,
+        metrics: metrics.clone(),
+    };
+    let push = PushWorker {
+        broker: broker.clone(),
+        sink: recorder.clone(),
+        topics: topics.clone(),
+        batch_size: 16,
+        metrics: metrics.clone(),
+    };
     let s_sub = storage.subscribe().await.unwrap();
     let p_sub = push.subscribe().await.unwrap();
     let s_task = tokio::spawn(storage.run(s_sub, shutdown.clone()));
@@ -98,6 +111,62 @@ async fn events_are_stored_then_pushed_with_recipients() {
     .await
     .expect("workers stop on shutdown");
     assert_eq!(broker.retained(&topics.deliveries), 0, "deliveries committed");
+    // Every decodable message (the resend too) passed each stage once.
+    let text = metrics.encode();
+    for stage in ["received", "stored", "published", "fetched", "pushed"] {
+        let line = format!("parley_consumer_message_age_seconds_count{{stage=\"{stage}\"}} 4");
+        assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn group_messages_of_non_members_are_refused_where_the_log_says_so() {
+    let broker = Arc::new(MemoryBroker::new());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    store.create_group("g", "G", "a", &["b".into()]).await.unwrap();
+    let topics = Topics::new("t");
+    let storage = StorageWorker {
+        broker: broker.clone(),
+        store: store.clone(),
+        topics: topics.clone(),
+        batch_size: 16,
+        metrics: Arc::new(Metrics::new()),
+    };
+    let mut deliveries = broker.subscribe(std::slice::from_ref(&topics.deliveries), "reader").await.unwrap();
+    let g = ConversationId::group("g");
+    let key = g.to_string();
+    let leave = MembershipData { group_id: "g".into(), user: "b".into(), joined: false };
+    // One batch: b posts, b leaves, b posts again, an outsider posts, a posts.
+    let batch: Vec<Record> = [
+        event("b", "1", &g),
+        MessageEvent::membership(&leave, 2).unwrap().to_bytes().unwrap(),
+        event("b", "2", &g),
+        event("z", "1", &g),
+        event("a", "1", &g),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, payload)| Record { topic: topics.group_messages.clone(), key: key.clone(), payload, offset: i as u64 })
+    .collect();
+    storage.process(&batch).await.unwrap();
+
+    let stored = store.history(&g, 0, 10).await.unwrap();
+    let by: Vec<(&str, &str, u64)> =
+        stored.iter().map(|m| (m.from.as_str(), m.client_msg_id.as_str(), m.seq)).collect();
+    assert_eq!(by, [("b", "1", 1), ("a", "1", 2)]);
+    let out: Vec<Delivery> =
+        read(&mut deliveries, 4).await.iter().map(|r| Delivery::from_bytes(&r.payload).unwrap()).collect();
+    let refused: Vec<(&str, &str, &str)> = out
+        .iter()
+        .filter_map(|d| Some((d.message.from.as_str(), d.message.client_msg_id.as_str(), d.refused.as_deref()?)))
+        .collect();
+    assert_eq!(refused, [("b", "2", "not a member of group g"), ("z", "1", "not a member of group g")]);
+    for d in out.iter().filter(|d| d.refused.is_some()) {
+        assert!(d.recipients.is_empty() && d.message.body.is_empty(), "{d:?}");
+        assert_eq!(d.origin.as_ref().map(|o| o.connection_id), Some(7), "the sender's connection hears of it");
+    }
+    let a_msg = out.iter().find(|d| d.message.from == "a").unwrap();
+    assert_eq!(a_msg.recipients, ["a"], "b left before a's message");
 }
 
 /// The in-process broker, except that a batch of deliveries handed over with
@@ -155,7 +224,13 @@ async fn gated_storage(open: bool, fail: usize) -> GatedRun {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
     let topics = Topics::new("t");
     let deliveries = broker.subscribe(std::slice::from_ref(&topics.deliveries), "reader").await.unwrap();
-    let storage = StorageWorker { broker: broker.clone(), store: store.clone(), topics: topics.clone(), batch_size: 1 };
+    let storage = StorageWorker {
+        broker: broker.clone(),
+        store: store.clone(),
+        topics: topics.clone(),
+        batch_size: 1,
+        metrics: Arc::new(Metrics::new()),
+    };
     let sub = storage.subscribe().await.unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(storage.run(sub, shutdown.clone()));

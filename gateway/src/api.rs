@@ -224,6 +224,7 @@ pub async fn leave(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     ids::validate_group_id(&id).map_err(ApiError::bad_request)?;
+    state.membership.forget(&id, &user);
     if state.membership_via_broker {
         if !state.store.is_member(&id, &user).await? {
             return Err(ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("not a member of group {id}")));

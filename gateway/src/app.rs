@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::config::SessionArgs;
+use crate::membership::MembershipCache;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::{api, page, session};
@@ -28,6 +29,8 @@ pub struct Inner {
     pub auth: Auth,
     pub session: SessionArgs,
     pub limits: Limits,
+    /// Recent "is a member" answers of the send path.
+    pub membership: MembershipCache,
     pub topics: Topics,
     pub gateway_id: String,
     /// Internal address push consumers stream deliveries to (Kafka mode).
@@ -45,6 +48,9 @@ pub struct Inner {
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
+
+/// Memberships the send path keeps at most (about 100 B each).
+const MEMBERSHIP_CACHE_ENTRIES: usize = 100_000;
 
 impl Deref for AppState {
     type Target = Inner;
@@ -72,6 +78,7 @@ pub struct StateParts {
 impl AppState {
     pub fn new(p: StateParts) -> Self {
         let limits = p.session.limits();
+        let membership = MembershipCache::new(p.session.membership_cache_ttl, MEMBERSHIP_CACHE_ENTRIES);
         Self(Arc::new(Inner {
             store: p.store,
             broker: p.broker,
@@ -80,6 +87,7 @@ impl AppState {
             auth: p.auth,
             session: p.session,
             limits,
+            membership,
             topics: p.topics,
             gateway_id: p.gateway_id,
             gateway_addr: p.gateway_addr,
@@ -101,6 +109,24 @@ impl AppState {
             ConversationId::Direct(a, b) => Ok(a == user || b == user),
             ConversationId::Group(g) => self.store.is_member(g, user).await,
         }
+    }
+
+    /// May `user` send to `conversation`? Like [`may_access`](Self::may_access),
+    /// with group memberships confirmed within the cache's time to live
+    /// taken as they are (the storage consumer has the final word).
+    pub async fn may_send(&self, user: &str, conversation: &ConversationId) -> parley_common::Result<bool> {
+        let ConversationId::Group(g) = conversation else {
+            return self.may_access(user, conversation).await;
+        };
+        let now = std::time::Instant::now();
+        if self.membership.confirmed(g, user, now) {
+            return Ok(true);
+        }
+        let member = self.store.is_member(g, user).await?;
+        if member {
+            self.membership.remember(g, user, now);
+        }
+        Ok(member)
     }
 
     /// Everyone who should see ephemeral notices (typing, read) in `conversation`.

@@ -157,6 +157,11 @@ pub struct SessionArgs {
     #[arg(long, env = "PARLEY_WS_READ_BUFFER_BYTES", default_value_t = 2048,
           value_parser = clap::value_parser!(u32).range(MIN_WS_READ_BUFFER_BYTES..))]
     pub ws_read_buffer_bytes: u32,
+    /// How long a confirmed group membership lets sends skip the database.
+    /// A stale one is caught by the storage consumer, which refuses a
+    /// non-member's message; 0 reads the database on every send.
+    #[arg(long, env = "PARLEY_MEMBERSHIP_CACHE_TTL", default_value = "5s", value_parser = parse_duration)]
+    pub membership_cache_ttl: Duration,
 }
 
 pub const MIN_WS_READ_BUFFER_BYTES: i64 = 1024;

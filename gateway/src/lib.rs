@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod internal;
 pub mod limits;
+pub mod membership;
 pub mod metrics;
 pub mod page;
 pub mod presence;

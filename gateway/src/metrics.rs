@@ -4,6 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,6 +27,8 @@ pub struct Metrics {
     pub messages_published: Counter,
     pub frames_pushed: Counter,
     pub slow_consumers_dropped: Counter,
+    /// From handing a send to the broker to its durable acknowledgement.
+    pub publish_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -46,6 +49,8 @@ impl Metrics {
             messages_published: Counter::default(),
             frames_pushed: Counter::default(),
             slow_consumers_dropped: Counter::default(),
+            // 1 ms to about 11 s in steps of 1.5×.
+            publish_seconds: Histogram::new(exponential_buckets(0.001, 1.5, 24)),
             registry: Registry::default(),
         };
         registry.register("connections_opened", "WebSocket connections accepted", m.connections_opened.clone());
@@ -63,6 +68,11 @@ impl Metrics {
             "slow_consumers_dropped",
             "Connections dropped because their outbound queue overflowed",
             m.slow_consumers_dropped.clone(),
+        );
+        registry.register(
+            "publish_seconds",
+            "Time from handing a send to the broker until it is durable (acks=all in Kafka)",
+            m.publish_seconds.clone(),
         );
         Self { registry, ..m }
     }
@@ -92,7 +102,9 @@ mod tests {
         let m = Metrics::new();
         m.error("rate_limited");
         m.messages_published.inc();
+        m.publish_seconds.observe(0.002);
         let text = m.encode();
+        assert!(text.contains("parley_gateway_publish_seconds_count 1"), "{text}");
         assert!(text.contains("parley_gateway_errors_sent_total{code=\"rate_limited\"} 1"), "{text}");
         assert!(text.contains("parley_gateway_messages_published_total 1"), "{text}");
         assert!(text.ends_with("# EOF\n"));

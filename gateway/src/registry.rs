@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use parley_common::delivery::{Delivery, DeliverySink};
-use parley_common::protocol::ServerFrame;
+use parley_common::protocol::{ServerFrame, codes};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -157,6 +157,18 @@ impl DeliverySink for Registry {
     async fn deliver(&self, delivery: &Delivery) -> parley_common::Result<()> {
         let message = &delivery.message;
         let origin_conn = delivery.origin.as_ref().filter(|o| o.gateway_id == self.gateway_id).map(|o| o.connection_id);
+        if let Some(reason) = &delivery.refused {
+            if let Some(id) = origin_conn {
+                self.metrics.error(codes::FORBIDDEN);
+                let error = ServerFrame::Error {
+                    code: codes::FORBIDDEN.to_owned(),
+                    reason: reason.clone(),
+                    client_msg_id: Some(message.client_msg_id.clone()),
+                };
+                self.send_to_conn(&message.from, id, &error);
+            }
+            return Ok(());
+        }
         if let Some(id) = origin_conn {
             let ack = ServerFrame::Ack {
                 client_msg_id: message.client_msg_id.clone(),
@@ -215,6 +227,7 @@ mod tests {
             recipients: vec!["a".into(), "b".into()],
             origin: Some(Origin { gateway_id: "gw".into(), connection_id: 1 }),
             duplicate,
+            refused: None,
         }
     }
 
@@ -239,6 +252,24 @@ mod tests {
         r.deliver(&delivery(true)).await.unwrap();
         assert!(matches!(a1.try_recv().unwrap(), ServerFrame::Ack { .. }));
         assert!(b3.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_an_error_for_the_origin_connection_only() {
+        let r = Registry::new("gw", Arc::new(Metrics::new()));
+        let (mut a1, _) = conn(&r, "a", 1, 8);
+        let (mut a2, _) = conn(&r, "a", 2, 8);
+        let (mut b3, _) = conn(&r, "b", 3, 8);
+        let refused = Delivery { refused: Some("not a member of group g".into()), ..delivery(false) };
+        r.deliver(&refused).await.unwrap();
+        let expected = ServerFrame::Error {
+            code: codes::FORBIDDEN.into(),
+            reason: "not a member of group g".into(),
+            client_msg_id: Some("c".into()),
+        };
+        assert_eq!(a1.try_recv().unwrap(), expected);
+        assert!(a1.try_recv().is_err() && a2.try_recv().is_err() && b3.try_recv().is_err());
+        assert!(r.metrics.encode().contains(r#"errors_sent_total{code="forbidden"} 1"#));
     }
 
     #[tokio::test]

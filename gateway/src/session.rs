@@ -301,12 +301,14 @@ impl Conn {
         }
     }
 
-    async fn forbidden(&self, sink: &mut Sink, conversation: &ConversationId) -> Flow {
+    /// `client_msg_id`: the send refused, if a send was.
+    async fn forbidden(&self, sink: &mut Sink, conversation: &ConversationId, client_msg_id: Option<String>) -> Flow {
         let reason = match conversation.group_id() {
             Some(g) => format!("not a member of group {g}"),
             None => format!("not a participant of {conversation}"),
         };
-        self.reply(sink, &ServerFrame::error(codes::FORBIDDEN, reason)).await
+        let frame = ServerFrame::Error { code: codes::FORBIDDEN.to_owned(), reason, client_msg_id };
+        self.reply(sink, &frame).await
     }
 
     async fn on_send(&mut self, send: SendFrame, sink: &mut Sink) -> parley_common::Result<Flow> {
@@ -315,8 +317,8 @@ impl Conn {
             Recipient::User(to) => ConversationId::direct(&self.user, to),
             Recipient::Group(g) => ConversationId::group(g),
         };
-        if !state.may_access(&self.user, &conversation).await? {
-            return Ok(self.forbidden(sink, &conversation).await);
+        if !state.may_send(&self.user, &conversation).await? {
+            return Ok(self.forbidden(sink, &conversation, Some(send.client_msg_id)).await);
         }
         let data = ChatMessageData {
             msg_id: uuid::Uuid::now_v7().to_string(),
@@ -335,9 +337,16 @@ impl Conn {
         let topic = if conversation.is_group() { &state.topics.group_messages } else { &state.topics.chat_messages };
         // The ack follows once the message is stored (via the push path), so
         // a client never sees an ack for a message that could be lost.
+        let handed = std::time::Instant::now();
         match state.broker.enqueue(topic, &conversation.to_string(), event.to_bytes()?).await {
             Ok(pending) => {
-                self.in_flight.get_or_insert_with(FuturesUnordered::new).push(pending);
+                let metrics = state.metrics.clone();
+                let timed: Pending = Box::pin(async move {
+                    let outcome = pending.await;
+                    metrics.publish_seconds.observe(handed.elapsed().as_secs_f64());
+                    outcome
+                });
+                self.in_flight.get_or_insert_with(FuturesUnordered::new).push(timed);
                 Ok(Flow::Continue)
             }
             Err(err) => Ok(self.published(Err(err), sink).await),
@@ -374,7 +383,7 @@ impl Conn {
 
     async fn on_sync(&mut self, sync: SyncFrame, sink: &mut Sink) -> parley_common::Result<Flow> {
         if !self.state.may_access(&self.user, &sync.conversation).await? {
-            return Ok(self.forbidden(sink, &sync.conversation).await);
+            return Ok(self.forbidden(sink, &sync.conversation, None).await);
         }
         // One extra row tells whether another page exists.
         let mut messages =
@@ -399,7 +408,7 @@ impl Conn {
         sink: &mut Sink,
     ) -> parley_common::Result<Flow> {
         if !self.state.may_access(&self.user, conversation).await? {
-            return Ok(self.forbidden(sink, conversation).await);
+            return Ok(self.forbidden(sink, conversation, None).await);
         }
         for user in self.state.participants(conversation).await? {
             self.state.registry.send_to_user(&user, &frame, Some(self.id));

@@ -40,6 +40,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
     let topics = Topics::new(&args.topic_prefix);
     let metrics = Arc::new(Metrics::new());
+    let consumer_metrics = Arc::new(parley_consumer::metrics::Metrics::new());
     let registry = Arc::new(Registry::new(&args.gateway_id, metrics.clone()));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -51,11 +52,17 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         store: store.clone(),
         topics: topics.clone(),
         batch_size: storage::DEFAULT_BATCH,
+        metrics: consumer_metrics.clone(),
     };
     let storage_sub = storage_worker.subscribe().await?;
     let sink: Arc<dyn DeliverySink> = registry.clone();
-    let push_worker =
-        PushWorker { broker: broker.clone(), sink, topics: topics.clone(), batch_size: push::DEFAULT_BATCH };
+    let push_worker = PushWorker {
+        broker: broker.clone(),
+        sink,
+        topics: topics.clone(),
+        batch_size: push::DEFAULT_BATCH,
+        metrics: consumer_metrics,
+    };
     let push_sub = push_worker.subscribe().await?;
     // Workers stop only after the connections are gone (see below), so
     // messages accepted during the drain are still stored and pushed.

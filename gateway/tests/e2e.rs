@@ -77,7 +77,7 @@ async fn non_member_group_send_and_sync_are_refused() {
     let mut dave = server.connect("dave").await;
 
     dave.send_msg(json!({"group":"club"}), "d1", "let me in").await;
-    assert_eq!(dave.error_code().await, "forbidden");
+    assert_eq!(dave.error().await, ("forbidden".into(), Some("d1".into())), "the refused send is named");
     dave.send(json!({"type":"sync","conversation":"group:club","after_seq":0})).await;
     assert_eq!(dave.error_code().await, "forbidden");
     dave.send(json!({"type":"sync","conversation":"dm:alice:bob"})).await;
@@ -95,7 +95,8 @@ async fn non_member_group_send_and_sync_are_refused() {
     let (status, _) = server.http("POST", "/api/groups/club/leave", Some("dave"), None).await;
     assert_eq!(status, 204);
     dave.send_msg(json!({"group":"club"}), "d3", "again").await;
-    assert_eq!(dave.error_code().await, "forbidden");
+    assert_eq!(dave.error().await, ("forbidden".into(), Some("d3".into())), "a leave ends the cached membership");
+    alice.expect_quiet(QUIET).await;
     let (status, _) = server.http("POST", "/api/groups/nope/join", Some("dave"), None).await;
     assert_eq!(status, 404);
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use parley_common::ids::ConversationId;
+use parley_common::protocol::ServerFrame;
 use parley_common::store::{PostgresStore, Store};
 use parley_tests::chat::{self, Client, Proc, Specs, acks, messages};
 use parley_tests::env;
@@ -193,19 +194,42 @@ async fn one_to_one_and_group_of_five_across_gateways() {
     assert_eq!(g1.send_acked(json!({"group": "team"}), "before-join", "before", ACK_WAIT).await, Some(21));
     assert_eq!(g1.send_acked(json!({"group": "team"}), "after-join", "during", ACK_WAIT).await, Some(22));
     assert!(newbie.wait_until(Duration::from_secs(30), |s| pushed_seqs(s, &group).contains(&22)).await, "g6: seq 22");
+    // A send right after a leave passes the gateway (the leave is not applied
+    // yet, storage being frozen) but lands behind the leave in the topic, so
+    // storage refuses it and tells the sender which send it was.
+    for p in &cluster.storage {
+        p.signal("-STOP");
+    }
+    newbie.send_msg(json!({"group": "team"}), "g6-member", "still in").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let (status, body) = chat::http(b, "POST", "/api/groups/team/leave", "g6", None).await;
     assert_eq!(status, 202, "{body}");
+    newbie.send_msg(json!({"group": "team"}), "g6-left", "gone").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for p in &cluster.storage {
+        p.signal("-CONT");
+    }
+    let refused = |s: &[ServerFrame]| {
+        s.iter().any(|f| {
+            matches!(f, ServerFrame::Error { code, client_msg_id: Some(id), .. } if code == "forbidden" && id == "g6-left")
+        })
+    };
+    assert!(newbie.wait_until(Duration::from_secs(30), refused).await, "g6: g6-left refused: {:?}", newbie.seen);
+    assert_eq!(acks(&newbie.seen).get("g6-member"), Some(&23), "sent before the leave: stored");
+    assert!(!acks(&newbie.seen).contains_key("g6-left"));
     let g1 = &mut members[0];
-    assert_eq!(g1.send_acked(json!({"group": "team"}), "after-leave", "after", ACK_WAIT).await, Some(23));
+    assert_eq!(g1.send_acked(json!({"group": "team"}), "after-leave", "after", ACK_WAIT).await, Some(24));
     let g2 = &mut members[1];
-    assert!(g2.wait_until(Duration::from_secs(30), |s| pushed_seqs(s, &group).contains(&23)).await, "g2: seq 23");
+    assert!(g2.wait_until(Duration::from_secs(30), |s| pushed_seqs(s, &group).contains(&24)).await, "g2: seq 24");
+    assert!(messages(&g2.seen).iter().all(|m| m.body != "gone"), "the refused message reached nobody");
     newbie.drain(Duration::from_secs(1)).await;
     assert_eq!(pushed_seqs(&newbie.seen, &group), [22], "g6: only the message sent while a member");
 
-    // Stored exactly once each.
+    // Stored exactly once each; the refused message not at all.
     let store = PostgresStore::connect(&cluster.db_url, 1).await.unwrap();
     let stored = store.history(&ConversationId::group("team"), 0, 1000).await.unwrap();
-    assert_eq!(stored.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=23).collect::<Vec<_>>());
+    assert_eq!(stored.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=24).collect::<Vec<_>>());
+    assert!(stored.iter().all(|m| m.body != "gone"));
     assert_eq!(store.history(&ConversationId::direct("alice", "bob"), 0, 1000).await.unwrap().len(), 10);
     drop(cluster);
     let _ = parley_tests::kafka::delete_topics_with_prefix(&prefix).await;

@@ -228,8 +228,13 @@ impl Client {
     }
 
     pub async fn error_code(&mut self) -> String {
+        self.error().await.0
+    }
+
+    /// (code, client_msg_id) of the next error frame.
+    pub async fn error(&mut self) -> (String, Option<String>) {
         match self.next_where(|f| matches!(f, ServerFrame::Error { .. })).await {
-            ServerFrame::Error { code, .. } => code,
+            ServerFrame::Error { code, client_msg_id, .. } => (code, client_msg_id),
             _ => unreachable!(),
         }
     }
