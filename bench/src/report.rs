@@ -342,9 +342,10 @@ pub fn markdown(r: &Results) -> String {
         if !staged.is_empty() {
             let _ = writeln!(
                 s,
-                "
-Age since the accept stamp at each consumer stage, p50 / p99 ms, estimated from the consumers' \
-                 histograms (buckets 1.5× wide): {}.",
+                "\nAge since the accept stamp at each stage, p50 / p99 ms, estimated from the processes' histograms \
+                 (buckets 1.5× wide): acked = the gateway's send durable in Kafka; received, stored, published = \
+                 the storage consumer took it, committed it, had its delivery acknowledged; fetched, pushed = the \
+                 push consumer took the delivery, streamed it to the gateway. {}.",
                 staged.join("; ")
             );
         }
