@@ -49,4 +49,13 @@ impl Delivery {
 #[async_trait]
 pub trait DeliverySink: Send + Sync {
     async fn deliver(&self, delivery: &Delivery) -> Result<()>;
+
+    /// Several deliveries, in order. A sink that can hand them over together
+    /// (one write per gateway instead of one per delivery) overrides this.
+    async fn deliver_all(&self, deliveries: &[Delivery]) -> Result<()> {
+        for delivery in deliveries {
+            self.deliver(delivery).await?;
+        }
+        Ok(())
+    }
 }

@@ -3,8 +3,10 @@
 //! JSON [`Delivery`] per text frame (only the recipients that gateway holds).
 //! Pushes are best effort: a gateway that cannot be reached is forgotten
 //! until it announces itself again, and its clients recover by `sync`.
+//! A batch of deliveries goes to each gateway with one flush: a flush per
+//! delivery cost a send(2) here and a wake-up there for every message.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,10 +41,11 @@ impl GatewayPush {
         self.presence.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn send(&self, addr: &str, text: String) -> Result<(), String> {
+    /// `texts` in order over the gateway's stream, flushed once.
+    async fn send(&self, addr: &str, texts: &[String]) -> Result<(), String> {
         let mut links = self.links.lock().await;
         if let Some(ws) = links.get_mut(addr) {
-            match tokio::time::timeout(IO_TIMEOUT, ws.send(Message::text(text.clone()))).await {
+            match tokio::time::timeout(IO_TIMEOUT, write_all(ws, texts)).await {
                 Ok(Ok(())) => return Ok(()),
                 // A stale connection (the gateway restarted): reconnect once.
                 _ => {
@@ -56,7 +59,7 @@ impl GatewayPush {
             .await
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| e.to_string())?;
-        tokio::time::timeout(IO_TIMEOUT, ws.send(Message::text(text)))
+        tokio::time::timeout(IO_TIMEOUT, write_all(&mut ws, texts))
             .await
             .map_err(|_| "send timed out".to_owned())?
             .map_err(|e| e.to_string())?;
@@ -65,24 +68,47 @@ impl GatewayPush {
     }
 }
 
+async fn write_all(ws: &mut Ws, texts: &[String]) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    for text in texts {
+        ws.feed(Message::text(text.as_str())).await?;
+    }
+    ws.flush().await
+}
+
 #[async_trait]
 impl DeliverySink for GatewayPush {
     async fn deliver(&self, delivery: &Delivery) -> parley_common::Result<()> {
-        let route = self.presence().route(delivery);
-        for (gateway, (addr, part)) in route.gateways {
-            let text = String::from_utf8_lossy(&part.to_bytes()?).into_owned();
-            match self.send(&addr, text).await {
+        self.deliver_all(std::slice::from_ref(delivery)).await
+    }
+
+    async fn deliver_all(&self, deliveries: &[Delivery]) -> parley_common::Result<()> {
+        // gateway id -> (address, its parts in order); (user, delivery) with no connection.
+        let mut streams: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+        let mut offline = Vec::new();
+        {
+            let presence = self.presence();
+            for delivery in deliveries {
+                let route = presence.route(delivery);
+                for (gateway, (addr, part)) in route.gateways {
+                    let text = String::from_utf8_lossy(&part.to_bytes()?).into_owned();
+                    streams.entry(gateway).or_insert_with(|| (addr, Vec::new())).1.push(text);
+                }
+                offline.extend(route.offline.into_iter().map(|user| (user, delivery)));
+            }
+        }
+        for (gateway, (addr, texts)) in streams {
+            match self.send(&addr, &texts).await {
                 Ok(()) => {
-                    self.metrics.deliveries_pushed.inc();
+                    self.metrics.deliveries_pushed.inc_by(texts.len() as u64);
                 }
                 Err(err) => {
                     tracing::warn!(gateway, addr, error = %err, "push: gateway unreachable; forgetting its users");
-                    self.metrics.push_failures.inc();
+                    self.metrics.push_failures.inc_by(texts.len() as u64);
                     self.presence().forget_gateway(&gateway);
                 }
             }
         }
-        for user in route.offline {
+        for (user, delivery) in offline {
             self.metrics.offline_recipients.inc();
             if let Some(webhook) = &self.webhook
                 && let Err(err) = webhook.notify(&user, &delivery.message).await
@@ -92,5 +118,95 @@ impl DeliverySink for GatewayPush {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use parley_common::event::{EventMetadata, MessageEvent};
+    use parley_common::ids::ConversationId;
+    use parley_common::store::StoredMessage;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    fn online(user: &str, gateway: &str, addr: &str) -> MessageEvent {
+        let meta = EventMetadata {
+            gateway_id: Some(gateway.into()),
+            gateway_addr: Some(addr.into()),
+            ..EventMetadata::default()
+        };
+        MessageEvent::presence(user, true, 1, meta)
+    }
+
+    fn delivery(seq: u64, to: &str) -> Delivery {
+        Delivery {
+            message: StoredMessage {
+                conversation: ConversationId::direct("a", to),
+                seq,
+                msg_id: format!("m{seq}"),
+                client_msg_id: format!("c{seq}"),
+                from: "a".into(),
+                body: "hi".into(),
+                ts: 0,
+            },
+            recipients: vec![to.into()],
+            origin: None,
+            duplicate: false,
+            refused: None,
+        }
+    }
+
+    /// A gateway's internal stream that records the frames it receives.
+    async fn gateway() -> (String, tokio::sync::mpsc::UnboundedReceiver<Delivery>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            while let Some(Ok(Message::Text(text))) = ws.next().await {
+                let _ = tx.send(Delivery::from_bytes(text.as_bytes()).unwrap());
+            }
+        });
+        (addr, rx)
+    }
+
+    #[tokio::test]
+    async fn a_batch_reaches_each_gateway_in_order_and_an_unreachable_one_is_forgotten() {
+        let (addr, mut frames) = gateway().await;
+        // A port nothing listens on.
+        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().to_string();
+        let mut presence = Presence::default();
+        presence.apply(&online("b", "gw1", &addr));
+        presence.apply(&online("c", "gw1", &addr));
+        presence.apply(&online("d", "gw2", &dead));
+        let presence = Arc::new(Mutex::new(presence));
+        let metrics = Arc::new(Metrics::new());
+        let push = GatewayPush::new(presence.clone(), metrics.clone(), None);
+
+        let batch = [delivery(1, "b"), delivery(2, "d"), delivery(3, "c"), delivery(4, "x"), delivery(5, "b")];
+        push.deliver_all(&batch).await.unwrap();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let d = tokio::time::timeout(IO_TIMEOUT, frames.recv()).await.unwrap().unwrap();
+            got.push((d.message.seq, d.recipients));
+        }
+        assert_eq!(got, [(1, vec!["b".to_string()]), (3, vec!["c".into()]), (5, vec!["b".into()])]);
+        let text = metrics.encode();
+        for line in [
+            "parley_consumer_deliveries_pushed_total 3",
+            "parley_consumer_push_failures_total 1",
+            "parley_consumer_offline_recipients_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        assert!(presence.lock().unwrap().gateways_of("d").is_empty(), "the unreachable gateway is forgotten");
+
+        // The link is kept: the next batch goes over the same stream.
+        push.deliver(&delivery(6, "c")).await.unwrap();
+        let d = tokio::time::timeout(IO_TIMEOUT, frames.recv()).await.unwrap().unwrap();
+        assert_eq!(d.message.seq, 6);
     }
 }

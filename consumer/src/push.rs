@@ -44,23 +44,24 @@ impl PushWorker {
                 }
             };
             let fetched = now_millis();
-            for record in &records {
-                match Delivery::from_bytes(&record.payload) {
-                    // A client that misses a push syncs from its last seq, so
-                    // a failed push is logged, not retried forever.
-                    Ok(delivery) => {
-                        let accepted = [delivery.message.ts];
-                        self.metrics.ages(Stage::Fetched, fetched, accepted);
-                        if let Err(err) = self.sink.deliver(&delivery).await {
-                            tracing::warn!(error = %err, "push: delivery failed");
-                        }
-                        self.metrics.ages(Stage::Pushed, now_millis(), accepted);
+            let deliveries: Vec<Delivery> = records
+                .iter()
+                .filter_map(|record| match Delivery::from_bytes(&record.payload) {
+                    Ok(delivery) => Some(delivery),
+                    Err(err) => {
+                        tracing::warn!(offset = record.offset, error = %err, "push: skipping undecodable delivery");
+                        None
                     }
-                    Err(err) => tracing::warn!(
-                        offset = record.offset, error = %err, "push: skipping undecodable delivery"
-                    ),
-                }
+                })
+                .collect();
+            let accepted = || deliveries.iter().map(|d| d.message.ts);
+            self.metrics.ages(Stage::Fetched, fetched, accepted());
+            // A client that misses a push syncs from its last seq, so a
+            // failed push is logged, not retried forever.
+            if let Err(err) = self.sink.deliver_all(&deliveries).await {
+                tracing::warn!(error = %err, "push: delivery failed");
             }
+            self.metrics.ages(Stage::Pushed, now_millis(), accepted());
             if let Err(err) = sub.commit().await {
                 tracing::error!(error = %err, "push: commit failed");
             }
