@@ -78,7 +78,11 @@ impl IntoResponse for ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
+    let mut text = state.metrics.encode();
+    if let Some(workers) = &state.worker_metrics {
+        text = crate::metrics::join_exposition(text, &workers.encode());
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
 }
 
 #[derive(Serialize)]

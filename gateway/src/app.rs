@@ -11,6 +11,7 @@ use parley_common::ids::ConversationId;
 use parley_common::protocol::Limits;
 use parley_common::store::Store;
 use parley_common::topics::Topics;
+use parley_consumer::metrics::Metrics as WorkerMetrics;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,6 +27,9 @@ pub struct Inner {
     pub broker: Arc<dyn Broker>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
+    /// Standalone: the in-process storage and push workers' metrics, served
+    /// at the same `/metrics`.
+    pub worker_metrics: Option<Arc<WorkerMetrics>>,
     pub auth: Auth,
     pub session: SessionArgs,
     pub limits: Limits,
@@ -64,6 +68,7 @@ pub struct StateParts {
     pub broker: Arc<dyn Broker>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
+    pub worker_metrics: Option<Arc<WorkerMetrics>>,
     pub auth: Auth,
     pub session: SessionArgs,
     pub topics: Topics,
@@ -84,6 +89,7 @@ impl AppState {
             broker: p.broker,
             registry: p.registry,
             metrics: p.metrics,
+            worker_metrics: p.worker_metrics,
             auth: p.auth,
             session: p.session,
             limits,

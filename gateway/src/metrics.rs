@@ -93,9 +93,25 @@ impl Metrics {
     }
 }
 
+/// Two OpenMetrics texts as one: the exposition ends with a single `# EOF`.
+pub fn join_exposition(first: String, second: &str) -> String {
+    let mut out = match first.strip_suffix("# EOF\n") {
+        Some(body) => body.to_owned(),
+        None => first,
+    };
+    out.push_str(second);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joined_expositions_end_once() {
+        let joined = join_exposition("a_total 1\n# EOF\n".into(), "b_total 2\n# EOF\n");
+        assert_eq!(joined, "a_total 1\nb_total 2\n# EOF\n");
+    }
 
     #[test]
     fn encodes_registered_metrics() {

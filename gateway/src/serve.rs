@@ -55,6 +55,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         broker,
         registry,
         metrics,
+        worker_metrics: None,
         auth: Auth::new(&args.jwt_secret),
         session: args.session.clone(),
         topics,

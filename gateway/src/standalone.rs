@@ -61,7 +61,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         sink,
         topics: topics.clone(),
         batch_size: push::DEFAULT_BATCH,
-        metrics: consumer_metrics,
+        metrics: consumer_metrics.clone(),
     };
     let push_sub = push_worker.subscribe().await?;
     // Workers stop only after the connections are gone (see below), so
@@ -77,6 +77,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         broker,
         registry,
         metrics,
+        worker_metrics: Some(consumer_metrics),
         auth: Auth::new(&secret),
         session: args.session.clone(),
         topics,

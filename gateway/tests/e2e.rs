@@ -301,6 +301,10 @@ async fn presence_typing_page_and_metrics() {
     let (status, metrics) = server.http("GET", "/metrics", None, None).await;
     assert_eq!(status, 200);
     assert!(metrics.contains("parley_gateway_connections_opened_total 3"), "{metrics}");
+    // The in-process workers' figures are served too: bob's one message went
+    // through every stage.
+    assert!(metrics.contains(r#"parley_consumer_message_age_seconds_count{stage="pushed"} 1"#), "{metrics}");
+    assert_eq!(metrics.matches("# EOF").count(), 1, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
