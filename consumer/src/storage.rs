@@ -232,8 +232,11 @@ impl StorageWorker {
                 admitted_origins.push(origin);
             } else {
                 tracing::info!(user = message.from, conversation = %message.conversation, "storage: refused a non-member's message");
-                let key = message.conversation.to_string();
-                deliveries.push((key, routing::refusal(message, origin).to_bytes()?));
+                // Only the sending connection hears of it; without one there is nobody to tell.
+                if origin.is_some() {
+                    let key = message.conversation.to_string();
+                    deliveries.push((key, routing::refusal(message, origin).to_bytes()?));
+                }
             }
         }
         let outcomes = if admitted.is_empty() { Vec::new() } else { self.store.store_batch(&admitted).await? };

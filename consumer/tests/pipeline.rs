@@ -142,6 +142,16 @@ async fn group_messages_of_non_members_are_refused_where_the_log_says_so() {
         MessageEvent::membership(&leave, 2).unwrap().to_bytes().unwrap(),
         event("b", "2", &g),
         event("z", "1", &g),
+        // An outsider's message with no connection to answer: refused silently.
+        {
+            let data = ChatMessageData {
+                msg_id: "m-y".into(),
+                client_msg_id: "y1".into(),
+                conversation: g.clone(),
+                body: "x".into(),
+            };
+            MessageEvent::chat("y", 1, &data, EventMetadata::default()).unwrap().to_bytes().unwrap()
+        },
         event("a", "1", &g),
     ]
     .into_iter()
@@ -167,6 +177,8 @@ async fn group_messages_of_non_members_are_refused_where_the_log_says_so() {
     }
     let a_msg = out.iter().find(|d| d.message.from == "a").unwrap();
     assert_eq!(a_msg.recipients, ["a"], "b left before a's message");
+    let more = tokio::time::timeout(Duration::from_millis(200), deliveries.next_batch(10)).await;
+    assert!(more.is_err(), "nothing published for the refusal nobody could hear: {more:?}");
 }
 
 /// The in-process broker, except that a batch of deliveries handed over with
