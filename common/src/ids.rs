@@ -99,6 +99,21 @@ impl ConversationId {
             Self::Group(_) => None,
         }
     }
+
+    /// Is `user` one side of this direct conversation? (Group membership is
+    /// the store's to say; false for a group.)
+    pub fn is_direct_participant(&self, user: &str) -> bool {
+        self.direct_participants().is_some_and(|(a, b)| a == user || b == user)
+    }
+
+    /// Why a user who may not use this conversation is refused, in the
+    /// words of the `forbidden` error.
+    pub fn forbidden_reason(&self) -> String {
+        match self {
+            Self::Group(g) => format!("not a member of group {g}"),
+            Self::Direct(..) => format!("not a participant of {self}"),
+        }
+    }
 }
 
 impl fmt::Display for ConversationId {
@@ -126,6 +141,16 @@ impl From<ConversationId> for String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn participants_and_refusal_reasons() {
+        let ab = ConversationId::direct("a", "b");
+        assert!(ab.is_direct_participant("a") && ab.is_direct_participant("b"));
+        assert!(!ab.is_direct_participant("z"));
+        assert!(!ConversationId::group("g").is_direct_participant("a"), "groups are the store's to say");
+        assert_eq!(ab.forbidden_reason(), "not a participant of dm:a:b");
+        assert_eq!(ConversationId::group("g").forbidden_reason(), "not a member of group g");
+    }
 
     #[test]
     fn direct_ids_are_symmetric() {

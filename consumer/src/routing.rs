@@ -77,17 +77,14 @@ pub fn delivery(outcome: StoreOutcome, recipients: Vec<String>, origin: Option<O
 pub fn admitted(conversation: &ConversationId, sender: &str, members: Option<&[String]>) -> bool {
     match conversation.group_id() {
         Some(_) => members.is_some_and(|m| m.iter().any(|u| u == sender)),
-        None => conversation.direct_participants().is_some_and(|(a, b)| a == sender || b == sender),
+        None => conversation.is_direct_participant(sender),
     }
 }
 
 /// What the sender's connection hears of a message that was not admitted
 /// (nothing is stored, nobody else is told; the body is not echoed).
 pub fn refusal(message: NewMessage, origin: Option<Origin>) -> Delivery {
-    let reason = match message.conversation.group_id() {
-        Some(g) => format!("not a member of group {g}"),
-        None => format!("not a participant of {}", message.conversation),
-    };
+    let reason = message.conversation.forbidden_reason();
     Delivery {
         message: StoredMessage {
             conversation: message.conversation,

@@ -188,8 +188,11 @@ impl StorageWorker {
         deliveries.extend(self.flush(messages, origins).await?);
         // A batch stored again after its deliveries failed counts twice; rare.
         self.metrics.ages(Stage::Received, received, accepted.iter().copied());
-        let oldest = accepted.iter().min().map(|&a| received.saturating_sub(a));
-        tracing::debug!(records = records.len(), oldest_age_ms = ?oldest, "storage: batch received");
+        tracing::debug!(
+            records = records.len(),
+            oldest_age_ms = ?accepted.iter().min().map(|&a| received.saturating_sub(a)),
+            "storage: batch taken"
+        );
         self.metrics.ages(Stage::Stored, now_millis(), accepted.iter().copied());
         Ok(StoredBatch { deliveries, accepted })
     }

@@ -112,7 +112,7 @@ impl AppState {
     /// May `user` read and write `conversation`?
     pub async fn may_access(&self, user: &str, conversation: &ConversationId) -> parley_common::Result<bool> {
         match conversation {
-            ConversationId::Direct(a, b) => Ok(a == user || b == user),
+            ConversationId::Direct(..) => Ok(conversation.is_direct_participant(user)),
             ConversationId::Group(g) => self.store.is_member(g, user).await,
         }
     }

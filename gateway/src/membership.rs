@@ -16,24 +16,37 @@ use std::time::{Duration, Instant};
 pub struct MembershipCache {
     ttl: Duration,
     max_entries: usize,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
     /// group → user → when the membership was confirmed.
-    groups: Mutex<HashMap<String, HashMap<String, Instant>>>,
+    groups: HashMap<String, HashMap<String, Instant>>,
+    /// Users summed over the groups, kept so a miss need not count them.
+    len: usize,
+}
+
+impl Entries {
+    fn recount(&mut self) {
+        self.len = self.groups.values().map(HashMap::len).sum();
+    }
 }
 
 impl MembershipCache {
     /// `ttl` zero keeps nothing.
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
-        Self { ttl, max_entries, groups: Mutex::default() }
+        Self { ttl, max_entries, entries: Mutex::default() }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Instant>>> {
-        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Was `user` confirmed a member of `group` less than `ttl` before `now`?
     pub fn confirmed(&self, group: &str, user: &str, now: Instant) -> bool {
-        let groups = self.lock();
-        groups
+        self.lock()
+            .groups
             .get(group)
             .and_then(|users| users.get(user))
             .is_some_and(|&at| now.saturating_duration_since(at) < self.ttl)
@@ -46,41 +59,42 @@ impl MembershipCache {
         if self.ttl.is_zero() || self.max_entries == 0 {
             return;
         }
-        let mut groups = self.lock();
-        if count(&groups) >= self.max_entries {
-            for users in groups.values_mut() {
+        let mut entries = self.lock();
+        if entries.len >= self.max_entries {
+            for users in entries.groups.values_mut() {
                 users.retain(|_, at| now.saturating_duration_since(*at) < self.ttl);
             }
-            groups.retain(|_, users| !users.is_empty());
-            if count(&groups) >= self.max_entries {
-                groups.clear();
+            entries.groups.retain(|_, users| !users.is_empty());
+            entries.recount();
+            if entries.len >= self.max_entries {
+                *entries = Entries::default();
             }
         }
-        groups.entry(group.to_owned()).or_default().insert(user.to_owned(), now);
+        if entries.groups.entry(group.to_owned()).or_default().insert(user.to_owned(), now).is_none() {
+            entries.len += 1;
+        }
     }
 
     /// `user` left `group` (or may have): ask the database next time.
     pub fn forget(&self, group: &str, user: &str) {
-        let mut groups = self.lock();
-        if let Some(users) = groups.get_mut(group) {
-            users.remove(user);
-            if users.is_empty() {
-                groups.remove(group);
-            }
+        let mut entries = self.lock();
+        let Some(users) = entries.groups.get_mut(group) else { return };
+        let removed = users.remove(user).is_some();
+        if users.is_empty() {
+            entries.groups.remove(group);
+        }
+        if removed {
+            entries.len -= 1;
         }
     }
 
     pub fn len(&self) -> usize {
-        count(&self.lock())
+        self.lock().len
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-fn count(groups: &HashMap<String, HashMap<String, Instant>>) -> usize {
-    groups.values().map(HashMap::len).sum()
 }
 
 #[cfg(test)]
@@ -97,6 +111,9 @@ mod tests {
         c.remember("g", "a", t0);
         assert!(c.confirmed("g", "a", t0 + Duration::from_secs(4)));
         assert!(!c.confirmed("g", "a", t0 + TTL), "expired");
+        c.remember("g", "a", t0 + TTL);
+        assert!(c.confirmed("g", "a", t0 + TTL), "renewed");
+        assert_eq!(c.len(), 1, "a renewal is still one entry");
         assert!(!c.confirmed("g", "b", t0) && !c.confirmed("h", "a", t0), "per group and user");
     }
 

@@ -4,7 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -49,8 +49,7 @@ impl Metrics {
             messages_published: Counter::default(),
             frames_pushed: Counter::default(),
             slow_consumers_dropped: Counter::default(),
-            // 1 ms to about 11 s in steps of 1.5×.
-            publish_seconds: Histogram::new(exponential_buckets(0.001, 1.5, 24)),
+            publish_seconds: parley_consumer::metrics::age_histogram(),
             registry: Registry::default(),
         };
         registry.register("connections_opened", "WebSocket connections accepted", m.connections_opened.clone());

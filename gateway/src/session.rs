@@ -303,10 +303,7 @@ impl Conn {
 
     /// `client_msg_id`: the send refused, if a send was.
     async fn forbidden(&self, sink: &mut Sink, conversation: &ConversationId, client_msg_id: Option<String>) -> Flow {
-        let reason = match conversation.group_id() {
-            Some(g) => format!("not a member of group {g}"),
-            None => format!("not a participant of {conversation}"),
-        };
+        let reason = conversation.forbidden_reason();
         let frame = ServerFrame::Error { code: codes::FORBIDDEN.to_owned(), reason, client_msg_id };
         self.reply(sink, &frame).await
     }
