@@ -16,6 +16,7 @@ pub mod report;
 pub mod stages;
 pub mod storage;
 pub mod target;
+pub mod timeline;
 pub mod workload;
 
 pub use error::{BenchError, Result};

@@ -24,6 +24,7 @@ use crate::latency::{self, Summary};
 use crate::ledger::{self, Acked, Completeness, Received};
 use crate::stages::StageAge;
 use crate::target::{Mode, Setting, Target};
+use crate::timeline::{Timeline, TimelineSummary};
 use crate::workload::{self, Conversation, user_name};
 use parley_tests::procfs::{self, Machine};
 
@@ -113,6 +114,10 @@ pub struct RateRun {
     /// from the consumers' histograms (`stages.rs`). Absent from older files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageAge>,
+    /// send→deliver by the second of sending (`timeline.rs`). Absent from
+    /// older result files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<TimelineSummary>,
     pub completeness: Completeness,
     pub error_frames: BTreeMap<String, u64>,
     pub connections_closed_early: u32,
@@ -153,6 +158,8 @@ struct Progress {
     delivered: AtomicU64,
     warm_round: AtomicU64,
     warm_delivered: AtomicU64,
+    /// Nanoseconds after the origin at which the timed phase begins.
+    start_ns: AtomicU64,
 }
 
 /// What one connection's reader saw.
@@ -162,6 +169,7 @@ struct Seen {
     deliver: Histogram<u64>,
     to_accept: Histogram<u64>,
     from_accept: Histogram<u64>,
+    timeline: Timeline,
     acks: Vec<Acked>,
     received: Vec<Received>,
     errors: HashMap<String, u64>,
@@ -252,6 +260,7 @@ async fn run_one(a: &RateArgs, rate: u32) -> Result<RateRun> {
     let pad = "x".repeat(a.body_bytes);
     let start = tokio::time::Instant::now() + Duration::from_millis(200);
     let origin_to_start = Duration::from_nanos(now_ns(origin)) + Duration::from_millis(200);
+    progress.start_ns.store(origin_to_start.as_nanos() as u64, Ordering::Relaxed);
     let end = start + duration;
     let mut writers = Vec::new();
     for (i, sink) in sinks.into_iter().enumerate() {
@@ -318,6 +327,7 @@ async fn run_one(a: &RateArgs, rate: u32) -> Result<RateRun> {
     let mut deliver_h = latency::histogram();
     let mut to_accept_h = latency::histogram();
     let mut from_accept_h = latency::histogram();
+    let mut timeline = Timeline::new(GOAL_P99_DELIVER_MS);
     let mut acked = Vec::new();
     let mut received = HashMap::new();
     let mut error_frames = BTreeMap::new();
@@ -327,6 +337,7 @@ async fn run_one(a: &RateArgs, rate: u32) -> Result<RateRun> {
         latency::merge(&mut deliver_h, &s.deliver)?;
         latency::merge(&mut to_accept_h, &s.to_accept)?;
         latency::merge(&mut from_accept_h, &s.from_accept)?;
+        timeline.merge(&s.timeline);
         acked.extend(s.acks);
         for (code, n) in s.errors {
             *error_frames.entry(code).or_default() += n;
@@ -352,6 +363,7 @@ async fn run_one(a: &RateArgs, rate: u32) -> Result<RateRun> {
         send_to_accept: Some(Summary::of(&to_accept_h)),
         accept_to_deliver: Some(Summary::of(&from_accept_h)),
         stages,
+        timeline: Some(timeline.summary(clock.unix_ms + origin_to_start.as_secs_f64() * 1000.0)),
         completeness,
         error_frames,
         connections_closed_early: closed_early,
@@ -486,6 +498,7 @@ async fn read(
         deliver: latency::histogram(),
         to_accept: latency::histogram(),
         from_accept: latency::histogram(),
+        timeline: Timeline::new(GOAL_P99_DELIVER_MS),
         acks: Vec::new(),
         received: Vec::new(),
         errors: HashMap::new(),
@@ -527,6 +540,8 @@ async fn read(
                 } else {
                     if let Some(sent) = m.body.split_once(' ').and_then(|(n, _)| n.parse::<u64>().ok()) {
                         latency::record_ns(&mut seen.deliver, now.saturating_sub(sent));
+                        let since_start = sent.saturating_sub(progress.start_ns.load(Ordering::Relaxed));
+                        seen.timeline.record(since_start, now.saturating_sub(sent));
                         let (to, from) = split_at_accept(clock.unix_ms, sent, now, m.ts);
                         latency::record_ns(&mut seen.to_accept, to);
                         latency::record_ns(&mut seen.from_accept, from);

@@ -349,6 +349,19 @@ pub fn markdown(r: &Results) -> String {
                 staged.join("; ")
             );
         }
+        let timed: Vec<String> = result
+            .runs
+            .iter()
+            .filter_map(|x| Some(format!("{} msg/s: {}", x.target_rate, x.timeline.as_ref()?.line())))
+            .collect();
+        if !timed.is_empty() {
+            let _ = writeln!(
+                s,
+                "
+Slow deliveries by the second they were sent in: {}.",
+                timed.join("; ")
+            );
+        }
     }
     if !series(r).is_empty() {
         let _ = writeln!(s, "\n![send→deliver latency by offered rate]({PLOT})");
@@ -430,6 +443,7 @@ mod tests {
             send_to_accept: None,
             accept_to_deliver: None,
             stages: Vec::new(),
+            timeline: None,
             completeness: Completeness { lost, ..Default::default() },
             error_frames: Default::default(),
             connections_closed_early: 0,
@@ -468,6 +482,9 @@ mod tests {
 
     #[test]
     fn rows_report_misses_and_scenarios_not_run() {
+        let mut t = crate::timeline::Timeline::new(GOAL_P99_DELIVER_MS);
+        t.record(0, 80_000_000);
+        let timeline = t.summary(0.0);
         let results = Results {
             rate_kafka: Some(RateResult {
                 machine: machine(),
@@ -478,6 +495,7 @@ mod tests {
                     send_to_accept: Some(Summary { p50_ms: 2.0, p99_ms: 9.0, ..Summary::default() }),
                     accept_to_deliver: Some(Summary { p50_ms: 30.0, p99_ms: 71.0, ..Summary::default() }),
                     stages: vec![StageAge { stage: "stored".into(), count: 9, p50_ms: 12.5, p99_ms: 40.0 }],
+                    timeline: Some(timeline),
                     ..run(5000, 5000.0, 80.0, 0)
                 }],
             }),
@@ -506,6 +524,7 @@ mod tests {
         assert!(md.contains("| **missed** |"), "{md}");
         assert!(md.contains("5000 msg/s: 2 / 9 then 30 / 71"), "{md}");
         assert!(md.contains("5000 msg/s: stored 12.5 / 40"), "{md}");
+        assert!(md.contains("5000 msg/s: 1 of 1 seconds had deliveries over 50 ms"), "{md}");
         assert!(md.contains(PLOT));
     }
 

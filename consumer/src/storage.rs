@@ -72,6 +72,10 @@ impl StorageWorker {
                 tracing::warn!("storage: shutting down with an unstored batch");
                 return;
             };
+            // Observed here, not in `store`: a batch stored again (a retry,
+            // or `settle` republishing) is still one pass through the stage.
+            self.metrics.ages(Stage::Received, stored.received, stored.accepted.iter().copied());
+            self.metrics.ages(Stage::Stored, stored.stored, stored.accepted.iter().copied());
             if let Some(done) = in_flight.take()
                 && !self.finish(done, sub.as_mut(), &shutdown).await
             {
@@ -186,15 +190,12 @@ impl StorageWorker {
             }
         }
         deliveries.extend(self.flush(messages, origins).await?);
-        // A batch stored again after its deliveries failed counts twice; rare.
-        self.metrics.ages(Stage::Received, received, accepted.iter().copied());
         tracing::debug!(
             records = records.len(),
             oldest_age_ms = ?accepted.iter().min().map(|&a| received.saturating_sub(a)),
             "storage: batch taken"
         );
-        self.metrics.ages(Stage::Stored, now_millis(), accepted.iter().copied());
-        Ok(StoredBatch { deliveries, accepted })
+        Ok(StoredBatch { deliveries, accepted, received, stored: now_millis() })
     }
 
     /// Idempotent, so a replayed batch converges to the same membership.
@@ -262,6 +263,9 @@ struct StoredBatch {
     deliveries: Vec<(String, Vec<u8>)>,
     /// The gateway's accept stamp of each message, for the age metrics.
     accepted: Vec<i64>,
+    /// When storing began and ended (Unix ms), for the same.
+    received: i64,
+    stored: i64,
 }
 
 /// A stored batch whose deliveries are with the broker.

@@ -218,6 +218,7 @@ impl Broker for Gated {
 
 struct GatedRun {
     broker: Arc<Gated>,
+    metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
     topics: Topics,
     deliveries: Box<dyn Subscription>,
@@ -234,6 +235,7 @@ async fn gated_storage(open: bool, fail: usize) -> GatedRun {
         fail: AtomicUsize::new(fail),
     });
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let metrics = Arc::new(Metrics::new());
     let topics = Topics::new("t");
     let deliveries = broker.subscribe(std::slice::from_ref(&topics.deliveries), "reader").await.unwrap();
     let storage = StorageWorker {
@@ -241,12 +243,12 @@ async fn gated_storage(open: bool, fail: usize) -> GatedRun {
         store: store.clone(),
         topics: topics.clone(),
         batch_size: 1,
-        metrics: Arc::new(Metrics::new()),
+        metrics: metrics.clone(),
     };
     let sub = storage.subscribe().await.unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(storage.run(sub, shutdown.clone()));
-    GatedRun { broker, store, topics, deliveries, shutdown, task }
+    GatedRun { broker, metrics, store, topics, deliveries, shutdown, task }
 }
 
 async fn read(sub: &mut Box<dyn Subscription>, n: usize) -> Vec<Record> {
@@ -328,5 +330,11 @@ async fn deliveries_lost_in_transit_are_published_again_in_order() {
     run.all_acknowledged().await;
     let extra = tokio::time::timeout(Duration::from_millis(200), run.deliveries.next_batch(10)).await;
     assert!(extra.is_err(), "deliveries published twice: {extra:?}");
+    // The first batch was stored twice but passed each stage once.
+    let text = run.metrics.encode();
+    for stage in ["received", "stored", "published"] {
+        let line = format!("parley_consumer_message_age_seconds_count{{stage=\"{stage}\"}} 3");
+        assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+    }
     run.stop().await;
 }
