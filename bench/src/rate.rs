@@ -244,7 +244,15 @@ async fn run_one(a: &RateArgs, rate: u32) -> Result<RateRun> {
         let (sink, stream) = ws.expect("every user connected").split();
         sinks.push(sink);
         let sizes: HashMap<String, u64> = members.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
-        readers.push(tokio::spawn(read(user_name(i as u32), stream, sizes, clock, progress.clone(), stop_rx.clone())));
+        readers.push(tokio::spawn(read(
+            user_name(i as u32),
+            stream,
+            sizes,
+            clock,
+            progress.clone(),
+            duration,
+            stop_rx.clone(),
+        )));
     }
 
     let sends = workload::sends_of(users, &convs);
@@ -327,7 +335,7 @@ async fn run_one(a: &RateArgs, rate: u32) -> Result<RateRun> {
     let mut deliver_h = latency::histogram();
     let mut to_accept_h = latency::histogram();
     let mut from_accept_h = latency::histogram();
-    let mut timeline = Timeline::new(GOAL_P99_DELIVER_MS);
+    let mut timeline = Timeline::new(GOAL_P99_DELIVER_MS, duration);
     let mut acked = Vec::new();
     let mut received = HashMap::new();
     let mut error_frames = BTreeMap::new();
@@ -490,6 +498,7 @@ async fn read(
     sizes: HashMap<String, u64>,
     clock: Origin,
     progress: Arc<Progress>,
+    length: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Seen {
     let mut seen = Seen {
@@ -498,7 +507,7 @@ async fn read(
         deliver: latency::histogram(),
         to_accept: latency::histogram(),
         from_accept: latency::histogram(),
-        timeline: Timeline::new(GOAL_P99_DELIVER_MS),
+        timeline: Timeline::new(GOAL_P99_DELIVER_MS, length),
         acks: Vec::new(),
         received: Vec::new(),
         errors: HashMap::new(),

@@ -482,7 +482,7 @@ mod tests {
 
     #[test]
     fn rows_report_misses_and_scenarios_not_run() {
-        let mut t = crate::timeline::Timeline::new(GOAL_P99_DELIVER_MS);
+        let mut t = crate::timeline::Timeline::new(GOAL_P99_DELIVER_MS, std::time::Duration::from_secs(60));
         t.record(0, 80_000_000);
         let timeline = t.summary(0.0);
         let results = Results {

@@ -18,25 +18,22 @@ pub struct Second {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Timeline {
     threshold_ns: u64,
+    /// The run's length in seconds: a send whose timer fired just after
+    /// the end counts in the last second, not in a second of its own.
+    length: usize,
     seconds: Vec<Second>,
 }
 
-/// The longest timeline kept: sends beyond it (a run longer than the
-/// tool allows) are not recorded here, so a wrong clock cannot allocate.
-const MAX_SECONDS: usize = 3_600;
-
 impl Timeline {
-    pub fn new(threshold_ms: f64) -> Self {
-        Timeline { threshold_ns: (threshold_ms * 1e6) as u64, seconds: Vec::new() }
+    pub fn new(threshold_ms: f64, length: std::time::Duration) -> Self {
+        let length = (length.as_secs_f64().ceil() as usize).max(1);
+        Timeline { threshold_ns: (threshold_ms * 1e6) as u64, length, seconds: Vec::new() }
     }
 
     /// A delivery of a message sent `sent_ns` after the timed phase began,
     /// `latency_ns` after its send.
     pub fn record(&mut self, sent_ns: u64, latency_ns: u64) {
-        let i = (sent_ns / 1_000_000_000) as usize;
-        if i >= MAX_SECONDS {
-            return;
-        }
+        let i = ((sent_ns / 1_000_000_000) as usize).min(self.length - 1);
         if self.seconds.len() <= i {
             self.seconds.resize(i + 1, Second::default());
         }
@@ -116,12 +113,15 @@ impl TimelineSummary {
 mod tests {
     use super::*;
 
+    use std::time::Duration;
+
     const MS: u64 = 1_000_000;
+    const RUN: Duration = Duration::from_secs(60);
     const S: u64 = 1_000_000_000;
 
     #[test]
     fn deliveries_are_binned_by_send_second_and_counted_over_the_threshold() {
-        let mut t = Timeline::new(50.0);
+        let mut t = Timeline::new(50.0, RUN);
         t.record(0, 10 * MS);
         t.record(S - 1, 51 * MS);
         t.record(2 * S + 5, 50 * MS); // at the threshold is not over it
@@ -135,9 +135,9 @@ mod tests {
 
     #[test]
     fn merging_adds_counts_and_keeps_the_larger_maximum() {
-        let mut a = Timeline::new(50.0);
+        let mut a = Timeline::new(50.0, RUN);
         a.record(0, 60 * MS);
-        let mut b = Timeline::new(50.0);
+        let mut b = Timeline::new(50.0, RUN);
         b.record(0, 70 * MS);
         b.record(3 * S, MS);
         a.merge(&b);
@@ -148,7 +148,7 @@ mod tests {
 
     #[test]
     fn the_worst_seconds_share_is_of_all_slow_deliveries() {
-        let mut t = Timeline::new(50.0);
+        let mut t = Timeline::new(50.0, RUN);
         for sec in 0..10u64 {
             // second 9 has 91 slow deliveries, the others one each
             let n = if sec == 9 { 91 } else { 1 };
@@ -165,9 +165,12 @@ mod tests {
     }
 
     #[test]
-    fn sends_past_the_longest_timeline_are_ignored() {
-        let mut t = Timeline::new(50.0);
-        t.record(MAX_SECONDS as u64 * S, 100 * MS);
-        assert!(t.summary(0.0).per_second.is_empty());
+    fn sends_after_the_end_count_in_the_last_second() {
+        let mut t = Timeline::new(50.0, Duration::from_secs(2));
+        t.record(2 * S + 1, 100 * MS);
+        t.record(u64::MAX, 10 * MS);
+        let s = t.summary(0.0);
+        assert_eq!(s.per_second.len(), 2);
+        assert_eq!(s.per_second[1], Second { deliveries: 2, over: 1, max_ms: 100.0 });
     }
 }
