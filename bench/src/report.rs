@@ -355,12 +355,7 @@ pub fn markdown(r: &Results) -> String {
             .filter_map(|x| Some(format!("{} msg/s: {}", x.target_rate, x.timeline.as_ref()?.line())))
             .collect();
         if !timed.is_empty() {
-            let _ = writeln!(
-                s,
-                "
-Slow deliveries by the second they were sent in: {}.",
-                timed.join("; ")
-            );
+            let _ = writeln!(s, "\nSlow deliveries by the second they were sent in: {}.", timed.join("; "));
         }
     }
     if !series(r).is_empty() {

@@ -15,7 +15,7 @@ pub struct Second {
 }
 
 /// Seconds since the timed phase began, recorded by one reader and merged.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Timeline {
     threshold_ns: u64,
     /// The run's length in seconds: a send whose timer fired just after

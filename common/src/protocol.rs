@@ -329,6 +329,11 @@ impl ServerFrame {
         Self::Error { code: code.to_owned(), reason: reason.to_string(), client_msg_id: None }
     }
 
+    /// A `forbidden` error; `client_msg_id` names the send refused, if a send was.
+    pub fn forbidden(reason: String, client_msg_id: Option<String>) -> Self {
+        Self::Error { code: codes::FORBIDDEN.to_owned(), reason, client_msg_id }
+    }
+
     pub fn to_json(&self) -> String {
         // Serialising these plain structs cannot fail; fall back to a fixed
         // error frame rather than panic if it ever does.

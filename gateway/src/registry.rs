@@ -160,11 +160,7 @@ impl DeliverySink for Registry {
         if let Some(reason) = &delivery.refused {
             if let Some(id) = origin_conn {
                 self.metrics.error(codes::FORBIDDEN);
-                let error = ServerFrame::Error {
-                    code: codes::FORBIDDEN.to_owned(),
-                    reason: reason.clone(),
-                    client_msg_id: Some(message.client_msg_id.clone()),
-                };
+                let error = ServerFrame::forbidden(reason.clone(), Some(message.client_msg_id.clone()));
                 self.send_to_conn(&message.from, id, &error);
             }
             return Ok(());

@@ -303,9 +303,7 @@ impl Conn {
 
     /// `client_msg_id`: the send refused, if a send was.
     async fn forbidden(&self, sink: &mut Sink, conversation: &ConversationId, client_msg_id: Option<String>) -> Flow {
-        let reason = conversation.forbidden_reason();
-        let frame = ServerFrame::Error { code: codes::FORBIDDEN.to_owned(), reason, client_msg_id };
-        self.reply(sink, &frame).await
+        self.reply(sink, &ServerFrame::forbidden(conversation.forbidden_reason(), client_msg_id)).await
     }
 
     async fn on_send(&mut self, send: SendFrame, sink: &mut Sink) -> parley_common::Result<Flow> {

@@ -33,20 +33,23 @@ read -r -a TLS_PORTS <<<"$PARLEY_KAFKA_TLS_PORTS"
   die "PARLEY_KAFKA_PORTS, PARLEY_KAFKA_CONTROLLER_PORTS, PARLEY_KAFKA_SASL_PORTS and PARLEY_KAFKA_TLS_PORTS need 3 ports each"
 NODES=(1 2 3)
 
-BOOTSTRAP=$(printf '127.0.0.1:%s,' "${BROKER_PORTS[@]}")
-BOOTSTRAP=${BOOTSTRAP%,}
+# bootstrap_of PORT...: "127.0.0.1:P1,127.0.0.1:P2,..."
+bootstrap_of() {
+  local s
+  s=$(printf '127.0.0.1:%s,' "$@")
+  echo "${s%,}"
+}
+BOOTSTRAP=$(bootstrap_of "${BROKER_PORTS[@]}")
 # A second listener on every broker that wants SASL/PLAIN (no TLS): clients
 # configured with librdkafka security properties, as a ChatCluster's Secret
 # gives them, are tested against it. Throwaway credentials of a loopback-only
 # test cluster.
-SASL_BOOTSTRAP=$(printf '127.0.0.1:%s,' "${SASL_PORTS[@]}")
-SASL_BOOTSTRAP=${SASL_BOOTSTRAP%,}
+SASL_BOOTSTRAP=$(bootstrap_of "${SASL_PORTS[@]}")
 SASL_USER=parley
 SASL_PASSWORD=parley-sasl-password
 # And a third that wants TLS, with a self-signed certificate for 127.0.0.1
 # made by the JDK's keytool; its PEM is what clients trust (ssl.ca.pem).
-TLS_BOOTSTRAP=$(printf '127.0.0.1:%s,' "${TLS_PORTS[@]}")
-TLS_BOOTSTRAP=${TLS_BOOTSTRAP%,}
+TLS_BOOTSTRAP=$(bootstrap_of "${TLS_PORTS[@]}")
 TLS_DIR=$KAFKA_RUN/tls
 TLS_STOREPASS=parley-tls-password
 VOTERS=$(for n in "${NODES[@]}"; do printf '%s@127.0.0.1:%s,' "$n" "${CONTROLLER_PORTS[n - 1]}"; done)
