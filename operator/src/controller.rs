@@ -26,7 +26,7 @@ use crate::crd::{ChatCluster, ConsumerGroupStatus, DeletionPolicy, TopicStatus};
 use crate::kafka::{ClientProps, KafkaClients, KafkaCluster};
 use crate::lag_watch;
 use crate::metrics::{ErrorLabels, Metrics};
-use crate::owned::{self, AppliedMemory, OwnedStores};
+use crate::owned::{self, AppliedMemory, DeploymentView, OwnedStores};
 use crate::scaling::History;
 use crate::topics::{self, TopicAction};
 use crate::workloads::{self, Images, Role, label};
@@ -113,6 +113,15 @@ impl Context {
     }
 }
 
+impl Context {
+    /// See [`topics::known`]. Copying every created name instead cost each
+    /// of 32 reconciles at once a set of 4,000 strings at 1,000
+    /// ChatClusters: 9.5 of the operator's 41 MB peak heap.
+    fn known_topics(&self, cc: &ChatCluster, names: &[String]) -> BTreeSet<String> {
+        topics::known(cc, &self.created.lock().unwrap_or_else(|e| e.into_inner()), names)
+    }
+}
+
 /// `base * 2^(attempt-1)`, capped at `max`.
 pub fn backoff_delay(attempt: u32, base: Duration, max: Duration) -> Duration {
     let factor = 1u32.checked_shl(attempt.saturating_sub(1).min(31)).unwrap_or(u32::MAX);
@@ -129,7 +138,7 @@ pub async fn run(
     let (clusters, deployments, services) = match &namespace {
         Some(ns) => (
             Api::<DeserializeGuard<ChatCluster>>::namespaced(client.clone(), ns),
-            Api::<Deployment>::namespaced(client.clone(), ns),
+            Api::<DeploymentView>::namespaced(client.clone(), ns),
             Api::<Service>::namespaced(client, ns),
         ),
         None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
@@ -271,25 +280,39 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
     }
     ensure_finalizer(cc, &api).await?;
 
-    let mut kafka_settling = false;
-    let (topics_obs, kafka) = match kafka_props(cc, ctx, &ns).await {
-        Ok(props) => {
-            let (obs, settling) = reconcile_topics(cc, ctx, &oref, &props).await;
-            kafka_settling = settling;
-            if matches!(obs, TopicsObservation::KafkaUnavailable(_)) {
-                ctx.kafka.reset_after_failure(&props);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let pp = PatchParams::apply(MANAGER).force();
+    let stores = owned_stores(ctx).await?;
+    let target = Target { api: &deployments, services: &services, pp: &pp, stores: &stores, ctx, oref: &oref, ns: &ns };
+
+    // The gateway does not depend on Kafka: apply it while the topics are
+    // reconciled. Why: a Service create waits on its ClusterIP allocation,
+    // often the slowest call of a first reconcile.
+    let kafka_side = async {
+        match kafka_props(cc, ctx, &ns).await {
+            Ok(props) => {
+                let (obs, settling) = reconcile_topics(cc, ctx, &oref, &props).await;
+                if matches!(obs, TopicsObservation::KafkaUnavailable(_)) {
+                    ctx.kafka.reset_after_failure(&props);
+                }
+                (obs, ctx.kafka.get(&props).ok(), settling)
             }
-            (obs, ctx.kafka.get(&props).ok())
+            Err(err) => (TopicsObservation::KafkaUnavailable(err.to_string()), None, false),
         }
-        Err(err) => (TopicsObservation::KafkaUnavailable(err.to_string()), None),
     };
+    let ((topics_obs, kafka, kafka_settling), gateway) = tokio::join!(kafka_side, apply_gateway(&target, cc));
+    let gateway = gateway?;
     let lag_source: LagSource = match (&topics_obs, kafka) {
         (TopicsObservation::Observed { topics, .. }, Some(kafka)) => Ok((kafka, topics.clone())),
         (TopicsObservation::KafkaUnavailable(err), _) => Err(err.clone()),
         (_, None) => Err("no Kafka client".into()),
     };
     let now = Time(Timestamp::now());
-    let (gateway, consumers, groups) = apply_workloads(cc, ctx, &ns, &oref, &lag_source, &now).await?;
+    let applied =
+        futures::future::try_join_all(Role::ALL.map(|role| apply_consumer(&target, cc, role, &lag_source, &now)))
+            .await?;
+    let (consumers, groups): (Vec<_>, Vec<_>) = applied.into_iter().unzip();
 
     let obs = Observation {
         generation: cc.metadata.generation,
@@ -360,8 +383,7 @@ async fn reconcile_topics(
     };
     let desired = topics::desired_topics(cc);
     let names: Vec<String> = desired.iter().map(|t| t.name.clone()).collect();
-    let mut known: BTreeSet<String> = cc.status.iter().flat_map(|s| s.topics.iter().map(|t| t.name.clone())).collect();
-    known.extend(ctx.created.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
+    let known = ctx.known_topics(cc, &names);
     let observed = match kafka.observe(&names).await {
         Ok(observed) => observed,
         Err(err) => return unavailable(kafka.describe(&err)),
@@ -385,9 +407,7 @@ async fn reconcile_topics(
     } else {
         match kafka.observe(&names).await {
             Ok(now) => {
-                let created = ctx.created.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let settling =
-                    !topics::plan(&desired, &now, &known.union(&created).cloned().collect()).actions.is_empty();
+                let settling = !topics::plan(&desired, &now, &ctx.known_topics(cc, &names)).actions.is_empty();
                 (now, settling)
             }
             Err(err) => return unavailable(kafka.describe(&err)),
@@ -448,55 +468,57 @@ async fn execute(
     Ok(())
 }
 
-/// Apply the gateway Deployment and Service and the consumer Deployments;
-/// return their wanted/ready replicas.
-async fn apply_workloads(
+/// The owned objects' caches, once filled. Before the first list
+/// completes, "not cached" would mean "unknown": wait a little, then retry
+/// later. Never wait unbounded: on shutdown the watches stop, and a
+/// reconcile waiting on them would hold the graceful shutdown forever.
+async fn owned_stores(ctx: &Context) -> Result<OwnedStores> {
+    let stores = ctx.owned.read().unwrap_or_else(|e| e.into_inner()).clone();
+    match stores {
+        Some(stores) if stores.ready_within(STORE_WAIT).await => Ok(stores),
+        _ => Err(Error::CachesNotReady),
+    }
+}
+
+/// Apply the gateway Service and Deployment (independent, so at once);
+/// return the Deployment's wanted/ready replicas.
+async fn apply_gateway(target: &Target<'_>, cc: &ChatCluster) -> Result<Replicas> {
+    let ctx = target.ctx;
+    let svc = workloads::gateway_service(cc);
+    let service =
+        owned::apply_unless_unchanged(target.services, target.pp, &target.stores.services, &ctx.applied, &svc);
+    let deployment = async {
+        let gateway = workloads::gateway_deployment(cc, &ctx.settings.images);
+        let before = target.current_replicas(&gateway.name_any()).await?;
+        target.apply(gateway, before, "gateway", "spec.gateway.replicas").await
+    };
+    let (_, gateway) = tokio::try_join!(async { service.await.map_err(Error::from) }, deployment)?;
+    Ok(gateway)
+}
+
+/// Decide one consumer role's replicas from its lag and apply its
+/// Deployment; return its replicas and its status entry.
+async fn apply_consumer(
+    target: &Target<'_>,
     cc: &ChatCluster,
-    ctx: &Context,
-    ns: &str,
-    oref: &k8s_openapi::api::core::v1::ObjectReference,
+    role: Role,
     lag_source: &LagSource,
     now: &Time,
-) -> Result<(Replicas, Vec<(String, Replicas)>, Vec<ConsumerGroupStatus>)> {
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-    let pp = PatchParams::apply(MANAGER).force();
-    let stores = ctx.owned.read().unwrap_or_else(|e| e.into_inner()).clone();
-    // Before the first list completes, "not cached" would mean "unknown":
-    // wait a little, then retry later. Never wait unbounded: on shutdown
-    // the watches stop, and a reconcile waiting on them would hold the
-    // graceful shutdown forever.
-    let stores = match stores {
-        Some(stores) if stores.ready_within(STORE_WAIT).await => stores,
-        _ => return Err(Error::CachesNotReady),
-    };
-
-    let svc = workloads::gateway_service(cc);
-    owned::apply_unless_unchanged(&services, &pp, &stores.services, &ctx.applied, &svc).await?;
-
-    let target = Target { api: &deployments, pp: &pp, stores: &stores, ctx, oref, ns };
-    let gateway = workloads::gateway_deployment(cc, &ctx.settings.images);
-    let before = target.current_replicas(&gateway.name_any()).await?;
-    let gateway = target.apply(gateway, before, "gateway", "spec.gateway.replicas").await?;
-
-    let mut consumers = Vec::new();
-    let mut groups = Vec::new();
-    for role in Role::ALL {
-        let before = target.current_replicas(&workloads::consumer_name(cc, role)).await?;
-        let (decision, lag) = autoscale::decide(ctx, cc, role, before, lag_source).await;
-        let reason = decision.reason(lag, cc.spec.topics.partitions, role.spec(cc).lag_threshold);
-        let desired = workloads::consumer_deployment(cc, role, decision.replicas, &ctx.settings.images);
-        let observed = target.apply(desired, before, role.as_str(), &reason).await?;
-        let scaled = before.is_some_and(|b| b != decision.replicas);
-        groups.push(autoscale::group_status(cc, role, &decision, lag, scaled, now));
-        consumers.push((role.as_str().to_owned(), observed));
-    }
-    Ok((gateway, consumers, groups))
+) -> Result<((String, Replicas), ConsumerGroupStatus)> {
+    let before = target.current_replicas(&workloads::consumer_name(cc, role)).await?;
+    let (decision, lag) = autoscale::decide(target.ctx, cc, role, before, lag_source).await;
+    let reason = decision.reason(lag, cc.spec.topics.partitions, role.spec(cc).lag_threshold);
+    let desired = workloads::consumer_deployment(cc, role, decision.replicas, &target.ctx.settings.images);
+    let observed = target.apply(desired, before, role.as_str(), &reason).await?;
+    let scaled = before.is_some_and(|b| b != decision.replicas);
+    let group = autoscale::group_status(cc, role, &decision, lag, scaled, now);
+    Ok(((role.as_str().to_owned(), observed), group))
 }
 
 /// Where a reconcile applies Deployments, and what it knows of them.
 struct Target<'a> {
     api: &'a Api<Deployment>,
+    services: &'a Api<Service>,
     pp: &'a PatchParams,
     stores: &'a OwnedStores,
     ctx: &'a Context,

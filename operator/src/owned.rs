@@ -14,18 +14,19 @@ use futures::Stream;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::Event;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// Readers of the owned objects' caches.
 #[derive(Clone)]
 pub struct OwnedStores {
-    pub deployments: Store<Deployment>,
+    pub deployments: Store<DeploymentView>,
     pub services: Store<Service>,
 }
 
@@ -43,13 +44,13 @@ impl OwnedStores {
 /// streams must be polled (the controller does, as its `owns` triggers);
 /// they carry only changes a reconcile must answer (see [`Triggers`]).
 pub fn watch(
-    deployments: Api<Deployment>,
+    deployments: Api<DeploymentView>,
     services: Api<Service>,
     config: watcher::Config,
     applied: Arc<AppliedMemory>,
 ) -> (
     OwnedStores,
-    impl Stream<Item = Result<Deployment, watcher::Error>> + Send + 'static,
+    impl Stream<Item = Result<DeploymentView, watcher::Error>> + Send + 'static,
     impl Stream<Item = Result<Service, watcher::Error>> + Send + 'static,
 ) {
     let (deploy_reader, deploy_writer) = reflector::store();
@@ -57,7 +58,10 @@ pub fn watch(
     let deploy_triggers = Triggers::new(applied.clone());
     let deploys = watcher(deployments, config.clone())
         .default_backoff()
-        .modify(slim_deployment)
+        .modify(|d: &mut DeploymentView| {
+            d.managed_fields_mut().clear();
+            d.annotations_mut().clear();
+        })
         .reflect(deploy_writer)
         .filter_map(move |event| futures::future::ready(deploy_triggers.pass(event)));
     let svc_triggers = Triggers::new(applied);
@@ -69,6 +73,57 @@ pub fn watch(
     (OwnedStores { deployments: deploy_reader, services: svc_reader }, deploys, svcs)
 }
 
+/// What the operator keeps of a Deployment it owns: identity, owner,
+/// generation, and the replicas wanted and ready. The watch decodes into it
+/// directly. Why: a `Deployment` is 2,448 bytes before any of its strings;
+/// 1,000 ChatClusters own 3,000 of them.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct DeploymentView {
+    pub metadata: ObjectMeta,
+    pub spec: Option<ReplicasSpec>,
+    pub status: Option<ReadyStatus>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct ReplicasSpec {
+    pub replicas: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyStatus {
+    pub ready_replicas: Option<i32>,
+}
+
+impl k8s_openapi::Resource for DeploymentView {
+    const API_VERSION: &'static str = <Deployment as k8s_openapi::Resource>::API_VERSION;
+    const GROUP: &'static str = <Deployment as k8s_openapi::Resource>::GROUP;
+    const KIND: &'static str = <Deployment as k8s_openapi::Resource>::KIND;
+    const VERSION: &'static str = <Deployment as k8s_openapi::Resource>::VERSION;
+    const URL_PATH_SEGMENT: &'static str = <Deployment as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+    type Scope = <Deployment as k8s_openapi::Resource>::Scope;
+}
+
+impl k8s_openapi::Metadata for DeploymentView {
+    type Ty = ObjectMeta;
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl From<Deployment> for DeploymentView {
+    fn from(d: Deployment) -> Self {
+        Self {
+            spec: d.spec.map(|s| ReplicasSpec { replicas: s.replicas }),
+            status: d.status.map(|s| ReadyStatus { ready_replicas: s.ready_replicas }),
+            metadata: d.metadata,
+        }
+    }
+}
+
 /// What about an owned object a reconcile answers: who it is, its spec
 /// (generation), and for Deployments the replicas wanted and ready.
 /// Status noise (observedGeneration, conditions) and the operator's own
@@ -77,7 +132,7 @@ pub trait Relevant: Versioned<DynamicType = ()> {
     fn relevant(&self) -> u64;
 }
 
-impl Relevant for Deployment {
+impl Relevant for DeploymentView {
     fn relevant(&self) -> u64 {
         let mut hasher = DefaultHasher::new();
         self.metadata.uid.hash(&mut hasher);
@@ -130,17 +185,8 @@ impl Triggers {
     }
 }
 
-/// Keep what a reconcile reads (identity, owner, generation, replicas,
-/// status); the pod template and managed fields are most of the bytes.
-fn slim_deployment(d: &mut Deployment) {
-    d.managed_fields_mut().clear();
-    d.annotations_mut().clear();
-    if let Some(spec) = d.spec.as_mut() {
-        spec.template = Default::default();
-        spec.selector = Default::default();
-    }
-}
-
+/// A Service's spec is never read from the cache; managed fields are most
+/// of the rest.
 fn slim_service(s: &mut Service) {
     s.managed_fields_mut().clear();
     s.annotations_mut().clear();
@@ -180,6 +226,13 @@ impl Versioned for Deployment {
     }
 }
 
+impl Versioned for DeploymentView {
+    const KIND: &'static str = "Deployment";
+    fn version(&self) -> Option<String> {
+        self.metadata.generation.map(|g| g.to_string())
+    }
+}
+
 impl Versioned for Service {
     const KIND: &'static str = "Service";
     fn version(&self) -> Option<String> {
@@ -202,8 +255,9 @@ impl AppliedMemory {
     /// The cached object, if applying `desired` again would change nothing:
     /// this process applied the same object last, and nobody changed it
     /// since (same uid, same generation or resourceVersion).
-    pub fn unchanged<K>(&self, cached: Option<&K>, desired: &K, hash: u64) -> bool
+    pub fn unchanged<C, K>(&self, cached: Option<&C>, desired: &K, hash: u64) -> bool
     where
+        C: Versioned<DynamicType = ()>,
         K: Versioned<DynamicType = ()>,
     {
         let Some(cached) = cached else { return false };
@@ -253,17 +307,18 @@ where
 }
 
 /// Server-side apply `desired` unless this process already applied exactly
-/// it and nobody changed it since; either way, the object as it now is
-/// (the cached one when the apply was skipped).
-pub async fn apply_unless_unchanged<K>(
+/// it and nobody changed it since; either way, the object as it now is, as
+/// the cache keeps it (`C`: the cached one when the apply was skipped).
+pub async fn apply_unless_unchanged<K, C>(
     api: &Api<K>,
     pp: &PatchParams,
-    store: &Store<K>,
+    store: &Store<C>,
     applied: &AppliedMemory,
     desired: &K,
-) -> kube::Result<Arc<K>>
+) -> kube::Result<Arc<C>>
 where
     K: Versioned<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    C: Versioned<DynamicType = ()> + Clone + From<K>,
 {
     let (_, ns, name) = key(desired);
     let hash = fingerprint(desired);
@@ -273,13 +328,17 @@ where
     }
     let returned = api.patch(&name, pp, &Patch::Apply(desired)).await?;
     applied.record(&returned, hash);
-    Ok(Arc::new(returned))
+    Ok(Arc::new(returned.into()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn view(uid: &str, generation: i64, replicas: i32) -> DeploymentView {
+        deployment(uid, generation, replicas).into()
+    }
 
     fn deployment(uid: &str, generation: i64, replicas: i32) -> Deployment {
         Deployment {
@@ -300,7 +359,7 @@ mod tests {
         let memory = AppliedMemory::default();
         let desired = deployment("", 0, 3);
         let hash = fingerprint(&desired);
-        let mut cached = deployment("u1", 2, 3);
+        let mut cached = DeploymentView::from(deployment("u1", 2, 3));
         cached.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
             uid: "owner-1".into(),
             ..Default::default()
@@ -312,9 +371,9 @@ mod tests {
         assert!(!memory.has::<Service>("chat", "demo-storage"), "another kind");
         assert!(!memory.has::<Deployment>("other", "demo-storage"), "another namespace");
         assert!(memory.unchanged(Some(&cached), &desired, hash));
-        assert!(!memory.unchanged(None, &desired, hash), "deleted: apply again");
-        assert!(!memory.unchanged(Some(&deployment("u1", 3, 3)), &desired, hash), "someone edited it");
-        assert!(!memory.unchanged(Some(&deployment("u2", 2, 3)), &desired, hash), "recreated by someone");
+        assert!(!memory.unchanged(None::<&DeploymentView>, &desired, hash), "deleted: apply again");
+        assert!(!memory.unchanged(Some(&view("u1", 3, 3)), &desired, hash), "someone edited it");
+        assert!(!memory.unchanged(Some(&view("u2", 2, 3)), &desired, hash), "recreated by someone");
         let other = deployment("", 0, 4);
         assert!(!memory.unchanged(Some(&cached), &other, fingerprint(&other)), "we want something else");
         memory.retain_owners(|uid| uid == "owner-1");
@@ -327,36 +386,47 @@ mod tests {
     fn triggers_pass_changes_that_matter_and_deletions_only() {
         let applied = Arc::new(AppliedMemory::default());
         let triggers = Triggers::new(applied.clone());
-        let pass = |e: Event<Deployment>| triggers.pass(Ok(e)).is_some();
-        let mine = deployment("u1", 1, 3);
+        let pass = |e: Event<DeploymentView>| triggers.pass(Ok(e)).is_some();
+        let mine = view("u1", 1, 3);
         applied.record(&mine, 7);
         assert!(!pass(Event::Apply(mine.clone())), "the operator's own create");
         let mut noise = mine.clone();
-        noise.status =
-            Some(k8s_openapi::api::apps::v1::DeploymentStatus { observed_generation: Some(1), ..Default::default() });
+        noise.status = Some(ReadyStatus::default());
         assert!(!pass(Event::Apply(noise.clone())), "status noise");
         let mut ready = noise.clone();
         ready.status.as_mut().unwrap().ready_replicas = Some(3);
         assert!(pass(Event::Apply(ready.clone())), "pods became ready");
-        assert!(pass(Event::Apply(deployment("u1", 2, 3))), "someone edited the spec");
+        assert!(pass(Event::Apply(view("u1", 2, 3))), "someone edited the spec");
         assert!(pass(Event::Delete(ready)), "deleted: recreate");
-        assert!(pass(Event::Apply(deployment("u2", 1, 3))), "created by someone else after the delete");
+        assert!(pass(Event::Apply(view("u2", 1, 3))), "created by someone else after the delete");
         assert!(!pass(Event::InitDone));
     }
 
     #[test]
-    fn slimming_keeps_what_reconcile_reads() {
+    fn the_view_keeps_what_reconcile_reads_whether_decoded_or_converted() {
         let mut d = deployment("u1", 2, 3);
-        d.metadata.owner_references = Some(vec![Default::default()]);
-        d.metadata.annotations = Some([("a".to_owned(), "b".to_owned())].into());
+        d.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            uid: "owner-1".into(),
+            ..Default::default()
+        }]);
         d.spec.as_mut().unwrap().template.metadata = Some(ObjectMeta { name: Some("t".into()), ..Default::default() });
-        d.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus { ready_replicas: Some(2), ..Default::default() });
-        slim_deployment(&mut d);
-        assert_eq!(d.spec.as_ref().unwrap().replicas, Some(3));
-        assert_eq!(d.status.as_ref().unwrap().ready_replicas, Some(2));
-        assert_eq!(d.metadata.generation, Some(2));
-        assert!(d.metadata.owner_references.is_some(), "owner references route the watch event to the ChatCluster");
-        assert!(d.spec.as_ref().unwrap().template.metadata.is_none());
-        assert!(d.annotations().is_empty());
+        d.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+            ready_replicas: Some(2),
+            observed_generation: Some(2),
+            ..Default::default()
+        });
+        // The watch decodes the apiserver's JSON; an apply's response is converted.
+        let decoded: DeploymentView = serde_json::from_value(serde_json::to_value(&d).unwrap()).unwrap();
+        let converted = DeploymentView::from(d);
+        assert_eq!(decoded, converted);
+        assert_eq!(decoded.spec.as_ref().and_then(|s| s.replicas), Some(3));
+        assert_eq!(decoded.status.as_ref().and_then(|s| s.ready_replicas), Some(2));
+        assert_eq!(decoded.metadata.generation, Some(2));
+        assert_eq!(decoded.metadata.uid.as_deref(), Some("u1"));
+        assert!(
+            decoded.metadata.owner_references.is_some(),
+            "owner references route the watch event to the ChatCluster"
+        );
+        assert_eq!(decoded.version(), Some("2".to_owned()));
     }
 }

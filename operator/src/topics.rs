@@ -172,6 +172,15 @@ pub fn plan(
     plan
 }
 
+/// Which of `names` (one ChatCluster's topics) count as its own for
+/// [`plan`]: those its status lists, and those `created` (by this process;
+/// a reconcile may run on a cached object older than its own status write).
+/// Only `names` are copied: `created` holds every ChatCluster's topics.
+pub fn known(cc: &ChatCluster, created: &BTreeSet<String>, names: &[String]) -> BTreeSet<String> {
+    let in_status = cc.status.iter().flat_map(|s| s.topics.iter().map(|t| t.name.clone()));
+    in_status.chain(names.iter().filter(|n| created.contains(*n)).cloned()).collect()
+}
+
 /// The full dynamic config to write when a wanted key differs, keeping keys
 /// someone else set; `None` when nothing differs.
 fn merged_config(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
@@ -191,6 +200,20 @@ mod tests {
 
     fn minimal() -> ChatCluster {
         cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}))
+    }
+
+    #[test]
+    fn known_topics_are_the_status_and_this_clusters_created_ones() {
+        let mut cc = minimal();
+        let names: Vec<String> = desired_topics(&cc).into_iter().map(|t| t.name).collect();
+        cc.status = Some(crate::crd::ChatClusterStatus {
+            topics: vec![crate::crd::TopicStatus { name: names[0].clone(), partitions: 6, replication_factor: 1 }],
+            ..Default::default()
+        });
+        let created: BTreeSet<String> = [names[1].clone(), "chat-other-messages".to_owned()].into();
+        let known = known(&cc, &created, &names);
+        assert_eq!(known, [names[0].clone(), names[1].clone()].into(), "another ChatCluster's topic is not copied");
+        assert!(super::known(&minimal(), &BTreeSet::new(), &names).is_empty());
     }
 
     fn observed(t: &DesiredTopic, partitions: i32, rf: i32, config: &[(&str, &str)]) -> ObservedTopic {
