@@ -44,18 +44,23 @@ impl Delivery {
     }
 }
 
+/// Positions in a batch of the deliveries a sink could not hand over.
+pub type Undelivered = std::collections::BTreeSet<usize>;
+
 /// Where the push consumer hands deliveries: the local connection registry in
 /// standalone mode, the gateway holding each recipient in Kafka mode.
 #[async_trait]
 pub trait DeliverySink: Send + Sync {
     async fn deliver(&self, delivery: &Delivery) -> Result<()>;
 
-    /// Several deliveries, in order. A sink that can hand them over together
-    /// (one write per gateway instead of one per delivery) overrides this.
-    async fn deliver_all(&self, deliveries: &[Delivery]) -> Result<()> {
+    /// Several deliveries, in order; returns the positions of those it
+    /// could not hand over (a gateway holding a recipient was unreachable).
+    /// A sink that can hand them over together (one write per gateway
+    /// instead of one per delivery) overrides this.
+    async fn deliver_all(&self, deliveries: &[Delivery]) -> Result<Undelivered> {
         for delivery in deliveries {
             self.deliver(delivery).await?;
         }
-        Ok(())
+        Ok(Undelivered::new())
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::SinkExt;
-use parley_common::delivery::{Delivery, DeliverySink};
+use parley_common::delivery::{Delivery, DeliverySink, Undelivered};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
@@ -78,25 +78,29 @@ async fn write_all(ws: &mut Ws, texts: &[String]) -> Result<(), tokio_tungstenit
 #[async_trait]
 impl DeliverySink for GatewayPush {
     async fn deliver(&self, delivery: &Delivery) -> parley_common::Result<()> {
-        self.deliver_all(std::slice::from_ref(delivery)).await
+        self.deliver_all(std::slice::from_ref(delivery)).await.map(|_| ())
     }
 
-    async fn deliver_all(&self, deliveries: &[Delivery]) -> parley_common::Result<()> {
-        // gateway id -> (address, its parts in order); (user, delivery) with no connection.
-        let mut streams: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    async fn deliver_all(&self, deliveries: &[Delivery]) -> parley_common::Result<Undelivered> {
+        // gateway id -> (address, its parts in order, their positions in the batch);
+        // (user, delivery) with no connection.
+        let mut streams: BTreeMap<String, (String, Vec<String>, Vec<usize>)> = BTreeMap::new();
         let mut offline = Vec::new();
         {
             let presence = self.presence();
-            for delivery in deliveries {
+            for (i, delivery) in deliveries.iter().enumerate() {
                 let route = presence.route(delivery);
                 for (gateway, (addr, part)) in route.gateways {
                     let text = String::from_utf8_lossy(&part.to_bytes()?).into_owned();
-                    streams.entry(gateway).or_insert_with(|| (addr, Vec::new())).1.push(text);
+                    let stream = streams.entry(gateway).or_insert_with(|| (addr, Vec::new(), Vec::new()));
+                    stream.1.push(text);
+                    stream.2.push(i);
                 }
                 offline.extend(route.offline.into_iter().map(|user| (user, delivery)));
             }
         }
-        for (gateway, (addr, texts)) in streams {
+        let mut undelivered = Undelivered::new();
+        for (gateway, (addr, texts, positions)) in streams {
             match self.send(&addr, &texts).await {
                 Ok(()) => {
                     self.metrics.deliveries_pushed.inc_by(texts.len() as u64);
@@ -105,6 +109,7 @@ impl DeliverySink for GatewayPush {
                     tracing::warn!(gateway, addr, error = %err, "push: gateway unreachable; forgetting its users");
                     self.metrics.push_failures.inc_by(texts.len() as u64);
                     self.presence().forget_gateway(&gateway);
+                    undelivered.extend(positions);
                 }
             }
         }
@@ -117,7 +122,7 @@ impl DeliverySink for GatewayPush {
                 self.metrics.webhook_failures.inc();
             }
         }
-        Ok(())
+        Ok(undelivered)
     }
 }
 
@@ -187,7 +192,8 @@ mod tests {
         let push = GatewayPush::new(presence.clone(), metrics.clone(), None);
 
         let batch = [delivery(1, "b"), delivery(2, "d"), delivery(3, "c"), delivery(4, "x"), delivery(5, "b")];
-        push.deliver_all(&batch).await.unwrap();
+        let undelivered = push.deliver_all(&batch).await.unwrap();
+        assert_eq!(undelivered, [1].into(), "only the delivery routed to the unreachable gateway");
         let mut got = Vec::new();
         for _ in 0..3 {
             let d = tokio::time::timeout(IO_TIMEOUT, frames.recv()).await.unwrap().unwrap();

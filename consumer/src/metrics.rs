@@ -18,7 +18,9 @@ pub enum Stage {
     Published,
     /// Push: its delivery taken from the deliveries topic.
     Fetched,
-    /// Push: handed to the gateways holding its recipients.
+    /// Push: handed to the gateways holding its recipients (recipients
+    /// offline go to the webhook; a delivery whose gateway was unreachable
+    /// is not counted).
     Pushed,
 }
 

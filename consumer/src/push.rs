@@ -54,14 +54,15 @@ impl PushWorker {
                     }
                 })
                 .collect();
-            let accepted = || deliveries.iter().map(|d| d.message.ts);
-            self.metrics.ages(Stage::Fetched, fetched, accepted());
+            self.metrics.ages(Stage::Fetched, fetched, deliveries.iter().map(|d| d.message.ts));
             // A client that misses a push syncs from its last seq, so a
             // failed push is logged, not retried forever.
-            if let Err(err) = self.sink.deliver_all(&deliveries).await {
+            let undelivered = self.sink.deliver_all(&deliveries).await.unwrap_or_else(|err| {
                 tracing::warn!(error = %err, "push: delivery failed");
-            }
-            self.metrics.ages(Stage::Pushed, now_millis(), accepted());
+                (0..deliveries.len()).collect()
+            });
+            let pushed = deliveries.iter().enumerate().filter(|(i, _)| !undelivered.contains(i));
+            self.metrics.ages(Stage::Pushed, now_millis(), pushed.map(|(_, d)| d.message.ts));
             if let Err(err) = sub.commit().await {
                 tracing::error!(error = %err, "push: commit failed");
             }

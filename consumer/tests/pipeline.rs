@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parley_common::broker::{Broker, MemoryBroker, Pending, Record, Subscription};
-use parley_common::delivery::{Delivery, DeliverySink};
+use parley_common::delivery::{Delivery, DeliverySink, Undelivered};
 use parley_common::event::{ChatMessageData, EventMetadata, MembershipData, MessageEvent};
 use parley_common::ids::ConversationId;
-use parley_common::store::{SqliteStore, Store};
+use parley_common::store::{SqliteStore, Store, StoredMessage};
 use parley_common::topics::Topics;
 use parley_consumer::metrics::Metrics;
 use parley_consumer::push::PushWorker;
@@ -337,4 +337,66 @@ async fn deliveries_lost_in_transit_are_published_again_in_order() {
         assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
     }
     run.stop().await;
+}
+
+/// Reports the deliveries sent by `down` as not handed over, as a batch
+/// with an unreachable gateway does.
+struct PartlyDown;
+
+#[async_trait]
+impl DeliverySink for PartlyDown {
+    async fn deliver(&self, _: &Delivery) -> parley_common::Result<()> {
+        Ok(())
+    }
+
+    async fn deliver_all(&self, deliveries: &[Delivery]) -> parley_common::Result<Undelivered> {
+        Ok(deliveries.iter().enumerate().filter(|(_, d)| d.message.from == "down").map(|(i, _)| i).collect())
+    }
+}
+
+#[tokio::test]
+async fn only_deliveries_handed_over_count_as_pushed() {
+    let broker = Arc::new(MemoryBroker::new());
+    let topics = Topics::new("t");
+    let metrics = Arc::new(Metrics::new());
+    let push = PushWorker {
+        broker: broker.clone(),
+        sink: Arc::new(PartlyDown),
+        topics: topics.clone(),
+        batch_size: 16,
+        metrics: metrics.clone(),
+    };
+    let sub = push.subscribe().await.unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(push.run(sub, shutdown.clone()));
+    let ab = ConversationId::direct("a", "b");
+    for (seq, from) in [(1, "up"), (2, "down"), (3, "up")] {
+        let delivery = Delivery {
+            message: StoredMessage {
+                msg_id: format!("m{seq}"),
+                client_msg_id: format!("c{seq}"),
+                conversation: ab.clone(),
+                seq,
+                from: from.into(),
+                body: "hi".into(),
+                ts: 0,
+            },
+            recipients: vec!["b".into()],
+            origin: None,
+            duplicate: false,
+            refused: None,
+        };
+        broker.publish(&topics.deliveries, &ab.to_string(), delivery.to_bytes().unwrap()).await.unwrap();
+    }
+    let count = |stage: &str| format!("parley_consumer_message_age_seconds_count{{stage=\"{stage}\"}}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while broker.retained(&topics.deliveries) > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "deliveries not committed after 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let text = metrics.encode();
+    assert!(text.lines().any(|l| l == format!("{} 3", count("fetched"))), "{text}");
+    assert!(text.lines().any(|l| l == format!("{} 2", count("pushed"))), "the undelivered one is not pushed\n{text}");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("worker stops").unwrap();
 }
