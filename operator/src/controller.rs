@@ -30,6 +30,7 @@ use crate::owned::{self, AppliedMemory, DeploymentView, OwnedStores};
 use crate::scaling::History;
 use crate::topics::{self, TopicAction};
 use crate::workloads::{self, Images, Role, label};
+use crate::written::WrittenStatus;
 use crate::{Error, Result};
 
 /// Server-side apply field manager, and the Events' reporting controller.
@@ -78,6 +79,8 @@ pub struct Context {
     created: Mutex<BTreeSet<String>>,
     /// Recent scaling desires per (ChatCluster uid, role).
     pub(crate) histories: Mutex<HashMap<(String, Role), History>>,
+    /// The status last written per ChatCluster, for reconciles on an older cache.
+    written: WrittenStatus,
     /// Origin of the scaling clock.
     pub(crate) started: Instant,
     /// Consecutive failures per object, for exponential backoff.
@@ -105,6 +108,7 @@ impl Context {
             metrics,
             created: Mutex::default(),
             histories: Mutex::default(),
+            written: WrittenStatus::default(),
             started: Instant::now(),
             failures: Mutex::default(),
             owned: RwLock::default(),
@@ -201,6 +205,7 @@ async fn prune_forgotten(ctx: Arc<Context>, clusters: kube::runtime::reflector::
         let uids: BTreeSet<String> = live.iter().filter_map(|c| c.uid()).collect();
         ctx.histories.lock().unwrap_or_else(|e| e.into_inner()).retain(|(uid, _), _| uids.contains(uid));
         ctx.applied.retain_owners(|owner| uids.contains(owner));
+        ctx.written.retain(|uid| uids.contains(uid));
         let names: BTreeSet<(String, String)> =
             live.iter().map(|c| (c.namespace().unwrap_or_default(), c.name_any())).collect();
         ctx.metrics.retain_clusters(|ns, name| names.contains(&(ns.to_owned(), name.to_owned())));
@@ -277,6 +282,7 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
         return finalize(cc, ctx, &api).await;
     }
     ensure_finalizer(cc, &api).await?;
+    let cc = &*ctx.written.freshest(cc);
 
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
@@ -328,7 +334,9 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
             "kind": ChatCluster::kind(&()),
             "status": status,
         });
-        api.patch_status(&cc.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+        let written =
+            api.patch_status(&cc.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+        ctx.written.record(&written);
     }
     if let TopicsObservation::KafkaUnavailable(msg) = &obs.topics {
         // Status says why; the error drives per-object backoff until Kafka returns.

@@ -17,6 +17,7 @@ pub mod run;
 pub mod scaling;
 pub mod topics;
 pub mod workloads;
+pub mod written;
 
 pub use error::{Error, Result};
 
