@@ -40,10 +40,10 @@ bootstrap_of() {
   echo "${s%,}"
 }
 BOOTSTRAP=$(bootstrap_of "${BROKER_PORTS[@]}")
-# A second listener on every broker that wants SASL/PLAIN (no TLS): clients
-# configured with librdkafka security properties, as a ChatCluster's Secret
-# gives them, are tested against it. Throwaway credentials of a loopback-only
-# test cluster.
+# A second listener on every broker that wants SASL, PLAIN or SCRAM-SHA-256
+# (one user for both; no TLS): clients configured with librdkafka security
+# properties, as a ChatCluster's Secret gives them, are tested against it.
+# Throwaway credentials of a loopback-only test cluster.
 SASL_BOOTSTRAP=$(bootstrap_of "${SASL_PORTS[@]}")
 SASL_USER=parley
 SASL_PASSWORD=parley-sasl-password
@@ -192,8 +192,9 @@ controller.quorum.voters=$VOTERS
 listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL://127.0.0.1:$sport,TLS://127.0.0.1:$tport
 advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL://127.0.0.1:$sport,TLS://127.0.0.1:$tport
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL:SASL_PLAINTEXT,TLS:SSL
-listener.name.sasl.sasl.enabled.mechanisms=PLAIN
+listener.name.sasl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256
 listener.name.sasl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER="$SASL_PASSWORD";
+listener.name.sasl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.tls.ssl.keystore.type=PKCS12
 listener.name.tls.ssl.keystore.location=$TLS_DIR/broker.p12
 listener.name.tls.ssl.keystore.password=$TLS_STOREPASS
@@ -249,7 +250,9 @@ format_node() {
   dir=$(node_dir "$n")
   [[ -f $dir/data/meta.properties ]] && return 0
   cid=$(cat "$KAFKA_RUN/cluster-id")
+  # The SCRAM user lives in the cluster metadata, written here at format time.
   if ! run_tool kafka.tools.StorageTool format -c "$dir/server.properties" -t "$cid" \
+    --add-scram "SCRAM-SHA-256=[name=$SASL_USER,password=$SASL_PASSWORD]" \
     >"$dir/logs/format.log" 2>&1; then
     tail -n 30 "$dir/logs/format.log" >&2
     die "formatting node $n failed (log: $dir/logs/format.log)"

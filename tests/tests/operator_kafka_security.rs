@@ -1,5 +1,5 @@
 //! Kafka clusters reached with librdkafka security properties from the
-//! ChatCluster's Secret (SASL/PLAIN and TLS on the environment brokers'
+//! ChatCluster's Secret (SASL/PLAIN, SASL/SCRAM-SHA-256 and TLS on the environment brokers'
 //! extra listeners): the operator cannot use its own Kafka client there and
 //! falls back to librdkafka for topics, metadata and lag; the workloads get
 //! the Secret mounted and connect with it. Wrong credentials and an
@@ -19,16 +19,14 @@ fn env_var(key: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| panic!("{key} unset: run scripts/env/up.sh and source its env file"))
 }
 
-fn sasl_secret(name: &str, password: &str) -> String {
-    secret_of(
-        name,
-        &[
-            ("security.protocol", "SASL_PLAINTEXT".into()),
-            ("sasl.mechanism", "PLAIN".into()),
-            ("sasl.username", env_var("KAFKA_SASL_USERNAME")),
-            ("sasl.password", password.into()),
-        ],
-    )
+/// librdkafka properties of a SASL login with `mechanism` and `password`.
+fn sasl_properties(mechanism: &str, password: &str) -> [(&'static str, String); 4] {
+    [
+        ("security.protocol", "SASL_PLAINTEXT".into()),
+        ("sasl.mechanism", mechanism.into()),
+        ("sasl.username", env_var("KAFKA_SASL_USERNAME")),
+        ("sasl.password", password.into()),
+    ]
 }
 
 /// A Secret of librdkafka properties, as JSON (a PEM value keeps its lines).
@@ -88,16 +86,25 @@ async fn wait_storage_lag(api: &Api<ChatCluster>, want: i64) {
 }
 
 #[tokio::test]
-async fn a_sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported() {
-    let ns = setup_namespace("parley-sasl");
-    let prefix = env::unique("sasl").replace('-', "_");
+async fn a_sasl_plain_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported() {
+    sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported("PLAIN", "plain").await;
+}
+
+#[tokio::test]
+async fn a_sasl_scram_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported() {
+    sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported("SCRAM-SHA-256", "scram").await;
+}
+
+async fn sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported(mechanism: &str, tag: &str) {
+    let ns = setup_namespace(&format!("parley-sasl-{tag}"));
+    let prefix = env::unique(&format!("sasl_{tag}")).replace('-', "_");
     let bad_prefix = format!("{prefix}_bad");
     let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
     let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
     let bootstrap = env_var("KAFKA_SASL_BOOTSTRAP_SERVERS");
     for manifest in [
-        sasl_secret("kafka-auth", &env_var("KAFKA_SASL_PASSWORD")),
-        sasl_secret("kafka-wrong", "not-the-password"),
+        secret_of("kafka-auth", &sasl_properties(mechanism, &env_var("KAFKA_SASL_PASSWORD"))),
+        secret_of("kafka-wrong", &sasl_properties(mechanism, "not-the-password")),
         manifest("chat", &bootstrap, "kafka-auth", &prefix),
         manifest("wrong", &bootstrap, "kafka-wrong", &bad_prefix),
     ] {
@@ -122,15 +129,10 @@ async fn a_sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported()
     assert_eq!(volume.secret.as_ref().and_then(|s| s.secret_name.as_deref()), Some("kafka-auth"));
     let mounted = std::env::temp_dir().join(format!("{prefix}-kafka-auth"));
     std::fs::create_dir_all(&mounted).unwrap();
-    for (key, value) in [
-        ("security.protocol", "SASL_PLAINTEXT".to_owned()),
-        ("sasl.mechanism", "PLAIN".to_owned()),
-        ("sasl.username", env_var("KAFKA_SASL_USERNAME")),
-        ("sasl.password", env_var("KAFKA_SASL_PASSWORD")),
-    ] {
+    for (key, value) in sasl_properties(mechanism, &env_var("KAFKA_SASL_PASSWORD")) {
         std::fs::write(mounted.join(key), value).unwrap();
     }
-    let db_url = postgres::scratch_database("sasl").await;
+    let db_url = postgres::scratch_database(&format!("sasl_{tag}")).await;
     let spec = chat::pod_spec(&storage, &HashMap::from([(("db".to_owned(), "url".to_owned()), db_url.clone())]));
     let dir_env = spec.env.get("PARLEY_KAFKA_PROPERTIES_DIR").cloned();
     assert_eq!(dir_env.as_deref(), Some(parley_operator::workloads::KAFKA_CLIENT_MOUNT));
