@@ -42,3 +42,19 @@ async fn a_scratch_database_is_dropped_even_while_connected() {
     let bad = parley_tests::postgres::drop_database("postgres://h:1/x;DROP").await;
     assert!(bad.is_err(), "a name scratch_database never makes is refused");
 }
+
+#[tokio::test]
+async fn scratch_databases_of_exited_processes_are_dropped() {
+    let mut conn = PgConnection::connect(&parley_tests::env::database_url()).await.expect("connect");
+    // A pid above the kernel's pid_max belongs to no process.
+    let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
+    let orphan = format!("orphan_{:x}_deadbeef", max + 1);
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {orphan}"))).execute(&mut conn).await.expect("create");
+    let mine = parley_tests::postgres::scratch_database("kept").await;
+    let dropped = parley_tests::postgres::drop_orphaned(&mut conn).await.expect("sweep");
+    assert!(dropped.contains(&orphan), "{dropped:?}");
+    assert!(PgConnection::connect(&mine).await.is_ok(), "a live process's database was dropped");
+    let left: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database").fetch_all(&mut conn).await.unwrap();
+    assert!(!left.contains(&orphan), "{left:?}");
+    parley_tests::postgres::drop_database(&mine).await.expect("drop");
+}
