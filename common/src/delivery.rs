@@ -32,9 +32,20 @@ pub struct Delivery {
     /// of it, with this reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// The connection a refusal goes to. Not in `origin`: gateways from
+    /// before refusals existed ack whatever names an origin of theirs (with
+    /// seq 0 here), so during a rolling upgrade they now stay silent and
+    /// the client's resend meets an upgraded gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal_to: Option<Origin>,
 }
 
 impl Delivery {
+    /// The sender's connection: the one owed the ack, or the refusal.
+    pub fn sender_connection(&self) -> Option<&Origin> {
+        self.origin.as_ref().or(self.refusal_to.as_ref())
+    }
+
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         Ok(serde_json::to_vec(self)?)
     }

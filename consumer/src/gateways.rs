@@ -160,6 +160,7 @@ mod tests {
             origin: None,
             duplicate: false,
             refused: None,
+            refusal_to: None,
         }
     }
 

@@ -101,8 +101,8 @@ impl Presence {
             }
             true
         };
-        // The origin gateway always gets it: it owes the sender's connection the ack.
-        if let Some(origin) = &delivery.origin {
+        // The origin gateway always gets it: it owes the sender's connection the ack (or the refusal).
+        if let Some(origin) = delivery.sender_connection() {
             add(&mut route, &origin.gateway_id, None);
         }
         // A resend (recipients have it) or a refusal: the sender's connection only.
@@ -160,6 +160,7 @@ mod tests {
             origin: Some(Origin { gateway_id: origin_gw.into(), connection_id: 1 }),
             duplicate,
             refused: None,
+            refusal_to: None,
         }
     }
 
@@ -187,7 +188,8 @@ mod tests {
         assert!(r.gateways["gw1"].1.recipients.is_empty());
         assert!(r.offline.is_empty());
         // So do refusals: nobody else hears of a message that was not stored.
-        let refused = Delivery { refused: Some("no".into()), ..delivery(&["a", "b", "z"], "gw1", false) };
+        let base = delivery(&["a", "b", "z"], "gw1", false);
+        let refused = Delivery { refused: Some("no".into()), refusal_to: base.origin.clone(), origin: None, ..base };
         let r = p.route(&refused);
         assert_eq!(r.gateways.keys().collect::<Vec<_>>(), ["gw1"]);
         assert!(r.gateways["gw1"].1.recipients.is_empty() && r.offline.is_empty());

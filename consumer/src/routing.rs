@@ -67,7 +67,14 @@ pub fn origin(event: &MessageEvent) -> Option<Origin> {
 }
 
 pub fn delivery(outcome: StoreOutcome, recipients: Vec<String>, origin: Option<Origin>) -> Delivery {
-    Delivery { message: outcome.message, recipients, origin, duplicate: outcome.duplicate, refused: None }
+    Delivery {
+        message: outcome.message,
+        recipients,
+        origin,
+        duplicate: outcome.duplicate,
+        refused: None,
+        refusal_to: None,
+    }
 }
 
 /// Whether `sender` may post to `conversation`. For a group this is decided
@@ -96,9 +103,10 @@ pub fn refusal(message: NewMessage, origin: Option<Origin>) -> Delivery {
             ts: message.ts,
         },
         recipients: Vec::new(),
-        origin,
+        origin: None,
         duplicate: false,
         refused: Some(reason),
+        refusal_to: origin,
     }
 }
 
@@ -179,7 +187,9 @@ mod tests {
         let d = refusal(m, Some(origin.clone()));
         assert_eq!(d.refused.as_deref(), Some("not a member of group g"));
         assert!(d.recipients.is_empty());
-        assert_eq!(d.origin, Some(origin));
+        assert_eq!((d.origin.as_ref(), d.refusal_to.as_ref()), (None, Some(&origin)));
+        let json = serde_json::to_value(&d).unwrap();
+        assert!(json.get("origin").is_none(), "gateways older than refusals ack any delivery naming an origin");
         assert_eq!((d.message.client_msg_id.as_str(), d.message.body.as_str(), d.message.seq), ("c", "", 0));
     }
 

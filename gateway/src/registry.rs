@@ -156,7 +156,8 @@ impl Registry {
 impl DeliverySink for Registry {
     async fn deliver(&self, delivery: &Delivery) -> parley_common::Result<()> {
         let message = &delivery.message;
-        let origin_conn = delivery.origin.as_ref().filter(|o| o.gateway_id == self.gateway_id).map(|o| o.connection_id);
+        let origin_conn =
+            delivery.sender_connection().filter(|o| o.gateway_id == self.gateway_id).map(|o| o.connection_id);
         if let Some(reason) = &delivery.refused {
             if let Some(id) = origin_conn {
                 self.metrics.error(codes::FORBIDDEN);
@@ -224,6 +225,7 @@ mod tests {
             origin: Some(Origin { gateway_id: "gw".into(), connection_id: 1 }),
             duplicate,
             refused: None,
+            refusal_to: None,
         }
     }
 
@@ -256,7 +258,13 @@ mod tests {
         let (mut a1, _) = conn(&r, "a", 1, 8);
         let (mut a2, _) = conn(&r, "a", 2, 8);
         let (mut b3, _) = conn(&r, "b", 3, 8);
-        let refused = Delivery { refused: Some("not a member of group g".into()), ..delivery(false) };
+        let base = delivery(false);
+        let refused = Delivery {
+            refused: Some("not a member of group g".into()),
+            refusal_to: base.origin.clone(),
+            origin: None,
+            ..base
+        };
         r.deliver(&refused).await.unwrap();
         let expected = ServerFrame::Error {
             code: codes::FORBIDDEN.into(),
