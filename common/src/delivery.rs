@@ -34,8 +34,9 @@ pub struct Delivery {
     pub refused: Option<String>,
     /// The connection a refusal goes to. Not in `origin`: gateways from
     /// before refusals existed ack whatever names an origin of theirs (with
-    /// seq 0 here), so during a rolling upgrade they now stay silent and
-    /// the client's resend meets an upgraded gateway.
+    /// seq 0 here). During a rolling upgrade they now stay silent, so the
+    /// message stays unacknowledged instead of acked as sent; a resend with
+    /// the same `client_msg_id` meets an upgraded gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal_to: Option<Origin>,
 }
