@@ -213,28 +213,19 @@ pub struct AppliedMemory {
     entries: Mutex<HashMap<(&'static str, String, String), Applied>>,
 }
 
-/// The version marker compared between the apply response and the cache.
-pub trait Versioned: Resource {
-    const KIND: &'static str;
+/// The version marker compared between the apply response and the cache,
+/// on the objects as the cache keeps them.
+pub trait Versioned: Resource + k8s_openapi::Resource {
     fn version(&self) -> Option<String>;
 }
 
-impl Versioned for Deployment {
-    const KIND: &'static str = "Deployment";
-    fn version(&self) -> Option<String> {
-        self.metadata.generation.map(|g| g.to_string())
-    }
-}
-
 impl Versioned for DeploymentView {
-    const KIND: &'static str = "Deployment";
     fn version(&self) -> Option<String> {
         self.metadata.generation.map(|g| g.to_string())
     }
 }
 
 impl Versioned for Service {
-    const KIND: &'static str = "Service";
     fn version(&self) -> Option<String> {
         self.metadata.resource_version.clone()
     }
@@ -247,7 +238,7 @@ pub fn fingerprint(desired: &impl Serialize) -> u64 {
     hasher.finish()
 }
 
-fn key<K: Versioned>(obj: &K) -> (&'static str, String, String) {
+fn key<K: Resource + k8s_openapi::Resource>(obj: &K) -> (&'static str, String, String) {
     (K::KIND, obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
@@ -258,7 +249,7 @@ impl AppliedMemory {
     pub fn unchanged<C, K>(&self, cached: Option<&C>, desired: &K, hash: u64) -> bool
     where
         C: Versioned<DynamicType = ()>,
-        K: Versioned<DynamicType = ()>,
+        K: Resource<DynamicType = ()> + k8s_openapi::Resource,
     {
         let Some(cached) = cached else { return false };
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -269,13 +260,13 @@ impl AppliedMemory {
         })
     }
 
-    /// Whether `obj` is exactly what this process's last apply returned.
     /// Whether this process applied the object `ns`/`name` of kind `K`.
-    pub fn has<K: Versioned>(&self, ns: &str, name: &str) -> bool {
+    pub fn has<K: k8s_openapi::Resource>(&self, ns: &str, name: &str) -> bool {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.contains_key(&(K::KIND, ns.to_owned(), name.to_owned()))
     }
 
+    /// Whether `obj` is exactly what this process's last apply returned.
     pub fn is_own_write<K: Versioned<DynamicType = ()>>(&self, obj: &K) -> bool {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
@@ -283,7 +274,7 @@ impl AppliedMemory {
             .is_some_and(|a| Some(&a.uid) == obj.uid().as_ref() && Some(&a.version) == obj.version().as_ref())
     }
 
-    /// Remember the object an apply returned.
+    /// Remember the object an apply returned, as the cache keeps it.
     pub fn record<K: Versioned<DynamicType = ()>>(&self, returned: &K, hash: u64) {
         let (Some(uid), Some(version)) = (returned.uid(), returned.version()) else { return };
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -317,7 +308,7 @@ pub async fn apply_unless_unchanged<K, C>(
     desired: &K,
 ) -> kube::Result<Arc<C>>
 where
-    K: Versioned<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + k8s_openapi::Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
     C: Versioned<DynamicType = ()> + Clone + From<K>,
 {
     let (_, ns, name) = key(desired);
@@ -326,9 +317,9 @@ where
     if let Some(current) = current.filter(|c| applied.unchanged(Some(&**c), desired, hash)) {
         return Ok(current);
     }
-    let returned = api.patch(&name, pp, &Patch::Apply(desired)).await?;
+    let returned: C = api.patch(&name, pp, &Patch::Apply(desired)).await?.into();
     applied.record(&returned, hash);
-    Ok(Arc::new(returned.into()))
+    Ok(Arc::new(returned))
 }
 
 #[cfg(test)]
