@@ -30,16 +30,38 @@ pub async fn drop_orphaned(conn: &mut PgConnection) -> Result<Vec<String>, sqlx:
         sqlx::query_scalar("SELECT datname FROM pg_database WHERE NOT datistemplate").fetch_all(&mut *conn).await?;
     let orphans: Vec<String> = names.into_iter().filter(|n| scratch_pid(n).is_some_and(|pid| !alive(pid))).collect();
     for name in &orphans {
-        // The name passed scratch_pid: letters, digits and `_` only.
-        sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut *conn).await?;
+        drop_named(conn, name).await?;
     }
     Ok(orphans)
+}
+
+/// Letters, digits and `_`: the only names this module builds statements with.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `name` if it is plain, else the error that refuses it.
+fn checked(name: &str) -> Result<&str, sqlx::Error> {
+    if plain_name(name) {
+        Ok(name)
+    } else {
+        Err(sqlx::Error::Configuration(format!("not a scratch database name: {name:?}").into()))
+    }
+}
+
+/// Drop database `name`, closing its sessions; refuses a name
+/// [`scratch_database`] never makes.
+async fn drop_named(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    // The name is plain, so building the statement is safe.
+    let name = checked(name)?;
+    sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(conn).await?;
+    Ok(())
 }
 
 /// The creating process of a name [`scratch_database`] makes
 /// (`<prefix>_<pid, hex>_<clock, hex>`); None for any other name.
 fn scratch_pid(name: &str) -> Option<u32> {
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if !plain_name(name) {
         return None;
     }
     let mut parts = name.rsplitn(3, '_');
@@ -60,13 +82,10 @@ pub async fn drop_database(url: &str) -> Result<(), sqlx::Error> {
     let Some(name) = url.split('?').next().and_then(|u| u.rsplit('/').next()) else {
         return Ok(());
     };
-    // Only names scratch_database makes: letters, digits and `_`.
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(sqlx::Error::Configuration(format!("not a scratch database name: {name:?}").into()));
-    }
+    // Checked before connecting too: a refused name needs no server.
+    let name = checked(name)?;
     let mut conn = PgConnection::connect(&crate::env::database_url()).await?;
-    sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await?;
-    Ok(())
+    drop_named(&mut conn, name).await
 }
 
 /// `url` with its database path replaced by `name`.
