@@ -1,9 +1,10 @@
 //! Kafka clusters reached with librdkafka security properties from the
-//! ChatCluster's Secret (SASL/PLAIN, SASL/SCRAM-SHA-256 and TLS on the environment brokers'
-//! extra listeners): the operator cannot use its own Kafka client there and
-//! falls back to librdkafka for topics, metadata and lag; the workloads get
-//! the Secret mounted and connect with it. Wrong credentials and an
-//! untrusted certificate end in a clear status instead of a hang.
+//! ChatCluster's Secret (SASL/PLAIN, SASL/SCRAM-SHA-256, TLS and mutual TLS
+//! on the environment brokers' extra listeners): the operator cannot use its
+//! own Kafka client there and falls back to librdkafka for topics, metadata
+//! and lag; the workloads get the Secret mounted and connect with it. Wrong
+//! credentials, an untrusted certificate and a missing client certificate
+//! end in a clear status instead of a hang.
 
 use std::collections::HashMap;
 
@@ -85,6 +86,46 @@ async fn wait_storage_lag(api: &Api<ChatCluster>, want: i64) {
     .await;
 }
 
+/// Lag of ChatCluster `chat` (topics `prefix`) is read through the fallback
+/// too, and its storage pod connects with Secret `secret`, mounted: 20
+/// records produced show as lag 20, then the pod, run the way a kubelet
+/// would with `properties` (the Secret's data) as files, skips them (they
+/// are not chat records) and commits, which the operator sees as lag 0.
+async fn lag_read_and_consumed_with_the_mounted_secret(
+    api: &Api<ChatCluster>,
+    ns: &str,
+    prefix: &str,
+    secret: &str,
+    properties: &[(&str, String)],
+) {
+    kafka::produce(&format!("{prefix}.chat-messages"), 0, 20).await;
+    wait_storage_lag(api, 20).await;
+
+    let storage = Api::<Deployment>::namespaced(client().await, ns).get("chat-storage").await.expect("storage");
+    let pod = storage.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod template");
+    let volume = &pod.volumes.as_ref().expect("volumes")[0];
+    assert_eq!(volume.secret.as_ref().and_then(|s| s.secret_name.as_deref()), Some(secret));
+    let mounted = std::env::temp_dir().join(format!("{prefix}-{secret}"));
+    std::fs::create_dir_all(&mounted).unwrap();
+    for (key, value) in properties {
+        std::fs::write(mounted.join(key), value).unwrap();
+    }
+    let db_url = postgres::scratch_database("kafka_security").await;
+    let spec = chat::pod_spec(&storage, &HashMap::from([(("db".to_owned(), "url".to_owned()), db_url.clone())]));
+    let dir_env = spec.env.get("PARLEY_KAFKA_PROPERTIES_DIR").cloned();
+    assert_eq!(dir_env.as_deref(), Some(parley_operator::workloads::KAFKA_CLIENT_MOUNT));
+    let consumer = chat::start_consumer_with(
+        &spec,
+        &format!("{prefix}-storage"),
+        &[("PARLEY_KAFKA_PROPERTIES_DIR", mounted.display().to_string())],
+    )
+    .await;
+    wait_storage_lag(api, 0).await;
+    drop(consumer);
+    std::fs::remove_dir_all(&mounted).unwrap();
+    let _ = postgres::drop_database(&db_url).await;
+}
+
 #[tokio::test]
 async fn a_sasl_plain_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported() {
     sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported("PLAIN", "plain").await;
@@ -115,37 +156,14 @@ async fn sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported(mec
     let topics = wait_topics(&prefix).await;
     assert!(topics.values().all(|&(partitions, replicas)| (partitions, replicas) == (3, 3)), "{topics:?}");
 
-    // Lag is read through the fallback too: nothing consumes these.
-    kafka::produce(&format!("{prefix}.chat-messages"), 0, 20).await;
-    wait_storage_lag(&api, 20).await;
-
-    // The status names the cause, not only the failed request.
-    // The storage Deployment mounts the Secret; run its pod the way a
-    // kubelet would, with the Secret's keys as files. It skips the 20
-    // undecodable records and commits, which the operator sees as lag 0.
-    let storage = Api::<Deployment>::namespaced(client().await, &ns).get("chat-storage").await.expect("storage");
-    let pod = storage.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod template");
-    let volume = &pod.volumes.as_ref().expect("volumes")[0];
-    assert_eq!(volume.secret.as_ref().and_then(|s| s.secret_name.as_deref()), Some("kafka-auth"));
-    let mounted = std::env::temp_dir().join(format!("{prefix}-kafka-auth"));
-    std::fs::create_dir_all(&mounted).unwrap();
-    for (key, value) in sasl_properties(mechanism, &env_var("KAFKA_SASL_PASSWORD")) {
-        std::fs::write(mounted.join(key), value).unwrap();
-    }
-    let db_url = postgres::scratch_database(&format!("sasl_{tag}")).await;
-    let spec = chat::pod_spec(&storage, &HashMap::from([(("db".to_owned(), "url".to_owned()), db_url.clone())]));
-    let dir_env = spec.env.get("PARLEY_KAFKA_PROPERTIES_DIR").cloned();
-    assert_eq!(dir_env.as_deref(), Some(parley_operator::workloads::KAFKA_CLIENT_MOUNT));
-    let consumer = chat::start_consumer_with(
-        &spec,
-        &format!("{prefix}-storage"),
-        &[("PARLEY_KAFKA_PROPERTIES_DIR", mounted.display().to_string())],
+    lag_read_and_consumed_with_the_mounted_secret(
+        &api,
+        &ns,
+        &prefix,
+        "kafka-auth",
+        &sasl_properties(mechanism, &env_var("KAFKA_SASL_PASSWORD")),
     )
     .await;
-    wait_storage_lag(&api, 0).await;
-    drop(consumer);
-    std::fs::remove_dir_all(&mounted).unwrap();
-    let _ = postgres::drop_database(&db_url).await;
 
     let (status, _, message) = wait_topics_ready(&api, "wrong", "TopicsReady=False naming the refused login", |c| {
         c.1 == reason::KAFKA_UNAVAILABLE && c.2.contains("SASL authentication error")
@@ -190,6 +208,51 @@ async fn a_tls_cluster_gets_topics_and_an_untrusted_certificate_is_reported() {
     .await;
     assert_eq!(status, "False", "{message}");
     assert!(kafka::topics_with_prefix(&format!("{untrusted_prefix}.")).expect("list topics").is_empty());
+
+    let _ = kafka::delete_topics_with_prefix(&format!("{prefix}.")).await;
+    teardown_namespace(&ns);
+}
+
+#[tokio::test]
+async fn a_mutual_tls_cluster_gets_topics_and_lag_and_a_missing_client_certificate_is_reported() {
+    let ns = setup_namespace("parley-mtls");
+    let prefix = env::unique("mtls").replace('-', "_");
+    let anonymous_prefix = format!("{prefix}_anonymous");
+    let read = |key: &str| std::fs::read_to_string(env_var(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
+    let ca = read("KAFKA_TLS_CA_FILE");
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
+    let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
+    // PEM values inline, so the operator (no files) and the pods (the
+    // Secret mounted as files) read the same Secret.
+    let with_certificate = [
+        ("security.protocol", "SSL".to_owned()),
+        ("ssl.ca.pem", ca.clone()),
+        ("ssl.certificate.pem", read("KAFKA_MTLS_CERT_FILE")),
+        ("ssl.key.pem", read("KAFKA_MTLS_KEY_FILE")),
+    ];
+    let bootstrap = env_var("KAFKA_MTLS_BOOTSTRAP_SERVERS");
+    for manifest in [
+        secret_of("kafka-mtls", &with_certificate),
+        secret_of("kafka-anonymous", &[("security.protocol", "SSL".into()), ("ssl.ca.pem", ca)]),
+        manifest("chat", &bootstrap, "kafka-mtls", &prefix),
+        manifest("anonymous", &bootstrap, "kafka-anonymous", &anonymous_prefix),
+    ] {
+        kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest);
+    }
+
+    wait_topics_ready(&api, "chat", "TopicsReady=True over mutual TLS", |c| c.0 == "True").await;
+    let topics = wait_topics(&prefix).await;
+    assert!(topics.values().all(|&(partitions, replicas)| (partitions, replicas) == (3, 3)), "{topics:?}");
+    lag_read_and_consumed_with_the_mounted_secret(&api, &ns, &prefix, "kafka-mtls", &with_certificate).await;
+
+    let (status, _, message) =
+        wait_topics_ready(&api, "anonymous", "TopicsReady=False naming the missing certificate", |c| {
+            // The brokers' JVM answers a missing certificate with alert 42.
+            c.1 == reason::KAFKA_UNAVAILABLE && c.2.contains("alert bad certificate")
+        })
+        .await;
+    assert_eq!(status, "False", "{message}");
+    assert!(kafka::topics_with_prefix(&format!("{anonymous_prefix}.")).expect("list topics").is_empty());
 
     let _ = kafka::delete_topics_with_prefix(&format!("{prefix}.")).await;
     teardown_namespace(&ns);
