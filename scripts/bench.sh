@@ -2,7 +2,7 @@
 # Benchmarks, one scenario per command; each rewrites its result file in
 # bench/results/, and `report` turns them into bench/results/README.md.
 #
-#   scripts/bench.sh idle             100,000 idle connections on one gateway
+#   scripts/bench.sh idle             100,000 idle connections on one gateway (CONNECTIONS=N for fewer)
 #   scripts/bench.sh rate-kafka       Kafka + PostgreSQL end to end, 1,000..5,000 msg/s, 60 s each
 #                                     (after 2 minutes of unrecorded load at 3,000 msg/s)
 #   scripts/bench.sh rate-standalone  the standalone gateway at the same rates

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{BenchError, Result, io};
-use crate::idle::IdleResult;
+use crate::idle::{GOAL_CONNECTIONS, IdleResult, SPARE_FILES};
 use crate::plot::{self, Series};
 use crate::rate::{GOAL_P99_DELIVER_MS, RateResult, RateRun};
 use crate::storage::StorageResult;
@@ -133,14 +133,15 @@ pub fn rows(r: &Results) -> Vec<Row> {
             scenario: "idle connections on one gateway",
             goal: "100,000 connections, ≤ 8 KB RSS each".into(),
             measured: format!(
-                "{} of {} connected, {:.0} B each ({} mode)",
+                "{} of {} connected, {:.0} B each ({} mode){}",
                 i.connected,
                 i.requested,
                 i.gateway_rss_per_connection_bytes,
-                mode_name(&i.mode)
+                mode_name(&i.mode),
+                idle_limit_note(i)
             ),
             verdict: Verdict::from_bool(
-                i.connected >= 100_000 && i.gateway_rss_per_connection_bytes <= i.goal_bytes_per_connection,
+                i.connected >= GOAL_CONNECTIONS && i.gateway_rss_per_connection_bytes <= i.goal_bytes_per_connection,
             ),
             command: "scripts/bench.sh idle",
         },
@@ -218,6 +219,19 @@ pub fn rows(r: &Results) -> Vec<Row> {
         None => not_run("scaling: lag appears → Deployment scaled", "scripts/bench.sh scaling"),
     });
     rows
+}
+
+/// Why the goal's count was not tried, when this machine's open-files limit
+/// (which the load tool could not raise further) rules it out.
+fn idle_limit_note(i: &IdleResult) -> String {
+    if i.open_files_limit < u64::from(GOAL_CONNECTIONS) + SPARE_FILES {
+        format!(
+            "; 100,000 cannot open here: the open-files limit is {} (run with `CONNECTIONS={}`)",
+            i.open_files_limit, i.requested
+        )
+    } else {
+        String::new()
+    }
 }
 
 fn not_run(scenario: &'static str, command: &'static str) -> Row {
@@ -451,6 +465,46 @@ mod tests {
 
     fn machine() -> Machine {
         Machine { cores: 2, memory_gib: 23.5, cpu_model: "test".into(), kernel: "6".into() }
+    }
+
+    fn idle(connected: u32, bytes: f64, open_files_limit: u64) -> IdleResult {
+        IdleResult {
+            machine: machine(),
+            mode: Mode::Standalone,
+            requested: connected,
+            connected,
+            failed: 0,
+            first_error: None,
+            connect_timed_out: false,
+            open_after_settle: connected,
+            connect_seconds: 1.0,
+            gateway_rss_before_kib: 10_000,
+            gateway_rss_after_kib: 10_000 + (f64::from(connected) * bytes / 1024.0) as u64,
+            gateway_rss_per_connection_bytes: bytes,
+            goal_bytes_per_connection: 8192.0,
+            gateway_cpu_seconds: 1.0,
+            load_tool_rss_delta_kib: 1,
+            open_files_limit,
+        }
+    }
+
+    #[test]
+    fn idle_needs_the_goals_count_and_says_when_the_machine_cannot_open_it() {
+        let row = |i: IdleResult| rows(&Results { idle: Some(i), ..Default::default() }).remove(0);
+        let limited = row(idle(19_000, 7_258.0, 20_000));
+        assert_eq!(limited.verdict, Verdict::Missed);
+        assert!(
+            limited
+                .measured
+                .ends_with("100,000 cannot open here: the open-files limit is 20000 (run with `CONNECTIONS=19000`)"),
+            "{}",
+            limited.measured
+        );
+        let roomy = row(idle(100_000, 7_258.0, 1_048_576));
+        assert_eq!(roomy.verdict, Verdict::Met);
+        assert!(!roomy.measured.contains("cannot open"), "{}", roomy.measured);
+        assert_eq!(row(idle(100_000, 9_000.0, 1_048_576)).verdict, Verdict::Missed, "over 8 KB each");
+        assert_eq!(row(idle(50_000, 7_000.0, 1_048_576)).verdict, Verdict::Missed, "too few connected");
     }
 
     #[test]
