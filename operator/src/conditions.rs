@@ -10,8 +10,26 @@ use crate::topics::TopicProblem;
 /// What Kafka looked like, or why it could not be asked.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TopicsObservation {
-    Observed { topics: Vec<TopicStatus>, problems: Vec<TopicProblem> },
+    Observed {
+        topics: Vec<TopicStatus>,
+        problems: Vec<TopicProblem>,
+    },
+    /// The brokers did not answer (or refused the login).
     KafkaUnavailable(String),
+    /// No client could be made: the Secret in `spec.kafka.secretRef` is
+    /// missing or unreadable, or librdkafka refuses its properties. Kept
+    /// apart because waiting for Kafka will not fix it; editing will.
+    KafkaConfigInvalid(String),
+}
+
+impl TopicsObservation {
+    /// Why Kafka could not be observed, if it could not.
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            TopicsObservation::Observed { .. } => None,
+            TopicsObservation::KafkaUnavailable(why) | TopicsObservation::KafkaConfigInvalid(why) => Some(why),
+        }
+    }
 }
 
 /// A Deployment's wanted and ready replicas.
@@ -54,6 +72,12 @@ fn topics_condition(topics: &TopicsObservation) -> Cond {
             ok: false,
             reason: reason::KAFKA_UNAVAILABLE,
             message: format!("cannot reach Kafka: {err}"),
+        },
+        TopicsObservation::KafkaConfigInvalid(err) => Cond {
+            type_: condition::TOPICS_READY,
+            ok: false,
+            reason: reason::KAFKA_CONFIG_INVALID,
+            message: format!("cannot use the Kafka client settings: {err}"),
         },
         TopicsObservation::Observed { problems, .. } if !problems.is_empty() => {
             let reason = if problems.iter().any(|p| matches!(p, TopicProblem::PartitionDecreaseRefused { .. })) {
@@ -129,7 +153,9 @@ pub fn compute(obs: &Observation, previous: Option<&ChatClusterStatus>, now: &Ti
     let observed_topics = match &obs.topics {
         TopicsObservation::Observed { topics, .. } => topics.clone(),
         // Keep the last known topics while Kafka is away rather than blanking them.
-        TopicsObservation::KafkaUnavailable(_) => previous.map(|s| s.topics.clone()).unwrap_or_default(),
+        TopicsObservation::KafkaUnavailable(_) | TopicsObservation::KafkaConfigInvalid(_) => {
+            previous.map(|s| s.topics.clone()).unwrap_or_default()
+        }
     };
     ChatClusterStatus {
         observed_generation: obs.generation,
@@ -262,6 +288,21 @@ mod tests {
         assert_eq!(cond(&s, condition::READY).reason, reason::KAFKA_UNAVAILABLE);
         assert!(is_true(&s, condition::DEGRADED));
         assert_eq!(s.topics, first.topics);
+    }
+
+    #[test]
+    fn unusable_client_settings_have_their_own_reason_and_keep_known_topics() {
+        let first = compute(&healthy(), None, &at(100));
+        let mut obs = healthy();
+        obs.topics = TopicsObservation::KafkaConfigInvalid("Secret kafka-auth not found".into());
+        let s = compute(&obs, Some(&first), &at(200));
+        let topics = cond(&s, condition::TOPICS_READY);
+        assert_eq!((topics.status.as_str(), topics.reason.as_str()), ("False", reason::KAFKA_CONFIG_INVALID));
+        assert!(topics.message.contains("Secret kafka-auth not found"), "{}", topics.message);
+        assert_eq!(cond(&s, condition::READY).reason, reason::KAFKA_CONFIG_INVALID);
+        assert_eq!(s.topics, first.topics);
+        assert_eq!(obs.topics.failure(), Some("Secret kafka-auth not found"));
+        assert_eq!(healthy().topics.failure(), None);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub enum Error {
     },
     #[error("Kafka unavailable: {0}")]
     KafkaUnavailable(String),
+    #[error("Kafka client settings unusable: {0}")]
+    KafkaConfig(String),
     #[error("ChatCluster has no namespace")]
     NotNamespaced,
     #[error("the watches of owned Deployments and Services have not listed them yet")]
@@ -57,6 +59,7 @@ impl Error {
             | Error::CachesNotReady => "kubernetes",
             Error::Secret { .. } => "secret",
             Error::KafkaUnavailable(_) => "kafka",
+            Error::KafkaConfig(_) => "kafka_config",
             Error::NotNamespaced => "invalid_object",
             Error::Lease(_) => "lease",
             Error::Listen { .. } => "io",

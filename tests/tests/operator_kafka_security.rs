@@ -257,3 +257,52 @@ async fn a_mutual_tls_cluster_gets_topics_and_lag_and_a_missing_client_certifica
     let _ = kafka::delete_topics_with_prefix(&format!("{prefix}.")).await;
     teardown_namespace(&ns);
 }
+
+/// Settings no waiting will fix get their own reason: GSSAPI (Kerberos),
+/// which librdkafka is not built with here (no libsasl2), and a Secret
+/// that does not exist yet. Once that Secret is created the ChatCluster
+/// recovers by itself (Secrets are not watched; the retry finds it).
+#[tokio::test]
+async fn unusable_client_settings_are_reported_and_a_mended_secret_is_picked_up() {
+    let ns = setup_namespace("parley-kafka-settings");
+    let prefix = env::unique("settings").replace('-', "_");
+    let later_prefix = format!("{prefix}_later");
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
+    let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
+    let bootstrap = env_var("KAFKA_SASL_BOOTSTRAP_SERVERS");
+    let kerberos = [
+        ("security.protocol", "SASL_PLAINTEXT".to_owned()),
+        ("sasl.mechanism", "GSSAPI".to_owned()),
+        ("sasl.kerberos.service.name", "kafka".to_owned()),
+    ];
+    for manifest in [
+        secret_of("kafka-kerberos", &kerberos),
+        manifest("kerberos", &bootstrap, "kafka-kerberos", &prefix),
+        manifest("later", &bootstrap, "kafka-later", &later_prefix),
+    ] {
+        kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest);
+    }
+    let invalid = |what: &'static str| {
+        move |c: &(String, String, String)| c.1 == reason::KAFKA_CONFIG_INVALID && c.2.contains(what)
+    };
+    let (status, _, message) =
+        wait_topics_ready(&api, "kerberos", "KafkaConfigInvalid naming GSSAPI", invalid("GSSAPI")).await;
+    assert_eq!(status, "False", "{message}");
+    let (status, _, message) = wait_topics_ready(
+        &api,
+        "later",
+        "KafkaConfigInvalid naming the missing Secret",
+        invalid("\"kafka-later\" not found"),
+    )
+    .await;
+    assert_eq!(status, "False", "{message}");
+    assert!(kafka::topics_with_prefix(&format!("{prefix}.")).expect("list topics").is_empty());
+
+    let login = sasl_properties("PLAIN", &env_var("KAFKA_SASL_PASSWORD"));
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &secret_of("kafka-later", &login));
+    wait_topics_ready(&api, "later", "TopicsReady=True once the Secret exists", |c| c.0 == "True").await;
+    wait_topics(&later_prefix).await;
+
+    let _ = kafka::delete_topics_with_prefix(&format!("{later_prefix}.")).await;
+    teardown_namespace(&ns);
+}
