@@ -277,31 +277,23 @@ mod tests {
     }
 
     #[test]
-    fn kafka_unavailable_keeps_known_topics_and_says_why() {
+    fn kafka_not_observed_keeps_known_topics_and_says_why_with_a_reason_per_cause() {
         let first = compute(&healthy(), None, &at(100));
-        let mut obs = healthy();
-        obs.topics = TopicsObservation::KafkaUnavailable("all brokers down".into());
-        let s = compute(&obs, Some(&first), &at(200));
-        let topics = cond(&s, condition::TOPICS_READY);
-        assert_eq!((topics.status.as_str(), topics.reason.as_str()), ("False", reason::KAFKA_UNAVAILABLE));
-        assert!(topics.message.contains("all brokers down"));
-        assert_eq!(cond(&s, condition::READY).reason, reason::KAFKA_UNAVAILABLE);
-        assert!(is_true(&s, condition::DEGRADED));
-        assert_eq!(s.topics, first.topics);
-    }
-
-    #[test]
-    fn unusable_client_settings_have_their_own_reason_and_keep_known_topics() {
-        let first = compute(&healthy(), None, &at(100));
-        let mut obs = healthy();
-        obs.topics = TopicsObservation::KafkaConfigInvalid("Secret kafka-auth not found".into());
-        let s = compute(&obs, Some(&first), &at(200));
-        let topics = cond(&s, condition::TOPICS_READY);
-        assert_eq!((topics.status.as_str(), topics.reason.as_str()), ("False", reason::KAFKA_CONFIG_INVALID));
-        assert!(topics.message.contains("Secret kafka-auth not found"), "{}", topics.message);
-        assert_eq!(cond(&s, condition::READY).reason, reason::KAFKA_CONFIG_INVALID);
-        assert_eq!(s.topics, first.topics);
-        assert_eq!(obs.topics.failure(), Some("Secret kafka-auth not found"));
+        for (topics_obs, why) in [
+            (TopicsObservation::KafkaUnavailable("all brokers down".into()), reason::KAFKA_UNAVAILABLE),
+            (TopicsObservation::KafkaConfigInvalid("Secret kafka-auth not found".into()), reason::KAFKA_CONFIG_INVALID),
+        ] {
+            let detail = topics_obs.failure().expect("a failure").to_owned();
+            let mut obs = healthy();
+            obs.topics = topics_obs;
+            let s = compute(&obs, Some(&first), &at(200));
+            let topics = cond(&s, condition::TOPICS_READY);
+            assert_eq!((topics.status.as_str(), topics.reason.as_str()), ("False", why));
+            assert!(topics.message.contains(&detail), "{}", topics.message);
+            assert_eq!(cond(&s, condition::READY).reason, why);
+            assert!(is_true(&s, condition::DEGRADED));
+            assert_eq!(s.topics, first.topics);
+        }
         assert_eq!(healthy().topics.failure(), None);
     }
 

@@ -65,6 +65,31 @@ async fn wait_topics_ready(
     .await
 }
 
+/// Until ChatCluster `name` reports TopicsReady=True and its four topics
+/// (`prefix`) are listed, each with the manifest's 3 partitions and 3 replicas.
+async fn wait_ready_with_topics(api: &Api<ChatCluster>, name: &str, over: &str, prefix: &str) {
+    wait_topics_ready(api, name, &format!("TopicsReady=True over {over}"), |c| c.0 == "True").await;
+    let topics = wait_topics(prefix).await;
+    assert!(topics.values().all(|&(partitions, replicas)| (partitions, replicas) == (3, 3)), "{topics:?}");
+}
+
+/// Until ChatCluster `name` reports TopicsReady=False with `why` and a
+/// message naming `needle`; no topic of `prefix` may exist by then.
+async fn wait_refused(api: &Api<ChatCluster>, name: &str, why: &str, needle: &str, prefix: &str) {
+    let what = format!("TopicsReady=False ({why}) naming {needle}");
+    let (status, _, message) = wait_topics_ready(api, name, &what, |c| c.1 == why && c.2.contains(needle)).await;
+    assert_eq!(status, "False", "{message}");
+    let topics = kafka::topics_with_prefix(&format!("{prefix}.")).expect("list topics");
+    assert!(topics.is_empty(), "topics created for {name}: {topics:?}");
+}
+
+/// `kubectl apply` each manifest in namespace `ns`.
+fn apply_all(ns: &str, manifests: impl IntoIterator<Item = String>) {
+    for manifest in manifests {
+        kubectl::ok_with_stdin(&["apply", "-n", ns, "-f", "-"], &manifest);
+    }
+}
+
 /// Until all four topics of `prefix` are listed: brokers learn of a new
 /// topic a moment apart, so the listing can trail `TopicsReady`.
 async fn wait_topics(prefix: &str) -> std::collections::BTreeMap<String, (usize, usize)> {
@@ -143,18 +168,17 @@ async fn sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported(mec
     let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
     let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
     let bootstrap = env_var("KAFKA_SASL_BOOTSTRAP_SERVERS");
-    for manifest in [
-        secret_of("kafka-auth", &sasl_properties(mechanism, &env_var("KAFKA_SASL_PASSWORD"))),
-        secret_of("kafka-wrong", &sasl_properties(mechanism, "not-the-password")),
-        manifest("chat", &bootstrap, "kafka-auth", &prefix),
-        manifest("wrong", &bootstrap, "kafka-wrong", &bad_prefix),
-    ] {
-        kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest);
-    }
+    apply_all(
+        &ns,
+        [
+            secret_of("kafka-auth", &sasl_properties(mechanism, &env_var("KAFKA_SASL_PASSWORD"))),
+            secret_of("kafka-wrong", &sasl_properties(mechanism, "not-the-password")),
+            manifest("chat", &bootstrap, "kafka-auth", &prefix),
+            manifest("wrong", &bootstrap, "kafka-wrong", &bad_prefix),
+        ],
+    );
 
-    wait_topics_ready(&api, "chat", "TopicsReady=True over SASL", |c| c.0 == "True").await;
-    let topics = wait_topics(&prefix).await;
-    assert!(topics.values().all(|&(partitions, replicas)| (partitions, replicas) == (3, 3)), "{topics:?}");
+    wait_ready_with_topics(&api, "chat", "SASL", &prefix).await;
 
     lag_read_and_consumed_with_the_mounted_secret(
         &api,
@@ -165,15 +189,8 @@ async fn sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported(mec
     )
     .await;
 
-    let (status, _, message) = wait_topics_ready(&api, "wrong", "TopicsReady=False naming the refused login", |c| {
-        c.1 == reason::KAFKA_UNAVAILABLE && c.2.contains("SASL authentication error")
-    })
-    .await;
-    assert_eq!(status, "False", "{message}");
-    assert!(
-        kafka::topics_with_prefix(&format!("{bad_prefix}.")).expect("list topics").is_empty(),
-        "topics created with wrong credentials"
-    );
+    // The status names the cause, not only the failed request.
+    wait_refused(&api, "wrong", reason::KAFKA_UNAVAILABLE, "SASL authentication error", &bad_prefix).await;
 
     let _ = kafka::delete_topics_with_prefix(&format!("{prefix}.")).await;
     teardown_namespace(&ns);
@@ -190,24 +207,19 @@ async fn a_tls_cluster_gets_topics_and_an_untrusted_certificate_is_reported() {
     let trusted = secret_of("kafka-tls", &[("security.protocol", "SSL".into()), ("ssl.ca.pem", ca)]);
     let untrusted = secret_of("kafka-untrusted", &[("security.protocol", "SSL".into())]);
     let bootstrap = env_var("KAFKA_TLS_BOOTSTRAP_SERVERS");
-    for manifest in [
-        trusted,
-        untrusted,
-        manifest("tls", &bootstrap, "kafka-tls", &prefix),
-        manifest("untrusted", &bootstrap, "kafka-untrusted", &untrusted_prefix),
-    ] {
-        kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest);
-    }
+    apply_all(
+        &ns,
+        [
+            trusted,
+            untrusted,
+            manifest("tls", &bootstrap, "kafka-tls", &prefix),
+            manifest("untrusted", &bootstrap, "kafka-untrusted", &untrusted_prefix),
+        ],
+    );
 
-    wait_topics_ready(&api, "tls", "TopicsReady=True over TLS", |c| c.0 == "True").await;
-    wait_topics(&prefix).await;
+    wait_ready_with_topics(&api, "tls", "TLS", &prefix).await;
 
-    let (status, _, message) = wait_topics_ready(&api, "untrusted", "TopicsReady=False naming the certificate", |c| {
-        c.1 == reason::KAFKA_UNAVAILABLE && c.2.contains("certificate verify failed")
-    })
-    .await;
-    assert_eq!(status, "False", "{message}");
-    assert!(kafka::topics_with_prefix(&format!("{untrusted_prefix}.")).expect("list topics").is_empty());
+    wait_refused(&api, "untrusted", reason::KAFKA_UNAVAILABLE, "certificate verify failed", &untrusted_prefix).await;
 
     let _ = kafka::delete_topics_with_prefix(&format!("{prefix}.")).await;
     teardown_namespace(&ns);
@@ -231,28 +243,21 @@ async fn a_mutual_tls_cluster_gets_topics_and_lag_and_a_missing_client_certifica
         ("ssl.key.pem", read("KAFKA_MTLS_KEY_FILE")),
     ];
     let bootstrap = env_var("KAFKA_MTLS_BOOTSTRAP_SERVERS");
-    for manifest in [
-        secret_of("kafka-mtls", &with_certificate),
-        secret_of("kafka-anonymous", &[("security.protocol", "SSL".into()), ("ssl.ca.pem", ca)]),
-        manifest("chat", &bootstrap, "kafka-mtls", &prefix),
-        manifest("anonymous", &bootstrap, "kafka-anonymous", &anonymous_prefix),
-    ] {
-        kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest);
-    }
+    apply_all(
+        &ns,
+        [
+            secret_of("kafka-mtls", &with_certificate),
+            secret_of("kafka-anonymous", &[("security.protocol", "SSL".into()), ("ssl.ca.pem", ca)]),
+            manifest("chat", &bootstrap, "kafka-mtls", &prefix),
+            manifest("anonymous", &bootstrap, "kafka-anonymous", &anonymous_prefix),
+        ],
+    );
 
-    wait_topics_ready(&api, "chat", "TopicsReady=True over mutual TLS", |c| c.0 == "True").await;
-    let topics = wait_topics(&prefix).await;
-    assert!(topics.values().all(|&(partitions, replicas)| (partitions, replicas) == (3, 3)), "{topics:?}");
+    wait_ready_with_topics(&api, "chat", "mutual TLS", &prefix).await;
     lag_read_and_consumed_with_the_mounted_secret(&api, &ns, &prefix, "kafka-mtls", &with_certificate).await;
 
-    let (status, _, message) =
-        wait_topics_ready(&api, "anonymous", "TopicsReady=False naming the missing certificate", |c| {
-            // The brokers' JVM answers a missing certificate with alert 42.
-            c.1 == reason::KAFKA_UNAVAILABLE && c.2.contains("alert bad certificate")
-        })
-        .await;
-    assert_eq!(status, "False", "{message}");
-    assert!(kafka::topics_with_prefix(&format!("{anonymous_prefix}.")).expect("list topics").is_empty());
+    // The brokers' JVM answers a missing certificate with alert 42.
+    wait_refused(&api, "anonymous", reason::KAFKA_UNAVAILABLE, "alert bad certificate", &anonymous_prefix).await;
 
     let _ = kafka::delete_topics_with_prefix(&format!("{prefix}.")).await;
     teardown_namespace(&ns);
@@ -275,33 +280,20 @@ async fn unusable_client_settings_are_reported_and_a_mended_secret_is_picked_up(
         ("sasl.mechanism", "GSSAPI".to_owned()),
         ("sasl.kerberos.service.name", "kafka".to_owned()),
     ];
-    for manifest in [
-        secret_of("kafka-kerberos", &kerberos),
-        manifest("kerberos", &bootstrap, "kafka-kerberos", &prefix),
-        manifest("later", &bootstrap, "kafka-later", &later_prefix),
-    ] {
-        kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest);
-    }
-    let invalid = |what: &'static str| {
-        move |c: &(String, String, String)| c.1 == reason::KAFKA_CONFIG_INVALID && c.2.contains(what)
-    };
-    let (status, _, message) =
-        wait_topics_ready(&api, "kerberos", "KafkaConfigInvalid naming GSSAPI", invalid("GSSAPI")).await;
-    assert_eq!(status, "False", "{message}");
-    let (status, _, message) = wait_topics_ready(
-        &api,
-        "later",
-        "KafkaConfigInvalid naming the missing Secret",
-        invalid("\"kafka-later\" not found"),
-    )
-    .await;
-    assert_eq!(status, "False", "{message}");
-    assert!(kafka::topics_with_prefix(&format!("{prefix}.")).expect("list topics").is_empty());
+    apply_all(
+        &ns,
+        [
+            secret_of("kafka-kerberos", &kerberos),
+            manifest("kerberos", &bootstrap, "kafka-kerberos", &prefix),
+            manifest("later", &bootstrap, "kafka-later", &later_prefix),
+        ],
+    );
+    wait_refused(&api, "kerberos", reason::KAFKA_CONFIG_INVALID, "GSSAPI", &prefix).await;
+    wait_refused(&api, "later", reason::KAFKA_CONFIG_INVALID, "\"kafka-later\" not found", &later_prefix).await;
 
     let login = sasl_properties("PLAIN", &env_var("KAFKA_SASL_PASSWORD"));
     kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &secret_of("kafka-later", &login));
-    wait_topics_ready(&api, "later", "TopicsReady=True once the Secret exists", |c| c.0 == "True").await;
-    wait_topics(&later_prefix).await;
+    wait_ready_with_topics(&api, "later", "SASL once the Secret exists", &later_prefix).await;
 
     let _ = kafka::delete_topics_with_prefix(&format!("{later_prefix}.")).await;
     teardown_namespace(&ns);
