@@ -44,6 +44,34 @@ pub mod env {
 pub const KAFKA_CLIENT_MOUNT: &str = "/etc/parley/kafka";
 const KAFKA_CLIENT_VOLUME: &str = "kafka-client";
 
+/// The resourceVersion of each Secret a ChatCluster's pods read, by Secret
+/// name; a Secret the operator could not read is absent.
+pub type SecretVersions = BTreeMap<String, String>;
+
+/// Pod template annotation listing the versions of the Secrets the pods
+/// read (`name@resourceVersion`, comma-separated, by name). The pods read
+/// their environment and Kafka properties only at start, so an edited
+/// Secret (a rotated password) changes the template and rolls the pods.
+/// Versions, not a digest of the data: nothing of a Secret's content ends
+/// up in a Deployment anyone in the namespace may read.
+pub const SECRET_VERSIONS_ANNOTATION: &str = "parley.dev/secret-versions";
+
+/// The Secrets the pods of the gateway (`gateway`) or of a consumer read:
+/// the Kafka client Secret, the database URL's, and the gateway's JWT key.
+pub fn secrets_read(cc: &ChatCluster, gateway: bool) -> std::collections::BTreeSet<String> {
+    let kafka = cc.spec.kafka.secret_ref.as_ref().map(|s| &s.name);
+    let database = cc.spec.storage.as_ref().map(|s| &s.postgres.url_secret_ref.name);
+    let jwt = cc.spec.gateway.auth_secret_ref.as_ref().filter(|_| gateway).map(|s| &s.name);
+    [kafka, database, jwt].into_iter().flatten().cloned().collect()
+}
+
+/// The annotation's value for `names`, from what was read (None: none of
+/// them could be read, or there are none).
+fn secret_versions_value(names: &std::collections::BTreeSet<String>, versions: &SecretVersions) -> Option<String> {
+    let known: Vec<String> = names.iter().filter_map(|n| versions.get(n).map(|rv| format!("{n}@{rv}"))).collect();
+    (!known.is_empty()).then(|| known.join(","))
+}
+
 /// Ports every Parley workload exposes.
 pub const HTTP_PORT: i32 = 8080;
 pub const METRICS_PORT: i32 = 9090;
@@ -199,7 +227,14 @@ fn port(name: &str, port: i32) -> ContainerPort {
     ContainerPort { name: Some(name.to_owned()), container_port: port, ..ContainerPort::default() }
 }
 
-fn deployment(cc: &ChatCluster, name: String, component: &str, replicas: i32, mut container: Container) -> Deployment {
+fn deployment(
+    cc: &ChatCluster,
+    name: String,
+    component: &str,
+    replicas: i32,
+    secret_versions: Option<String>,
+    mut container: Container,
+) -> Deployment {
     // The Secret with the Kafka client's properties (SASL, TLS), mounted
     // rather than put in the environment: its keys are property names.
     let volumes = cc.spec.kafka.secret_ref.as_ref().map(|secret| {
@@ -224,7 +259,11 @@ fn deployment(cc: &ChatCluster, name: String, component: &str, replicas: i32, mu
             replicas: Some(replicas),
             selector: LabelSelector { match_labels: Some(selector_labels(cc, component)), ..LabelSelector::default() },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels(cc, component)), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(cc, component)),
+                    annotations: secret_versions.map(|v| BTreeMap::from([(SECRET_VERSIONS_ANNOTATION.to_owned(), v)])),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(PodSpec { containers: vec![container], volumes, ..PodSpec::default() }),
             },
             ..DeploymentSpec::default()
@@ -234,7 +273,7 @@ fn deployment(cc: &ChatCluster, name: String, component: &str, replicas: i32, mu
 }
 
 /// The gateway Deployment; replicas follow `spec.gateway.replicas`.
-pub fn gateway_deployment(cc: &ChatCluster, images: &Images) -> Deployment {
+pub fn gateway_deployment(cc: &ChatCluster, images: &Images, secrets: &SecretVersions) -> Deployment {
     let spec = &cc.spec.gateway;
     let mut env = common_env(cc);
     env.push(plain_env(env::LISTEN, format!("0.0.0.0:{HTTP_PORT}")));
@@ -255,7 +294,8 @@ pub fn gateway_deployment(cc: &ChatCluster, images: &Images) -> Deployment {
         resources: spec.resources.clone(),
         ..Container::default()
     };
-    deployment(cc, gateway_name(cc), GATEWAY_COMPONENT, spec.replicas, container)
+    let versions = secret_versions_value(&secrets_read(cc, true), secrets);
+    deployment(cc, gateway_name(cc), GATEWAY_COMPONENT, spec.replicas, versions, container)
 }
 
 /// The Service in front of the gateway pods.
@@ -279,7 +319,13 @@ pub fn gateway_service(cc: &ChatCluster) -> Service {
 }
 
 /// One consumer role's Deployment with the replicas the scaler decided.
-pub fn consumer_deployment(cc: &ChatCluster, role: Role, replicas: i32, images: &Images) -> Deployment {
+pub fn consumer_deployment(
+    cc: &ChatCluster,
+    role: Role,
+    replicas: i32,
+    images: &Images,
+    secrets: &SecretVersions,
+) -> Deployment {
     let spec = role.spec(cc);
     let mut env = common_env(cc);
     env.push(plain_env(env::CONSUMER_GROUP, consumer_group(cc, role)));
@@ -295,7 +341,8 @@ pub fn consumer_deployment(cc: &ChatCluster, role: Role, replicas: i32, images: 
         resources: spec.resources.clone(),
         ..Container::default()
     };
-    deployment(cc, consumer_name(cc, role), role.as_str(), replicas, container)
+    let versions = secret_versions_value(&secrets_read(cc, false), secrets);
+    deployment(cc, consumer_name(cc, role), role.as_str(), replicas, versions, container)
 }
 
 #[cfg(test)]
@@ -316,7 +363,7 @@ mod tests {
     #[test]
     fn gateway_follows_spec_and_is_owned() {
         let cc = cluster(json!({"kafka": {"bootstrapServers": "k:9092"}, "gateway": {"replicas": 5}}));
-        let d = gateway_deployment(&cc, &images());
+        let d = gateway_deployment(&cc, &images(), &SecretVersions::new());
         assert_eq!(d.metadata.name.as_deref(), Some("demo-gateway"));
         assert_eq!(d.metadata.namespace.as_deref(), Some("chat"));
         let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
@@ -341,7 +388,7 @@ mod tests {
             "gateway": {"image": "custom:1", "authSecretRef": {"name": "jwt", "key": "hs256"}},
             "storage": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}
         }));
-        let d = gateway_deployment(&cc, &images());
+        let d = gateway_deployment(&cc, &images(), &SecretVersions::new());
         let container = &d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
         assert_eq!(container.image.as_deref(), Some("custom:1"));
         let env = env_of(&d);
@@ -353,17 +400,53 @@ mod tests {
     }
 
     #[test]
+    fn pods_carry_the_versions_of_the_secrets_they_read() {
+        let cc = cluster(json!({
+            "kafka": {"bootstrapServers": "k:9092", "secretRef": {"name": "kafka-auth"}},
+            "gateway": {"authSecretRef": {"name": "jwt", "key": "hs256"}},
+            "storage": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}
+        }));
+        let annotation = |d: &Deployment| {
+            let meta = d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap();
+            meta.annotations.as_ref().and_then(|a| a.get(SECRET_VERSIONS_ANNOTATION)).cloned()
+        };
+        // An unrelated Secret and the unread "jwt" are left out.
+        let versions: SecretVersions =
+            [("kafka-auth", "7"), ("db", "12"), ("other", "99")].map(|(n, v)| (n.to_owned(), v.to_owned())).into();
+        let gateway = gateway_deployment(&cc, &images(), &versions);
+        assert_eq!(annotation(&gateway).as_deref(), Some("db@12,kafka-auth@7"));
+        let mut with_jwt = versions.clone();
+        with_jwt.insert("jwt".into(), "3".into());
+        assert_eq!(
+            annotation(&gateway_deployment(&cc, &images(), &with_jwt)).as_deref(),
+            Some("db@12,jwt@3,kafka-auth@7")
+        );
+        // Consumers do not read the gateway's JWT key: its rotation leaves them be.
+        let storage = consumer_deployment(&cc, Role::Storage, 1, &images(), &with_jwt);
+        assert_eq!(annotation(&storage).as_deref(), Some("db@12,kafka-auth@7"));
+        assert_eq!(secrets_read(&cc, false), ["db", "kafka-auth"].map(String::from).into());
+
+        let mut rotated = with_jwt.clone();
+        rotated.insert("kafka-auth".into(), "8".into());
+        assert_ne!(consumer_deployment(&cc, Role::Push, 1, &images(), &rotated), {
+            consumer_deployment(&cc, Role::Push, 1, &images(), &with_jwt)
+        });
+        let plain = cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}));
+        assert_eq!(annotation(&gateway_deployment(&plain, &images(), &versions)), None, "no Secrets, no annotation");
+    }
+
+    #[test]
     fn the_kafka_client_secret_is_mounted_in_every_workload() {
         let plain = cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}));
-        let d = gateway_deployment(&plain, &images());
+        let d = gateway_deployment(&plain, &images(), &SecretVersions::new());
         assert!(d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().volumes.is_none());
         assert!(!env_of(&d).contains_key(env::KAFKA_PROPERTIES_DIR));
 
         let sasl = cluster(json!({"kafka": {"bootstrapServers": "k:9092", "secretRef": {"name": "kafka-auth"}}}));
         let all = [
-            gateway_deployment(&sasl, &images()),
-            consumer_deployment(&sasl, Role::Storage, 1, &images()),
-            consumer_deployment(&sasl, Role::Push, 1, &images()),
+            gateway_deployment(&sasl, &images(), &SecretVersions::new()),
+            consumer_deployment(&sasl, Role::Storage, 1, &images(), &SecretVersions::new()),
+            consumer_deployment(&sasl, Role::Push, 1, &images(), &SecretVersions::new()),
         ];
         for d in &all {
             let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
@@ -396,7 +479,7 @@ mod tests {
     fn consumer_deployments_per_role() {
         let cc = cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}));
         for role in Role::ALL {
-            let d = consumer_deployment(&cc, role, 3, &images());
+            let d = consumer_deployment(&cc, role, 3, &images(), &SecretVersions::new());
             assert_eq!(d.metadata.name, Some(format!("demo-{}", role.as_str())));
             assert_eq!(d.spec.as_ref().unwrap().replicas, Some(3));
             let container = &d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
@@ -405,7 +488,7 @@ mod tests {
         }
         assert_eq!(Role::Storage.topics(), ["chat-messages", "group-messages"]);
         assert_eq!(Role::Push.topics(), ["deliveries"]);
-        let gw = gateway_deployment(&cc, &images());
+        let gw = gateway_deployment(&cc, &images(), &SecretVersions::new());
         let pod_ip = env_of(&gw)[env::POD_IP].value_from.clone().unwrap().field_ref.unwrap();
         assert_eq!(pod_ip.field_path, "status.podIP");
     }

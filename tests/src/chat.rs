@@ -105,9 +105,12 @@ pub fn render(prefix: &str, db_url: &str) -> Specs {
         (("auth".to_owned(), "secret".to_owned()), SECRET.to_owned()),
     ]);
     Specs {
-        gateway: pod_spec(&workloads::gateway_deployment(&cc, &images), &secrets),
-        storage: pod_spec(&workloads::consumer_deployment(&cc, Role::Storage, 2, &images), &secrets),
-        push: pod_spec(&workloads::consumer_deployment(&cc, Role::Push, 2, &images), &secrets),
+        gateway: pod_spec(&workloads::gateway_deployment(&cc, &images, &Default::default()), &secrets),
+        storage: pod_spec(
+            &workloads::consumer_deployment(&cc, Role::Storage, 2, &images, &Default::default()),
+            &secrets,
+        ),
+        push: pod_spec(&workloads::consumer_deployment(&cc, Role::Push, 2, &images, &Default::default()), &secrets),
     }
 }
 

@@ -9,9 +9,11 @@
 use std::collections::HashMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use parley_operator::crd::ChatCluster;
 use parley_operator::crd::status::{condition, reason};
+use parley_operator::workloads::SECRET_VERSIONS_ANNOTATION as SECRET_VERSIONS;
 use parley_tests::kube::{client, setup_namespace, teardown_namespace};
 use parley_tests::operator::Operator;
 use parley_tests::{chat, env, kafka, kubectl, postgres, wait};
@@ -266,9 +268,10 @@ async fn a_mutual_tls_cluster_gets_topics_and_lag_and_a_missing_client_certifica
 /// Settings no waiting will fix get their own reason: GSSAPI (Kerberos),
 /// which librdkafka is not built with here (no libsasl2), and a Secret
 /// that does not exist yet. Once that Secret is created the ChatCluster
-/// recovers by itself (Secrets are not watched; the retry finds it).
+/// recovers by itself (Secrets are not watched; the retry finds it), and
+/// editing it later rolls the pods that read it.
 #[tokio::test]
-async fn unusable_client_settings_are_reported_and_a_mended_secret_is_picked_up() {
+async fn unusable_client_settings_are_reported_and_a_mended_secret_is_picked_up_and_rolls_the_pods() {
     let ns = setup_namespace("parley-kafka-settings");
     let prefix = env::unique("settings").replace('-', "_");
     let later_prefix = format!("{prefix}_later");
@@ -294,6 +297,37 @@ async fn unusable_client_settings_are_reported_and_a_mended_secret_is_picked_up(
     let login = sasl_properties("PLAIN", &env_var("KAFKA_SASL_PASSWORD"));
     kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &secret_of("kafka-later", &login));
     wait_ready_with_topics(&api, "later", "SASL once the Secret exists", &later_prefix).await;
+
+    // The pods read the Secret only at start: its version is in their
+    // template, so an edit rolls them, and nothing else does.
+    let deployments = Api::<Deployment>::namespaced(client().await, &ns);
+    let secrets = Api::<Secret>::namespaced(client().await, &ns);
+    let version = || async { secrets.get("kafka-later").await.expect("the Secret").metadata.resource_version.unwrap() };
+    let rolled_to = |version: String| {
+        let deployments = deployments.clone();
+        async move {
+            wait::until(&format!("later-storage's pods carry kafka-later@{version}"), 60, || async {
+                let d = deployments.get("later-storage").await.map_err(|e| e.to_string())?;
+                let template = d.spec.as_ref().and_then(|s| s.template.metadata.as_ref());
+                let found = template.and_then(|m| m.annotations.as_ref()?.get(SECRET_VERSIONS).cloned());
+                if found.as_deref() == Some(&format!("kafka-later@{version}")) {
+                    Ok(d.metadata.generation)
+                } else {
+                    Err(format!("{found:?}"))
+                }
+            })
+            .await
+        }
+    };
+    let generation = rolled_to(version().await).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await; // a few 1 s lag polls
+    let unchanged = deployments.get("later-storage").await.expect("storage").metadata.generation;
+    assert_eq!(unchanged, generation, "the template changed without a Secret edit");
+    let mut rotated = login.to_vec();
+    rotated.push(("client.id", "parley-rotated".to_owned()));
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &secret_of("kafka-later", &rotated));
+    let rolled = rolled_to(version().await).await;
+    assert!(rolled > generation, "{rolled:?} after {generation:?}");
 
     let _ = kafka::delete_topics_with_prefix(&format!("{later_prefix}.")).await;
     teardown_namespace(&ns);
