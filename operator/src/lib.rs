@@ -15,6 +15,7 @@ pub mod owned;
 pub mod reference;
 pub mod run;
 pub mod scaling;
+pub mod secrets;
 pub mod topics;
 pub mod workloads;
 pub mod written;
