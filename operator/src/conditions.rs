@@ -56,6 +56,11 @@ pub struct Observation {
     pub consumers: Vec<(String, Replicas)>,
     /// Lag and scaling decision per consumer group.
     pub groups: Vec<ConsumerGroupStatus>,
+    /// Why Secrets the gateway's pods read cannot be used (missing,
+    /// forbidden): pods that are not ready yet cannot start without them.
+    pub gateway_blockers: Vec<String>,
+    /// The same for the consumers' pods.
+    pub consumer_blockers: Vec<String>,
 }
 
 struct Cond {
@@ -97,28 +102,24 @@ fn topics_condition(topics: &TopicsObservation) -> Cond {
     }
 }
 
-fn replicas_condition(type_: &'static str, what: &str, replicas: Replicas) -> Cond {
-    Cond {
-        type_,
-        ok: replicas.ready(),
-        reason: if replicas.ready() { reason::RECONCILED } else { reason::PROGRESSING },
-        message: format!("{what}: {}/{} replicas ready", replicas.ready, replicas.desired),
-    }
-}
-
-fn consumers_condition(consumers: &[(String, Replicas)]) -> Cond {
-    let ok = consumers.iter().all(|(_, r)| r.ready());
-    let message = consumers
+/// Ready when every workload has its replicas ready; while not, the
+/// reason is an unusable Secret if there is one (pods cannot start without
+/// it), else that the rollout is in progress.
+fn workloads_condition(type_: &'static str, workloads: &[(&str, Replicas)], blockers: &[String]) -> Cond {
+    let ok = workloads.iter().all(|(_, r)| r.ready());
+    let mut message = workloads
         .iter()
-        .map(|(role, r)| format!("{role}: {}/{} replicas ready", r.ready, r.desired))
-        .collect::<Vec<_>>()
-        .join(", ");
-    Cond {
-        type_: condition::CONSUMERS_READY,
-        ok,
-        reason: if ok { reason::RECONCILED } else { reason::PROGRESSING },
-        message,
-    }
+        .map(|(what, r)| format!("{what}: {}/{} replicas ready", r.ready, r.desired))
+        .collect::<Vec<_>>();
+    let reason = if ok {
+        reason::RECONCILED
+    } else if blockers.is_empty() {
+        reason::PROGRESSING
+    } else {
+        message.extend(blockers.iter().cloned());
+        reason::SECRET_UNUSABLE
+    };
+    Cond { type_, ok, reason, message: message.join(", ") }
 }
 
 /// Compute the status. `previous` keeps `lastTransitionTime` of conditions
@@ -126,8 +127,9 @@ fn consumers_condition(consumers: &[(String, Replicas)]) -> Cond {
 /// and no write.
 pub fn compute(obs: &Observation, previous: Option<&ChatClusterStatus>, now: &Time) -> ChatClusterStatus {
     let topics = topics_condition(&obs.topics);
-    let gateway = replicas_condition(condition::GATEWAY_READY, "gateway", obs.gateway);
-    let consumers = consumers_condition(&obs.consumers);
+    let gateway = workloads_condition(condition::GATEWAY_READY, &[("gateway", obs.gateway)], &obs.gateway_blockers);
+    let consumers: Vec<(&str, Replicas)> = obs.consumers.iter().map(|(role, r)| (role.as_str(), *r)).collect();
+    let consumers = workloads_condition(condition::CONSUMERS_READY, &consumers, &obs.consumer_blockers);
     let parts = [&topics, &gateway, &consumers];
     let ready = if parts.iter().all(|c| c.ok) {
         Cond { type_: condition::READY, ok: true, reason: reason::RECONCILED, message: "all parts ready".into() }
@@ -217,6 +219,8 @@ mod tests {
                 ("push".into(), Replicas { desired: 1, ready: 1 }),
             ],
             groups: vec![],
+            gateway_blockers: vec![],
+            consumer_blockers: vec![],
         }
     }
 
@@ -295,6 +299,30 @@ mod tests {
             assert_eq!(s.topics, first.topics);
         }
         assert_eq!(healthy().topics.failure(), None);
+    }
+
+    #[test]
+    fn an_unusable_secret_explains_pods_that_are_not_ready() {
+        let mut obs = healthy();
+        obs.gateway_blockers = vec!["Secret db: secrets \"db\" not found".into()];
+        obs.consumer_blockers = obs.gateway_blockers.clone();
+        // Running pods keep what they read at start: nothing to report.
+        let s = compute(&obs, None, &at(1));
+        assert!(is_true(&s, condition::READY));
+        obs.gateway.ready = 0;
+        let s = compute(&obs, None, &at(1));
+        let gateway = cond(&s, condition::GATEWAY_READY);
+        assert_eq!((gateway.status.as_str(), gateway.reason.as_str()), ("False", reason::SECRET_UNUSABLE));
+        assert_eq!(gateway.message, "gateway: 0/2 replicas ready, Secret db: secrets \"db\" not found");
+        assert_eq!(cond(&s, condition::CONSUMERS_READY).reason, reason::RECONCILED);
+        assert_eq!(cond(&s, condition::READY).reason, reason::SECRET_UNUSABLE);
+        obs.gateway_blockers.clear();
+        assert_eq!(cond(&compute(&obs, None, &at(1)), condition::GATEWAY_READY).reason, reason::PROGRESSING);
+        obs.consumers[1].1.ready = 0;
+        let s = compute(&obs, None, &at(1));
+        let consumers = cond(&s, condition::CONSUMERS_READY);
+        assert_eq!(consumers.reason, reason::SECRET_UNUSABLE);
+        assert!(consumers.message.starts_with("storage: 1/1 replicas ready, push: 0/1 replicas ready, Secret db"));
     }
 
     #[test]

@@ -335,6 +335,8 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
         gateway_selector: workloads::gateway_selector(cc),
         consumers,
         groups,
+        gateway_blockers: secrets::blockers(&secrets, &workloads::secrets_read(cc, true)),
+        consumer_blockers: secrets::blockers(&secrets, &workloads::secrets_read(cc, false)),
     };
     let status = conditions::compute(&obs, cc.status.as_ref(), &now);
     if cc.status.as_ref() != Some(&status) {

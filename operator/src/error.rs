@@ -20,7 +20,7 @@ pub enum Error {
     CrdInstall(#[source] kube::Error),
     #[error("the applied ChatCluster CRD is not served: {0}")]
     CrdNotEstablished(String),
-    #[error("cannot read Kafka client Secret {name}: {source}")]
+    #[error("cannot read Secret {name}: {source}")]
     Secret {
         name: String,
         #[source]

@@ -12,10 +12,15 @@ use crate::kafka::ClientProps;
 use crate::workloads::SecretVersions;
 use crate::{Error, Result};
 
-/// A Secret read that editing fixes, not waiting: it is missing, or the
-/// operator may not read it.
-fn secret_unusable(err: &Error) -> bool {
-    matches!(err, Error::Secret { source: kube::Error::Api(s), .. } if s.code == 404 || s.code == 403)
+/// Why a Secret cannot be used, when editing fixes it rather than waiting:
+/// it is missing, or the operator may not read it. The apiserver's words.
+fn unusable(err: &Error) -> Option<String> {
+    match err {
+        Error::Secret { name, source: kube::Error::Api(s) } if s.code == 404 || s.code == 403 => {
+            Some(format!("Secret {name}: {}", s.message))
+        }
+        _ => None,
+    }
 }
 
 /// Referenced Secrets by name, as read, or why one is unusable (missing,
@@ -35,13 +40,18 @@ pub async fn read(client: &Client, ns: &str, names: BTreeSet<String>) -> Result<
     });
     let mut secrets = ReadSecrets::new();
     for (name, read) in futures::future::join_all(reads).await {
-        match read {
-            Ok(secret) => secrets.insert(name, Ok(secret)),
-            Err(err) if secret_unusable(&err) => secrets.insert(name, Err(err.to_string())),
-            Err(err) => return Err(err),
+        let read = match read {
+            Ok(secret) => Ok(secret),
+            Err(err) => Err(unusable(&err).ok_or(err)?),
         };
+        secrets.insert(name, read);
     }
     Ok(secrets)
+}
+
+/// Why the Secrets `names` (what one workload's pods read) cannot be used.
+pub fn blockers(secrets: &ReadSecrets, names: &BTreeSet<String>) -> Vec<String> {
+    names.iter().filter_map(|name| secrets.get(name)?.as_ref().err().cloned()).collect()
 }
 
 /// The resourceVersions of the Secrets that were read.
@@ -101,6 +111,8 @@ mod tests {
         assert_eq!(props.get("bootstrap.servers").map(String::as_str), Some("k:9092"));
         assert_eq!(versions(&read), SecretVersions::from([("kafka-auth".to_owned(), "7".to_owned())]));
         assert_eq!(kafka_secret(&cc), BTreeSet::from(["kafka-auth".to_owned()]));
+        let both = BTreeSet::from(["db".to_owned(), "kafka-auth".to_owned()]);
+        assert_eq!(blockers(&read, &both), vec!["secrets \"db\" not found".to_owned()]);
 
         read.insert("kafka-auth".into(), Err("secrets \"kafka-auth\" not found".into()));
         assert_eq!(kafka_props(&cc, &read).unwrap_err(), "secrets \"kafka-auth\" not found");
@@ -108,16 +120,16 @@ mod tests {
     }
 
     #[test]
-    fn only_a_missing_or_forbidden_secret_is_reported_as_unusable_settings() {
+    fn only_a_missing_or_forbidden_secret_is_unusable() {
         let read_failure = |code: u16| Error::Secret {
             name: "kafka-auth".into(),
             source: kube::Error::Api(Box::new(
                 serde_json::from_value(serde_json::json!({"code": code, "message": "m", "reason": "r"})).unwrap(),
             )),
         };
-        assert!(secret_unusable(&read_failure(404)));
-        assert!(secret_unusable(&read_failure(403)));
-        assert!(!secret_unusable(&read_failure(500)), "the apiserver's own trouble is retried");
-        assert!(!secret_unusable(&Error::KafkaUnavailable("x".into())));
+        assert_eq!(unusable(&read_failure(404)).as_deref(), Some("Secret kafka-auth: m"));
+        assert!(unusable(&read_failure(403)).is_some());
+        assert_eq!(unusable(&read_failure(500)), None, "the apiserver's own trouble is retried");
+        assert_eq!(unusable(&Error::KafkaUnavailable("x".into())), None);
     }
 }

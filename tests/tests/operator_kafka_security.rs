@@ -48,23 +48,34 @@ fn manifest(name: &str, bootstrap: &str, secret: &str, prefix: &str) -> String {
     )
 }
 
-/// Until ChatCluster `name`'s TopicsReady condition (status, reason,
-/// message) passes `wanted`; returns it.
-async fn wait_topics_ready(
+/// Until ChatCluster `name`'s condition `type_` (status, reason, message)
+/// passes `wanted`; returns it.
+async fn wait_condition(
     api: &Api<ChatCluster>,
     name: &str,
+    type_: &str,
     what: &str,
     wanted: impl Fn(&(String, String, String)) -> bool,
 ) -> (String, String, String) {
     wait::until(what, 90, || async {
         let cc = api.get(name).await.map_err(|e| e.to_string())?;
-        let c = cc.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::TOPICS_READY));
+        let c = cc.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
         match c.map(|c| (c.status.clone(), c.reason.clone(), c.message.clone())) {
             Some(c) if wanted(&c) => Ok(c),
             other => Err(format!("{other:?}")),
         }
     })
     .await
+}
+
+/// [`wait_condition`] for TopicsReady.
+async fn wait_topics_ready(
+    api: &Api<ChatCluster>,
+    name: &str,
+    what: &str,
+    wanted: impl Fn(&(String, String, String)) -> bool,
+) -> (String, String, String) {
+    wait_condition(api, name, condition::TOPICS_READY, what, wanted).await
 }
 
 /// Until ChatCluster `name` reports TopicsReady=True and its four topics
@@ -287,16 +298,25 @@ async fn unusable_client_settings_are_reported_and_a_mended_secret_is_picked_up_
         &ns,
         [
             secret_of("kafka-kerberos", &kerberos),
+            // What the manifest's storage points at; never connected to here.
+            secret_of("db", &[("url", "postgres://unused@127.0.0.1:1/unused".to_owned())]),
             manifest("kerberos", &bootstrap, "kafka-kerberos", &prefix),
             manifest("later", &bootstrap, "kafka-later", &later_prefix),
         ],
     );
     wait_refused(&api, "kerberos", reason::KAFKA_CONFIG_INVALID, "GSSAPI", &prefix).await;
     wait_refused(&api, "later", reason::KAFKA_CONFIG_INVALID, "\"kafka-later\" not found", &later_prefix).await;
+    // Its pods cannot start without it either (none start here: no kubelet).
+    let pods_blocked = |c: &(String, String, String)| c.1 == reason::SECRET_UNUSABLE && c.2.contains("kafka-later");
+    for type_ in [condition::GATEWAY_READY, condition::CONSUMERS_READY] {
+        wait_condition(&api, "later", type_, &format!("{type_} naming kafka-later"), pods_blocked).await;
+    }
 
     let login = sasl_properties("PLAIN", &env_var("KAFKA_SASL_PASSWORD"));
     kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &secret_of("kafka-later", &login));
     wait_ready_with_topics(&api, "later", "SASL once the Secret exists", &later_prefix).await;
+    let rolling_out = |c: &(String, String, String)| c.1 == reason::PROGRESSING;
+    wait_condition(&api, "later", condition::GATEWAY_READY, "GatewayReady back to Progressing", rolling_out).await;
 
     // The pods read the Secret only at start: its version is in their
     // template, so an edit rolls them, and nothing else does.
@@ -310,7 +330,8 @@ async fn unusable_client_settings_are_reported_and_a_mended_secret_is_picked_up_
                 let d = deployments.get("later-storage").await.map_err(|e| e.to_string())?;
                 let template = d.spec.as_ref().and_then(|s| s.template.metadata.as_ref());
                 let found = template.and_then(|m| m.annotations.as_ref()?.get(SECRET_VERSIONS).cloned());
-                if found.as_deref() == Some(&format!("kafka-later@{version}")) {
+                let want = format!("kafka-later@{version}");
+                if found.as_deref().is_some_and(|f| f.split(',').any(|v| v == want)) {
                     Ok(d.metadata.generation)
                 } else {
                     Err(format!("{found:?}"))

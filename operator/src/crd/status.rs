@@ -19,6 +19,7 @@ pub mod reason {
     pub const PROGRESSING: &str = "Progressing";
     pub const KAFKA_UNAVAILABLE: &str = "KafkaUnavailable";
     pub const KAFKA_CONFIG_INVALID: &str = "KafkaConfigInvalid";
+    pub const SECRET_UNUSABLE: &str = "SecretUnusable";
     pub const PARTITION_DECREASE_REJECTED: &str = "PartitionDecreaseRejected";
     pub const REPLICATION_FACTOR_MISMATCH: &str = "ReplicationFactorMismatch";
     pub const AUTOSCALING_PAUSED: &str = "AutoscalingPaused";
