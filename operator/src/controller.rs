@@ -362,6 +362,10 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
         // write does not trigger a reconcile: look again soon.
         return Ok(Action::requeue(poll.min(KAFKA_SETTLE)));
     }
+    if !obs.gateway_blockers.is_empty() || !obs.consumer_blockers.is_empty() {
+        // Secrets are not watched: look for the missing one at least this often.
+        return Ok(Action::requeue(poll.min(CONFIG_RECHECK)));
+    }
     if lag_watch::covers(cc) && lag_watch::quiet(&status) {
         // Lag is watched in batches; a change triggers a reconcile.
         return Ok(Action::requeue(ctx.settings.resync.max(poll)));
@@ -369,7 +373,8 @@ async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(poll))
 }
 
-/// Longest wait before unusable Kafka client settings are read again.
+/// Longest wait before unusable Secrets (Kafka client settings included)
+/// are read again.
 /// Secrets are not watched (that would take list/watch on every Secret in
 /// the cluster), so this bounds how long a mended Secret goes unnoticed;
 /// a Secret read every 30 s per broken ChatCluster costs the apiserver little.

@@ -43,8 +43,15 @@ fn secret_of(name: &str, data: &[(&str, String)]) -> String {
 /// A ChatCluster of 3-partition topics on the brokers at `bootstrap`,
 /// reached with the properties in Secret `secret`; lag read every second.
 fn manifest(name: &str, bootstrap: &str, secret: &str, prefix: &str) -> String {
+    manifest_with(name, bootstrap, Some(secret), prefix, "db")
+}
+
+/// [`manifest`] with or without a Kafka client Secret, and the database URL
+/// in Secret `db`.
+fn manifest_with(name: &str, bootstrap: &str, secret: Option<&str>, prefix: &str, db: &str) -> String {
+    let secret = secret.map(|s| format!("    secretRef:\n      name: {s}\n")).unwrap_or_default();
     format!(
-        "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: {name}\nspec:\n  kafka:\n    bootstrapServers: \"{bootstrap}\"\n    secretRef:\n      name: {secret}\n    topicPrefix: {prefix}\n  topics:\n    partitions: 3\n    replicationFactor: 3\n    minInSyncReplicas: 2\n  consumers:\n    lagPollInterval: 1s\n  storage:\n    postgres:\n      urlSecretRef: {{name: db, key: url}}\n"
+        "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: {name}\nspec:\n  kafka:\n    bootstrapServers: \"{bootstrap}\"\n{secret}    topicPrefix: {prefix}\n  topics:\n    partitions: 3\n    replicationFactor: 3\n    minInSyncReplicas: 2\n  consumers:\n    lagPollInterval: 1s\n  storage:\n    postgres:\n      urlSecretRef: {{name: {db}, key: url}}\n"
     )
 }
 
@@ -350,6 +357,24 @@ async fn unusable_client_settings_are_reported_and_a_mended_secret_is_picked_up_
     let rolled = rolled_to(version().await).await;
     assert!(rolled > generation, "{rolled:?} after {generation:?}");
 
-    let _ = kafka::delete_topics_with_prefix(&format!("{later_prefix}.")).await;
+    // Without a Kafka Secret the lag is read in batches and a quiet
+    // ChatCluster is reconciled only every resync (300 s): a missing
+    // database Secret is still looked for at every lag poll.
+    let plain_prefix = format!("{prefix}_plain");
+    let plain = manifest_with("plain", &env_var("KAFKA_BOOTSTRAP_SERVERS"), None, &plain_prefix, "plain-db");
+    apply_all(&ns, [plain]);
+    let blocked = |c: &(String, String, String)| c.1 == reason::SECRET_UNUSABLE && c.2.contains("plain-db");
+    wait_condition(&api, "plain", condition::GATEWAY_READY, "GatewayReady naming plain-db", blocked).await;
+    wait_topics_ready(&api, "plain", "TopicsReady=True", |c| c.0 == "True").await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await; // past the first reconciles
+    apply_all(&ns, [secret_of("plain-db", &[("url", "postgres://unused@127.0.0.1:1/unused".to_owned())])]);
+    wait_condition(&api, "plain", condition::GATEWAY_READY, "GatewayReady Progressing once plain-db exists", |c| {
+        c.1 == reason::PROGRESSING
+    })
+    .await;
+
+    for p in [later_prefix, plain_prefix] {
+        let _ = kafka::delete_topics_with_prefix(&format!("{p}.")).await;
+    }
     teardown_namespace(&ns);
 }
