@@ -505,7 +505,8 @@ async fn apply_gateway(target: &Target<'_>, cc: &ChatCluster, secrets: &SecretVe
     let service =
         owned::apply_unless_unchanged(target.services, target.pp, &target.stores.services, &ctx.applied, &svc);
     let deployment = async {
-        let gateway = workloads::gateway_deployment(cc, &ctx.settings.images, secrets);
+        let secrets = target.secret_versions(&workloads::gateway_name(cc), secrets);
+        let gateway = workloads::gateway_deployment(cc, &ctx.settings.images, &secrets);
         let before = target.current_replicas(&gateway.name_any()).await?;
         target.apply(gateway, before, "gateway", "spec.gateway.replicas").await
     };
@@ -526,7 +527,8 @@ async fn apply_consumer(
     let before = target.current_replicas(&workloads::consumer_name(cc, role)).await?;
     let (decision, lag) = autoscale::decide(target.ctx, cc, role, before, lag_source).await;
     let reason = decision.reason(lag, cc.spec.topics.partitions, role.spec(cc).lag_threshold);
-    let desired = workloads::consumer_deployment(cc, role, decision.replicas, &target.ctx.settings.images, secrets);
+    let secrets = target.secret_versions(&workloads::consumer_name(cc, role), secrets);
+    let desired = workloads::consumer_deployment(cc, role, decision.replicas, &target.ctx.settings.images, &secrets);
     let observed = target.apply(desired, before, role.as_str(), &reason).await?;
     let scaled = before.is_some_and(|b| b != decision.replicas);
     let group = autoscale::group_status(cc, role, &decision, lag, scaled, now);
@@ -545,6 +547,13 @@ struct Target<'a> {
 }
 
 impl Target<'_> {
+    /// `read` plus, for Secrets not readable now, the versions Deployment
+    /// `name`'s pods carry (see [`workloads::with_previous`]).
+    fn secret_versions(&self, name: &str, read: &SecretVersions) -> SecretVersions {
+        let cached = owned::cached(&self.stores.deployments, self.ns, name);
+        workloads::with_previous(read, cached.as_ref().and_then(|d| d.secret_versions()))
+    }
+
     /// Replicas the Deployment has now (None: it does not exist).
     async fn current_replicas(&self, name: &str) -> Result<Option<i32>> {
         if let Some(cached) = owned::cached(&self.stores.deployments, self.ns, name) {

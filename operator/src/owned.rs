@@ -6,7 +6,7 @@
 //! a GET and a server-side apply per object each time, 1,000 ChatClusters
 //! made about 100 apiserver writes a second that changed nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +22,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::workloads::SECRET_VERSIONS_ANNOTATION;
 
 /// Readers of the owned objects' caches.
 #[derive(Clone)]
@@ -58,10 +60,7 @@ pub fn watch(
     let deploy_triggers = Triggers::new(applied.clone());
     let deploys = watcher(deployments, config.clone())
         .default_backoff()
-        .modify(|d: &mut DeploymentView| {
-            d.managed_fields_mut().clear();
-            d.annotations_mut().clear();
-        })
+        .modify(DeploymentView::slim)
         .reflect(deploy_writer)
         .filter_map(move |event| futures::future::ready(deploy_triggers.pass(event)));
     let svc_triggers = Triggers::new(applied);
@@ -87,6 +86,41 @@ pub struct DeploymentView {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 pub struct ReplicasSpec {
     pub replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateView>,
+}
+
+/// Of the pod template, only its annotations (after [`DeploymentView::slim`],
+/// only the Secret versions the operator set).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct TemplateView {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<TemplateMeta>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct TemplateMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+impl DeploymentView {
+    /// Drop what no reconcile reads: managed fields, annotations, and the
+    /// pod template's annotations but the Secret versions.
+    pub fn slim(&mut self) {
+        self.managed_fields_mut().clear();
+        self.annotations_mut().clear();
+        let annotations = self.spec.as_mut().and_then(|s| s.template.as_mut()?.metadata.as_mut()?.annotations.as_mut());
+        if let Some(annotations) = annotations {
+            annotations.retain(|k, _| k == SECRET_VERSIONS_ANNOTATION);
+        }
+    }
+
+    /// The Secret versions the pods were last rolled with.
+    pub fn secret_versions(&self) -> Option<&str> {
+        let template = self.spec.as_ref()?.template.as_ref()?;
+        template.metadata.as_ref()?.annotations.as_ref()?.get(SECRET_VERSIONS_ANNOTATION).map(String::as_str)
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -116,11 +150,18 @@ impl k8s_openapi::Metadata for DeploymentView {
 
 impl From<Deployment> for DeploymentView {
     fn from(d: Deployment) -> Self {
-        Self {
-            spec: d.spec.map(|s| ReplicasSpec { replicas: s.replicas }),
+        let mut view = Self {
+            spec: d.spec.map(|s| ReplicasSpec {
+                replicas: s.replicas,
+                template: Some(TemplateView {
+                    metadata: s.template.metadata.map(|m| TemplateMeta { annotations: m.annotations }),
+                }),
+            }),
             status: d.status.map(|s| ReadyStatus { ready_replicas: s.ready_replicas }),
             metadata: d.metadata,
-        }
+        };
+        view.slim();
+        view
     }
 }
 
@@ -400,16 +441,40 @@ mod tests {
             uid: "owner-1".into(),
             ..Default::default()
         }]);
-        d.spec.as_mut().unwrap().template.metadata = Some(ObjectMeta { name: Some("t".into()), ..Default::default() });
+        let annotations = [(SECRET_VERSIONS_ANNOTATION, "db@4"), ("kubectl.kubernetes.io/restartedAt", "now")];
+        d.spec.as_mut().unwrap().template.metadata = Some(ObjectMeta {
+            name: Some("t".into()),
+            annotations: Some(annotations.map(|(k, v)| (k.to_owned(), v.to_owned())).into()),
+            ..Default::default()
+        });
         d.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
             ready_replicas: Some(2),
             observed_generation: Some(2),
             ..Default::default()
         });
         // The watch decodes the apiserver's JSON; an apply's response is converted.
-        let decoded: DeploymentView = serde_json::from_value(serde_json::to_value(&d).unwrap()).unwrap();
+        let mut decoded: DeploymentView = serde_json::from_value(serde_json::to_value(&d).unwrap()).unwrap();
+        decoded.slim();
         let converted = DeploymentView::from(d);
         assert_eq!(decoded, converted);
+        assert_eq!(decoded.secret_versions(), Some("db@4"), "the only template annotation kept");
+        assert_eq!(
+            decoded
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .as_ref()
+                .unwrap()
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(decoded.spec.as_ref().and_then(|s| s.replicas), Some(3));
         assert_eq!(decoded.status.as_ref().and_then(|s| s.ready_replicas), Some(2));
         assert_eq!(decoded.metadata.generation, Some(2));

@@ -65,6 +65,20 @@ pub fn secrets_read(cc: &ChatCluster, gateway: bool) -> std::collections::BTreeS
     [kafka, database, jwt].into_iter().flatten().cloned().collect()
 }
 
+/// `read` plus the versions in `previous` (a Deployment's annotation) of
+/// Secrets that could not be read now. Why: a Secret deleted and made anew
+/// would otherwise roll the pods twice, the first time into pods that
+/// cannot start, taking running ones away as the rollout proceeds.
+pub fn with_previous(read: &SecretVersions, previous: Option<&str>) -> SecretVersions {
+    let mut versions = read.clone();
+    for entry in previous.into_iter().flat_map(|p| p.split(',')) {
+        if let Some((name, version)) = entry.rsplit_once('@') {
+            versions.entry(name.to_owned()).or_insert_with(|| version.to_owned());
+        }
+    }
+    versions
+}
+
 /// The annotation's value for `names`, from what was read (None: none of
 /// them could be read, or there are none).
 fn secret_versions_value(names: &std::collections::BTreeSet<String>, versions: &SecretVersions) -> Option<String> {
@@ -433,6 +447,17 @@ mod tests {
         });
         let plain = cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}));
         assert_eq!(annotation(&gateway_deployment(&plain, &images(), &versions)), None, "no Secrets, no annotation");
+    }
+
+    #[test]
+    fn secrets_that_cannot_be_read_keep_the_version_the_pods_have() {
+        let read: SecretVersions = [("kafka-auth", "8")].map(|(n, v)| (n.to_owned(), v.to_owned())).into();
+        let kept = with_previous(&read, Some("db@12,kafka-auth@7"));
+        let want: SecretVersions =
+            [("db", "12"), ("kafka-auth", "8")].map(|(n, v)| (n.to_owned(), v.to_owned())).into();
+        assert_eq!(kept, want, "db unread keeps 12; kafka-auth read now wins");
+        assert_eq!(with_previous(&read, None), read);
+        assert_eq!(with_previous(&read, Some("garbage")), read);
     }
 
     #[test]

@@ -356,6 +356,16 @@ async fn unusable_client_settings_are_reported_and_a_mended_secret_is_picked_up_
     kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &secret_of("kafka-later", &rotated));
     let rolled = rolled_to(version().await).await;
     assert!(rolled > generation, "{rolled:?} after {generation:?}");
+    // Deleting it is reported, and does not roll the pods into ones that
+    // cannot start: they keep the version they have.
+    let rotated_version = version().await;
+    kubectl::ok(&["delete", "secret", "kafka-later", "-n", &ns]);
+    wait_topics_ready(&api, "later", "TopicsReady=False once the Secret is gone", |c| {
+        c.1 == reason::KAFKA_CONFIG_INVALID && c.2.contains("\"kafka-later\" not found")
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await; // a few 1 s lag polls
+    assert_eq!(rolled_to(rotated_version).await, rolled, "a deleted Secret rolled the pods");
 
     // Without a Kafka Secret the lag is read in batches and a quiet
     // ChatCluster is reconciled only every resync (300 s): a missing
