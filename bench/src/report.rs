@@ -481,7 +481,7 @@ mod tests {
             gateway_rss_before_kib: 10_000,
             gateway_rss_after_kib: 10_000 + (f64::from(connected) * bytes / 1024.0) as u64,
             gateway_rss_per_connection_bytes: bytes,
-            goal_bytes_per_connection: 8192.0,
+            goal_bytes_per_connection: crate::idle::GOAL_BYTES_PER_CONNECTION,
             gateway_cpu_seconds: 1.0,
             load_tool_rss_delta_kib: 1,
             open_files_limit,

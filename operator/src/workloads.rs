@@ -365,6 +365,10 @@ mod tests {
     use crate::test_support::cluster;
     use serde_json::json;
 
+    fn versions(entries: &[(&str, &str)]) -> SecretVersions {
+        entries.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect()
+    }
+
     fn images() -> Images {
         Images { gateway: "parley-gateway:test".into(), consumer: "parley-consumer:test".into() }
     }
@@ -425,11 +429,10 @@ mod tests {
             meta.annotations.as_ref().and_then(|a| a.get(SECRET_VERSIONS_ANNOTATION)).cloned()
         };
         // An unrelated Secret and the unread "jwt" are left out.
-        let versions: SecretVersions =
-            [("kafka-auth", "7"), ("db", "12"), ("other", "99")].map(|(n, v)| (n.to_owned(), v.to_owned())).into();
-        let gateway = gateway_deployment(&cc, &images(), &versions);
+        let read = versions(&[("kafka-auth", "7"), ("db", "12"), ("other", "99")]);
+        let gateway = gateway_deployment(&cc, &images(), &read);
         assert_eq!(annotation(&gateway).as_deref(), Some("db@12,kafka-auth@7"));
-        let mut with_jwt = versions.clone();
+        let mut with_jwt = read.clone();
         with_jwt.insert("jwt".into(), "3".into());
         assert_eq!(
             annotation(&gateway_deployment(&cc, &images(), &with_jwt)).as_deref(),
@@ -442,19 +445,17 @@ mod tests {
 
         let mut rotated = with_jwt.clone();
         rotated.insert("kafka-auth".into(), "8".into());
-        assert_ne!(consumer_deployment(&cc, Role::Push, 1, &images(), &rotated), {
-            consumer_deployment(&cc, Role::Push, 1, &images(), &with_jwt)
-        });
+        let push = |read: &SecretVersions| consumer_deployment(&cc, Role::Push, 1, &images(), read);
+        assert_ne!(push(&rotated), push(&with_jwt));
         let plain = cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}));
-        assert_eq!(annotation(&gateway_deployment(&plain, &images(), &versions)), None, "no Secrets, no annotation");
+        assert_eq!(annotation(&gateway_deployment(&plain, &images(), &read)), None, "no Secrets, no annotation");
     }
 
     #[test]
     fn secrets_that_cannot_be_read_keep_the_version_the_pods_have() {
-        let read: SecretVersions = [("kafka-auth", "8")].map(|(n, v)| (n.to_owned(), v.to_owned())).into();
+        let read = versions(&[("kafka-auth", "8")]);
         let kept = with_previous(&read, Some("db@12,kafka-auth@7"));
-        let want: SecretVersions =
-            [("db", "12"), ("kafka-auth", "8")].map(|(n, v)| (n.to_owned(), v.to_owned())).into();
+        let want = versions(&[("db", "12"), ("kafka-auth", "8")]);
         assert_eq!(kept, want, "db unread keeps 12; kafka-auth read now wins");
         assert_eq!(with_previous(&read, None), read);
         assert_eq!(with_previous(&read, Some("garbage")), read);

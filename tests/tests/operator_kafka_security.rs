@@ -22,6 +22,14 @@ fn env_var(key: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| panic!("{key} unset: run scripts/env/up.sh and source its env file"))
 }
 
+/// The contents of the file the environment variable `key` names.
+fn file_of(key: &str) -> String {
+    std::fs::read_to_string(env_var(key)).unwrap_or_else(|e| panic!("{key}: {e}"))
+}
+
+/// What the manifests' storage points at, for Secrets never connected with.
+const UNUSED_DB_URL: &str = "postgres://unused@127.0.0.1:1/unused";
+
 /// librdkafka properties of a SASL login with `mechanism` and `password`.
 fn sasl_properties(mechanism: &str, password: &str) -> [(&'static str, String); 4] {
     [
@@ -221,7 +229,7 @@ async fn a_tls_cluster_gets_topics_and_an_untrusted_certificate_is_reported() {
     let ns = setup_namespace("parley-tls");
     let prefix = env::unique("tls").replace('-', "_");
     let untrusted_prefix = format!("{prefix}_untrusted");
-    let ca = std::fs::read_to_string(env_var("KAFKA_TLS_CA_FILE")).expect("the brokers' certificate");
+    let ca = file_of("KAFKA_TLS_CA_FILE");
     let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
     let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
     let trusted = secret_of("kafka-tls", &[("security.protocol", "SSL".into()), ("ssl.ca.pem", ca)]);
@@ -250,8 +258,7 @@ async fn a_mutual_tls_cluster_gets_topics_and_lag_and_a_missing_client_certifica
     let ns = setup_namespace("parley-mtls");
     let prefix = env::unique("mtls").replace('-', "_");
     let anonymous_prefix = format!("{prefix}_anonymous");
-    let read = |key: &str| std::fs::read_to_string(env_var(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
-    let ca = read("KAFKA_TLS_CA_FILE");
+    let ca = file_of("KAFKA_TLS_CA_FILE");
     let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
     let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
     // PEM values inline, so the operator (no files) and the pods (the
@@ -259,8 +266,8 @@ async fn a_mutual_tls_cluster_gets_topics_and_lag_and_a_missing_client_certifica
     let with_certificate = [
         ("security.protocol", "SSL".to_owned()),
         ("ssl.ca.pem", ca.clone()),
-        ("ssl.certificate.pem", read("KAFKA_MTLS_CERT_FILE")),
-        ("ssl.key.pem", read("KAFKA_MTLS_KEY_FILE")),
+        ("ssl.certificate.pem", file_of("KAFKA_MTLS_CERT_FILE")),
+        ("ssl.key.pem", file_of("KAFKA_MTLS_KEY_FILE")),
     ];
     let bootstrap = env_var("KAFKA_MTLS_BOOTSTRAP_SERVERS");
     apply_all(
@@ -305,8 +312,7 @@ async fn unusable_client_settings_are_reported_and_a_mended_secret_is_picked_up_
         &ns,
         [
             secret_of("kafka-kerberos", &kerberos),
-            // What the manifest's storage points at; never connected to here.
-            secret_of("db", &[("url", "postgres://unused@127.0.0.1:1/unused".to_owned())]),
+            secret_of("db", &[("url", UNUSED_DB_URL.to_owned())]),
             manifest("kerberos", &bootstrap, "kafka-kerberos", &prefix),
             manifest("later", &bootstrap, "kafka-later", &later_prefix),
         ],
@@ -320,7 +326,7 @@ async fn unusable_client_settings_are_reported_and_a_mended_secret_is_picked_up_
     }
 
     let login = sasl_properties("PLAIN", &env_var("KAFKA_SASL_PASSWORD"));
-    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &secret_of("kafka-later", &login));
+    apply_all(&ns, [secret_of("kafka-later", &login)]);
     wait_ready_with_topics(&api, "later", "SASL once the Secret exists", &later_prefix).await;
     let rolling_out = |c: &(String, String, String)| c.1 == reason::PROGRESSING;
     wait_condition(&api, "later", condition::GATEWAY_READY, "GatewayReady back to Progressing", rolling_out).await;
@@ -353,7 +359,7 @@ async fn unusable_client_settings_are_reported_and_a_mended_secret_is_picked_up_
     assert_eq!(unchanged, generation, "the template changed without a Secret edit");
     let mut rotated = login.to_vec();
     rotated.push(("client.id", "parley-rotated".to_owned()));
-    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &secret_of("kafka-later", &rotated));
+    apply_all(&ns, [secret_of("kafka-later", &rotated)]);
     let rolled = rolled_to(version().await).await;
     assert!(rolled > generation, "{rolled:?} after {generation:?}");
     // Deleting it is reported, and does not roll the pods into ones that
@@ -367,24 +373,31 @@ async fn unusable_client_settings_are_reported_and_a_mended_secret_is_picked_up_
     tokio::time::sleep(std::time::Duration::from_secs(3)).await; // a few 1 s lag polls
     assert_eq!(rolled_to(rotated_version).await, rolled, "a deleted Secret rolled the pods");
 
+    let _ = kafka::delete_topics_with_prefix(&format!("{later_prefix}.")).await;
+    teardown_namespace(&ns);
+}
+
+#[tokio::test]
+async fn a_missing_database_secret_is_named_and_looked_for_at_every_lag_poll() {
+    let ns = setup_namespace("parley-db-secret");
+    let prefix = env::unique("plain").replace('-', "_");
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
+    let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
     // Without a Kafka Secret the lag is read in batches and a quiet
     // ChatCluster is reconciled only every resync (300 s): a missing
     // database Secret is still looked for at every lag poll.
-    let plain_prefix = format!("{prefix}_plain");
-    let plain = manifest_with("plain", &env_var("KAFKA_BOOTSTRAP_SERVERS"), None, &plain_prefix, "plain-db");
+    let plain = manifest_with("plain", &env_var("KAFKA_BOOTSTRAP_SERVERS"), None, &prefix, "plain-db");
     apply_all(&ns, [plain]);
     let blocked = |c: &(String, String, String)| c.1 == reason::SECRET_UNUSABLE && c.2.contains("plain-db");
     wait_condition(&api, "plain", condition::GATEWAY_READY, "GatewayReady naming plain-db", blocked).await;
     wait_topics_ready(&api, "plain", "TopicsReady=True", |c| c.0 == "True").await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await; // past the first reconciles
-    apply_all(&ns, [secret_of("plain-db", &[("url", "postgres://unused@127.0.0.1:1/unused".to_owned())])]);
+    apply_all(&ns, [secret_of("plain-db", &[("url", UNUSED_DB_URL.to_owned())])]);
     wait_condition(&api, "plain", condition::GATEWAY_READY, "GatewayReady Progressing once plain-db exists", |c| {
         c.1 == reason::PROGRESSING
     })
     .await;
 
-    for p in [later_prefix, plain_prefix] {
-        let _ = kafka::delete_topics_with_prefix(&format!("{p}.")).await;
-    }
+    let _ = kafka::delete_topics_with_prefix(&format!("{prefix}.")).await;
     teardown_namespace(&ns);
 }
