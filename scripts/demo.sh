@@ -1,54 +1,71 @@
 #!/usr/bin/env bash
-# The operator demo: bring up the local environment (real Kafka and
-# kube-apiserver), install the generated CRD, run the operator, apply the
-# minimal ChatCluster and show what it became: topics, Deployments, status,
-# events, and `kubectl scale`. Leaves the environment running;
+# The operator demo on the local one-node cluster: build the binaries and
+# their images, bring up the environment with its node (real Kafka,
+# PostgreSQL, kube-apiserver, kubelet), `helm install` the chart, apply
+# examples/chatcluster-node.yaml and show what it became: topics, pods,
+# status, events and `kubectl scale`. Leaves everything running;
 # scripts/env/down.sh stops it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 source scripts/env/common.sh
-
-scripts/env/up.sh
-# shellcheck disable=SC1090
-source "$PARLEY_ENV_FILE"
+# The same build the tests use, so neither rebuilds what the other built.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PARLEY_CACHE/target}
 
 step() { printf '\n$ %s\n' "$*"; "$@"; }
 ns=parley-demo
 
-cargo build --quiet --release -p parley-operator
-operator=${CARGO_TARGET_DIR:-target}/release/parley-operator
-"$operator" crd > "$PARLEY_RUN/chatcluster-crd.yaml"
-step kubectl apply --server-side --force-conflicts -f "$PARLEY_RUN/chatcluster-crd.yaml"
-step kubectl wait --for=condition=Established --timeout=60s crd/chatclusters.parley.dev
+log "building the binaries (debug, as the tests do; the images are made from them)"
+cargo build --locked --bins
+PARLEY_NODE=1 scripts/env/up.sh
+# shellcheck disable=SC1090
+source "$PARLEY_ENV_FILE"
+
+repo=${PARLEY_OPERATOR_IMAGE%:*}
+tag=${PARLEY_OPERATOR_IMAGE##*:}
+step helm upgrade --install parley charts/parley -n parley-system --create-namespace \
+  --set image.repository="$repo" --set image.tag="$tag" \
+  --set workloadImages.gateway="$PARLEY_GATEWAY_IMAGE" --set workloadImages.consumer="$PARLEY_CONSUMER_IMAGE"
+step kubectl rollout status -n parley-system deploy/parley --timeout=180s
+step kubectl get pods -n parley-system -o wide
+
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# The Secrets the example names: the database as pods reach it, a JWT key.
+kubectl create secret generic chat-db -n "$ns" --dry-run=client -o yaml \
+  --from-literal=url="$DATABASE_POD_URL" | kubectl apply -f - >/dev/null
+kubectl get secret chat-auth -n "$ns" >/dev/null 2>&1 ||
+  kubectl create secret generic chat-auth -n "$ns" --from-literal=jwt-key="$(openssl rand -hex 32)" >/dev/null
 
-log "starting the operator (log: $PARLEY_RUN/logs/operator.log)"
-"$operator" run --namespace "$ns" --leader-election=false --http 127.0.0.1:18080 \
-  > "$PARLEY_RUN/logs/operator.log" 2>&1 &
-operator_pid=$!
-trap 'kill $operator_pid 2>/dev/null || true' EXIT
-
-step kubectl apply -n "$ns" -f examples/chatcluster-minimal.yaml
-wait_for "topics" 60 bash -c "kubectl get chat -n $ns demo -o jsonpath='{.status.topics[3].name}' | grep -q ."
+step kubectl apply -n "$ns" -f examples/chatcluster-node.yaml
+log "waiting for the ChatCluster to be Ready (pods start, pass their probes)"
+if ! kubectl wait -n "$ns" chatcluster/demo --for=condition=Ready --timeout=300s >/dev/null; then
+  kubectl get pods -n "$ns" -o wide
+  kubectl describe chat -n "$ns" demo | tail -n 30
+  die "the ChatCluster did not become Ready"
+fi
 step kubectl get chat -n "$ns"
+step kubectl get pods -n "$ns" -o wide
 printf '\n$ scripts/env/kafka.sh topics --list | grep "^%s\\."\n' "$ns"
 scripts/env/kafka.sh topics --list | grep "^$ns\."
-step kubectl get deploy,svc -n "$ns" -l app.kubernetes.io/instance=demo
 step kubectl scale -n "$ns" chatcluster/demo --replicas=3
-wait_for "gateway scaled" 30 bash -c "[[ \$(kubectl get deploy -n $ns demo-gateway -o jsonpath='{.spec.replicas}') == 3 ]]"
-step kubectl get deploy -n "$ns" demo-gateway
+kubectl rollout status -n "$ns" deploy/demo-gateway --timeout=180s >/dev/null
+step kubectl get pods -n "$ns" -l app.kubernetes.io/component=gateway
 step kubectl get events -n "$ns" --field-selector involvedObject.kind=ChatCluster
-printf '\nA partition decrease is refused by the apiserver:\n'
-step kubectl patch -n "$ns" chatcluster/demo --type=merge -p '{"spec":{"topics":{"partitions":3}}}' || true
 
+ip=$(kubectl get svc -n "$ns" demo-gateway -o jsonpath='{.spec.clusterIP}')
+port=$(kubectl get svc -n "$ns" demo-gateway -o jsonpath='{.spec.ports[0].port}')
 cat <<TXT
 
-Deployments stay unready here: this environment has no kubelet, so pods never
-run and READY stays False (GatewayReady/ConsumersReady report 0 ready).
-The environment keeps running; in another shell:
+The chat runs in the cluster. Open it through its Service:
+  http://$ip:$port/          (the ClusterIP, routed by kube-proxy on this machine)
+or forward a local port through the kubelet:
+  kubectl port-forward -n $ns svc/demo-gateway 8080:$port   # then http://127.0.0.1:8080/
+The cluster's gateways have no dev log-in; paste a token minted with the
+ChatCluster's JWT key (the gateway pods have it), one per user:
+  kubectl exec -n $ns deploy/demo-gateway -- parley-gateway token alice
+In another shell:
   source $PARLEY_ENV_FILE
-  $operator run --namespace $ns --leader-election=false
   kubectl get chat -n $ns -w
-Stop it with: scripts/env/down.sh
+  kubectl logs -n parley-system deploy/parley
+Stop everything with: scripts/env/down.sh
 TXT

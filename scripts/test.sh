@@ -45,6 +45,9 @@ fi
 cat "$env_log" >&2
 # shellcheck disable=SC1090
 source "$PARLEY_ENV_FILE"
+# These tiers play the kubelet's part (a kept environment may still have
+# the node running from an earlier run or the demo).
+scripts/env/node.sh stop >&2
 
 tier "tests against real Kafka, kube-apiserver and PostgreSQL"
 cargo test --locked -p parley-tests
@@ -53,5 +56,14 @@ cargo test --locked -p parley-bench --test kafka_smoke -- --ignored
 
 tier "browser: the chat page in headless Chromium"
 PARLEY_GATEWAY_BIN=$CARGO_TARGET_DIR/debug/parley-gateway node --test tests/browser/
+
+# Last: the node's workload controllers own Deployment status, which the
+# tiers above write themselves where a kubelet would.
+tier "the node: images built here, pods that really run"
+scripts/env/images.sh build
+scripts/env/node.sh start
+# shellcheck disable=SC1090
+source "$PARLEY_ENV_FILE"
+cargo test --locked -p parley-tests --test node -- --ignored
 
 tier "all tiers passed"

@@ -45,7 +45,7 @@ fn dockerfile_builds_a_non_root_image_per_binary() {
     for bin in ["parley-operator", "parley-gateway", "parley-consumer"] {
         assert!(dockerfile.contains(&format!("FROM runtime AS {bin}\n")), "no {bin} target");
         assert!(
-            dockerfile.contains(&format!("COPY --from=builder /out/{bin} /usr/local/bin/{bin}")),
+            dockerfile.contains(&format!("COPY --from=binaries /out/{bin} /usr/local/bin/{bin}")),
             "{bin} not copied"
         );
         assert!(dockerfile.contains(&format!("ENTRYPOINT [\"/usr/local/bin/{bin}\"]")));

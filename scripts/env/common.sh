@@ -20,6 +20,26 @@ PARLEY_ETCD_PORT=${PARLEY_ETCD_PORT:-12379}
 PARLEY_ETCD_PEER_PORT=${PARLEY_ETCD_PEER_PORT:-12380}
 PARLEY_KCM_PORT=${PARLEY_KCM_PORT:-16444}
 PARLEY_PG_PORT=${PARLEY_PG_PORT:-15432}
+PARLEY_KAFKA_POD_PORTS=${PARLEY_KAFKA_POD_PORTS:-"19592 19593 19594"}
+
+# The one-node cluster's pod network (scripts/env/node.sh): a bridge made by
+# `node.sh net`, whose address is the node's. Pods reach Kafka, PostgreSQL and
+# the apiserver there; their traffic never leaves this machine (node.sh drops
+# whatever pods send elsewhere, and service addresses are routed onto the
+# bridge, not the default route).
+PARLEY_NODE_BRIDGE=${PARLEY_NODE_BRIDGE:-parley0}
+PARLEY_NODE_IP=${PARLEY_NODE_IP:-10.244.0.1}
+PARLEY_POD_CIDR=${PARLEY_POD_CIDR:-10.244.0.0/24}
+PARLEY_SERVICE_CIDR=${PARLEY_SERVICE_CIDR:-10.0.0.0/16}
+PARLEY_NODE_NAME=${PARLEY_NODE_NAME:-parley-node}
+# Node processes' ports: kubelet API, its healthz, kube-proxy's metrics and
+# healthz, the scheduler's and the workload controllers' secure ports.
+PARLEY_KUBELET_PORT=${PARLEY_KUBELET_PORT:-16450}
+PARLEY_KUBELET_HEALTHZ_PORT=${PARLEY_KUBELET_HEALTHZ_PORT:-16451}
+PARLEY_PROXY_METRICS_PORT=${PARLEY_PROXY_METRICS_PORT:-16452}
+PARLEY_PROXY_HEALTHZ_PORT=${PARLEY_PROXY_HEALTHZ_PORT:-16453}
+PARLEY_SCHEDULER_PORT=${PARLEY_SCHEDULER_PORT:-16454}
+PARLEY_WORKLOADS_PORT=${PARLEY_WORKLOADS_PORT:-16455}
 
 log() { printf '[parley-env] %s\n' "$*" >&2; }
 die() { printf '[parley-env] error: %s\n' "$*" >&2; exit 1; }

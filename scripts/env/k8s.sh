@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# A real, kubelet-less Kubernetes control plane for tests: etcd,
-# kube-apiserver (RBAC, admission, CEL, TokenRequest) and
-# kube-controller-manager (garbage collection, namespaces, workloads, service
-# accounts), plus kubectl and helm. Everything is built from Go modules pinned
-# by the wrapper modules under scripts/env/k8s/, because only package
-# registries are reachable (no release tarballs, no images).
+# A real Kubernetes control plane for tests: etcd, kube-apiserver (RBAC,
+# admission, CEL, TokenRequest) and kube-controller-manager (garbage
+# collection, namespaces, service accounts), plus kubectl and helm. The node
+# (kubelet, kube-proxy, kube-scheduler, the workload controllers, containerd)
+# is scripts/env/node.sh; its binaries are built here, from the same module.
+# Everything is built from Go modules pinned by the wrapper modules under
+# scripts/env/k8s/, because only package registries are reachable (no release
+# tarballs, no images).
 #
 # Usage: scripts/env/k8s.sh install|start|stop|status|env
 set -euo pipefail
@@ -30,12 +32,11 @@ CONTEXT=parley-test
 APISERVER_URL=https://127.0.0.1:$PARLEY_APISERVER_PORT
 ETCD_URL=http://127.0.0.1:$PARLEY_ETCD_PORT
 SA_ISSUER=https://kubernetes.default.svc.cluster.local
-# Controllers that do useful work without kubelets or a cloud: garbage
-# collection of owned objects, namespace deletion, service accounts. The
-# workload controllers (deployment, replicaset) are left out on purpose:
-# without kubelets their pods never run, so tests play that part and write a
-# Deployment's status themselves, which a running deployment controller
-# would overwrite.
+# Controllers that do useful work without a node: garbage collection of
+# owned objects, namespace deletion, service accounts. The workload
+# controllers (deployment, replicaset, endpointslice) run with the node
+# (scripts/env/node.sh), so the tiers before it can play the kubelet's part
+# and write a Deployment's status themselves.
 KCM_CONTROLLERS=garbagecollector,namespace,serviceaccount,serviceaccount-token,clusterrole-aggregation,root-ca-cert-publisher
 
 # ---------------------------------------------------------------- install --
@@ -97,12 +98,16 @@ kube_ldflags() {
 
 install_kube() {
   local ldflags; ldflags=$(kube_ldflags)
-  up_to_date kube "$K8S_VERSION" "$ldflags" kube-apiserver kube-controller-manager kubectl && return 0
-  # One go build for all three links them in parallel from shared packages.
+  up_to_date kube "$K8S_VERSION" "$ldflags" kube-apiserver kube-controller-manager kubectl \
+    kubelet kube-proxy kube-scheduler && return 0
+  # One go build for all six links them in parallel from shared packages.
   build kube "$K8S_VERSION" "$ldflags" "" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kubectl
+    k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet \
+    k8s.io/kubernetes/cmd/kube-proxy \
+    k8s.io/kubernetes/cmd/kube-scheduler
 }
 
 install_etcd() {
@@ -140,14 +145,17 @@ make_pki() {
   ossl req -x509 -newkey rsa:2048 -nodes -days 3650 \
     -keyout "$K8S_PKI/ca.key" -out "$K8S_PKI/ca.crt" -subj "/CN=parley-test-ca" \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
-  # Serving cert: loopback for tests, the first service IP and the in-cluster
-  # names for anything that resolves the kubernetes service.
+  # Serving cert: loopback for tests, the node's address (pods reach the
+  # apiserver there through the kubernetes Service), the first service IP and
+  # the in-cluster names for anything that resolves the kubernetes service.
   sign_cert apiserver "/CN=kube-apiserver" serverAuth \
-    "IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    "IP:127.0.0.1,DNS:localhost,IP:$PARLEY_NODE_IP,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   # system:masters bypasses RBAC: the tests' admin and the controller-manager
   # (which runs every controller under its own identity).
   sign_cert admin "/O=system:masters/CN=parley-admin" clientAuth
   sign_cert controller-manager "/O=system:masters/CN=system:kube-controller-manager" clientAuth
+  # The apiserver's identity towards the kubelet (logs, exec, port-forward).
+  sign_cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
   # Service-account token signing pair (TokenRequest and legacy SA secrets).
   ossl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$K8S_PKI/sa.key"
   ossl pkey -in "$K8S_PKI/sa.key" -pubout -out "$K8S_PKI/sa.pub"
@@ -251,13 +259,13 @@ start_etcd() {
 }
 
 start_apiserver() {
-  # --endpoint-reconciler-type=none: the "kubernetes" service's endpoints
-  # would hold 127.0.0.1, which endpoint validation rejects (loopback).
-  # Default admission plugins stay on; none of them needs a kubelet.
+  # Bound to every address so pods reach it on the node's pod-network address
+  # (scripts/env/node.sh net), which it advertises: the "kubernetes" Service's
+  # endpoints point there. Clients on the host keep using 127.0.0.1.
   # A /16 service range: every ChatCluster owns a ClusterIP Service, and the
   # many-ChatCluster benchmark applies 1,000 of them (a /24 holds 254).
   launch kube-apiserver \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
+    --bind-address 0.0.0.0 --advertise-address "$PARLEY_NODE_IP" \
     --secure-port "$PARLEY_APISERVER_PORT" \
     --etcd-servers "$ETCD_URL" \
     --tls-cert-file "$K8S_PKI/apiserver.crt" --tls-private-key-file "$K8S_PKI/apiserver.key" \
@@ -267,7 +275,10 @@ start_apiserver() {
     --service-account-key-file "$K8S_PKI/sa.pub" \
     --service-account-signing-key-file "$K8S_PKI/sa.key" \
     --service-cluster-ip-range 10.0.0.0/16 \
-    --endpoint-reconciler-type none \
+    --kubelet-client-certificate "$K8S_PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "$K8S_PKI/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority "$K8S_PKI/ca.crt" \
+    --kubelet-preferred-address-types InternalIP \
     --allow-privileged=true \
     --profiling=false
   await kube-apiserver 120 apiserver_ready
@@ -398,4 +409,5 @@ main() {
   esac
 }
 
-main "$@"
+# Sourced by node.sh for the PKI and process helpers; run, it is a command.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; fi

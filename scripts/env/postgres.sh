@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Real PostgreSQL for tests: a throwaway cluster under $PARLEY_RUN/postgres,
-# listening only on 127.0.0.1:$PARLEY_PG_PORT, with role and database
+# listening on 127.0.0.1:$PARLEY_PG_PORT and, for pods, on the node's
+# pod-network address (PARLEY_NODE_IP), with role and database
 # "parley" (password "parley").
 #
 # Usage: postgres.sh install | start | stop | status | env
@@ -21,6 +22,8 @@ PG_DB=parley PG_ROLE=parley PG_PASSWORD=parley
 PG_FALLBACK_USER=parley-pg
 
 DATABASE_URL="postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB"
+# The same database as pods reach it: on the node's pod-network address.
+DATABASE_POD_URL="postgres://$PG_ROLE:$PG_PASSWORD@$PARLEY_NODE_IP:$PG_PORT/$PG_DB"
 
 # ---------------------------------------------------------------- install ---
 
@@ -78,7 +81,7 @@ psql_admin() {
 
 # --------------------------------------------------------------- env file ---
 
-env_line() { printf 'export DATABASE_URL=%s\n' "$DATABASE_URL"; }
+env_line() { printf 'export DATABASE_URL=%s DATABASE_POD_URL=%s\n' "$DATABASE_URL" "$DATABASE_POD_URL"; }
 
 # ----------------------------------------------------------------- server ---
 
@@ -109,7 +112,7 @@ init_cluster() {
   cat >>"$PG_DATA/postgresql.conf" <<EOF
 
 # ---- scripts/env/postgres.sh: throwaway test cluster ----
-listen_addresses = '127.0.0.1'
+listen_addresses = '127.0.0.1,$PARLEY_NODE_IP'
 port = $PG_PORT
 unix_socket_directories = '$PG_SOCK'
 # Durability off for speed: this cluster is deleted by \`stop\` and never holds
@@ -121,12 +124,13 @@ full_page_writes = off
 max_connections = 200
 log_line_prefix = '%m [%p] %q%u@%d '
 EOF
-  # Password login over TCP only from loopback; initdb's defaults already say
-  # so, restated here so the file does not depend on them.
+  # Password login over TCP only from loopback and from pods (the node's pod
+  # network, scripts/env/node.sh).
   cat >"$PG_DATA/pg_hba.conf" <<EOF
 # TYPE  DATABASE  USER  ADDRESS       METHOD
 local   all       all                 trust
 host    all       all   127.0.0.1/32  scram-sha-256
+host    all       all   $PARLEY_POD_CIDR  scram-sha-256
 EOF
 }
 

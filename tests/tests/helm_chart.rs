@@ -197,7 +197,9 @@ fn rendered_chart_passes_server_side_dry_run() {
 #[test]
 fn examples_pass_the_apiservers_validation() {
     let ns = parley_tests::kube::setup_namespace("parley-examples");
-    for example in ["examples/chatcluster-minimal.yaml", "examples/chatcluster-production.yaml"] {
+    for example in
+        ["examples/chatcluster-minimal.yaml", "examples/chatcluster-production.yaml", "examples/chatcluster-node.yaml"]
+    {
         let path = helm::repo_file(example);
         let out = kubectl::ok(&["apply", "--dry-run=server", "-n", &ns, "-f", &path]);
         assert!(out.contains("created (server dry run)"), "{example}: {out}");
