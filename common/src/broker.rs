@@ -61,6 +61,35 @@ pub trait Broker: Send + Sync {
     /// Join consumer group `group` on `topics`. Each record goes to one member
     /// of each group.
     async fn subscribe(&self, topics: &[String], group: &str) -> Result<Box<dyn Subscription>>;
+
+    /// The broker answers (for readiness): Kafka's cluster metadata can be
+    /// read. In-process there is nothing to reach.
+    async fn reachable(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether a subscription's consumer has joined its group (been handed its
+/// share of the partitions, possibly none). Cloned out of the subscription
+/// for readiness checks while the subscription itself is in use.
+#[derive(Clone, Debug, Default)]
+pub struct Joined(Arc<std::sync::atomic::AtomicBool>);
+
+impl Joined {
+    /// Joined already: a subscription with no group to join.
+    pub fn already() -> Self {
+        let joined = Self::default();
+        joined.set();
+        joined
+    }
+
+    pub fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 #[async_trait]
@@ -85,6 +114,18 @@ pub trait Subscription: Send {
     async fn commit(&mut self) -> Result<()> {
         let checkpoint = self.checkpoint();
         self.commit_to(checkpoint).await
+    }
+
+    /// The group membership, to ask later whether it has been joined.
+    fn joined(&self) -> Joined {
+        Joined::already()
+    }
+
+    /// Whether this consumer has read everything that was in its
+    /// partitions when asked (for a reader that must catch up before it is
+    /// of use). In-process records are all at hand, so yes.
+    async fn caught_up(&mut self) -> Result<bool> {
+        Ok(true)
     }
 }
 

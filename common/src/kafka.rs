@@ -17,10 +17,10 @@ use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
-use crate::broker::{Broker, Checkpoint, Pending, Record, Subscription};
+use crate::broker::{Broker, Checkpoint, Joined, Pending, Record, Subscription};
 use crate::{Error, Result};
 
 /// A librdkafka property given as `key=value` (for `--kafka-property`).
@@ -76,6 +76,8 @@ pub const PRODUCER_LINGER: Duration = Duration::from_millis(10);
 
 /// Wait before retrying an enqueue into a full producer queue.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
+/// How long a readiness check waits for the cluster's metadata.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the Kafka clients connect and batch.
 #[derive(Debug, Clone)]
@@ -230,7 +232,8 @@ impl Broker for KafkaBroker {
 
     async fn subscribe(&self, topics: &[String], group: &str) -> Result<Box<dyn Subscription>> {
         let revoked = Arc::new(Mutex::new(Vec::new()));
-        let context = GroupContext { revoked: revoked.clone() };
+        let joined = Joined::default();
+        let context = GroupContext { revoked: revoked.clone(), joined: joined.clone() };
         let consumer: StreamConsumer<GroupContext> =
             self.settings.consumer_config(group).create_with_context(context)?;
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -241,7 +244,18 @@ impl Broker for KafkaBroker {
             buffer: VecDeque::new(),
             pending: HashMap::new(),
             revoked,
+            joined,
         }))
+    }
+
+    async fn reachable(&self) -> Result<()> {
+        let producer = self.producer.clone();
+        // librdkafka blocks for the answer: off the async worker threads.
+        let answer =
+            tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, METADATA_TIMEOUT).map(|_| ()))
+                .await
+                .map_err(|_| Error::Kafka(KafkaError::Canceled))?;
+        answer.map_err(Error::Kafka)
     }
 }
 
@@ -249,6 +263,9 @@ impl Broker for KafkaBroker {
 /// partitions that moved to another member.
 struct GroupContext {
     revoked: Arc<Mutex<Vec<(String, i32)>>>,
+    /// Set on the first assignment (an empty one too: more members than
+    /// partitions).
+    joined: Joined,
 }
 
 impl ClientContext for GroupContext {}
@@ -266,6 +283,7 @@ impl ConsumerContext for GroupContext {
                 let parts: Vec<(String, i32)> =
                     tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
                 tracing::info!(partitions = ?parts, "kafka: partitions assigned");
+                self.joined.set();
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "kafka: rebalance error"),
         }
@@ -280,9 +298,32 @@ struct KafkaSubscription {
     /// Next offset per partition of the records returned since the last commit.
     pending: HashMap<(String, i32), i64>,
     revoked: Arc<Mutex<Vec<(String, i32)>>>,
+    joined: Joined,
 }
 
 impl KafkaSubscription {
+    /// librdkafka's watermarks of a partition as its last fetch answer gave
+    /// them: no request (unlike `fetch_watermarks`), so fine on an async
+    /// worker thread; -1 before any answer. Not wrapped by the rdkafka crate.
+    fn cached_watermarks(&self, topic: &str, partition: i32) -> (i64, i64) {
+        let (mut low, mut high) = (-1i64, -1i64);
+        let Ok(topic) = std::ffi::CString::new(topic) else {
+            return (low, high);
+        };
+        // SAFETY: the handle lives as long as `self.consumer`; librdkafka
+        // reads the NUL-terminated name and writes the two integers.
+        unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            );
+        }
+        (low, high)
+    }
+
     /// Forget records and offsets of revoked partitions: their new owner
     /// starts from the committed offset, and storing ours would be refused.
     fn forget_revoked(&mut self) {
@@ -297,6 +338,36 @@ impl KafkaSubscription {
 
 #[async_trait]
 impl Subscription for KafkaSubscription {
+    fn joined(&self) -> Joined {
+        self.joined.clone()
+    }
+
+    async fn caught_up(&mut self) -> Result<bool> {
+        self.forget_revoked();
+        if !self.buffer.is_empty() {
+            return Ok(false);
+        }
+        let position = self.consumer.position()?;
+        if position.count() == 0 {
+            return Ok(false);
+        }
+        for part in position.elements() {
+            // The high watermark of the last fetch answer: no blocking call.
+            let (low, high) = self.cached_watermarks(part.topic(), part.partition());
+            if high < 0 {
+                return Ok(false);
+            }
+            let next = match part.offset() {
+                rdkafka::Offset::Offset(o) => o,
+                _ => low.max(0),
+            };
+            if next < high {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     async fn next_batch(&mut self, max: usize) -> Result<Vec<Record>> {
         let max = max.max(1);
         self.forget_revoked();

@@ -9,6 +9,7 @@ pub mod event;
 pub mod ids;
 pub mod kafka;
 pub mod protocol;
+pub mod ready;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

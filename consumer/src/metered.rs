@@ -16,6 +16,10 @@ pub struct MeteredStore {
 
 #[async_trait]
 impl Store for MeteredStore {
+    async fn ping(&self) -> parley_common::Result<()> {
+        self.inner.ping().await
+    }
+
     async fn store_batch(&self, batch: &[NewMessage]) -> parley_common::Result<Vec<StoreOutcome>> {
         let out = self.inner.store_batch(batch).await?;
         self.metrics.batches_stored.inc();

@@ -4,13 +4,16 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
-use parley_common::broker::{Broker, Subscription};
+use parley_common::broker::{Broker, Joined, Subscription};
 use parley_common::event::MessageEvent;
 use parley_common::kafka::KafkaBroker;
+use parley_common::ready::Readiness;
 use parley_common::store::{PostgresStore, Store};
 use parley_common::topics;
 use tokio_util::sync::CancellationToken;
@@ -37,16 +40,38 @@ pub fn main(cli: Cli) -> Result<()> {
     })
 }
 
-async fn serve_http(listen: SocketAddr, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Result<()> {
+/// How often readiness conditions are checked again, and how long one check
+/// may take.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Readiness names: what each consumer needs to do its job.
+mod check {
+    pub const GROUP: &str = "group";
+    pub const DATABASE: &str = "database";
+    pub const PRESENCE: &str = "presence";
+}
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+}
+
+async fn serve_http(
+    listen: SocketAddr,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(Error::Io)?;
     let addr = listener.local_addr().map_err(Error::Io)?;
     tracing::info!(%addr, "serving /metrics /healthz /readyz");
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        // Ready once subscribed: this server starts after that.
-        .route("/readyz", get(|| async { "ok" }))
-        .route("/metrics", get(|State(m): State<Arc<Metrics>>| async move { m.encode() }))
-        .with_state(metrics);
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(|State(s): State<HttpState>| async move { s.metrics.encode() }))
+        .with_state(HttpState { metrics, readiness });
     tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
         if let Err(err) = served {
@@ -54,6 +79,19 @@ async fn serve_http(listen: SocketAddr, metrics: Arc<Metrics>, shutdown: Cancell
         }
     });
     Ok(())
+}
+
+async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
+    let report = s.readiness.report();
+    (StatusCode::from_u16(report.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), report.body)
+}
+
+/// Check that `joined` has joined its group every [`PROBE_INTERVAL`].
+fn probe_group(readiness: &Arc<Readiness>, joined: Joined, group: String, shutdown: CancellationToken) {
+    readiness.probe_every(check::GROUP, PROBE_INTERVAL, PROBE_TIMEOUT, shutdown, move || {
+        let (joined, group) = (joined.clone(), group.clone());
+        async move { if joined.get() { Ok(()) } else { Err(format!("waiting to join group {group}")) } }
+    });
 }
 
 pub async fn storage(args: StorageArgs, shutdown: CancellationToken) -> Result<()> {
@@ -64,9 +102,17 @@ pub async fn storage(args: StorageArgs, shutdown: CancellationToken) -> Result<(
     let topics = args.common.topics(topics::STORAGE_GROUP);
     tracing::info!(group = %topics.storage_group, "storage consumer starting");
     let batch_size = args.common.batch_size.max(1);
+    let readiness = Readiness::new(&[check::GROUP, check::DATABASE]);
+    let pinged = store.clone();
+    readiness.probe_every(check::DATABASE, PROBE_INTERVAL, PROBE_TIMEOUT, shutdown.clone(), move || {
+        let store = pinged.clone();
+        async move { store.ping().await.map_err(|e| e.to_string()) }
+    });
+    let group = topics.storage_group.clone();
     let worker = StorageWorker { broker, store, topics, batch_size, metrics: metrics.clone() };
     let sub = worker.subscribe().await?;
-    serve_http(args.common.listen, metrics, shutdown.clone()).await?;
+    probe_group(&readiness, sub.joined(), group, shutdown.clone());
+    serve_http(args.common.listen, metrics, readiness, shutdown.clone()).await?;
     // Returns after finishing the batch in hand; dropping the subscription
     // closes the consumer, which commits the stored offsets.
     worker.run(sub, shutdown).await;
@@ -83,22 +129,52 @@ pub async fn push(args: PushArgs, shutdown: CancellationToken) -> Result<()> {
     // user-events topic in a group of its own (from the earliest offset).
     let presence_group = format!("{}.presence.{}", topics.push_group, uuid::Uuid::now_v7());
     let presence_sub = broker.subscribe(std::slice::from_ref(&topics.user_events), &presence_group).await?;
-    tokio::spawn(follow_presence(presence_sub, presence.clone(), shutdown.clone()));
+    // Deliveries go where presence says, so a push consumer that has not yet
+    // read the user events already there would drop them as offline.
+    let readiness = Readiness::new(&[check::GROUP, check::PRESENCE]);
+    tokio::spawn(follow_presence(presence_sub, presence.clone(), readiness.clone(), shutdown.clone()));
     let sink = Arc::new(GatewayPush::new(presence, metrics.clone(), webhook));
     let batch_size = args.common.batch_size.max(1);
     tracing::info!(group = %topics.push_group, "push consumer starting");
+    let group = topics.push_group.clone();
     let worker = PushWorker { broker, sink, topics, batch_size, metrics: metrics.clone() };
     let sub = worker.subscribe().await?;
-    serve_http(args.common.listen, metrics, shutdown.clone()).await?;
+    probe_group(&readiness, sub.joined(), group, shutdown.clone());
+    serve_http(args.common.listen, metrics, readiness, shutdown.clone()).await?;
     worker.run(sub, shutdown).await;
     Ok(())
 }
 
-async fn follow_presence(mut sub: Box<dyn Subscription>, presence: Arc<Mutex<Presence>>, shutdown: CancellationToken) {
+/// How long the presence reader waits for user events before it asks
+/// again whether it has caught up (an idle topic sends none).
+const PRESENCE_IDLE: Duration = Duration::from_millis(500);
+
+async fn follow_presence(
+    mut sub: Box<dyn Subscription>,
+    presence: Arc<Mutex<Presence>>,
+    readiness: Arc<Readiness>,
+    shutdown: CancellationToken,
+) {
+    let mut caught_up = false;
+    readiness.set(check::PRESENCE, Err("reading the user events".to_owned()));
     loop {
+        if !caught_up {
+            match sub.caught_up().await {
+                Ok(true) => {
+                    caught_up = true;
+                    readiness.set(check::PRESENCE, Ok(()));
+                }
+                Ok(false) => {}
+                Err(err) => readiness.set(check::PRESENCE, Err(format!("reading the user events: {err}"))),
+            }
+        }
         let batch = tokio::select! {
             _ = shutdown.cancelled() => return,
-            b = sub.next_batch(1024) => b,
+            // Cancel-safe: a batch cut short by the timeout loses nothing.
+            b = tokio::time::timeout(PRESENCE_IDLE, sub.next_batch(1024)) => match b {
+                Ok(b) => b,
+                Err(_) => continue,
+            },
         };
         match batch {
             Ok(records) => {

@@ -5,10 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use parley_common::broker::Broker;
 use parley_common::ids::ConversationId;
 use parley_common::protocol::Limits;
+use parley_common::ready::Readiness;
 use parley_common::store::Store;
 use parley_common::topics::Topics;
 use parley_consumer::metrics::Metrics as WorkerMetrics;
@@ -47,6 +50,9 @@ pub struct Inner {
     pub shutdown: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them to drain.
     pub tracker: TaskTracker,
+    /// What `/readyz` answers (Kafka mode: Kafka, the database, the
+    /// internal stream; standalone has nothing to wait for).
+    pub readiness: Arc<Readiness>,
     next_conn: AtomicU64,
 }
 
@@ -78,6 +84,7 @@ pub struct StateParts {
     pub dev_login: bool,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    pub readiness: Arc<Readiness>,
 }
 
 impl AppState {
@@ -101,6 +108,7 @@ impl AppState {
             dev_login: p.dev_login,
             shutdown: p.shutdown,
             tracker: p.tracker,
+            readiness: p.readiness,
             next_conn: AtomicU64::new(1),
         }))
     }
@@ -148,7 +156,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page::index))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(api::metrics))
         .route("/ws", get(session::upgrade))
         .route("/api/me", get(api::me))
@@ -159,6 +167,17 @@ pub fn router(state: AppState) -> Router {
         .route("/api/groups/{id}/join", post(api::join))
         .route("/api/groups/{id}/leave", post(api::leave))
         .with_state(state)
+}
+
+/// `/readyz` on both listeners: 200 while every readiness condition holds,
+/// else 503 naming those that do not.
+pub async fn ready_answer(readiness: &Readiness) -> (StatusCode, String) {
+    let report = readiness.report();
+    (StatusCode::from_u16(report.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), report.body)
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
+    ready_answer(&state.readiness).await
 }
 
 /// Accepted connections with `TCP_NODELAY`. Frames are small and sent as

@@ -24,13 +24,17 @@ pub struct InternalState {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
+    pub readiness: Arc<parley_common::ready::Readiness>,
 }
 
 pub fn router(state: InternalState) -> Router {
     Router::new()
         .route("/internal/stream", get(stream))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(s): State<InternalState>| async move { crate::app::ready_answer(&s.readiness).await }),
+        )
         .route("/metrics", get(|State(s): State<InternalState>| async move { s.metrics.encode() }))
         .with_state(state)
 }

@@ -6,10 +6,12 @@
 //! purges entries left by an earlier run at the same address.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use parley_common::broker::Broker;
 use parley_common::event::MessageEvent;
 use parley_common::kafka::{KafkaBroker, KafkaSettings};
+use parley_common::ready::Readiness;
 use parley_common::store::{PostgresStore, Store};
 use parley_common::time::now_millis;
 use parley_common::topics::Topics;
@@ -24,6 +26,18 @@ use crate::internal::{self, InternalState};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::{Error, Result};
+
+/// How often readiness conditions are checked again, and how long one check
+/// may take.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Readiness names: what a gateway needs to take sends and deliver.
+mod check {
+    pub const KAFKA: &str = "kafka";
+    pub const DATABASE: &str = "database";
+    pub const INTERNAL_STREAM: &str = "internal stream";
+}
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     if args.jwt_secret.is_empty() {
@@ -44,12 +58,27 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let registry = Arc::new(Registry::new(&gateway_id, metrics.clone()));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let readiness = Readiness::new(&[check::KAFKA, check::DATABASE, check::INTERNAL_STREAM]);
+    let pinged = store.clone();
+    readiness.probe_every(check::DATABASE, PROBE_INTERVAL, PROBE_TIMEOUT, shutdown.clone(), move || {
+        let store = pinged.clone();
+        async move { store.ping().await.map_err(|e| e.to_string()) }
+    });
+    let reached = broker.clone();
+    readiness.probe_every(check::KAFKA, PROBE_INTERVAL, PROBE_TIMEOUT, shutdown.clone(), move || {
+        let broker = reached.clone();
+        async move { broker.reachable().await.map_err(|e| e.to_string()) }
+    });
 
     let started = MessageEvent::gateway_started(&gateway_id, Some(advertised.clone()), now_millis());
     broker.publish(&topics.user_events, &gateway_id, started.to_bytes()?).await?;
 
-    let internal_state =
-        InternalState { registry: registry.clone(), metrics: metrics.clone(), shutdown: shutdown.clone() };
+    let internal_state = InternalState {
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+        readiness: readiness.clone(),
+    };
     let state = AppState::new(StateParts {
         store,
         broker,
@@ -65,6 +94,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         dev_login: args.dev_login,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
+        readiness: readiness.clone(),
     });
 
     let listener = TcpListener::bind(args.listen).await?;
@@ -79,6 +109,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future(),
     );
+    // Bound above and now served: push consumers can stream deliveries here.
+    readiness.set(check::INTERNAL_STREAM, Ok(()));
     let served =
         axum::serve(no_delay(listener), router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();

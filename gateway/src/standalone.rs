@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use parley_common::broker::{Broker, MemoryBroker};
 use parley_common::delivery::DeliverySink;
+use parley_common::ready::Readiness;
 use parley_common::store::{SqliteStore, Store};
 use parley_common::topics::Topics;
 use parley_consumer::push::{self, PushWorker};
@@ -87,6 +88,8 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         dev_login: args.dev_login,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
+        // One process, its database a local file: ready once serving.
+        readiness: Readiness::new(&[]),
     });
 
     let listener = TcpListener::bind(args.listen).await?;

@@ -17,12 +17,14 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use parley_common::ready::Readiness;
 use serde_json::json;
 use tracing::{info, warn};
 
 use crate::autoscale::{self, LagSource};
 use crate::conditions::{self, Observation, Replicas, TopicsObservation};
 use crate::crd::{ChatCluster, ConsumerGroupStatus, DeletionPolicy, TopicStatus};
+use crate::http::check;
 use crate::kafka::{ClientProps, KafkaClients, KafkaCluster};
 use crate::lag_watch;
 use crate::metrics::{ErrorLabels, Metrics};
@@ -75,6 +77,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
+    /// `/readyz`: [`run`] reports its caches synced there.
+    pub readiness: Arc<Readiness>,
     /// Topics this process created, so a reconcile that runs on a cached
     /// object older than its own status write does not call them adopted.
     created: Mutex<BTreeSet<String>>,
@@ -99,6 +103,7 @@ impl Context {
         kafka_timeout: Duration,
         instance: Option<String>,
         metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
     ) -> Self {
         let reporter = Reporter { controller: MANAGER.into(), instance };
         Self {
@@ -107,6 +112,7 @@ impl Context {
             kafka: KafkaClients::new(kafka_timeout),
             settings,
             metrics,
+            readiness,
             created: Mutex::default(),
             histories: Mutex::default(),
             written: WrittenStatus::default(),
@@ -162,6 +168,7 @@ pub async fn run(
         .owns_stream(deployments)
         .owns_stream(services);
     let pruning = tokio::spawn(prune_forgotten(ctx.clone(), controller.store()));
+    let synced = tokio::spawn(report_synced(ctx.clone(), controller.store()));
     let (lag_tx, lag_rx) = futures::channel::mpsc::channel(1024);
     let lag_watch = tokio::spawn(lag_watch::run(ctx.clone(), controller.store(), lag_tx));
     controller
@@ -177,6 +184,22 @@ pub async fn run(
         .await;
     pruning.abort();
     lag_watch.abort();
+    synced.abort();
+}
+
+/// Ready once the ChatCluster cache and the owned-object caches have
+/// their first lists: before that a reconcile would see nothing. Asked
+/// again every second rather than awaited once: a wait on the ChatCluster
+/// store begun before its first list was seen to never return.
+async fn report_synced(ctx: Arc<Context>, clusters: kube::runtime::reflector::Store<DeserializeGuard<ChatCluster>>) {
+    const ASK_EVERY: Duration = Duration::from_secs(1);
+    ctx.readiness.set(check::CACHES, Err("caches syncing".to_owned()));
+    let owned = ctx.owned.read().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(owned) = owned {
+        while !owned.ready_within(ASK_EVERY).await {}
+    }
+    while tokio::time::timeout(ASK_EVERY, clusters.wait_until_ready()).await.is_err() {}
+    ctx.readiness.set(check::CACHES, Ok(()));
 }
 
 /// What a change must touch to need a reconcile: spec (generation),

@@ -2,13 +2,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use parley_common::ready::Readiness;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -17,8 +17,15 @@ use crate::{Error, Result};
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
-    /// Set once the API is reachable and the CRD installed.
-    pub ready: Arc<AtomicBool>,
+    /// The API reachable and the CRD installed; as leader, the caches
+    /// synced (a standby has none to sync).
+    pub readiness: Arc<Readiness>,
+}
+
+/// Readiness names.
+pub mod check {
+    pub const API: &str = "api";
+    pub const CACHES: &str = "caches";
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -30,11 +37,8 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting")
-    }
+    let report = state.readiness.report();
+    (StatusCode::from_u16(report.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), report.body)
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {

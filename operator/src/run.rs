@@ -3,18 +3,18 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
+use parley_common::ready::Readiness;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::controller::{self, Context, Settings};
 use crate::crd_install;
-use crate::http::{self, HttpState};
+use crate::http::{self, HttpState, check};
 use crate::metrics::Metrics;
 use crate::workloads::Images;
 use crate::{Error, Result};
@@ -125,15 +125,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     let client = Client::try_default().await.map_err(|e| Error::KubeConfig(e.to_string()))?;
     let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
+    let readiness = Readiness::new(&[check::API, check::CACHES]);
     let server =
-        http::serve(args.http, HttpState { metrics: metrics.clone(), ready: ready.clone() }, shutdown.clone()).await?;
+        http::serve(args.http, HttpState { metrics: metrics.clone(), readiness: readiness.clone() }, shutdown.clone())
+            .await?;
 
     if args.install_crd {
         crd_install::install(&client, CRD_ESTABLISHED_TIMEOUT).await?;
     }
     controller::preflight(&client).await?;
-    ready.store(true, Ordering::Relaxed);
+    readiness.set(check::API, Ok(()));
 
     let identity = identity(&args);
     let settings = Settings {
@@ -150,6 +151,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Duration::from_secs(args.kafka_timeout_seconds),
         Some(identity.clone()),
         metrics.clone(),
+        readiness.clone(),
     ));
 
     let result = if args.leader_election {
@@ -188,6 +190,9 @@ async fn run_as_leader(
         .map_err(|e| Error::Lease(e.to_string()))?;
     let (mut leading, lease_task) = manager.watch().await;
     info!(%identity, lease = %args.lease_name, "waiting for leadership");
+    // A standby is ready: it has no caches to sync and takes over when the
+    // leader goes.
+    ctx.readiness.set(check::CACHES, Ok(()));
     loop {
         if *leading.borrow_and_update() {
             break;
@@ -206,6 +211,7 @@ async fn run_as_leader(
         }
     }
     info!(%identity, "became leader; reconciling");
+    ctx.readiness.set(check::CACHES, Err("leader: caches syncing".to_owned()));
     metrics.leader.set(1);
 
     let lost = CancellationToken::new();

@@ -227,7 +227,8 @@ pub fn address_in(line: &str) -> Option<String> {
     line.rsplit_once("http://").map(|(_, a)| a.trim().trim_end_matches('/').to_owned())
 }
 
-/// Start a consumer from its pod spec and wait for its readiness probe path.
+/// Start a consumer from its pod spec and wait until its readiness probe
+/// path answers "ready".
 pub async fn start_consumer(spec: &PodSpec, name: &str) -> Proc {
     start_consumer_with(spec, name, &[]).await
 }
@@ -259,7 +260,10 @@ pub async fn start_consumer_with(spec: &PodSpec, name: &str, extra: &[(&str, Str
             if let Some(status) = exited {
                 panic!("{name} exited ({status}): {}", std::fs::read_to_string(log).unwrap_or_default());
             }
-            crate::operator::try_http_get(port, &probe)
+            match crate::operator::try_http_get(port, &probe)?.as_str() {
+                "ready" => Ok(()),
+                other => Err(other.to_owned()),
+            }
         }
     })
     .await;

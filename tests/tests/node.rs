@@ -1,14 +1,26 @@
 //! On the real node (scripts/env/node.sh): what a user installs runs as it
 //! runs on a cluster. `helm install` starts the operator as a pod from the
-//! image built here, and a ChatCluster's gateway and consumer pods, from
-//! their images, start, pass their probes and make the ChatCluster Ready.
+//! image built here (uid 65532, read-only root filesystem, `kubectl logs`
+//! and `kubectl exec` through the kubelet); `examples/chatcluster-node.yaml`
+//! becomes topics and gateway, storage and push pods that pass their probes
+//! and make `kubectl get chat` say READY True; clients reach the gateways
+//! through their Service (ClusterIP, kube-proxy) and chat 1:1 and in a group
+//! across two pods, every acked message stored once and delivered once;
+//! `kubectl scale` changes the number of Running gateway pods; and a rotated
+//! JWT key in the Secret rolls them onto the new key.
 //!
 //! Ignored in the tiers without the node; scripts/test.sh's node tier runs
 //! them with `--ignored`.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use parley_common::ids::ConversationId;
+use parley_tests::chat::{self, Client, acks, messages};
 use parley_tests::helm::{self, Release};
 use parley_tests::{env, kafka, kubectl, postgres, wait};
 use serde_json::Value;
+use serde_json::json;
 
 /// The images scripts/env/images.sh built and the node loaded.
 struct Images {
@@ -106,7 +118,7 @@ fn pod_database_url(host_url: &str) -> String {
 
 #[tokio::test]
 #[ignore = "needs the node: scripts/test.sh runs it in the node tier"]
-async fn the_chart_runs_the_operator_as_a_pod_and_a_chat_cluster_becomes_ready() {
+async fn a_chat_cluster_runs_on_the_node_as_a_user_installs_it() {
     let images = images();
     let (operator_repo, operator_tag) = split_image(&images.operator);
     let release = Release::install(
@@ -116,6 +128,9 @@ async fn the_chart_runs_the_operator_as_a_pod_and_a_chat_cluster_becomes_ready()
             &format!("image.tag={operator_tag}"),
             &format!("workloadImages.gateway={}", images.gateway),
             &format!("workloadImages.consumer={}", images.consumer),
+            // Secrets are read at each full reconcile, not watched: a short
+            // resync lets the key rotation below roll the pods soon.
+            "resyncSeconds=15",
         ],
     );
     let ns = release.namespace.clone();
@@ -149,7 +164,16 @@ async fn the_chart_runs_the_operator_as_a_pod_and_a_chat_cluster_becomes_ready()
         &ns,
         &format!("--from-literal=url={}", pod_database_url(&db)),
     ]);
-    kubectl::ok(&["create", "secret", "generic", "chat-auth", "-n", &ns, "--from-literal=jwt-key=node-test-key"]);
+    // The tests' token key, so their clients can log in.
+    kubectl::ok(&[
+        "create",
+        "secret",
+        "generic",
+        "chat-auth",
+        "-n",
+        &ns,
+        &format!("--from-literal=jwt-key={}", chat::SECRET),
+    ]);
     kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &node_example());
     // The default topic prefix: namespace.name.
     let prefix = format!("{ns}.demo");
@@ -180,11 +204,211 @@ async fn the_chart_runs_the_operator_as_a_pod_and_a_chat_cluster_becomes_ready()
     })
     .await;
 
+    chat_through_the_service(&ns, &db).await;
+
+    // `kubectl scale` on the ChatCluster: three gateway pods Running.
+    kubectl::ok(&["scale", "-n", &ns, "chatcluster/demo", "--replicas=3"]);
+    let before = wait_pods_ready(&ns, "app.kubernetes.io/component=gateway", 3, 180).await;
+
+    // A rotated JWT key rolls the gateway pods: new pods, which take tokens
+    // signed with the new key and refuse the old ones.
+    let (service, _) = gateway_addresses(&ns);
+    assert!(ws_accepts(&service, &chat::token("rotor")).await, "the current key's token is refused");
+    let new_key = "rotated-node-test-key";
+    kubectl::ok_with_stdin(
+        &["apply", "-n", &ns, "-f", "-"],
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: chat-auth}}\nstringData: {{jwt-key: {new_key}}}\n"),
+    );
+    let after = wait::until("gateway pods replaced after the key rotation", 240, || async {
+        let pods = pods(&ns, "app.kubernetes.io/component=gateway");
+        let fresh: Vec<String> = pods
+            .iter()
+            .filter(|(name, phase, ready)| !before.contains(name) && phase == "Running" && *ready)
+            .map(|(name, ..)| name.clone())
+            .collect();
+        if fresh.len() == 3 && pods.len() == 3 { Ok(fresh) } else { Err(format!("{pods:?}\n{}", diagnose(&ns))) }
+    })
+    .await;
+    assert!(after.iter().all(|p| !before.contains(p)));
+    let new_token = parley_gateway::auth::Auth::new(new_key).mint("rotor", Duration::from_secs(600)).expect("mint");
+    assert!(ws_accepts(&service, &new_token).await, "the new key's token is refused after the roll");
+    assert!(!ws_accepts(&service, &chat::token("rotor")).await, "the old key's token still works after the roll");
+
     // The example keeps its topics (deletionPolicy: Retain): deleted here.
     kubectl::ok(&["delete", "chat", "demo", "-n", &ns, "--timeout=120s"]);
     drop(release);
     kafka::delete_topics_with_prefix(&prefix).await.expect("delete the topics");
     let _ = postgres::drop_database(&db).await;
+}
+
+const ACK_WAIT: Duration = Duration::from_secs(60);
+
+/// `ip:port` of the gateway Service (its ClusterIP, which kube-proxy routes
+/// on this machine) and the IPs of the gateway pods.
+fn gateway_addresses(ns: &str) -> (String, Vec<String>) {
+    let svc = json_of(&["get", "svc", "-n", ns, "demo-gateway", "-o", "json"]);
+    let ip = svc["spec"]["clusterIP"].as_str().expect("clusterIP").to_owned();
+    let port = svc["spec"]["ports"][0]["port"].as_u64().expect("service port");
+    let pods = json_of(&["get", "pods", "-n", ns, "-l", "app.kubernetes.io/component=gateway", "-o", "json"]);
+    let ips = pods["items"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_owned))
+        .collect();
+    (format!("{ip}:{port}"), ips)
+}
+
+/// The gateway pod's count of WebSocket connections accepted, from its
+/// /metrics on the pod network.
+async fn connections_opened(pod_ip: &str) -> u64 {
+    let (status, body) = chat::http(&format!("{pod_ip}:8080"), "GET", "/metrics", "probe", None).await;
+    assert_eq!(status, 200, "{pod_ip} /metrics: {body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && l.contains("connections_opened"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// Connect `user` through the Service and tell which pod took it.
+async fn connect_via_service(service: &str, pods: &[String], user: &str) -> (Client, String) {
+    let mut before = Vec::new();
+    for ip in pods {
+        before.push(connections_opened(ip).await);
+    }
+    let client = Client::connect(service, user).await;
+    for (ip, was) in pods.iter().zip(before) {
+        if connections_opened(ip).await > was {
+            return (client, ip.clone());
+        }
+    }
+    panic!("{user}: no gateway pod counted the connection made through {service}");
+}
+
+/// Does a WebSocket log-in with `token` through `service` get its hello?
+async fn ws_accepts(service: &str, token: &str) -> bool {
+    use futures::StreamExt;
+    let url = format!("ws://{service}/ws?token={token}");
+    let Ok(Ok((mut ws, _))) =
+        tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url)).await
+    else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), ws.next()).await,
+        Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) if t.as_str().contains("hello")
+    )
+}
+
+/// Note to self, acked: the push path knows where this user is connected.
+async fn warm_up(c: &mut Client) {
+    let user = c.user.clone();
+    assert!(c.send_acked(json!({"user": user}), "warm-up", "hi me", ACK_WAIT).await.is_some(), "{user}: warm-up");
+}
+
+/// Clients reach the gateways through their Service, land on both pods,
+/// and chat 1:1 and in a group across them: every acked message is stored
+/// once with contiguous seqs and delivered to everyone else once, in order.
+async fn chat_through_the_service(ns: &str, db: &str) {
+    let (service, pods) = gateway_addresses(ns);
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    // Connect through the Service until both pods hold two users each
+    // (kube-proxy picks a pod at random per connection).
+    let mut on: BTreeMap<String, Vec<Client>> = BTreeMap::new();
+    for n in 0..40 {
+        if on.len() == 2 && on.values().all(|c| c.len() >= 2) {
+            break;
+        }
+        let (client, pod) = connect_via_service(&service, &pods, &format!("u{n}")).await;
+        let held = on.entry(pod).or_default();
+        if held.len() < 2 {
+            held.push(client);
+        }
+    }
+    assert!(on.len() == 2 && on.values().all(|c| c.len() == 2), "users did not spread over both pods: {:?}", on.keys());
+    let mut clients: Vec<Client> = on.into_values().flatten().collect();
+    for c in clients.iter_mut() {
+        warm_up(c).await;
+    }
+    // clients[0..2] are on one pod, clients[2..4] on the other.
+    let (sender, recipient) = (clients[0].user.clone(), clients[2].user.clone());
+    for i in 1..=5u64 {
+        let seq =
+            clients[0].send_acked(json!({"user": recipient}), &format!("dm{i}"), &format!("hello {i}"), ACK_WAIT).await;
+        assert_eq!(seq, Some(i), "{sender}'s message {i} to {recipient}");
+    }
+    let dm = ConversationId::direct(&sender, &recipient).to_string();
+    let got = clients[2]
+        .wait_until(Duration::from_secs(30), |s| {
+            messages(s).iter().filter(|m| m.conversation.to_string() == dm).count() >= 5
+        })
+        .await;
+    let seqs: Vec<u64> =
+        messages(&clients[2].seen).iter().filter(|m| m.conversation.to_string() == dm).map(|m| m.seq).collect();
+    assert!(got, "{recipient} got {seqs:?} of {sender}'s five messages");
+    assert_eq!(seqs, [1, 2, 3, 4, 5], "{recipient}: each message once, in order");
+
+    // A group of the four, made through the Service, three sends each.
+    let members: Vec<String> = clients.iter().map(|c| c.user.clone()).collect();
+    let (status, body) = chat::http(
+        &service,
+        "POST",
+        "/api/groups",
+        &members[0],
+        Some(json!({"id": "node-team", "name": "Node team", "members": members[1..]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let sends = clients.iter_mut().map(|c| async move {
+        let mut seqs = Vec::new();
+        for i in 0..3 {
+            let id = format!("{}-g{i}", c.user);
+            seqs.push(
+                c.send_acked(json!({"group": "node-team"}), &id, &format!("{} says {i}", c.user), ACK_WAIT).await,
+            );
+        }
+        seqs
+    });
+    let acked: Vec<Vec<Option<u64>>> = futures::future::join_all(sends).await;
+    let mut all: Vec<u64> = acked.iter().flatten().map(|s| s.expect("every group send acked")).collect();
+    all.sort();
+    assert_eq!(all, (1..=12).collect::<Vec<_>>(), "12 acked group messages, seqs 1..=12");
+    let group = ConversationId::group("node-team").to_string();
+    for c in clients.iter_mut() {
+        let user = c.user.clone();
+        let others = |s: &[parley_common::protocol::ServerFrame]| {
+            messages(s).iter().filter(|m| m.conversation.to_string() == group).count()
+        };
+        c.wait_until(Duration::from_secs(30), |s| others(s) >= 9).await;
+        c.drain(Duration::from_millis(500)).await;
+        let pushed: Vec<u64> =
+            messages(&c.seen).iter().filter(|m| m.conversation.to_string() == group).map(|m| m.seq).collect();
+        let own: Vec<u64> =
+            acks(&c.seen).iter().filter(|(k, _)| k.starts_with(&format!("{user}-g"))).map(|(_, s)| *s).collect();
+        let mut seen: Vec<u64> = pushed.iter().chain(&own).copied().collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            (1..=12).collect::<Vec<_>>(),
+            "{user}: every group message once ({pushed:?} pushed, {own:?} own)"
+        );
+        let mut in_order = pushed.clone();
+        in_order.sort();
+        assert_eq!(pushed, in_order, "{user}: pushes in seq order");
+    }
+
+    // In the database: each conversation's messages once, seqs 1..=n.
+    let mut conn =
+        <sqlx::PgConnection as sqlx::Connection>::connect(db).await.expect("connect to the scratch database");
+    let rows: Vec<(String, i64, i64)> =
+        sqlx::query_as("SELECT conversation, count(*), max(seq) FROM messages GROUP BY conversation")
+            .fetch_all(&mut conn)
+            .await
+            .expect("count stored messages");
+    let stored: BTreeMap<String, (i64, i64)> = rows.into_iter().map(|(c, n, max)| (c, (n, max))).collect();
+    assert_eq!(stored.get(&dm), Some(&(5, 5)), "{stored:?}");
+    assert_eq!(stored.get(&group), Some(&(12, 12)), "{stored:?}");
 }
 
 #[test]

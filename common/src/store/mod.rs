@@ -85,6 +85,9 @@ pub struct ConversationSummary {
 
 #[async_trait]
 pub trait Store: Send + Sync {
+    /// One round trip to the database: it answers (for readiness).
+    async fn ping(&self) -> Result<()>;
+
     /// Store a batch in one transaction, assigning each new message the next
     /// seq of its conversation. Outcomes come back in batch order; a message
     /// whose `(from, client_msg_id)` is already stored (or appears earlier in

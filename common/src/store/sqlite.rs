@@ -67,6 +67,11 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn store_batch(&self, batch: &[NewMessage]) -> Result<Vec<StoreOutcome>> {
         if batch.is_empty() {
             return Ok(Vec::new());
