@@ -64,6 +64,7 @@ scripts/env/images.sh build
 scripts/env/node.sh start
 # shellcheck disable=SC1090
 source "$PARLEY_ENV_FILE"
-cargo test --locked -p parley-tests --test node -- --ignored
+# One at a time: each installs a release and runs its pods on the one node.
+cargo test --locked -p parley-tests --test node -- --ignored --test-threads=1
 
 tier "all tiers passed"

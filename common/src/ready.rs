@@ -30,6 +30,11 @@ impl Report {
     }
 }
 
+/// How often a process checks its conditions again, and how long one check
+/// may take before it counts as failed.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What a condition says before anything has been checked.
 pub const NOT_CHECKED: &str = "not checked yet";
 

@@ -13,7 +13,7 @@ use axum::routing::get;
 use parley_common::broker::{Broker, Joined, Subscription};
 use parley_common::event::MessageEvent;
 use parley_common::kafka::KafkaBroker;
-use parley_common::ready::Readiness;
+use parley_common::ready::{PROBE_INTERVAL, PROBE_TIMEOUT, Readiness};
 use parley_common::store::{PostgresStore, Store};
 use parley_common::topics;
 use tokio_util::sync::CancellationToken;
@@ -39,11 +39,6 @@ pub fn main(cli: Cli) -> Result<()> {
         }
     })
 }
-
-/// How often readiness conditions are checked again, and how long one check
-/// may take.
-const PROBE_INTERVAL: Duration = Duration::from_secs(2);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Readiness names: what each consumer needs to do its job.
 mod check {

@@ -6,12 +6,11 @@
 //! purges entries left by an earlier run at the same address.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use parley_common::broker::Broker;
 use parley_common::event::MessageEvent;
 use parley_common::kafka::{KafkaBroker, KafkaSettings};
-use parley_common::ready::Readiness;
+use parley_common::ready::{PROBE_INTERVAL, PROBE_TIMEOUT, Readiness};
 use parley_common::store::{PostgresStore, Store};
 use parley_common::time::now_millis;
 use parley_common::topics::Topics;
@@ -26,11 +25,6 @@ use crate::internal::{self, InternalState};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::{Error, Result};
-
-/// How often readiness conditions are checked again, and how long one check
-/// may take.
-const PROBE_INTERVAL: Duration = Duration::from_secs(2);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Readiness names: what a gateway needs to take sends and deliver.
 mod check {

@@ -315,11 +315,20 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(gateway: &str, user: &str) -> Self {
+        match Self::try_connect(gateway, user).await {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`connect`](Self::connect) that reports a refused or timed-out
+    /// connection instead of panicking (a gateway pod may be going away).
+    pub async fn try_connect(gateway: &str, user: &str) -> Result<Self, String> {
         let url = format!("ws://{gateway}/ws?token={}", token(user));
         let (ws, _) = tokio::time::timeout(Duration::from_secs(10), connect_async(url))
             .await
-            .expect("connect timed out")
-            .expect("connect");
+            .map_err(|_| format!("{user}: connect to {gateway} timed out"))?
+            .map_err(|e| format!("{user}: connect to {gateway}: {e}"))?;
         let (tx, mut read) = ws.split();
         let (ftx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -338,8 +347,8 @@ impl Client {
         });
         let mut c = Self { user: user.to_owned(), tx, rx, seen: Vec::new(), closed: false };
         match c.next(Duration::from_secs(10)).await {
-            Some(ServerFrame::Hello { .. }) => c,
-            other => panic!("{user}: expected hello, got {other:?}"),
+            Some(ServerFrame::Hello { .. }) => Ok(c),
+            other => Err(format!("{user}: expected hello, got {other:?}")),
         }
     }
 

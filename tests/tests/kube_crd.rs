@@ -102,7 +102,7 @@ async fn bad_specs_are_rejected_with_clear_messages() {
         (
             "bootstrap servers without port",
             chat_cluster("kafka", 6, "").replace("\"127.0.0.1:19092,127.0.0.1:19093\"", "kafka-without-port"),
-            "spec.kafka.bootstrapServers",
+            "spec.kafka.bootstrapServers: Invalid value: \"kafka-without-port\": must be a comma-separated list of host:port",
         ),
     ];
     for (what, manifest, message) in cases {

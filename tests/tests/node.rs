@@ -120,19 +120,9 @@ fn pod_database_url(host_url: &str) -> String {
 #[ignore = "needs the node: scripts/test.sh runs it in the node tier"]
 async fn a_chat_cluster_runs_on_the_node_as_a_user_installs_it() {
     let images = images();
-    let (operator_repo, operator_tag) = split_image(&images.operator);
-    let release = Release::install(
-        "parley-node",
-        &[
-            &format!("image.repository={operator_repo}"),
-            &format!("image.tag={operator_tag}"),
-            &format!("workloadImages.gateway={}", images.gateway),
-            &format!("workloadImages.consumer={}", images.consumer),
-            // Secrets are read at each full reconcile, not watched: a short
-            // resync lets the key rotation below roll the pods soon.
-            "resyncSeconds=15",
-        ],
-    );
+    // Secrets are read at each full reconcile, not watched: a short resync
+    // lets the key rotation below roll the pods soon.
+    let release = install_release("parley-node", &["resyncSeconds=15"]);
     let ns = release.namespace.clone();
 
     // The operator's pod: from its image, Running and ready (its /readyz).
@@ -155,25 +145,8 @@ async fn a_chat_cluster_runs_on_the_node_as_a_user_installs_it() {
     // A ChatCluster with its Secrets: the pods read the database URL (as
     // they reach it) and the JWT key from them.
     let db = postgres::scratch_database("node_e2e").await;
-    kubectl::ok(&[
-        "create",
-        "secret",
-        "generic",
-        "chat-db",
-        "-n",
-        &ns,
-        &format!("--from-literal=url={}", pod_database_url(&db)),
-    ]);
     // The tests' token key, so their clients can log in.
-    kubectl::ok(&[
-        "create",
-        "secret",
-        "generic",
-        "chat-auth",
-        "-n",
-        &ns,
-        &format!("--from-literal=jwt-key={}", chat::SECRET),
-    ]);
+    create_secrets(&ns, &db);
     kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &node_example());
     // The default topic prefix: namespace.name.
     let prefix = format!("{ns}.demo");
@@ -234,11 +207,7 @@ async fn a_chat_cluster_runs_on_the_node_as_a_user_installs_it() {
     assert!(ws_accepts(&service, &new_token).await, "the new key's token is refused after the roll");
     assert!(!ws_accepts(&service, &chat::token("rotor")).await, "the old key's token still works after the roll");
 
-    // The example keeps its topics (deletionPolicy: Retain): deleted here.
-    kubectl::ok(&["delete", "chat", "demo", "-n", &ns, "--timeout=120s"]);
-    drop(release);
-    kafka::delete_topics_with_prefix(&prefix).await.expect("delete the topics");
-    let _ = postgres::drop_database(&db).await;
+    teardown(release, &prefix, &db).await;
 }
 
 const ACK_WAIT: Duration = Duration::from_secs(60);
@@ -409,6 +378,228 @@ async fn chat_through_the_service(ns: &str, db: &str) {
     let stored: BTreeMap<String, (i64, i64)> = rows.into_iter().map(|(c, n, max)| (c, (n, max))).collect();
     assert_eq!(stored.get(&dm), Some(&(5, 5)), "{stored:?}");
     assert_eq!(stored.get(&group), Some(&(12, 12)), "{stored:?}");
+}
+
+/// Install the chart with the images built here, watching its own
+/// namespace; `extra` are more `--set` values.
+fn install_release(prefix: &str, extra: &[&str]) -> Release {
+    let images = images();
+    let (operator_repo, operator_tag) = split_image(&images.operator);
+    let mut set = vec![
+        format!("image.repository={operator_repo}"),
+        format!("image.tag={operator_tag}"),
+        format!("workloadImages.gateway={}", images.gateway),
+        format!("workloadImages.consumer={}", images.consumer),
+    ];
+    set.extend(extra.iter().map(|s| (*s).to_owned()));
+    let set: Vec<&str> = set.iter().map(String::as_str).collect();
+    Release::install(prefix, &set)
+}
+
+/// The Secrets the node example names, in `ns`, for database `db`; the JWT
+/// key is the tests' own, so their clients can log in.
+fn create_secrets(ns: &str, db: &str) {
+    let url = format!("--from-literal=url={}", pod_database_url(db));
+    kubectl::ok(&["create", "secret", "generic", "chat-db", "-n", ns, &url]);
+    let key = format!("--from-literal=jwt-key={}", chat::SECRET);
+    kubectl::ok(&["create", "secret", "generic", "chat-auth", "-n", ns, &key]);
+}
+
+/// A release whose operator pod is ready, a scratch database and the
+/// Secrets: (release, its namespace, the database's URL on the host).
+async fn setup(release: &str, database: &str) -> (Release, String, String) {
+    let release = install_release(release, &[]);
+    let ns = release.namespace.clone();
+    wait_pods_ready(&ns, "app.kubernetes.io/component=operator", 1, 180).await;
+    let db = postgres::scratch_database(database).await;
+    create_secrets(&ns, &db);
+    (release, ns, db)
+}
+
+/// Delete the ChatCluster while its operator runs, then the release; the
+/// example keeps its topics (deletionPolicy: Retain), so they go here.
+async fn teardown(release: Release, prefix: &str, db: &str) {
+    kubectl::ok(&["delete", "chat", "demo", "-n", &release.namespace, "--timeout=120s"]);
+    drop(release);
+    kafka::delete_topics_with_prefix(prefix).await.expect("delete the topics");
+    let _ = postgres::drop_database(db).await;
+}
+
+/// `spec.replicas` of Deployment `name`, if it exists.
+fn deployment_replicas(ns: &str, name: &str) -> Option<i64> {
+    let out = kubectl::run(&["get", "deploy", "-n", ns, name, "-o", "jsonpath={.spec.replicas}"]);
+    if out.success { out.stdout.trim().parse().ok() } else { None }
+}
+
+/// Lag makes the storage Deployment grow from zero with real pods, never
+/// above the partition count however much lag there is, and shrink back to
+/// zero once the pods have drained it and the stabilization window passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the node: scripts/test.sh runs it in the node tier"]
+async fn lag_scales_real_storage_pods_up_to_the_partitions_and_back_to_zero() {
+    let (release, ns, db) = setup("parley-lag", "node_lag").await;
+    let partitions = 4;
+    let cluster = node_example().replace(
+        "  storage:\n    postgres:",
+        "  consumers:\n    lagPollInterval: 2s\n    storage:\n      minReplicas: 0\n      maxReplicas: 8\n      \
+         lagThreshold: 100\n      scaleDownStabilization: 20s\n  storage:\n    postgres:",
+    );
+    assert!(cluster.contains("minReplicas: 0") && cluster.contains("partitions: 4"), "{cluster}");
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &cluster);
+    let prefix = format!("{ns}.demo");
+    wait::until("no lag: no storage replicas", 180, || async {
+        match deployment_replicas(&ns, "demo-storage") {
+            Some(0) => Ok(()),
+            other => Err(format!("{other:?}\n{}", diagnose(&ns))),
+        }
+    })
+    .await;
+
+    // 2,000 records over the four partitions: lag 20 times the threshold.
+    kafka::produce(&format!("{prefix}.chat-messages"), 0, 2_000).await;
+    let most = std::sync::atomic::AtomicI64::new(0);
+    let running = std::sync::atomic::AtomicUsize::new(0);
+    let observe = |ns: &str| {
+        let replicas = deployment_replicas(ns, "demo-storage").unwrap_or(-1);
+        most.fetch_max(replicas, std::sync::atomic::Ordering::Relaxed);
+        let storage = pods(ns, "app.kubernetes.io/component=storage");
+        let up = storage.iter().filter(|(_, phase, _)| phase == "Running").count();
+        running.fetch_max(up, std::sync::atomic::Ordering::Relaxed);
+        (replicas, storage.len())
+    };
+    wait::until("storage scaled to the partition count, with Running pods", 180, || async {
+        let (replicas, n) = observe(&ns);
+        let (seen, ran) =
+            (most.load(std::sync::atomic::Ordering::Relaxed), running.load(std::sync::atomic::Ordering::Relaxed));
+        if seen == partitions && ran >= 1 {
+            Ok(())
+        } else {
+            Err(format!("replicas {replicas}, pods {n}, most {seen}, ran {ran}"))
+        }
+    })
+    .await;
+    // Down again once the pods drained the lag and the window passed;
+    // never above the partitions meanwhile.
+    wait::until("storage back to zero replicas and pods", 240, || async {
+        let (replicas, n) = observe(&ns);
+        if replicas == 0 && n == 0 { Ok(()) } else { Err(format!("replicas {replicas}, pods {n}")) }
+    })
+    .await;
+    assert_eq!(most.into_inner(), partitions, "the storage Deployment went above the partition count");
+
+    teardown(release, &prefix, &db).await;
+}
+
+/// Send `id` until it is acked, reconnecting through `service` whenever the
+/// connection is gone or silent (its gateway pod deleted): a resend of the
+/// same id is stored once.
+/// `reconnects` counts the new connections it made.
+async fn send_until_acked(c: &mut Client, service: &str, to: &Value, id: &str, reconnects: &mut u32) -> u64 {
+    for _ in 0..12 {
+        if let Some(seq) = c.send_acked(to.clone(), id, &format!("body of {id}"), Duration::from_secs(15)).await {
+            return seq;
+        }
+        match Client::try_connect(service, &c.user).await {
+            Ok(fresh) => {
+                *c = fresh;
+                *reconnects += 1;
+            }
+            Err(e) => {
+                eprintln!("{e}; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+    panic!("{id} never acked");
+}
+
+/// Delete pod `victim` (else the first pod) of `component` and wait until
+/// its Deployment has `count` ready pods again, none of them the deleted one.
+async fn delete_and_wait_replaced(ns: &str, component: &str, count: usize, victim: Option<String>) {
+    let selector = format!("app.kubernetes.io/component={component}");
+    let victim =
+        victim.or_else(|| pods(ns, &selector).first().map(|(name, ..)| name.clone())).expect("a pod to delete");
+    kubectl::ok(&["delete", "pod", "-n", ns, &victim, "--wait=false"]);
+    wait::until(&format!("{component} pod {victim} replaced"), 180, || async {
+        let now = pods(ns, &selector);
+        let ready = now.iter().filter(|(name, phase, ready)| *name != victim && phase == "Running" && *ready).count();
+        if ready == count && now.len() == count { Ok(()) } else { Err(format!("{now:?}")) }
+    })
+    .await;
+}
+
+/// Pods deleted while a client sends: their Deployments recreate them,
+/// every acked message is stored once, and a client that reconnects and
+/// syncs sees the conversation without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the node: scripts/test.sh runs it in the node tier"]
+async fn deleted_pods_come_back_and_nothing_acked_is_lost() {
+    let (release, ns, db) = setup("parley-del", "node_del").await;
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &node_example());
+    let prefix = format!("{ns}.demo");
+    wait_pods_ready(&ns, "app.kubernetes.io/component=gateway", 2, 300).await;
+    wait_pods_ready(&ns, "app.kubernetes.io/component=storage", 1, 300).await;
+    wait_pods_ready(&ns, "app.kubernetes.io/component=push", 1, 300).await;
+    let (service, gateway_ips) = gateway_addresses(&ns);
+
+    let (mut alice, alice_ip) = connect_via_service(&service, &gateway_ips, "alice").await;
+    warm_up(&mut alice).await;
+    // The gateway pod to delete is alice's own: her connection goes with it.
+    let alice_pod = kubectl::ok(&[
+        "get",
+        "pods",
+        "-n",
+        &ns,
+        "-o",
+        &format!("jsonpath={{.items[?(@.status.podIP==\"{alice_ip}\")].metadata.name}}"),
+    ]);
+    assert!(!alice_pod.trim().is_empty(), "no pod has alice's gateway address {alice_ip}");
+    let to = json!({"user": "bob"});
+    let mut acked = Vec::new();
+    let (mut n, mut reconnects) = (0, 0);
+    for component in ["gateway", "storage", "push"] {
+        for _ in 0..8 {
+            n += 1;
+            acked.push(send_until_acked(&mut alice, &service, &to, &format!("m{n}"), &mut reconnects).await);
+        }
+        let (count, victim) = if component == "gateway" { (2, Some(alice_pod.trim().to_owned())) } else { (1, None) };
+        // The sends go on while the pod goes and its replacement starts.
+        let deleting = delete_and_wait_replaced(&ns, component, count, victim);
+        let sending = async {
+            let mut more = Vec::new();
+            for _ in 0..4 {
+                n += 1;
+                more.push(send_until_acked(&mut alice, &service, &to, &format!("m{n}"), &mut reconnects).await);
+            }
+            more
+        };
+        let ((), more) = tokio::join!(deleting, sending);
+        acked.extend(more);
+    }
+    for _ in 0..4 {
+        n += 1;
+        acked.push(send_until_acked(&mut alice, &service, &to, &format!("m{n}"), &mut reconnects).await);
+    }
+    assert!(reconnects > 0, "alice never had to reconnect: her gateway pod's deletion went unnoticed");
+    let total = acked.len() as u64;
+    assert_eq!(acked, (1..=total).collect::<Vec<_>>(), "acks: seqs 1..={total} in order, none twice");
+
+    // Bob, connecting afterwards, syncs the whole conversation: no gap.
+    let dm = ConversationId::direct("alice", "bob").to_string();
+    let mut bob = Client::connect(&service, "bob").await;
+    bob.sync_gap(&dm).await;
+    let seen = chat::view(&bob.seen, &dm);
+    assert_eq!(chat::contiguous(&seen), total, "bob's view: {seen:?}");
+    let mut conn =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&db).await.expect("connect to the scratch database");
+    let (count, max): (i64, i64) = sqlx::query_as("SELECT count(*), max(seq) FROM messages WHERE conversation = $1")
+        .bind(&dm)
+        .fetch_one(&mut conn)
+        .await
+        .expect("count stored messages");
+    assert_eq!((count, max), (total as i64, total as i64), "stored once each");
+
+    teardown(release, &prefix, &db).await;
 }
 
 #[test]

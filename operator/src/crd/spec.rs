@@ -97,7 +97,14 @@ pub struct ChatClusterSpec {
 #[serde(rename_all = "camelCase")]
 pub struct KafkaSpec {
     /// Comma-separated `host:port` list, as librdkafka's `bootstrap.servers`.
-    #[schemars(length(min = 1, max = 4096), regex(pattern = r"^[^,\s]+:[0-9]{1,5}(,[^,\s]+:[0-9]{1,5})*$"))]
+    #[schemars(length(min = 1, max = 4096))]
+    // A CEL rule rather than a schema pattern: a pattern's refusal quotes
+    // the regular expression, this one says what is wanted.
+    #[x_kube(
+        validation = Rule::new(r"self.matches('^[^,\\s]+:[0-9]{1,5}(,[^,\\s]+:[0-9]{1,5})*$')")
+            .message("must be a comma-separated list of host:port, for example kafka-0:9092,kafka-1:9092 (no spaces)")
+            .reason(Reason::FieldValueInvalid)
+    )]
     pub bootstrap_servers: String,
     /// Secret whose keys are librdkafka client properties (for example
     /// `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`).
