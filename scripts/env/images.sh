@@ -125,6 +125,9 @@ cmd_build() {
     save "$(image_of "$t")" "$t"
   done
   rm -rf "$ctx"
+  # bud leaves a working container (and its mount) per stage it ran; the
+  # images and their cached layers are what is kept.
+  buildah_ rm --all >/dev/null
   log "images built in $((SECONDS - started))s: $PAUSE_IMAGE ${IMAGE_TARGETS[*]/#/$IMAGE_PREFIX/} (tag $IMAGE_TAG)"
 }
 
