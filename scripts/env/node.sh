@@ -29,7 +29,7 @@ source "$NODE_HERE/k8s.sh"
 
 CONTAINERD_MOD=$K8S_MODS/containerd
 CONTAINERD_VERSION=v2.4.2 # must match k8s/containerd/go.mod
-CTR_BIN=$PARLEY_CACHE/containerd/$CONTAINERD_VERSION/bin
+CTR_BIN=$K8S_BIN
 NODE_RUN=$PARLEY_RUN/node
 CONTAINERD_SOCK=$NODE_RUN/containerd/containerd.sock
 CNI_BIN=/usr/lib/cni
@@ -111,22 +111,15 @@ install_debs() {
   DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >&2
 }
 
+# k8s.sh's stamped build, from the containerd wrapper module into the same
+# bin dir as the Kubernetes binaries.
 install_containerd() {
-  local bins=(containerd containerd-shim-runc-v2 ctr crictl) b stamp ok=1
-  stamp="$CONTAINERD_VERSION $(go env GOVERSION) $(cat "$CONTAINERD_MOD/go.mod" "$CONTAINERD_MOD/go.sum" | sha256sum | cut -c1-16)"
-  for b in "${bins[@]}"; do [[ -x $CTR_BIN/$b ]] || ok=0; done
-  ((ok)) && [[ -f $CTR_BIN/.stamp && $(cat "$CTR_BIN/.stamp") == "$stamp" ]] && return 0
-  local out=$CTR_BIN/.build started=$SECONDS
-  rm -rf "$out" && mkdir -p "$out"
-  log "building containerd $CONTAINERD_VERSION, ctr, crictl"
-  (cd "$CONTAINERD_MOD" && go_env go build -trimpath -ldflags "-s -w" -o "$out/" \
+  up_to_date containerd "$CONTAINERD_VERSION" "" containerd containerd-shim-runc-v2 ctr crictl && return 0
+  build containerd "$CONTAINERD_VERSION" "" "" \
     github.com/containerd/containerd/v2/cmd/containerd \
     github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
     github.com/containerd/containerd/v2/cmd/ctr \
-    sigs.k8s.io/cri-tools/cmd/crictl) || die "go build of containerd failed"
-  mv -f "$out"/* "$CTR_BIN/" && rmdir "$out"
-  echo "$stamp" >"$CTR_BIN/.stamp"
-  log "built containerd in $((SECONDS - started))s"
+    sigs.k8s.io/cri-tools/cmd/crictl
 }
 
 # kubelet, kube-proxy and kube-scheduler come with the control plane's build
@@ -134,7 +127,7 @@ install_containerd() {
 cmd_node_install() {
   command -v go >/dev/null || die "go is required (Go 1.26+) to build the node"
   install_debs
-  mkdir -p "$CTR_BIN"
+  mkdir -p "$K8S_BIN"
   install_containerd
 }
 
