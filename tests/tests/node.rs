@@ -112,8 +112,13 @@ async fn a_chat_cluster_runs_on_the_node_as_a_user_installs_it() {
     .await;
     assert!(after.iter().all(|p| !before.contains(p)));
     let new_token = parley_gateway::auth::Auth::new(new_key).mint("rotor", Duration::from_secs(600)).expect("mint");
-    assert!(ws_accepts(&service, &new_token).await, "the new key's token is refused after the roll");
-    assert!(!ws_accepts(&service, &chat::token("rotor")).await, "the old key's token still works after the roll");
+    // kube-proxy's rules follow the endpoints a moment after the pods.
+    wait::until("the new key's token accepted and the old one refused", 60, || async {
+        let new_ok = ws_accepts(&service, &new_token).await;
+        let old_ok = ws_accepts(&service, &chat::token("rotor")).await;
+        if new_ok && !old_ok { Ok(()) } else { Err(format!("new accepted: {new_ok}, old accepted: {old_ok}")) }
+    })
+    .await;
 
     teardown(release, &prefix, &db).await;
 }
