@@ -33,6 +33,9 @@ tier "build binaries and tests"
 cargo build --workspace --locked --bins
 cargo test --workspace --locked --no-run
 
+tier "the README's quick start, as written"
+PARLEY_QUICKSTART_BUILT=1 tests/readme/quickstart.sh
+
 tier "unit tests (no services)"
 cargo test --workspace --locked --exclude parley-tests
 
@@ -45,8 +48,10 @@ fi
 cat "$env_log" >&2
 # shellcheck disable=SC1090
 source "$PARLEY_ENV_FILE"
-# These tiers play the kubelet's part (a kept environment may still have
-# the node running from an earlier run or the demo).
+# These tiers run the operator and the chat as local processes against the
+# apiserver alone: no pod starts, and no test writes a Deployment's status
+# (a kept environment may still have the node running from an earlier run
+# or the demo; its pods would crash on the tiers' loopback addresses).
 scripts/env/node.sh stop >&2
 
 tier "tests against real Kafka, kube-apiserver and PostgreSQL"
@@ -57,8 +62,7 @@ cargo test --locked -p parley-bench --test kafka_smoke -- --ignored
 tier "browser: the chat page in headless Chromium"
 PARLEY_GATEWAY_BIN=$CARGO_TARGET_DIR/debug/parley-gateway node --test tests/browser/
 
-# Last: the node's workload controllers own Deployment status, which the
-# tiers above write themselves where a kubelet would.
+# Last: pods really run; the operator's Ready comes from their probes.
 tier "the node: images built here, pods that really run"
 scripts/env/images.sh build
 scripts/env/node.sh start

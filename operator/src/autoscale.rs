@@ -84,6 +84,9 @@ pub fn group_status(
         role: role.as_str().to_owned(),
         group: workloads::consumer_group(cc, role),
         replicas: decision.replicas,
+        // The pods' readiness comes from the Deployment: conditions::compute.
+        ready_replicas: 0,
+        ready: String::new(),
         desired_replicas: decision.desired,
         // Unknown lag keeps the last reading rather than claiming zero.
         lag: lag.map(|l| l.total).or(previous.map(|p| p.lag)).unwrap_or(0),

@@ -43,6 +43,11 @@ impl Replicas {
     fn ready(self) -> bool {
         self.ready >= self.desired
     }
+
+    /// `ready/desired`, the way `kubectl get deployment` shows READY.
+    pub fn shown(self) -> String {
+        format!("{}/{}", self.ready, self.desired)
+    }
 }
 
 /// Everything the status is computed from.
@@ -166,12 +171,19 @@ pub fn compute(obs: &Observation, previous: Option<&ChatClusterStatus>, now: &Ti
         gateway: Some(GatewayStatus {
             replicas: obs.gateway.desired,
             ready_replicas: obs.gateway.ready,
+            ready: obs.gateway.shown(),
             selector: Some(obs.gateway_selector.clone()),
         }),
-        consumer_groups: obs.groups.clone(),
-        consumer_replicas: Some(obs.consumers.iter().map(|(_, r)| r.desired).sum()),
+        consumer_groups: obs.groups.iter().map(|g| with_pods(g, &obs.consumers)).collect(),
         lag: Some(obs.groups.iter().map(|g| g.lag).sum()),
     }
+}
+
+/// A group's status with its role's pods as the Deployment reports them.
+fn with_pods(group: &ConsumerGroupStatus, consumers: &[(String, Replicas)]) -> ConsumerGroupStatus {
+    let pods = consumers.iter().find(|(role, _)| *role == group.role).map(|(_, r)| *r);
+    let pods = pods.unwrap_or(Replicas { desired: group.replicas, ready: 0 });
+    ConsumerGroupStatus { ready_replicas: pods.ready, ready: pods.shown(), ..group.clone() }
 }
 
 fn to_condition(c: Cond, generation: Option<i64>, old: &[Condition], now: &Time) -> Condition {
@@ -237,7 +249,7 @@ mod tests {
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(cond(&s, condition::READY).observed_generation, Some(3));
         assert_eq!(s.topics.len(), 2);
-        assert_eq!(s.consumer_replicas, Some(2));
+        assert_eq!(s.gateway.as_ref().unwrap().ready, "2/2");
         assert_eq!(s.gateway.as_ref().unwrap().selector.as_deref(), Some("app=x"));
     }
 
@@ -247,6 +259,8 @@ mod tests {
             role: role.into(),
             group: format!("p.{role}"),
             replicas: 2,
+            ready_replicas: 0,
+            ready: String::new(),
             desired_replicas: 2,
             lag,
             partitions_with_lag: 3,
@@ -256,8 +270,14 @@ mod tests {
         };
         let mut obs = healthy();
         obs.groups = vec![group("storage", 1_500), group("push", 20)];
+        obs.consumers = vec![
+            ("storage".into(), Replicas { desired: 2, ready: 1 }),
+            ("push".into(), Replicas { desired: 2, ready: 2 }),
+        ];
         let s = compute(&obs, None, &at(1));
-        assert_eq!(s.consumer_groups, obs.groups);
+        let shown: Vec<(&str, i32, &str, i64)> =
+            s.consumer_groups.iter().map(|g| (g.role.as_str(), g.ready_replicas, g.ready.as_str(), g.lag)).collect();
+        assert_eq!(shown, [("storage", 1, "1/2", 1_500), ("push", 2, "2/2", 20)]);
         assert_eq!(s.lag, Some(1_520));
     }
 

@@ -170,6 +170,8 @@ mod tests {
             role: role.into(),
             lag,
             replicas,
+            ready_replicas: replicas,
+            ready: format!("{replicas}/{replicas}"),
             desired_replicas: desired,
             partitions_with_lag: i32::from(lag > 0),
             group: format!("demo.{role}"),

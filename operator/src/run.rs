@@ -25,8 +25,10 @@ const CRD_ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "PARLEY_OPERATOR_HTTP", default_value = "0.0.0.0:8080")]
+    /// Address of /healthz, /readyz and /metrics. Loopback by default, on a
+    /// port apart from the chat's 8080, for a local run; the chart sets
+    /// `0.0.0.0:8080` in the pod.
+    #[arg(long, env = "PARLEY_OPERATOR_HTTP", default_value = "127.0.0.1:8081")]
     pub http: SocketAddr,
     /// Watch only this namespace (default: all).
     #[arg(long, env = "PARLEY_WATCH_NAMESPACE")]
@@ -63,9 +65,10 @@ pub struct RunArgs {
     /// Largest retry delay, in seconds.
     #[arg(long, env = "PARLEY_BACKOFF_MAX_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub backoff_max_seconds: u64,
-    /// Elect a leader through a Lease so several replicas can run; off runs
-    /// the controller at once (one replica only).
-    #[arg(long, env = "PARLEY_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    /// Elect a leader through a Lease so several replicas can run; off (the
+    /// default, for a local run) runs the controller at once, one replica
+    /// only. The chart turns it on.
+    #[arg(long, env = "PARLEY_LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set)]
     pub leader_election: bool,
     /// Namespace of the leader Lease.
     #[arg(long, env = "PARLEY_LEASE_NAMESPACE", default_value = "default")]

@@ -76,7 +76,7 @@ fn printer_columns() {
         .iter()
         .map(|c| c["name"].as_str().expect("column name"))
         .collect();
-    assert_eq!(names, ["Ready", "Partitions", "Gateways", "Consumers", "Lag", "Age"]);
+    assert_eq!(names, ["Ready", "Partitions", "Gateways", "Storage", "Push", "Lag", "Age"]);
 }
 
 #[test]

@@ -28,15 +28,3 @@ pub fn setup_namespace(prefix: &str) -> String {
 pub fn teardown_namespace(ns: &str) {
     let _ = kubectl::run(&["delete", "namespace", ns, "--wait=false"]);
 }
-
-/// Play the kubelet's part: report every replica of a Deployment ready
-/// (this environment has no kubelet, and no deployment controller that
-/// would overwrite the status).
-pub async fn mark_deployment_ready(api: &kube::Api<k8s_openapi::api::apps::v1::Deployment>, name: &str) {
-    use kube::api::{Patch, PatchParams};
-    let d = api.get(name).await.expect("deployment");
-    let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(1);
-    let status = serde_json::json!({"status": {"replicas": replicas, "readyReplicas": replicas,
-        "availableReplicas": replicas, "updatedReplicas": replicas, "observedGeneration": d.metadata.generation}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("patch deployment status");
-}

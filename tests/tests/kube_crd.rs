@@ -3,7 +3,7 @@
 //! printer columns show, and the scale subresource drives the gateway
 //! replicas.
 
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use parley_operator::crd::ChatCluster;
 use parley_tests::{env, kubectl};
 
@@ -58,12 +58,28 @@ async fn crd_validation_printer_columns_and_scale() {
     let table = kubectl::ok(&["get", "chat", "-n", &ns]);
     let columns = kubectl::table(&table);
     let names: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
-    assert_eq!(names, ["NAME", "READY", "PARTITIONS", "GATEWAYS", "CONSUMERS", "LAG", "AGE"]);
+    assert_eq!(names, ["NAME", "READY", "PARTITIONS", "GATEWAYS", "STORAGE", "PUSH", "LAG", "AGE"]);
     let cell = |name: &str| columns.iter().find(|(n, _)| n == name).map(|(_, rows)| rows[0].clone()).unwrap();
     assert_eq!(cell("NAME"), "demo");
     assert_eq!(cell("PARTITIONS"), "12", "{table}");
-    assert_eq!(cell("GATEWAYS"), "2", "{table}");
+    assert_eq!(cell("GATEWAYS"), "", "no status yet: {table}");
     assert_eq!(cell("READY"), "", "no operator runs here, so no Ready condition yet: {table}");
+
+    // With a status (written here as the operator would), each role's
+    // column shows its own pods, ready over asked for.
+    let status = serde_json::json!({"status": {
+        "gateway": {"replicas": 2, "readyReplicas": 1, "ready": "1/2"},
+        "consumerGroups": [
+            {"role": "storage", "group": "g.storage", "replicas": 3, "readyReplicas": 2, "ready": "2/3",
+             "desiredReplicas": 3, "lag": 40, "partitionsWithLag": 3, "partitions": 12},
+            {"role": "push", "group": "g.push", "replicas": 1, "readyReplicas": 1, "ready": "1/1",
+             "desiredReplicas": 1, "lag": 2, "partitionsWithLag": 1, "partitions": 12}],
+        "lag": 42}});
+    api.patch_status("demo", &PatchParams::default(), &Patch::Merge(&status)).await.expect("write a status");
+    let table = kubectl::ok(&["get", "chat", "-n", &ns]);
+    let columns = kubectl::table(&table);
+    let cell = |name: &str| columns.iter().find(|(n, _)| n == name).map(|(_, rows)| rows[0].clone()).unwrap();
+    assert_eq!([cell("GATEWAYS"), cell("STORAGE"), cell("PUSH"), cell("LAG")], ["1/2", "2/3", "1/1", "42"], "{table}");
 
     // Scale subresource: `kubectl scale` writes spec.gateway.replicas.
     kubectl::ok(&["scale", "-n", &ns, "chatcluster/demo", "--replicas=3"]);

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use parley_common::ids::ConversationId;
+use parley_operator::crd::status::condition;
 use parley_tests::chat::{self, Client, acks, messages};
 use parley_tests::node::{
     connect_via_service, create_secrets, deployment_replicas, diagnose, gateway_addresses, images, install_release,
@@ -73,17 +74,26 @@ async fn a_chat_cluster_runs_on_the_node_as_a_user_installs_it() {
         assert_eq!(spec["spec"]["containers"][0]["image"], images.gateway.as_str());
     }
 
-    // READY True in `kubectl get chat`, from the Deployments' real status.
-    wait::until("kubectl get chat: READY True", 120, || async {
+    // READY True in `kubectl get chat`, from the Deployments' real status
+    // (the workload controllers write it from the kubelet's pod reports):
+    // each role's column shows its pods ready over asked for.
+    wait::until("kubectl get chat: READY True, every pod ready", 120, || async {
         let out = kubectl::ok(&["get", "chat", "demo", "-n", &ns]);
         let columns = kubectl::table(&out);
-        let ready = columns.iter().find(|(header, _)| header == "READY").and_then(|(_, cells)| cells.first());
-        match ready {
-            Some(cell) if cell == "True" => Ok(()),
-            _ => Err(format!("{out}\n{}", diagnose(&ns))),
-        }
+        let cell = |name: &str| columns.iter().find(|(header, _)| header == name).and_then(|(_, c)| c.first().cloned());
+        let shown = ["READY", "GATEWAYS", "STORAGE", "PUSH"].map(cell);
+        let want = ["True", "2/2", "1/1", "1/1"].map(|s| Some(s.to_owned()));
+        if shown == want { Ok(()) } else { Err(format!("{out}\n{}", diagnose(&ns))) }
     })
     .await;
+    let cc = json_of(&["get", "chat", "demo", "-n", &ns, "-o", "json"]);
+    let status = &cc["status"];
+    assert_eq!(status["observedGeneration"], cc["metadata"]["generation"], "{status}");
+    assert_eq!((&status["gateway"]["replicas"], &status["gateway"]["readyReplicas"]), (&json!(2), &json!(2)));
+    for type_ in [condition::TOPICS_READY, condition::GATEWAY_READY, condition::CONSUMERS_READY, condition::READY] {
+        let condition = status["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == type_));
+        assert_eq!(condition.map(|c| &c["status"]), Some(&json!("True")), "{type_}: {status}");
+    }
 
     chat_through_the_service(&ns, &db).await;
 

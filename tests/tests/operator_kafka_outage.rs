@@ -38,8 +38,7 @@ impl Drop for RestartKafka {
 async fn kafka_outage_is_reported_and_recovered_from() {
     let ns = setup_namespace("parley-outage");
     let prefix = env::unique("outage").replace('-', "_");
-    let _operator =
-        Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false", "--finalizer-timeout-seconds", "5"]);
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--finalizer-timeout-seconds", "5"]);
     let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
     kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest("chat", &prefix));
     // A second one whose topics are to be deleted with it.

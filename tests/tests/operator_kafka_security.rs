@@ -193,7 +193,7 @@ async fn sasl_cluster_gets_topics_and_lag_and_wrong_credentials_are_reported(mec
     let ns = setup_namespace(&format!("parley-sasl-{tag}"));
     let prefix = env::unique(&format!("sasl_{tag}")).replace('-', "_");
     let bad_prefix = format!("{prefix}_bad");
-    let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &[]);
     let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
     let bootstrap = env_var("KAFKA_SASL_BOOTSTRAP_SERVERS");
     apply_all(
@@ -230,7 +230,7 @@ async fn a_tls_cluster_gets_topics_and_an_untrusted_certificate_is_reported() {
     let prefix = env::unique("tls").replace('-', "_");
     let untrusted_prefix = format!("{prefix}_untrusted");
     let ca = file_of("KAFKA_TLS_CA_FILE");
-    let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &[]);
     let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
     let trusted = secret_of("kafka-tls", &[("security.protocol", "SSL".into()), ("ssl.ca.pem", ca)]);
     let untrusted = secret_of("kafka-untrusted", &[("security.protocol", "SSL".into())]);
@@ -259,7 +259,7 @@ async fn a_mutual_tls_cluster_gets_topics_and_lag_and_a_missing_client_certifica
     let prefix = env::unique("mtls").replace('-', "_");
     let anonymous_prefix = format!("{prefix}_anonymous");
     let ca = file_of("KAFKA_TLS_CA_FILE");
-    let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &[]);
     let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
     // PEM values inline, so the operator (no files) and the pods (the
     // Secret mounted as files) read the same Secret.
@@ -300,7 +300,7 @@ async fn unusable_client_settings_are_reported_and_a_mended_secret_is_picked_up_
     let ns = setup_namespace("parley-kafka-settings");
     let prefix = env::unique("settings").replace('-', "_");
     let later_prefix = format!("{prefix}_later");
-    let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &[]);
     let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
     let bootstrap = env_var("KAFKA_SASL_BOOTSTRAP_SERVERS");
     let kerberos = [
@@ -381,7 +381,7 @@ async fn unusable_client_settings_are_reported_and_a_mended_secret_is_picked_up_
 async fn a_missing_database_secret_is_named_and_looked_for_at_every_lag_poll() {
     let ns = setup_namespace("parley-db-secret");
     let prefix = env::unique("plain").replace('-', "_");
-    let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &[]);
     let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
     // Without a Kafka Secret the lag is read in batches and a quiet
     // ChatCluster is reconciled only every resync (300 s): a missing

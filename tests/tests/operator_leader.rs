@@ -21,7 +21,7 @@ fn manifest(name: &str, prefix: &str) -> String {
 async fn standby_takes_over_when_the_leader_is_killed() {
     let ns = setup_namespace("parley-leader");
     let lease_name = format!("{ns}-lease");
-    let args = ["--lease-namespace", &ns, "--lease-name", &lease_name];
+    let args = ["--leader-election=true", "--lease-namespace", &ns, "--lease-name", &lease_name];
     let mut a = Operator::start(&ns, "op-a", &args);
     let mut b = Operator::start(&ns, "op-b", &args);
     let client = client().await;

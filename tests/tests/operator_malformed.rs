@@ -47,7 +47,7 @@ async fn unreadable_objects_are_skipped_with_an_event() {
     }
 
     let prefix = env::unique("fine").replace('-', "_");
-    let operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
+    let operator = Operator::start(&ns, &format!("{ns}-op"), &[]);
     let fine = format!(
         "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: fine\nspec:\n  kafka:\n    bootstrapServers: \"{}\"\n    topicPrefix: {prefix}\n",
         env::kafka_bootstrap()

@@ -92,7 +92,7 @@ fn scaled_events(ns: &str) -> Vec<String> {
 async fn storage_follows_lag_capped_at_partitions_and_returns_to_min() {
     let ns = setup_namespace("parley-scale");
     let prefix = env::unique("scale").replace('-', "_");
-    let operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false"]);
+    let operator = Operator::start(&ns, &format!("{ns}-op"), &[]);
     let client = client().await;
     let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);

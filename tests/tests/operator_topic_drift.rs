@@ -35,7 +35,7 @@ async fn existing_topics_are_adopted_mismatches_reported_and_drift_corrected() {
     kafka::create_topic(&format!("{prefix}.group-messages"), 2, 1).await;
 
     // Drift of a quiet ChatCluster's topics is found by the full resync.
-    let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--leader-election=false", "--resync-seconds", "1"]);
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--resync-seconds", "1"]);
     let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
     kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest(&prefix));
 

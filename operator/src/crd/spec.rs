@@ -48,15 +48,21 @@ use super::status::ChatClusterStatus;
     ),
     printcolumn(
         name = "Gateways",
-        type_ = "integer",
-        json_path = ".spec.gateway.replicas",
-        description = "Gateway replicas asked for"
+        type_ = "string",
+        json_path = ".status.gateway.ready",
+        description = "Gateway pods ready / asked for"
     ),
     printcolumn(
-        name = "Consumers",
-        type_ = "integer",
-        json_path = ".status.consumerReplicas",
-        description = "Consumer replicas running, all roles"
+        name = "Storage",
+        type_ = "string",
+        json_path = r#".status.consumerGroups[?(@.role=="storage")].ready"#,
+        description = "Storage consumer pods ready / asked for (asked for follows lag)"
+    ),
+    printcolumn(
+        name = "Push",
+        type_ = "string",
+        json_path = r#".status.consumerGroups[?(@.role=="push")].ready"#,
+        description = "Push consumer pods ready / asked for (asked for follows lag)"
     ),
     printcolumn(
         name = "Lag",

@@ -42,9 +42,6 @@ pub struct ChatClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["role"]))]
     pub consumer_groups: Vec<ConsumerGroupStatus>,
-    /// Consumer replicas over all roles (printer column).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consumer_replicas: Option<i32>,
     /// Lag over all consumer groups (printer column).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<i64>,
@@ -66,6 +63,9 @@ pub struct GatewayStatus {
     pub replicas: i32,
     #[serde(default)]
     pub ready_replicas: i32,
+    /// `readyReplicas/replicas`, as `kubectl get` shows it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ready: String,
     /// Label selector of the gateway pods, for the scale subresource (HPA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
@@ -79,7 +79,15 @@ pub struct ConsumerGroupStatus {
     pub role: String,
     /// Kafka consumer group id.
     pub group: String,
+    /// Replicas of the role's Deployment now.
     pub replicas: i32,
+    /// Pods of the role that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// `readyReplicas/replicas`, as `kubectl get` shows it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ready: String,
+    /// What the lag asks for; `replicas` follows after stabilization.
     pub desired_replicas: i32,
     pub lag: i64,
     pub partitions_with_lag: i32,

@@ -240,7 +240,7 @@ pub async fn run(settings: &Settings) -> Value {
     let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
 
     let identity = format!("{ns}-op");
-    let mut args: Vec<&str> = vec!["run", "--namespace", &ns, "--identity", &identity, "--leader-election=false"];
+    let mut args: Vec<&str> = vec!["run", "--namespace", &ns, "--identity", &identity];
     args.extend(settings.operator_args.iter().map(String::as_str));
     let kubeconfig = env::kubeconfig();
     let log_env = [("PARLEY_LOG".to_owned(), settings.operator_log.clone())];
