@@ -34,10 +34,10 @@ pub struct IdleArgs {
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
     /// Wait after the last connection before reading RSS.
-    #[arg(long, default_value = "5s", value_parser = parley_common::time::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parley_core::time::parse_duration)]
     pub settle: Duration,
     /// Give up connecting after this long.
-    #[arg(long, default_value = "300s", value_parser = parley_common::time::parse_duration)]
+    #[arg(long, default_value = "300s", value_parser = parley_core::time::parse_duration)]
     pub connect_timeout: Duration,
 }
 

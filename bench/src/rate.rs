@@ -11,7 +11,7 @@ use clap::Args;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use parley_common::protocol::ServerFrame;
+use parley_core::protocol::ServerFrame;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
@@ -51,10 +51,10 @@ pub struct RateArgs {
     /// Target total msg/s; a comma list runs each on a fresh system.
     #[arg(long, value_delimiter = ',', default_value = "1000")]
     pub rate: Vec<u32>,
-    #[arg(long, default_value = "15s", value_parser = parley_common::time::parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = parley_core::time::parse_duration)]
     pub duration: Duration,
     /// After the last send, wait at most this long for acks and deliveries.
-    #[arg(long, default_value = "15s", value_parser = parley_common::time::parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = parley_core::time::parse_duration)]
     pub drain: Duration,
     /// Body padding in bytes (the send time is written in front).
     #[arg(long, default_value_t = 64)]

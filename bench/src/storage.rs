@@ -5,10 +5,10 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use parley_common::event::{ChatMessageData, EventMetadata, MessageEvent};
-use parley_common::ids::ConversationId;
-use parley_common::kafka::KafkaSettings;
-use parley_common::topics::Topics;
+use parley_adapters::kafka::KafkaSettings;
+use parley_core::event::{ChatMessageData, EventMetadata, MessageEvent};
+use parley_core::ids::ConversationId;
+use parley_core::topics::Topics;
 use parley_tests::chat;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
@@ -39,7 +39,7 @@ pub struct StorageArgs {
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Give up waiting for the consumer after this long.
-    #[arg(long, default_value = "300s", value_parser = parley_common::time::parse_duration)]
+    #[arg(long, default_value = "300s", value_parser = parley_core::time::parse_duration)]
     pub timeout: Duration,
     /// `KEY=VALUE` for the consumer (repeatable), after the defaults, e.g.
     /// `--env PARLEY_LOG=info,parley_consumer=debug` for per-batch timings.

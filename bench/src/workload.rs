@@ -1,6 +1,6 @@
 //! Who talks to whom: the conversations of a rate run, as pure data.
 
-use parley_common::ids::ConversationId;
+use parley_core::ids::ConversationId;
 use serde_json::{Value, json};
 
 /// One conversation: a group (id) or a direct pair, and its members (user indexes).

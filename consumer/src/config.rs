@@ -5,15 +5,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use parley_common::kafka::{KafkaSettings, parse_property};
-use parley_common::time::parse_duration;
-use parley_common::topics::Topics;
+use parley_adapters::kafka::{KafkaSettings, parse_property};
+use parley_core::time::parse_duration;
+use parley_core::topics::Topics;
 
 #[derive(Debug, Parser)]
 #[command(name = "parley-consumer", version, about = "Kafka consumers (storage, push) of the Parley chat")]
 pub struct Cli {
     #[command(flatten)]
-    pub log: parley_common::telemetry::LogArgs,
+    pub log: parley_core::telemetry::LogArgs,
     #[command(subcommand)]
     pub role: Role,
 }
@@ -67,8 +67,10 @@ pub struct CommonArgs {
 
 impl CommonArgs {
     pub fn kafka(&self) -> crate::Result<KafkaSettings> {
-        let props =
-            parley_common::kafka::configured_properties(self.kafka_properties_dir.as_deref(), &self.kafka_properties)?;
+        let props = parley_adapters::kafka::configured_properties(
+            self.kafka_properties_dir.as_deref(),
+            &self.kafka_properties,
+        )?;
         let mut s = KafkaSettings::new(&self.kafka_bootstrap_servers).with_properties(&props);
         s.session_timeout = self.session_timeout;
         s.linger = self.batch_linger;
@@ -79,7 +81,7 @@ impl CommonArgs {
         let mut t = Topics::new(&self.topic_prefix);
         if let Some(group) = &self.consumer_group {
             match role {
-                parley_common::topics::STORAGE_GROUP => t.storage_group = group.clone(),
+                parley_core::topics::STORAGE_GROUP => t.storage_group = group.clone(),
                 _ => t.push_group = group.clone(),
             }
         }

@@ -5,7 +5,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum Error {
     #[error(transparent)]
-    Common(#[from] parley_common::Error),
+    Adapters(#[from] parley_adapters::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("I/O error: {0}")]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::SinkExt;
-use parley_common::delivery::{Delivery, DeliverySink, Undelivered};
+use parley_adapters::delivery::{Delivery, DeliverySink, Undelivered};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
@@ -77,11 +77,11 @@ async fn write_all(ws: &mut Ws, texts: &[String]) -> Result<(), tokio_tungstenit
 
 #[async_trait]
 impl DeliverySink for GatewayPush {
-    async fn deliver(&self, delivery: &Delivery) -> parley_common::Result<()> {
+    async fn deliver(&self, delivery: &Delivery) -> parley_adapters::Result<()> {
         self.deliver_all(std::slice::from_ref(delivery)).await.map(|_| ())
     }
 
-    async fn deliver_all(&self, deliveries: &[Delivery]) -> parley_common::Result<Undelivered> {
+    async fn deliver_all(&self, deliveries: &[Delivery]) -> parley_adapters::Result<Undelivered> {
         // gateway id -> (address, its parts in order, their positions in the batch);
         // (user, delivery) with no connection.
         let mut streams: BTreeMap<String, (String, Vec<String>, Vec<usize>)> = BTreeMap::new();
@@ -129,9 +129,9 @@ impl DeliverySink for GatewayPush {
 #[cfg(test)]
 mod tests {
     use futures::StreamExt;
-    use parley_common::event::{EventMetadata, MessageEvent};
-    use parley_common::ids::ConversationId;
-    use parley_common::store::StoredMessage;
+    use parley_adapters::store::StoredMessage;
+    use parley_core::event::{EventMetadata, MessageEvent};
+    use parley_core::ids::ConversationId;
     use tokio::net::TcpListener;
 
     use super::*;

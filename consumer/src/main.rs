@@ -5,7 +5,7 @@ use parley_consumer::config::Cli;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    parley_common::telemetry::init(&cli.log);
+    parley_core::telemetry::init(&cli.log);
     match parley_consumer::run::main(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

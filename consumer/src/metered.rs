@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use parley_common::ids::ConversationId;
-use parley_common::store::{ConversationSummary, Group, NewMessage, Store, StoreOutcome, StoredMessage};
+use parley_adapters::store::{ConversationSummary, Group, NewMessage, Store, StoreOutcome, StoredMessage};
+use parley_core::ids::ConversationId;
 
 use crate::metrics::Metrics;
 
@@ -16,11 +16,11 @@ pub struct MeteredStore {
 
 #[async_trait]
 impl Store for MeteredStore {
-    async fn ping(&self) -> parley_common::Result<()> {
+    async fn ping(&self) -> parley_adapters::Result<()> {
         self.inner.ping().await
     }
 
-    async fn store_batch(&self, batch: &[NewMessage]) -> parley_common::Result<Vec<StoreOutcome>> {
+    async fn store_batch(&self, batch: &[NewMessage]) -> parley_adapters::Result<Vec<StoreOutcome>> {
         let out = self.inner.store_batch(batch).await?;
         self.metrics.batches_stored.inc();
         let dups = out.iter().filter(|o| o.duplicate).count() as u64;
@@ -34,7 +34,7 @@ impl Store for MeteredStore {
         c: &ConversationId,
         after_seq: u64,
         limit: u32,
-    ) -> parley_common::Result<Vec<StoredMessage>> {
+    ) -> parley_adapters::Result<Vec<StoredMessage>> {
         self.inner.history(c, after_seq, limit).await
     }
 
@@ -44,35 +44,35 @@ impl Store for MeteredStore {
         name: &str,
         creator: &str,
         members: &[String],
-    ) -> parley_common::Result<Group> {
+    ) -> parley_adapters::Result<Group> {
         self.inner.create_group(id, name, creator, members).await
     }
 
-    async fn group(&self, id: &str) -> parley_common::Result<Option<Group>> {
+    async fn group(&self, id: &str) -> parley_adapters::Result<Option<Group>> {
         self.inner.group(id).await
     }
 
-    async fn join_group(&self, id: &str, user: &str) -> parley_common::Result<()> {
+    async fn join_group(&self, id: &str, user: &str) -> parley_adapters::Result<()> {
         self.inner.join_group(id, user).await
     }
 
-    async fn leave_group(&self, id: &str, user: &str) -> parley_common::Result<bool> {
+    async fn leave_group(&self, id: &str, user: &str) -> parley_adapters::Result<bool> {
         self.inner.leave_group(id, user).await
     }
 
-    async fn members(&self, id: &str) -> parley_common::Result<Vec<String>> {
+    async fn members(&self, id: &str) -> parley_adapters::Result<Vec<String>> {
         self.inner.members(id).await
     }
 
-    async fn members_of(&self, ids: &[String]) -> parley_common::Result<HashMap<String, Vec<String>>> {
+    async fn members_of(&self, ids: &[String]) -> parley_adapters::Result<HashMap<String, Vec<String>>> {
         self.inner.members_of(ids).await
     }
 
-    async fn is_member(&self, id: &str, user: &str) -> parley_common::Result<bool> {
+    async fn is_member(&self, id: &str, user: &str) -> parley_adapters::Result<bool> {
         self.inner.is_member(id, user).await
     }
 
-    async fn conversations_of(&self, user: &str) -> parley_common::Result<Vec<ConversationSummary>> {
+    async fn conversations_of(&self, user: &str) -> parley_adapters::Result<Vec<ConversationSummary>> {
         self.inner.conversations_of(user).await
     }
 }

@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use parley_common::delivery::Delivery;
-use parley_common::event::{EventType, MessageEvent};
+use parley_adapters::delivery::Delivery;
+use parley_core::event::{EventType, MessageEvent};
 
 #[derive(Debug, Clone, Default)]
 pub struct Presence {
@@ -124,10 +124,10 @@ impl Presence {
 
 #[cfg(test)]
 mod tests {
-    use parley_common::delivery::Origin;
-    use parley_common::event::EventMetadata;
-    use parley_common::ids::ConversationId;
-    use parley_common::store::StoredMessage;
+    use parley_adapters::delivery::Origin;
+    use parley_adapters::store::StoredMessage;
+    use parley_core::event::EventMetadata;
+    use parley_core::ids::ConversationId;
 
     use super::*;
 

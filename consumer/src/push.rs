@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_common::broker::{Broker, Subscription};
-use parley_common::delivery::{Delivery, DeliverySink};
-use parley_common::time::now_millis;
-use parley_common::topics::Topics;
+use parley_adapters::broker::{Broker, Subscription};
+use parley_adapters::delivery::{Delivery, DeliverySink};
+use parley_core::time::now_millis;
+use parley_core::topics::Topics;
 use tokio_util::sync::CancellationToken;
 
 use crate::Result;

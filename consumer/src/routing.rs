@@ -1,17 +1,17 @@
 //! Pure decisions of the storage worker.
 
-use parley_common::delivery::{Delivery, Origin};
-use parley_common::event::{EventType, MembershipData, MessageEvent};
-use parley_common::ids::ConversationId;
-use parley_common::store::{NewMessage, StoreOutcome, StoredMessage};
+use parley_adapters::delivery::{Delivery, Origin};
+use parley_adapters::store::{NewMessage, StoreOutcome, StoredMessage};
+use parley_core::event::{EventType, MembershipData, MessageEvent};
+use parley_core::ids::ConversationId;
 
 /// Turn a message event into a message to store. The sender is the event's
 /// `user_id` (set by the gateway from the token), never a payload field.
-pub fn new_message(event: &MessageEvent) -> parley_common::Result<NewMessage> {
+pub fn new_message(event: &MessageEvent) -> parley_core::Result<NewMessage> {
     let data = event.chat_data()?;
     let expected = if data.conversation.is_group() { EventType::GroupMessage } else { EventType::Message };
     if event.event_type != expected {
-        return Err(parley_common::Error::Invalid(format!(
+        return Err(parley_core::Error::Invalid(format!(
             "event type {:?} does not match conversation {}",
             event.event_type, data.conversation
         )));
@@ -33,12 +33,12 @@ pub enum Item {
     Membership(MembershipData),
 }
 
-pub fn item(event: &MessageEvent) -> parley_common::Result<Item> {
+pub fn item(event: &MessageEvent) -> parley_core::Result<Item> {
     if event.event_type == EventType::GroupMembership {
         let data = event.membership_data()?;
         // Only the authenticated user joins or leaves themself.
         if data.user != event.user_id {
-            return Err(parley_common::Error::Invalid(format!(
+            return Err(parley_core::Error::Invalid(format!(
                 "membership change for {} sent as {}",
                 data.user, event.user_id
             )));
@@ -112,7 +112,7 @@ pub fn refusal(message: NewMessage, origin: Option<Origin>) -> Delivery {
 
 #[cfg(test)]
 mod tests {
-    use parley_common::event::{ChatMessageData, EventMetadata};
+    use parley_core::event::{ChatMessageData, EventMetadata};
 
     use super::*;
 

@@ -10,12 +10,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use parley_common::broker::{Broker, Joined, Subscription};
-use parley_common::event::MessageEvent;
-use parley_common::kafka::KafkaBroker;
-use parley_common::ready::{PROBE_INTERVAL, PROBE_TIMEOUT, Readiness};
-use parley_common::store::{PostgresStore, Store};
-use parley_common::topics;
+use parley_adapters::broker::{Broker, Joined, Subscription};
+use parley_adapters::kafka::KafkaBroker;
+use parley_adapters::store::{PostgresStore, Store};
+use parley_core::event::MessageEvent;
+use parley_core::ready::{PROBE_INTERVAL, PROBE_TIMEOUT, Readiness};
+use parley_core::topics;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Cli, PushArgs, Role, StorageArgs};
@@ -32,7 +32,7 @@ pub fn main(cli: Cli) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Io)?;
     rt.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(parley_common::shutdown::on_signal(shutdown.clone()));
+        tokio::spawn(parley_core::shutdown::on_signal(shutdown.clone()));
         match cli.role {
             Role::Storage(args) => storage(args, shutdown).await,
             Role::Push(args) => push(args, shutdown).await,

@@ -5,12 +5,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_common::broker::{Broker, Checkpoint, Pending, Record, Subscription};
-use parley_common::delivery::Origin;
-use parley_common::event::{MembershipData, MessageEvent};
-use parley_common::store::{NewMessage, Store};
-use parley_common::time::now_millis;
-use parley_common::topics::Topics;
+use parley_adapters::broker::{Broker, Checkpoint, Pending, Record, Subscription};
+use parley_adapters::delivery::Origin;
+use parley_adapters::store::{NewMessage, Store};
+use parley_core::event::{MembershipData, MessageEvent};
+use parley_core::time::now_millis;
+use parley_core::topics::Topics;
 use tokio_util::sync::CancellationToken;
 
 use crate::Result;
@@ -110,7 +110,7 @@ impl StorageWorker {
     async fn settle(
         &self,
         done: InFlight,
-        acked: parley_common::Result<()>,
+        acked: parley_adapters::Result<()>,
         sub: &mut dyn Subscription,
         shutdown: &CancellationToken,
     ) -> bool {
@@ -202,7 +202,7 @@ impl StorageWorker {
     async fn apply(&self, change: &MembershipData) -> Result<()> {
         if change.joined {
             match self.store.join_group(&change.group_id, &change.user).await {
-                Ok(()) | Err(parley_common::Error::NotFound(_)) => {}
+                Ok(()) | Err(parley_adapters::Error::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }
         } else {
@@ -277,7 +277,7 @@ struct InFlight {
 }
 
 /// Resolves with the acknowledgement of the batch in flight; never if none is.
-async fn published(in_flight: &mut Option<InFlight>) -> parley_common::Result<()> {
+async fn published(in_flight: &mut Option<InFlight>) -> parley_adapters::Result<()> {
     match in_flight {
         Some(done) => done.acked.as_mut().await,
         None => std::future::pending().await,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use parley_common::store::StoredMessage;
+use parley_adapters::store::StoredMessage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -6,15 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use parley_common::broker::{Broker, MemoryBroker, Pending, Record, Subscription};
-use parley_common::delivery::{Delivery, DeliverySink, Undelivered};
-use parley_common::event::{ChatMessageData, EventMetadata, MembershipData, MessageEvent};
-use parley_common::ids::ConversationId;
-use parley_common::store::{SqliteStore, Store, StoredMessage};
-use parley_common::topics::Topics;
+use parley_adapters::broker::{Broker, MemoryBroker, Pending, Record, Subscription};
+use parley_adapters::delivery::{Delivery, DeliverySink, Undelivered};
+use parley_adapters::store::{SqliteStore, Store, StoredMessage};
 use parley_consumer::metrics::Metrics;
 use parley_consumer::push::PushWorker;
 use parley_consumer::storage::StorageWorker;
+use parley_core::event::{ChatMessageData, EventMetadata, MembershipData, MessageEvent};
+use parley_core::ids::ConversationId;
+use parley_core::topics::Topics;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +27,7 @@ struct Recorder {
 
 #[async_trait]
 impl DeliverySink for Recorder {
-    async fn deliver(&self, d: &Delivery) -> parley_common::Result<()> {
+    async fn deliver(&self, d: &Delivery) -> parley_adapters::Result<()> {
         let m = &d.message;
         let stored = self.store.history(&m.conversation, m.seq - 1, 1).await?;
         if stored.first().map(|s| &s.msg_id) != Some(&m.msg_id) {
@@ -194,13 +194,13 @@ struct Gated {
 
 #[async_trait]
 impl Broker for Gated {
-    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> parley_common::Result<()> {
+    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> parley_adapters::Result<()> {
         self.inner.publish(topic, key, payload).await
     }
 
-    async fn enqueue_all(&self, topic: &str, records: Vec<(String, Vec<u8>)>) -> parley_common::Result<Pending> {
+    async fn enqueue_all(&self, topic: &str, records: Vec<(String, Vec<u8>)>) -> parley_adapters::Result<Pending> {
         if self.fail.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-            return Ok(Box::pin(std::future::ready(Err(parley_common::Error::Invalid("lost in transit".into())))));
+            return Ok(Box::pin(std::future::ready(Err(parley_adapters::Error::Invalid("lost in transit".into())))));
         }
         self.inner.publish_all(topic, records).await?;
         let open = self.open.clone();
@@ -212,7 +212,7 @@ impl Broker for Gated {
         }))
     }
 
-    async fn subscribe(&self, topics: &[String], group: &str) -> parley_common::Result<Box<dyn Subscription>> {
+    async fn subscribe(&self, topics: &[String], group: &str) -> parley_adapters::Result<Box<dyn Subscription>> {
         self.inner.subscribe(topics, group).await
     }
 }
@@ -346,11 +346,11 @@ struct PartlyDown;
 
 #[async_trait]
 impl DeliverySink for PartlyDown {
-    async fn deliver(&self, _: &Delivery) -> parley_common::Result<()> {
+    async fn deliver(&self, _: &Delivery) -> parley_adapters::Result<()> {
         Ok(())
     }
 
-    async fn deliver_all(&self, deliveries: &[Delivery]) -> parley_common::Result<Undelivered> {
+    async fn deliver_all(&self, deliveries: &[Delivery]) -> parley_adapters::Result<Undelivered> {
         Ok(deliveries.iter().enumerate().filter(|(_, d)| d.message.from == "down").map(|(i, _)| i).collect())
     }
 }

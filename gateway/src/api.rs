@@ -8,10 +8,10 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use parley_common::event::{MembershipData, MessageEvent};
-use parley_common::ids::{self, ConversationId};
-use parley_common::store::{ConversationSummary, Group};
-use parley_common::time::now_millis;
+use parley_adapters::store::{ConversationSummary, Group};
+use parley_core::event::{MembershipData, MessageEvent};
+use parley_core::ids::{self, ConversationId};
+use parley_core::time::now_millis;
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
@@ -48,9 +48,9 @@ impl ApiError {
     }
 }
 
-impl From<parley_common::Error> for ApiError {
-    fn from(err: parley_common::Error) -> Self {
-        use parley_common::Error as E;
+impl From<parley_adapters::Error> for ApiError {
+    fn from(err: parley_adapters::Error) -> Self {
+        use parley_adapters::Error as E;
         match err {
             E::NotFound(what) => Self::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("{what} not found")),
             E::Conflict(what) => Self::new(StatusCode::CONFLICT, codes::CONFLICT, format!("{what} already exists")),
@@ -60,6 +60,12 @@ impl From<parley_common::Error> for ApiError {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, "internal error")
             }
         }
+    }
+}
+
+impl From<parley_core::Error> for ApiError {
+    fn from(err: parley_core::Error) -> Self {
+        parley_adapters::Error::from(err).into()
     }
 }
 

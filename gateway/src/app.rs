@@ -8,13 +8,13 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use parley_common::broker::Broker;
-use parley_common::ids::ConversationId;
-use parley_common::protocol::Limits;
-use parley_common::ready::Readiness;
-use parley_common::store::Store;
-use parley_common::topics::Topics;
+use parley_adapters::broker::Broker;
+use parley_adapters::store::Store;
 use parley_consumer::metrics::Metrics as WorkerMetrics;
+use parley_core::ids::ConversationId;
+use parley_core::protocol::Limits;
+use parley_core::ready::Readiness;
+use parley_core::topics::Topics;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -118,7 +118,7 @@ impl AppState {
     }
 
     /// May `user` read and write `conversation`?
-    pub async fn may_access(&self, user: &str, conversation: &ConversationId) -> parley_common::Result<bool> {
+    pub async fn may_access(&self, user: &str, conversation: &ConversationId) -> parley_adapters::Result<bool> {
         match conversation {
             ConversationId::Direct(..) => Ok(conversation.is_direct_participant(user)),
             ConversationId::Group(g) => self.store.is_member(g, user).await,
@@ -128,7 +128,7 @@ impl AppState {
     /// May `user` send to `conversation`? Like [`may_access`](Self::may_access),
     /// with group memberships confirmed within the cache's time to live
     /// taken as they are (the storage consumer has the final word).
-    pub async fn may_send(&self, user: &str, conversation: &ConversationId) -> parley_common::Result<bool> {
+    pub async fn may_send(&self, user: &str, conversation: &ConversationId) -> parley_adapters::Result<bool> {
         let ConversationId::Group(g) = conversation else {
             return self.may_access(user, conversation).await;
         };
@@ -144,7 +144,7 @@ impl AppState {
     }
 
     /// Everyone who should see ephemeral notices (typing, read) in `conversation`.
-    pub async fn participants(&self, conversation: &ConversationId) -> parley_common::Result<Vec<String>> {
+    pub async fn participants(&self, conversation: &ConversationId) -> parley_adapters::Result<Vec<String>> {
         match conversation {
             ConversationId::Direct(a, b) => Ok(vec![a.clone(), b.clone()]),
             ConversationId::Group(g) => self.store.members(g).await,

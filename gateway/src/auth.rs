@@ -7,7 +7,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use parley_common::ids;
+use parley_core::ids;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;

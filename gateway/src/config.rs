@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
-use parley_common::protocol::Limits;
+use parley_core::protocol::Limits;
 
 /// Used by `standalone` (with a warning) when no secret is configured, so a
 /// laptop run needs no setup. Never accepted outside standalone/`--dev-secret`.
@@ -16,7 +16,7 @@ pub const DEV_JWT_SECRET: &str = "parley-insecure-dev-secret-change-me";
 #[command(name = "parley-gateway", version, about = "WebSocket gateway of the Parley chat")]
 pub struct Cli {
     #[command(flatten)]
-    pub log: parley_common::telemetry::LogArgs,
+    pub log: parley_core::telemetry::LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -84,7 +84,7 @@ pub struct ServeArgs {
     pub kafka_bootstrap_servers: String,
     /// Extra librdkafka properties, `key=value`, comma separated; applied
     /// last, so they override the defaults (e.g. `linger.ms=5`).
-    #[arg(long, env = "PARLEY_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parley_common::kafka::parse_property)]
+    #[arg(long, env = "PARLEY_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parley_adapters::kafka::parse_property)]
     pub kafka_properties: Vec<(String, String)>,
     /// Directory with one file per librdkafka property (a mounted Secret:
     /// SASL or TLS settings); `--kafka-properties` override its values.
@@ -196,7 +196,7 @@ pub struct TokenArgs {
     pub dev_secret: bool,
 }
 
-pub use parley_common::time::parse_duration;
+pub use parley_core::time::parse_duration;
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,9 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum Error {
     #[error(transparent)]
-    Common(#[from] parley_common::Error),
+    Core(#[from] parley_core::Error),
+    #[error(transparent)]
+    Adapters(#[from] parley_adapters::Error),
     #[error(transparent)]
     Consumer(#[from] parley_consumer::Error),
     #[error("token error: {0}")]

@@ -13,7 +13,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
 use futures::StreamExt;
-use parley_common::delivery::{Delivery, DeliverySink};
+use parley_adapters::delivery::{Delivery, DeliverySink};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -24,7 +24,7 @@ pub struct InternalState {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
-    pub readiness: Arc<parley_common::ready::Readiness>,
+    pub readiness: Arc<parley_core::ready::Readiness>,
 }
 
 pub fn router(state: InternalState) -> Router {

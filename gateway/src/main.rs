@@ -5,7 +5,7 @@ use parley_gateway::config::Cli;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    parley_common::telemetry::init(&cli.log);
+    parley_core::telemetry::init(&cli.log);
     match parley_gateway::run(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

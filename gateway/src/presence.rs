@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use parley_common::store::{ConversationSummary, Store};
+use parley_adapters::store::{ConversationSummary, Store};
 
 use crate::registry::Registry;
 
@@ -16,7 +16,7 @@ use crate::registry::Registry;
 pub const MAX_CONTACTS: usize = 1_000;
 
 /// The other participants of `user`'s conversations, sorted, at most [`MAX_CONTACTS`].
-pub async fn contacts(store: &dyn Store, user: &str) -> parley_common::Result<Vec<String>> {
+pub async fn contacts(store: &dyn Store, user: &str) -> parley_adapters::Result<Vec<String>> {
     let conversations = store.conversations_of(user).await?;
     let mut out = BTreeSet::new();
     add_direct(&conversations, user, &mut out);
@@ -48,17 +48,17 @@ pub fn online_here(registry: &Registry, contacts: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parley_common::store::SqliteStore;
+    use parley_adapters::store::SqliteStore;
 
     #[tokio::test]
     async fn contacts_are_direct_partners_and_group_members_only() {
         let store = SqliteStore::in_memory().await.unwrap();
         store.create_group("team", "Team", "ann", &["bob".into(), "cat".into()]).await.unwrap();
         store.create_group("other", "Other", "dan", &["eve".into()]).await.unwrap();
-        let dm = |a: &str, b: &str, id: &str| parley_common::store::NewMessage {
+        let dm = |a: &str, b: &str, id: &str| parley_adapters::store::NewMessage {
             msg_id: id.into(),
             client_msg_id: id.into(),
-            conversation: parley_common::ids::ConversationId::direct(a, b),
+            conversation: parley_core::ids::ConversationId::direct(a, b),
             from: a.into(),
             body: "hi".into(),
             ts: 1,

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
-use parley_common::delivery::{Delivery, DeliverySink};
-use parley_common::protocol::{ServerFrame, codes};
+use parley_adapters::delivery::{Delivery, DeliverySink};
+use parley_core::protocol::{ServerFrame, codes};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -154,7 +154,7 @@ impl Registry {
 
 #[async_trait]
 impl DeliverySink for Registry {
-    async fn deliver(&self, delivery: &Delivery) -> parley_common::Result<()> {
+    async fn deliver(&self, delivery: &Delivery) -> parley_adapters::Result<()> {
         let message = &delivery.message;
         let origin_conn =
             delivery.sender_connection().filter(|o| o.gateway_id == self.gateway_id).map(|o| o.connection_id);
@@ -189,9 +189,9 @@ impl DeliverySink for Registry {
 
 #[cfg(test)]
 mod tests {
-    use parley_common::delivery::Origin;
-    use parley_common::ids::ConversationId;
-    use parley_common::store::StoredMessage;
+    use parley_adapters::delivery::Origin;
+    use parley_adapters::store::StoredMessage;
+    use parley_core::ids::ConversationId;
 
     use super::*;
 

@@ -7,13 +7,13 @@
 
 use std::sync::Arc;
 
-use parley_common::broker::Broker;
-use parley_common::event::MessageEvent;
-use parley_common::kafka::{KafkaBroker, KafkaSettings};
-use parley_common::ready::{PROBE_INTERVAL, PROBE_TIMEOUT, Readiness};
-use parley_common::store::{PostgresStore, Store};
-use parley_common::time::now_millis;
-use parley_common::topics::Topics;
+use parley_adapters::broker::Broker;
+use parley_adapters::kafka::{KafkaBroker, KafkaSettings};
+use parley_adapters::store::{PostgresStore, Store};
+use parley_core::event::MessageEvent;
+use parley_core::ready::{PROBE_INTERVAL, PROBE_TIMEOUT, Readiness};
+use parley_core::time::now_millis;
+use parley_core::topics::Topics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,7 +39,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&args.database_url, args.database_pool_size).await?);
     let kafka_properties =
-        parley_common::kafka::configured_properties(args.kafka_properties_dir.as_deref(), &args.kafka_properties)?;
+        parley_adapters::kafka::configured_properties(args.kafka_properties_dir.as_deref(), &args.kafka_properties)?;
     let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(
         KafkaSettings::new(&args.kafka_bootstrap_servers).with_properties(&kafka_properties),
     )?);
@@ -97,7 +97,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // On stdout, for scripts and tests that asked for port 0.
     println!("parley-gateway listening on http://{addr}");
 
-    tokio::spawn(parley_common::shutdown::on_signal(shutdown.clone()));
+    tokio::spawn(parley_core::shutdown::on_signal(shutdown.clone()));
     let internal = tokio::spawn(
         axum::serve(no_delay(internal_listener), internal::router(internal_state))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())

@@ -10,11 +10,11 @@ use axum::response::Response;
 use futures::stream::{FuturesUnordered, SplitSink};
 use futures::{SinkExt, StreamExt};
 use governor::DefaultDirectRateLimiter;
-use parley_common::broker::Pending;
-use parley_common::event::{ChatMessageData, EventMetadata, MessageEvent};
-use parley_common::ids::ConversationId;
-use parley_common::protocol::{ClientFrame, Recipient, SendFrame, ServerFrame, SyncFrame, codes, parse_client_frame};
-use parley_common::time::now_millis;
+use parley_adapters::broker::Pending;
+use parley_core::event::{ChatMessageData, EventMetadata, MessageEvent};
+use parley_core::ids::ConversationId;
+use parley_core::protocol::{ClientFrame, Recipient, SendFrame, ServerFrame, SyncFrame, codes, parse_client_frame};
+use parley_core::time::now_millis;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -236,7 +236,7 @@ async fn announce(state: &AppState, user: &str, online: bool, contacts: &[String
     let event = MessageEvent::presence(user, online, now_millis(), meta);
     let published = match event.to_bytes() {
         Ok(bytes) => state.broker.publish(&state.topics.user_events, user, bytes).await,
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
     if let Err(err) = published {
         tracing::warn!(user, error = %err, "publishing presence failed");
@@ -306,7 +306,7 @@ impl Conn {
         self.reply(sink, &ServerFrame::forbidden(conversation.forbidden_reason(), client_msg_id)).await
     }
 
-    async fn on_send(&mut self, send: SendFrame, sink: &mut Sink) -> parley_common::Result<Flow> {
+    async fn on_send(&mut self, send: SendFrame, sink: &mut Sink) -> parley_adapters::Result<Flow> {
         let state = &self.state;
         let conversation = match &send.to {
             Recipient::User(to) => ConversationId::direct(&self.user, to),
@@ -353,7 +353,7 @@ impl Conn {
     }
 
     /// The next send the broker acknowledged (or failed).
-    async fn next_published(&mut self) -> Option<parley_common::Result<()>> {
+    async fn next_published(&mut self) -> Option<parley_adapters::Result<()>> {
         let in_flight = self.in_flight.as_mut()?;
         let done = in_flight.next().await;
         if in_flight.is_empty() {
@@ -363,7 +363,7 @@ impl Conn {
     }
 
     /// The outcome of one send handed to the broker.
-    async fn published(&mut self, outcome: parley_common::Result<()>, sink: &mut Sink) -> Flow {
+    async fn published(&mut self, outcome: parley_adapters::Result<()>, sink: &mut Sink) -> Flow {
         match outcome {
             Ok(()) => {
                 self.state.metrics.messages_published.inc();
@@ -376,7 +376,7 @@ impl Conn {
         }
     }
 
-    async fn on_sync(&mut self, sync: SyncFrame, sink: &mut Sink) -> parley_common::Result<Flow> {
+    async fn on_sync(&mut self, sync: SyncFrame, sink: &mut Sink) -> parley_adapters::Result<Flow> {
         if !self.state.may_access(&self.user, &sync.conversation).await? {
             return Ok(self.forbidden(sink, &sync.conversation, None).await);
         }
@@ -401,7 +401,7 @@ impl Conn {
         conversation: &ConversationId,
         frame: ServerFrame,
         sink: &mut Sink,
-    ) -> parley_common::Result<Flow> {
+    ) -> parley_adapters::Result<Flow> {
         if !self.state.may_access(&self.user, conversation).await? {
             return Ok(self.forbidden(sink, conversation, None).await);
         }

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use parley_common::broker::{Broker, MemoryBroker};
-use parley_common::delivery::DeliverySink;
-use parley_common::ready::Readiness;
-use parley_common::store::{SqliteStore, Store};
-use parley_common::topics::Topics;
+use parley_adapters::broker::{Broker, MemoryBroker};
+use parley_adapters::delivery::DeliverySink;
+use parley_adapters::store::{SqliteStore, Store};
 use parley_consumer::push::{self, PushWorker};
 use parley_consumer::storage::{self, StorageWorker};
+use parley_core::ready::Readiness;
+use parley_core::topics::Topics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -98,7 +98,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     // On stdout, for scripts and tests that asked for port 0.
     println!("parley-gateway listening on http://{addr}");
 
-    tokio::spawn(parley_common::shutdown::on_signal(shutdown.clone()));
+    tokio::spawn(parley_core::shutdown::on_signal(shutdown.clone()));
     let served =
         axum::serve(no_delay(listener), router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use parley_common::protocol::ServerFrame;
+use parley_core::protocol::ServerFrame;
 use serde_json::json;
 use support::{Event, Server};
 use tokio_tungstenite::connect_async;

@@ -11,7 +11,7 @@ use crate::{Error, Result};
 #[command(name = "parley-operator", version, about = "Kubernetes operator for Parley chat clusters")]
 pub struct Cli {
     #[command(flatten)]
-    pub log: parley_common::telemetry::LogArgs,
+    pub log: parley_core::telemetry::LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -17,7 +17,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use parley_common::ready::Readiness;
+use parley_core::ready::Readiness;
 use serde_json::json;
 use tracing::{info, warn};
 

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use parley_common::ready::Readiness;
+use parley_core::ready::Readiness;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;

@@ -3,7 +3,7 @@ use parley_operator::cli::{Cli, run};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    parley_common::telemetry::init(&cli.log);
+    parley_core::telemetry::init(&cli.log);
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

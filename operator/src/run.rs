@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
-use parley_common::ready::Readiness;
+use parley_core::ready::Readiness;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 

@@ -9,13 +9,13 @@ use kube::ResourceExt;
 use crate::crd::ChatCluster;
 
 /// The topics every ChatCluster has, as `<prefix>.<suffix>` (names shared
-/// with the gateway and consumers through `parley_common::topics`).
+/// with the gateway and consumers through `parley_core::topics`).
 pub mod suffix {
-    pub use parley_common::topics::{CHAT_MESSAGES, DELIVERIES, GROUP_MESSAGES, USER_EVENTS};
+    pub use parley_core::topics::{CHAT_MESSAGES, DELIVERIES, GROUP_MESSAGES, USER_EVENTS};
     pub const ALL: [&str; 4] = [CHAT_MESSAGES, GROUP_MESSAGES, USER_EVENTS, DELIVERIES];
 }
 
-pub use parley_common::topics::name as topic_name;
+pub use parley_core::topics::name as topic_name;
 
 /// Kafka topic config keys the spec has fields for.
 pub mod config_key {

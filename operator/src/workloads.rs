@@ -102,8 +102,8 @@ impl Role {
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Role::Storage => parley_common::topics::STORAGE_GROUP,
-            Role::Push => parley_common::topics::PUSH_GROUP,
+            Role::Storage => parley_core::topics::STORAGE_GROUP,
+            Role::Push => parley_core::topics::PUSH_GROUP,
         }
     }
 

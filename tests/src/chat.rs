@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Container;
-use parley_common::protocol::{MessageView, ServerFrame};
+use parley_core::protocol::{MessageView, ServerFrame};
 use parley_operator::crd::ChatCluster;
 use parley_operator::workloads::{self, Images, Role};
 use serde_json::{Value, json};
@@ -288,7 +288,7 @@ pub async fn prepare(prefix: &str, partitions: i32) -> String {
 /// 2, or 1 for a single replica (the brokers' default of 2 would refuse
 /// every `acks=all` write to it).
 pub async fn prepare_with(prefix: &str, partitions: i32, replication: i32) -> String {
-    let topics = parley_common::topics::Topics::new(prefix);
+    let topics = parley_core::topics::Topics::new(prefix);
     let min_isr = replication.clamp(1, 2).to_string();
     for t in [&topics.chat_messages, &topics.group_messages, &topics.user_events, &topics.deliveries] {
         kafka::create_topic_with(t, partitions, replication, &[("min.insync.replicas", &min_isr)]).await;

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use parley_common::ids::ConversationId;
-use parley_common::store::{PostgresStore, Store};
+use parley_adapters::store::{PostgresStore, Store};
+use parley_core::ids::ConversationId;
 use serde_json::json;
 
 use crate::chat::{self, Client, Proc, Specs, view};

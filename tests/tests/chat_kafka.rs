@@ -6,9 +6,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use parley_common::ids::ConversationId;
-use parley_common::protocol::ServerFrame;
-use parley_common::store::{PostgresStore, Store};
+use parley_adapters::store::{PostgresStore, Store};
+use parley_core::ids::ConversationId;
+use parley_core::protocol::ServerFrame;
 use parley_tests::chat::{self, Client, Proc, Specs, acks, messages};
 use parley_tests::env;
 use parley_tests::operator::free_port;
@@ -57,7 +57,7 @@ fn pushed_in(c: &Client, conversation: &str) -> Vec<u64> {
     pushed_seqs(&c.seen, conversation)
 }
 
-fn pushed_seqs(frames: &[parley_common::protocol::ServerFrame], conversation: &str) -> Vec<u64> {
+fn pushed_seqs(frames: &[parley_core::protocol::ServerFrame], conversation: &str) -> Vec<u64> {
     messages(frames).iter().filter(|m| m.conversation.to_string() == conversation).map(|m| m.seq).collect()
 }
 

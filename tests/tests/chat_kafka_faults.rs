@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use parley_common::ids::ConversationId;
+use parley_core::ids::ConversationId;
 use parley_tests::chat::Proc;
 use parley_tests::chat::{self, Client};
 use parley_tests::chat_cluster::{GROUP, busiest, check, members, send_round, start};
@@ -65,7 +65,7 @@ async fn push_consumer_killed_delivery_continues_and_sync_fills_gaps() {
     let conversation = ConversationId::group(GROUP).to_string();
     for c in clients.iter_mut() {
         let user = c.user.clone();
-        let pushed_late = |s: &[parley_common::protocol::ServerFrame]| {
+        let pushed_late = |s: &[parley_core::protocol::ServerFrame]| {
             chat::messages(s).iter().any(|m| {
                 m.conversation.to_string() == conversation
                     && m.body.contains(&format!("-{} body", ROUND + 1))

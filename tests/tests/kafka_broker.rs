@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use parley_common::broker::{Broker, Record, Subscription};
-use parley_common::kafka::{KafkaBroker, KafkaSettings};
+use parley_adapters::broker::{Broker, Record, Subscription};
+use parley_adapters::kafka::{KafkaBroker, KafkaSettings};
 use parley_tests::{env, kafka};
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use parley_common::ids::ConversationId;
+use parley_core::ids::ConversationId;
 use parley_operator::crd::status::condition;
 use parley_tests::chat::{self, Client, acks, messages};
 use parley_tests::node::{
@@ -211,7 +211,7 @@ async fn chat_through_the_service(ns: &str, db: &str) {
     let group = ConversationId::group("node-team").to_string();
     for c in clients.iter_mut() {
         let user = c.user.clone();
-        let others = |s: &[parley_common::protocol::ServerFrame]| {
+        let others = |s: &[parley_core::protocol::ServerFrame]| {
             messages(s).iter().filter(|m| m.conversation.to_string() == group).count()
         };
         c.wait_until(Duration::from_secs(30), |s| others(s) >= 9).await;

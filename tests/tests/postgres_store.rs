@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use parley_common::ids::ConversationId;
-use parley_common::store::{NewMessage, PostgresStore, Store};
+use parley_adapters::store::{NewMessage, PostgresStore, Store};
+use parley_core::ids::ConversationId;
 use parley_tests::postgres::scratch_database;
 
 fn msg(from: &str, cid: &str, conv: &ConversationId) -> NewMessage {
@@ -78,7 +78,7 @@ async fn groups_and_conversations() {
     let url = scratch_database("pgstore_groups").await;
     let s = PostgresStore::connect(&url, 2).await.unwrap();
     s.create_group("g", "Team", "a", &["b".into()]).await.unwrap();
-    assert!(matches!(s.create_group("g", "Again", "c", &[]).await, Err(parley_common::Error::Conflict(_))));
+    assert!(matches!(s.create_group("g", "Again", "c", &[]).await, Err(parley_adapters::Error::Conflict(_))));
     s.join_group("g", "c").await.unwrap();
     s.join_group("g", "c").await.unwrap();
     assert_eq!(s.members("g").await.unwrap(), ["a", "b", "c"]);
@@ -90,7 +90,7 @@ async fn groups_and_conversations() {
     assert_eq!(many["g"], ["a", "c"]);
     assert_eq!(many["h"], ["z"]);
     assert!(many["nope"].is_empty());
-    assert!(matches!(s.join_group("nope", "a").await, Err(parley_common::Error::NotFound(_))));
+    assert!(matches!(s.join_group("nope", "a").await, Err(parley_adapters::Error::NotFound(_))));
 
     let g = ConversationId::group("g");
     s.store_batch(&[msg("a", "1", &g), msg("a", "2", &ConversationId::direct("a", "z"))]).await.unwrap();

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use parley_common::protocol::ServerFrame;
+use parley_core::protocol::ServerFrame;
 use parley_gateway::auth::Auth;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -208,7 +208,7 @@ impl Client {
         }
     }
 
-    pub async fn next_message(&mut self) -> parley_common::protocol::MessageView {
+    pub async fn next_message(&mut self) -> parley_core::protocol::MessageView {
         match self.next_where(|f| matches!(f, ServerFrame::Message(_))).await {
             ServerFrame::Message(m) => m,
             _ => unreachable!(),

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::{NewMessage, StoreOutcome, StoredMessage};
-use crate::ids::ConversationId;
+use parley_core::ids::ConversationId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {

@@ -11,9 +11,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{ConversationSummary, Group, NewMessage, Store, StoreOutcome, StoredMessage, plan_batch};
-use crate::ids::ConversationId;
-use crate::time::now_millis;
 use crate::{Error, Result};
+use parley_core::ids::ConversationId;
+use parley_core::time::now_millis;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

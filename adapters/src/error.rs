@@ -20,4 +20,15 @@ pub enum Error {
     NotFound(String),
 }
 
+/// A decoding error from the core keeps its variant, so callers match one
+/// error type whichever layer failed.
+impl From<parley_core::Error> for Error {
+    fn from(err: parley_core::Error) -> Self {
+        match err {
+            parley_core::Error::Json(e) => Error::Json(e),
+            parley_core::Error::Invalid(why) => Error::Invalid(why),
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::{Group, StoredMessage};
-use crate::ids::ConversationId;
 use crate::{Error, Result};
+use parley_core::ids::ConversationId;
 
 /// Seqs are `u64` in Rust and `BIGINT` in SQL.
 pub(super) fn to_i64(v: u64) -> Result<i64> {

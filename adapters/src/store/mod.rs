@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::ids::ConversationId;
-use crate::protocol::MessageView;
+use parley_core::ids::ConversationId;
+use parley_core::protocol::MessageView;
 
 /// A message accepted by a gateway, not yet stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
