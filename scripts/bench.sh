@@ -32,7 +32,7 @@ KAFKA_WARMUP=${KAFKA_WARMUP:-120s}
 KAFKA_WARMUP_RATE=${KAFKA_WARMUP_RATE:-3000}
 
 build() {
-  cargo build --quiet --release --locked -p parley-bench -p parley-gateway -p parley-consumer -p parley-operator \
+  cargo build --quiet --release --locked -p parley-bench -p parley-gateway -p parley-standalone -p parley-consumer -p parley-operator \
     -p parley-tests --bins
 }
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The standalone chat in one process (in-process broker, SQLite): builds
-# `parley-gateway` into the same cache as scripts/test.sh and the demo, so
+# `parley-standalone` into the same cache as scripts/test.sh and the demo, so
 # none of them rebuilds what another built, and keeps the chat's data
-# outside the work tree. Arguments go to `parley-gateway standalone`
+# outside the work tree. Arguments go to `parley-standalone`
 # (`scripts/chat.sh --help` lists them).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,5 +16,5 @@ mkdir -p "$data"
 export PARLEY_DATABASE=${PARLEY_DATABASE:-$data/parley.db}
 # --workspace: the dependencies' features as scripts/test.sh builds them, so
 # the two share one build (only the gateway's part of it is compiled here).
-cargo build --locked --workspace --bin parley-gateway
-exec "$CARGO_TARGET_DIR/debug/parley-gateway" standalone "$@"
+cargo build --locked --workspace --bin parley-standalone
+exec "$CARGO_TARGET_DIR/debug/parley-standalone" "$@"

@@ -60,7 +60,7 @@ cargo test --locked -p parley-tests
 cargo test --locked -p parley-bench --test kafka_smoke -- --ignored
 
 tier "browser: the chat page in headless Chromium"
-PARLEY_GATEWAY_BIN=$CARGO_TARGET_DIR/debug/parley-gateway node --test tests/browser/
+PARLEY_STANDALONE_BIN=$CARGO_TARGET_DIR/debug/parley-standalone node --test tests/browser/
 
 # Last: pods really run; the operator's Ready comes from their probes.
 tier "the node: images built here, pods that really run"

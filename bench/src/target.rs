@@ -101,10 +101,10 @@ impl Target {
     }
 
     fn standalone(env: &[Setting]) -> Result<Self> {
-        let bin = chat::binary("parley-gateway");
+        let bin = chat::binary("parley-standalone");
         let db = std::env::temp_dir().join(format!("parley-bench-{}-{}.db", std::process::id(), unique()));
         let mut child = Command::new(&bin)
-            .args(["standalone", "--listen", "127.0.0.1:0", "--jwt-secret", STANDALONE_SECRET, "--dev-login", "false"])
+            .args(["--listen", "127.0.0.1:0", "--jwt-secret", STANDALONE_SECRET, "--dev-login", "false"])
             .arg("--database")
             .arg(&db)
             .envs(UNTHROTTLED)

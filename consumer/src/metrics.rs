@@ -1,9 +1,10 @@
 //! Prometheus metrics of the consumer roles, served at `/metrics`.
 
+use parley_core::telemetry::age_histogram;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Where on its way a message's age (time since the gateway accepted it)
@@ -45,13 +46,6 @@ impl EncodeLabelValue for Stage {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabel {
     pub stage: Stage,
-}
-
-/// 1 ms to about 11 s in steps of 1.5×: fine enough to tell a 10 ms step
-/// from a 20 ms one. The gateway's publish histogram uses it too, so the
-/// stages of one message's path share their buckets.
-pub fn age_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.001, 1.5, 24))
 }
 
 pub struct Metrics {

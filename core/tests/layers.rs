@@ -36,3 +36,9 @@ fn the_operator_stands_on_the_core_alone() {
     assert!(linked("parley-operator").contains("parley-core"));
     assert_none_of("parley-operator", &["sqlx", "parley-adapters", "parley-gateway", "parley-consumer"]);
 }
+
+#[test]
+fn the_gateway_does_not_link_the_consumers() {
+    // The one-process chat (parley-standalone) wires the two together.
+    assert_none_of("parley-gateway", &["parley-consumer", "parley-standalone"]);
+}

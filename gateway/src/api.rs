@@ -85,8 +85,8 @@ type ApiResult<T> = Result<T, ApiError>;
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut text = state.metrics.encode();
-    if let Some(workers) = &state.worker_metrics {
-        text = crate::metrics::join_exposition(text, &workers.encode());
+    if let Some(extra) = &state.extra_metrics {
+        text = crate::metrics::join_exposition(text, &extra());
     }
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
 }

@@ -10,7 +10,6 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use parley_adapters::broker::Broker;
 use parley_adapters::store::Store;
-use parley_consumer::metrics::Metrics as WorkerMetrics;
 use parley_core::ids::ConversationId;
 use parley_core::protocol::Limits;
 use parley_core::ready::Readiness;
@@ -30,9 +29,9 @@ pub struct Inner {
     pub broker: Arc<dyn Broker>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
-    /// Standalone: the in-process storage and push workers' metrics, served
-    /// at the same `/metrics`.
-    pub worker_metrics: Option<Arc<WorkerMetrics>>,
+    /// More series served at the same `/metrics` (standalone: those of its
+    /// in-process storage and push workers).
+    pub extra_metrics: Option<ExtraMetrics>,
     pub auth: Auth,
     pub session: SessionArgs,
     pub limits: Limits,
@@ -56,6 +55,9 @@ pub struct Inner {
     next_conn: AtomicU64,
 }
 
+/// OpenMetrics text of series another part of the process keeps.
+pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
@@ -74,7 +76,7 @@ pub struct StateParts {
     pub broker: Arc<dyn Broker>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
-    pub worker_metrics: Option<Arc<WorkerMetrics>>,
+    pub extra_metrics: Option<ExtraMetrics>,
     pub auth: Auth,
     pub session: SessionArgs,
     pub topics: Topics,
@@ -96,7 +98,7 @@ impl AppState {
             broker: p.broker,
             registry: p.registry,
             metrics: p.metrics,
-            worker_metrics: p.worker_metrics,
+            extra_metrics: p.extra_metrics,
             auth: p.auth,
             session: p.session,
             limits,

@@ -8,8 +8,6 @@ pub enum Error {
     Core(#[from] parley_core::Error),
     #[error(transparent)]
     Adapters(#[from] parley_adapters::Error),
-    #[error(transparent)]
-    Consumer(#[from] parley_consumer::Error),
     #[error("token error: {0}")]
     Token(#[from] jsonwebtoken::errors::Error),
     #[error("invalid configuration: {0}")]

@@ -1,7 +1,8 @@
 //! The Parley WebSocket gateway: axum app (WebSocket endpoint, group API,
 //! browser page, metrics), JWT auth, per-connection limits, the connection
-//! registry, the `standalone` wiring and the clustered `serve` wiring
-//! (Kafka, PostgreSQL, internal delivery stream).
+//! registry, and the clustered `serve` wiring (Kafka, PostgreSQL, internal
+//! delivery stream). The one-process chat wires the same app with the
+//! in-process workers: crate `parley-standalone`.
 
 pub mod api;
 pub mod app;
@@ -17,7 +18,6 @@ pub mod presence;
 pub mod registry;
 pub mod serve;
 pub mod session;
-pub mod standalone;
 
 pub use error::{Error, Result};
 
@@ -26,11 +26,11 @@ use config::{Command, DEV_JWT_SECRET, TokenArgs};
 /// Run one subcommand to completion.
 pub fn run(command: Command) -> Result<()> {
     match command {
-        Command::Standalone(args) => {
-            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(standalone::run(args))
-        }
+        Command::Standalone { .. } => Err(Error::Config(
+            "the one-process chat is its own binary: parley-standalone (scripts/chat.sh runs it)".into(),
+        )),
         Command::Serve(args) => {
-            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve::run(args))
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve::run(*args))
         }
         Command::Token(args) => {
             println!("{}", mint_token(&args)?);

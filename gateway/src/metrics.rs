@@ -49,7 +49,7 @@ impl Metrics {
             messages_published: Counter::default(),
             frames_pushed: Counter::default(),
             slow_consumers_dropped: Counter::default(),
-            publish_seconds: parley_consumer::metrics::age_histogram(),
+            publish_seconds: parley_core::telemetry::age_histogram(),
             registry: Registry::default(),
         };
         registry.register("connections_opened", "WebSocket connections accepted", m.connections_opened.clone());

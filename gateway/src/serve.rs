@@ -78,7 +78,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         broker,
         registry,
         metrics,
-        worker_metrics: None,
+        extra_metrics: None,
         auth: Auth::new(&args.jwt_secret),
         session: args.session.clone(),
         topics,

@@ -22,8 +22,8 @@ let server, browser, baseUrl, workDir;
 
 before(async () => {
   workDir = fs.mkdtempSync(path.join(os.tmpdir(), "parley-browser-"));
-  server = spawn(need("PARLEY_GATEWAY_BIN"), [
-    "standalone", "--listen", "127.0.0.1:0", "--database", path.join(workDir, "chat.db"),
+  server = spawn(need("PARLEY_STANDALONE_BIN"), [
+    "--listen", "127.0.0.1:0", "--database", path.join(workDir, "chat.db"),
   ], { stdio: ["ignore", "pipe", "inherit"] });
   baseUrl = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("gateway did not report its address in 30 s")), 30_000);

@@ -1,5 +1,12 @@
-//! `parley-gateway standalone`: gateway, storage worker and push worker in
-//! one process over the in-process broker and a SQLite file.
+//! The chat in one process: the gateway, the storage worker and the push
+//! worker over the in-process broker and a SQLite file. The same gateway and
+//! workers run as separate processes on Kafka and PostgreSQL in a cluster;
+//! only this wiring differs.
+
+pub mod config;
+pub mod error;
+
+pub use error::{Error, Result};
 
 use std::sync::Arc;
 
@@ -14,12 +21,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::{AppState, StateParts, no_delay, router};
-use crate::auth::Auth;
-use crate::config::{DEV_JWT_SECRET, StandaloneArgs};
-use crate::metrics::Metrics;
-use crate::registry::Registry;
-use crate::{Error, Result};
+use parley_gateway::app::{AppState, StateParts, no_delay, router};
+use parley_gateway::auth::Auth;
+use parley_gateway::config::DEV_JWT_SECRET;
+use parley_gateway::metrics::Metrics;
+use parley_gateway::registry::Registry;
+
+use crate::config::StandaloneArgs;
 
 pub async fn run(args: StandaloneArgs) -> Result<()> {
     let secret = match &args.jwt_secret {
@@ -78,7 +86,8 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         broker,
         registry,
         metrics,
-        worker_metrics: Some(consumer_metrics),
+        // The workers' series at the same /metrics.
+        extra_metrics: Some(Arc::new(move || consumer_metrics.encode())),
         auth: Auth::new(&secret),
         session: args.session.clone(),
         topics,
@@ -96,7 +105,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %args.database.display(), "standalone chat serving");
     // On stdout, for scripts and tests that asked for port 0.
-    println!("parley-gateway listening on http://{addr}");
+    println!("parley-standalone listening on http://{addr}");
 
     tokio::spawn(parley_core::shutdown::on_signal(shutdown.clone()));
     let served =

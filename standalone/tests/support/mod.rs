@@ -1,4 +1,4 @@
-//! Harness for end-to-end tests: start the real `parley-gateway standalone`
+//! Harness for end-to-end tests: start the real `parley-standalone`
 //! binary on 127.0.0.1 (port 0, address read from stdout) with a temp SQLite
 //! file, and drive it with tokio-tungstenite clients. Every wait is bounded.
 
@@ -37,9 +37,8 @@ impl Server {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_parley-gateway"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_parley-standalone"))
             .arg("--log=warn")
-            .arg("standalone")
             .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
             .arg("--database")
             .arg(&db)
@@ -48,7 +47,7 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start parley-gateway");
+            .expect("start parley-standalone");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -63,7 +62,7 @@ impl Server {
             Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();
-                panic!("parley-gateway did not report its address");
+                panic!("parley-standalone did not report its address");
             }
         };
         let addr = line.rsplit("http://").next().expect("address in startup line").trim().to_owned();

@@ -1,5 +1,5 @@
-//! End to end: real WebSocket clients against the real `parley-gateway
-//! standalone` binary (loopback only).
+//! End to end: real WebSocket clients against the real `parley-standalone`
+//! binary (loopback only).
 
 mod support;
 
@@ -321,28 +321,6 @@ async fn sigterm_closes_connections_and_exits_cleanly() {
         Event::Closed(None) => panic!("closed without a close frame"),
         Event::Frame(f) => panic!("unexpected {f:?}"),
     }
-}
-
-#[tokio::test]
-async fn token_subcommand_mints_a_usable_token() {
-    let server = Server::start(&[]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_parley-gateway"))
-        .args(["token", "frank", "--ttl", "5m", "--jwt-secret", support::SECRET])
-        .output()
-        .expect("run token");
-    assert!(out.status.success());
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let (status, body) = server.http_with_token("GET", "/api/me", &token).await;
-    assert_eq!(status, 200);
-    assert!(body.contains(r#""user":"frank""#), "{body}");
-
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_parley-gateway"))
-        .args(["token", "frank"])
-        .env_remove("PARLEY_JWT_SECRET")
-        .output()
-        .expect("run token");
-    assert!(!out.status.success(), "a secret is required outside standalone");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("secret is required"));
 }
 
 #[tokio::test]

@@ -1,0 +1,71 @@
+//! Command line and environment configuration (clap derive + `env`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+use parley_core::time::parse_duration;
+use parley_gateway::config::SessionArgs;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "parley-standalone",
+    version,
+    about = "The Parley chat in one process: gateway, storage and push over an in-process broker and a SQLite \
+             file, browser chat page at `/`"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: parley_core::telemetry::LogArgs,
+    #[command(flatten)]
+    pub args: StandaloneArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StandaloneArgs {
+    /// Address to serve HTTP and WebSocket on (port 0 picks a free port; the
+    /// bound address is printed on stdout).
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// SQLite database file, created if missing.
+    #[arg(long, env = "PARLEY_DATABASE", default_value = "parley.db")]
+    pub database: PathBuf,
+    /// HS256 secret for tokens. Defaults to a well-known dev secret, with a warning.
+    #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Serve `POST /api/dev/token`, which mints a token for any name (the
+    /// browser page's log-in). Turn off when others can reach the port.
+    #[arg(long, env = "PARLEY_DEV_LOGIN", default_value_t = true, action = ArgAction::Set)]
+    pub dev_login: bool,
+    #[arg(long, env = "PARLEY_TOPIC_PREFIX", default_value = "parley")]
+    pub topic_prefix: String,
+    /// This gateway's id in presence events and ack routing.
+    #[arg(long, env = "PARLEY_GATEWAY_ID", default_value = "standalone")]
+    pub gateway_id: String,
+    /// How long shutdown waits for connections and workers to drain.
+    #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_limits() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let args = Cli::try_parse_from(["parley-standalone"]).unwrap().args;
+        assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
+        assert!(args.dev_login);
+        assert_eq!(args.session.transport_max_bytes(), 64 * 1024);
+        assert_eq!(args.session.ws_read_buffer_bytes, 2048);
+        // Below the minimum is refused with the limit named, not clamped.
+        let err = Cli::try_parse_from(["parley-standalone", "--ws-read-buffer-bytes", "512"]).unwrap_err();
+        assert!(err.to_string().contains("1024"), "{err}");
+        assert!(Cli::try_parse_from(["parley-standalone", "--ws-read-buffer-bytes", "1024"]).is_ok());
+    }
+}
