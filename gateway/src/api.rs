@@ -7,79 +7,21 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use parley_adapters::store::{ConversationSummary, Group};
 use parley_core::event::{MembershipData, MessageEvent};
 use parley_core::ids::{self, ConversationId};
 use parley_core::time::now_millis;
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
+use crate::api_error::{ApiError, codes};
 use crate::auth::AuthUser;
+use crate::state::AppState;
 
 /// Lifetime of tokens minted by the dev log-in.
 const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 const MAX_GROUP_NAME_CHARS: usize = 100;
 const MAX_INITIAL_MEMBERS: usize = 1000;
-
-pub mod codes {
-    pub const BAD_REQUEST: &str = "bad_request";
-    pub const FORBIDDEN: &str = "forbidden";
-    pub const NOT_FOUND: &str = "not_found";
-    pub const CONFLICT: &str = "conflict";
-    pub const INTERNAL: &str = "internal";
-}
-
-#[derive(Debug, Serialize)]
-pub struct ApiError {
-    #[serde(skip)]
-    status: StatusCode,
-    code: String,
-    reason: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &str, reason: impl ToString) -> Self {
-        Self { status, code: code.to_owned(), reason: reason.to_string() }
-    }
-
-    fn bad_request(reason: impl ToString) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, reason)
-    }
-}
-
-impl From<parley_adapters::Error> for ApiError {
-    fn from(err: parley_adapters::Error) -> Self {
-        use parley_adapters::Error as E;
-        match err {
-            E::NotFound(what) => Self::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("{what} not found")),
-            E::Conflict(what) => Self::new(StatusCode::CONFLICT, codes::CONFLICT, format!("{what} already exists")),
-            E::Invalid(reason) => Self::bad_request(reason),
-            other => {
-                tracing::error!(error = %other, "API request failed");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, "internal error")
-            }
-        }
-    }
-}
-
-impl From<parley_core::Error> for ApiError {
-    fn from(err: parley_core::Error) -> Self {
-        parley_adapters::Error::from(err).into()
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(rej: JsonRejection) -> Self {
-        Self::new(rej.status(), codes::BAD_REQUEST, rej.body_text())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(&self)).into_response()
-    }
-}
 
 type ApiResult<T> = Result<T, ApiError>;
 

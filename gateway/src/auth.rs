@@ -9,10 +9,10 @@ use axum::http::{StatusCode, header};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use parley_core::ids;
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use crate::Result;
-use crate::api::ApiError;
-use crate::app::AppState;
+use crate::api_error::{ApiError, codes};
 
 pub const ISSUER: &str = "parley";
 /// Query parameter carrying the token, for browsers (which cannot set headers
@@ -55,12 +55,26 @@ impl Auth {
     }
 
     /// The user a token authenticates, or why it does not.
-    pub fn verify(&self, token: &str) -> Result<String, String> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| format!("invalid token: {e}"))?;
-        ids::validate_user_id(&data.claims.sub).map_err(|e| format!("invalid token subject: {e}"))?;
+    pub fn verify(&self, token: &str) -> Result<String, TokenRefused> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?;
+        ids::validate_user_id(&data.claims.sub)?;
         Ok(data.claims.sub)
     }
+}
+
+/// Why a token authenticates nobody; the message goes to the client.
+#[derive(Debug, Error)]
+pub enum TokenRefused {
+    #[error("invalid token: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("invalid token subject: {0}")]
+    Subject(#[from] ids::IdError),
+}
+
+/// State that can check tokens: what the [`AuthUser`] extractor needs of
+/// the app, so this module does not depend on the app's state type.
+pub trait AuthState: Send + Sync {
+    fn auth(&self) -> &Auth;
 }
 
 /// Token from `Authorization: Bearer …`, else from `?token=…`.
@@ -82,22 +96,22 @@ pub fn token_from_parts(parts: &Parts) -> Option<String> {
 /// Extractor: the authenticated user, or a 401.
 pub struct AuthUser(pub String);
 
-impl FromRequestParts<AppState> for AuthUser {
+impl<S: AuthState> FromRequestParts<S> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let token = token_from_parts(parts).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthenticated",
+                codes::UNAUTHENTICATED,
                 "missing token: send `Authorization: Bearer <jwt>` or `?token=<jwt>`",
             )
         })?;
         state
-            .auth
+            .auth()
             .verify(&token)
             .map(AuthUser)
-            .map_err(|reason| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", reason))
+            .map_err(|refused| ApiError::new(StatusCode::UNAUTHORIZED, codes::UNAUTHENTICATED, refused))
     }
 }
 

@@ -33,7 +33,7 @@ pub fn router(state: InternalState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
-            get(|State(s): State<InternalState>| async move { crate::app::ready_answer(&s.readiness).await }),
+            get(|State(s): State<InternalState>| async move { crate::routes::ready_answer(&s.readiness).await }),
         )
         .route("/metrics", get(|State(s): State<InternalState>| async move { s.metrics.encode() }))
         .with_state(state)

@@ -5,7 +5,7 @@
 //! in-process workers: crate `parley-standalone`.
 
 pub mod api;
-pub mod app;
+pub mod api_error;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -16,8 +16,10 @@ pub mod metrics;
 pub mod page;
 pub mod presence;
 pub mod registry;
+pub mod routes;
 pub mod serve;
 pub mod session;
+pub mod state;
 
 pub use error::{Error, Result};
 

@@ -18,12 +18,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::{AppState, StateParts, no_delay, router};
 use crate::auth::Auth;
 use crate::config::ServeArgs;
 use crate::internal::{self, InternalState};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::routes::{no_delay, router};
+use crate::state::{AppState, StateParts};
 use crate::{Error, Result};
 
 /// Readiness names: what a gateway needs to take sends and deliver.

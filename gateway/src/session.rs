@@ -18,9 +18,9 @@ use parley_core::time::now_millis;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::registry::Outbound;
+use crate::state::AppState;
 use crate::{limits, presence};
 
 const CLOSE_ABUSE: &str = "too many invalid or over-rate frames";

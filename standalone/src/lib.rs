@@ -21,11 +21,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use parley_gateway::app::{AppState, StateParts, no_delay, router};
 use parley_gateway::auth::Auth;
 use parley_gateway::config::DEV_JWT_SECRET;
 use parley_gateway::metrics::Metrics;
 use parley_gateway::registry::Registry;
+use parley_gateway::routes::{no_delay, router};
+use parley_gateway::state::{AppState, StateParts};
 
 use crate::config::StandaloneArgs;
 

@@ -1,0 +1,134 @@
+//! The state every request and connection shares: the store, the broker,
+//! the connection registry, settings and the shutdown signal.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parley_adapters::broker::Broker;
+use parley_adapters::store::Store;
+use parley_core::ids::ConversationId;
+use parley_core::protocol::Limits;
+use parley_core::ready::Readiness;
+use parley_core::topics::Topics;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Auth, AuthState};
+use crate::config::SessionArgs;
+use crate::membership::MembershipCache;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+/// The shared state: what the process wiring hands in, and what is derived
+/// from it once.
+pub struct Inner {
+    parts: StateParts,
+    pub limits: Limits,
+    /// Recent "is a member" answers of the send path.
+    pub membership: MembershipCache,
+    next_conn: AtomicU64,
+}
+
+impl Deref for Inner {
+    type Target = StateParts;
+    fn deref(&self) -> &StateParts {
+        &self.parts
+    }
+}
+
+/// OpenMetrics text of series another part of the process keeps.
+pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// Memberships the send path keeps at most (about 100 B each).
+const MEMBERSHIP_CACHE_ENTRIES: usize = 100_000;
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// What the process wiring (`serve`, the standalone chat) hands in.
+pub struct StateParts {
+    pub store: Arc<dyn Store>,
+    pub broker: Arc<dyn Broker>,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    /// More series served at the same `/metrics` (standalone: those of its
+    /// in-process storage and push workers).
+    pub extra_metrics: Option<ExtraMetrics>,
+    pub auth: Auth,
+    pub session: SessionArgs,
+    pub topics: Topics,
+    pub gateway_id: String,
+    /// Internal address push consumers stream deliveries to (Kafka mode).
+    pub gateway_addr: Option<String>,
+    /// Kafka mode: join/leave are published to the group topic (ordered with
+    /// the group's messages) and applied by the storage consumer.
+    pub membership_via_broker: bool,
+    pub dev_login: bool,
+    /// Cancelled once on shutdown; every task watches it.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks so shutdown can wait for them to drain.
+    pub tracker: TaskTracker,
+    /// What `/readyz` answers (Kafka mode: Kafka, the database, the
+    /// internal stream; standalone has nothing to wait for).
+    pub readiness: Arc<Readiness>,
+}
+
+impl AppState {
+    pub fn new(parts: StateParts) -> Self {
+        let limits = parts.session.limits();
+        let membership = MembershipCache::new(parts.session.membership_cache_ttl, MEMBERSHIP_CACHE_ENTRIES);
+        Self(Arc::new(Inner { parts, limits, membership, next_conn: AtomicU64::new(1) }))
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// May `user` read and write `conversation`?
+    pub async fn may_access(&self, user: &str, conversation: &ConversationId) -> parley_adapters::Result<bool> {
+        match conversation {
+            ConversationId::Direct(..) => Ok(conversation.is_direct_participant(user)),
+            ConversationId::Group(g) => self.store.is_member(g, user).await,
+        }
+    }
+
+    /// May `user` send to `conversation`? Like [`may_access`](Self::may_access),
+    /// with group memberships confirmed within the cache's time to live
+    /// taken as they are (the storage consumer has the final word).
+    pub async fn may_send(&self, user: &str, conversation: &ConversationId) -> parley_adapters::Result<bool> {
+        let ConversationId::Group(g) = conversation else {
+            return self.may_access(user, conversation).await;
+        };
+        let now = std::time::Instant::now();
+        if self.membership.confirmed(g, user, now) {
+            return Ok(true);
+        }
+        let member = self.store.is_member(g, user).await?;
+        if member {
+            self.membership.remember(g, user, now);
+        }
+        Ok(member)
+    }
+
+    /// Everyone who should see ephemeral notices (typing, read) in `conversation`.
+    pub async fn participants(&self, conversation: &ConversationId) -> parley_adapters::Result<Vec<String>> {
+        match conversation {
+            ConversationId::Direct(a, b) => Ok(vec![a.clone(), b.clone()]),
+            ConversationId::Group(g) => self.store.members(g).await,
+        }
+    }
+}
+
+impl AuthState for AppState {
+    fn auth(&self) -> &Auth {
+        &self.auth
+    }
+}
