@@ -23,11 +23,16 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use crate::broker::{Broker, Checkpoint, Joined, Pending, Record, Subscription};
 use crate::{Error, Result};
 
-/// A librdkafka property given as `key=value` (for `--kafka-property`).
-pub fn parse_property(s: &str) -> std::result::Result<(String, String), String> {
+/// A `--kafka-properties` entry that is not `key=value`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a librdkafka property like linger.ms=5")]
+pub struct InvalidProperty(pub String);
+
+/// A librdkafka property given as `key=value` (for `--kafka-properties`).
+pub fn parse_property(s: &str) -> std::result::Result<(String, String), InvalidProperty> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
-        _ => Err(format!("`{s}` is not a librdkafka property like linger.ms=5")),
+        _ => Err(InvalidProperty(s.to_owned())),
     }
 }
 

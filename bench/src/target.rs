@@ -173,17 +173,22 @@ pub struct Setting {
     pub value: String,
 }
 
-impl std::str::FromStr for Setting {
-    type Err = String;
+/// An `--env` value that is not `KEY=VALUE` with an upper-case key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected KEY=VALUE with an upper-case KEY, got {0:?}")]
+pub struct InvalidSetting(pub String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl std::str::FromStr for Setting {
+    type Err = InvalidSetting;
+
+    fn from_str(s: &str) -> Result<Self, InvalidSetting> {
         match s.split_once('=') {
             Some((k, v))
                 if !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') =>
             {
                 Ok(Setting { key: k.to_owned(), value: v.to_owned() })
             }
-            _ => Err(format!("expected KEY=VALUE with an upper-case KEY, got {s:?}")),
+            _ => Err(InvalidSetting(s.to_owned())),
         }
     }
 }

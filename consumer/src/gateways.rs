@@ -42,7 +42,7 @@ impl GatewayPush {
     }
 
     /// `texts` in order over the gateway's stream, flushed once.
-    async fn send(&self, addr: &str, texts: &[String]) -> Result<(), String> {
+    async fn send(&self, addr: &str, texts: &[String]) -> Result<(), StreamError> {
         let mut links = self.links.lock().await;
         if let Some(ws) = links.get_mut(addr) {
             match tokio::time::timeout(IO_TIMEOUT, write_all(ws, texts)).await {
@@ -57,15 +57,22 @@ impl GatewayPush {
         // `true`: TCP_NODELAY, so a delivery never waits for a delayed ACK.
         let (mut ws, _) = tokio::time::timeout(IO_TIMEOUT, connect_async_with_config(url, None, true))
             .await
-            .map_err(|_| "connect timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
-        tokio::time::timeout(IO_TIMEOUT, write_all(&mut ws, texts))
-            .await
-            .map_err(|_| "send timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| StreamError::ConnectTimedOut)??;
+        tokio::time::timeout(IO_TIMEOUT, write_all(&mut ws, texts)).await.map_err(|_| StreamError::SendTimedOut)??;
         links.insert(addr.to_owned(), ws);
         Ok(())
     }
+}
+
+/// Why deliveries did not reach a gateway's stream.
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("connect timed out")]
+    ConnectTimedOut,
+    #[error("send timed out")]
+    SendTimedOut,
+    #[error("{0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
 }
 
 async fn write_all(ws: &mut Ws, texts: &[String]) -> Result<(), tokio_tungstenite::tungstenite::Error> {

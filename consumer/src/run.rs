@@ -116,7 +116,7 @@ pub async fn storage(args: StorageArgs, shutdown: CancellationToken) -> Result<(
 
 pub async fn push(args: PushArgs, shutdown: CancellationToken) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let webhook = args.offline_webhook.as_deref().map(Webhook::parse).transpose().map_err(Error::Config)?;
+    let webhook = args.offline_webhook.as_deref().map(Webhook::parse).transpose()?;
     let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(args.common.kafka()?)?);
     let topics = args.common.topics(topics::PUSH_GROUP);
     let presence = Arc::new(Mutex::new(Presence::default()));

@@ -8,6 +8,7 @@ use std::time::Duration;
 use parley_adapters::broker::{Broker, Checkpoint, Pending, Record, Subscription};
 use parley_adapters::delivery::Origin;
 use parley_adapters::store::{NewMessage, Store};
+use parley_core::backoff::Backoff;
 use parley_core::event::{MembershipData, MessageEvent};
 use parley_core::time::now_millis;
 use parley_core::topics::Topics;
@@ -135,17 +136,19 @@ impl StorageWorker {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let mut delay = RETRY_MIN;
+        let backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
+        let mut attempt: u32 = 0;
         loop {
             match work().await {
                 Ok(value) => return Some(value),
                 Err(err) => {
+                    attempt = attempt.saturating_add(1);
+                    let delay = backoff.delay(attempt);
                     tracing::error!(error = %err, retry_in = ?delay, "storage: batch failed");
                     tokio::select! {
                         _ = shutdown.cancelled() => return None,
                         _ = tokio::time::sleep(delay) => {}
                     }
-                    delay = (delay * 2).min(RETRY_MAX);
                 }
             }
         }

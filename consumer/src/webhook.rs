@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use parley_adapters::store::StoredMessage;
+use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -16,22 +17,42 @@ pub struct Webhook {
     path: String,
 }
 
+/// Why a webhook address is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum WebhookUrlError {
+    #[error("{0}: only http:// webhooks are supported")]
+    NotHttp(String),
+    #[error("{0}: no host")]
+    NoHost(String),
+}
+
+/// Why a notice did not reach the webhook.
+#[derive(Debug, Error)]
+pub enum NotifyError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("status {0}")]
+    Status(String),
+    #[error("timed out")]
+    TimedOut,
+}
+
 impl Webhook {
     /// Accepts `http://host:port/path` (port and path optional).
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// webhooks are supported"))?;
+    pub fn parse(url: &str) -> Result<Self, WebhookUrlError> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| WebhookUrlError::NotHttp(url.to_owned()))?;
         let (host, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
         if host.is_empty() {
-            return Err(format!("{url}: no host"));
+            return Err(WebhookUrlError::NoHost(url.to_owned()));
         }
         let host_port = if host.contains(':') { host.to_owned() } else { format!("{host}:80") };
         Ok(Self { host_port, path: path.to_owned() })
     }
 
-    pub async fn notify(&self, user: &str, message: &StoredMessage) -> Result<(), String> {
+    pub async fn notify(&self, user: &str, message: &StoredMessage) -> Result<(), NotifyError> {
         let body = serde_json::json!({
             "user": user,
             "conversation": message.conversation.to_string(),
@@ -48,14 +69,14 @@ impl Webhook {
             body.len()
         );
         let exchange = async {
-            let mut stream = TcpStream::connect(&self.host_port).await.map_err(|e| e.to_string())?;
-            stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+            let mut stream = TcpStream::connect(&self.host_port).await?;
+            stream.write_all(request.as_bytes()).await?;
             let mut head = [0u8; 12];
-            stream.read_exact(&mut head).await.map_err(|e| e.to_string())?;
+            stream.read_exact(&mut head).await?;
             let status = String::from_utf8_lossy(&head[9..12]).into_owned();
-            if status.starts_with('2') { Ok(()) } else { Err(format!("status {status}")) }
+            if status.starts_with('2') { Ok(()) } else { Err(NotifyError::Status(status)) }
         };
-        tokio::time::timeout(TIMEOUT, exchange).await.map_err(|_| "timed out".to_owned())?
+        tokio::time::timeout(TIMEOUT, exchange).await.map_err(|_| NotifyError::TimedOut)?
     }
 }
 
