@@ -1,18 +1,18 @@
 //! Adapter between Kafka lag and [`crate::scaling`]: reads a role's group
 //! offsets, keeps the desire history, and turns the decision into status.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use crate::controller::Context;
 use crate::crd::{ChatCluster, ConsumerGroupStatus, TopicStatus};
 use crate::kafka::KafkaCluster;
-use crate::metrics::GroupLabels;
-use crate::scaling::{self, Decision, GroupLag, Input, OffsetReset};
-use crate::topics;
-use crate::workloads::{self, Role};
+use crate::metrics::{GroupLabels, Metrics};
+use crate::names::{Role, RoleNames};
+use crate::scaling::{self, Decision, GroupLag, History, Input, OffsetReset};
 
 /// Annotation that freezes consumer replicas where they are.
 pub const PAUSE_ANNOTATION: &str = "parley.dev/pause-autoscaling";
@@ -25,64 +25,86 @@ pub fn paused(cc: &ChatCluster) -> bool {
     cc.annotations().get(PAUSE_ANNOTATION).is_some_and(|v| v == "true")
 }
 
-async fn read_lag(cc: &ChatCluster, role: Role, source: &LagSource) -> Result<GroupLag, String> {
+/// What the scaler remembers between reconciles.
+pub struct Memory {
+    /// Recent scaling desires per (ChatCluster uid, role).
+    histories: Mutex<HashMap<(String, Role), History>>,
+    /// Origin of the scaling clock.
+    started: Instant,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Self { histories: Mutex::default(), started: Instant::now() }
+    }
+}
+
+impl Memory {
+    /// Forget ChatClusters whose uid `live` rejects (deleted).
+    pub fn retain(&self, mut live: impl FnMut(&str) -> bool) {
+        self.histories.lock().unwrap_or_else(|e| e.into_inner()).retain(|(uid, _), _| live(uid));
+    }
+}
+
+async fn read_lag(group: &RoleNames, source: &LagSource) -> Result<GroupLag, String> {
     let (kafka, observed) = source.as_ref().map_err(Clone::clone)?;
-    let prefix = topics::prefix(cc);
-    let parts: Vec<(String, i32)> = role
-        .topics()
+    let parts: Vec<(String, i32)> = group
+        .topics
         .iter()
-        .map(|suffix| topics::topic_name(&prefix, suffix))
-        .filter_map(|name| observed.iter().find(|t| t.name == name).map(|t| (name, t.partitions)))
+        .filter_map(|name| observed.iter().find(|t| t.name == *name).map(|t| (name.clone(), t.partitions)))
         .collect();
     if parts.is_empty() {
         return Err("the role's topics do not exist yet".into());
     }
-    let offsets = kafka.group_offsets(&workloads::consumer_group(cc, role), &parts).await.map_err(|e| e.to_string())?;
+    let offsets = kafka.group_offsets(&group.group, &parts).await.map_err(|e| e.to_string())?;
     // Parley's consumers start from the earliest offset (see scaling::OffsetReset).
     Ok(scaling::group_lag(&offsets, OffsetReset::Earliest))
 }
 
-/// Decide a role's replicas; `current` is what its Deployment has now.
+/// Decide the replicas of `group`'s role; `current` is what its Deployment has now.
 pub async fn decide(
-    ctx: &Context,
+    memory: &Memory,
+    metrics: &Metrics,
     cc: &ChatCluster,
-    role: Role,
+    group: &RoleNames,
     current: Option<i32>,
     source: &LagSource,
 ) -> (Decision, Option<GroupLag>) {
-    let lag = read_lag(cc, role, source).await;
+    let role = group.role;
+    let lag = read_lag(group, source).await;
     let partitions = cc.spec.topics.partitions;
     let input = Input { spec: role.spec(cc), partitions, current, lag: lag.clone(), paused: paused(cc) };
     let decision = {
         let key = (cc.uid().unwrap_or_else(|| cc.name_any()), role);
-        let mut histories = ctx.histories.lock().unwrap_or_else(|e| e.into_inner());
+        let mut histories = memory.histories.lock().unwrap_or_else(|e| e.into_inner());
         let history = histories.entry(key).or_default();
-        scaling::decide(&input, history, ctx.started.elapsed())
+        scaling::decide(&input, history, memory.started.elapsed())
     };
     let labels = GroupLabels {
         namespace: cc.namespace().unwrap_or_default(),
         chatcluster: cc.name_any(),
         role: role.as_str().to_owned(),
     };
-    ctx.metrics.set_group(labels, lag.as_ref().ok().map(|l| l.total), i64::from(decision.replicas));
+    metrics.set_group(labels, lag.as_ref().ok().map(|l| l.total), i64::from(decision.replicas));
     (decision, lag.ok())
 }
 
 /// The status entry of a role's group after `decision`.
 pub fn group_status(
     cc: &ChatCluster,
-    role: Role,
+    group: &RoleNames,
     decision: &Decision,
     lag: Option<GroupLag>,
     scaled: bool,
     now: &Time,
 ) -> ConsumerGroupStatus {
+    let role = group.role;
     let previous = cc.status.as_ref().and_then(|s| s.consumer_groups.iter().find(|g| g.role == role.as_str()));
     let spec = role.spec(cc);
     let partitions = cc.spec.topics.partitions;
     ConsumerGroupStatus {
         role: role.as_str().to_owned(),
-        group: workloads::consumer_group(cc, role),
+        group: group.group.clone(),
         replicas: decision.replicas,
         // The pods' readiness comes from the Deployment: conditions::compute.
         ready_replicas: 0,

@@ -14,7 +14,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use tracing::{info, warn};
 
-use crate::controller::MANAGER;
+use crate::context::MANAGER;
 use crate::crd::ChatCluster;
 use crate::{Error, Result};
 

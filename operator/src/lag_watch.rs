@@ -17,13 +17,12 @@ use futures::channel::mpsc;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::controller::Context;
 use crate::crd::status::{condition, reason};
 use crate::crd::{ChatCluster, ChatClusterStatus};
+use crate::kafka::KafkaClients;
 use crate::kafka::wire::GroupTopics;
+use crate::names::{Names, Role};
 use crate::scaling::{self, OffsetReset};
-use crate::topics;
-use crate::workloads::{self, Role};
 
 type Key = ObjectRef<DeserializeGuard<ChatCluster>>;
 
@@ -46,17 +45,17 @@ pub fn quiet(status: &ChatClusterStatus) -> bool {
 /// The groups of `cc` to read, with their topics as the status lists them.
 fn groups_of(cc: &ChatCluster) -> Vec<(Role, GroupTopics)> {
     let Some(status) = &cc.status else { return Vec::new() };
-    let prefix = topics::prefix(cc);
+    let names = Names::of(cc);
     Role::ALL
         .into_iter()
         .map(|role| {
-            let parts: Vec<(String, i32)> = role
-                .topics()
+            let group = names.role(role);
+            let parts: Vec<(String, i32)> = group
+                .topics
                 .iter()
-                .map(|suffix| topics::topic_name(&prefix, suffix))
-                .filter_map(|name| status.topics.iter().find(|t| t.name == name).map(|t| (name, t.partitions)))
+                .filter_map(|name| status.topics.iter().find(|t| t.name == *name).map(|t| (name.clone(), t.partitions)))
                 .collect();
-            (role, (workloads::consumer_group(cc, role), parts))
+            (role, (group.group.clone(), parts))
         })
         .filter(|(_, (_, parts))| !parts.is_empty())
         .collect()
@@ -76,7 +75,7 @@ fn differs(status: &ChatClusterStatus, role: Role, lag: scaling::GroupLag) -> bo
 }
 
 /// Read due clusters' lag every second and send the ones to reconcile.
-pub async fn run(ctx: Arc<Context>, clusters: Store<DeserializeGuard<ChatCluster>>, trigger: mpsc::Sender<Key>) {
+pub async fn run(kafka: Arc<KafkaClients>, clusters: Store<DeserializeGuard<ChatCluster>>, trigger: mpsc::Sender<Key>) {
     let mut last_read: HashMap<Key, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -101,11 +100,11 @@ pub async fn run(ctx: Arc<Context>, clusters: Store<DeserializeGuard<ChatCluster
         last_read.retain(|key, _| clusters.get(key).is_some());
         for (bootstrap, guards) in due {
             let mut trigger = trigger.clone();
-            let ctx = ctx.clone();
+            let kafka = kafka.clone();
             // Batches run on their own so a slow Kafka delays only its clusters.
             tokio::spawn(async move {
                 for chunk in guards.chunks(BATCH) {
-                    for key in to_reconcile(&ctx, &bootstrap, chunk).await {
+                    for key in to_reconcile(&kafka, &bootstrap, chunk).await {
                         if trigger.try_send(key).is_err() {
                             return;
                         }
@@ -118,7 +117,11 @@ pub async fn run(ctx: Arc<Context>, clusters: Store<DeserializeGuard<ChatCluster
 
 /// Read one batch; return the clusters whose lag differs from their status,
 /// or all of them when Kafka cannot be read (their reconcile says why).
-async fn to_reconcile(ctx: &Context, bootstrap: &str, guards: &[Arc<DeserializeGuard<ChatCluster>>]) -> Vec<Key> {
+async fn to_reconcile(
+    clients: &KafkaClients,
+    bootstrap: &str,
+    guards: &[Arc<DeserializeGuard<ChatCluster>>],
+) -> Vec<Key> {
     let props = crate::kafka::bootstrap_props(bootstrap);
     let mut wanted: Vec<GroupTopics> = Vec::new();
     let mut per_cluster = Vec::new();
@@ -137,7 +140,7 @@ async fn to_reconcile(ctx: &Context, bootstrap: &str, guards: &[Arc<DeserializeG
             .map(|(g, _)| ObjectRef::from_obj(&***g))
             .collect()
     };
-    let Ok(kafka) = ctx.kafka.get(&props) else { return keys() };
+    let Ok(kafka) = clients.get(&props) else { return keys() };
     let offsets = match kafka.many_group_offsets(&wanted).await {
         Some(Ok(offsets)) => offsets,
         Some(Err(err)) => {

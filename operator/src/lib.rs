@@ -1,21 +1,28 @@
 //! Parley operator: reconciles `ChatCluster` resources.
 
+mod apply;
 pub mod autoscale;
 pub mod cli;
 pub mod conditions;
+pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod crd_install;
 mod error;
+pub mod events;
+pub mod finalizer;
 pub mod http;
 pub mod kafka;
 pub mod lag_watch;
 pub mod metrics;
+pub mod names;
 pub mod owned;
+mod reconcile;
 pub mod reference;
 pub mod run;
 pub mod scaling;
 pub mod secrets;
+mod topic_sync;
 pub mod topics;
 pub mod workloads;
 pub mod written;

@@ -8,11 +8,13 @@ use std::time::Duration;
 use clap::Args;
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
+use parley_core::backoff::Backoff;
 use parley_core::ready::Readiness;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::controller::{self, Context, Settings};
+use crate::context::{Context, Settings};
+use crate::controller;
 use crate::crd_install;
 use crate::http::{self, HttpState, check};
 use crate::metrics::Metrics;
@@ -143,8 +145,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let settings = Settings {
         images: Images { gateway: args.gateway_image.clone(), consumer: args.consumer_image.clone() },
         finalizer_timeout: Duration::from_secs(args.finalizer_timeout_seconds),
-        backoff_base: Duration::from_millis(args.backoff_base_ms),
-        backoff_max: Duration::from_secs(args.backoff_max_seconds),
+        backoff: Backoff::new(
+            Duration::from_millis(args.backoff_base_ms),
+            Duration::from_secs(args.backoff_max_seconds),
+        ),
         resync: Duration::from_secs(args.resync_seconds),
         concurrency: args.max_concurrent_reconciles,
     };
@@ -170,6 +174,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
 async fn cancelled(token: CancellationToken) {
     token.cancelled().await
+}
+
+/// A token cancelled as soon as `a` or `b` is.
+fn either(a: &CancellationToken, b: &CancellationToken) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let (out, a, b) = (stop.clone(), a.clone(), b.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = a.cancelled() => {}
+            _ = b.cancelled() => {}
+        }
+        out.cancel();
+    });
+    stop
 }
 
 /// Wait for the Lease, reconcile while holding it. Losing it ends the
@@ -236,17 +254,7 @@ async fn run_as_leader(
             }
         })
     };
-    let stop = CancellationToken::new();
-    {
-        let (stop, shutdown, lost) = (stop.clone(), shutdown.clone(), lost.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = lost.cancelled() => {}
-            }
-            stop.cancel();
-        });
-    }
+    let stop = either(&shutdown, &lost);
     controller::run(ctx, args.namespace.clone(), cancelled(stop)).await;
     metrics.leader.set(0);
     watch_lost.abort();

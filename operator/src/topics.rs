@@ -4,18 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kube::ResourceExt;
-
 use crate::crd::ChatCluster;
-
-/// The topics every ChatCluster has, as `<prefix>.<suffix>` (names shared
-/// with the gateway and consumers through `parley_core::topics`).
-pub mod suffix {
-    pub use parley_core::topics::{CHAT_MESSAGES, DELIVERIES, GROUP_MESSAGES, USER_EVENTS};
-    pub const ALL: [&str; 4] = [CHAT_MESSAGES, GROUP_MESSAGES, USER_EVENTS, DELIVERIES];
-}
-
-pub use parley_core::topics::name as topic_name;
+use crate::names::Names;
 
 /// Kafka topic config keys the spec has fields for.
 pub mod config_key {
@@ -45,19 +35,8 @@ pub struct ObservedTopic {
     pub dynamic_config: BTreeMap<String, String>,
 }
 
-/// Topic name prefix: `spec.kafka.topicPrefix`, else `<namespace>.<name>`.
-/// The namespace is part of the default because two ChatClusters of one
-/// name in different namespaces may share a Kafka cluster; with the bare
-/// name they would fight over the same topics.
-pub fn prefix(cc: &ChatCluster) -> String {
-    cc.spec.kafka.topic_prefix.clone().unwrap_or_else(|| match cc.namespace() {
-        Some(ns) => format!("{ns}.{}", cc.name_any()),
-        None => cc.name_any(),
-    })
-}
-
-/// The four topics with the spec's settings.
-pub fn desired_topics(cc: &ChatCluster) -> Vec<DesiredTopic> {
+/// The four topics (`names.topics`) with the spec's settings.
+pub fn desired_topics(cc: &ChatCluster, names: &Names) -> Vec<DesiredTopic> {
     let spec = &cc.spec.topics;
     let mut config = spec.config.clone();
     config.insert(config_key::MIN_INSYNC_REPLICAS.to_owned(), spec.min_in_sync_replicas.to_string());
@@ -65,11 +44,11 @@ pub fn desired_topics(cc: &ChatCluster) -> Vec<DesiredTopic> {
         let ms = std::time::Duration::from(retention).as_millis();
         config.insert(config_key::RETENTION_MS.to_owned(), ms.to_string());
     }
-    let prefix = prefix(cc);
-    suffix::ALL
+    names
+        .topics
         .iter()
-        .map(|s| DesiredTopic {
-            name: topic_name(&prefix, s),
+        .map(|name| DesiredTopic {
+            name: name.clone(),
             partitions: spec.partitions,
             replication_factor: spec.replication_factor,
             config: config.clone(),
@@ -202,10 +181,14 @@ mod tests {
         cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}))
     }
 
+    fn desired_of(cc: &ChatCluster) -> Vec<DesiredTopic> {
+        desired_topics(cc, &Names::of(cc))
+    }
+
     #[test]
     fn known_topics_are_the_status_and_this_clusters_created_ones() {
         let mut cc = minimal();
-        let names: Vec<String> = desired_topics(&cc).into_iter().map(|t| t.name).collect();
+        let names: Vec<String> = desired_of(&cc).into_iter().map(|t| t.name).collect();
         cc.status = Some(crate::crd::ChatClusterStatus {
             topics: vec![crate::crd::TopicStatus { name: names[0].clone(), partitions: 6, replication_factor: 1 }],
             ..Default::default()
@@ -231,7 +214,7 @@ mod tests {
 
     #[test]
     fn four_topics_named_after_namespace_and_cluster_by_default() {
-        let names: Vec<String> = desired_topics(&minimal()).into_iter().map(|t| t.name).collect();
+        let names: Vec<String> = desired_of(&minimal()).into_iter().map(|t| t.name).collect();
         assert_eq!(
             names,
             ["chat.demo.chat-messages", "chat.demo.group-messages", "chat.demo.user-events", "chat.demo.deliveries"]
@@ -245,7 +228,7 @@ mod tests {
             "topics": {"partitions": 12, "replicationFactor": 3, "minInSyncReplicas": 2,
                        "retention": "48h", "config": {"cleanup.policy": "delete"}}
         }));
-        let topics = desired_topics(&cc);
+        let topics = desired_of(&cc);
         assert_eq!(topics[0].name, "prod.chat-messages");
         for t in &topics {
             assert_eq!((t.partitions, t.replication_factor), (12, 3));
@@ -257,7 +240,7 @@ mod tests {
 
     #[test]
     fn missing_topics_are_created() {
-        let desired = desired_topics(&minimal());
+        let desired = desired_of(&minimal());
         let plan = plan(&desired, &BTreeMap::new(), &BTreeSet::new());
         assert_eq!(plan.actions.len(), 4);
         assert!(plan.actions.iter().zip(&desired).all(|(a, d)| *a == TopicAction::Create(d.clone())));
@@ -266,7 +249,7 @@ mod tests {
 
     #[test]
     fn matching_topics_need_nothing() {
-        let desired = desired_topics(&minimal());
+        let desired = desired_of(&minimal());
         let have = by_name(desired.iter().map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")])).collect());
         let known = desired.iter().map(|t| t.name.clone()).collect();
         assert_eq!(plan(&desired, &have, &known), TopicPlan::default());
@@ -274,7 +257,7 @@ mod tests {
 
     #[test]
     fn partitions_grow_but_never_shrink() {
-        let desired = desired_topics(&minimal());
+        let desired = desired_of(&minimal());
         let known: BTreeSet<String> = desired.iter().map(|t| t.name.clone()).collect();
         let mut have = by_name(desired.iter().map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")])).collect());
         have.get_mut(&desired[0].name).unwrap().partitions = 4;
@@ -289,7 +272,7 @@ mod tests {
 
     #[test]
     fn replication_factor_difference_is_reported_not_acted_on() {
-        let desired = desired_topics(&minimal());
+        let desired = desired_of(&minimal());
         let known: BTreeSet<String> = desired.iter().map(|t| t.name.clone()).collect();
         let mut have = by_name(desired.iter().map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")])).collect());
         have.get_mut(&desired[2].name).unwrap().replication_factor = 1;
@@ -304,7 +287,7 @@ mod tests {
 
     #[test]
     fn config_drift_is_corrected_keeping_foreign_keys() {
-        let desired = desired_topics(&minimal());
+        let desired = desired_of(&minimal());
         let known: BTreeSet<String> = desired.iter().map(|t| t.name.clone()).collect();
         let mut have = by_name(desired.iter().map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")])).collect());
         have.insert(
@@ -319,7 +302,7 @@ mod tests {
 
     #[test]
     fn existing_topics_outside_status_are_adopted() {
-        let desired = desired_topics(&minimal());
+        let desired = desired_of(&minimal());
         let have = by_name(vec![observed(&desired[0], 6, 3, &[("min.insync.replicas", "2")])]);
         let plan = plan(&desired, &have, &BTreeSet::new());
         assert_eq!(plan.adopted, [desired[0].name.clone()]);

@@ -2,7 +2,7 @@
 //! Service and one Deployment per consumer role. Pure: built from the spec,
 //! applied by the controller with server-side apply.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
@@ -13,8 +13,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{ChatCluster, ConsumerSpec, SecretKeyRef};
-use crate::topics;
+use crate::crd::{ChatCluster, SecretKeyRef};
+use crate::names::Names;
+// Also here: the tests crate names it `workloads::Role`.
+pub use crate::names::Role;
 
 /// Recommended Kubernetes labels, so `kubectl get all -l
 /// app.kubernetes.io/instance=NAME` finds everything of one ChatCluster.
@@ -58,11 +60,26 @@ pub const SECRET_VERSIONS_ANNOTATION: &str = "parley.dev/secret-versions";
 
 /// The Secrets the pods of the gateway (`gateway`) or of a consumer read:
 /// the Kafka client Secret, the database URL's, and the gateway's JWT key.
-pub fn secrets_read(cc: &ChatCluster, gateway: bool) -> std::collections::BTreeSet<String> {
+pub fn secrets_read(cc: &ChatCluster, gateway: bool) -> BTreeSet<String> {
     let kafka = cc.spec.kafka.secret_ref.as_ref().map(|s| &s.name);
     let database = cc.spec.storage.as_ref().map(|s| &s.postgres.url_secret_ref.name);
     let jwt = cc.spec.gateway.auth_secret_ref.as_ref().filter(|_| gateway).map(|s| &s.name);
     [kafka, database, jwt].into_iter().flatten().cloned().collect()
+}
+
+/// [`secrets_read`] of both kinds of pod, computed once per reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretsRead {
+    /// What the gateway reads: every Secret the ChatCluster names.
+    pub gateway: BTreeSet<String>,
+    /// What each consumer reads: all but the gateway's JWT key.
+    pub consumers: BTreeSet<String>,
+}
+
+impl SecretsRead {
+    pub fn of(cc: &ChatCluster) -> Self {
+        Self { gateway: secrets_read(cc, true), consumers: secrets_read(cc, false) }
+    }
 }
 
 /// `read` plus the versions in `previous` (a Deployment's annotation) of
@@ -81,7 +98,7 @@ pub fn with_previous(read: &SecretVersions, previous: Option<&str>) -> SecretVer
 
 /// The annotation's value for `names`, from what was read (None: none of
 /// them could be read, or there are none).
-fn secret_versions_value(names: &std::collections::BTreeSet<String>, versions: &SecretVersions) -> Option<String> {
+fn secret_versions_value(names: &BTreeSet<String>, versions: &SecretVersions) -> Option<String> {
     let known: Vec<String> = names.iter().filter_map(|n| versions.get(n).map(|rv| format!("{n}@{rv}"))).collect();
     (!known.is_empty()).then(|| known.join(","))
 }
@@ -89,42 +106,6 @@ fn secret_versions_value(names: &std::collections::BTreeSet<String>, versions: &
 /// Ports every Parley workload exposes.
 pub const HTTP_PORT: i32 = 8080;
 pub const METRICS_PORT: i32 = 9090;
-
-/// A consumer role: which Deployment, which group, which topics feed it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Role {
-    Storage,
-    Push,
-}
-
-impl Role {
-    pub const ALL: [Role; 2] = [Role::Storage, Role::Push];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Storage => parley_core::topics::STORAGE_GROUP,
-            Role::Push => parley_core::topics::PUSH_GROUP,
-        }
-    }
-
-    /// Topic suffixes this role's group consumes.
-    pub fn topics(self) -> &'static [&'static str] {
-        match self {
-            Role::Storage => &[topics::suffix::CHAT_MESSAGES, topics::suffix::GROUP_MESSAGES],
-            // Push consumers read user-events too, but every member reads all
-            // of it outside the group (presence must be complete), so the
-            // group's lag is on deliveries only.
-            Role::Push => &[topics::suffix::DELIVERIES],
-        }
-    }
-
-    pub fn spec(self, cc: &ChatCluster) -> &ConsumerSpec {
-        match self {
-            Role::Storage => &cc.spec.consumers.storage,
-            Role::Push => &cc.spec.consumers.push,
-        }
-    }
-}
 
 /// Images used when the spec names none.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,19 +115,6 @@ pub struct Images {
 }
 
 pub const GATEWAY_COMPONENT: &str = "gateway";
-
-pub fn gateway_name(cc: &ChatCluster) -> String {
-    format!("{}-gateway", cc.name_any())
-}
-
-pub fn consumer_name(cc: &ChatCluster, role: Role) -> String {
-    format!("{}-{}", cc.name_any(), role.as_str())
-}
-
-/// Kafka consumer group of a role.
-pub fn consumer_group(cc: &ChatCluster, role: Role) -> String {
-    topics::topic_name(&topics::prefix(cc), role.as_str())
-}
 
 /// Labels selecting one component's pods.
 pub fn selector_labels(cc: &ChatCluster, component: &str) -> BTreeMap<String, String> {
@@ -211,10 +179,10 @@ fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
     }
 }
 
-fn common_env(cc: &ChatCluster) -> Vec<EnvVar> {
+fn common_env(cc: &ChatCluster, names: &Names) -> Vec<EnvVar> {
     let mut env = vec![
         plain_env(env::KAFKA_BOOTSTRAP_SERVERS, cc.spec.kafka.bootstrap_servers.clone()),
-        plain_env(env::TOPIC_PREFIX, topics::prefix(cc)),
+        plain_env(env::TOPIC_PREFIX, names.prefix.clone()),
     ];
     if cc.spec.kafka.secret_ref.is_some() {
         env.push(plain_env(env::KAFKA_PROPERTIES_DIR, KAFKA_CLIENT_MOUNT));
@@ -286,53 +254,97 @@ fn deployment(
     }
 }
 
-/// The gateway Deployment; replicas follow `spec.gateway.replicas`.
+/// One ChatCluster's owned objects, built from what its reconcile
+/// computed once.
+pub struct Workloads<'a> {
+    pub cc: &'a ChatCluster,
+    pub names: &'a Names,
+    pub images: &'a Images,
+    pub reads: &'a SecretsRead,
+}
+
+impl Workloads<'_> {
+    /// The gateway Deployment; replicas follow `spec.gateway.replicas`.
+    pub fn gateway_deployment(&self, secrets: &SecretVersions) -> Deployment {
+        let cc = self.cc;
+        let spec = &cc.spec.gateway;
+        let mut env = common_env(cc, self.names);
+        env.push(plain_env(env::LISTEN, format!("0.0.0.0:{HTTP_PORT}")));
+        // The internal address push consumers stream deliveries to is
+        // `<pod IP>:<metrics port>`; that port is not behind the Service.
+        env.push(field_env(env::POD_IP, "status.podIP"));
+        if let Some(secret) = &spec.auth_secret_ref {
+            env.push(secret_env(env::JWT_SECRET, secret));
+        }
+        let container = Container {
+            name: GATEWAY_COMPONENT.to_owned(),
+            image: Some(spec.image.clone().unwrap_or_else(|| self.images.gateway.clone())),
+            args: Some(vec!["serve".to_owned()]),
+            env: Some(env),
+            ports: Some(vec![port("http", HTTP_PORT), port("metrics", METRICS_PORT)]),
+            readiness_probe: Some(http_probe("/readyz", HTTP_PORT)),
+            liveness_probe: Some(http_probe("/healthz", HTTP_PORT)),
+            resources: spec.resources.clone(),
+            ..Container::default()
+        };
+        let versions = secret_versions_value(&self.reads.gateway, secrets);
+        deployment(cc, self.names.gateway.clone(), GATEWAY_COMPONENT, spec.replicas, versions, container)
+    }
+
+    /// The Service in front of the gateway pods.
+    pub fn gateway_service(&self) -> Service {
+        let cc = self.cc;
+        let spec = &cc.spec.gateway.service;
+        Service {
+            metadata: metadata(cc, self.names.gateway.clone(), GATEWAY_COMPONENT),
+            spec: Some(ServiceSpec {
+                type_: Some(format!("{:?}", spec.type_)),
+                selector: Some(selector_labels(cc, GATEWAY_COMPONENT)),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".to_owned()),
+                    port: spec.port,
+                    target_port: Some(IntOrString::String("http".to_owned())),
+                    ..ServicePort::default()
+                }]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        }
+    }
+
+    /// One consumer role's Deployment with the replicas the scaler decided.
+    pub fn consumer_deployment(&self, role: Role, replicas: i32, secrets: &SecretVersions) -> Deployment {
+        let cc = self.cc;
+        let spec = role.spec(cc);
+        let names = self.names.role(role);
+        let mut env = common_env(cc, self.names);
+        env.push(plain_env(env::CONSUMER_GROUP, names.group.clone()));
+        env.push(plain_env(env::LISTEN, format!("0.0.0.0:{METRICS_PORT}")));
+        let container = Container {
+            name: role.as_str().to_owned(),
+            image: Some(spec.image.clone().unwrap_or_else(|| self.images.consumer.clone())),
+            args: Some(vec![role.as_str().to_owned()]),
+            env: Some(env),
+            ports: Some(vec![port("metrics", METRICS_PORT)]),
+            readiness_probe: Some(http_probe("/readyz", METRICS_PORT)),
+            liveness_probe: Some(http_probe("/healthz", METRICS_PORT)),
+            resources: spec.resources.clone(),
+            ..Container::default()
+        };
+        let versions = secret_versions_value(&self.reads.consumers, secrets);
+        deployment(cc, names.deployment.clone(), role.as_str(), replicas, versions, container)
+    }
+}
+
+/// [`Workloads::gateway_deployment`] with the names computed here; for
+/// callers outside a reconcile (the tests crate renders pod specs with it).
 pub fn gateway_deployment(cc: &ChatCluster, images: &Images, secrets: &SecretVersions) -> Deployment {
-    let spec = &cc.spec.gateway;
-    let mut env = common_env(cc);
-    env.push(plain_env(env::LISTEN, format!("0.0.0.0:{HTTP_PORT}")));
-    // The internal address push consumers stream deliveries to is
-    // `<pod IP>:<metrics port>`; that port is not behind the Service.
-    env.push(field_env(env::POD_IP, "status.podIP"));
-    if let Some(secret) = &spec.auth_secret_ref {
-        env.push(secret_env(env::JWT_SECRET, secret));
-    }
-    let container = Container {
-        name: GATEWAY_COMPONENT.to_owned(),
-        image: Some(spec.image.clone().unwrap_or_else(|| images.gateway.clone())),
-        args: Some(vec!["serve".to_owned()]),
-        env: Some(env),
-        ports: Some(vec![port("http", HTTP_PORT), port("metrics", METRICS_PORT)]),
-        readiness_probe: Some(http_probe("/readyz", HTTP_PORT)),
-        liveness_probe: Some(http_probe("/healthz", HTTP_PORT)),
-        resources: spec.resources.clone(),
-        ..Container::default()
-    };
-    let versions = secret_versions_value(&secrets_read(cc, true), secrets);
-    deployment(cc, gateway_name(cc), GATEWAY_COMPONENT, spec.replicas, versions, container)
+    let (names, reads) = (Names::of(cc), SecretsRead::of(cc));
+    Workloads { cc, names: &names, images, reads: &reads }.gateway_deployment(secrets)
 }
 
-/// The Service in front of the gateway pods.
-pub fn gateway_service(cc: &ChatCluster) -> Service {
-    let spec = &cc.spec.gateway.service;
-    Service {
-        metadata: metadata(cc, gateway_name(cc), GATEWAY_COMPONENT),
-        spec: Some(ServiceSpec {
-            type_: Some(format!("{:?}", spec.type_)),
-            selector: Some(selector_labels(cc, GATEWAY_COMPONENT)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".to_owned()),
-                port: spec.port,
-                target_port: Some(IntOrString::String("http".to_owned())),
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
-}
-
-/// One consumer role's Deployment with the replicas the scaler decided.
+/// [`Workloads::consumer_deployment`] with the names computed here; for
+/// callers outside a reconcile, as [`gateway_deployment`].
 pub fn consumer_deployment(
     cc: &ChatCluster,
     role: Role,
@@ -340,23 +352,8 @@ pub fn consumer_deployment(
     images: &Images,
     secrets: &SecretVersions,
 ) -> Deployment {
-    let spec = role.spec(cc);
-    let mut env = common_env(cc);
-    env.push(plain_env(env::CONSUMER_GROUP, consumer_group(cc, role)));
-    env.push(plain_env(env::LISTEN, format!("0.0.0.0:{METRICS_PORT}")));
-    let container = Container {
-        name: role.as_str().to_owned(),
-        image: Some(spec.image.clone().unwrap_or_else(|| images.consumer.clone())),
-        args: Some(vec![role.as_str().to_owned()]),
-        env: Some(env),
-        ports: Some(vec![port("metrics", METRICS_PORT)]),
-        readiness_probe: Some(http_probe("/readyz", METRICS_PORT)),
-        liveness_probe: Some(http_probe("/healthz", METRICS_PORT)),
-        resources: spec.resources.clone(),
-        ..Container::default()
-    };
-    let versions = secret_versions_value(&secrets_read(cc, false), secrets);
-    deployment(cc, consumer_name(cc, role), role.as_str(), replicas, versions, container)
+    let (names, reads) = (Names::of(cc), SecretsRead::of(cc));
+    Workloads { cc, names: &names, images, reads: &reads }.consumer_deployment(role, replicas, secrets)
 }
 
 #[cfg(test)]
@@ -490,7 +487,8 @@ mod tests {
         let cc = cluster(
             json!({"kafka": {"bootstrapServers": "k:9092"}, "gateway": {"service": {"type": "NodePort", "port": 443}}}),
         );
-        let svc = gateway_service(&cc);
+        let (names, reads) = (Names::of(&cc), SecretsRead::of(&cc));
+        let svc = Workloads { cc: &cc, names: &names, images: &images(), reads: &reads }.gateway_service();
         let spec = svc.spec.unwrap();
         assert_eq!(spec.type_.as_deref(), Some("NodePort"));
         assert_eq!(spec.ports.unwrap()[0].port, 443);
@@ -512,8 +510,6 @@ mod tests {
             assert_eq!(container.args, Some(vec![role.as_str().to_owned()]));
             assert_eq!(env_of(&d)[env::CONSUMER_GROUP].value, Some(format!("chat.demo.{}", role.as_str())));
         }
-        assert_eq!(Role::Storage.topics(), ["chat-messages", "group-messages"]);
-        assert_eq!(Role::Push.topics(), ["deliveries"]);
         let gw = gateway_deployment(&cc, &images(), &SecretVersions::new());
         let pod_ip = env_of(&gw)[env::POD_IP].value_from.clone().unwrap().field_ref.unwrap();
         assert_eq!(pod_ip.field_path, "status.podIP");

@@ -1,0 +1,90 @@
+//! The finalizer that keeps a ChatCluster with `deletionPolicy: Delete`
+//! until its topics are gone.
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::context::Context;
+use crate::crd::{ChatCluster, DeletionPolicy};
+use crate::events::{event_reason, publish};
+use crate::names::Names;
+use crate::secrets;
+use crate::{Error, Result};
+
+/// Held while `deletionPolicy: Delete` topics exist.
+pub const FINALIZER: &str = "parley.dev/delete-topics";
+
+/// Keep the finalizer in step with the deletion policy.
+pub(crate) async fn ensure_finalizer(cc: &ChatCluster, api: &Api<ChatCluster>) -> Result<()> {
+    let has = cc.finalizers().iter().any(|f| f == FINALIZER);
+    let wants = cc.spec.deletion_policy == DeletionPolicy::Delete;
+    if has == wants {
+        return Ok(());
+    }
+    let mut finalizers: Vec<String> = cc.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    if wants {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    set_finalizers(cc, api, finalizers).await
+}
+
+/// Merge patch carrying resourceVersion, so a concurrent change to the list
+/// fails with a conflict instead of being overwritten.
+async fn set_finalizers(cc: &ChatCluster, api: &Api<ChatCluster>, finalizers: Vec<String>) -> Result<()> {
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cc.resource_version()}});
+    api.patch(&cc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Deletion with `deletionPolicy: Delete`: remove the topics, then the
+/// finalizer. If Kafka stays unreachable past the timeout, release anyway
+/// with a Warning so the namespace can go.
+pub(crate) async fn finalize(cc: &ChatCluster, names: &Names, ctx: &Context, api: &Api<ChatCluster>) -> Result<Action> {
+    if !cc.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let oref = cc.object_ref(&());
+    let topics = &names.topics;
+    let secrets = secrets::read(&ctx.client, &cc.namespace().unwrap_or_default(), secrets::kafka_secret(cc)).await;
+    let outcome = match secrets.map_err(|e| e.to_string()).and_then(|s| secrets::kafka_props(cc, &s)) {
+        Ok(props) => match ctx.kafka.get(&props) {
+            Ok(kafka) => kafka.delete(topics).await.map_err(|e| e.to_string()),
+            Err(err) => Err(err.to_string()),
+        },
+        Err(err) => Err(err),
+    };
+    match outcome {
+        Ok(()) => {
+            publish(
+                ctx,
+                &oref,
+                EventType::Normal,
+                event_reason::TOPICS_DELETED,
+                &format!("deleted topics {}", topics.join(", ")),
+            )
+            .await;
+        }
+        Err(err) => {
+            let since = cc.metadata.deletion_timestamp.as_ref().map(|t| t.0).unwrap_or_else(Timestamp::now);
+            let waited = Timestamp::now().duration_since(since).unsigned_abs();
+            if waited < ctx.settings.finalizer_timeout {
+                return Err(Error::KafkaUnavailable(format!("deleting topics: {err}")));
+            }
+            let note = format!(
+                "Kafka unreachable for {}s while deleting topics ({err}); releasing the finalizer, topics {} may remain",
+                waited.as_secs(),
+                topics.join(", ")
+            );
+            publish(ctx, &oref, EventType::Warning, event_reason::FINALIZER_RELEASED, &note).await;
+        }
+    }
+    let finalizers = cc.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    set_finalizers(cc, api, finalizers).await?;
+    let (ns, name) = (cc.namespace().unwrap_or_default(), cc.name_any());
+    ctx.metrics.retain_clusters(|n, c| (n, c) != (ns.as_str(), name.as_str()));
+    Ok(Action::await_change())
+}
