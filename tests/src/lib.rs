@@ -11,6 +11,7 @@ pub mod helm;
 pub mod kafka;
 pub mod kube;
 pub mod kubectl;
+pub mod manifest;
 pub mod node;
 pub mod operator;
 pub mod postgres;

@@ -8,14 +8,12 @@ use kube::api::Api;
 use parley_operator::crd::ChatCluster;
 use parley_operator::crd::status::{condition, reason};
 use parley_tests::kube::{client, setup_namespace, teardown_namespace};
+use parley_tests::manifest::Manifest;
 use parley_tests::operator::Operator;
 use parley_tests::{env, kafka, kubectl, wait};
 
-fn manifest(name: &str, prefix: &str) -> String {
-    format!(
-        "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: {name}\nspec:\n  kafka:\n    bootstrapServers: \"{}\"\n    topicPrefix: {prefix}\n  topics:\n    partitions: 3\n",
-        env::kafka_bootstrap()
-    )
+fn manifest(name: &str, prefix: &str) -> Manifest {
+    Manifest::new(name).prefix(prefix).partitions(3)
 }
 
 async fn topics_condition(api: &Api<ChatCluster>, name: &str) -> Result<(String, String, String), String> {
@@ -40,10 +38,9 @@ async fn kafka_outage_is_reported_and_recovered_from() {
     let prefix = env::unique("outage").replace('-', "_");
     let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--finalizer-timeout-seconds", "5"]);
     let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
-    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest("chat", &prefix));
+    manifest("chat", &prefix).apply(&ns);
     // A second one whose topics are to be deleted with it.
-    let doomed = manifest("doomed", &format!("{prefix}_doomed")) + "  deletionPolicy: Delete\n";
-    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &doomed);
+    manifest("doomed", &format!("{prefix}_doomed")).delete_topics().apply(&ns);
     wait::until("the Delete finalizer", 30, || async {
         let cc = api.get("doomed").await.map_err(|e| e.to_string())?;
         let f = cc.metadata.finalizers.unwrap_or_default();

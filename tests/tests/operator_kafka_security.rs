@@ -15,6 +15,7 @@ use parley_operator::crd::ChatCluster;
 use parley_operator::crd::status::{condition, reason};
 use parley_operator::workloads::SECRET_VERSIONS_ANNOTATION as SECRET_VERSIONS;
 use parley_tests::kube::{client, setup_namespace, teardown_namespace};
+use parley_tests::manifest::Manifest;
 use parley_tests::operator::Operator;
 use parley_tests::{chat, env, kafka, kubectl, postgres, wait};
 
@@ -57,10 +58,13 @@ fn manifest(name: &str, bootstrap: &str, secret: &str, prefix: &str) -> String {
 /// [`manifest`] with or without a Kafka client Secret, and the database URL
 /// in Secret `db`.
 fn manifest_with(name: &str, bootstrap: &str, secret: Option<&str>, prefix: &str, db: &str) -> String {
-    let secret = secret.map(|s| format!("    secretRef:\n      name: {s}\n")).unwrap_or_default();
-    format!(
-        "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: {name}\nspec:\n  kafka:\n    bootstrapServers: \"{bootstrap}\"\n{secret}    topicPrefix: {prefix}\n  topics:\n    partitions: 3\n    replicationFactor: 3\n    minInSyncReplicas: 2\n  consumers:\n    lagPollInterval: 1s\n  storage:\n    postgres:\n      urlSecretRef: {{name: {db}, key: url}}\n"
-    )
+    let m = Manifest::new(name).bootstrap(bootstrap).prefix(prefix).partitions(3).replication(3, 2).lag_poll("1s");
+    let m = m.database_secret(db, "url");
+    match secret {
+        Some(secret) => m.kafka_secret(secret),
+        None => m,
+    }
+    .to_json()
 }
 
 /// Until ChatCluster `name`'s condition `type_` (status, reason, message)

@@ -7,14 +7,12 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use parley_operator::crd::ChatCluster;
 use parley_tests::kube::{client, setup_namespace, teardown_namespace};
+use parley_tests::manifest::Manifest;
 use parley_tests::operator::Operator;
 use parley_tests::{env, kubectl, wait};
 
-fn manifest(name: &str, prefix: &str) -> String {
-    format!(
-        "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: {name}\nspec:\n  kafka:\n    bootstrapServers: \"{}\"\n    topicPrefix: {prefix}\n  topics:\n    partitions: 3\n",
-        env::kafka_bootstrap()
-    )
+fn manifest(name: &str, prefix: &str) -> Manifest {
+    Manifest::new(name).prefix(prefix).partitions(3)
 }
 
 #[tokio::test]
@@ -36,7 +34,7 @@ async fn standby_takes_over_when_the_leader_is_killed() {
     // Only the leader reconciles: one ChatCluster gets its children.
     let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
     let prefix = env::unique("leader").replace('-', "_");
-    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest("chat", &prefix));
+    manifest("chat", &prefix).apply(&ns);
     wait::until("status from the leader", 60, || async {
         let cc = api.get("chat").await.map_err(|e| e.to_string())?;
         cc.status.map(|_| ()).ok_or_else(|| "no status".to_owned())

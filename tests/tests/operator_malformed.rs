@@ -7,6 +7,7 @@ use kube::CustomResourceExt;
 use kube::api::Api;
 use parley_operator::crd::ChatCluster;
 use parley_tests::kube::{client, crd_path, setup_namespace, teardown_namespace};
+use parley_tests::manifest::Manifest;
 use parley_tests::operator::Operator;
 use parley_tests::{env, kubectl, wait};
 use serde_json::json;
@@ -48,11 +49,7 @@ async fn unreadable_objects_are_skipped_with_an_event() {
 
     let prefix = env::unique("fine").replace('-', "_");
     let operator = Operator::start(&ns, &format!("{ns}-op"), &[]);
-    let fine = format!(
-        "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: fine\nspec:\n  kafka:\n    bootstrapServers: \"{}\"\n    topicPrefix: {prefix}\n",
-        env::kafka_bootstrap()
-    );
-    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &fine);
+    Manifest::new("fine").prefix(&prefix).apply(&ns);
 
     let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
     wait::until("the valid ChatCluster reconciled beside the broken one", 60, || async {

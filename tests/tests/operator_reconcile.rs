@@ -10,29 +10,12 @@ use kube::api::{Api, DeleteParams, ListParams};
 use parley_operator::crd::ChatCluster;
 use parley_operator::crd::status::{condition, reason};
 use parley_tests::kube::{client, setup_namespace, teardown_namespace};
+use parley_tests::manifest::Manifest;
 use parley_tests::operator::Operator;
 use parley_tests::{env, kafka, kubectl, wait};
 
-fn manifest(name: &str, prefix: &str, partitions: i32) -> String {
-    format!(
-        r#"apiVersion: parley.dev/v1alpha1
-kind: ChatCluster
-metadata:
-  name: {name}
-spec:
-  kafka:
-    bootstrapServers: "{bootstrap}"
-    topicPrefix: {prefix}
-  topics:
-    partitions: {partitions}
-    replicationFactor: 3
-    minInSyncReplicas: 2
-  deletionPolicy: Delete
-  gateway:
-    replicas: 2
-"#,
-        bootstrap = env::kafka_bootstrap()
-    )
+fn manifest(name: &str, prefix: &str, partitions: i32) -> Manifest {
+    Manifest::new(name).prefix(prefix).partitions(partitions).replication(3, 2).delete_topics().gateways(2)
 }
 
 fn condition_of(cc: &ChatCluster, type_: &str) -> Option<(String, String)> {
@@ -49,7 +32,7 @@ async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
 
-    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest("chat", &prefix, 6));
+    manifest("chat", &prefix, 6).apply(&ns);
 
     // Four topics, 6 partitions, RF 3, in the real Kafka.
     let topics = wait::until("4 topics with 6 partitions and RF 3", 60, || async {
@@ -104,7 +87,7 @@ async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
     assert_eq!(status.gateway.as_ref().map(|g| (g.replicas, g.ready_replicas)), Some((2, 0)));
 
     // Partitions 6 -> 12: Kafka grows, status follows with the new generation.
-    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest("chat", &prefix, 12));
+    manifest("chat", &prefix, 12).apply(&ns);
     wait::until("topics at 12 partitions", 60, || async {
         let topics = kafka::topics_with_prefix(&format!("{prefix}."))?;
         if topics.len() == 4 && topics.values().all(|&(p, _)| p == 12) { Ok(()) } else { Err(format!("{topics:?}")) }

@@ -9,33 +9,19 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use parley_operator::crd::{ChatCluster, ConsumerGroupStatus};
 use parley_tests::kube::{client, setup_namespace, teardown_namespace};
+use parley_tests::manifest::Manifest;
 use parley_tests::operator::Operator;
 use parley_tests::{env, kafka, kubectl, wait};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 
-fn manifest(prefix: &str) -> String {
-    format!(
-        r#"apiVersion: parley.dev/v1alpha1
-kind: ChatCluster
-metadata:
-  name: chat
-spec:
-  kafka:
-    bootstrapServers: "{}"
-    topicPrefix: {prefix}
-  topics:
-    partitions: 12
-  consumers:
-    lagPollInterval: 1s
-    storage:
-      minReplicas: 1
-      maxReplicas: 20
-      lagThreshold: 1000
-      scaleDownStabilization: 5s
-"#,
-        env::kafka_bootstrap()
-    )
+fn manifest(prefix: &str) -> Manifest {
+    let stabilization = serde_json::from_value(serde_json::json!("5s")).expect("duration");
+    Manifest::new("chat").prefix(prefix).partitions(12).lag_poll("1s").with(|s| {
+        let storage = &mut s.consumers.storage;
+        (storage.min_replicas, storage.max_replicas, storage.lag_threshold) = (1, 20, 1000);
+        storage.scale_down_stabilization = stabilization;
+    })
 }
 
 /// Consume every message of `topics` as a member of `group`, then commit.
@@ -96,7 +82,7 @@ async fn storage_follows_lag_capped_at_partitions_and_returns_to_min() {
     let client = client().await;
     let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest(&prefix));
+    manifest(&prefix).apply(&ns);
     wait::until("12-partition topics", 60, || async {
         let t = kafka::topics_with_prefix(&format!("{prefix}."))?;
         if t.len() == 4 && t.values().all(|&(p, _)| p == 12) { Ok(()) } else { Err(format!("{t:?}")) }

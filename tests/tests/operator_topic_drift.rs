@@ -7,14 +7,12 @@ use kube::api::Api;
 use parley_operator::crd::ChatCluster;
 use parley_operator::crd::status::{condition, reason};
 use parley_tests::kube::{client, setup_namespace, teardown_namespace};
+use parley_tests::manifest::Manifest;
 use parley_tests::operator::Operator;
 use parley_tests::{env, kafka, kubectl, wait};
 
-fn manifest(prefix: &str) -> String {
-    format!(
-        "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: chat\nspec:\n  kafka:\n    bootstrapServers: \"{}\"\n    topicPrefix: {prefix}\n  topics:\n    partitions: 6\n    replicationFactor: 3\n    minInSyncReplicas: 2\n  consumers:\n    lagPollInterval: 1s\n",
-        env::kafka_bootstrap()
-    )
+fn manifest(prefix: &str) -> Manifest {
+    Manifest::new("chat").prefix(prefix).partitions(6).replication(3, 2).lag_poll("1s")
 }
 
 async fn topics_condition(api: &Api<ChatCluster>) -> Result<(String, String, String), String> {
@@ -37,7 +35,7 @@ async fn existing_topics_are_adopted_mismatches_reported_and_drift_corrected() {
     // Drift of a quiet ChatCluster's topics is found by the full resync.
     let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--resync-seconds", "1"]);
     let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
-    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest(&prefix));
+    manifest(&prefix).apply(&ns);
 
     let (status, why, message) = wait::until("TopicsReady=False with the decrease", 60, || async {
         let c = topics_condition(&api).await?;

@@ -28,8 +28,9 @@ use kube::api::Api;
 use parley_operator::crd::ChatCluster;
 use parley_operator::crd::status::condition;
 use parley_tests::kube::{client, setup_namespace, teardown_namespace};
+use parley_tests::manifest::Manifest;
 use parley_tests::operator::Operator;
-use parley_tests::{env, kafka, kubectl, wait};
+use parley_tests::{env, kafka, wait};
 use serde_json::{Map, Value, json};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -96,11 +97,8 @@ fn median(values: &mut [f64]) -> f64 {
     if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
 }
 
-fn manifest(name: &str, prefix: &str) -> String {
-    format!(
-        "apiVersion: parley.dev/v1alpha1\nkind: ChatCluster\nmetadata:\n  name: {name}\nspec:\n  kafka:\n    bootstrapServers: \"{}\"\n    topicPrefix: {prefix}\n  topics:\n    partitions: 6\n",
-        env::kafka_bootstrap()
-    )
+fn manifest(name: &str, prefix: &str) -> Manifest {
+    Manifest::new(name).prefix(prefix).partitions(6)
 }
 
 async fn has_condition(api: &Api<ChatCluster>, name: &str, type_: &str) -> Result<(), String> {
@@ -119,7 +117,7 @@ async fn ready(runs: usize, ns: &str) -> (Vec<f64>, Vec<f64>) {
         let name = format!("ready{i}");
         let prefix = env::unique("measure").replace('-', "_");
         let started = Instant::now();
-        kubectl::ok_with_stdin(&["apply", "-n", ns, "-f", "-"], &manifest(&name, &prefix));
+        manifest(&name, &prefix).apply(ns);
         wait::until("TopicsReady", 60, || has_condition(&api, &name, condition::TOPICS_READY)).await;
         topics.push(started.elapsed().as_secs_f64());
         // Stand-in kubelet: report each Deployment ready once it exists.
@@ -147,7 +145,7 @@ async fn scale(runs: usize, ns: &str) -> Vec<f64> {
     for i in 0..runs {
         let name = format!("scale{i}");
         let prefix = env::unique("measure").replace('-', "_");
-        kubectl::ok_with_stdin(&["apply", "-n", ns, "-f", "-"], &manifest(&name, &prefix));
+        manifest(&name, &prefix).apply(ns);
         wait::until("TopicsReady", 60, || has_condition(&api, &name, condition::TOPICS_READY)).await;
         let storage = format!("{name}-storage");
         wait::until("storage at 1", 60, || async {
