@@ -38,12 +38,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if args.jwt_secret.is_empty() {
         return Err(Error::Config("PARLEY_JWT_SECRET is empty".into()));
     }
-    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&args.database_url, args.database_pool_size).await?);
-    let kafka_properties =
-        parley_adapters::kafka::configured_properties(args.kafka_properties_dir.as_deref(), &args.kafka_properties)?;
-    let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(
-        KafkaSettings::new(&args.kafka_bootstrap_servers).with_properties(&kafka_properties),
-    )?);
+    let (store, broker) = connect(&args).await?;
     let topics = Topics::new(&args.topic_prefix);
 
     let internal_listener = TcpListener::bind(args.internal_listen).await?;
@@ -53,18 +48,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let registry = Arc::new(Registry::new(&gateway_id, metrics.clone()));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let readiness = Readiness::new(&[check::KAFKA, check::DATABASE, check::INTERNAL_STREAM]);
-    let pinged = store.clone();
-    readiness.probe_every(check::DATABASE, PROBE_INTERVAL, PROBE_TIMEOUT, shutdown.clone(), move || {
-        let store = pinged.clone();
-        async move { store.ping().await.map_err(|e| e.to_string()) }
-    });
-    let reached = broker.clone();
-    readiness.probe_every(check::KAFKA, PROBE_INTERVAL, PROBE_TIMEOUT, shutdown.clone(), move || {
-        let broker = reached.clone();
-        async move { broker.reachable().await.map_err(|e| e.to_string()) }
-    });
-
+    let readiness = probe(&store, &broker, &shutdown);
     let started = MessageEvent::gateway_started(&gateway_id, Some(advertised.clone()), now_millis());
     broker.publish(&topics.user_events, &gateway_id, started.to_bytes()?).await?;
 
@@ -117,4 +101,32 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let _ = internal.await;
     tracing::info!("stopped");
     served.map_err(Error::Io)
+}
+
+/// The database (migrated) and the Kafka producer.
+async fn connect(args: &ServeArgs) -> Result<(Arc<dyn Store>, Arc<dyn Broker>)> {
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&args.database_url, args.database_pool_size).await?);
+    let kafka_properties =
+        parley_adapters::kafka::configured_properties(args.kafka_properties_dir.as_deref(), &args.kafka_properties)?;
+    let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(
+        KafkaSettings::new(&args.kafka_bootstrap_servers).with_properties(&kafka_properties),
+    )?);
+    Ok((store, broker))
+}
+
+/// Readiness with the database and Kafka probed every few seconds; the
+/// internal stream is set once it is served.
+fn probe(store: &Arc<dyn Store>, broker: &Arc<dyn Broker>, shutdown: &CancellationToken) -> Arc<Readiness> {
+    let readiness = Readiness::new(&[check::KAFKA, check::DATABASE, check::INTERNAL_STREAM]);
+    let pinged = store.clone();
+    readiness.probe_every(check::DATABASE, PROBE_INTERVAL, PROBE_TIMEOUT, shutdown.clone(), move || {
+        let store = pinged.clone();
+        async move { store.ping().await.map_err(|e| e.to_string()) }
+    });
+    let reached = broker.clone();
+    readiness.probe_every(check::KAFKA, PROBE_INTERVAL, PROBE_TIMEOUT, shutdown.clone(), move || {
+        let broker = reached.clone();
+        async move { broker.reachable().await.map_err(|e| e.to_string()) }
+    });
+    readiness
 }

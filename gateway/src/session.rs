@@ -83,87 +83,8 @@ async fn run(socket: WebSocket, state: AppState, user: String) {
         strikes: 0,
         in_flight: None,
     };
-    let contacts = match presence::contacts(state.store.as_ref(), &user).await {
-        Ok(c) => c,
-        Err(err) => {
-            // Presence is a courtesy; the connection works without it.
-            tracing::warn!(user, error = %err, "looking up contacts for presence failed");
-            Vec::new()
-        }
-    };
-    let mut hello = vec![ServerFrame::Hello { user: user.clone() }];
-    hello.extend(
-        presence::online_here(&state.registry, &contacts)
-            .into_iter()
-            .map(|u| ServerFrame::Presence { user: u, online: true }),
-    );
-    let mut alive = true;
-    for frame in hello {
-        if send(&mut sink, &frame).await.is_err() {
-            alive = false;
-            break;
-        }
-    }
-    if first {
-        announce(&state, &user, true, &contacts).await;
-    }
-
-    let heartbeat = state.session.heartbeat.max(Duration::from_millis(100));
-    let mut ticks = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
-    let mut last_heard = Instant::now();
-    let close = if !alive {
-        None
-    } else {
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {
-                    if limits::idle_expired(last_heard.elapsed(), heartbeat) {
-                        tracing::debug!(user, conn = id, "no traffic for two heartbeats; dropping");
-                        break Some((close_code::AWAY, CLOSE_IDLE));
-                    }
-                    if write(&mut sink, Message::Ping(Default::default())).await.is_err() {
-                        break None;
-                    }
-                }
-                _ = kick.cancelled() => {
-                    break Some(if state.shutdown.is_cancelled() {
-                        (close_code::AWAY, CLOSE_SHUTDOWN)
-                    } else {
-                        (close_code::POLICY, CLOSE_SLOW)
-                    });
-                }
-                out = rx.recv() => match out {
-                    Some(text) => if write_queued(&mut sink, text, &mut rx).await.is_err() { break None },
-                    None => break None,
-                },
-                Some(done) = conn.next_published(), if conn.in_flight_len() > 0 => {
-                    if let Flow::Gone = conn.published(done, &mut sink).await {
-                        break None;
-                    }
-                }
-                // At the cap, reading waits until an acknowledgement arrives.
-                msg = stream.next(), if conn.in_flight_len() < MAX_IN_FLIGHT => {
-                    last_heard = Instant::now();
-                    let flow = match msg {
-                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Flow::Gone,
-                        // Boxed: the handler's state is large and lives only while a
-                        // frame is handled; inline it would sit in every idle connection.
-                        Some(Ok(Message::Text(text))) => Box::pin(conn.on_text(text.as_str(), &mut sink)).await,
-                        Some(Ok(Message::Binary(_))) => {
-                            conn.violation(&mut sink, codes::BINARY_NOT_SUPPORTED, "frames must be JSON text").await
-                        }
-                        // Pings are answered by the WebSocket layer.
-                        Some(Ok(_)) => Flow::Continue,
-                    };
-                    match flow {
-                        Flow::Continue => {}
-                        Flow::Close(code, reason) => break Some((code, reason)),
-                        Flow::Gone => break None,
-                    }
-                }
-            }
-        }
-    };
+    let (contacts, alive) = greet(&state, &user, first, &mut sink).await;
+    let close = if alive { conn.serve(&mut sink, &mut stream, &mut rx, &kick).await } else { None };
     if let Some((code, reason)) = close {
         let frame = CloseFrame { code, reason: reason.into() };
         let _ = write(&mut sink, Message::Close(Some(frame))).await;
@@ -176,6 +97,36 @@ async fn run(socket: WebSocket, state: AppState, user: String) {
         announce(&state, &user, false, &contacts).await;
     }
     tracing::debug!(user, conn = id, "disconnected");
+}
+
+/// `hello` and the contacts online here; on the user's first connection,
+/// tell the others. Returns the contacts and whether the socket still works.
+async fn greet(state: &AppState, user: &str, first: bool, sink: &mut Sink) -> (Vec<String>, bool) {
+    let contacts = match presence::contacts(state.store.as_ref(), user).await {
+        Ok(c) => c,
+        Err(err) => {
+            // Presence is a courtesy; the connection works without it.
+            tracing::warn!(user, error = %err, "looking up contacts for presence failed");
+            Vec::new()
+        }
+    };
+    let mut hello = vec![ServerFrame::Hello { user: user.to_owned() }];
+    hello.extend(
+        presence::online_here(&state.registry, &contacts)
+            .into_iter()
+            .map(|u| ServerFrame::Presence { user: u, online: true }),
+    );
+    let mut alive = true;
+    for frame in hello {
+        if send(sink, &frame).await.is_err() {
+            alive = false;
+            break;
+        }
+    }
+    if first {
+        announce(state, user, true, &contacts).await;
+    }
+    (contacts, alive)
 }
 
 /// Writes that cannot complete in this time (a client that stopped reading
@@ -244,6 +195,75 @@ async fn announce(state: &AppState, user: &str, online: bool, contacts: &[String
 }
 
 impl Conn {
+    /// The connection's life after `hello`: heartbeats, queued frames out,
+    /// acknowledgements, client frames in. Ends with the close to send, or
+    /// None when the socket is gone.
+    async fn serve(
+        &mut self,
+        sink: &mut Sink,
+        stream: &mut futures::stream::SplitStream<WebSocket>,
+        rx: &mut mpsc::Receiver<Outbound>,
+        kick: &tokio_util::sync::CancellationToken,
+    ) -> Option<(u16, &'static str)> {
+        let heartbeat = self.state.session.heartbeat.max(Duration::from_millis(100));
+        let mut ticks = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+        let mut last_heard = Instant::now();
+        loop {
+            let flow = tokio::select! {
+                _ = ticks.tick() => {
+                    if limits::idle_expired(last_heard.elapsed(), heartbeat) {
+                        tracing::debug!(user = self.user, conn = self.id, "no traffic for two heartbeats; dropping");
+                        Flow::Close(close_code::AWAY, CLOSE_IDLE)
+                    } else if write(sink, Message::Ping(Default::default())).await.is_err() {
+                        Flow::Gone
+                    } else {
+                        Flow::Continue
+                    }
+                }
+                _ = kick.cancelled() => {
+                    if self.state.shutdown.is_cancelled() {
+                        Flow::Close(close_code::AWAY, CLOSE_SHUTDOWN)
+                    } else {
+                        Flow::Close(close_code::POLICY, CLOSE_SLOW)
+                    }
+                }
+                out = rx.recv() => match out {
+                    Some(text) => match write_queued(sink, text, rx).await {
+                        Ok(()) => Flow::Continue,
+                        Err(Gone) => Flow::Gone,
+                    },
+                    None => Flow::Gone,
+                },
+                Some(done) = self.next_published(), if self.in_flight_len() > 0 => self.published(done, sink).await,
+                // At the cap, reading waits until an acknowledgement arrives.
+                msg = stream.next(), if self.in_flight_len() < MAX_IN_FLIGHT => {
+                    last_heard = Instant::now();
+                    self.on_message(msg, sink).await
+                }
+            };
+            match flow {
+                Flow::Continue => {}
+                Flow::Close(code, reason) => return Some((code, reason)),
+                Flow::Gone => return None,
+            }
+        }
+    }
+
+    /// One message from the socket (None: it ended).
+    async fn on_message(&mut self, msg: Option<Result<Message, axum::Error>>, sink: &mut Sink) -> Flow {
+        match msg {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Flow::Gone,
+            // Boxed: the handler's state is large and lives only while a
+            // frame is handled; inline it would sit in every idle connection.
+            Some(Ok(Message::Text(text))) => Box::pin(self.on_text(text.as_str(), sink)).await,
+            Some(Ok(Message::Binary(_))) => {
+                self.violation(sink, codes::BINARY_NOT_SUPPORTED, "frames must be JSON text").await
+            }
+            // Pings are answered by the WebSocket layer.
+            Some(Ok(_)) => Flow::Continue,
+        }
+    }
+
     async fn reply(&self, sink: &mut Sink, frame: &ServerFrame) -> Flow {
         if let ServerFrame::Error { code, .. } = frame {
             self.state.metrics.error(code);

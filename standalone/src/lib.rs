@@ -31,17 +31,7 @@ use parley_gateway::state::{AppState, StateParts};
 use crate::config::StandaloneArgs;
 
 pub async fn run(args: StandaloneArgs) -> Result<()> {
-    let secret = match &args.jwt_secret {
-        Some(s) if !s.is_empty() => s.clone(),
-        Some(_) => return Err(Error::Config("PARLEY_JWT_SECRET is empty".into())),
-        None => {
-            tracing::warn!(
-                "no --jwt-secret / PARLEY_JWT_SECRET given: using the well-known dev secret; \
-                 anyone can mint tokens for this server"
-            );
-            DEV_JWT_SECRET.to_owned()
-        }
-    };
+    let secret = jwt_secret(&args)?;
     if args.dev_login {
         tracing::warn!("dev log-in is on: POST /api/dev/token mints a token for any name");
     }
@@ -55,32 +45,8 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
-    // Subscribe both workers before serving: the in-process broker drops
-    // records published to a topic no group has joined yet.
-    let storage_worker = StorageWorker {
-        broker: broker.clone(),
-        store: store.clone(),
-        topics: topics.clone(),
-        batch_size: storage::DEFAULT_BATCH,
-        metrics: consumer_metrics.clone(),
-    };
-    let storage_sub = storage_worker.subscribe().await?;
-    let sink: Arc<dyn DeliverySink> = registry.clone();
-    let push_worker = PushWorker {
-        broker: broker.clone(),
-        sink,
-        topics: topics.clone(),
-        batch_size: push::DEFAULT_BATCH,
-        metrics: consumer_metrics.clone(),
-    };
-    let push_sub = push_worker.subscribe().await?;
-    // Workers stop only after the connections are gone (see below), so
-    // messages accepted during the drain are still stored and pushed.
     let workers_stop = CancellationToken::new();
-    let workers = TaskTracker::new();
-    workers.spawn(storage_worker.run(storage_sub, workers_stop.clone()));
-    workers.spawn(push_worker.run(push_sub, workers_stop.clone()));
-    workers.close();
+    let workers = start_workers(&broker, &store, &topics, &registry, &consumer_metrics, &workers_stop).await?;
 
     let state = AppState::new(StateParts {
         store,
@@ -124,4 +90,56 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     }
     tracing::info!("stopped");
     served.map_err(Error::Io)
+}
+
+/// The token secret: given, or the well-known dev secret with a warning.
+fn jwt_secret(args: &StandaloneArgs) -> Result<String> {
+    match &args.jwt_secret {
+        Some(s) if !s.is_empty() => Ok(s.clone()),
+        Some(_) => Err(Error::Config("PARLEY_JWT_SECRET is empty".into())),
+        None => {
+            tracing::warn!(
+                "no --jwt-secret / PARLEY_JWT_SECRET given: using the well-known dev secret; \
+                 anyone can mint tokens for this server"
+            );
+            Ok(DEV_JWT_SECRET.to_owned())
+        }
+    }
+}
+
+/// The storage and push workers, subscribed before anything is served (the
+/// in-process broker drops records published to a topic no group has
+/// joined yet) and running until `stop`. They stop only after the
+/// connections are gone, so messages accepted during the drain are still
+/// stored and pushed.
+async fn start_workers(
+    broker: &Arc<dyn Broker>,
+    store: &Arc<dyn Store>,
+    topics: &Topics,
+    registry: &Arc<Registry>,
+    metrics: &Arc<parley_consumer::metrics::Metrics>,
+    stop: &CancellationToken,
+) -> Result<TaskTracker> {
+    let storage_worker = StorageWorker {
+        broker: broker.clone(),
+        store: store.clone(),
+        topics: topics.clone(),
+        batch_size: storage::DEFAULT_BATCH,
+        metrics: metrics.clone(),
+    };
+    let storage_sub = storage_worker.subscribe().await?;
+    let sink: Arc<dyn DeliverySink> = registry.clone();
+    let push_worker = PushWorker {
+        broker: broker.clone(),
+        sink,
+        topics: topics.clone(),
+        batch_size: push::DEFAULT_BATCH,
+        metrics: metrics.clone(),
+    };
+    let push_sub = push_worker.subscribe().await?;
+    let workers = TaskTracker::new();
+    workers.spawn(storage_worker.run(storage_sub, stop.clone()));
+    workers.spawn(push_worker.run(push_sub, stop.clone()));
+    workers.close();
+    Ok(workers)
 }
