@@ -11,12 +11,35 @@ use serde_json::json;
 use crate::context::Context;
 use crate::crd::{ChatCluster, DeletionPolicy};
 use crate::events::{event_reason, publish};
+use crate::kafka::KafkaError;
 use crate::names::Names;
-use crate::secrets;
+use crate::secrets::{self, KafkaPropsError};
 use crate::{Error, Result};
 
 /// Held while `deletionPolicy: Delete` topics exist.
 pub const FINALIZER: &str = "parley.dev/delete-topics";
+
+/// Why a ChatCluster's topics could not be deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicDeletionError {
+    /// The Kafka client's Secret could not be read.
+    #[error(transparent)]
+    Secret(Box<Error>),
+    #[error(transparent)]
+    Settings(#[from] KafkaPropsError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+}
+
+/// Delete `topics` with the ChatCluster's Kafka client settings.
+async fn delete_topics(cc: &ChatCluster, ctx: &Context, topics: &[String]) -> Result<(), TopicDeletionError> {
+    let secrets = secrets::read(&ctx.client, &cc.namespace().unwrap_or_default(), secrets::kafka_secret(cc))
+        .await
+        .map_err(|e| TopicDeletionError::Secret(Box::new(e)))?;
+    let props = secrets::kafka_props(cc, &secrets)?;
+    ctx.kafka.get(&props)?.delete(topics).await?;
+    Ok(())
+}
 
 /// Keep the finalizer in step with the deletion policy.
 pub(crate) async fn ensure_finalizer(cc: &ChatCluster, api: &Api<ChatCluster>) -> Result<()> {
@@ -49,15 +72,7 @@ pub(crate) async fn finalize(cc: &ChatCluster, names: &Names, ctx: &Context, api
     }
     let oref = cc.object_ref(&());
     let topics = &names.topics;
-    let secrets = secrets::read(&ctx.client, &cc.namespace().unwrap_or_default(), secrets::kafka_secret(cc)).await;
-    let outcome = match secrets.map_err(|e| e.to_string()).and_then(|s| secrets::kafka_props(cc, &s)) {
-        Ok(props) => match ctx.kafka.get(&props) {
-            Ok(kafka) => kafka.delete(topics).await.map_err(|e| e.to_string()),
-            Err(err) => Err(err.to_string()),
-        },
-        Err(err) => Err(err),
-    };
-    match outcome {
+    match delete_topics(cc, ctx, topics).await {
         Ok(()) => {
             publish(
                 ctx,
@@ -72,7 +87,7 @@ pub(crate) async fn finalize(cc: &ChatCluster, names: &Names, ctx: &Context, api
             let since = cc.metadata.deletion_timestamp.as_ref().map(|t| t.0).unwrap_or_else(Timestamp::now);
             let waited = Timestamp::now().duration_since(since).unsigned_abs();
             if waited < ctx.settings.finalizer_timeout {
-                return Err(Error::KafkaUnavailable(format!("deleting topics: {err}")));
+                return Err(Error::DeletingTopics(err));
             }
             let note = format!(
                 "Kafka unreachable for {}s while deleting topics ({err}); releasing the finalizer, topics {} may remain",
@@ -87,4 +102,26 @@ pub(crate) async fn finalize(cc: &ChatCluster, names: &Names, ctx: &Context, api
     let (ns, name) = (cc.namespace().unwrap_or_default(), cc.name_any());
     ctx.metrics.retain_clusters(|n, c| (n, c) != (ns.as_str(), name.as_str()));
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_deletion_reads_as_its_cause() {
+        let status = kube::core::Status { code: 500, message: "etcd timeout".into(), ..Default::default() };
+        let secret = Error::Secret { name: "kafka-auth".into(), source: kube::Error::Api(Box::new(status)) };
+        let shown = secret.to_string();
+        assert_eq!(TopicDeletionError::Secret(Box::new(secret)).to_string(), shown);
+        let settings = TopicDeletionError::from(KafkaPropsError::NotRead("kafka-auth".into()));
+        assert_eq!(settings.to_string(), "Kafka client Secret kafka-auth was not read");
+        let refused = KafkaError::Refused {
+            what: "deleting topic",
+            name: "t".into(),
+            code: rdkafka::error::RDKafkaErrorCode::TopicAuthorizationFailed,
+        };
+        let shown = refused.to_string();
+        assert_eq!(TopicDeletionError::from(refused).to_string(), shown);
+    }
 }

@@ -23,9 +23,9 @@ pub fn from_chart(chart_dir: &Path) -> Result<String> {
         std::fs::read_to_string(&path).map_err(|source| Error::Read { path, source })
     };
     let schema: Value = serde_json::from_str(&read("values.schema.json")?)
-        .map_err(|e| Error::Parse { path: chart_dir.join("values.schema.json"), message: e.to_string() })?;
+        .map_err(|source| Error::ParseJson { path: chart_dir.join("values.schema.json"), source })?;
     let values: Value = serde_yaml::from_str(&read("values.yaml")?)
-        .map_err(|e| Error::Parse { path: chart_dir.join("values.yaml"), message: e.to_string() })?;
+        .map_err(|source| Error::ParseYaml { path: chart_dir.join("values.yaml"), source })?;
     Ok(render(&schema, &values))
 }
 

@@ -128,7 +128,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
 
-    let client = Client::try_default().await.map_err(|e| Error::KubeConfig(e.to_string()))?;
+    let client = Client::try_default().await.map_err(Error::KubeConfig)?;
     let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::new(&[check::API, check::CACHES]);
     let server =
@@ -208,7 +208,7 @@ async fn run_as_leader(
         .with_grace((args.lease_seconds / 3).max(1))
         .build()
         .await
-        .map_err(|e| Error::Lease(e.to_string()))?;
+        .map_err(Error::Lease)?;
     let (mut leading, lease_task) = manager.watch().await;
     info!(%identity, lease = %args.lease_name, "waiting for leadership");
     // A standby is ready: it has no caches to sync and takes over when the
@@ -226,7 +226,7 @@ async fn run_as_leader(
             }
             changed = leading.changed() => {
                 if changed.is_err() {
-                    return Err(Error::Lease("lease manager stopped".into()));
+                    return Err(Error::LeaseManagerStopped);
                 }
             }
         }
@@ -263,7 +263,7 @@ async fn run_as_leader(
     drop(leading);
     let _ = lease_task.await;
     if lost.is_cancelled() && !shutdown.is_cancelled() {
-        return Err(Error::Lease("leadership lost".into()));
+        return Err(Error::LeadershipLost);
     }
     Ok(())
 }

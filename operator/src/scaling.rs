@@ -70,7 +70,7 @@ pub enum Why {
     Stabilizing { lowest: i32 },
     /// `parley.dev/pause-autoscaling: "true"`.
     Paused,
-    /// Lag could not be read; replicas are held.
+    /// Lag could not be read (why, as shown in the reason); replicas are held.
     LagUnknown(String),
 }
 
@@ -185,8 +185,9 @@ pub struct Input<'a> {
     pub partitions: i32,
     /// Replicas the Deployment has now (`None` before it exists).
     pub current: Option<i32>,
-    /// `Err` when Kafka could not be asked.
-    pub lag: Result<GroupLag, String>,
+    /// `Err` when Kafka could not be asked: why, for the reason shown. Only
+    /// the standard trait, so this module stays free of the I/O types.
+    pub lag: Result<GroupLag, &'a dyn std::error::Error>,
     pub paused: bool,
 }
 
@@ -203,7 +204,7 @@ pub fn decide(input: &Input, history: &mut History, now: Duration) -> Decision {
         Ok(lag) => *lag,
         // Never act on missing data: a blind scale-down could stop consumers
         // exactly when Kafka comes back with a backlog.
-        Err(err) => return Decision { replicas: current, desired: current, why: Why::LagUnknown(err.clone()) },
+        Err(err) => return Decision { replicas: current, desired: current, why: Why::LagUnknown(err.to_string()) },
     };
     let desired = desired_from_lag(spec, input.partitions, lag);
     history.record(now, desired, window);
@@ -356,7 +357,8 @@ mod tests {
         let d = decide(&paused, &mut h, secs(0));
         assert_eq!((d.replicas, d.why.clone()), (7, Why::Paused));
         assert!(d.reason(None, 12, 1000).contains("paused"));
-        let unknown = Input { paused: false, lag: Err("all brokers down".into()), ..paused };
+        let down = std::io::Error::other("all brokers down");
+        let unknown = Input { paused: false, lag: Err(&down), ..paused };
         let d = decide(&unknown, &mut h, secs(1));
         assert_eq!(d.replicas, 7, "never scale on missing data");
         assert!(d.reason(None, 12, 1000).contains("all brokers down"));

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::core::Status;
 use kube::{Api, Client};
 
 use crate::crd::ChatCluster;
@@ -12,20 +13,39 @@ use crate::kafka::ClientProps;
 use crate::workloads::SecretVersions;
 use crate::{Error, Result};
 
-/// Why a Secret cannot be used, when editing fixes it rather than waiting:
-/// it is missing, or the operator may not read it. The apiserver's words.
-fn unusable(err: &Error) -> Option<String> {
+/// A Secret that editing fixes rather than waiting: it is missing, or the
+/// operator may not read it. Shown in the apiserver's words.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("Secret {name}: {}", status.message)]
+pub struct UnusableSecret {
+    pub name: String,
+    #[source]
+    pub status: Box<Status>,
+}
+
+/// Why the Kafka client's properties cannot be had from its Secret.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum KafkaPropsError {
+    #[error(transparent)]
+    Unusable(#[from] UnusableSecret),
+    #[error("Kafka client Secret {0} was not read")]
+    NotRead(String),
+}
+
+/// A failed read as an unusable Secret when editing fixes it (missing,
+/// forbidden); any other failure back as it was, to be retried.
+fn unusable(err: Error) -> std::result::Result<UnusableSecret, Error> {
     match err {
-        Error::Secret { name, source: kube::Error::Api(s) } if s.code == 404 || s.code == 403 => {
-            Some(format!("Secret {name}: {}", s.message))
+        Error::Secret { name, source: kube::Error::Api(status) } if status.code == 404 || status.code == 403 => {
+            Ok(UnusableSecret { name, status })
         }
-        _ => None,
+        err => Err(err),
     }
 }
 
 /// Referenced Secrets by name, as read, or why one is unusable (missing,
 /// forbidden): what needs it reports that.
-pub type ReadSecrets = BTreeMap<String, std::result::Result<Secret, String>>;
+pub type ReadSecrets = BTreeMap<String, std::result::Result<Secret, UnusableSecret>>;
 
 /// Read the Secrets `names` at once. Any failure but a missing or forbidden
 /// Secret is the apiserver's: the reconcile is retried.
@@ -42,7 +62,7 @@ pub async fn read(client: &Client, ns: &str, names: BTreeSet<String>) -> Result<
     for (name, read) in futures::future::join_all(reads).await {
         let read = match read {
             Ok(secret) => Ok(secret),
-            Err(err) => Err(unusable(&err).ok_or(err)?),
+            Err(err) => Err(unusable(err)?),
         };
         secrets.insert(name, read);
     }
@@ -51,7 +71,7 @@ pub async fn read(client: &Client, ns: &str, names: BTreeSet<String>) -> Result<
 
 /// Why the Secrets `names` (what one workload's pods read) cannot be used.
 pub fn blockers(secrets: &ReadSecrets, names: &BTreeSet<String>) -> Vec<String> {
-    names.iter().filter_map(|name| secrets.get(name)?.as_ref().err().cloned()).collect()
+    names.iter().filter_map(|name| Some(secrets.get(name)?.as_ref().err()?.to_string())).collect()
 }
 
 /// The resourceVersions of the Secrets that were read.
@@ -64,13 +84,13 @@ pub fn versions(secrets: &ReadSecrets) -> SecretVersions {
 
 /// `bootstrap.servers` plus the librdkafka properties in `spec.kafka.secretRef`,
 /// or why that Secret cannot be used.
-pub fn kafka_props(cc: &ChatCluster, secrets: &ReadSecrets) -> std::result::Result<ClientProps, String> {
+pub fn kafka_props(cc: &ChatCluster, secrets: &ReadSecrets) -> std::result::Result<ClientProps, KafkaPropsError> {
     let mut props = crate::kafka::bootstrap_props(&cc.spec.kafka.bootstrap_servers);
     if let Some(secret_ref) = &cc.spec.kafka.secret_ref {
         let secret = match secrets.get(&secret_ref.name) {
             Some(Ok(secret)) => secret,
-            Some(Err(why)) => return Err(why.clone()),
-            None => return Err(format!("Kafka client Secret {} was not read", secret_ref.name)),
+            Some(Err(why)) => return Err(why.clone().into()),
+            None => return Err(KafkaPropsError::NotRead(secret_ref.name.clone())),
         };
         for (k, v) in secret.data.iter().flatten() {
             props.insert(k.clone(), String::from_utf8_lossy(&v.0).into_owned());
@@ -98,6 +118,11 @@ mod tests {
         }
     }
 
+    fn missing(name: &str) -> UnusableSecret {
+        let message = format!("secrets \"{name}\" not found");
+        UnusableSecret { name: name.into(), status: Box::new(Status { code: 404, message, ..Status::default() }) }
+    }
+
     #[test]
     fn kafka_properties_and_versions_come_from_what_was_read() {
         let cc = crate::test_support::cluster(serde_json::json!({
@@ -105,18 +130,22 @@ mod tests {
         }));
         let mut read = ReadSecrets::new();
         read.insert("kafka-auth".into(), Ok(secret("7", &[("sasl.mechanism", "PLAIN")])));
-        read.insert("db".into(), Err("secrets \"db\" not found".into()));
+        read.insert("db".into(), Err(missing("db")));
         let props = kafka_props(&cc, &read).unwrap();
         assert_eq!(props.get("sasl.mechanism").map(String::as_str), Some("PLAIN"));
         assert_eq!(props.get("bootstrap.servers").map(String::as_str), Some("k:9092"));
         assert_eq!(versions(&read), SecretVersions::from([("kafka-auth".to_owned(), "7".to_owned())]));
         assert_eq!(kafka_secret(&cc), BTreeSet::from(["kafka-auth".to_owned()]));
         let both = BTreeSet::from(["db".to_owned(), "kafka-auth".to_owned()]);
-        assert_eq!(blockers(&read, &both), vec!["secrets \"db\" not found".to_owned()]);
+        assert_eq!(blockers(&read, &both), vec!["Secret db: secrets \"db\" not found".to_owned()]);
 
-        read.insert("kafka-auth".into(), Err("secrets \"kafka-auth\" not found".into()));
-        assert_eq!(kafka_props(&cc, &read).unwrap_err(), "secrets \"kafka-auth\" not found");
-        assert!(kafka_props(&cc, &ReadSecrets::new()).unwrap_err().contains("kafka-auth"));
+        read.insert("kafka-auth".into(), Err(missing("kafka-auth")));
+        assert_eq!(
+            kafka_props(&cc, &read).unwrap_err().to_string(),
+            "Secret kafka-auth: secrets \"kafka-auth\" not found"
+        );
+        let not_read = kafka_props(&cc, &ReadSecrets::new()).unwrap_err().to_string();
+        assert_eq!(not_read, "Kafka client Secret kafka-auth was not read");
     }
 
     #[test]
@@ -127,9 +156,14 @@ mod tests {
                 serde_json::from_value(serde_json::json!({"code": code, "message": "m", "reason": "r"})).unwrap(),
             )),
         };
-        assert_eq!(unusable(&read_failure(404)).as_deref(), Some("Secret kafka-auth: m"));
-        assert!(unusable(&read_failure(403)).is_some());
-        assert_eq!(unusable(&read_failure(500)), None, "the apiserver's own trouble is retried");
-        assert_eq!(unusable(&Error::KafkaUnavailable("x".into())), None);
+        let missing = unusable(read_failure(404)).unwrap();
+        assert_eq!(missing.to_string(), "Secret kafka-auth: m");
+        assert_eq!(std::error::Error::source(&missing).map(|s| s.to_string()).as_deref(), Some("m: r"), "kept");
+        assert!(unusable(read_failure(403)).is_ok());
+        assert!(
+            matches!(unusable(read_failure(500)), Err(Error::Secret { .. })),
+            "the apiserver's own trouble is retried"
+        );
+        assert!(matches!(unusable(Error::KafkaUnavailable("x".into())), Err(Error::KafkaUnavailable(_))));
     }
 }

@@ -7,13 +7,14 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::EventType;
 use tracing::info;
 
-use crate::autoscale::LagSource;
+use crate::autoscale::{LagSource, NoLagSource};
 use crate::conditions::TopicsObservation;
 use crate::context::Context;
 use crate::crd::{ChatCluster, TopicStatus};
 use crate::events::{event_reason, publish};
 use crate::kafka::{ClientProps, KafkaCluster, KafkaError};
 use crate::names::Names;
+use crate::secrets::KafkaPropsError;
 use crate::topics::{self, DesiredTopic, TopicAction};
 
 /// What a reconcile learned of Kafka.
@@ -30,7 +31,9 @@ impl KafkaSide {
     pub fn lag_source(&self) -> LagSource {
         match (&self.topics, &self.client) {
             (TopicsObservation::Observed { topics, .. }, Some(kafka)) => Ok((kafka.clone(), topics.clone())),
-            (obs, _) => Err(obs.failure().unwrap_or("no Kafka client").to_owned()),
+            (obs, _) => {
+                Err(obs.failure().map_or(NoLagSource::NoClient, |why| NoLagSource::KafkaUnobserved(why.to_owned())))
+            }
         }
     }
 }
@@ -42,7 +45,7 @@ pub(crate) async fn sync(
     names: &Names,
     ctx: &Context,
     oref: &ObjectReference,
-    props: Result<ClientProps, String>,
+    props: Result<ClientProps, KafkaPropsError>,
 ) -> KafkaSide {
     match props {
         Ok(props) => {
@@ -52,7 +55,9 @@ pub(crate) async fn sync(
             }
             KafkaSide { topics, client: ctx.kafka.get(&props).ok(), settling }
         }
-        Err(why) => KafkaSide { topics: TopicsObservation::KafkaConfigInvalid(why), client: None, settling: false },
+        Err(why) => {
+            KafkaSide { topics: TopicsObservation::KafkaConfigInvalid(why.to_string()), client: None, settling: false }
+        }
     }
 }
 

@@ -27,13 +27,19 @@ use crate::topics::{DesiredTopic, ObservedTopic, TopicAction};
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
     #[error("cannot create Kafka client: {0}")]
-    Client(rdkafka::error::KafkaError),
+    Client(#[source] rdkafka::error::KafkaError),
     #[error("{what}: {source}")]
     Request { what: String, source: rdkafka::error::KafkaError },
     #[error("{what} {name}: {code}")]
-    Refused { what: &'static str, name: String, code: RDKafkaErrorCode },
-    #[error("{what}: {detail}")]
-    Admin { what: String, detail: String },
+    Refused {
+        what: &'static str,
+        name: String,
+        #[source]
+        code: RDKafkaErrorCode,
+    },
+    /// A read through [`WireClient`].
+    #[error("{what}: {source}")]
+    Wire { what: &'static str, source: wire::WireError },
     #[error("Kafka metadata task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -291,7 +297,7 @@ impl KafkaCluster {
             }
             Ok(out)
         };
-        Some(read.await.map_err(|detail| KafkaError::Admin { what: "reading consumer lag".into(), detail }))
+        Some(read.await.map_err(|source| KafkaError::Wire { what: "reading consumer lag", source }))
     }
 
     fn options(&self) -> AdminOptions {
@@ -343,7 +349,7 @@ impl KafkaCluster {
             Some(wire) => wire
                 .metadata(names)
                 .await
-                .map_err(|detail| KafkaError::Admin { what: "fetching topic metadata".into(), detail })?
+                .map_err(|source| KafkaError::Wire { what: "fetching topic metadata", source })?
                 .1
                 .into_iter()
                 .map(|t| ObservedTopic {
@@ -515,5 +521,16 @@ mod tests {
             *errors.0.lock().unwrap() = Some((long_ago, refused.to_owned()));
             assert_eq!(errors.recent(), None, "an old error explains nothing");
         }
+    }
+
+    #[test]
+    fn a_wire_failure_reads_as_before_and_keeps_its_cause() {
+        use std::error::Error as _;
+        let err = KafkaError::Wire { what: "reading consumer lag", source: wire::WireError::NoBootstrapServers };
+        assert_eq!(err.to_string(), "reading consumer lag: no bootstrap servers");
+        assert!(err.source().is_some_and(|s| s.is::<wire::WireError>()));
+        let refused = KafkaError::Client(rdkafka::error::KafkaError::ClientCreation("bad property".into()));
+        assert_eq!(refused.to_string(), "cannot create Kafka client: Client creation error: bad property");
+        assert!(refused.source().is_some_and(|s| s.is::<rdkafka::error::KafkaError>()));
     }
 }

@@ -55,6 +55,59 @@ pub struct TopicMetadata {
 /// Kafka's GROUP_ID_NOT_FOUND error code.
 const GROUP_ID_NOT_FOUND: i16 = 69;
 
+/// kafka-protocol's own encoding and decoding error (an `anyhow::Error`,
+/// boxed to keep it and its causes without naming that crate).
+pub type ProtocolError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a read over the wire failed. The words are the status message's
+/// (through [`super::KafkaError::Wire`]); broker error codes are Kafka's
+/// numeric codes, named with what they concern.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("connecting to {addr}: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("writing to {addr}: {source}")]
+    Write { addr: String, source: std::io::Error },
+    #[error("reading from {addr}: {source}")]
+    Read { addr: String, source: std::io::Error },
+    #[error("{addr} sent a negative frame length")]
+    NegativeFrameLength { addr: String },
+    #[error("no answer from {addr} within {after:?}")]
+    Timeout { addr: String, after: Duration },
+    /// No bootstrap server to ask. When there are some, a request any broker
+    /// can answer fails with the last one's error.
+    #[error("no bootstrap servers")]
+    NoBootstrapServers,
+    #[error("encoding {key:?}: {source}")]
+    Encode { key: ApiKey, source: ProtocolError },
+    #[error("encoding {key:?}: request too large")]
+    RequestTooLarge { key: ApiKey },
+    #[error("decoding {key:?} response header: {source}")]
+    DecodeHeader { key: ApiKey, source: ProtocolError },
+    #[error("decoding {key:?} response: {source}")]
+    Decode { key: ApiKey, source: ProtocolError },
+    #[error("{key:?} response for another request ({correlation_id})")]
+    OtherRequest { key: ApiKey, correlation_id: i32 },
+    #[error("{key:?} response has {unread} unread bytes")]
+    UnreadBytes { key: ApiKey, unread: usize },
+    #[error("no coordinator for group {group}")]
+    NoCoordinator { group: String },
+    #[error("topic {topic} not found")]
+    TopicNotFound { topic: String },
+    #[error("{topic}[{partition}] has no leader")]
+    NoLeader { topic: String, partition: i32 },
+    #[error("{topic}[{partition}]: no latest offset")]
+    NoLatestOffset { topic: String, partition: i32 },
+    #[error("offsets of {topic}[{partition}]: error {code}")]
+    ListOffsets { topic: String, partition: i32, code: i16 },
+    #[error("finding the coordinator of group {group}: error {code} {message}")]
+    FindCoordinator { group: String, code: i16, message: String },
+    #[error("reading offsets of group {group}: error {code}")]
+    GroupOffsets { group: String, code: i16 },
+    #[error("reading offsets of group {group}, {topic}[{partition}]: error {code}")]
+    PartitionOffsets { group: String, topic: String, partition: i32, code: i16 },
+}
+
 /// A group and the (topic, partition count) pairs to read.
 pub type GroupTopics = (String, Vec<(String, i32)>);
 
@@ -91,11 +144,11 @@ impl WireClient {
     }
 
     /// Committed offsets of each group for the given (topic, partitions).
-    pub async fn committed(&self, groups: &[GroupTopics]) -> Result<BTreeMap<String, Vec<Committed>>, String> {
+    pub async fn committed(&self, groups: &[GroupTopics]) -> Result<BTreeMap<String, Vec<Committed>>, WireError> {
         let coordinators = self.find_coordinators(groups.iter().map(|(g, _)| g.as_str())).await?;
         let mut by_coordinator: BTreeMap<&str, Vec<&GroupTopics>> = BTreeMap::new();
         for group in groups {
-            let addr = coordinators.get(&group.0).ok_or_else(|| format!("no coordinator for group {}", group.0))?;
+            let addr = coordinators.get(&group.0).ok_or_else(|| WireError::NoCoordinator { group: group.0.clone() })?;
             by_coordinator.entry(addr).or_default().push(group);
         }
         let mut out = BTreeMap::new();
@@ -109,7 +162,7 @@ impl WireClient {
     }
 
     /// Metadata of the named topics that exist, and the brokers' addresses.
-    pub async fn metadata(&self, names: &[String]) -> Result<(HashMap<i32, String>, Vec<TopicMetadata>), String> {
+    pub async fn metadata(&self, names: &[String]) -> Result<(HashMap<i32, String>, Vec<TopicMetadata>), WireError> {
         let mut request = MetadataRequest::default();
         request.topics = Some(
             names
@@ -127,15 +180,20 @@ impl WireClient {
 
     /// Low and high watermark of each (topic, partition), asked of the
     /// partitions' leaders.
-    pub async fn watermarks(&self, topics: &[(String, i32)]) -> Result<BTreeMap<(String, i32), (i64, i64)>, String> {
+    pub async fn watermarks(&self, topics: &[(String, i32)]) -> Result<BTreeMap<(String, i32), (i64, i64)>, WireError> {
         let names: Vec<String> = topics.iter().map(|(t, _)| t.clone()).collect();
         let (brokers, metadata) = self.metadata(&names).await?;
         let mut by_leader: BTreeMap<&str, Vec<(&str, i32)>> = BTreeMap::new();
         for (topic, count) in topics {
-            let meta = metadata.iter().find(|m| &m.name == topic).ok_or_else(|| format!("topic {topic} not found"))?;
+            let meta = metadata
+                .iter()
+                .find(|m| &m.name == topic)
+                .ok_or_else(|| WireError::TopicNotFound { topic: topic.clone() })?;
             for p in 0..*count {
                 let leader = meta.partitions.iter().find(|(i, _, _)| *i == p).map(|(_, l, _)| *l);
-                let addr = leader.and_then(|l| brokers.get(&l)).ok_or_else(|| format!("{topic}[{p}] has no leader"))?;
+                let addr = leader
+                    .and_then(|l| brokers.get(&l))
+                    .ok_or_else(|| WireError::NoLeader { topic: topic.clone(), partition: p })?;
                 by_leader.entry(addr).or_default().push((topic, p));
             }
         }
@@ -145,7 +203,9 @@ impl WireClient {
             let low = self.list_offsets(addr, &partitions, EARLIEST).await?;
             let high = self.list_offsets(addr, &partitions, LATEST).await?;
             for (key, low) in low {
-                let high = *high.get(&key).ok_or_else(|| format!("{}[{}]: no latest offset", key.0, key.1))?;
+                let high = *high
+                    .get(&key)
+                    .ok_or_else(|| WireError::NoLatestOffset { topic: key.0.clone(), partition: key.1 })?;
                 out.insert(key, (low, high));
             }
         }
@@ -157,7 +217,7 @@ impl WireClient {
         addr: &str,
         partitions: &[(&str, i32)],
         timestamp: i64,
-    ) -> Result<BTreeMap<(String, i32), i64>, String> {
+    ) -> Result<BTreeMap<(String, i32), i64>, WireError> {
         let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
         for (topic, p) in partitions {
             by_topic.entry(topic).or_default().push(*p);
@@ -190,7 +250,7 @@ impl WireClient {
     async fn find_coordinators<'a>(
         &self,
         groups: impl Iterator<Item = &'a str>,
-    ) -> Result<HashMap<String, String>, String> {
+    ) -> Result<HashMap<String, String>, WireError> {
         let mut request = FindCoordinatorRequest::default();
         request.key_type = 0; // consumer group
         request.coordinator_keys = groups.map(|g| StrBytes::from_string(g.to_owned())).collect();
@@ -204,8 +264,8 @@ impl WireClient {
         key: ApiKey,
         version: i16,
         request: &Req,
-    ) -> Result<Resp, String> {
-        let mut last_err = "no bootstrap servers".to_owned();
+    ) -> Result<Resp, WireError> {
+        let mut last_err = WireError::NoBootstrapServers;
         for addr in &self.bootstrap {
             match self.call(addr, key, version, request).await {
                 Ok(response) => return Ok(response),
@@ -227,27 +287,30 @@ impl WireClient {
         key: ApiKey,
         version: i16,
         request: &Req,
-    ) -> Result<Resp, String> {
-        let frame = encode(key, version, request).map_err(|e| format!("encoding {key:?}: {e}"))?;
+    ) -> Result<Resp, WireError> {
+        let frame = encode(key, version, request)?;
         let conn = self.conn(addr);
         let mut guard = conn.lock().await;
         let exchange = async {
             if guard.is_none() {
-                let stream = TcpStream::connect(addr).await.map_err(|e| format!("connecting to {addr}: {e}"))?;
+                let stream = TcpStream::connect(addr)
+                    .await
+                    .map_err(|source| WireError::Connect { addr: addr.to_owned(), source })?;
                 stream.set_nodelay(true).ok();
                 *guard = Some(stream);
             }
             let stream = guard.as_mut().expect("connected above");
-            stream.write_all(&frame).await.map_err(|e| format!("writing to {addr}: {e}"))?;
-            let len = stream.read_i32().await.map_err(|e| format!("reading from {addr}: {e}"))?;
-            let len = usize::try_from(len).map_err(|_| format!("{addr} sent a negative frame length"))?;
+            let read = |source| WireError::Read { addr: addr.to_owned(), source };
+            stream.write_all(&frame).await.map_err(|source| WireError::Write { addr: addr.to_owned(), source })?;
+            let len = stream.read_i32().await.map_err(read)?;
+            let len = usize::try_from(len).map_err(|_| WireError::NegativeFrameLength { addr: addr.to_owned() })?;
             let mut body = vec![0u8; len];
-            stream.read_exact(&mut body).await.map_err(|e| format!("reading from {addr}: {e}"))?;
-            Ok::<_, String>(body)
+            stream.read_exact(&mut body).await.map_err(read)?;
+            Ok::<_, WireError>(body)
         };
         let result = match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
-            Err(_) => Err(format!("no answer from {addr} within {:?}", self.timeout)),
+            Err(_) => Err(WireError::Timeout { addr: addr.to_owned(), after: self.timeout }),
         };
         let body = match result {
             Ok(body) => body,
@@ -260,7 +323,7 @@ impl WireClient {
     }
 }
 
-fn encode<Req: Encodable>(key: ApiKey, version: i16, request: &Req) -> Result<BytesMut, String> {
+fn encode<Req: Encodable>(key: ApiKey, version: i16, request: &Req) -> Result<BytesMut, WireError> {
     let mut header = RequestHeader::default();
     header.request_api_key = key as i16;
     header.request_api_version = version;
@@ -269,23 +332,25 @@ fn encode<Req: Encodable>(key: ApiKey, version: i16, request: &Req) -> Result<By
     header.client_id = Some(StrBytes::from_static_str("parley-operator"));
     let mut buf = BytesMut::new();
     buf.put_i32(0);
-    header.encode(&mut buf, key.request_header_version(version)).map_err(|e| e.to_string())?;
-    request.encode(&mut buf, version).map_err(|e| e.to_string())?;
-    let len = i32::try_from(buf.len() - 4).map_err(|_| "request too large".to_owned())?;
+    header
+        .encode(&mut buf, key.request_header_version(version))
+        .map_err(|e| WireError::Encode { key, source: e.into() })?;
+    request.encode(&mut buf, version).map_err(|e| WireError::Encode { key, source: e.into() })?;
+    let len = i32::try_from(buf.len() - 4).map_err(|_| WireError::RequestTooLarge { key })?;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf)
 }
 
-fn decode<Resp: Decodable>(key: ApiKey, version: i16, body: Vec<u8>) -> Result<Resp, String> {
+fn decode<Resp: Decodable>(key: ApiKey, version: i16, body: Vec<u8>) -> Result<Resp, WireError> {
     let mut buf = bytes::Bytes::from(body);
     let header = ResponseHeader::decode(&mut buf, key.response_header_version(version))
-        .map_err(|e| format!("decoding {key:?} response header: {e}"))?;
+        .map_err(|e| WireError::DecodeHeader { key, source: e.into() })?;
     if header.correlation_id != 1 {
-        return Err(format!("{key:?} response for another request ({})", header.correlation_id));
+        return Err(WireError::OtherRequest { key, correlation_id: header.correlation_id });
     }
-    let response = Resp::decode(&mut buf, version).map_err(|e| format!("decoding {key:?} response: {e}"))?;
+    let response = Resp::decode(&mut buf, version).map_err(|e| WireError::Decode { key, source: e.into() })?;
     if buf.has_remaining() {
-        return Err(format!("{key:?} response has {} unread bytes", buf.remaining()));
+        return Err(WireError::UnreadBytes { key, unread: buf.remaining() });
     }
     Ok(response)
 }
@@ -314,7 +379,7 @@ fn offset_fetch_request(groups: &[&GroupTopics]) -> OffsetFetchRequest {
     request
 }
 
-fn parse_metadata(response: MetadataResponse) -> Result<(HashMap<i32, String>, Vec<TopicMetadata>), String> {
+fn parse_metadata(response: MetadataResponse) -> Result<(HashMap<i32, String>, Vec<TopicMetadata>), WireError> {
     let brokers = response.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", &*b.host, b.port))).collect();
     let mut topics = Vec::new();
     for t in response.topics {
@@ -332,13 +397,13 @@ fn parse_metadata(response: MetadataResponse) -> Result<(HashMap<i32, String>, V
     Ok((brokers, topics))
 }
 
-fn parse_list_offsets(response: ListOffsetsResponse) -> Result<BTreeMap<(String, i32), i64>, String> {
+fn parse_list_offsets(response: ListOffsetsResponse) -> Result<BTreeMap<(String, i32), i64>, WireError> {
     let mut out = BTreeMap::new();
     for t in response.topics {
         let name = t.name.0.to_string();
         for p in t.partitions {
             if p.error_code != 0 {
-                return Err(format!("offsets of {name}[{}]: error {}", p.partition_index, p.error_code));
+                return Err(WireError::ListOffsets { topic: name, partition: p.partition_index, code: p.error_code });
             }
             out.insert((name.clone(), p.partition_index), p.offset);
         }
@@ -346,36 +411,41 @@ fn parse_list_offsets(response: ListOffsetsResponse) -> Result<BTreeMap<(String,
     Ok(out)
 }
 
-fn parse_coordinators(response: FindCoordinatorResponse) -> Result<HashMap<String, String>, String> {
+fn parse_coordinators(response: FindCoordinatorResponse) -> Result<HashMap<String, String>, WireError> {
     response
         .coordinators
         .into_iter()
         .map(|c| {
             if c.error_code != 0 {
-                let msg = c.error_message.map(|m| m.to_string()).unwrap_or_default();
-                return Err(format!("finding the coordinator of group {}: error {} {msg}", &*c.key, c.error_code));
+                return Err(WireError::FindCoordinator {
+                    group: c.key.to_string(),
+                    code: c.error_code,
+                    message: c.error_message.map(|m| m.to_string()).unwrap_or_default(),
+                });
             }
             Ok((c.key.to_string(), format!("{}:{}", &*c.host, c.port)))
         })
         .collect()
 }
 
-fn parse_offset_fetch(response: OffsetFetchResponse) -> Result<BTreeMap<String, Vec<Committed>>, String> {
+fn parse_offset_fetch(response: OffsetFetchResponse) -> Result<BTreeMap<String, Vec<Committed>>, WireError> {
     let mut out = BTreeMap::new();
     for group in response.groups {
         let name = group.group_id.0.to_string();
         // A group that never committed has no offsets yet, not an error.
         if group.error_code != 0 && group.error_code != GROUP_ID_NOT_FOUND {
-            return Err(format!("reading offsets of group {name}: error {}", group.error_code));
+            return Err(WireError::GroupOffsets { group: name, code: group.error_code });
         }
         let mut offsets = Vec::new();
         for topic in group.topics {
             for p in topic.partitions {
                 if p.error_code != 0 {
-                    return Err(format!(
-                        "reading offsets of group {name}, {}[{}]: error {}",
-                        &*topic.name.0, p.partition_index, p.error_code
-                    ));
+                    return Err(WireError::PartitionOffsets {
+                        group: name,
+                        topic: topic.name.0.to_string(),
+                        partition: p.partition_index,
+                        code: p.error_code,
+                    });
                 }
                 offsets.push(Committed {
                     topic: topic.name.0.to_string(),
@@ -473,8 +543,80 @@ mod tests {
         p.error_code = 6;
         t.partitions = vec![p];
         response.topics = vec![t];
-        let err = parse_list_offsets(response).unwrap_err();
+        let err = parse_list_offsets(response).unwrap_err().to_string();
         assert!(err.contains("a[1]") && err.contains('6'), "{err}");
+        assert_eq!(err, "offsets of a[1]: error 6");
+    }
+
+    #[test]
+    fn errors_read_as_the_status_showed_them_and_keep_their_cause() {
+        use std::error::Error as _;
+        let refused = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let addr = || "k:9092".to_owned();
+        let cases = [
+            (WireError::Connect { addr: addr(), source: refused() }, "connecting to k:9092: Connection refused"),
+            (WireError::Write { addr: addr(), source: refused() }, "writing to k:9092: Connection refused"),
+            (WireError::Read { addr: addr(), source: refused() }, "reading from k:9092: Connection refused"),
+            (WireError::NegativeFrameLength { addr: addr() }, "k:9092 sent a negative frame length"),
+            (WireError::Timeout { addr: addr(), after: Duration::from_secs(5) }, "no answer from k:9092 within 5s"),
+            (WireError::NoBootstrapServers, "no bootstrap servers"),
+            (WireError::RequestTooLarge { key: ApiKey::Metadata }, "encoding Metadata: request too large"),
+            (
+                WireError::OtherRequest { key: ApiKey::OffsetFetch, correlation_id: 7 },
+                "OffsetFetch response for another request (7)",
+            ),
+            (WireError::UnreadBytes { key: ApiKey::ListOffsets, unread: 3 }, "ListOffsets response has 3 unread bytes"),
+            (WireError::NoCoordinator { group: "g".into() }, "no coordinator for group g"),
+            (WireError::TopicNotFound { topic: "t".into() }, "topic t not found"),
+            (WireError::NoLeader { topic: "t".into(), partition: 2 }, "t[2] has no leader"),
+            (WireError::NoLatestOffset { topic: "t".into(), partition: 2 }, "t[2]: no latest offset"),
+            (
+                WireError::FindCoordinator { group: "g".into(), code: 15, message: "not available".into() },
+                "finding the coordinator of group g: error 15 not available",
+            ),
+        ];
+        for (err, shown) in cases {
+            assert_eq!(err.to_string(), shown);
+        }
+        let connect = WireError::Connect { addr: addr(), source: refused() };
+        let io = connect.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("the io::Error is kept");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn a_garbled_response_names_the_request_and_keeps_the_protocol_error() {
+        use std::error::Error as _;
+        let err = decode::<MetadataResponse>(ApiKey::Metadata, METADATA_VERSION, vec![0, 0]).unwrap_err();
+        assert!(matches!(err, WireError::DecodeHeader { key: ApiKey::Metadata, .. }), "{err:?}");
+        assert!(err.to_string().starts_with("decoding Metadata response header: "), "{err}");
+        assert!(err.source().is_some(), "kafka-protocol's error is kept");
+        // A whole header for this request, then a truncated body.
+        let err = decode::<MetadataResponse>(ApiKey::Metadata, METADATA_VERSION, vec![0, 0, 0, 1, 0, 0]).unwrap_err();
+        assert!(err.to_string().starts_with("decoding Metadata response: "), "{err}");
+        assert!(err.source().is_some());
+        let err = decode::<MetadataResponse>(ApiKey::Metadata, METADATA_VERSION, vec![0, 0, 0, 2, 0]).unwrap_err();
+        assert_eq!(err.to_string(), "Metadata response for another request (2)");
+    }
+
+    #[tokio::test]
+    async fn with_no_bootstrap_server_nothing_is_asked() {
+        let client = WireClient::new(" , ", Duration::from_secs(1));
+        let err = client.metadata(&["t".to_owned()]).await.unwrap_err();
+        assert!(matches!(err, WireError::NoBootstrapServers), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_any_broker_answers_fails_with_the_last_brokers_error() {
+        // Ports just released: nothing listens there.
+        let mut addrs = Vec::new();
+        for _ in 0..2 {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            addrs.push(listener.local_addr().unwrap().to_string());
+        }
+        let client = WireClient::new(&addrs.join(","), Duration::from_secs(5));
+        let err = client.metadata(&["t".to_owned()]).await.unwrap_err();
+        assert!(matches!(&err, WireError::Connect { addr, .. } if *addr == addrs[1]), "{err:?}");
+        assert!(err.to_string().starts_with(&format!("connecting to {}: ", addrs[1])), "{err}");
     }
 
     fn partition(index: i32, offset: i64, error: i16) -> OffsetFetchResponsePartitions {
@@ -513,10 +655,12 @@ mod tests {
             ]
         );
         response.groups.push(group("g2", 16, vec![]));
-        let err = parse_offset_fetch(response.clone()).unwrap_err();
+        let err = parse_offset_fetch(response.clone()).unwrap_err().to_string();
         assert!(err.contains("g2") && err.contains("16"), "{err}");
+        assert_eq!(err, "reading offsets of group g2: error 16");
         response.groups = vec![group("g3", 0, vec![partition(2, 5, 3)])];
-        let err = parse_offset_fetch(response).unwrap_err();
+        let err = parse_offset_fetch(response).unwrap_err().to_string();
         assert!(err.contains("t[2]"), "{err}");
+        assert_eq!(err, "reading offsets of group g3, t[2]: error 3");
     }
 }
