@@ -1,0 +1,196 @@
+//! The report page: a header, the goals table, per rate mode a latency
+//! table with its notes, the plot, then the other scenarios' details. Each
+//! section is one function that appends to the page, in page order.
+
+use std::fmt::Write;
+
+use super::goals::rows;
+use super::{PLOT, Results, series};
+use crate::idle::IdleResult;
+use crate::rate::{RateResult, RateRun};
+use crate::storage::StorageResult;
+
+pub fn markdown(r: &Results) -> String {
+    let mut s = String::from("# Benchmark report\n\n");
+    header(&mut s, r);
+    goals(&mut s, r);
+    for (name, result) in [("Kafka mode", &r.rate_kafka), ("Standalone", &r.rate_standalone)] {
+        let Some(result) = result else { continue };
+        let _ = writeln!(s, "\n## {name}: latency by offered rate\n");
+        rate_table(&mut s, result);
+        accept_split(&mut s, result);
+        stage_ages(&mut s, result);
+        slow_seconds(&mut s, result);
+    }
+    if !series(r).is_empty() {
+        let _ = writeln!(s, "\n![send→deliver latency by offered rate]({PLOT})");
+    }
+    if let Some(i) = &r.idle {
+        idle(&mut s, i);
+    }
+    if let Some(st) = &r.storage {
+        storage(&mut s, st);
+    }
+    if r.operator.is_some() {
+        s.push_str("\n## Operator\n\nSee [operator.md](operator.md).\n");
+    }
+    s.push_str("\nProfiles of the misses and what was changed: [profile.md](profile.md).\n");
+    s
+}
+
+/// The machine (from the first result that names it) and where it all ran.
+fn header(s: &mut String, r: &Results) {
+    let machine = r
+        .idle
+        .as_ref()
+        .map(|x| x.machine.to_string())
+        .or_else(|| r.rate_kafka.as_ref().map(|x| x.machine.to_string()))
+        .or_else(|| r.rate_standalone.as_ref().map(|x| x.machine.to_string()))
+        .or_else(|| r.storage.as_ref().map(|x| x.machine.to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    let _ = writeln!(
+        s,
+        "Machine: {machine}. Everything (Kafka 3 brokers, PostgreSQL, the system under test and the load tool) \
+         runs on this one machine, over loopback. Written by `scripts/bench.sh report` from the result files \
+         next to this page; each scenario's command rewrites its own file.\n"
+    );
+}
+
+fn goals(s: &mut String, r: &Results) {
+    s.push_str("## Goals\n\n| scenario | goal | measured | verdict | command |\n| --- | --- | --- | --- | --- |\n");
+    for row in rows(r) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | `{}` |",
+            row.scenario,
+            row.goal,
+            row.measured,
+            row.verdict.text(),
+            row.command
+        );
+    }
+}
+
+/// One line per run, by offered rate.
+fn rate_table(s: &mut String, result: &RateResult) {
+    s.push_str(
+        "| offered msg/s | achieved | users | s | send→ack p50 / p99 / p99.9 / max (ms) | send→deliver p50 / p99 / p99.9 / max (ms) | lost | dup | out of order | unacked | CPU s (process) |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    let mut runs: Vec<&RateRun> = result.runs.iter().collect();
+    runs.sort_by_key(|x| x.target_rate);
+    for x in runs {
+        let cpu: Vec<String> = x.processes.iter().map(|p| format!("{} {}", p.role, p.cpu_seconds)).collect();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} / {} / {} / {} | {} / {} / {} / {} | {} | {} | {} | {} | {}; load tool {} |",
+            x.target_rate,
+            x.achieved_rate,
+            x.users,
+            x.duration_seconds,
+            x.send_to_ack.p50_ms,
+            x.send_to_ack.p99_ms,
+            x.send_to_ack.p999_ms,
+            x.send_to_ack.max_ms,
+            x.send_to_deliver.p50_ms,
+            x.send_to_deliver.p99_ms,
+            x.send_to_deliver.p999_ms,
+            x.send_to_deliver.max_ms,
+            x.completeness.lost,
+            x.completeness.duplicated,
+            x.completeness.out_of_order,
+            x.unacked,
+            cpu.join(", "),
+            x.load_tool_cpu_seconds
+        );
+    }
+}
+
+// The notes below are left out when no run has their figures (result
+// files older than the figures), and list runs in file order.
+
+fn accept_split(s: &mut String, result: &RateResult) {
+    let split: Vec<String> = result
+        .runs
+        .iter()
+        .filter_map(|x| {
+            let (a, b) = (x.send_to_accept?, x.accept_to_deliver?);
+            Some(format!("{} msg/s: {} / {} then {} / {}", x.target_rate, a.p50_ms, a.p99_ms, b.p50_ms, b.p99_ms))
+        })
+        .collect();
+    if !split.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nsend→deliver split at the gateway's accept stamp (whole ms), p50 / p99 ms before it, then after it: {}.",
+            split.join("; ")
+        );
+    }
+}
+
+fn stage_ages(s: &mut String, result: &RateResult) {
+    let staged: Vec<String> = result
+        .runs
+        .iter()
+        .filter(|x| !x.stages.is_empty())
+        .map(|x| {
+            let each: Vec<String> =
+                x.stages.iter().map(|g| format!("{} {} / {}", g.stage, g.p50_ms, g.p99_ms)).collect();
+            format!("{} msg/s: {}", x.target_rate, each.join(", "))
+        })
+        .collect();
+    if !staged.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nAge since the accept stamp at each stage, p50 / p99 ms, estimated from the processes' histograms \
+             (buckets 1.5× wide): acked = the gateway's send durable in Kafka; received, stored, published = \
+             the storage consumer took it, committed it, had its delivery acknowledged; fetched, pushed = the \
+             push consumer took the delivery, streamed it to the gateway. {}.",
+            staged.join("; ")
+        );
+    }
+}
+
+fn slow_seconds(s: &mut String, result: &RateResult) {
+    let timed: Vec<String> = result
+        .runs
+        .iter()
+        .filter_map(|x| Some(format!("{} msg/s: {}", x.target_rate, x.timeline.as_ref()?.line())))
+        .collect();
+    if !timed.is_empty() {
+        let _ = writeln!(s, "\nSlow deliveries by the second they were sent in: {}.", timed.join("; "));
+    }
+}
+
+fn idle(s: &mut String, i: &IdleResult) {
+    let _ = writeln!(
+        s,
+        "\n## Idle connections\n\n{} connections in {} s; gateway RSS {} KiB → {} KiB ({} B per connection); \
+         {} still open after the settle time; open-files limit {}.{}",
+        i.connected,
+        i.connect_seconds,
+        i.gateway_rss_before_kib,
+        i.gateway_rss_after_kib,
+        i.gateway_rss_per_connection_bytes,
+        i.open_after_settle,
+        i.open_files_limit,
+        i.first_error.as_ref().map(|e| format!(" First error: {e}.")).unwrap_or_default()
+    );
+}
+
+fn storage(s: &mut String, st: &StorageResult) {
+    let _ = writeln!(
+        s,
+        "\n## Storage consumer\n\n{} messages over {} conversations, {} partitions: topic filled in {} s; \
+         the consumer stored {} rows in {} s after a {} s start ({} msg/s), using {} CPU s, RSS {} KiB.",
+        st.messages,
+        st.conversations,
+        st.partitions,
+        st.prefill_seconds,
+        st.stored,
+        st.store_seconds,
+        st.startup_seconds,
+        st.messages_per_second,
+        st.consumer_cpu_seconds,
+        st.consumer_rss_kib
+    );
+}

@@ -1,0 +1,278 @@
+//! The benchmark report: every scenario's result file under bench/results/
+//! read back, set against its goal, and written as Markdown, one combined
+//! JSON and the latency-vs-rate plot. The goals table is `goals`, the page
+//! `markdown`; this module reads the files and writes the outputs.
+
+mod goals;
+mod markdown;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{BenchError, Result, io};
+use crate::idle::IdleResult;
+use crate::plot::{self, Series};
+use crate::rate::{GOAL_P99_DELIVER_MS, RateResult, RateRun};
+use crate::storage::StorageResult;
+
+pub use goals::{Row, Verdict, at_rate, rate_met, rows};
+pub use markdown::markdown;
+
+/// Result files, one per scenario, as the scenario commands write them.
+pub const IDLE: &str = "idle.json";
+pub const RATE_STANDALONE: &str = "rate-standalone.json";
+pub const RATE_KAFKA: &str = "rate-kafka.json";
+pub const STORAGE: &str = "storage.json";
+pub const OPERATOR: &str = "operator.json";
+pub const PLOT: &str = "latency-vs-rate.svg";
+
+/// Goals from issue #8.
+pub const GOAL_RATE: u32 = 5_000;
+pub const GOAL_OPERATOR_SECONDS: f64 = 60.0;
+pub const GOAL_OPERATOR_RSS_MIB: f64 = 64.0;
+pub const GOAL_SCALE_SECONDS: f64 = 15.0;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Results {
+    pub idle: Option<IdleResult>,
+    pub rate_standalone: Option<RateResult>,
+    pub rate_kafka: Option<RateResult>,
+    pub storage: Option<StorageResult>,
+    /// Written by `parley-measure` (operator scenarios).
+    pub operator: Option<Value>,
+}
+
+impl Results {
+    pub fn load(dir: &Path) -> Result<Self> {
+        Ok(Results {
+            idle: read(&dir.join(IDLE))?,
+            rate_standalone: read(&dir.join(RATE_STANDALONE))?,
+            rate_kafka: read(&dir.join(RATE_KAFKA))?,
+            storage: read(&dir.join(STORAGE))?,
+            operator: read(&dir.join(OPERATOR))?,
+        })
+    }
+}
+
+/// A result file, or None when the scenario has not been run.
+fn read<T: DeserializeOwned>(path: &PathBuf) -> Result<Option<T>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| BenchError::Results { path: path.clone(), reason: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path.display().to_string())(e)),
+    }
+}
+
+/// The plot's lines: p50 and p99 send→deliver per mode.
+pub fn series(r: &Results) -> Vec<Series> {
+    let mut out = Vec::new();
+    for (name, result, color) in [("Kafka", &r.rate_kafka, "#1f77b4"), ("standalone", &r.rate_standalone, "#ff7f0e")] {
+        let Some(result) = result else { continue };
+        let mut runs: Vec<&RateRun> = result.runs.iter().collect();
+        runs.sort_by_key(|x| x.target_rate);
+        for (q, dashed) in [("p99", false), ("p50", true)] {
+            let points = runs
+                .iter()
+                .map(|x| {
+                    let v = if q == "p99" { x.send_to_deliver.p99_ms } else { x.send_to_deliver.p50_ms };
+                    (f64::from(x.target_rate), v)
+                })
+                .collect();
+            out.push(Series { label: format!("{name} {q}"), color, dashed, points });
+        }
+    }
+    out
+}
+
+/// Write README.md, report.json and the plot into `dir`.
+pub fn write(dir: &Path) -> Result<Results> {
+    let r = Results::load(dir)?;
+    let md = markdown(&r);
+    std::fs::write(dir.join("README.md"), &md).map_err(io("write README.md"))?;
+    let combined = serde_json::json!({"goals": rows(&r), "results": &r});
+    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&combined)? + "\n")
+        .map_err(io("write report.json"))?;
+    let svg = plot::latency_vs_rate("send→deliver latency by offered rate", &series(&r), Some(GOAL_P99_DELIVER_MS));
+    std::fs::write(dir.join(PLOT), svg).map_err(io("write plot"))?;
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::latency::Summary;
+    use crate::ledger::Completeness;
+    use crate::stages::StageAge;
+    use crate::target::Mode;
+    use parley_tests::procfs::Machine;
+
+    fn run(rate: u32, achieved: f64, p99: f64, lost: u64) -> RateRun {
+        RateRun {
+            target_rate: rate,
+            users: 100,
+            conversations: 50,
+            group_size: 5,
+            duration_seconds: 60.0,
+            sent: (achieved * 60.0) as u64,
+            achieved_rate: achieved,
+            acked: (achieved * 60.0) as u64,
+            unacked: 0,
+            send_to_ack: Summary::default(),
+            send_to_deliver: Summary { count: 10, p50_ms: p99 / 4.0, p99_ms: p99, p999_ms: p99, max_ms: p99 },
+            send_to_accept: None,
+            accept_to_deliver: None,
+            stages: Vec::new(),
+            timeline: None,
+            completeness: Completeness { lost, ..Default::default() },
+            error_frames: Default::default(),
+            connections_closed_early: 0,
+            warmup_rounds: 1,
+            drain_seconds: 0.1,
+            processes: Vec::new(),
+            load_tool_cpu_seconds: 1.0,
+        }
+    }
+
+    fn machine() -> Machine {
+        Machine { cores: 2, memory_gib: 23.5, cpu_model: "test".into(), kernel: "6".into() }
+    }
+
+    fn idle(connected: u32, bytes: f64, open_files_limit: u64) -> IdleResult {
+        IdleResult {
+            machine: machine(),
+            mode: Mode::Standalone,
+            requested: connected,
+            connected,
+            failed: 0,
+            first_error: None,
+            connect_timed_out: false,
+            open_after_settle: connected,
+            connect_seconds: 1.0,
+            gateway_rss_before_kib: 10_000,
+            gateway_rss_after_kib: 10_000 + (f64::from(connected) * bytes / 1024.0) as u64,
+            gateway_rss_per_connection_bytes: bytes,
+            goal_bytes_per_connection: crate::idle::GOAL_BYTES_PER_CONNECTION,
+            gateway_cpu_seconds: 1.0,
+            load_tool_rss_delta_kib: 1,
+            open_files_limit,
+        }
+    }
+
+    #[test]
+    fn idle_needs_the_goals_count_and_says_when_the_machine_cannot_open_it() {
+        let row = |i: IdleResult| rows(&Results { idle: Some(i), ..Default::default() }).remove(0);
+        let limited = row(idle(19_000, 7_258.0, 20_000));
+        assert_eq!(limited.verdict, Verdict::Missed);
+        assert!(
+            limited
+                .measured
+                .ends_with("100,000 cannot open here: the open-files limit is 20000 (run with `CONNECTIONS=19000`)"),
+            "{}",
+            limited.measured
+        );
+        let roomy = row(idle(100_000, 7_258.0, 1_048_576));
+        assert_eq!(roomy.verdict, Verdict::Met);
+        assert!(!roomy.measured.contains("cannot open"), "{}", roomy.measured);
+        assert_eq!(row(idle(100_000, 9_000.0, 1_048_576)).verdict, Verdict::Missed, "over 8 KB each");
+        assert_eq!(row(idle(50_000, 7_000.0, 1_048_576)).verdict, Verdict::Missed, "too few connected");
+    }
+
+    #[test]
+    fn the_goal_run_is_the_lowest_rate_at_or_above_it() {
+        let r = RateResult {
+            machine: machine(),
+            mode: Mode::Kafka,
+            env: Vec::new(),
+            replication_factor: 3,
+            runs: vec![run(1000, 1000.0, 5.0, 0), run(8000, 8000.0, 9.0, 0), run(5000, 5000.0, 7.0, 0)],
+        };
+        assert_eq!(at_rate(&r, 5000).unwrap().target_rate, 5000);
+        assert_eq!(at_rate(&r, 6000).unwrap().target_rate, 8000);
+        assert!(at_rate(&r, 9000).is_none());
+    }
+
+    #[test]
+    fn a_rate_goal_needs_latency_completeness_and_the_offered_rate() {
+        assert!(rate_met(&run(5000, 4990.0, 40.0, 0), 50.0));
+        assert!(!rate_met(&run(5000, 4990.0, 60.0, 0), 50.0), "p99 above goal");
+        assert!(!rate_met(&run(5000, 4990.0, 40.0, 1), 50.0), "one lost");
+        assert!(!rate_met(&run(5000, 4000.0, 40.0, 0), 50.0), "rate not held");
+    }
+
+    #[test]
+    fn rows_report_misses_and_scenarios_not_run() {
+        let mut t = crate::timeline::Timeline::new(GOAL_P99_DELIVER_MS, std::time::Duration::from_secs(60));
+        t.record(0, 80_000_000);
+        let timeline = t.summary(0.0);
+        let results = Results {
+            rate_kafka: Some(RateResult {
+                machine: machine(),
+                mode: Mode::Kafka,
+                env: Vec::new(),
+                replication_factor: 3,
+                runs: vec![RateRun {
+                    send_to_accept: Some(Summary { p50_ms: 2.0, p99_ms: 9.0, ..Summary::default() }),
+                    accept_to_deliver: Some(Summary { p50_ms: 30.0, p99_ms: 71.0, ..Summary::default() }),
+                    stages: vec![StageAge { stage: "stored".into(), count: 9, p50_ms: 12.5, p99_ms: 40.0 }],
+                    timeline: Some(timeline),
+                    ..run(5000, 5000.0, 80.0, 0)
+                }],
+            }),
+            operator: Some(serde_json::json!({
+                "many_clusters": {
+                    "small": {"clusters": 100, "ready": 100, "all_ready": true, "first_apply_to_all_ready_s": 9.0,
+                              "operator": {"peak_rss_kib": 40_000}},
+                    "1000": {"clusters": 1000, "ready": 1000, "all_ready": true, "first_apply_to_all_ready_s": 42.0,
+                            "operator": {"peak_rss_kib": 50_000}},
+                    "big, slow": {"clusters": 1000, "ready": 700, "all_ready": false, "timeout_s": 300,
+                                  "operator": {"peak_rss_kib": 900_000}},
+                    "1000 an earlier experiment": {"clusters": 1000, "ready": 1000, "all_ready": true,
+                                  "first_apply_to_all_ready_s": 500.0, "operator": {"peak_rss_kib": 50_000}},
+                },
+                "lag_to_scale_s": {"median": 9.9},
+            })),
+            ..Default::default()
+        };
+        let rows = rows(&results);
+        let verdict = |name: &str| rows.iter().find(|r| r.scenario.starts_with(name)).unwrap().verdict;
+        assert_eq!(verdict("Kafka"), Verdict::Missed);
+        assert_eq!(verdict("idle"), Verdict::NotRun);
+        assert_eq!(verdict("operator"), Verdict::Met);
+        assert_eq!(verdict("scaling"), Verdict::Met);
+        let md = markdown(&results);
+        assert!(md.contains("| **missed** |"), "{md}");
+        assert!(md.contains("5000 msg/s: 2 / 9 then 30 / 71"), "{md}");
+        assert!(md.contains("5000 msg/s: stored 12.5 / 40"), "{md}");
+        assert!(md.contains("5000 msg/s: 1 of 1 seconds had deliveries over 50 ms"), "{md}");
+        assert!(md.contains(PLOT));
+    }
+
+    #[test]
+    fn result_files_round_trip_and_missing_ones_are_none() {
+        let dir = std::env::temp_dir().join(format!("parley-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = RateResult {
+            machine: machine(),
+            mode: Mode::Standalone,
+            env: Vec::new(),
+            replication_factor: 3,
+            runs: vec![run(1000, 1000.0, 3.0, 0)],
+        };
+        std::fs::write(dir.join(RATE_STANDALONE), serde_json::to_string(&r).unwrap()).unwrap();
+        std::fs::write(dir.join(STORAGE), "{\"unknown\": 1}").unwrap();
+        let err = Results::load(&dir).unwrap_err();
+        assert!(err.to_string().contains(STORAGE), "{err}");
+        std::fs::remove_file(dir.join(STORAGE)).unwrap();
+        let loaded = Results::load(&dir).unwrap();
+        assert_eq!(loaded.rate_standalone, Some(r));
+        assert!(loaded.idle.is_none());
+        write(&dir).unwrap();
+        assert!(dir.join("README.md").exists() && dir.join(PLOT).exists() && dir.join("report.json").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
