@@ -2,10 +2,13 @@
 //! groups with their members. SQLite implements it for standalone mode;
 //! PostgreSQL (Kafka mode) follows the same rules: a batch is stored in one
 //! transaction, `(sender, client_msg_id)` is unique, and seqs are contiguous.
+//! Both run the same SQL (`sql`) for everything but storing a batch and
+//! reading several groups' members, which each does its own way.
 
 mod plan;
 mod postgres;
 mod rows;
+mod sql;
 mod sqlite;
 
 pub use plan::{Plan, plan_batch};
@@ -120,4 +123,17 @@ pub trait Store: Send + Sync {
 
     /// Direct conversations with at least one message, and joined groups.
     async fn conversations_of(&self, user: &str) -> Result<Vec<ConversationSummary>>;
+}
+
+/// A message from `from` with client id `cid` into `conv` (tests).
+#[cfg(test)]
+fn test_message(from: &str, cid: &str, conv: &ConversationId) -> NewMessage {
+    NewMessage {
+        msg_id: format!("m-{from}-{cid}"),
+        client_msg_id: cid.into(),
+        conversation: conv.clone(),
+        from: from.into(),
+        body: format!("body {cid}"),
+        ts: 1,
+    }
 }

@@ -67,17 +67,7 @@ pub fn plan_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg(from: &str, cid: &str, conv: &ConversationId) -> NewMessage {
-        NewMessage {
-            msg_id: format!("m-{from}-{cid}"),
-            client_msg_id: cid.into(),
-            conversation: conv.clone(),
-            from: from.into(),
-            body: format!("body {cid}"),
-            ts: 1,
-        }
-    }
+    use crate::store::test_message as msg;
 
     #[test]
     fn seqs_are_contiguous_per_conversation() {

@@ -10,19 +10,18 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
+use super::rows::{self, to_i64, to_u64};
+use super::sql::SqlStore;
 use super::{ConversationSummary, Group, NewMessage, Store, StoreOutcome, StoredMessage, plan_batch};
 use crate::{Error, Result};
 use parley_core::ids::ConversationId;
-use parley_core::time::now_millis;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    sql: SqlStore<Postgres>,
 }
-
-use super::rows::{self, to_i64, to_u64};
 
 impl PostgresStore {
     /// Connect with a pool of at most `max_connections` and run migrations
@@ -35,12 +34,12 @@ impl PostgresStore {
             .connect(url)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { sql: SqlStore::new(pool) })
     }
 
     /// The pool, for health checks.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        &self.sql.pool
     }
 
     /// Lock (creating if needed) each conversation's row and read its last
@@ -110,15 +109,14 @@ impl PostgresStore {
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        self.sql.ping().await
     }
 
     async fn store_batch(&self, batch: &[NewMessage]) -> Result<Vec<StoreOutcome>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.sql.pool.begin().await?;
         let conversations: BTreeSet<&ConversationId> = batch.iter().map(|m| &m.conversation).collect();
         let last_seq = Self::lock_conversations(&mut tx, &conversations).await?;
         // Read after the locks: a concurrent writer of the same conversation
@@ -171,87 +169,27 @@ impl Store for PostgresStore {
     }
 
     async fn history(&self, conversation: &ConversationId, after_seq: u64, limit: u32) -> Result<Vec<StoredMessage>> {
-        let rows = sqlx::query(
-            "SELECT msg_id, conversation, seq, sender, client_msg_id, body, ts FROM messages \
-             WHERE conversation = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3",
-        )
-        .bind(conversation.to_string())
-        .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::message).collect()
+        self.sql.history(conversation, after_seq, limit).await
     }
 
     async fn create_group(&self, id: &str, name: &str, creator: &str, members: &[String]) -> Result<Group> {
-        let now = now_millis();
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO chat_groups (id, name, created_by, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(name)
-        .bind(creator)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(Error::Conflict(format!("group {id}")));
-        }
-        for user in std::iter::once(creator).chain(members.iter().map(String::as_str)) {
-            sqlx::query(
-                "INSERT INTO group_members (group_id, user_id, joined_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(id)
-            .bind(user)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(Group { id: id.to_owned(), name: name.to_owned(), created_by: creator.to_owned(), created_at: now })
+        self.sql.create_group(id, name, creator, members).await
     }
 
     async fn group(&self, id: &str) -> Result<Option<Group>> {
-        let row = sqlx::query("SELECT id, name, created_by, created_at FROM chat_groups WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(rows::group).transpose()
+        self.sql.group(id).await
     }
 
     async fn join_group(&self, id: &str, user: &str) -> Result<()> {
-        if self.group(id).await?.is_none() {
-            return Err(Error::NotFound(format!("group {id}")));
-        }
-        sqlx::query(
-            "INSERT INTO group_members (group_id, user_id, joined_at) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(id)
-        .bind(user)
-        .bind(now_millis())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.sql.join_group(id, user).await
     }
 
     async fn leave_group(&self, id: &str, user: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(user)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        self.sql.leave_group(id, user).await
     }
 
     async fn members(&self, id: &str) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = $1 ORDER BY user_id")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?)
+        self.sql.members(id).await
     }
 
     async fn members_of(&self, ids: &[String]) -> Result<HashMap<String, Vec<String>>> {
@@ -259,54 +197,16 @@ impl Store for PostgresStore {
             "SELECT group_id, user_id FROM group_members WHERE group_id = ANY($1) ORDER BY group_id, user_id",
         )
         .bind(ids)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.sql.pool)
         .await?;
         Ok(rows::group_members(ids, rows))
     }
 
     async fn is_member(&self, id: &str, user: &str) -> Result<bool> {
-        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM group_members WHERE group_id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(user)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(found.is_some())
+        self.sql.is_member(id, user).await
     }
 
     async fn conversations_of(&self, user: &str) -> Result<Vec<ConversationSummary>> {
-        let mut out = Vec::new();
-        // last_seq > 0: a row can exist (locked) before its first message commits.
-        let rows = sqlx::query(
-            "SELECT id, last_seq FROM conversations WHERE (user_a = $1 OR user_b = $1) AND last_seq > 0 \
-             ORDER BY id",
-        )
-        .bind(user)
-        .fetch_all(&self.pool)
-        .await?;
-        for row in rows {
-            let id: String = row.try_get("id")?;
-            let Ok(conversation) = ConversationId::parse(&id) else {
-                continue;
-            };
-            out.push(ConversationSummary { conversation, last_seq: to_u64(row.try_get("last_seq")?), name: None });
-        }
-        let rows = sqlx::query(
-            "SELECT g.id AS id, g.name AS name, COALESCE(c.last_seq, 0) AS last_seq \
-             FROM group_members m JOIN chat_groups g ON g.id = m.group_id \
-             LEFT JOIN conversations c ON c.id = 'group:' || g.id \
-             WHERE m.user_id = $1 ORDER BY g.id",
-        )
-        .bind(user)
-        .fetch_all(&self.pool)
-        .await?;
-        for row in rows {
-            let id: String = row.try_get("id")?;
-            out.push(ConversationSummary {
-                conversation: ConversationId::group(&id),
-                last_seq: to_u64(row.try_get("last_seq")?),
-                name: Some(row.try_get("name")?),
-            });
-        }
-        Ok(out)
+        self.sql.conversations_of(user).await
     }
 }

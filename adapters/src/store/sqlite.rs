@@ -6,22 +6,21 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, Transaction};
 
+use super::rows::{self, to_i64, to_u64};
+use super::sql::SqlStore;
 use super::{ConversationSummary, Group, NewMessage, Store, StoreOutcome, StoredMessage, plan_batch};
-use crate::{Error, Result};
+use crate::Result;
 use parley_core::ids::ConversationId;
-use parley_core::time::now_millis;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    sql: SqlStore<Sqlite>,
 }
-
-use super::rows::{self, to_i64, to_u64};
 
 impl SqliteStore {
     /// Open (creating if missing) the database file and run migrations.
@@ -45,7 +44,7 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { sql: SqlStore::new(pool) })
     }
 
     async fn existing(
@@ -68,8 +67,7 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        self.sql.ping().await
     }
 
     async fn store_batch(&self, batch: &[NewMessage]) -> Result<Vec<StoreOutcome>> {
@@ -78,7 +76,7 @@ impl Store for SqliteStore {
         }
         // IMMEDIATE takes the write lock up front, so the seqs read below
         // cannot be handed out by another writer before we commit.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.sql.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut existing = HashMap::new();
         let mut last_seq = HashMap::new();
         for m in batch {
@@ -134,88 +132,27 @@ impl Store for SqliteStore {
     }
 
     async fn history(&self, conversation: &ConversationId, after_seq: u64, limit: u32) -> Result<Vec<StoredMessage>> {
-        let rows = sqlx::query(
-            "SELECT msg_id, conversation, seq, sender, client_msg_id, body, ts FROM messages \
-             WHERE conversation = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
-        )
-        .bind(conversation.to_string())
-        // Seqs never exceed i64::MAX, so a larger `after_seq` just finds nothing.
-        .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::message).collect()
+        self.sql.history(conversation, after_seq, limit).await
     }
 
     async fn create_group(&self, id: &str, name: &str, creator: &str, members: &[String]) -> Result<Group> {
-        let now = now_millis();
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO chat_groups (id, name, created_by, created_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(name)
-        .bind(creator)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(Error::Conflict(format!("group {id}")));
-        }
-        for user in std::iter::once(creator).chain(members.iter().map(String::as_str)) {
-            sqlx::query(
-                "INSERT INTO group_members (group_id, user_id, joined_at) VALUES (?, ?, ?) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(id)
-            .bind(user)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(Group { id: id.to_owned(), name: name.to_owned(), created_by: creator.to_owned(), created_at: now })
+        self.sql.create_group(id, name, creator, members).await
     }
 
     async fn group(&self, id: &str) -> Result<Option<Group>> {
-        let row = sqlx::query("SELECT id, name, created_by, created_at FROM chat_groups WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(rows::group).transpose()
+        self.sql.group(id).await
     }
 
     async fn join_group(&self, id: &str, user: &str) -> Result<()> {
-        if self.group(id).await?.is_none() {
-            return Err(Error::NotFound(format!("group {id}")));
-        }
-        sqlx::query(
-            "INSERT INTO group_members (group_id, user_id, joined_at) VALUES (?, ?, ?) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(id)
-        .bind(user)
-        .bind(now_millis())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.sql.join_group(id, user).await
     }
 
     async fn leave_group(&self, id: &str, user: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM group_members WHERE group_id = ? AND user_id = ?")
-            .bind(id)
-            .bind(user)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        self.sql.leave_group(id, user).await
     }
 
     async fn members(&self, id: &str) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = ? ORDER BY user_id")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?)
+        self.sql.members(id).await
     }
 
     async fn members_of(&self, ids: &[String]) -> Result<HashMap<String, Vec<String>>> {
@@ -228,63 +165,20 @@ impl Store for SqliteStore {
     }
 
     async fn is_member(&self, id: &str, user: &str) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?")
-            .bind(id)
-            .bind(user)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(found.is_some())
+        self.sql.is_member(id, user).await
     }
 
     async fn conversations_of(&self, user: &str) -> Result<Vec<ConversationSummary>> {
-        let mut out = Vec::new();
-        let rows = sqlx::query("SELECT id, last_seq FROM conversations WHERE user_a = ? OR user_b = ? ORDER BY id")
-            .bind(user)
-            .bind(user)
-            .fetch_all(&self.pool)
-            .await?;
-        for row in rows {
-            let id: String = row.try_get("id")?;
-            let Ok(conversation) = ConversationId::parse(&id) else {
-                continue;
-            };
-            out.push(ConversationSummary { conversation, last_seq: to_u64(row.try_get("last_seq")?), name: None });
-        }
-        let rows = sqlx::query(
-            "SELECT g.id AS id, g.name AS name, COALESCE(c.last_seq, 0) AS last_seq \
-             FROM group_members m JOIN chat_groups g ON g.id = m.group_id \
-             LEFT JOIN conversations c ON c.id = 'group:' || g.id \
-             WHERE m.user_id = ? ORDER BY g.id",
-        )
-        .bind(user)
-        .fetch_all(&self.pool)
-        .await?;
-        for row in rows {
-            let id: String = row.try_get("id")?;
-            out.push(ConversationSummary {
-                conversation: ConversationId::group(&id),
-                last_seq: to_u64(row.try_get("last_seq")?),
-                name: Some(row.try_get("name")?),
-            });
-        }
-        Ok(out)
+        self.sql.conversations_of(user).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg(from: &str, cid: &str, conv: &ConversationId) -> NewMessage {
-        NewMessage {
-            msg_id: format!("m-{from}-{cid}"),
-            client_msg_id: cid.into(),
-            conversation: conv.clone(),
-            from: from.into(),
-            body: format!("body {cid}"),
-            ts: 1,
-        }
-    }
+    use crate::Error;
+    use crate::store::test_message as msg;
+    use parley_core::time::now_millis;
 
     #[tokio::test]
     async fn batches_get_contiguous_seqs_across_calls() {
@@ -339,6 +233,13 @@ mod tests {
         assert_eq!(convs[1].last_seq, 1);
         assert_eq!(convs[1].name.as_deref(), Some("Team"));
         assert!(s.conversations_of("b").await.unwrap().is_empty());
+        // `$1` twice in one statement is one parameter: the other participant
+        // (user_b) finds the conversation too.
+        let convs = s.conversations_of("z").await.unwrap();
+        assert_eq!(
+            convs.iter().map(|c| (c.conversation.to_string(), c.last_seq)).collect::<Vec<_>>(),
+            [("dm:a:z".to_owned(), 1)]
+        );
     }
 
     #[tokio::test]
