@@ -48,3 +48,11 @@ pub fn init(args: &LogArgs) {
 pub fn age_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 1.5, 24))
 }
+
+/// A registry's series as OpenMetrics text, for `/metrics`.
+pub fn encode(registry: &prometheus_client::registry::Registry) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}
