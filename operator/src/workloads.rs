@@ -193,15 +193,29 @@ fn common_env(cc: &ChatCluster, names: &Names) -> Vec<EnvVar> {
     env
 }
 
-fn http_probe(path: &str, port: i32) -> Probe {
-    Probe {
+/// `container` with its probes on `port`: `/healthz` as startup and
+/// liveness probe, `/readyz` as readiness probe. The startup probe gives a
+/// process two minutes to open its port (connecting to the database and
+/// Kafka first) before liveness counts, so a slow start on a busy node is
+/// not killed over and over; the 3 s timeouts tolerate a loaded node that
+/// answers late, where the default 1 s restarted healthy pods.
+fn probed(container: Container, port: i32) -> Container {
+    let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
             port: IntOrString::Int(port),
             ..HTTPGetAction::default()
         }),
-        period_seconds: Some(10),
+        period_seconds: Some(period),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(failures),
         ..Probe::default()
+    };
+    Container {
+        startup_probe: Some(probe("/healthz", 2, 60)),
+        liveness_probe: Some(probe("/healthz", 10, 3)),
+        readiness_probe: Some(probe("/readyz", 10, 3)),
+        ..container
     }
 }
 
@@ -282,11 +296,10 @@ impl Workloads<'_> {
             args: Some(vec!["serve".to_owned()]),
             env: Some(env),
             ports: Some(vec![port("http", HTTP_PORT), port("metrics", METRICS_PORT)]),
-            readiness_probe: Some(http_probe("/readyz", HTTP_PORT)),
-            liveness_probe: Some(http_probe("/healthz", HTTP_PORT)),
             resources: spec.resources.clone(),
             ..Container::default()
         };
+        let container = probed(container, HTTP_PORT);
         let versions = secret_versions_value(&self.reads.gateway, secrets);
         deployment(cc, self.names.gateway.clone(), GATEWAY_COMPONENT, spec.replicas, versions, container)
     }
@@ -326,11 +339,10 @@ impl Workloads<'_> {
             args: Some(vec![role.as_str().to_owned()]),
             env: Some(env),
             ports: Some(vec![port("metrics", METRICS_PORT)]),
-            readiness_probe: Some(http_probe("/readyz", METRICS_PORT)),
-            liveness_probe: Some(http_probe("/healthz", METRICS_PORT)),
             resources: spec.resources.clone(),
             ..Container::default()
         };
+        let container = probed(container, METRICS_PORT);
         let versions = secret_versions_value(&self.reads.consumers, secrets);
         deployment(cc, names.deployment.clone(), role.as_str(), replicas, versions, container)
     }
@@ -479,6 +491,30 @@ mod tests {
             assert_eq!((mount.name.as_str(), mount.mount_path.as_str()), (volume.name.as_str(), KAFKA_CLIENT_MOUNT));
             assert_eq!(mount.read_only, Some(true));
             assert_eq!(env_of(d)[env::KAFKA_PROPERTIES_DIR].value.as_deref(), Some(KAFKA_CLIENT_MOUNT));
+        }
+    }
+
+    #[test]
+    fn every_chat_container_may_start_slowly_and_is_probed_with_room_to_answer() {
+        let cc = cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}));
+        let all = [
+            (gateway_deployment(&cc, &images(), &SecretVersions::new()), HTTP_PORT),
+            (consumer_deployment(&cc, Role::Storage, 1, &images(), &SecretVersions::new()), METRICS_PORT),
+            (consumer_deployment(&cc, Role::Push, 1, &images(), &SecretVersions::new()), METRICS_PORT),
+        ];
+        for (d, port) in &all {
+            let c = &d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+            let shown = |p: &Option<Probe>| {
+                let p = p.as_ref().expect("probe");
+                let get = p.http_get.as_ref().expect("httpGet");
+                let budget = p.period_seconds.unwrap() * p.failure_threshold.unwrap();
+                (get.path.clone().unwrap(), get.port.clone(), budget, p.timeout_seconds)
+            };
+            let port = IntOrString::Int(*port);
+            // Two minutes to start before liveness counts.
+            assert_eq!(shown(&c.startup_probe), ("/healthz".into(), port.clone(), 120, Some(3)), "{}", c.name);
+            assert_eq!(shown(&c.liveness_probe), ("/healthz".into(), port.clone(), 30, Some(3)), "{}", c.name);
+            assert_eq!(shown(&c.readiness_probe), ("/readyz".into(), port, 30, Some(3)), "{}", c.name);
         }
     }
 

@@ -138,6 +138,7 @@ fn rendered_chart_passes_server_side_dry_run() {
         assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
         assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
         assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+        assert_eq!(c["startupProbe"]["httpGet"]["path"], "/healthz");
         assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
         assert!(c["resources"]["limits"]["memory"].is_string(), "{c}");
         // The Lease is in the release namespace, whatever is watched.
