@@ -1,21 +1,20 @@
 //! WebSocket connections of the load tool: spread over loopback source
 //! addresses (one address has ~28k ephemeral ports), authenticated with a
-//! minted token, ready once the server's `hello` arrives.
+//! minted token, ready once the server's `hello` arrives. The tool keeps
+//! the raw connection (its own send and read loops); the token, handshake
+//! and `hello` are the test kit's, as in every test's client.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use futures::StreamExt;
-use parley_core::protocol::ServerFrame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
+use parley_testkit::client::{self, HelloError};
+use parley_testkit::http::{self, HttpError};
+use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 use crate::error::{BenchError, Result, io};
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub use parley_testkit::client::Ws;
 
 /// Connections per loopback source address: well under its 28,232
 /// ephemeral ports, leaving room for a previous run's connections still in
@@ -30,9 +29,7 @@ pub fn source_ip(i: u32) -> Ipv4Addr {
 }
 
 pub fn token(secret: &str, user: &str) -> Result<String> {
-    parley_gateway::auth::Auth::new(secret)
-        .mint(user, Duration::from_secs(6 * 3600))
-        .map_err(|e| BenchError::Token(e.to_string()))
+    client::mint(secret, user, Duration::from_secs(6 * 3600)).map_err(|e| BenchError::Token(e.to_string()))
 }
 
 /// Let connect(2) pick the source port rather than bind(2): a port bound
@@ -56,37 +53,24 @@ fn bind_address_no_port(sock: &TcpSocket) -> std::io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
-/// Connect from `src` to `gateway` as `user` and wait for `hello`.
+/// Connect from `src` to `gateway` as `user` and wait for `hello`: the
+/// socket set up here for 100,000s of connections, the handshake and the
+/// `hello` the test kit's.
 pub async fn connect(gateway: SocketAddr, src: Ipv4Addr, secret: &str, user: &str) -> Result<Ws> {
     let sock = TcpSocket::new_v4().map_err(io("socket"))?;
     bind_address_no_port(&sock).map_err(io("IP_BIND_ADDRESS_NO_PORT"))?;
     sock.bind(SocketAddr::from((src, 0))).map_err(io(format!("bind {src}")))?;
     let stream = sock.connect(gateway).await.map_err(io(format!("connect {gateway}")))?;
     stream.set_nodelay(true).map_err(io("nodelay"))?;
-    let url = format!("ws://{gateway}/ws?token={}", token(secret, user)?);
     // Small buffers, as on the gateway: the tool holds up to 200,000 of them.
     let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-    let (mut ws, _) = client_async_with_config(url, stream, Some(config)).await?;
-    let hello = tokio::time::timeout(HELLO_WAIT, async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    return match ServerFrame::from_json(t.as_str())? {
-                        ServerFrame::Hello { .. } => Ok(()),
-                        other => Err(BenchError::Setup(format!("{user}: expected hello, got {other:?}"))),
-                    };
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(BenchError::Setup(format!("{user}: closed before hello"))),
-            }
-        }
-    })
-    .await;
-    match hello {
-        Ok(r) => r.map(|()| ws),
-        Err(_) => Err(BenchError::Setup(format!("{user}: no hello within {HELLO_WAIT:?}"))),
-    }
+    let mut ws = client::handshake(stream, &gateway.to_string(), &token(secret, user)?, Some(config)).await?;
+    client::hello(&mut ws, user, HELLO_WAIT).await.map_err(|e| match e {
+        HelloError::WebSocket { source, .. } => BenchError::WebSocket(*source),
+        HelloError::Malformed { source, .. } => BenchError::Json(source),
+        other => BenchError::Setup(other.to_string()),
+    })?;
+    Ok(ws)
 }
 
 /// A minimal HTTP/1.1 request on loopback as `user`: (status, body).
@@ -98,30 +82,12 @@ pub async fn http(
     user: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<(u16, String)> {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {gateway}\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        token(secret, user)?,
-        body.len()
-    );
-    let exchange = async {
-        let mut s = TcpStream::connect(gateway).await?;
-        s.write_all(request.as_bytes()).await?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await?;
-        std::io::Result::Ok(String::from_utf8_lossy(&out).into_owned())
-    };
-    let response = tokio::time::timeout(Duration::from_secs(30), exchange)
-        .await
-        .map_err(|_| BenchError::Setup(format!("{method} {path}: no answer within 30 s")))?
-        .map_err(io(format!("{method} {path}")))?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| BenchError::Setup(format!("{method} {path}: no status line")))?;
-    Ok((status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+    let token = token(secret, user)?;
+    let addr = gateway.to_string();
+    http::try_request(&addr, method, path, Some(&token), body, Duration::from_secs(30)).await.map_err(|e| match e {
+        HttpError::Io { request, source } => BenchError::Io { context: request, source },
+        other => BenchError::Setup(other.to_string()),
+    })
 }
 
 #[cfg(test)]

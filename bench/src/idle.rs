@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::client::{Ws, connect, source_ip};
 use crate::error::{BenchError, Result};
 use crate::target::{Mode, Target};
-use parley_tests::procfs::{self, Machine};
+use parley_testkit::procfs::{self, Machine};
 
 /// Hard cap whatever the flags say: a typo must not exhaust the machine.
 pub const MAX_CONNECTIONS: u32 = 200_000;

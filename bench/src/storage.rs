@@ -9,7 +9,7 @@ use parley_adapters::kafka::KafkaSettings;
 use parley_core::event::{ChatMessageData, EventMetadata, MessageEvent};
 use parley_core::ids::ConversationId;
 use parley_core::topics::Topics;
-use parley_tests::chat;
+use parley_testkit::chat;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
 use sqlx::Connection;
@@ -17,7 +17,7 @@ use sqlx::Connection;
 use crate::error::{BenchError, Result};
 use crate::idle::round2;
 use crate::target::Setting;
-use parley_tests::procfs::{self, Machine};
+use parley_testkit::procfs::{self, Machine};
 
 pub const GOAL_MESSAGES_PER_SECOND: f64 = 50_000.0;
 pub const MAX_MESSAGES: u64 = 5_000_000;
@@ -75,7 +75,7 @@ pub struct StorageResult {
 
 pub async fn run(a: &StorageArgs) -> Result<StorageResult> {
     let n = a.messages.clamp(1, MAX_MESSAGES);
-    let prefix = parley_tests::env::unique("bench-storage");
+    let prefix = parley_testkit::env::unique("bench-storage");
     let db_url = chat::prepare(&prefix, a.partitions).await;
     let topics = Topics::new(&prefix);
 
@@ -117,8 +117,8 @@ pub async fn run(a: &StorageArgs) -> Result<StorageResult> {
     drop(consumer);
     drop(db);
     let _ =
-        tokio::time::timeout(Duration::from_secs(20), parley_tests::kafka::delete_topics_with_prefix(&prefix)).await;
-    if let Err(err) = parley_tests::postgres::drop_database(&db_url).await {
+        tokio::time::timeout(Duration::from_secs(20), parley_testkit::kafka::delete_topics_with_prefix(&prefix)).await;
+    if let Err(err) = parley_testkit::postgres::drop_database(&db_url).await {
         tracing::warn!(error = %err, "dropping the run's database failed");
     }
 
@@ -146,7 +146,7 @@ pub async fn run(a: &StorageArgs) -> Result<StorageResult> {
 /// Produce `n` chat messages over `conversations` direct pairs, keyed by
 /// conversation as the gateway does; returns once Kafka acknowledged all.
 async fn prefill(topic: &str, n: u64, conversations: u64, body_bytes: usize) -> Result<()> {
-    let settings = KafkaSettings::new(&parley_tests::env::kafka_bootstrap());
+    let settings = KafkaSettings::new(&parley_testkit::env::kafka_bootstrap());
     let producer: FutureProducer = settings.producer_config().set("linger.ms", "20").create()?;
     let pad = "x".repeat(body_bytes);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);

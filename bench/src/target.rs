@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clap::ValueEnum;
-use parley_tests::chat::{self, Proc};
+use parley_testkit::chat;
+use parley_testkit::process::{self, Proc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BenchError, Result, io};
@@ -62,8 +63,8 @@ impl Drop for Running {
                 let _ = std::thread::spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
                     let cleanup = async {
-                        let _ = parley_tests::kafka::delete_topics_with_prefix(&prefix).await;
-                        if let Err(err) = parley_tests::postgres::drop_database(&db_url).await {
+                        let _ = parley_testkit::kafka::delete_topics_with_prefix(&prefix).await;
+                        if let Err(err) = parley_testkit::postgres::drop_database(&db_url).await {
                             tracing::warn!(error = %err, "dropping the run's database failed");
                         }
                     };
@@ -95,13 +96,13 @@ impl Target {
         let texts: Vec<String> = self
             .stage_metrics
             .iter()
-            .filter_map(|&port| parley_tests::operator::try_http_get(port, "/metrics").ok())
+            .filter_map(|&port| parley_testkit::http::try_http_get(port, "/metrics").ok())
             .collect();
         Snapshot::parse(&texts)
     }
 
     fn standalone(env: &[Setting]) -> Result<Self> {
-        let bin = chat::binary("parley-standalone");
+        let bin = process::binary("parley-standalone");
         let db = std::env::temp_dir().join(format!("parley-bench-{}-{}.db", std::process::id(), unique()));
         let mut child = Command::new(&bin)
             .args(["--listen", "127.0.0.1:0", "--jwt-secret", STANDALONE_SECRET, "--dev-login", "false"])
@@ -115,7 +116,7 @@ impl Target {
             .spawn()
             .map_err(io(format!("start {}", bin.display())))?;
         let pid = child.id();
-        let reported = chat::reported_address(&mut child, Duration::from_secs(30));
+        let reported = process::reported_address(&mut child, Duration::from_secs(30));
         let running = Running::Standalone { child, db };
         let gateway = reported
             .and_then(|a| a.parse().ok())
@@ -133,7 +134,7 @@ impl Target {
     /// One gateway, one storage and one push consumer (the fixtures panic
     /// with their log when a process does not come up).
     async fn kafka(partitions: i32, replication: i32, settings: &[Setting]) -> Self {
-        let prefix = parley_tests::env::unique("bench");
+        let prefix = parley_testkit::env::unique("bench");
         let db_url = chat::prepare_with(&prefix, partitions, replication).await;
         let specs = chat::render(&prefix, &db_url);
         let mut quiet = vec![("PARLEY_LOG", LOG.to_owned())];
@@ -142,7 +143,7 @@ impl Target {
         let push = chat::start_consumer_with(&specs.push, &format!("{prefix}-push"), &quiet).await;
         let mut env: Vec<(&str, String)> = UNTHROTTLED.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
         env.extend(quiet.iter().cloned());
-        let internal = format!("127.0.0.1:{}", parley_tests::operator::free_port());
+        let internal = format!("127.0.0.1:{}", process::free_port());
         let gateway = chat::start_gateway_with(&specs.gateway, &format!("{prefix}-gateway"), &internal, &env);
         let processes = vec![
             ("gateway".to_owned(), gateway.child.id()),

@@ -1,5 +1,6 @@
 //! The crates keep their layers: the core links no I/O client, the operator
-//! stands on the core alone (no database driver, no chat adapters), so a
+//! stands on the core alone (no database driver, no chat adapters), the load
+//! tool shares the test kit rather than linking the tests, so a
 //! dependency added in the wrong place fails here, not in review.
 
 use std::collections::BTreeSet;
@@ -41,4 +42,12 @@ fn the_operator_stands_on_the_core_alone() {
 fn the_gateway_does_not_link_the_consumers() {
     // The one-process chat (parley-standalone) wires the two together.
     assert_none_of("parley-gateway", &["parley-consumer", "parley-standalone"]);
+}
+
+#[test]
+fn the_load_tool_does_not_link_the_tests() {
+    // What the two share (environment, processes, the WebSocket client)
+    // lives in the test kit.
+    assert!(linked("parley-bench").contains("parley-testkit"));
+    assert_none_of("parley-bench", &["parley-tests"]);
 }

@@ -69,7 +69,7 @@ pub async fn members(cluster: &Cluster) -> Vec<Client> {
     let users = ["u1", "u2", "u3", "u4", "u5"];
     let mut clients = Vec::new();
     for (i, u) in users.iter().enumerate() {
-        clients.push(Client::connect(&cluster.gateways[i % 2].addr, u).await);
+        clients.push(chat::connect(&cluster.gateways[i % 2].addr, u).await);
     }
     let (status, body) = chat::http(
         &cluster.gateways[0].addr,

@@ -138,7 +138,7 @@ pub async fn connect_via_service(service: &str, pods: &[String], user: &str) -> 
     for ip in pods {
         before.push(connections_opened(ip).await);
     }
-    let client = Client::connect(service, user).await;
+    let client = chat::connect(service, user).await;
     for (ip, was) in pods.iter().zip(before) {
         if connections_opened(ip).await > was {
             return (client, ip.clone());

@@ -1,9 +1,11 @@
 //! Running the real `parley-operator` binary as a child process, where a
 //! cluster would run its pod.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+
+pub use parley_testkit::http::{http_get, try_http_get};
+pub use parley_testkit::process::free_port;
 
 /// The operator binary next to this test's binary (same target dir).
 pub fn binary() -> PathBuf {
@@ -18,11 +20,6 @@ pub fn binary() -> PathBuf {
     found.unwrap_or_else(|| {
         panic!("parley-operator not found next to {}: `cargo build -p parley-operator`", exe.display())
     })
-}
-
-/// A free loopback port (bound then released; fine for tests on loopback).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// Where the operator started with `identity` logs.
@@ -96,21 +93,4 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// [`http_get`] that reports a refused connection (a process still
-/// starting) instead of panicking.
-pub fn try_http_get(port: u16, path: &str) -> Result<String, String> {
-    std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    Ok(http_get(port, path))
-}
-
-/// Minimal HTTP/1.0 GET on loopback, returning the body.
-pub fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("write request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
 }

@@ -94,8 +94,8 @@ async fn one_to_one_and_group_of_five_across_gateways() {
     let (a, b) = (&cluster.gateways[0].addr, &cluster.gateways[1].addr);
 
     // 1:1 across gateways.
-    let mut alice = Client::connect(a, "alice").await;
-    let mut bob = Client::connect(b, "bob").await;
+    let mut alice = chat::connect(a, "alice").await;
+    let mut bob = chat::connect(b, "bob").await;
     warm_up(std::slice::from_mut(&mut alice)).await;
     warm_up(std::slice::from_mut(&mut bob)).await;
     for i in 1..=10u64 {
@@ -128,7 +128,7 @@ async fn one_to_one_and_group_of_five_across_gateways() {
     let users = ["g1", "g2", "g3", "g4", "g5"];
     let mut members = Vec::new();
     for (i, u) in users.iter().enumerate() {
-        members.push(Client::connect(if i % 2 == 0 { a } else { b }, u).await);
+        members.push(chat::connect(if i % 2 == 0 { a } else { b }, u).await);
     }
     let (status, body) =
         chat::http(a, "POST", "/api/groups", "g1", Some(json!({"id": "team", "name": "Team", "members": users[1..]})))
@@ -174,7 +174,7 @@ async fn one_to_one_and_group_of_five_across_gateways() {
     // Membership changes travel in the group topic, ordered with the
     // group's messages: g6 gets exactly what was sent between its join and
     // its leave.
-    let mut newbie = Client::connect(b, "g6").await;
+    let mut newbie = chat::connect(b, "g6").await;
     // Storage is frozen while "before-join", the join and "after-join" go to
     // Kafka in that order, so all three wait there together: only the topic's
     // order tells the storage consumer that g6 joined between them.

@@ -8,8 +8,7 @@
 use std::time::Duration;
 
 use parley_core::ids::ConversationId;
-use parley_tests::chat::Proc;
-use parley_tests::chat::{self, Client};
+use parley_tests::chat::{self, Proc};
 use parley_tests::chat_cluster::{GROUP, busiest, check, members, send_round, start};
 use parley_tests::wait;
 
@@ -94,7 +93,7 @@ async fn gateway_restart_clients_move_to_the_other_and_lose_nothing() {
     for c in clients.iter_mut() {
         if matches!(c.user.as_str(), "u1" | "u3" | "u5") {
             let seen = std::mem::take(&mut c.seen);
-            *c = Client::connect(&other, &c.user).await;
+            *c = chat::connect(&other, &c.user).await;
             c.seen = seen;
             c.sync_gap(&conversation).await;
         }
@@ -106,7 +105,7 @@ async fn gateway_restart_clients_move_to_the_other_and_lose_nothing() {
         chat::start_gateway(&cluster.specs.gateway, &format!("{}-gateway-0b", cluster.prefix), &internal);
     let mut clients = clients;
     let u1_seen = std::mem::take(&mut clients[0].seen);
-    clients[0] = Client::connect(&cluster.gateways[0].addr, "u1").await;
+    clients[0] = chat::connect(&cluster.gateways[0].addr, "u1").await;
     clients[0].seen = u1_seen;
     clients[0].sync_gap(&conversation).await;
     let mut clients = send_round(clients, 10, 2).await;

@@ -313,7 +313,7 @@ async fn send_until_acked(c: &mut Client, service: &str, to: &Value, id: &str, r
         if let Some(seq) = c.send_acked(to.clone(), id, &format!("body of {id}"), Duration::from_secs(15)).await {
             return seq;
         }
-        match Client::try_connect(service, &c.user).await {
+        match chat::try_connect(service, &c.user).await {
             Ok(fresh) => {
                 *c = fresh;
                 *reconnects += 1;
@@ -400,7 +400,7 @@ async fn deleted_pods_come_back_and_nothing_acked_is_lost() {
 
     // Bob, connecting afterwards, syncs the whole conversation: no gap.
     let dm = ConversationId::direct("alice", "bob").to_string();
-    let mut bob = Client::connect(&service, "bob").await;
+    let mut bob = chat::connect(&service, "bob").await;
     bob.sync_gap(&dm).await;
     let seen = chat::view(&bob.seen, &dm);
     assert_eq!(chat::contiguous(&seen), total, "bob's view: {seen:?}");

@@ -10,7 +10,7 @@ use super::read::Progress;
 use crate::idle::round2;
 use crate::stages::{Snapshot, StageAge};
 use crate::target::Target;
-use parley_tests::procfs;
+use parley_testkit::procfs;
 
 /// Counters taken just before the timed phase.
 pub(super) struct Usage {

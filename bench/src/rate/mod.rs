@@ -31,7 +31,7 @@ use crate::stages::StageAge;
 use crate::target::{Mode, Setting};
 use crate::timeline::TimelineSummary;
 use crate::workload;
-use parley_tests::procfs::Machine;
+use parley_testkit::procfs::Machine;
 
 use clock::Origin;
 use read::Progress;

@@ -17,7 +17,7 @@ use crate::client::{self, Ws, connect, source_ip};
 use crate::error::{BenchError, Result};
 use crate::target::Target;
 use crate::workload::{self, Conversation, user_name};
-use parley_tests::procfs;
+use parley_testkit::procfs;
 
 const WARMUP_ROUNDS: u32 = 10;
 const WARMUP_WAIT: Duration = Duration::from_secs(10);

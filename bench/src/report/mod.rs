@@ -109,7 +109,7 @@ mod tests {
     use crate::ledger::Completeness;
     use crate::stages::StageAge;
     use crate::target::Mode;
-    use parley_tests::procfs::Machine;
+    use parley_testkit::procfs::Machine;
 
     fn run(rate: u32, achieved: f64, p99: f64, lost: u64) -> RateRun {
         RateRun {
