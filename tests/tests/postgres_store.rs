@@ -1,10 +1,11 @@
 //! `PostgresStore` against the real PostgreSQL: the same seq and idempotency
-//! rules as SQLite, and no duplicate seq when several writers (storage
-//! consumers) store into one conversation at once.
+//! rules as SQLite, no duplicate seq when several writers (storage
+//! consumers) store into one conversation at once, and the group and
+//! conversation rules checked on both databases by one function.
 
 use std::collections::BTreeSet;
 
-use parley_adapters::store::{NewMessage, PostgresStore, Store};
+use parley_adapters::store::{NewMessage, PostgresStore, SqliteStore, Store};
 use parley_core::ids::ConversationId;
 use parley_tests::postgres::scratch_database;
 
@@ -73,12 +74,11 @@ async fn concurrent_writers_never_share_a_seq() {
     }
 }
 
-#[tokio::test]
-async fn groups_and_conversations() {
-    let url = scratch_database("pgstore_groups").await;
-    let s = PostgresStore::connect(&url, 2).await.unwrap();
+/// The group and conversation rules every store keeps, whichever database.
+async fn groups_and_conversations(s: &dyn Store) {
     s.create_group("g", "Team", "a", &["b".into()]).await.unwrap();
     assert!(matches!(s.create_group("g", "Again", "c", &[]).await, Err(parley_adapters::Error::Conflict(_))));
+    assert_eq!(s.members("g").await.unwrap(), ["a", "b"]);
     s.join_group("g", "c").await.unwrap();
     s.join_group("g", "c").await.unwrap();
     assert_eq!(s.members("g").await.unwrap(), ["a", "b", "c"]);
@@ -100,4 +100,20 @@ async fn groups_and_conversations() {
     assert_eq!(convs[1].last_seq, 1);
     assert_eq!(convs[1].name.as_deref(), Some("Team"));
     assert!(s.conversations_of("b").await.unwrap().is_empty());
+    // The second participant (user_b) finds the conversation too: a
+    // parameter used twice in one statement binds once on either database.
+    let convs = s.conversations_of("z").await.unwrap();
+    let seen: Vec<(String, u64)> = convs.iter().map(|c| (c.conversation.to_string(), c.last_seq)).collect();
+    assert_eq!(seen, [("dm:a:z".to_owned(), 1), ("group:h".to_owned(), 0)]);
+}
+
+#[tokio::test]
+async fn groups_and_conversations_on_postgres() {
+    let url = scratch_database("pgstore_groups").await;
+    groups_and_conversations(&PostgresStore::connect(&url, 2).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn groups_and_conversations_on_sqlite() {
+    groups_and_conversations(&SqliteStore::in_memory().await.unwrap()).await;
 }

@@ -176,7 +176,6 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Error;
     use crate::store::test_message as msg;
     use parley_core::time::now_millis;
 
@@ -206,40 +205,6 @@ mod tests {
         assert_eq!(second[0].message, first[0].message);
         assert_eq!(second[1].message.seq, 2);
         assert_eq!(s.history(&ab, 0, 100).await.unwrap().len(), 2);
-    }
-
-    #[tokio::test]
-    async fn groups_and_membership() {
-        let s = SqliteStore::in_memory().await.unwrap();
-        s.create_group("g", "Team", "a", &["b".into()]).await.unwrap();
-        assert!(matches!(s.create_group("g", "Again", "c", &[]).await, Err(Error::Conflict(_))));
-        assert_eq!(s.members("g").await.unwrap(), ["a", "b"]);
-        s.join_group("g", "c").await.unwrap();
-        s.join_group("g", "c").await.unwrap();
-        assert!(s.is_member("g", "c").await.unwrap());
-        assert!(s.leave_group("g", "b").await.unwrap());
-        assert!(!s.leave_group("g", "b").await.unwrap());
-        assert_eq!(s.members("g").await.unwrap(), ["a", "c"]);
-        let many = s.members_of(&["g".into(), "nope".into()]).await.unwrap();
-        assert_eq!(many["g"], ["a", "c"]);
-        assert!(many["nope"].is_empty());
-        assert!(matches!(s.join_group("nope", "a").await, Err(Error::NotFound(_))));
-
-        let g = ConversationId::group("g");
-        s.store_batch(&[msg("a", "1", &g), msg("a", "2", &ConversationId::direct("a", "z"))]).await.unwrap();
-        let convs = s.conversations_of("a").await.unwrap();
-        let ids: Vec<String> = convs.iter().map(|c| c.conversation.to_string()).collect();
-        assert_eq!(ids, ["dm:a:z", "group:g"]);
-        assert_eq!(convs[1].last_seq, 1);
-        assert_eq!(convs[1].name.as_deref(), Some("Team"));
-        assert!(s.conversations_of("b").await.unwrap().is_empty());
-        // `$1` twice in one statement is one parameter: the other participant
-        // (user_b) finds the conversation too.
-        let convs = s.conversations_of("z").await.unwrap();
-        assert_eq!(
-            convs.iter().map(|c| (c.conversation.to_string(), c.last_seq)).collect::<Vec<_>>(),
-            [("dm:a:z".to_owned(), 1)]
-        );
     }
 
     #[tokio::test]
