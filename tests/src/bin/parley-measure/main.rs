@@ -268,16 +268,29 @@ async fn main() {
 }
 
 /// operator.md from the merged JSON: every scenario with figures in it.
+/// The sections after the header are empty when the report has no figures for them.
 fn markdown(r: &Value) -> String {
-    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
-    let runs = |key: &str| r[key]["runs"].as_array().map_or(0, Vec::len);
-    let mut md = format!(
+    header(r) + &scenario_table(r) + &operator_rss(r) + &many_section(r)
+}
+
+/// A figure as f64; a missing one reads 0.
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+/// Title, machine and the commands that produce the report.
+fn header(r: &Value) -> String {
+    format!(
         "# Operator measurements\n\nMachine: {}. Real 3-broker Kafka and kube-apiserver from `scripts/env/up.sh`; \
          release operator. Command: `cargo build --release -p parley-operator -p parley-tests --bin parley-operator \
          --bin parley-measure`, then `target/release/parley-measure` (all scenarios) or \
          `target/release/parley-measure --scenario many --clusters 1000` (one scenario; the others' figures are kept).\n",
         r["machine"].as_str().unwrap_or("?")
-    );
+    )
+}
+
+/// The ready, scale and failover medians, one row per scenario measured.
+fn scenario_table(r: &Value) -> String {
     let rows: Vec<(&str, &str)> = [
         ("apply_to_topics_ready_s", "`kubectl apply` → TopicsReady"),
         ("apply_to_ready_s", "`kubectl apply` → Ready (Deployments reported ready at once)"),
@@ -290,72 +303,100 @@ fn markdown(r: &Value) -> String {
     .into_iter()
     .filter(|(key, _)| r.get(*key).is_some())
     .collect();
-    if !rows.is_empty() {
-        md += "\n| measure | runs | median |\n| --- | --- | --- |\n";
-        for (key, what) in rows {
-            md += &format!("| {what} | {} | {:.2} s |\n", runs(key), f(&r[key]["median"]));
-        }
+    if rows.is_empty() {
+        return String::new();
     }
-    if let Some(rss) = r.get("operator_rss_kib_after_runs") {
-        md += &format!("\nOperator RSS after the ready and scale runs: {:.1} MiB.\n", f(rss) / 1024.0);
-    }
-    if let Some(many) = r.get("many_clusters").and_then(Value::as_object) {
-        md += "\n## Many ChatClusters applied at once → all Ready\n\n\
-               Goal (issue #8): 1,000 ChatClusters → all Ready in ≤ 60 s, operator RSS ≤ 64 MiB. Each ChatCluster: \
-               1 partition, replication factor 1, `deletionPolicy: Delete`, own topic prefix (4 topics each), \
-               1 gateway replica; server-side applied through the kube API, 32 requests in flight; a stand-in \
-               kubelet reports every Deployment ready as soon as the watch shows it. Peak RSS is the operator's \
-               VmHWM when the last one turned Ready (or at the timeout); CPU is the operator's user + system time from the first apply. \
-               The environment's apiserver has a /16 service range (one ClusterIP Service per ChatCluster); \
-               earlier runs used a private apiserver with a /16 while the environment had a /24. \
-               The current code's run is the unlabelled one (`scripts/bench.sh operator`); labelled runs \
-               record earlier code and experiments.\n\n\
-               | ChatClusters (run) | Ready | first apply → all Ready | per cluster median / p99 | peak RSS | RSS at all Ready | \
-               CPU | peak threads / fds | reconciles / errors |\n\
-               | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
-        let mut counts: Vec<(&String, &Value)> = many.iter().collect();
-        counts.sort_by_key(|(k, _)| {
-            let n = k.split(' ').next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
-            (n, k.to_string())
-        });
-        for (n, m) in counts {
-            let op = &m["operator"];
-            let metrics = &op["metrics_at_all_ready"];
-            let errors: f64 = metrics
-                .as_object()
-                .map(|o| {
-                    o.iter()
-                        .filter(|(k, _)| k.starts_with("parley_operator_reconcile_errors_total"))
-                        .map(|(_, v)| f(v))
-                        .sum()
-                })
-                .unwrap_or(0.0)
-                + 0.0;
-            let last = m["first_apply_to_all_ready_s"].as_f64().unwrap_or(0.0);
-            let total = if m["all_ready"].as_bool() == Some(true) {
-                format!("{last:.1} s")
-            } else {
-                format!("not all Ready at the {} s timeout (last Ready at {last:.1} s)", m["timeout_s"])
-            };
-            md += &format!(
-                "| {n} | {} | {total} | {:.1} s / {:.1} s | {:.1} MiB | {:.1} MiB | {:.1} s | {} / {} | {} / {} |\n",
-                m["ready"],
-                f(&m["apply_to_ready_per_cluster_s"]["median"]),
-                f(&m["apply_to_ready_per_cluster_s"]["p99"]),
-                f(&op["peak_rss_kib"]) / 1024.0,
-                f(&op["rss_at_all_ready_kib"]) / 1024.0,
-                f(&op["cpu_s_to_all_ready"]),
-                op["peak_threads"],
-                op["peak_open_files"],
-                f(&metrics["parley_operator_reconciles_total"]),
-                errors,
-            );
-        }
-        md += "\nPer-second samples of the operator (RSS, VmHWM, threads, open files, CPU, Ready count) are in \
-               operator.json under `many_clusters.<N>.samples`; the operator's reconcile metrics under \
-               `many_clusters.<N>.operator.metrics_at_all_ready`.\n";
+    let mut md = String::from("\n| measure | runs | median |\n| --- | --- | --- |\n");
+    for (key, what) in rows {
+        let runs = r[key]["runs"].as_array().map_or(0, Vec::len);
+        md += &format!("| {what} | {runs} | {:.2} s |\n", num(&r[key]["median"]));
     }
     md
+}
+
+fn operator_rss(r: &Value) -> String {
+    match r.get("operator_rss_kib_after_runs") {
+        Some(rss) => format!("\nOperator RSS after the ready and scale runs: {:.1} MiB.\n", num(rss) / 1024.0),
+        None => String::new(),
+    }
+}
+
+/// Scenario `many`: what was measured and how, then one row per run.
+fn many_section(r: &Value) -> String {
+    let Some(many) = r.get("many_clusters").and_then(Value::as_object) else { return String::new() };
+    let mut md = String::from(
+        "\n## Many ChatClusters applied at once → all Ready\n\n\
+         Goal (issue #8): 1,000 ChatClusters → all Ready in ≤ 60 s, operator RSS ≤ 64 MiB. Each ChatCluster: \
+         1 partition, replication factor 1, `deletionPolicy: Delete`, own topic prefix (4 topics each), \
+         1 gateway replica; server-side applied through the kube API, 32 requests in flight; a stand-in \
+         kubelet reports every Deployment ready as soon as the watch shows it. Peak RSS is the operator's \
+         VmHWM when the last one turned Ready (or at the timeout); CPU is the operator's user + system time from the first apply. \
+         The environment's apiserver has a /16 service range (one ClusterIP Service per ChatCluster); \
+         earlier runs used a private apiserver with a /16 while the environment had a /24. \
+         The current code's run is the unlabelled one (`scripts/bench.sh operator`); labelled runs \
+         record earlier code and experiments.\n\n\
+         | ChatClusters (run) | Ready | first apply → all Ready | per cluster median / p99 | peak RSS | RSS at all Ready | \
+         CPU | peak threads / fds | reconciles / errors |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for (key, run) in by_cluster_count(many) {
+        md += &many_row(key, run);
+    }
+    md += "\nPer-second samples of the operator (RSS, VmHWM, threads, open files, CPU, Ready count) are in \
+           operator.json under `many_clusters.<N>.samples`; the operator's reconcile metrics under \
+           `many_clusters.<N>.operator.metrics_at_all_ready`.\n";
+    md
+}
+
+/// The runs ordered by cluster count, then label: keys are "N" or "N label",
+/// and a plain string sort would put "1000" before "200".
+fn by_cluster_count(many: &Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut runs: Vec<(&String, &Value)> = many.iter().collect();
+    runs.sort_by_key(|(k, _)| {
+        let n = k.split(' ').next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+        (n, k.to_string())
+    });
+    runs
+}
+
+/// One `many` run's row; `key` is its cluster count and label.
+fn many_row(key: &str, m: &Value) -> String {
+    let op = &m["operator"];
+    let metrics = &op["metrics_at_all_ready"];
+    let last = m["first_apply_to_all_ready_s"].as_f64().unwrap_or(0.0);
+    let total = if m["all_ready"].as_bool() == Some(true) {
+        format!("{last:.1} s")
+    } else {
+        format!("not all Ready at the {} s timeout (last Ready at {last:.1} s)", m["timeout_s"])
+    };
+    format!(
+        "| {key} | {} | {total} | {:.1} s / {:.1} s | {:.1} MiB | {:.1} MiB | {:.1} s | {} / {} | {} / {} |\n",
+        m["ready"],
+        num(&m["apply_to_ready_per_cluster_s"]["median"]),
+        num(&m["apply_to_ready_per_cluster_s"]["p99"]),
+        num(&op["peak_rss_kib"]) / 1024.0,
+        num(&op["rss_at_all_ready_kib"]) / 1024.0,
+        num(&op["cpu_s_to_all_ready"]),
+        op["peak_threads"],
+        op["peak_open_files"],
+        num(&metrics["parley_operator_reconciles_total"]),
+        reconcile_errors(metrics),
+    )
+}
+
+/// Reconcile errors of all reasons (one counter per reason).
+fn reconcile_errors(metrics: &Value) -> f64 {
+    metrics
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| k.starts_with("parley_operator_reconcile_errors_total"))
+                .map(|(_, v)| num(v))
+                .sum()
+        })
+        .unwrap_or(0.0)
+        // An empty f64 sum is -0.0, which would print as "-0".
+        + 0.0
 }
 
 /// Play the kubelet's part: report every replica of a Deployment ready.
@@ -369,4 +410,96 @@ pub async fn mark_deployment_ready(api: &kube::Api<k8s_openapi::api::apps::v1::D
     let status = serde_json::json!({"status": {"replicas": replicas, "readyReplicas": replicas,
         "availableReplicas": replicas, "updatedReplicas": replicas, "observedGeneration": d.metadata.generation}});
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("patch deployment status");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A merged report with every section: lag_to_scale_s is left out to
+    /// show a missing scenario drops its row, and the many_clusters keys are
+    /// out of order to show the sort (by count, then label).
+    fn report() -> Value {
+        json!({
+            "machine": "test box, 8 cores",
+            "apply_to_topics_ready_s": {"runs": [1.0, 2.0, 3.0], "median": 2.0},
+            "apply_to_ready_s": {"runs": [1.5, 2.5], "median": 2.0},
+            "failover_s": {"runs": [10.25], "median": 10.25, "lease_s": 10},
+            "operator_rss_kib_after_runs": 20480,
+            "many_clusters": {
+                "1000": {
+                    "all_ready": true, "ready": 1000, "timeout_s": 300, "first_apply_to_all_ready_s": 42.36,
+                    "apply_to_ready_per_cluster_s": {"median": 12.34, "p99": 30.05, "max": 31.0},
+                    "operator": {
+                        "peak_rss_kib": 51200, "rss_at_all_ready_kib": 40960, "cpu_s_to_all_ready": 7.25,
+                        "peak_threads": 12, "peak_open_files": 34,
+                        "metrics_at_all_ready": {
+                            "parley_operator_reconciles_total": 3000.0,
+                            "parley_operator_reconcile_errors_total{reason=\"kafka\"}": 2.0,
+                            "parley_operator_reconcile_errors_total{reason=\"kube\"}": 1.0,
+                        },
+                    },
+                },
+                "100 before": {
+                    "all_ready": false, "ready": 90, "timeout_s": 300, "first_apply_to_all_ready_s": 299.9,
+                    "apply_to_ready_per_cluster_s": {"median": 100.0, "p99": 250.0},
+                    "operator": {
+                        "peak_rss_kib": 10240, "rss_at_all_ready_kib": 9216, "cpu_s_to_all_ready": 3.0,
+                        "peak_threads": 8, "peak_open_files": 20,
+                        "metrics_at_all_ready": {"parley_operator_reconciles_total": 500.0},
+                    },
+                },
+                "100": {
+                    "all_ready": true, "ready": 100, "timeout_s": 300, "first_apply_to_all_ready_s": 5.0,
+                    "apply_to_ready_per_cluster_s": {"median": 1.0, "p99": 2.0},
+                    "operator": {
+                        "peak_rss_kib": 8192, "rss_at_all_ready_kib": 7168, "cpu_s_to_all_ready": 1.5,
+                        "peak_threads": 6, "peak_open_files": 18,
+                        "metrics_at_all_ready": {"parley_operator_reconciles_total": 300.0},
+                    },
+                },
+            },
+        })
+    }
+
+    /// Pins operator.md's text: a change here is a change to the report.
+    #[test]
+    fn markdown_renders_every_section() {
+        assert_eq!(markdown(&report()), FULL);
+    }
+
+    #[test]
+    fn markdown_of_an_empty_report_is_the_header_alone() {
+        assert_eq!(markdown(&json!({})), EMPTY);
+    }
+
+    const FULL: &str = r##"# Operator measurements
+
+Machine: test box, 8 cores. Real 3-broker Kafka and kube-apiserver from `scripts/env/up.sh`; release operator. Command: `cargo build --release -p parley-operator -p parley-tests --bin parley-operator --bin parley-measure`, then `target/release/parley-measure` (all scenarios) or `target/release/parley-measure --scenario many --clusters 1000` (one scenario; the others' figures are kept).
+
+| measure | runs | median |
+| --- | --- | --- |
+| `kubectl apply` → TopicsReady | 3 | 2.00 s |
+| `kubectl apply` → Ready (Deployments reported ready at once) | 2 | 2.00 s |
+| leader SIGKILL → standby holds the Lease (10 s lease) | 1 | 10.25 s |
+
+Operator RSS after the ready and scale runs: 20.0 MiB.
+
+## Many ChatClusters applied at once → all Ready
+
+Goal (issue #8): 1,000 ChatClusters → all Ready in ≤ 60 s, operator RSS ≤ 64 MiB. Each ChatCluster: 1 partition, replication factor 1, `deletionPolicy: Delete`, own topic prefix (4 topics each), 1 gateway replica; server-side applied through the kube API, 32 requests in flight; a stand-in kubelet reports every Deployment ready as soon as the watch shows it. Peak RSS is the operator's VmHWM when the last one turned Ready (or at the timeout); CPU is the operator's user + system time from the first apply. The environment's apiserver has a /16 service range (one ClusterIP Service per ChatCluster); earlier runs used a private apiserver with a /16 while the environment had a /24. The current code's run is the unlabelled one (`scripts/bench.sh operator`); labelled runs record earlier code and experiments.
+
+| ChatClusters (run) | Ready | first apply → all Ready | per cluster median / p99 | peak RSS | RSS at all Ready | CPU | peak threads / fds | reconciles / errors |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| 100 | 100 | 5.0 s | 1.0 s / 2.0 s | 8.0 MiB | 7.0 MiB | 1.5 s | 6 / 18 | 300 / 0 |
+| 100 before | 90 | not all Ready at the 300 s timeout (last Ready at 299.9 s) | 100.0 s / 250.0 s | 10.0 MiB | 9.0 MiB | 3.0 s | 8 / 20 | 500 / 0 |
+| 1000 | 1000 | 42.4 s | 12.3 s / 30.1 s | 50.0 MiB | 40.0 MiB | 7.2 s | 12 / 34 | 3000 / 3 |
+
+Per-second samples of the operator (RSS, VmHWM, threads, open files, CPU, Ready count) are in operator.json under `many_clusters.<N>.samples`; the operator's reconcile metrics under `many_clusters.<N>.operator.metrics_at_all_ready`.
+"##;
+
+    const EMPTY: &str = r##"# Operator measurements
+
+Machine: ?. Real 3-broker Kafka and kube-apiserver from `scripts/env/up.sh`; release operator. Command: `cargo build --release -p parley-operator -p parley-tests --bin parley-operator --bin parley-measure`, then `target/release/parley-measure` (all scenarios) or `target/release/parley-measure --scenario many --clusters 1000` (one scenario; the others' figures are kept).
+"##;
 }

@@ -25,6 +25,7 @@ use parley_tests::procfs;
 use parley_tests::{env, kafka};
 use serde::Serialize;
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 
 /// Settings of one `many` run.
 pub struct Settings {
@@ -224,9 +225,48 @@ fn apiserver_url() -> String {
         .to_owned()
 }
 
+/// When each ChatCluster was first seen Ready, by name.
+type ReadyAt = Arc<Mutex<HashMap<String, Instant>>>;
+
 /// Run the scenario; returns its JSON figures.
 pub async fn run(settings: &Settings) -> Value {
     let n = settings.clusters;
+    let service_cidr = check_service_range(n);
+    let ns = setup_namespace("measure-many");
+    let base = env::unique("many").replace('-', "_");
+    let client = client().await;
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    let operator = start_operator(&ns, settings).await;
+    let pid = operator.child.id();
+    // Baselines, so CPU and apiserver requests count the run alone.
+    let idle = proc_stat(pid);
+    let requests_before = apiserver_requests();
+
+    let watches = Watches::start(client, &api, &ns, pid);
+    let applied_at = apply_all(&api, &base, settings).await;
+    let apply_s = watches.started.elapsed().as_secs_f64();
+    eprintln!("many: {n} ChatClusters applied in {apply_s:.2}s");
+
+    watches.wait_all_ready(n, settings.timeout).await;
+    let at_ready = measure_at_all_ready(&watches, &operator, &applied_at, &requests_before, &base, n).await;
+    watches.ready_watch.abort();
+
+    let (delete_s, left) = delete_chatclusters(&api, settings.cleanup_timeout).await;
+    watches.sampler.abort();
+    watches.kubelet.abort();
+    // Read before the operator stops, so the end figures include its part of the cleanup.
+    let end = proc_stat(pid);
+    drop(operator);
+    let topics_left = remove_leftovers(&api, &ns, &base, left).await;
+
+    let samples = watches.samples.lock().expect("lock").clone();
+    let cleanup = Cleanup { delete_s, left, topics_left };
+    report(settings, Figures { service_cidr, apply_s, idle, at_ready, end, cleanup, samples })
+}
+
+/// Warn when the apiserver's service range cannot hold a gateway Service per
+/// ChatCluster (the run would stall on "range is full"); returns the range.
+fn check_service_range(n: usize) -> String {
     let (service_cidr, service_ips) = service_range();
     if (service_ips as usize) < n + 16 {
         eprintln!(
@@ -234,72 +274,105 @@ pub async fn run(settings: &Settings) -> Value {
              {n} gateway Services need; start the apiserver with a larger --service-cluster-ip-range"
         );
     }
-    let ns = setup_namespace("measure-many");
-    let base = env::unique("many").replace('-', "_");
-    let client = client().await;
-    let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    service_cidr
+}
 
+/// Start an operator watching `ns` alone, and wait until it is ready.
+async fn start_operator(ns: &str, settings: &Settings) -> Operator {
     let identity = format!("{ns}-op");
-    let mut args: Vec<&str> = vec!["run", "--namespace", &ns, "--identity", &identity];
+    let mut args: Vec<&str> = vec!["run", "--namespace", ns, "--identity", &identity];
     args.extend(settings.operator_args.iter().map(String::as_str));
     let kubeconfig = env::kubeconfig();
     let log_env = [("PARLEY_LOG".to_owned(), settings.operator_log.clone())];
     let operator = Operator::start_with(std::path::Path::new(&kubeconfig), &args, &log_env, &identity);
-    let pid = operator.child.id();
     eprintln!(
-        "many: namespace {ns}, operator pid {pid}, log {}",
+        "many: namespace {ns}, operator pid {}, log {}",
+        operator.child.id(),
         parley_tests::operator::log_path(&identity).display()
     );
     parley_tests::wait::until("operator /readyz", 60, || async {
         parley_tests::operator::try_http_get(operator.http_port, "/readyz").map(|_| ())
     })
     .await;
-    let idle = proc_stat(pid);
-    let requests_before = apiserver_requests();
+    operator
+}
 
-    let marked = Arc::new(Mutex::new(0u64));
-    let kubelet = spawn_kubelet(client.clone(), &ns, marked.clone());
-    let ready_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let ready_watch = spawn_ready_watch(api.clone(), ready_at.clone());
+/// The background tasks that run while the ChatClusters are applied and turn
+/// Ready, and what they record.
+struct Watches {
+    /// Start of the clock of the samples, `apply_all_s` and `first_apply_to_all_ready_s`.
+    started: Instant,
+    ready_at: ReadyAt,
+    /// Deployments the stand-in kubelet reported ready.
+    marked: Arc<Mutex<u64>>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    kubelet: JoinHandle<()>,
+    ready_watch: JoinHandle<()>,
+    sampler: JoinHandle<()>,
+}
 
-    // Sample the operator every second until told to stop.
-    let started = Instant::now();
-    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
-    let sampler = {
-        let (samples, ready_at) = (samples.clone(), ready_at.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let s = proc_stat(pid);
-                let ready = ready_at.lock().expect("lock").len();
-                let t_s = started.elapsed().as_secs_f64();
-                let sample = Sample {
-                    t_s,
-                    rss_kib: s.rss_kib,
-                    hwm_kib: s.hwm_kib,
-                    threads: s.threads,
-                    fds: s.fds,
-                    cpu_s: s.cpu_s,
-                    ready,
-                };
-                eprintln!(
-                    "many: {t_s:6.1}s ready {ready:5} rss {:6.1} MiB hwm {:6.1} MiB threads {:5} fds {:5} cpu {:6.1}s",
-                    s.rss_kib as f64 / 1024.0,
-                    s.hwm_kib as f64 / 1024.0,
-                    s.threads,
-                    s.fds,
-                    s.cpu_s
-                );
-                samples.lock().expect("lock").push(sample);
+impl Watches {
+    /// Start the stand-in kubelet, the Ready watch, then the clock and the sampler.
+    fn start(client: Client, api: &Api<ChatCluster>, ns: &str, pid: u32) -> Self {
+        let marked = Arc::new(Mutex::new(0u64));
+        let kubelet = spawn_kubelet(client, ns, marked.clone());
+        let ready_at: ReadyAt = Arc::default();
+        let ready_watch = spawn_ready_watch(api.clone(), ready_at.clone());
+        let started = Instant::now();
+        let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
+        let sampler = spawn_sampler(pid, started, ready_at.clone(), samples.clone());
+        Watches { started, ready_at, marked, samples, kubelet, ready_watch, sampler }
+    }
+
+    /// Wait until `n` ChatClusters are Ready, or `timeout` after the start.
+    async fn wait_all_ready(&self, n: usize, timeout: Duration) {
+        let deadline = self.started + timeout;
+        loop {
+            if self.ready_at.lock().expect("lock").len() >= n || Instant::now() >= deadline {
+                break;
             }
-        })
-    };
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
 
-    // Apply all N at once, `apply_concurrency` requests in flight.
+/// Sample the operator every second (and log it) until aborted.
+fn spawn_sampler(pid: u32, started: Instant, ready_at: ReadyAt, samples: Arc<Mutex<Vec<Sample>>>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let s = proc_stat(pid);
+            let ready = ready_at.lock().expect("lock").len();
+            let t_s = started.elapsed().as_secs_f64();
+            let sample = Sample {
+                t_s,
+                rss_kib: s.rss_kib,
+                hwm_kib: s.hwm_kib,
+                threads: s.threads,
+                fds: s.fds,
+                cpu_s: s.cpu_s,
+                ready,
+            };
+            eprintln!(
+                "many: {t_s:6.1}s ready {ready:5} rss {:6.1} MiB hwm {:6.1} MiB threads {:5} fds {:5} cpu {:6.1}s",
+                s.rss_kib as f64 / 1024.0,
+                s.hwm_kib as f64 / 1024.0,
+                s.threads,
+                s.fds,
+                s.cpu_s
+            );
+            samples.lock().expect("lock").push(sample);
+        }
+    })
+}
+
+/// Server-side apply all N ChatClusters at once, `apply_concurrency` requests
+/// in flight; returns when each apply was sent, by name.
+async fn apply_all(api: &Api<ChatCluster>, base: &str, settings: &Settings) -> HashMap<String, Instant> {
     let bootstrap = env::kafka_bootstrap();
     let pp = PatchParams::apply("parley-measure").force();
-    let applied_at: HashMap<String, Instant> = futures::stream::iter(0..n)
+    futures::stream::iter(0..settings.clusters)
         .map(|i| {
             let (api, pp) = (api.clone(), pp.clone());
             let name = format!("many-{i:04}");
@@ -312,24 +385,39 @@ pub async fn run(settings: &Settings) -> Value {
         .buffer_unordered(settings.apply_concurrency)
         .try_collect()
         .await
-        .expect("apply ChatClusters");
-    let apply_s = started.elapsed().as_secs_f64();
-    eprintln!("many: {n} ChatClusters applied in {apply_s:.2}s");
+        .expect("apply ChatClusters")
+}
 
-    // Wait for all Ready (or the timeout).
-    let deadline = started + settings.timeout;
-    loop {
-        if ready_at.lock().expect("lock").len() >= n || Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let ready_at = ready_at.lock().expect("lock").clone();
-    let all_ready = ready_at.len() >= n;
-    let total_s = ready_at.values().max().map(|t| t.duration_since(started).as_secs_f64());
-    let at_ready = proc_stat(pid);
-    let metrics = operator_metrics(&operator);
-    let requests = request_diff(&requests_before, &apiserver_requests());
+/// Figures taken as soon as all are Ready (or at the timeout).
+struct AtAllReady {
+    /// How many were Ready.
+    ready: usize,
+    all_ready: bool,
+    /// From the start to the last one Ready; None if none was.
+    total_s: Option<f64>,
+    /// Apply → Ready of each ChatCluster, sorted.
+    per_cluster: Vec<f64>,
+    operator: ProcStat,
+    metrics: Value,
+    requests: Value,
+    topics: usize,
+}
+
+/// Read the figures at all Ready: the Ready times first, then the operator
+/// and the apiserver, before the cleanup adds to either.
+async fn measure_at_all_ready(
+    watches: &Watches,
+    operator: &Operator,
+    applied_at: &HashMap<String, Instant>,
+    requests_before: &BTreeMap<String, f64>,
+    base: &str,
+    n: usize,
+) -> AtAllReady {
+    let ready_at = watches.ready_at.lock().expect("lock").clone();
+    let total_s = ready_at.values().max().map(|t| t.duration_since(watches.started).as_secs_f64());
+    let stat = proc_stat(operator.child.id());
+    let metrics = operator_metrics(operator);
+    let requests = request_diff(requests_before, &apiserver_requests());
     let mut per_cluster: Vec<f64> = ready_at
         .iter()
         .filter_map(|(name, r)| applied_at.get(name).map(|a| r.saturating_duration_since(*a).as_secs_f64()))
@@ -340,16 +428,19 @@ pub async fn run(settings: &Settings) -> Value {
         "many: {} of {n} Ready, last at {:?}s; {topics} topics; deployments marked ready {}",
         ready_at.len(),
         total_s,
-        marked.lock().expect("lock")
+        watches.marked.lock().expect("lock")
     );
-    ready_watch.abort();
+    let ready = ready_at.len();
+    AtAllReady { ready, all_ready: ready >= n, total_s, per_cluster, operator: stat, metrics, requests, topics }
+}
 
-    // Cleanup, bounded: delete the ChatClusters (the operator deletes their
-    // topics), then strip finalizers left, the namespace and any topic left.
+/// Delete the ChatClusters (the operator deletes their topics) and wait, up to
+/// `timeout`, for them to go; returns the seconds taken and how many are left.
+async fn delete_chatclusters(api: &Api<ChatCluster>, timeout: Duration) -> (f64, usize) {
     let deleting = Instant::now();
     let _ = api.delete_collection(&DeleteParams::default(), &ListParams::default()).await;
     let mut left = usize::MAX;
-    while deleting.elapsed() < settings.cleanup_timeout {
+    while deleting.elapsed() < timeout {
         left = api.list_metadata(&ListParams::default()).await.map_or(usize::MAX, |l| l.items.len());
         if left == 0 {
             break;
@@ -358,27 +449,17 @@ pub async fn run(settings: &Settings) -> Value {
     }
     let delete_s = deleting.elapsed().as_secs_f64();
     eprintln!("many: ChatClusters deleted in {delete_s:.1}s ({left} left)");
-    sampler.abort();
-    kubelet.abort();
-    let end = proc_stat(pid);
-    drop(operator);
+    (delete_s, left)
+}
+
+/// With the operator stopped, remove what its deletion left: finalizers of
+/// ChatClusters still there (else the namespace never goes), the namespace,
+/// then any topic under `base`. Returns how many topics are still left.
+async fn remove_leftovers(api: &Api<ChatCluster>, ns: &str, base: &str, left: usize) -> usize {
     if left != 0 {
-        let names: Vec<String> = api
-            .list_metadata(&ListParams::default())
-            .await
-            .map(|l| l.items.iter().map(|m| m.name_any()).collect())
-            .unwrap_or_default();
-        let patch = json!({"metadata": {"finalizers": null}});
-        futures::stream::iter(names)
-            .for_each_concurrent(16, |name| {
-                let (api, patch) = (api.clone(), patch.clone());
-                async move {
-                    let _ = api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
-                }
-            })
-            .await;
+        strip_finalizers(api).await;
     }
-    teardown_namespace(&ns);
+    teardown_namespace(ns);
     let topics_left = match kafka::topics_with_prefix(&format!("{base}_")).map(|t| t.len()) {
         Ok(0) => 0,
         _ => {
@@ -388,29 +469,73 @@ pub async fn run(settings: &Settings) -> Value {
         }
     };
     eprintln!("many: topics left after cleanup: {topics_left}");
+    topics_left
+}
 
-    let samples = samples.lock().expect("lock").clone();
-    let peak_threads = samples.iter().map(|s| s.threads).max().unwrap_or(0);
-    let peak_fds = samples.iter().map(|s| s.fds).max().unwrap_or(0);
-    let peak_rss = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+/// Drop the finalizers of every ChatCluster left in the namespace.
+async fn strip_finalizers(api: &Api<ChatCluster>) {
+    let names: Vec<String> = api
+        .list_metadata(&ListParams::default())
+        .await
+        .map(|l| l.items.iter().map(|m| m.name_any()).collect())
+        .unwrap_or_default();
+    let patch = json!({"metadata": {"finalizers": null}});
+    futures::stream::iter(names)
+        .for_each_concurrent(16, |name| {
+            let (api, patch) = (api.clone(), patch.clone());
+            async move {
+                let _ = api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+            }
+        })
+        .await;
+}
+
+/// How the cleanup went.
+struct Cleanup {
+    delete_s: f64,
+    /// ChatClusters not deleted within the cleanup timeout.
+    left: usize,
+    topics_left: usize,
+}
+
+/// Everything one run measured, for [`report`].
+struct Figures {
+    service_cidr: String,
+    apply_s: f64,
+    /// The operator before the first apply.
+    idle: ProcStat,
+    at_ready: AtAllReady,
+    /// The operator after the cleanup, just before it is stopped.
+    end: ProcStat,
+    cleanup: Cleanup,
+    samples: Vec<Sample>,
+}
+
+/// The run's JSON figures (the keys operator.json and operator.md read).
+fn report(settings: &Settings, f: Figures) -> Value {
+    let (idle, at_ready, end) = (&f.idle, &f.at_ready.operator, &f.end);
+    let per_cluster = &f.at_ready.per_cluster;
+    let peak_threads = f.samples.iter().map(|s| s.threads).max().unwrap_or(0);
+    let peak_fds = f.samples.iter().map(|s| s.fds).max().unwrap_or(0);
+    let peak_rss = f.samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
     json!({
-        "clusters": n,
+        "clusters": settings.clusters,
         "apply_concurrency": settings.apply_concurrency,
-        "apiserver": {"url": apiserver_url(), "service_cidr": service_cidr},
+        "apiserver": {"url": apiserver_url(), "service_cidr": f.service_cidr},
         "operator_args": settings.operator_args,
         "lag_poll_interval": settings.lag_poll_interval.as_deref().unwrap_or("10s (default)"),
-        "all_ready": all_ready,
+        "all_ready": f.at_ready.all_ready,
         "timeout_s": settings.timeout.as_secs(),
-        "ready": ready_at.len(),
-        "apply_all_s": apply_s,
-        "first_apply_to_all_ready_s": total_s,
+        "ready": f.at_ready.ready,
+        "apply_all_s": f.apply_s,
+        "first_apply_to_all_ready_s": f.at_ready.total_s,
         "apply_to_ready_per_cluster_s": {
-            "median": percentile(&per_cluster, 50.0),
-            "p99": percentile(&per_cluster, 99.0),
+            "median": percentile(per_cluster, 50.0),
+            "p99": percentile(per_cluster, 99.0),
             "max": per_cluster.last().copied().unwrap_or(0.0),
         },
-        "topics_created": topics,
-        "apiserver_requests_to_all_ready": requests,
+        "topics_created": f.at_ready.topics,
+        "apiserver_requests_to_all_ready": f.at_ready.requests,
         "operator": {
             "idle_rss_kib": idle.rss_kib,
             "peak_rss_kib": at_ready.hwm_kib,
@@ -422,9 +547,13 @@ pub async fn run(settings: &Settings) -> Value {
             "cpu_s_incl_cleanup": end.cpu_s - idle.cpu_s,
             "peak_threads": peak_threads,
             "peak_open_files": peak_fds,
-            "metrics_at_all_ready": metrics,
+            "metrics_at_all_ready": f.at_ready.metrics,
         },
-        "cleanup": {"delete_s": delete_s, "chatclusters_left": left, "topics_left": topics_left},
-        "samples": samples,
+        "cleanup": {
+            "delete_s": f.cleanup.delete_s,
+            "chatclusters_left": f.cleanup.left,
+            "topics_left": f.cleanup.topics_left,
+        },
+        "samples": f.samples,
     })
 }
