@@ -16,6 +16,9 @@ use crate::error::{BenchError, Result, io};
 
 pub use parley_testkit::client::Ws;
 
+/// The writing half of a load connection (its reader runs apart).
+pub type Sink = futures::stream::SplitSink<Ws, tokio_tungstenite::tungstenite::Message>;
+
 /// Connections per loopback source address: well under its 28,232
 /// ephemeral ports, leaving room for a previous run's connections still in
 /// TIME_WAIT (60 s) when runs follow each other.

@@ -17,8 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::GOAL_P99_DELIVER_MS;
 use super::clock::{Origin, now_ns, split_at_accept};
-use super::send::Sink;
-use crate::client::Ws;
+use crate::client::{Sink, Ws};
 use crate::error::{BenchError, Result};
 use crate::latency;
 use crate::ledger::{Acked, Received};

@@ -6,17 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::SinkExt;
-use futures::stream::SplitSink;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::clock::now_ns;
 use super::read::Progress;
-use crate::client::Ws;
+use crate::client::Sink;
 use crate::error::{BenchError, Result};
 use crate::workload::Conversation;
-
-pub(super) type Sink = SplitSink<Ws, Message>;
 
 /// Writers start this long after being spawned, so all are waiting on
 /// their first tick before it comes.

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::RateArgs;
 use super::read::Progress;
-use super::send::Sink;
+use crate::client::Sink;
 use crate::client::{self, Ws, connect, source_ip};
 use crate::error::{BenchError, Result};
 use crate::target::Target;
