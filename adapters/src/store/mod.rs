@@ -2,8 +2,9 @@
 //! groups with their members. SQLite implements it for standalone mode;
 //! PostgreSQL (Kafka mode) follows the same rules: a batch is stored in one
 //! transaction, `(sender, client_msg_id)` is unique, and seqs are contiguous.
-//! Both run the same SQL (`sql`) for everything but storing a batch and
-//! reading several groups' members, which each does its own way.
+//! Both are one [`SqlStore`], which runs the same SQL for everything but
+//! storing a batch and reading several groups' members, which each dialect
+//! does its own way.
 
 mod plan;
 mod postgres;
@@ -13,6 +14,7 @@ mod sqlite;
 
 pub use plan::{Plan, plan_batch};
 pub use postgres::PostgresStore;
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
 use std::collections::HashMap;

@@ -1,29 +1,31 @@
-//! PostgreSQL implementation of [`Store`] for the Kafka mode. Several storage
-//! consumers write concurrently, so seq assignment locks each conversation's
-//! row (`SELECT ... FOR UPDATE`, in a fixed order so two batches never
-//! deadlock) before [`plan_batch`] decides, all in one transaction.
+//! PostgreSQL implementation of [`Store`](super::Store) for the Kafka mode.
+//! Several storage consumers write concurrently, so seq assignment locks each
+//! conversation's row (`SELECT ... FOR UPDATE`, in a fixed order so two
+//! batches never deadlock) before [`plan_batch`] decides, all in one
+//! transaction.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgQueryResult};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::rows::{self, to_i64, to_u64};
-use super::sql::SqlStore;
-use super::{ConversationSummary, Group, NewMessage, Store, StoreOutcome, StoredMessage, plan_batch};
+use super::sql::{Dialect, SqlStore};
+use super::{NewMessage, StoreOutcome, StoredMessage, plan_batch};
 use crate::{Error, Result};
 use parley_core::ids::ConversationId;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-#[derive(Clone)]
-pub struct PostgresStore {
-    sql: SqlStore<Postgres>,
-}
+/// The new rows of `messages` as one array per column (msg_id, conversation,
+/// seq, sender, client_msg_id, body, ts), for `unnest`.
+type MessageColumns = (Vec<String>, Vec<String>, Vec<i64>, Vec<String>, Vec<String>, Vec<String>, Vec<i64>);
 
-impl PostgresStore {
+/// The PostgreSQL [`Store`](super::Store).
+pub type PostgresStore = SqlStore<Postgres>;
+
+impl SqlStore<Postgres> {
     /// Connect with a pool of at most `max_connections` and run migrations
     /// (sqlx serializes concurrent migrators with an advisory lock, so every
     /// replica may do this at start).
@@ -34,98 +36,33 @@ impl PostgresStore {
             .connect(url)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { sql: SqlStore::new(pool) })
+        Ok(Self { pool })
     }
 
     /// The pool, for health checks.
     pub fn pool(&self) -> &PgPool {
-        &self.sql.pool
-    }
-
-    /// Lock (creating if needed) each conversation's row and read its last
-    /// seq, in one statement. Rows are taken in byte order of their ids, the
-    /// same order for every writer, so two batches never deadlock.
-    async fn lock_conversations(
-        tx: &mut Transaction<'static, Postgres>,
-        conversations: &BTreeSet<&ConversationId>,
-    ) -> Result<HashMap<ConversationId, u64>> {
-        let mut ids = Vec::with_capacity(conversations.len());
-        let (mut user_a, mut user_b) = (Vec::new(), Vec::new());
-        for conversation in conversations {
-            let (a, b) = conversation.direct_participants().unzip();
-            ids.push(conversation.to_string());
-            user_a.push(a.map(str::to_owned));
-            user_b.push(b.map(str::to_owned));
-        }
-        // DO UPDATE (a no-op write) rather than DO NOTHING: it locks an
-        // existing row like FOR UPDATE and returns its last seq.
-        let rows = sqlx::query(
-            "INSERT INTO conversations (id, last_seq, user_a, user_b) \
-             SELECT id, 0, a, b FROM unnest($1::text[], $2::text[], $3::text[]) AS t(id, a, b) \
-             ORDER BY id COLLATE \"C\" \
-             ON CONFLICT (id) DO UPDATE SET last_seq = conversations.last_seq \
-             RETURNING id, last_seq",
-        )
-        .bind(&ids)
-        .bind(user_a)
-        .bind(user_b)
-        .fetch_all(&mut **tx)
-        .await?;
-        let by_id: HashMap<&str, &ConversationId> =
-            ids.iter().map(String::as_str).zip(conversations.iter().copied()).collect();
-        let mut last_seq = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let id: String = row.try_get("id")?;
-            let conversation = by_id.get(id.as_str()).ok_or_else(|| Error::Invalid(format!("unexpected row {id}")))?;
-            last_seq.insert((*conversation).clone(), to_u64(row.try_get("last_seq")?));
-        }
-        Ok(last_seq)
-    }
-
-    async fn existing(
-        tx: &mut Transaction<'static, Postgres>,
-        batch: &[NewMessage],
-    ) -> Result<HashMap<(String, String), StoredMessage>> {
-        let senders: Vec<String> = batch.iter().map(|m| m.from.clone()).collect();
-        let ids: Vec<String> = batch.iter().map(|m| m.client_msg_id.clone()).collect();
-        let rows = sqlx::query(
-            "SELECT m.msg_id, m.conversation, m.seq, m.sender, m.client_msg_id, m.body, m.ts \
-             FROM messages m JOIN unnest($1::text[], $2::text[]) AS k(sender, client_msg_id) \
-             ON m.sender = k.sender AND m.client_msg_id = k.client_msg_id",
-        )
-        .bind(senders)
-        .bind(ids)
-        .fetch_all(&mut **tx)
-        .await?;
-        let mut out = HashMap::new();
-        for row in &rows {
-            let m = rows::message(row)?;
-            out.insert((m.from.clone(), m.client_msg_id.clone()), m);
-        }
-        Ok(out)
+        &self.pool
     }
 }
 
-#[async_trait]
-impl Store for PostgresStore {
-    async fn ping(&self) -> Result<()> {
-        self.sql.ping().await
+impl Dialect for Postgres {
+    fn rows_affected(done: &PgQueryResult) -> u64 {
+        done.rows_affected()
     }
 
-    async fn store_batch(&self, batch: &[NewMessage]) -> Result<Vec<StoreOutcome>> {
+    async fn store_batch(store: &SqlStore<Self>, batch: &[NewMessage]) -> Result<Vec<StoreOutcome>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.sql.pool.begin().await?;
+        let mut tx = store.pool.begin().await?;
         let conversations: BTreeSet<&ConversationId> = batch.iter().map(|m| &m.conversation).collect();
-        let last_seq = Self::lock_conversations(&mut tx, &conversations).await?;
+        let last_seq = lock_conversations(&mut tx, &conversations).await?;
         // Read after the locks: a concurrent writer of the same conversation
         // has committed by now, so its rows are visible here.
-        let existing = Self::existing(&mut tx, batch).await?;
+        let existing = existing_messages(&mut tx, batch).await?;
         let plan = plan_batch(batch, &existing, &last_seq);
 
-        let mut cols: (Vec<String>, Vec<String>, Vec<i64>, Vec<String>, Vec<String>, Vec<String>, Vec<i64>) =
-            Default::default();
+        let mut cols = MessageColumns::default();
         for &i in &plan.inserts {
             let m = &plan.outcomes[i].message;
             cols.0.push(m.msg_id.clone());
@@ -168,45 +105,76 @@ impl Store for PostgresStore {
         Ok(plan.outcomes)
     }
 
-    async fn history(&self, conversation: &ConversationId, after_seq: u64, limit: u32) -> Result<Vec<StoredMessage>> {
-        self.sql.history(conversation, after_seq, limit).await
-    }
-
-    async fn create_group(&self, id: &str, name: &str, creator: &str, members: &[String]) -> Result<Group> {
-        self.sql.create_group(id, name, creator, members).await
-    }
-
-    async fn group(&self, id: &str) -> Result<Option<Group>> {
-        self.sql.group(id).await
-    }
-
-    async fn join_group(&self, id: &str, user: &str) -> Result<()> {
-        self.sql.join_group(id, user).await
-    }
-
-    async fn leave_group(&self, id: &str, user: &str) -> Result<bool> {
-        self.sql.leave_group(id, user).await
-    }
-
-    async fn members(&self, id: &str) -> Result<Vec<String>> {
-        self.sql.members(id).await
-    }
-
-    async fn members_of(&self, ids: &[String]) -> Result<HashMap<String, Vec<String>>> {
+    async fn members_of(store: &SqlStore<Self>, ids: &[String]) -> Result<HashMap<String, Vec<String>>> {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT group_id, user_id FROM group_members WHERE group_id = ANY($1) ORDER BY group_id, user_id",
         )
         .bind(ids)
-        .fetch_all(&self.sql.pool)
+        .fetch_all(&store.pool)
         .await?;
         Ok(rows::group_members(ids, rows))
     }
+}
 
-    async fn is_member(&self, id: &str, user: &str) -> Result<bool> {
-        self.sql.is_member(id, user).await
+/// Lock (creating if needed) each conversation's row and read its last
+/// seq, in one statement. Rows are taken in byte order of their ids, the
+/// same order for every writer, so two batches never deadlock.
+async fn lock_conversations(
+    tx: &mut Transaction<'static, Postgres>,
+    conversations: &BTreeSet<&ConversationId>,
+) -> Result<HashMap<ConversationId, u64>> {
+    let mut ids = Vec::with_capacity(conversations.len());
+    let (mut user_a, mut user_b) = (Vec::new(), Vec::new());
+    for conversation in conversations {
+        let (a, b) = conversation.direct_participants().unzip();
+        ids.push(conversation.to_string());
+        user_a.push(a.map(str::to_owned));
+        user_b.push(b.map(str::to_owned));
     }
+    // DO UPDATE (a no-op write) rather than DO NOTHING: it locks an
+    // existing row like FOR UPDATE and returns its last seq.
+    let rows = sqlx::query(
+        "INSERT INTO conversations (id, last_seq, user_a, user_b) \
+         SELECT id, 0, a, b FROM unnest($1::text[], $2::text[], $3::text[]) AS t(id, a, b) \
+         ORDER BY id COLLATE \"C\" \
+         ON CONFLICT (id) DO UPDATE SET last_seq = conversations.last_seq \
+         RETURNING id, last_seq",
+    )
+    .bind(&ids)
+    .bind(user_a)
+    .bind(user_b)
+    .fetch_all(&mut **tx)
+    .await?;
+    let by_id: HashMap<&str, &ConversationId> =
+        ids.iter().map(String::as_str).zip(conversations.iter().copied()).collect();
+    let mut last_seq = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let id: String = row.try_get("id")?;
+        let conversation = by_id.get(id.as_str()).ok_or_else(|| Error::Invalid(format!("unexpected row {id}")))?;
+        last_seq.insert((*conversation).clone(), to_u64(row.try_get("last_seq")?));
+    }
+    Ok(last_seq)
+}
 
-    async fn conversations_of(&self, user: &str) -> Result<Vec<ConversationSummary>> {
-        self.sql.conversations_of(user).await
+async fn existing_messages(
+    tx: &mut Transaction<'static, Postgres>,
+    batch: &[NewMessage],
+) -> Result<HashMap<(String, String), StoredMessage>> {
+    let senders: Vec<String> = batch.iter().map(|m| m.from.clone()).collect();
+    let ids: Vec<String> = batch.iter().map(|m| m.client_msg_id.clone()).collect();
+    let rows = sqlx::query(
+        "SELECT m.msg_id, m.conversation, m.seq, m.sender, m.client_msg_id, m.body, m.ts \
+         FROM messages m JOIN unnest($1::text[], $2::text[]) AS k(sender, client_msg_id) \
+         ON m.sender = k.sender AND m.client_msg_id = k.client_msg_id",
+    )
+    .bind(senders)
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut out = HashMap::new();
+    for row in &rows {
+        let m = rows::message(row)?;
+        out.insert((m.from.clone(), m.client_msg_id.clone()), m);
     }
+    Ok(out)
 }

@@ -1,45 +1,50 @@
-//! The [`Store`](super::Store) operations whose SQL is the same in both
-//! dialects (history, groups and their members, a user's conversations),
-//! written once and generic over the sqlx database. `PostgresStore` and
-//! `SqliteStore` delegate to [`SqlStore`] and keep only what differs: storing
-//! a batch (PostgreSQL locks conversation rows, SQLite takes the write lock)
-//! and reading the members of several groups.
+//! The [`Store`] operations whose SQL is the same in both dialects (history,
+//! groups and their members, a user's conversations), written once and
+//! generic over the sqlx database: `SqlStore<DB>` implements [`Store`] for
+//! every [`Dialect`]. What differs (storing a batch: PostgreSQL locks
+//! conversation rows, SQLite takes the write lock; reading the members of
+//! several groups) is each dialect's [`Dialect`] impl, next to its
+//! constructors in `postgres.rs` and `sqlite.rs`.
 //!
 //! Statements use numbered `$N` placeholders: PostgreSQL's own, and sqlx's
 //! SQLite driver binds a parameter named `$N` to the N-th argument. SQLite
 //! reads `$1` as a named parameter, so one used twice is one parameter, bound
-//! once (as in [`SqlStore::conversations_of`]; a test covers it).
+//! once (as in [`Store::conversations_of`]; a test covers it).
 
-use sqlx::postgres::{PgQueryResult, Postgres};
-use sqlx::sqlite::{Sqlite, SqliteQueryResult};
+use std::collections::HashMap;
+use std::future::Future;
+
+use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
 use super::rows::{self, to_u64};
-use super::{ConversationSummary, Group, StoredMessage};
+use super::{ConversationSummary, Group, NewMessage, Store, StoreOutcome, StoredMessage};
 use crate::{Error, Result};
 use parley_core::ids::ConversationId;
 use parley_core::time::now_millis;
 
-/// What differs between the dialects below the SQL text.
-pub(super) trait Dialect: Database {
+/// What differs between the dialects. Implemented for `sqlx::Postgres` and
+/// `sqlx::Sqlite` only (the trait cannot be named outside this crate).
+pub trait Dialect: Database {
     /// Rows changed by a statement (each driver has its own result type).
     fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// [`Store::store_batch`].
+    fn store_batch(
+        store: &SqlStore<Self>,
+        batch: &[NewMessage],
+    ) -> impl Future<Output = Result<Vec<StoreOutcome>>> + Send;
+
+    /// [`Store::members_of`].
+    fn members_of(
+        store: &SqlStore<Self>,
+        ids: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, Vec<String>>>> + Send;
 }
 
-impl Dialect for Postgres {
-    fn rows_affected(done: &PgQueryResult) -> u64 {
-        done.rows_affected()
-    }
-}
-
-impl Dialect for Sqlite {
-    fn rows_affected(done: &SqliteQueryResult) -> u64 {
-        done.rows_affected()
-    }
-}
-
-/// A pool and the operations both SQL stores run the same way.
-pub(super) struct SqlStore<DB: Database> {
+/// A SQL [`Store`] on a pool of `DB` connections: [`PostgresStore`](super::PostgresStore)
+/// or [`SqliteStore`](super::SqliteStore).
+pub struct SqlStore<DB: Database> {
     pub(super) pool: Pool<DB>,
 }
 
@@ -52,7 +57,8 @@ impl<DB: Database> Clone for SqlStore<DB> {
 // The bounds say once what the statements below bind and read: text and
 // BIGINT values, columns by name and by position, run on the pool or in a
 // transaction. Both `Postgres` and `Sqlite` meet them.
-impl<DB> SqlStore<DB>
+#[async_trait]
+impl<DB> Store for SqlStore<DB>
 where
     DB: Dialect,
     DB::Arguments: IntoArguments<DB>,
@@ -63,21 +69,16 @@ where
     &'static str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
-    pub(super) fn new(pool: Pool<DB>) -> Self {
-        Self { pool }
-    }
-
-    pub(super) async fn ping(&self) -> Result<()> {
+    async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
-    pub(super) async fn history(
-        &self,
-        conversation: &ConversationId,
-        after_seq: u64,
-        limit: u32,
-    ) -> Result<Vec<StoredMessage>> {
+    async fn store_batch(&self, batch: &[NewMessage]) -> Result<Vec<StoreOutcome>> {
+        DB::store_batch(self, batch).await
+    }
+
+    async fn history(&self, conversation: &ConversationId, after_seq: u64, limit: u32) -> Result<Vec<StoredMessage>> {
         let rows = sqlx::query(
             "SELECT msg_id, conversation, seq, sender, client_msg_id, body, ts FROM messages \
              WHERE conversation = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3",
@@ -91,7 +92,7 @@ where
         rows.iter().map(rows::message).collect()
     }
 
-    pub(super) async fn create_group(&self, id: &str, name: &str, creator: &str, members: &[String]) -> Result<Group> {
+    async fn create_group(&self, id: &str, name: &str, creator: &str, members: &[String]) -> Result<Group> {
         let now = now_millis();
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
@@ -122,7 +123,7 @@ where
         Ok(Group { id: id.to_owned(), name: name.to_owned(), created_by: creator.to_owned(), created_at: now })
     }
 
-    pub(super) async fn group(&self, id: &str) -> Result<Option<Group>> {
+    async fn group(&self, id: &str) -> Result<Option<Group>> {
         let row = sqlx::query("SELECT id, name, created_by, created_at FROM chat_groups WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -130,7 +131,7 @@ where
         row.as_ref().map(rows::group).transpose()
     }
 
-    pub(super) async fn join_group(&self, id: &str, user: &str) -> Result<()> {
+    async fn join_group(&self, id: &str, user: &str) -> Result<()> {
         if self.group(id).await?.is_none() {
             return Err(Error::NotFound(format!("group {id}")));
         }
@@ -146,7 +147,7 @@ where
         Ok(())
     }
 
-    pub(super) async fn leave_group(&self, id: &str, user: &str) -> Result<bool> {
+    async fn leave_group(&self, id: &str, user: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
             .bind(id)
             .bind(user)
@@ -155,14 +156,18 @@ where
         Ok(DB::rows_affected(&done) > 0)
     }
 
-    pub(super) async fn members(&self, id: &str) -> Result<Vec<String>> {
+    async fn members(&self, id: &str) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = $1 ORDER BY user_id")
             .bind(id)
             .fetch_all(&self.pool)
             .await?)
     }
 
-    pub(super) async fn is_member(&self, id: &str, user: &str) -> Result<bool> {
+    async fn members_of(&self, ids: &[String]) -> Result<HashMap<String, Vec<String>>> {
+        DB::members_of(self, ids).await
+    }
+
+    async fn is_member(&self, id: &str, user: &str) -> Result<bool> {
         // Only whether a row comes back; `1` decodes as INT4 in PostgreSQL
         // and INTEGER in SQLite, so it is not read.
         let found = sqlx::query("SELECT 1 FROM group_members WHERE group_id = $1 AND user_id = $2")
@@ -173,7 +178,7 @@ where
         Ok(found.is_some())
     }
 
-    pub(super) async fn conversations_of(&self, user: &str) -> Result<Vec<ConversationSummary>> {
+    async fn conversations_of(&self, user: &str) -> Result<Vec<ConversationSummary>> {
         let mut out = Vec::new();
         // last_seq > 0: in PostgreSQL a row can exist (locked) before its
         // first message commits; SQLite writes a row only with its messages.

@@ -5,24 +5,20 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult, SqliteSynchronous};
 use sqlx::{Sqlite, Transaction};
 
 use super::rows::{self, to_i64, to_u64};
-use super::sql::SqlStore;
-use super::{ConversationSummary, Group, NewMessage, Store, StoreOutcome, StoredMessage, plan_batch};
+use super::sql::{Dialect, SqlStore};
+use super::{NewMessage, Store, StoreOutcome, StoredMessage, plan_batch};
 use crate::Result;
-use parley_core::ids::ConversationId;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-#[derive(Clone)]
-pub struct SqliteStore {
-    sql: SqlStore<Sqlite>,
-}
+/// The SQLite [`Store`].
+pub type SqliteStore = SqlStore<Sqlite>;
 
-impl SqliteStore {
+impl SqlStore<Sqlite> {
     /// Open (creating if missing) the database file and run migrations.
     pub async fn open(path: &Path) -> Result<Self> {
         let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
@@ -44,45 +40,28 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { sql: SqlStore::new(pool) })
-    }
-
-    async fn existing(
-        tx: &mut Transaction<'static, Sqlite>,
-        from: &str,
-        client_msg_id: &str,
-    ) -> Result<Option<StoredMessage>> {
-        let row = sqlx::query(
-            "SELECT msg_id, conversation, seq, sender, client_msg_id, body, ts \
-             FROM messages WHERE sender = ? AND client_msg_id = ?",
-        )
-        .bind(from)
-        .bind(client_msg_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-        row.as_ref().map(rows::message).transpose()
+        Ok(Self { pool })
     }
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn ping(&self) -> Result<()> {
-        self.sql.ping().await
+impl Dialect for Sqlite {
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
     }
 
-    async fn store_batch(&self, batch: &[NewMessage]) -> Result<Vec<StoreOutcome>> {
+    async fn store_batch(store: &SqlStore<Self>, batch: &[NewMessage]) -> Result<Vec<StoreOutcome>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
         // IMMEDIATE takes the write lock up front, so the seqs read below
         // cannot be handed out by another writer before we commit.
-        let mut tx = self.sql.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut existing = HashMap::new();
         let mut last_seq = HashMap::new();
         for m in batch {
             let key = (m.from.clone(), m.client_msg_id.clone());
             if !existing.contains_key(&key)
-                && let Some(found) = Self::existing(&mut tx, &m.from, &m.client_msg_id).await?
+                && let Some(found) = existing_message(&mut tx, &m.from, &m.client_msg_id).await?
             {
                 existing.insert(key, found);
             }
@@ -131,52 +110,37 @@ impl Store for SqliteStore {
         Ok(plan.outcomes)
     }
 
-    async fn history(&self, conversation: &ConversationId, after_seq: u64, limit: u32) -> Result<Vec<StoredMessage>> {
-        self.sql.history(conversation, after_seq, limit).await
-    }
-
-    async fn create_group(&self, id: &str, name: &str, creator: &str, members: &[String]) -> Result<Group> {
-        self.sql.create_group(id, name, creator, members).await
-    }
-
-    async fn group(&self, id: &str) -> Result<Option<Group>> {
-        self.sql.group(id).await
-    }
-
-    async fn join_group(&self, id: &str, user: &str) -> Result<()> {
-        self.sql.join_group(id, user).await
-    }
-
-    async fn leave_group(&self, id: &str, user: &str) -> Result<bool> {
-        self.sql.leave_group(id, user).await
-    }
-
-    async fn members(&self, id: &str) -> Result<Vec<String>> {
-        self.sql.members(id).await
-    }
-
-    async fn members_of(&self, ids: &[String]) -> Result<HashMap<String, Vec<String>>> {
+    async fn members_of(store: &SqlStore<Self>, ids: &[String]) -> Result<HashMap<String, Vec<String>>> {
         // In process, so one query per group costs no round trip.
         let mut out = HashMap::with_capacity(ids.len());
         for id in ids {
-            out.insert(id.clone(), self.members(id).await?);
+            out.insert(id.clone(), store.members(id).await?);
         }
         Ok(out)
     }
+}
 
-    async fn is_member(&self, id: &str, user: &str) -> Result<bool> {
-        self.sql.is_member(id, user).await
-    }
-
-    async fn conversations_of(&self, user: &str) -> Result<Vec<ConversationSummary>> {
-        self.sql.conversations_of(user).await
-    }
+async fn existing_message(
+    tx: &mut Transaction<'static, Sqlite>,
+    from: &str,
+    client_msg_id: &str,
+) -> Result<Option<StoredMessage>> {
+    let row = sqlx::query(
+        "SELECT msg_id, conversation, seq, sender, client_msg_id, body, ts \
+         FROM messages WHERE sender = ? AND client_msg_id = ?",
+    )
+    .bind(from)
+    .bind(client_msg_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.as_ref().map(rows::message).transpose()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::store::test_message as msg;
+    use crate::store::{SqliteStore, Store};
+    use parley_core::ids::ConversationId;
     use parley_core::time::now_millis;
 
     #[tokio::test]
