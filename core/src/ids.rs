@@ -22,6 +22,8 @@ pub enum IdError {
     TooLong { what: &'static str },
     #[error("{what} may contain only letters, digits, '_', '.' and '-'")]
     BadChars { what: &'static str },
+    #[error("{what} must not be only dots")]
+    OnlyDots { what: &'static str },
     #[error("conversation id must be `dm:<user>:<user>` or `group:<id>`")]
     BadConversation,
 }
@@ -36,6 +38,11 @@ fn validate_name(what: &'static str, s: &str) -> Result<(), IdError> {
     if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
         return Err(IdError::BadChars { what });
     }
+    // `.` and `..` name a directory in a path or URL; as an id they would
+    // read as one wherever an id is joined into a path.
+    if s.bytes().all(|b| b == b'.') {
+        return Err(IdError::OnlyDots { what });
+    }
     Ok(())
 }
 
@@ -45,6 +52,36 @@ pub fn validate_user_id(s: &str) -> Result<(), IdError> {
 
 pub fn validate_group_id(s: &str) -> Result<(), IdError> {
     validate_name("group id", s)
+}
+
+/// Why a display name (a group's name) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum NameError {
+    #[error("`name` must be 1 to {max} characters")]
+    Length { max: usize },
+    #[error("`name` must not contain control characters (found U+{0:04X})")]
+    Control(u32),
+    #[error("`name` must not contain bidirectional override or isolate characters (found U+{0:04X})")]
+    Bidi(u32),
+}
+
+/// A display name, trimmed: 1 to `max` characters, no control characters
+/// and no bidirectional controls (which make a name display as another,
+/// e.g. "admin" followed by U+202E reversing what comes after).
+pub fn validate_display_name(name: &str, max: usize) -> Result<&str, NameError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > max {
+        return Err(NameError::Length { max });
+    }
+    for c in name.chars() {
+        if c.is_control() {
+            return Err(NameError::Control(c.into()));
+        }
+        if matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') {
+            return Err(NameError::Bidi(c.into()));
+        }
+    }
+    Ok(name)
 }
 
 /// A conversation: direct (two users, stored sorted) or a group.
@@ -182,5 +219,23 @@ mod tests {
         assert!(validate_user_id(&"a".repeat(MAX_NAME_LEN)).is_ok());
         assert!(validate_user_id(&"a".repeat(MAX_NAME_LEN + 1)).is_err());
         assert!(validate_user_id("a:b").is_err());
+        for dots in [".", "..", "..."] {
+            assert_eq!(validate_group_id(dots), Err(IdError::OnlyDots { what: "group id" }));
+            assert!(validate_user_id(dots).is_err());
+        }
+        assert!(validate_group_id("a..b").is_ok() && validate_group_id(".a").is_ok());
+    }
+
+    #[test]
+    fn display_names_refuse_controls_and_bidi_overrides() {
+        assert_eq!(validate_display_name("  Team 🚀 Ünïcode  ", 20), Ok("Team 🚀 Ünïcode"));
+        assert_eq!(validate_display_name("   ", 20), Err(NameError::Length { max: 20 }));
+        assert_eq!(validate_display_name(&"x".repeat(21), 20), Err(NameError::Length { max: 20 }));
+        assert_eq!(validate_display_name("a\u{0007}b", 20), Err(NameError::Control(7)));
+        assert_eq!(validate_display_name("a\nb", 20), Err(NameError::Control(10)));
+        assert_eq!(validate_display_name("admin\u{202E}gnp.exe", 20), Err(NameError::Bidi(0x202E)));
+        assert_eq!(validate_display_name("x\u{2067}y", 20), Err(NameError::Bidi(0x2067)));
+        let err = validate_display_name("admin\u{202E}", 20).unwrap_err().to_string();
+        assert!(err.contains("U+202E"), "{err}");
     }
 }

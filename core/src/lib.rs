@@ -12,6 +12,7 @@ pub mod protocol;
 pub mod ready;
 pub mod shutdown;
 pub mod telemetry;
+pub mod throttle;
 pub mod time;
 pub mod topics;
 

@@ -30,6 +30,13 @@ pub mod codes {
     pub const INTERNAL: &str = "internal";
 }
 
+/// WebSocket close codes of this protocol, in the private range 4000-4999
+/// (the standard ones, 1000-1015, keep their meaning).
+pub mod close_codes {
+    /// The connection's token expired: get a new token and reconnect.
+    pub const TOKEN_EXPIRED: u16 = 4001;
+}
+
 /// Client frame type names.
 pub mod kinds {
     pub const SEND: &str = "send";
@@ -224,6 +231,25 @@ pub fn parse_client_frame(text: &str, limits: &Limits) -> Result<ClientFrame, Pr
     }
 }
 
+/// The `client_msg_id` a frame carries, if any and well formed, read
+/// leniently: a refused frame (over the rate, or invalid in another field)
+/// is answered naming the send it refuses, so the client knows which one to
+/// retry or drop.
+pub fn client_msg_id_of(text: &str, limits: &Limits) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Peek {
+        client_msg_id: Option<Value>,
+    }
+    if text.len() > limits.max_frame_bytes {
+        return None;
+    }
+    let Value::String(id) = serde_json::from_str::<Peek>(text).ok()?.client_msg_id? else {
+        return None;
+    };
+    let well_formed = !id.is_empty() && id.len() <= MAX_CLIENT_MSG_ID_LEN && !id.chars().any(char::is_control);
+    well_formed.then_some(id)
+}
+
 fn validate_send(raw: RawSend, limits: &Limits) -> Result<SendFrame, ProtocolError> {
     let kind = kinds::SEND;
     let id = raw.client_msg_id;
@@ -327,6 +353,11 @@ struct Envelope<T> {
 impl ServerFrame {
     pub fn error(code: &str, reason: impl ToString) -> Self {
         Self::Error { code: code.to_owned(), reason: reason.to_string(), client_msg_id: None }
+    }
+
+    /// An error about the send `client_msg_id`, if the frame named one.
+    pub fn refusal(code: &str, reason: impl ToString, client_msg_id: Option<String>) -> Self {
+        Self::Error { code: code.to_owned(), reason: reason.to_string(), client_msg_id }
     }
 
     /// A `forbidden` error; `client_msg_id` names the send refused, if a send was.
@@ -471,5 +502,22 @@ mod tests {
             ts: 5,
         });
         assert_eq!(ServerFrame::from_json(&m.to_json()).unwrap(), m);
+    }
+
+    #[test]
+    fn a_refused_frame_is_named_by_its_client_msg_id_when_it_has_a_sound_one() {
+        let l = Limits::default();
+        let send = r#"{"type":"send","client_msg_id":"c-1","to":{"user":"b"},"body":""}"#;
+        assert_eq!(client_msg_id_of(send, &l).as_deref(), Some("c-1"));
+        assert!(parse_client_frame(send, &l).is_err(), "still refused: empty body");
+        assert_eq!(client_msg_id_of(r#"{"type":"ping"}"#, &l), None);
+        assert_eq!(client_msg_id_of(r#"{"client_msg_id":7}"#, &l), None);
+        assert_eq!(client_msg_id_of(r#"{"client_msg_id":""}"#, &l), None);
+        assert_eq!(client_msg_id_of(r#"{"client_msg_id":"a\u0007"}"#, &l), None);
+        let long = format!(r#"{{"client_msg_id":"{}"}}"#, "x".repeat(MAX_CLIENT_MSG_ID_LEN + 1));
+        assert_eq!(client_msg_id_of(&long, &l), None);
+        assert_eq!(client_msg_id_of("not json", &l), None);
+        let tiny = Limits { max_frame_bytes: 10, ..l };
+        assert_eq!(client_msg_id_of(send, &tiny), None, "over the frame limit nothing is read");
     }
 }

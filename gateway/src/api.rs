@@ -107,10 +107,7 @@ pub async fn create_group(
         None => uuid::Uuid::now_v7().simple().to_string(),
     };
     ids::validate_group_id(&id).map_err(ApiError::bad_request)?;
-    let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_GROUP_NAME_CHARS {
-        return Err(ApiError::bad_request(format!("`name` must be 1 to {MAX_GROUP_NAME_CHARS} characters")));
-    }
+    let name = ids::validate_display_name(&req.name, MAX_GROUP_NAME_CHARS).map_err(ApiError::bad_request)?;
     if req.members.len() > MAX_INITIAL_MEMBERS {
         return Err(ApiError::bad_request(format!("at most {MAX_INITIAL_MEMBERS} initial members")));
     }
@@ -133,12 +130,15 @@ pub async fn members(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Members>> {
     ids::validate_group_id(&id).map_err(ApiError::bad_request)?;
-    if state.store.group(&id).await?.is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("group {id} not found")));
-    }
     let members = state.store.members(&id).await?;
+    // An unknown group and one the user is not in get the same answer, so
+    // the endpoint does not tell which ids exist.
     if !members.contains(&user) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, codes::FORBIDDEN, format!("not a member of group {id}")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            format!("no group {id} with you as a member"),
+        ));
     }
     Ok(Json(Members { group: id, members }))
 }

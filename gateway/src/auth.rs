@@ -15,6 +15,14 @@ use crate::Result;
 use crate::api_error::{ApiError, codes};
 
 pub const ISSUER: &str = "parley";
+/// Clock skew allowed between whoever mints tokens and this gateway, on
+/// `exp` (jsonwebtoken's default is 60 s).
+pub const LEEWAY: Duration = Duration::from_secs(5);
+/// The longest lifetime a token may have left when presented: a token
+/// "valid until 9999" is a password that never changes. A deployment that
+/// mints its own tokens keeps them shorter.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Query parameter carrying the token, for browsers (which cannot set headers
 /// on a WebSocket handshake).
 pub const TOKEN_QUERY: &str = "token";
@@ -39,6 +47,7 @@ impl Auth {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        validation.leeway = LEEWAY.as_secs();
         Self {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
@@ -48,6 +57,12 @@ impl Auth {
 
     pub fn mint(&self, user: &str, ttl: Duration) -> Result<String> {
         ids::validate_user_id(user).map_err(|e| crate::Error::Config(format!("user `{user}`: {e}")))?;
+        if ttl > MAX_LIFETIME {
+            return Err(crate::Error::Config(format!(
+                "a token lifetime of {ttl:?} is longer than the gateway accepts ({} days)",
+                MAX_LIFETIME.as_secs() / 86400
+            )));
+        }
         let now = jsonwebtoken::get_current_timestamp();
         let claims =
             Claims { sub: user.to_owned(), iss: ISSUER.to_owned(), iat: now, exp: now.saturating_add(ttl.as_secs()) };
@@ -56,10 +71,35 @@ impl Auth {
 
     /// The user a token authenticates, or why it does not.
     pub fn verify(&self, token: &str) -> Result<String, TokenRefused> {
+        self.verify_session(token).map(|s| s.user)
+    }
+
+    /// The user a token authenticates and until when.
+    pub fn verify_session(&self, token: &str) -> Result<Session, TokenRefused> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?;
         ids::validate_user_id(&data.claims.sub)?;
-        Ok(data.claims.sub)
+        let now = jsonwebtoken::get_current_timestamp();
+        check_lifetime(data.claims.exp, now)?;
+        let expires_in = Duration::from_secs(data.claims.exp.saturating_add(LEEWAY.as_secs()).saturating_sub(now));
+        Ok(Session { user: data.claims.sub, expires_in })
     }
+}
+
+/// A token's lifetime left at `now` (Unix seconds) within [`MAX_LIFETIME`].
+fn check_lifetime(exp: u64, now: u64) -> Result<(), TokenRefused> {
+    let max = MAX_LIFETIME.as_secs() + LEEWAY.as_secs();
+    if exp.saturating_sub(now) > max {
+        return Err(TokenRefused::Lifetime { days: MAX_LIFETIME.as_secs() / 86400 });
+    }
+    Ok(())
+}
+
+/// An authenticated user and how long the token stays valid (leeway
+/// included): a WebSocket session ends then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: String,
+    pub expires_in: Duration,
 }
 
 /// Why a token authenticates nobody; the message goes to the client.
@@ -69,6 +109,8 @@ pub enum TokenRefused {
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("invalid token subject: {0}")]
     Subject(#[from] ids::IdError),
+    #[error("invalid token: it expires more than {days} days from now")]
+    Lifetime { days: u64 },
 }
 
 /// State that can check tokens: what the [`AuthUser`] extractor needs of
@@ -100,6 +142,18 @@ impl<S: AuthState> FromRequestParts<S> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        AuthSession::from_request_parts(parts, state).await.map(|AuthSession(s)| AuthUser(s.user))
+    }
+}
+
+/// Extractor: the authenticated user with the token's time left (for a
+/// WebSocket session, which must end when its token does), or a 401.
+pub struct AuthSession(pub Session);
+
+impl<S: AuthState> FromRequestParts<S> for AuthSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let token = token_from_parts(parts).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -109,8 +163,8 @@ impl<S: AuthState> FromRequestParts<S> for AuthUser {
         })?;
         state
             .auth()
-            .verify(&token)
-            .map(AuthUser)
+            .verify_session(&token)
+            .map(AuthSession)
             .map_err(|refused| ApiError::new(StatusCode::UNAUTHORIZED, codes::UNAUTHENTICATED, refused))
     }
 }
@@ -138,6 +192,32 @@ mod tests {
         let claims = Claims { sub: "alice".into(), iss: ISSUER.into(), iat: now - 1000, exp: now - 500 };
         let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &a.encoding).unwrap();
         assert!(a.verify(&t).is_err());
+    }
+
+    fn signed(a: &Auth, exp: u64) -> String {
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = Claims { sub: "alice".into(), iss: ISSUER.into(), iat: now, exp };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &a.encoding).unwrap()
+    }
+
+    #[test]
+    fn lifetimes_are_capped_and_sessions_know_theirs() {
+        let a = Auth::new("s");
+        let now = jsonwebtoken::get_current_timestamp();
+        let year_9999 = 253_402_300_799;
+        let err = a.verify(&signed(&a, year_9999)).unwrap_err();
+        assert!(matches!(err, TokenRefused::Lifetime { days: 30 }), "{err}");
+        assert!(a.verify(&signed(&a, now + MAX_LIFETIME.as_secs() + 3600)).is_err());
+        assert!(a.verify(&signed(&a, now + MAX_LIFETIME.as_secs() - 3600)).is_ok());
+        let s = a.verify_session(&signed(&a, now + 100)).unwrap();
+        assert_eq!(s.user, "alice");
+        assert!(s.expires_in <= Duration::from_secs(100) + LEEWAY && s.expires_in >= Duration::from_secs(98));
+        // Within the leeway an expired token still verifies, with only the
+        // leeway's rest left to it.
+        assert!(a.verify_session(&signed(&a, now - 1)).unwrap().expires_in < LEEWAY);
+        assert!(a.verify(&signed(&a, now - LEEWAY.as_secs() - 2)).is_err());
+        assert!(a.mint("alice", MAX_LIFETIME).is_ok());
+        assert!(a.mint("alice", MAX_LIFETIME + Duration::from_secs(1)).is_err());
     }
 
     #[test]

@@ -74,12 +74,41 @@ pub struct ServeArgs {
     /// HS256 secret for tokens (required: no dev secret in cluster mode).
     #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: String,
-    #[arg(long, env = "PARLEY_DEV_LOGIN", default_value_t = false, action = ArgAction::Set)]
-    pub dev_login: bool,
+    /// Serve `POST /api/dev/token` (a token for any name). Off unless asked
+    /// for, and refused on a non-loopback `--listen`: see [`dev_login`].
+    #[arg(long, env = "PARLEY_DEV_LOGIN", action = ArgAction::Set)]
+    pub dev_login: Option<bool>,
     #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
     #[command(flatten)]
     pub session: SessionArgs,
+}
+
+/// Whether to serve the dev log-in, which mints a token for any name, so
+/// makes anyone anyone. `asked`: the `--dev-login` flag, if given. Without
+/// it, only a server with no secret of its own (the well-known dev secret,
+/// whose tokens anyone can mint anyway) and bound to loopback serves it.
+/// Asked for on an address others can reach, it is refused: the server
+/// does not start.
+pub fn dev_login(asked: Option<bool>, secret_given: bool, listen: SocketAddr) -> crate::Result<bool> {
+    let loopback = listen.ip().is_loopback();
+    match asked {
+        Some(true) if !loopback => Err(crate::Error::Config(format!(
+            "--dev-login mints a token for any name; refusing to serve it on {listen}, which is not a loopback \
+             address (bind to 127.0.0.1, or turn dev log-in off)"
+        ))),
+        Some(on) => Ok(on),
+        None => Ok(!secret_given && loopback),
+    }
+}
+
+/// Say loudly that the dev log-in is on.
+pub fn warn_dev_login(listen: SocketAddr) {
+    tracing::warn!(
+        %listen,
+        "DEV LOG-IN IS ON: POST /api/dev/token mints a token for any name; anyone who reaches this port can \
+         act as anyone (--dev-login=false turns it off)"
+    );
 }
 
 impl ServeArgs {
@@ -187,6 +216,28 @@ mod tests {
         assert!(parse_duration("5y").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn dev_login_only_where_it_cannot_be_reached_from_outside() {
+        let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let lo6: SocketAddr = "[::1]:8080".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let lan: SocketAddr = "10.1.2.3:8080".parse().unwrap();
+        // Not asked: on only without a secret of its own, on loopback.
+        assert!(dev_login(None, false, lo).unwrap());
+        assert!(dev_login(None, false, lo6).unwrap());
+        assert!(!dev_login(None, true, lo).unwrap(), "a real secret turns it off");
+        assert!(!dev_login(None, false, any).unwrap());
+        assert!(!dev_login(None, false, lan).unwrap());
+        // Asked: as asked, but never on a reachable address.
+        assert!(dev_login(Some(true), true, lo).unwrap());
+        assert!(!dev_login(Some(false), false, lo).unwrap());
+        assert!(!dev_login(Some(false), false, any).unwrap());
+        for addr in [any, lan] {
+            let err = dev_login(Some(true), false, addr).unwrap_err().to_string();
+            assert!(err.contains("not a loopback address") && err.contains(&addr.to_string()), "{err}");
+        }
     }
 
     #[test]

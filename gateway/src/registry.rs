@@ -1,14 +1,18 @@
 //! Connections held by this gateway, by user. The push path delivers through
 //! it (it is the standalone [`DeliverySink`]), and so do presence, typing and
 //! read notices. Sends never block: a connection whose queue is full is
-//! disconnected and syncs from its last seq when it comes back.
+//! disconnected and syncs from its last seq when it comes back. From that
+//! moment it gets nothing more, is counted once, and its log line shares a
+//! throttle with every other such connection.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parley_adapters::delivery::{Delivery, DeliverySink};
 use parley_core::protocol::{ServerFrame, codes};
+use parley_core::throttle::Throttle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +28,10 @@ pub fn encode(frame: &ServerFrame) -> Outbound {
 }
 
 struct Conn {
-    tx: mpsc::Sender<Outbound>,
+    /// None once the connection overflowed: it is closing, and nothing more
+    /// is queued for it (it stays registered until its task ends, so
+    /// presence goes offline once, when it is really gone).
+    tx: Option<mpsc::Sender<Outbound>>,
     /// Cancelled to make the connection close itself.
     kick: CancellationToken,
 }
@@ -33,11 +40,20 @@ pub struct Registry {
     gateway_id: String,
     users: RwLock<HashMap<String, HashMap<u64, Conn>>>,
     metrics: Arc<Metrics>,
+    slow_log: Throttle,
 }
+
+/// At most one "slow client" line per this interval, however many.
+const SLOW_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Registry {
     pub fn new(gateway_id: &str, metrics: Arc<Metrics>) -> Self {
-        Self { gateway_id: gateway_id.to_owned(), users: RwLock::default(), metrics }
+        Self {
+            gateway_id: gateway_id.to_owned(),
+            users: RwLock::default(),
+            metrics,
+            slow_log: Throttle::new(SLOW_LOG_INTERVAL),
+        }
     }
 
     // The map stays consistent even if a holder panicked, so poisoning is ignored.
@@ -53,7 +69,7 @@ impl Registry {
     pub fn register(&self, user: &str, id: u64, tx: mpsc::Sender<Outbound>, kick: CancellationToken) -> bool {
         let mut users = self.write();
         let conns = users.entry(user.to_owned()).or_default();
-        conns.insert(id, Conn { tx, kick });
+        conns.insert(id, Conn { tx: Some(tx), kick });
         conns.len() == 1
     }
 
@@ -126,7 +142,10 @@ impl Registry {
 
     /// Returns true if the queue overflowed.
     fn try_send(&self, conn: &Conn, text: &Outbound) -> bool {
-        match conn.tx.try_send(text.clone()) {
+        let Some(tx) = &conn.tx else {
+            return false;
+        };
+        match tx.try_send(text.clone()) {
             Ok(()) => {
                 self.metrics.frames_pushed.inc();
                 false
@@ -141,12 +160,18 @@ impl Registry {
         if ids.is_empty() {
             return;
         }
-        let users = self.read();
+        let mut users = self.write();
         for id in ids {
-            if let Some(conn) = users.get(user).and_then(|c| c.get(id)) {
-                tracing::warn!(user, conn = id, "outbound queue full; disconnecting slow client");
-                self.metrics.slow_consumers_dropped.inc();
-                conn.kick.cancel();
+            // Two senders may both have seen the queue full: only the one
+            // that takes the sender away counts and logs.
+            let Some(conn) = users.get_mut(user).and_then(|c| c.get_mut(id)) else { continue };
+            if conn.tx.take().is_none() {
+                continue;
+            }
+            conn.kick.cancel();
+            self.metrics.slow_consumers_dropped.inc();
+            if let Some(count) = self.slow_log.due(Instant::now()) {
+                tracing::warn!(user, conn = id, count, "outbound queue full; disconnecting slow client(s)");
             }
         }
     }
@@ -284,6 +309,27 @@ mod tests {
         assert!(!kick.is_cancelled());
         r.send_to_user("b", &ServerFrame::Pong, None);
         assert!(kick.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn an_overflowed_connection_gets_nothing_more_and_counts_once() {
+        let r = Registry::new("gw", Arc::new(Metrics::new()));
+        let (mut slow, kick) = conn(&r, "b", 3, 1);
+        let (mut other, _) = conn(&r, "b", 4, 1000);
+        for _ in 0..500 {
+            r.send_to_user("b", &ServerFrame::Pong, None);
+        }
+        assert!(kick.is_cancelled());
+        assert!(
+            r.metrics.encode().contains("parley_gateway_slow_consumers_dropped_total 1\n"),
+            "{}",
+            r.metrics.encode()
+        );
+        assert_eq!(slow.try_recv().unwrap(), ServerFrame::Pong, "what was queued before stays");
+        assert!(slow.try_recv().is_err(), "nothing queued after the overflow");
+        assert_eq!((0..500).filter(|_| other.try_recv().is_ok()).count(), 500, "the user's other device gets all");
+        assert!(r.is_online("b"), "registered until its task ends and unregisters");
+        assert!(!r.unregister("b", 3) && r.unregister("b", 4));
     }
 
     #[test]

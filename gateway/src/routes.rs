@@ -13,6 +13,8 @@ use crate::{api, page, session};
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page::index))
+        .route("/app.js", get(page::script))
+        .route("/app.css", get(page::style))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(api::metrics))

@@ -38,6 +38,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if args.jwt_secret.is_empty() {
         return Err(Error::Config("PARLEY_JWT_SECRET is empty".into()));
     }
+    let dev_login = crate::config::dev_login(args.dev_login, true, args.listen)?;
+    if dev_login {
+        crate::config::warn_dev_login(args.listen);
+    }
     let (store, broker) = connect(&args).await?;
     let topics = Topics::new(&args.topic_prefix);
 
@@ -70,7 +74,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         gateway_id: gateway_id.clone(),
         gateway_addr: Some(advertised.clone()),
         membership_via_broker: true,
-        dev_login: args.dev_login,
+        dev_login,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         readiness: readiness.clone(),

@@ -13,12 +13,14 @@ use governor::DefaultDirectRateLimiter;
 use parley_adapters::broker::Pending;
 use parley_core::event::{ChatMessageData, EventMetadata, MessageEvent};
 use parley_core::ids::ConversationId;
-use parley_core::protocol::{ClientFrame, Recipient, SendFrame, ServerFrame, SyncFrame, codes, parse_client_frame};
+use parley_core::protocol::{
+    ClientFrame, Recipient, SendFrame, ServerFrame, SyncFrame, client_msg_id_of, close_codes, codes, parse_client_frame,
+};
 use parley_core::time::now_millis;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::auth::AuthUser;
+use crate::auth::{AuthSession, Session};
 use crate::registry::Outbound;
 use crate::state::AppState;
 use crate::{limits, presence};
@@ -27,19 +29,30 @@ const CLOSE_ABUSE: &str = "too many invalid or over-rate frames";
 const CLOSE_SHUTDOWN: &str = "server shutting down";
 const CLOSE_IDLE: &str = "no traffic within two heartbeats";
 const CLOSE_SLOW: &str = "client too slow: outbound queue overflowed";
+const CLOSE_EXPIRED: &str = "token expired: get a new token and reconnect";
+
+/// After the server's close frame, how long the closing handshake may take:
+/// frames the client still sends meanwhile are read and dropped, since
+/// closing a socket with unread data makes the kernel answer with a reset
+/// instead of a clean close.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 type Sink = SplitSink<WebSocket, Message>;
 
 /// `GET /ws`: the token is checked before the upgrade, so an unauthenticated
 /// client gets a plain 401.
-pub async fn upgrade(State(state): State<AppState>, AuthUser(user): AuthUser, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    AuthSession(session): AuthSession,
+    ws: WebSocketUpgrade,
+) -> Response {
     let max = state.session.transport_max_bytes();
     let buffer = state.session.ws_read_buffer_bytes as usize;
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(buffer)
         .write_buffer_size(WRITE_BATCH_BYTES)
-        .on_upgrade(move |socket| run(socket, state, user))
+        .on_upgrade(move |socket| run(socket, state, session))
 }
 
 /// What the read side asks the loop to do next.
@@ -63,7 +76,8 @@ struct Conn {
     in_flight: Option<FuturesUnordered<Pending>>,
 }
 
-async fn run(socket: WebSocket, state: AppState, user: String) {
+async fn run(socket: WebSocket, state: AppState, Session { user, expires_in }: Session) {
+    let expires = Instant::now() + expires_in;
     // Keeps shutdown waiting until this connection is closed.
     let _tracked = state.tracker.token();
     let id = state.next_conn_id();
@@ -84,10 +98,12 @@ async fn run(socket: WebSocket, state: AppState, user: String) {
         in_flight: None,
     };
     let (contacts, alive) = greet(&state, &user, first, &mut sink).await;
-    let close = if alive { conn.serve(&mut sink, &mut stream, &mut rx, &kick).await } else { None };
+    let close = if alive { conn.serve(&mut sink, &mut stream, &mut rx, &kick, expires).await } else { None };
     if let Some((code, reason)) = close {
         let frame = CloseFrame { code, reason: reason.into() };
-        let _ = write(&mut sink, Message::Close(Some(frame))).await;
+        if write(&mut sink, Message::Close(Some(frame))).await.is_ok() {
+            linger(&mut stream).await;
+        }
     }
     state.metrics.connections_active.dec();
     if state.registry.unregister(&user, id) {
@@ -175,6 +191,19 @@ async fn within_write_timeout(write: impl Future<Output = Result<(), axum::Error
     }
 }
 
+/// The rest of the closing handshake: read (and drop) until the client's
+/// close frame, the end of the stream, or [`CLOSE_LINGER`].
+async fn linger(stream: &mut futures::stream::SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if let Message::Close(_) = message {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// Tell the user's contacts connected here and publish a user event (the
 /// Kafka mode's push consumers learn from it which gateway holds the user).
 async fn announce(state: &AppState, user: &str, online: bool, contacts: &[String]) {
@@ -204,12 +233,19 @@ impl Conn {
         stream: &mut futures::stream::SplitStream<WebSocket>,
         rx: &mut mpsc::Receiver<Outbound>,
         kick: &tokio_util::sync::CancellationToken,
+        expires: Instant,
     ) -> Option<(u16, &'static str)> {
         let heartbeat = self.state.session.heartbeat.max(Duration::from_millis(100));
         let mut ticks = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
         let mut last_heard = Instant::now();
+        let expiry = tokio::time::sleep_until(expires);
+        tokio::pin!(expiry);
         loop {
             let flow = tokio::select! {
+                () = &mut expiry => {
+                    tracing::debug!(user = self.user, conn = self.id, "token expired; closing");
+                    Flow::Close(close_codes::TOKEN_EXPIRED, CLOSE_EXPIRED)
+                }
                 _ = ticks.tick() => {
                     if limits::idle_expired(last_heard.elapsed(), heartbeat) {
                         tracing::debug!(user = self.user, conn = self.id, "no traffic for two heartbeats; dropping");
@@ -257,7 +293,7 @@ impl Conn {
             // frame is handled; inline it would sit in every idle connection.
             Some(Ok(Message::Text(text))) => Box::pin(self.on_text(text.as_str(), sink)).await,
             Some(Ok(Message::Binary(_))) => {
-                self.violation(sink, codes::BINARY_NOT_SUPPORTED, "frames must be JSON text").await
+                self.violation(sink, codes::BINARY_NOT_SUPPORTED, "frames must be JSON text", None).await
             }
             // Pings are answered by the WebSocket layer.
             Some(Ok(_)) => Flow::Continue,
@@ -274,11 +310,12 @@ impl Conn {
         }
     }
 
-    /// An error frame, plus a strike towards closing the connection.
-    async fn violation(&mut self, sink: &mut Sink, code: &str, reason: impl ToString) -> Flow {
+    /// An error frame (naming the send refused, if it was one), plus a
+    /// strike towards closing the connection.
+    async fn violation(&mut self, sink: &mut Sink, code: &str, reason: impl ToString, send: Option<String>) -> Flow {
         let (strikes, close) = limits::strike(self.strikes, self.state.session.max_strikes);
         self.strikes = strikes;
-        if let Flow::Gone = self.reply(sink, &ServerFrame::error(code, reason)).await {
+        if let Flow::Gone = self.reply(sink, &ServerFrame::refusal(code, reason, send)).await {
             return Flow::Gone;
         }
         if close {
@@ -292,11 +329,15 @@ impl Conn {
 
     async fn on_text(&mut self, text: &str, sink: &mut Sink) -> Flow {
         if self.limiter.check().is_err() {
-            return self.violation(sink, codes::RATE_LIMITED, "too many frames; slow down").await;
+            let send = client_msg_id_of(text, &self.state.limits);
+            return self.violation(sink, codes::RATE_LIMITED, "too many frames; slow down", send).await;
         }
         let frame = match parse_client_frame(text, &self.state.limits) {
             Ok(frame) => frame,
-            Err(err) => return self.violation(sink, err.code(), &err).await,
+            Err(err) => {
+                let send = client_msg_id_of(text, &self.state.limits);
+                return self.violation(sink, err.code(), &err, send).await;
+            }
         };
         self.state.metrics.frame(frame.kind());
         let result = match frame {

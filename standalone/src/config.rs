@@ -35,9 +35,10 @@ pub struct StandaloneArgs {
     #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// Serve `POST /api/dev/token`, which mints a token for any name (the
-    /// browser page's log-in). Turn off when others can reach the port.
-    #[arg(long, env = "PARLEY_DEV_LOGIN", default_value_t = true, action = ArgAction::Set)]
-    pub dev_login: bool,
+    /// browser page's log-in). Default: on only with no `--jwt-secret` and
+    /// on a loopback `--listen`; `true` on another address is refused.
+    #[arg(long, env = "PARLEY_DEV_LOGIN", action = ArgAction::Set)]
+    pub dev_login: Option<bool>,
     #[arg(long, env = "PARLEY_TOPIC_PREFIX", default_value = "parley")]
     pub topic_prefix: String,
     /// This gateway's id in presence events and ack routing.
@@ -60,7 +61,7 @@ mod tests {
         Cli::command().debug_assert();
         let args = Cli::try_parse_from(["parley-standalone"]).unwrap().args;
         assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
-        assert!(args.dev_login);
+        assert_eq!(args.dev_login, None, "decided by parley_gateway::config::dev_login");
         assert_eq!(args.session.transport_max_bytes(), 64 * 1024);
         assert_eq!(args.session.ws_read_buffer_bytes, 2048);
         // Below the minimum is refused with the limit named, not clamped.

@@ -32,8 +32,9 @@ use crate::config::StandaloneArgs;
 
 pub async fn run(args: StandaloneArgs) -> Result<()> {
     let secret = jwt_secret(&args)?;
-    if args.dev_login {
-        tracing::warn!("dev log-in is on: POST /api/dev/token mints a token for any name");
+    let dev_login = parley_gateway::config::dev_login(args.dev_login, args.jwt_secret.is_some(), args.listen)?;
+    if dev_login {
+        parley_gateway::config::warn_dev_login(args.listen);
     }
 
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&args.database).await?);
@@ -61,7 +62,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         gateway_id: args.gateway_id.clone(),
         gateway_addr: None,
         membership_via_broker: false,
-        dev_login: args.dev_login,
+        dev_login,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         // One process, its database a local file: ready once serving.

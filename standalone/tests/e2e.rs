@@ -82,8 +82,11 @@ async fn non_member_group_send_and_sync_are_refused() {
     assert_eq!(dave.error_code().await, "forbidden");
     dave.send(json!({"type":"sync","conversation":"dm:alice:bob"})).await;
     assert_eq!(dave.error_code().await, "forbidden", "others' direct conversations are private");
-    let (status, _) = server.http("GET", "/api/groups/club/members", Some("dave"), None).await;
-    assert_eq!(status, 403);
+    // A group dave is not in answers as one that does not exist.
+    let (status, forbidden) = server.http("GET", "/api/groups/club/members", Some("dave"), None).await;
+    let (unknown_status, unknown) = server.http("GET", "/api/groups/nope/members", Some("dave"), None).await;
+    assert_eq!((status, unknown_status), (404, 404));
+    assert_eq!(forbidden.replace("club", "nope"), unknown, "the same answer for unknown and forbidden ids");
     alice.expect_quiet(QUIET).await;
 
     // Joining grants access; leaving takes it away again.

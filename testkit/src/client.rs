@@ -174,10 +174,15 @@ impl Client {
     /// `secret`) and wait for the `hello`, each within [`WAIT`]; a refused
     /// or timed-out connection (a gateway going away) is an error.
     pub async fn try_connect(addr: &str, secret: &str, user: &str, reading: Reading) -> Result<Self, String> {
-        let token = token(secret, user);
+        Self::try_connect_with(addr, &token(secret, user), user, reading).await
+    }
+
+    /// [`try_connect`](Self::try_connect) with a given `token` (one of a
+    /// chosen lifetime, say) that authenticates `user`.
+    pub async fn try_connect_with(addr: &str, token: &str, user: &str, reading: Reading) -> Result<Self, String> {
         let open = async {
             let stream = TcpStream::connect(addr).await.map_err(tungstenite::Error::Io)?;
-            handshake(stream, addr, &token, None).await
+            handshake(stream, addr, token, None).await
         };
         let mut ws = tokio::time::timeout(WAIT, open)
             .await

@@ -46,10 +46,19 @@ after(async () => {
   if (server) server.kill("SIGTERM");
 });
 
+// What the page's Content Security Policy blocked, per page: the page must
+// work under it, so anything blocked is a failure.
+const blocked = new Map();
+
 async function logIn(name) {
   const context = await browser.newContext();
   const page = await context.newPage();
-  await page.goto(baseUrl + "/");
+  blocked.set(page, []);
+  page.on("console", (msg) => {
+    if (/Content Security Policy/i.test(msg.text())) blocked.get(page).push(msg.text());
+  });
+  const response = await page.goto(baseUrl + "/");
+  assert.match(response.headers()["content-security-policy"] || "", /frame-ancestors 'none'/);
   await page.fill("#login-name", name);
   await page.click("#login button");
   await page.waitForSelector("#status.online", { timeout: 15_000 });
@@ -88,6 +97,8 @@ test("two browser contexts exchange messages through the page", async () => {
   const aliceTexts = await alice.$$eval("#messages .msg", (els) => els.map((e) => e.textContent));
   assert.equal(aliceTexts.filter((t) => t.includes("hello bob, from the browser")).length, 1, "no duplicate");
   assert.equal(aliceTexts.filter((t) => t.includes("hi alice")).length, 1, "no duplicate");
+
+  for (const page of [alice, bob]) assert.deepEqual(blocked.get(page), [], "nothing blocked by the page's CSP");
 
   const shot = path.join(process.env.PARLEY_ARTIFACTS || workDir, "browser-chat.png");
   await alice.screenshot({ path: shot, fullPage: true });

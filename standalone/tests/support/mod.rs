@@ -37,7 +37,6 @@ impl Server {
             .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
             .arg("--database")
             .arg(&db)
-            .args(if extra.contains(&"--dev-login") { &[][..] } else { &["--dev-login", "false"][..] })
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -58,6 +57,11 @@ impl Server {
     /// (so a test can let frames queue up, or leave pings unanswered).
     pub async fn connect(&self, user: &str) -> Client {
         Client::connect(&self.addr, SECRET, user, Reading::OnDemand).await
+    }
+
+    /// A client logging in with `token` (one of a chosen lifetime, say).
+    pub async fn connect_with(&self, token: &str, user: &str) -> Client {
+        Client::try_connect_with(&self.addr, token, user, Reading::OnDemand).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Minimal HTTP/1.1 request as `user` (if any); returns (status, body).

@@ -1,0 +1,168 @@
+//! What an attacker or a clumsy client tries, against the real
+//! `parley-standalone` binary on loopback: tokens that outlive their
+//! session, the dev log-in on a reachable address, refusals that do not say
+//! which send they refuse, floods closed by a reset, names that display as
+//! other names, ids that read as paths, and a page another site can frame.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use parley_core::protocol::ServerFrame;
+use parley_core::protocol::close_codes::TOKEN_EXPIRED;
+use serde_json::json;
+use support::{Event, SECRET, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+#[tokio::test]
+async fn a_session_ends_when_its_token_expires_with_a_close_the_client_can_act_on() {
+    let server = Server::start(&[]);
+    let token = parley_testkit::client::mint(SECRET, "alice", Duration::from_secs(1)).unwrap();
+    let started = Instant::now();
+    let mut alice = server.connect_with(&token, "alice").await;
+    // A live token's session stays open meanwhile.
+    let mut bob = server.connect("bob").await;
+    match alice.next_event().await {
+        Event::Closed(Some(close)) => {
+            assert_eq!(u16::from(close.code), TOKEN_EXPIRED);
+            assert!(close.reason.contains("token expired"), "{}", close.reason);
+        }
+        other => panic!("expected the expiry close, got {other:?}"),
+    }
+    // One second of life and the five seconds of clock-skew leeway.
+    let lived = started.elapsed();
+    assert!(lived >= Duration::from_secs(5), "closed after {lived:?}, before the token's end");
+    bob.send(json!({"type":"ping"})).await;
+    assert_eq!(bob.next_where(|_| true).await, ServerFrame::Pong);
+}
+
+#[test]
+fn dev_login_on_a_reachable_address_is_refused_at_start() {
+    let db = std::env::temp_dir().join(format!("parley-hardening-{}.db", std::process::id()));
+    // Refused before anything is bound, so nothing listens beyond loopback.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_parley-standalone"))
+        .args(["--listen", "0.0.0.0:0", "--dev-login", "true", "--database"])
+        .arg(&db)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start parley-standalone");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("parley-standalone started with dev log-in on 0.0.0.0");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let _ = std::fs::remove_file(&db);
+    assert!(!status.success());
+    assert!(stderr.contains("not a loopback address"), "{stderr}");
+}
+
+#[tokio::test]
+async fn with_a_secret_the_dev_log_in_is_off_unless_asked_for() {
+    let server = Server::start(&[]);
+    let (status, _) = server.http("POST", "/api/dev/token", None, Some(json!({"user":"mallory"}))).await;
+    assert_eq!(status, 404, "a server with its own secret mints no tokens for anyone");
+    let asked = Server::start(&["--dev-login", "true"]);
+    let (status, body) = asked.http("POST", "/api/dev/token", None, Some(json!({"user":"erin"}))).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn refusals_name_the_send_they_refuse() {
+    let server = Server::start(&["--rate-per-second", "1", "--rate-burst", "2", "--max-strikes", "50"]);
+    let mut alice = server.connect("alice").await;
+    for id in ["c1", "c2", "c3", "c4"] {
+        alice.send_msg(json!({"user":"bob"}), id, "hi").await;
+    }
+    let (mut acked, mut limited) = (Vec::new(), Vec::new());
+    while acked.len() + limited.len() < 4 {
+        match alice.next_event().await {
+            Event::Frame(ServerFrame::Ack { client_msg_id, .. }) => acked.push(client_msg_id),
+            Event::Frame(ServerFrame::Error { code, client_msg_id, .. }) if code == "rate_limited" => {
+                limited.push(client_msg_id)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    acked.sort();
+    assert_eq!(acked, ["c1", "c2"]);
+    assert_eq!(limited, [Some("c3".to_owned()), Some("c4".to_owned())]);
+    // Wait for a token, then a send invalid in another field.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    alice.send_msg(json!({"user":"bob"}), "c5", "   ").await;
+    assert_eq!(alice.error().await, ("invalid_frame".to_owned(), Some("c5".to_owned())));
+}
+
+#[tokio::test]
+async fn a_flooding_client_gets_a_close_frame_not_a_reset() {
+    let server = Server::start(&["--rate-per-second", "1", "--rate-burst", "5", "--max-strikes", "3"]);
+    // A close with frames still unread used to go out as a reset, some of
+    // the time: several floods make it show.
+    for round in 0..4 {
+        let mut c = server.connect(&format!("spammer{round}")).await;
+        // Far more than the strikes: the server closes with most of them unread.
+        for _ in 0..1000 {
+            c.send(json!({"type":"ping"})).await;
+        }
+        let close = loop {
+            match c.next_event().await {
+                Event::Closed(close) => break close,
+                Event::Frame(_) => {}
+            }
+        };
+        let close = close.unwrap_or_else(|| panic!("round {round}: a reset, not a close frame"));
+        assert_eq!(close.code, CloseCode::Policy);
+        assert!(close.reason.contains("over-rate"), "{}", close.reason);
+    }
+}
+
+#[tokio::test]
+async fn names_that_display_as_others_and_ids_that_read_as_paths_are_refused() {
+    let server = Server::start(&[]);
+    let create = |id: &str, name: &str| json!({"id": id, "name": name});
+    let (status, body) =
+        server.http("POST", "/api/groups", Some("alice"), Some(create("g1", "admin\u{202E}gnp"))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("U+202E"), "{body}");
+    let (status, body) = server.http("POST", "/api/groups", Some("alice"), Some(create("g2", "a\u{0}b"))).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server.http("POST", "/api/groups", Some("alice"), Some(create("..", "dots"))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("only dots"), "{body}");
+    let (status, body) = server.http("POST", "/api/groups", Some("alice"), Some(create("g3", "Ünïcode 🚀"))).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// The response head of `GET path`, lower-cased.
+async fn head(addr: &str, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).to_lowercase();
+    text.split_once("\r\n\r\n").map(|(h, _)| h.to_owned()).unwrap_or(text)
+}
+
+#[tokio::test]
+async fn the_page_cannot_be_framed_and_runs_only_its_own_script() {
+    let server = Server::start(&[]);
+    for (path, content_type) in [("/", "text/html"), ("/app.js", "text/javascript"), ("/app.css", "text/css")] {
+        let head = head(&server.addr, path).await;
+        assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
+        assert!(head.contains(&format!("content-type: {content_type}")), "{path}: {head}");
+        assert!(head.contains("frame-ancestors 'none'"), "{path}: {head}");
+        assert!(head.contains("script-src 'self'") && !head.contains("unsafe-inline"), "{path}: {head}");
+        assert!(head.contains("x-frame-options: deny"), "{path}: {head}");
+        assert!(head.contains("x-content-type-options: nosniff"), "{path}: {head}");
+    }
+}
