@@ -18,6 +18,10 @@ pub enum Error {
     Conflict(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// The broker's backlog is at its cap: nothing was taken, the caller
+    /// may offer the record again after `retry_after`.
+    #[error("overloaded: retry after {} ms", retry_after.as_millis())]
+    Overloaded { retry_after: std::time::Duration },
 }
 
 /// A decoding error from the core keeps its variant, so callers match one

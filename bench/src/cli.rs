@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::flood::FloodArgs;
 use crate::idle::IdleArgs;
 use crate::rate::RateArgs;
 use crate::storage::StorageArgs;
@@ -26,6 +27,9 @@ pub enum Scenario {
     Rate(RateArgs),
     /// One storage consumer draining a pre-filled topic into PostgreSQL.
     Storage(StorageArgs),
+    /// The overload flood of issue #19 on the standalone chat: peak memory
+    /// against the documented ceiling, sends acked and refused.
+    Flood(FloodArgs),
     /// Write README.md, report.json and the plot from the result files.
     Report {
         #[arg(long, default_value = "bench/results")]

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod client;
 pub mod error;
+pub mod flood;
 pub mod idle;
 pub mod latency;
 pub mod ledger;
@@ -27,6 +28,7 @@ use cli::{Cli, Scenario};
 pub async fn run(cli: Cli) -> Result<()> {
     let value = match &cli.scenario {
         Scenario::Idle(a) => serde_json::to_value(idle::run(a).await?)?,
+        Scenario::Flood(a) => serde_json::to_value(flood::run(a).await?)?,
         Scenario::Rate(a) => serde_json::to_value(rate::run(a).await?)?,
         Scenario::Storage(a) => serde_json::to_value(storage::run(a).await?)?,
         Scenario::Report { dir } => {

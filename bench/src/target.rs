@@ -24,9 +24,19 @@ pub enum Mode {
 }
 
 const STANDALONE_SECRET: &str = "parley-bench-secret";
-/// Per-connection limits high enough that the load is never throttled.
-const UNTHROTTLED: [(&str, &str); 3] =
-    [("PARLEY_RATE_PER_SECOND", "1000000"), ("PARLEY_RATE_BURST", "1000000"), ("PARLEY_OUTBOUND_QUEUE", "65536")];
+/// Per-connection and per-user limits high enough that the load is never
+/// throttled (the groups of a scenario are created by one user, its setup
+/// polls the API).
+const UNTHROTTLED: [(&str, &str); 8] = [
+    ("PARLEY_RATE_PER_SECOND", "1000000"),
+    ("PARLEY_RATE_BURST", "1000000"),
+    ("PARLEY_USER_RATE_PER_SECOND", "1000000"),
+    ("PARLEY_USER_RATE_BURST", "1000000"),
+    ("PARLEY_HTTP_RATE_PER_SECOND", "1000000"),
+    ("PARLEY_HTTP_RATE_BURST", "1000000"),
+    ("PARLEY_GROUP_CREATIONS_PER_HOUR", "1000000"),
+    ("PARLEY_OUTBOUND_QUEUE", "65536"),
+];
 /// Benchmarks log warnings only: per-message debug lines would be measured too.
 const LOG: &str = "warn";
 

@@ -122,6 +122,10 @@ pub struct PushArgs {
     /// no connection anywhere (offline push notification).
     #[arg(long, env = "PARLEY_OFFLINE_WEBHOOK")]
     pub offline_webhook: Option<String>,
+    /// Shared secret the gateways' `/internal/stream` requires (at least 16
+    /// bytes; in a cluster, from the Secret the operator creates).
+    #[arg(long, env = parley_core::internal_token::ENV, hide_env_values = true)]
+    pub internal_token: String,
 }
 
 #[cfg(test)]

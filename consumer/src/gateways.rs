@@ -15,6 +15,8 @@ use futures::SinkExt;
 use parley_adapters::delivery::{Delivery, DeliverySink, Undelivered};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
 use crate::metrics::Metrics;
@@ -29,12 +31,20 @@ pub struct GatewayPush {
     pub presence: Arc<Mutex<Presence>>,
     pub metrics: Arc<Metrics>,
     pub webhook: Option<Webhook>,
+    /// `Bearer <internal token>`, the gateways' key to their stream.
+    authorization: String,
     links: tokio::sync::Mutex<HashMap<String, Ws>>,
 }
 
 impl GatewayPush {
-    pub fn new(presence: Arc<Mutex<Presence>>, metrics: Arc<Metrics>, webhook: Option<Webhook>) -> Self {
-        Self { presence, metrics, webhook, links: tokio::sync::Mutex::default() }
+    pub fn new(
+        presence: Arc<Mutex<Presence>>,
+        metrics: Arc<Metrics>,
+        webhook: Option<Webhook>,
+        internal_token: &str,
+    ) -> Self {
+        let authorization = parley_core::internal_token::bearer(internal_token);
+        Self { presence, metrics, webhook, authorization, links: tokio::sync::Mutex::default() }
     }
 
     fn presence(&self) -> std::sync::MutexGuard<'_, Presence> {
@@ -53,9 +63,11 @@ impl GatewayPush {
                 }
             }
         }
-        let url = format!("ws://{addr}/internal/stream");
+        let mut request = format!("ws://{addr}/internal/stream").into_client_request()?;
+        let authorization = HeaderValue::from_str(&self.authorization).map_err(|_| StreamError::BadToken)?;
+        request.headers_mut().insert(header::AUTHORIZATION, authorization);
         // `true`: TCP_NODELAY, so a delivery never waits for a delayed ACK.
-        let (mut ws, _) = tokio::time::timeout(IO_TIMEOUT, connect_async_with_config(url, None, true))
+        let (mut ws, _) = tokio::time::timeout(IO_TIMEOUT, connect_async_with_config(request, None, true))
             .await
             .map_err(|_| StreamError::ConnectTimedOut)??;
         tokio::time::timeout(IO_TIMEOUT, write_all(&mut ws, texts)).await.map_err(|_| StreamError::SendTimedOut)??;
@@ -67,6 +79,8 @@ impl GatewayPush {
 /// Why deliveries did not reach a gateway's stream.
 #[derive(Debug, thiserror::Error)]
 enum StreamError {
+    #[error("the internal token is not a valid header value")]
+    BadToken,
     #[error("connect timed out")]
     ConnectTimedOut,
     #[error("send timed out")]
@@ -171,6 +185,23 @@ mod tests {
         }
     }
 
+    const TOKEN: &str = "internal-token-of-the-tests";
+
+    /// The stream answers only the internal token, as the gateway's does.
+    // The error type is tungstenite's, for its handshake callback.
+    #[allow(clippy::result_large_err)]
+    fn only_the_token(
+        req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+        resp: tokio_tungstenite::tungstenite::handshake::server::Response,
+    ) -> Result<
+        tokio_tungstenite::tungstenite::handshake::server::Response,
+        tokio_tungstenite::tungstenite::handshake::server::ErrorResponse,
+    > {
+        let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        assert!(parley_core::internal_token::authorizes(presented, TOKEN), "{presented:?}");
+        Ok(resp)
+    }
+
     /// A gateway's internal stream that records the frames it receives.
     async fn gateway() -> (String, tokio::sync::mpsc::UnboundedReceiver<Delivery>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -178,7 +209,7 @@ mod tests {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let mut ws = tokio_tungstenite::accept_hdr_async(tcp, only_the_token).await.unwrap();
             while let Some(Ok(Message::Text(text))) = ws.next().await {
                 let _ = tx.send(Delivery::from_bytes(text.as_bytes()).unwrap());
             }
@@ -197,7 +228,7 @@ mod tests {
         presence.apply(&online("d", "gw2", &dead));
         let presence = Arc::new(Mutex::new(presence));
         let metrics = Arc::new(Metrics::new());
-        let push = GatewayPush::new(presence.clone(), metrics.clone(), None);
+        let push = GatewayPush::new(presence.clone(), metrics.clone(), None, TOKEN);
 
         let batch = [delivery(1, "b"), delivery(2, "d"), delivery(3, "c"), delivery(4, "x"), delivery(5, "b")];
         let undelivered = push.deliver_all(&batch).await.unwrap();

@@ -115,6 +115,7 @@ pub async fn storage(args: StorageArgs, shutdown: CancellationToken) -> Result<(
 }
 
 pub async fn push(args: PushArgs, shutdown: CancellationToken) -> Result<()> {
+    parley_core::internal_token::validate(&args.internal_token).map_err(|e| Error::Config(e.to_string()))?;
     let metrics = Arc::new(Metrics::new());
     let webhook = args.offline_webhook.as_deref().map(Webhook::parse).transpose()?;
     let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(args.common.kafka()?)?);
@@ -128,7 +129,7 @@ pub async fn push(args: PushArgs, shutdown: CancellationToken) -> Result<()> {
     // read the user events already there would drop them as offline.
     let readiness = Readiness::new(&[check::GROUP, check::PRESENCE]);
     tokio::spawn(follow_presence(presence_sub, presence.clone(), readiness.clone(), shutdown.clone()));
-    let sink = Arc::new(GatewayPush::new(presence, metrics.clone(), webhook));
+    let sink = Arc::new(GatewayPush::new(presence, metrics.clone(), webhook, &args.internal_token));
     let batch_size = args.common.batch_size.max(1);
     tracing::info!(group = %topics.push_group, "push consumer starting");
     let group = topics.push_group.clone();

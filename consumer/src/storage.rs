@@ -82,6 +82,22 @@ impl StorageWorker {
             {
                 return;
             }
+            // A bounded deliveries topic (the in-process broker's) is waited
+            // on, not refused: this batch stays unacknowledged meanwhile, so
+            // the input topic fills and the gateway refuses sends instead.
+            let room = tokio::select! {
+                _ = shutdown.cancelled() => None,
+                room = self.broker.wait_for_room(&self.topics.deliveries) => Some(room),
+            };
+            match room {
+                None => {
+                    tracing::warn!("storage: shutting down with a stored batch not yet published");
+                    return;
+                }
+                // The publish below then decides; a refusal is settled like any failure.
+                Some(Err(err)) => tracing::warn!(error = %err, "storage: waiting for room for deliveries failed"),
+                Some(Ok(())) => {}
+            }
             let acked = match self.broker.enqueue_all(&self.topics.deliveries, stored.deliveries).await {
                 Ok(acked) => acked,
                 // Settled like a failed acknowledgement: published again, then acknowledged.
@@ -284,5 +300,81 @@ async fn published(in_flight: &mut Option<InFlight>) -> parley_adapters::Result<
     match in_flight {
         Some(done) => done.acked.as_mut().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use parley_adapters::broker::{BrokerLimits, MemoryBroker, record_cost};
+    use parley_adapters::delivery::Delivery;
+    use parley_adapters::store::SqliteStore;
+    use parley_core::event::{ChatMessageData, EventMetadata};
+    use parley_core::ids::ConversationId;
+
+    use super::*;
+
+    fn event(cid: u32, conversation: &ConversationId) -> Vec<u8> {
+        let data = ChatMessageData {
+            msg_id: format!("m{cid}"),
+            client_msg_id: format!("c{cid}"),
+            conversation: conversation.clone(),
+            body: "x".repeat(200),
+        };
+        MessageEvent::chat("a", 1, &data, EventMetadata::default()).unwrap().to_bytes().unwrap()
+    }
+
+    /// With a deliveries topic that holds about two deliveries and a slow
+    /// reader of it, the worker waits for room instead of failing or
+    /// publishing without bound, and every message is delivered once, in order.
+    #[tokio::test]
+    async fn a_full_deliveries_topic_holds_storage_back_and_loses_nothing() {
+        let cap = 2 * record_cost("t.deliveries", "dm:a:b", &[0; 600]);
+        let broker = Arc::new(MemoryBroker::with_limits(BrokerLimits { max_backlog_bytes: cap, ..Default::default() }));
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let topics = Topics::new("t");
+        let worker = StorageWorker {
+            broker: broker.clone(),
+            store,
+            topics: topics.clone(),
+            batch_size: 4,
+            metrics: Arc::new(Metrics::new()),
+        };
+        let sub = worker.subscribe().await.unwrap();
+        let mut reader = broker.subscribe(std::slice::from_ref(&topics.deliveries), "slow").await.unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(worker.run(sub, shutdown.clone()));
+        let ab = ConversationId::direct("a", "b");
+        // The input topic is capped alike: offered again until taken, as a client would.
+        let input = {
+            let (broker, topic) = (broker.clone(), topics.chat_messages.clone());
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    while let Err(err) = broker.publish(&topic, &ab.to_string(), event(i, &ab)).await {
+                        assert!(matches!(err, parley_adapters::Error::Overloaded { .. }), "{err}");
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+            })
+        };
+        let mut seqs = Vec::new();
+        let mut most = 0;
+        while seqs.len() < 40 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            most = most.max(broker.backlog_bytes(&topics.deliveries));
+            let batch = tokio::time::timeout(Duration::from_secs(5), reader.next_batch(1)).await.unwrap().unwrap();
+            for record in batch {
+                let delivery = Delivery::from_bytes(&record.payload).unwrap();
+                // A refused publish would have been settled by storing the batch again.
+                assert!(!delivery.duplicate, "seq {} stored twice", delivery.message.seq);
+                seqs.push(delivery.message.seq);
+            }
+            reader.commit().await.unwrap();
+        }
+        assert_eq!(seqs, (1..=40).collect::<Vec<u64>>());
+        input.await.unwrap();
+        // Admitted while under the cap: at most one batch of 4 beyond it.
+        assert!(most < cap + 4 * cap / 2, "deliveries backlog {most} bytes, cap {cap}");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops on shutdown").unwrap();
     }
 }

@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod internal_token;
 pub mod protocol;
 pub mod ready;
 pub mod shutdown;

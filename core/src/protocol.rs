@@ -28,6 +28,9 @@ pub mod codes {
     pub const FORBIDDEN: &str = "forbidden";
     pub const UNAVAILABLE: &str = "unavailable";
     pub const INTERNAL: &str = "internal";
+    /// The server's queue is full: the send was not taken; retry after the
+    /// wait the reason names.
+    pub const OVERLOADED: &str = "overloaded";
 }
 
 /// WebSocket close codes of this protocol, in the private range 4000-4999

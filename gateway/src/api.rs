@@ -21,7 +21,6 @@ use crate::state::AppState;
 /// Lifetime of tokens minted by the dev log-in.
 const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 const MAX_GROUP_NAME_CHARS: usize = 100;
-const MAX_INITIAL_MEMBERS: usize = 1000;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -108,11 +107,24 @@ pub async fn create_group(
     };
     ids::validate_group_id(&id).map_err(ApiError::bad_request)?;
     let name = ids::validate_display_name(&req.name, MAX_GROUP_NAME_CHARS).map_err(ApiError::bad_request)?;
-    if req.members.len() > MAX_INITIAL_MEMBERS {
-        return Err(ApiError::bad_request(format!("at most {MAX_INITIAL_MEMBERS} initial members")));
+    // The creator is a member too.
+    let max_members = state.session.user.max_group_members;
+    if req.members.iter().filter(|m| **m != user).count() + 1 > max_members {
+        return Err(ApiError::bad_request(format!("a group has at most {max_members} members, its creator included")));
     }
     for m in &req.members {
         ids::validate_user_id(m).map_err(|e| ApiError::bad_request(format!("member `{m}`: {e}")))?;
+    }
+    // Counted once the request is sound: a refused request costs nothing.
+    if !state.users.group_creation(&user) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            codes::RATE_LIMITED,
+            format!(
+                "too many groups created by this user; at most {} per hour",
+                state.session.user.group_creations_per_hour
+            ),
+        ));
     }
     let group = state.store.create_group(&id, name, &user, &req.members).await?;
     Ok((StatusCode::CREATED, Json(group)))
@@ -149,6 +161,17 @@ pub async fn join(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     ids::validate_group_id(&id).map_err(ApiError::bad_request)?;
+    let members = state.store.members(&id).await?;
+    let max = state.session.user.max_group_members;
+    // In Kafka mode joins on their way through the group topic are not
+    // counted yet, so a burst of joins can pass the cap by as many.
+    if members.len() >= max && !members.contains(&user) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            codes::CONFLICT,
+            format!("group {id} is full ({max} members)"),
+        ));
+    }
     if state.membership_via_broker {
         if state.store.group(&id).await?.is_none() {
             return Err(ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("group {id}")));

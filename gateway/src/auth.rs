@@ -117,6 +117,9 @@ pub enum TokenRefused {
 /// the app, so this module does not depend on the app's state type.
 pub trait AuthState: Send + Sync {
     fn auth(&self) -> &Auth;
+
+    /// May `user` make one more request now (their HTTP rate limit)?
+    fn admit(&self, user: &str) -> bool;
 }
 
 /// Token from `Authorization: Bearer …`, else from `?token=…`.
@@ -161,11 +164,20 @@ impl<S: AuthState> FromRequestParts<S> for AuthSession {
                 "missing token: send `Authorization: Bearer <jwt>` or `?token=<jwt>`",
             )
         })?;
-        state
+        let session = state
             .auth()
             .verify_session(&token)
-            .map(AuthSession)
-            .map_err(|refused| ApiError::new(StatusCode::UNAUTHORIZED, codes::UNAUTHENTICATED, refused))
+            .map_err(|refused| ApiError::new(StatusCode::UNAUTHORIZED, codes::UNAUTHENTICATED, refused))?;
+        // Counted per user, after the token is checked: an unauthenticated
+        // client cannot spend someone else's requests.
+        if !state.admit(&session.user) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                codes::RATE_LIMITED,
+                "too many requests for this user; slow down",
+            ));
+        }
+        Ok(AuthSession(session))
     }
 }
 

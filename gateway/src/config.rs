@@ -78,6 +78,10 @@ pub struct ServeArgs {
     /// for, and refused on a non-loopback `--listen`: see [`dev_login`].
     #[arg(long, env = "PARLEY_DEV_LOGIN", action = ArgAction::Set)]
     pub dev_login: Option<bool>,
+    /// Shared secret push consumers present on `/internal/stream` (at least
+    /// 16 bytes; in a cluster, from the Secret the operator creates).
+    #[arg(long, env = parley_core::internal_token::ENV, hide_env_values = true)]
+    pub internal_token: String,
     #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
     #[command(flatten)]
@@ -166,6 +170,52 @@ pub struct SessionArgs {
     /// non-member's message; 0 reads the database on every send.
     #[arg(long, env = "PARLEY_MEMBERSHIP_CACHE_TTL", default_value = "5s", value_parser = parse_duration)]
     pub membership_cache_ttl: Duration,
+    #[command(flatten)]
+    pub user: UserLimits,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// Limits per user, whatever the number of connections: without them one
+/// token opens thousands of sockets and multiplies the per-connection rate.
+#[derive(Debug, Clone, Args)]
+pub struct UserLimits {
+    /// WebSocket connections one user may hold on this gateway (devices,
+    /// tabs); one more is refused with 429.
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
+    pub max_connections_per_user: usize,
+    /// Sustained frames per second per user, all connections together.
+    #[arg(long, env = "PARLEY_USER_RATE_PER_SECOND", default_value = "40")]
+    pub user_rate_per_second: NonZeroU32,
+    /// Burst of frames per user above the sustained rate.
+    #[arg(long, env = "PARLEY_USER_RATE_BURST", default_value = "80")]
+    pub user_rate_burst: NonZeroU32,
+    /// HTTP requests (API calls and WebSocket handshakes) per second per user.
+    #[arg(long, env = "PARLEY_HTTP_RATE_PER_SECOND", default_value = "10")]
+    pub http_rate_per_second: NonZeroU32,
+    /// Burst of HTTP requests per user above the sustained rate.
+    #[arg(long, env = "PARLEY_HTTP_RATE_BURST", default_value = "30")]
+    pub http_rate_burst: NonZeroU32,
+    /// Members a group may have (at creation and by joining).
+    #[arg(long, env = "PARLEY_MAX_GROUP_MEMBERS", default_value_t = 1000)]
+    pub max_group_members: usize,
+    /// Groups one user may create per hour (a burst of a tenth of it at once, at least 1).
+    #[arg(long, env = "PARLEY_GROUP_CREATIONS_PER_HOUR", default_value = "60")]
+    pub group_creations_per_hour: NonZeroU32,
+}
+
+/// The public listener's own limits (see `listener`).
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Time a client has to send a request head (the WebSocket handshake
+    /// included) before its connection is closed.
+    #[arg(long = "http-header-timeout", env = "PARLEY_HTTP_HEADER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// TCP connections open at once on the public listener, WebSockets
+    /// included; one more is closed at accept. Keep it below the process's
+    /// file descriptor limit.
+    #[arg(long = "max-http-connections", env = "PARLEY_MAX_HTTP_CONNECTIONS", default_value_t = 16_000)]
+    pub max_connections: usize,
 }
 
 pub const MIN_WS_READ_BUFFER_BYTES: i64 = 1024;
@@ -260,6 +310,8 @@ mod tests {
             "postgres://x",
             "--jwt-secret",
             "s",
+            "--internal-token",
+            "internal-token-for-tests",
         ];
         let Command::Serve(args) = Cli::try_parse_from(serve).unwrap().command else {
             panic!("expected serve");

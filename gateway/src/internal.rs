@@ -3,14 +3,17 @@
 //! only recipients connected here; each goes to the local registry (acks for
 //! connections of this gateway, messages for the recipients). No reply
 //! frames: pushes are best effort and clients recover gaps by `sync`.
-//! Also `/metrics`, `/healthz`, `/readyz`. Not exposed by the Service.
+//! Also `/metrics`, `/healthz`, `/readyz`. Not exposed by the Service. The
+//! stream needs the shared internal token: without it any pod that reaches
+//! port 9090 could push frames to connected users.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
 use parley_adapters::delivery::{Delivery, DeliverySink};
@@ -25,6 +28,8 @@ pub struct InternalState {
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
     pub readiness: Arc<parley_core::ready::Readiness>,
+    /// What push consumers must present (`Authorization: Bearer …`).
+    pub token: Arc<str>,
 }
 
 pub fn router(state: InternalState) -> Router {
@@ -39,7 +44,12 @@ pub fn router(state: InternalState) -> Router {
         .with_state(state)
 }
 
-async fn stream(State(state): State<InternalState>, ws: WebSocketUpgrade) -> Response {
+async fn stream(State(state): State<InternalState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !parley_core::internal_token::authorizes(presented, &state.token) {
+        state.metrics.internal_streams_refused.inc();
+        return (StatusCode::UNAUTHORIZED, "the internal stream needs the internal token").into_response();
+    }
     ws.max_message_size(1 << 20).on_upgrade(move |socket| receive(socket, state))
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod internal;
 pub mod limits;
+pub mod listener;
 pub mod membership;
 pub mod metrics;
 pub mod page;

@@ -27,6 +27,12 @@ pub struct Metrics {
     pub messages_published: Counter,
     pub frames_pushed: Counter,
     pub slow_consumers_dropped: Counter,
+    /// WebSocket connections refused: the user held too many.
+    pub connections_refused_per_user: Counter,
+    /// TCP connections closed at accept: the listener was at its cap.
+    pub http_connections_refused: Counter,
+    /// `/internal/stream` requests refused for a missing or wrong token.
+    pub internal_streams_refused: Counter,
     /// From handing a send to the broker to its durable acknowledgement.
     pub publish_seconds: Histogram,
 }
@@ -49,6 +55,9 @@ impl Metrics {
             messages_published: Counter::default(),
             frames_pushed: Counter::default(),
             slow_consumers_dropped: Counter::default(),
+            connections_refused_per_user: Counter::default(),
+            http_connections_refused: Counter::default(),
+            internal_streams_refused: Counter::default(),
             publish_seconds: parley_core::telemetry::age_histogram(),
             registry: Registry::default(),
         };
@@ -67,6 +76,21 @@ impl Metrics {
             "slow_consumers_dropped",
             "Connections dropped because their outbound queue overflowed",
             m.slow_consumers_dropped.clone(),
+        );
+        registry.register(
+            "connections_refused_per_user",
+            "WebSocket connections refused because the user held --max-connections-per-user already",
+            m.connections_refused_per_user.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "TCP connections closed at accept because the listener held --max-http-connections already",
+            m.http_connections_refused.clone(),
+        );
+        registry.register(
+            "internal_streams_refused",
+            "Internal stream requests refused for a missing or wrong internal token",
+            m.internal_streams_refused.clone(),
         );
         registry.register(
             "publish_seconds",

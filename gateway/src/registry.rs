@@ -36,6 +36,13 @@ struct Conn {
     kick: CancellationToken,
 }
 
+/// A user already holds as many connections as they may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many connections for this user (at most {max})")]
+pub struct TooManyConnections {
+    pub max: usize,
+}
+
 pub struct Registry {
     gateway_id: String,
     users: RwLock<HashMap<String, HashMap<u64, Conn>>>,
@@ -65,12 +72,28 @@ impl Registry {
         self.users.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Returns true if this is the user's first connection (they came online).
-    pub fn register(&self, user: &str, id: u64, tx: mpsc::Sender<Outbound>, kick: CancellationToken) -> bool {
+    /// Returns true if this is the user's first connection (they came
+    /// online); refused when the user holds `max` connections already.
+    pub fn register(
+        &self,
+        user: &str,
+        id: u64,
+        tx: mpsc::Sender<Outbound>,
+        kick: CancellationToken,
+        max: usize,
+    ) -> Result<bool, TooManyConnections> {
         let mut users = self.write();
         let conns = users.entry(user.to_owned()).or_default();
+        if conns.len() >= max {
+            return Err(TooManyConnections { max });
+        }
         conns.insert(id, Conn { tx: Some(tx), kick });
-        conns.len() == 1
+        Ok(conns.len() == 1)
+    }
+
+    /// How many connections `user` holds here.
+    pub fn connections_of(&self, user: &str) -> usize {
+        self.read().get(user).map_or(0, HashMap::len)
     }
 
     /// Returns true if this was the user's last connection (they went offline).
@@ -231,7 +254,7 @@ mod tests {
     fn conn(r: &Registry, user: &str, id: u64, cap: usize) -> (Rx, CancellationToken) {
         let (tx, rx) = mpsc::channel(cap);
         let kick = CancellationToken::new();
-        r.register(user, id, tx, kick.clone());
+        r.register(user, id, tx, kick.clone(), usize::MAX).unwrap();
         (Rx(rx), kick)
     }
 
@@ -336,8 +359,10 @@ mod tests {
     fn presence_transitions() {
         let r = Registry::new("gw", Arc::new(Metrics::new()));
         let (tx, _rx) = mpsc::channel(1);
-        assert!(r.register("a", 1, tx.clone(), CancellationToken::new()));
-        assert!(!r.register("a", 2, tx, CancellationToken::new()));
+        assert_eq!(r.register("a", 1, tx.clone(), CancellationToken::new(), 2), Ok(true));
+        assert_eq!(r.register("a", 2, tx.clone(), CancellationToken::new(), 2), Ok(false));
+        assert_eq!(r.register("a", 3, tx, CancellationToken::new(), 2), Err(TooManyConnections { max: 2 }));
+        assert_eq!(r.connections_of("a"), 2);
         assert!(r.is_online("a"));
         assert!(!r.unregister("a", 1));
         assert!(!r.unregister("a", 1));

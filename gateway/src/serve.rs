@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Auth;
 use crate::config::ServeArgs;
 use crate::internal::{self, InternalState};
+use crate::listener;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::routes::{no_delay, router};
@@ -38,6 +39,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if args.jwt_secret.is_empty() {
         return Err(Error::Config("PARLEY_JWT_SECRET is empty".into()));
     }
+    parley_core::internal_token::validate(&args.internal_token).map_err(|e| Error::Config(e.to_string()))?;
     let dev_login = crate::config::dev_login(args.dev_login, true, args.listen)?;
     if dev_login {
         crate::config::warn_dev_login(args.listen);
@@ -61,6 +63,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         readiness: readiness.clone(),
+        token: args.internal_token.as_str().into(),
     };
     let state = AppState::new(StateParts {
         store,
@@ -94,8 +97,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     );
     // Bound above and now served: push consumers can stream deliveries here.
     readiness.set(check::INTERNAL_STREAM, Ok(()));
-    let served =
-        axum::serve(no_delay(listener), router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    let metrics = state.metrics.clone();
+    let served = listener::serve(listener, router(state), &args.session.http, metrics, shutdown.clone()).await;
     shutdown.cancel();
     tracker.close();
     // Connections close and publish their offline presence.

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use futures::stream::{FuturesUnordered, SplitSink};
 use futures::{SinkExt, StreamExt};
 use governor::DefaultDirectRateLimiter;
@@ -20,8 +21,9 @@ use parley_core::time::now_millis;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::api_error::{ApiError, codes as api_codes};
 use crate::auth::{AuthSession, Session};
-use crate::registry::Outbound;
+use crate::registry::{Outbound, TooManyConnections};
 use crate::state::AppState;
 use crate::{limits, presence};
 
@@ -46,6 +48,14 @@ pub async fn upgrade(
     AuthSession(session): AuthSession,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // Checked again when the connection registers (two handshakes can race);
+    // here it is a plain HTTP answer rather than an upgrade and a close.
+    let per_user = state.session.user.max_connections_per_user;
+    if state.registry.connections_of(&session.user) >= per_user {
+        state.metrics.connections_refused_per_user.inc();
+        let refused = TooManyConnections { max: per_user };
+        return ApiError::new(StatusCode::TOO_MANY_REQUESTS, api_codes::RATE_LIMITED, refused).into_response();
+    }
     let max = state.session.transport_max_bytes();
     let buffer = state.session.ws_read_buffer_bytes as usize;
     ws.max_message_size(max)
@@ -83,12 +93,23 @@ async fn run(socket: WebSocket, state: AppState, Session { user, expires_in }: S
     let id = state.next_conn_id();
     let (tx, mut rx) = mpsc::channel(state.session.outbound_queue.max(1));
     let kick = state.shutdown.child_token();
-    let first = state.registry.register(&user, id, tx, kick.clone());
+    let (mut sink, mut stream) = socket.split();
+    let first = match state.registry.register(&user, id, tx, kick.clone(), state.session.user.max_connections_per_user)
+    {
+        Ok(first) => first,
+        Err(refused) => {
+            state.metrics.connections_refused_per_user.inc();
+            let frame = CloseFrame { code: close_code::POLICY, reason: refused.to_string().into() };
+            if write(&mut sink, Message::Close(Some(frame))).await.is_ok() {
+                linger(&mut stream).await;
+            }
+            return;
+        }
+    };
     state.metrics.connections_opened.inc();
     state.metrics.connections_active.inc();
     tracing::debug!(user, conn = id, "connected");
 
-    let (mut sink, mut stream) = socket.split();
     let mut conn = Conn {
         limiter: limits::rate_limiter(&state.session),
         state: state.clone(),
@@ -332,6 +353,11 @@ impl Conn {
             let send = client_msg_id_of(text, &self.state.limits);
             return self.violation(sink, codes::RATE_LIMITED, "too many frames; slow down", send).await;
         }
+        if !self.state.users.frame(&self.user) {
+            let send = client_msg_id_of(text, &self.state.limits);
+            let reason = "too many frames from this user's connections together; slow down";
+            return self.violation(sink, codes::RATE_LIMITED, reason, send).await;
+        }
         let frame = match parse_client_frame(text, &self.state.limits) {
             Ok(frame) => frame,
             Err(err) => {
@@ -404,6 +430,12 @@ impl Conn {
                 });
                 self.in_flight.get_or_insert_with(FuturesUnordered::new).push(timed);
                 Ok(Flow::Continue)
+            }
+            // Refused at the broker's cap, nothing taken: name the send and the wait (issue #19).
+            Err(parley_adapters::Error::Overloaded { retry_after }) => {
+                let reason = format!("server overloaded; retry after {} ms", retry_after.as_millis());
+                let frame = ServerFrame::refusal(codes::OVERLOADED, reason, Some(data.client_msg_id));
+                Ok(self.reply(sink, &frame).await)
             }
             Err(err) => Ok(self.published(Err(err), sink).await),
         }

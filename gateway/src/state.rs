@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Auth, AuthState};
 use crate::config::SessionArgs;
+use crate::limits::{PURGE_INTERVAL, UserLimiters};
 use crate::membership::MembershipCache;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -27,6 +28,8 @@ pub struct Inner {
     pub limits: Limits,
     /// Recent "is a member" answers of the send path.
     pub membership: MembershipCache,
+    /// Rate limits per user, across connections.
+    pub users: UserLimiters,
     next_conn: AtomicU64,
 }
 
@@ -85,7 +88,31 @@ impl AppState {
     pub fn new(parts: StateParts) -> Self {
         let limits = parts.session.limits();
         let membership = MembershipCache::new(parts.session.membership_cache_ttl, MEMBERSHIP_CACHE_ENTRIES);
-        Self(Arc::new(Inner { parts, limits, membership, next_conn: AtomicU64::new(1) }))
+        let users = UserLimiters::new(&parts.session.user);
+        let state = Self(Arc::new(Inner { parts, limits, membership, users, next_conn: AtomicU64::new(1) }));
+        state.forget_idle_users();
+        state
+    }
+
+    /// Every minute until shutdown, drop the rate-limit buckets of users
+    /// idle long enough to have refilled. Needs a runtime; without one
+    /// (a unit test building the state) the buckets are just kept.
+    fn forget_idle_users(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let state = Arc::downgrade(&self.0);
+        let shutdown = self.shutdown.clone();
+        runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(PURGE_INTERVAL);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = ticks.tick() => match state.upgrade() {
+                        Some(state) => state.users.purge(),
+                        None => return,
+                    },
+                }
+            }
+        });
     }
 
     pub fn next_conn_id(&self) -> u64 {
@@ -130,5 +157,9 @@ impl AppState {
 impl AuthState for AppState {
     fn auth(&self) -> &Auth {
         &self.auth
+    }
+
+    fn admit(&self, user: &str) -> bool {
+        self.users.request(&user.to_owned())
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, PatchParams};
@@ -32,6 +33,7 @@ pub(crate) struct Target<'a> {
     build: Workloads<'a>,
     deployments: Api<Deployment>,
     services: Api<Service>,
+    network_policies: Api<NetworkPolicy>,
     pp: PatchParams,
     stores: OwnedStores,
 }
@@ -49,8 +51,25 @@ pub(crate) async fn apply_gateway(target: &Target<'_>, secrets: &SecretVersions)
         let before = target.current_replicas(&gateway.name_any()).await?;
         target.apply(gateway, before, "gateway", "spec.gateway.replicas").await
     };
-    let (_, gateway) = tokio::try_join!(async { service.await.map_err(Error::from) }, deployment)?;
+    let (_, (), gateway) =
+        tokio::try_join!(async { service.await.map_err(Error::from) }, apply_network_policy(target), deployment)?;
     Ok(gateway)
+}
+
+/// Apply the gateway's NetworkPolicy unless this process applied exactly
+/// that already. Policies are not watched (one more watch for an object
+/// nobody else should touch): an edit by hand stays until the spec changes
+/// or the operator restarts.
+async fn apply_network_policy(target: &Target<'_>) -> Result<()> {
+    let desired = target.build.gateway_network_policy();
+    let hash = owned::fingerprint(&desired);
+    if target.ctx.applied.applied_same(&desired, hash) {
+        return Ok(());
+    }
+    let name = desired.name_any();
+    let returned = target.network_policies.patch(&name, &target.pp, &kube::api::Patch::Apply(&desired)).await?;
+    target.ctx.applied.record(&returned, hash);
+    Ok(())
 }
 
 /// Decide one consumer role's replicas from its lag and apply its
@@ -81,6 +100,7 @@ impl<'a> Target<'a> {
         Ok(Self {
             deployments: Api::namespaced(ctx.client.clone(), ns),
             services: Api::namespaced(ctx.client.clone(), ns),
+            network_policies: Api::namespaced(ctx.client.clone(), ns),
             pp: PatchParams::apply(MANAGER).force(),
             stores: owned_stores(ctx).await?,
             ctx,

@@ -179,6 +179,34 @@ pub fn compute(obs: &Observation, previous: Option<&ChatClusterStatus>, now: &Ti
     }
 }
 
+/// The status of a ChatCluster whose topic prefix `owner` (an older
+/// ChatCluster) owns: every part refused for that one reason, no topics,
+/// groups or lag (they are the owner's), so nothing reads as this one's.
+pub fn prefix_in_use(
+    generation: Option<i64>,
+    prefix: &str,
+    owner: &str,
+    previous: Option<&ChatClusterStatus>,
+    now: &Time,
+) -> ChatClusterStatus {
+    let why = format!("topic prefix {prefix} belongs to ChatCluster {owner}, created earlier");
+    let refused = |type_, message: String| Cond { type_, ok: false, reason: reason::TOPIC_PREFIX_IN_USE, message };
+    let not_applied = |what: &str| format!("{what} not applied: {why}");
+    let conditions = [
+        refused(condition::READY, format!("{why}; set another spec.kafka.topicPrefix")),
+        refused(condition::TOPICS_READY, format!("topics neither created nor changed: {why}")),
+        refused(condition::GATEWAY_READY, not_applied("gateway")),
+        refused(condition::CONSUMERS_READY, not_applied("consumers")),
+        Cond { type_: condition::DEGRADED, ok: true, reason: reason::TOPIC_PREFIX_IN_USE, message: why.clone() },
+    ];
+    let old = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    ChatClusterStatus {
+        observed_generation: generation,
+        conditions: conditions.into_iter().map(|c| to_condition(c, generation, old, now)).collect(),
+        ..ChatClusterStatus::default()
+    }
+}
+
 /// A group's status with its role's pods as the Deployment reports them.
 fn with_pods(group: &ConsumerGroupStatus, consumers: &[(String, Replicas)]) -> ConsumerGroupStatus {
     let pods = consumers.iter().find(|(role, _)| *role == group.role).map(|(_, r)| *r);
@@ -343,6 +371,25 @@ mod tests {
         let consumers = cond(&s, condition::CONSUMERS_READY);
         assert_eq!(consumers.reason, reason::SECRET_UNUSABLE);
         assert!(consumers.message.starts_with("storage: 1/1 replicas ready, push: 0/1 replicas ready, Secret db"));
+    }
+
+    #[test]
+    fn a_prefix_owned_by_another_refuses_every_part_and_shows_none_of_its_state() {
+        let owned = compute(&healthy(), None, &at(100));
+        let s = prefix_in_use(Some(4), "shared", "team-a/chat", Some(&owned), &at(200));
+        assert_eq!(s.observed_generation, Some(4));
+        for type_ in [condition::READY, condition::TOPICS_READY, condition::GATEWAY_READY, condition::CONSUMERS_READY] {
+            let c = cond(&s, type_);
+            assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", reason::TOPIC_PREFIX_IN_USE), "{type_}");
+            assert!(c.message.contains("topic prefix shared belongs to ChatCluster team-a/chat"), "{}", c.message);
+            assert_eq!(c.last_transition_time, at(200), "{type_} flipped from True");
+        }
+        assert!(is_true(&s, condition::DEGRADED));
+        assert_eq!(cond(&s, condition::DEGRADED).reason, reason::TOPIC_PREFIX_IN_USE);
+        assert!(s.topics.is_empty() && s.consumer_groups.is_empty(), "the owner's topics are not this one's");
+        assert_eq!((s.gateway.as_ref(), s.lag), (None, None));
+        let again = prefix_in_use(Some(4), "shared", "team-a/chat", Some(&s), &at(300));
+        assert_eq!(again, s, "no change, no status write");
     }
 
     #[test]

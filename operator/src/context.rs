@@ -6,10 +6,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use futures::FutureExt;
 use kube::Client;
 use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use parley_core::ready::Readiness;
 
 use crate::autoscale;
@@ -17,9 +18,11 @@ use crate::crd::ChatCluster;
 use crate::kafka::KafkaClients;
 use crate::metrics::Metrics;
 use crate::owned::{AppliedMemory, OwnedStores};
+use crate::ownership::{self, Ownership};
 use crate::topics;
 use crate::workloads::Images;
 use crate::written::WrittenStatus;
+use crate::{Error, Result};
 
 /// Server-side apply field manager, and the Events' reporting controller.
 pub const MANAGER: &str = "parley-operator";
@@ -62,6 +65,10 @@ pub struct Context {
     pub(crate) owned: RwLock<Option<OwnedStores>>,
     /// What this process last applied to each owned object.
     pub(crate) applied: Arc<AppliedMemory>,
+    /// The ChatClusters of all namespaces, whichever this process
+    /// reconciles: topics are Kafka-wide, so a prefix's owner may be
+    /// anywhere ([`crate::ownership`]). Set by [`crate::controller::run`].
+    pub(crate) claimants: RwLock<Option<Store<DeserializeGuard<ChatCluster>>>>,
 }
 
 impl Context {
@@ -87,7 +94,22 @@ impl Context {
             failures: Mutex::default(),
             owned: RwLock::default(),
             applied: Arc::default(),
+            claimants: RwLock::default(),
         }
+    }
+
+    /// Whether `cc` owns its topic prefix, among the cached ChatClusters.
+    /// Malformed ones are left out: their prefix cannot be read.
+    pub(crate) fn ownership(&self, cc: &ChatCluster) -> Result<Ownership> {
+        let store = self.claimants.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let store = store.ok_or(Error::ClaimantsNotListed)?;
+        // Before the first list an absent rival would read as "no rival".
+        if !matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))) {
+            return Err(Error::ClaimantsNotListed);
+        }
+        let prefix = crate::names::prefix(cc);
+        let rivals = store.state_filter(|g| g.0.as_ref().is_ok_and(|o| crate::names::has_prefix(o, &prefix)));
+        Ok(ownership::decide(cc, rivals.iter().filter_map(|g| g.0.as_ref().ok())))
     }
 
     /// See [`topics::known`]. Copying every created name instead cost each

@@ -12,7 +12,7 @@ use kube::api::{Api, ListParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
@@ -61,6 +61,12 @@ pub async fn run(
         .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
         .owns_stream(deployments)
         .owns_stream(services);
+    // Topic prefix owners may live in any namespace: watching one, keep a
+    // cache of all ChatClusters as well (the chart's ClusterRole lists
+    // them everywhere); watching all, the controller's cache is that.
+    let claimants = namespace.as_ref().map(|_| watch_all_clusters(ctx.client.clone()));
+    let claimants_store = claimants.as_ref().map_or_else(|| controller.store(), |(store, _)| store.clone());
+    *ctx.claimants.write().unwrap_or_else(|e| e.into_inner()) = Some(claimants_store);
     let pruning = tokio::spawn(prune_forgotten(ctx.clone(), controller.store()));
     let synced = tokio::spawn(report_synced(ctx.clone(), controller.store()));
     let (lag_tx, lag_rx) = futures::channel::mpsc::channel(1024);
@@ -79,20 +85,47 @@ pub async fn run(
     pruning.abort();
     lag_watch.abort();
     synced.abort();
+    if let Some((_, task)) = claimants {
+        task.abort();
+    }
+}
+
+/// A cache of the ChatClusters of every namespace, kept only for
+/// [`crate::ownership`]: without status or managed fields, which it never reads.
+fn watch_all_clusters(client: Client) -> (Store<DeserializeGuard<ChatCluster>>, tokio::task::JoinHandle<()>) {
+    let (reader, writer) = kube::runtime::reflector::store();
+    let events = watcher(Api::<DeserializeGuard<ChatCluster>>::all(client), watcher::Config::default())
+        .default_backoff()
+        .modify(|guard| {
+            guard.managed_fields_mut().clear();
+            if let Ok(cc) = &mut guard.0 {
+                cc.status = None;
+            }
+        })
+        .reflect(writer);
+    let task = tokio::spawn(events.for_each(|event| async move {
+        if let Err(err) = event {
+            warn!(error = %err, "watching the ChatClusters of all namespaces");
+        }
+    }));
+    (reader, task)
 }
 
 /// Ready once the ChatCluster cache and the owned-object caches have
 /// their first lists: before that a reconcile would see nothing. Asked
 /// again every second rather than awaited once: a wait on the ChatCluster
 /// store begun before its first list was seen to never return.
-async fn report_synced(ctx: Arc<Context>, clusters: kube::runtime::reflector::Store<DeserializeGuard<ChatCluster>>) {
+async fn report_synced(ctx: Arc<Context>, clusters: Store<DeserializeGuard<ChatCluster>>) {
     const ASK_EVERY: Duration = Duration::from_secs(1);
     ctx.readiness.set(check::CACHES, Err("caches syncing".to_owned()));
     let owned = ctx.owned.read().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some(owned) = owned {
         while !owned.ready_within(ASK_EVERY).await {}
     }
-    while tokio::time::timeout(ASK_EVERY, clusters.wait_until_ready()).await.is_err() {}
+    let claimants = ctx.claimants.read().unwrap_or_else(|e| e.into_inner()).clone();
+    for store in [Some(clusters), claimants].into_iter().flatten() {
+        while tokio::time::timeout(ASK_EVERY, store.wait_until_ready()).await.is_err() {}
+    }
     ctx.readiness.set(check::CACHES, Ok(()));
 }
 
@@ -114,7 +147,7 @@ fn wants_reconcile(cc: &DeserializeGuard<ChatCluster>) -> Option<u64> {
 
 /// Every minute, drop per-ChatCluster memory of ChatClusters that are gone
 /// (deleted without a finalizer, the reconcile never sees them go).
-async fn prune_forgotten(ctx: Arc<Context>, clusters: kube::runtime::reflector::Store<DeserializeGuard<ChatCluster>>) {
+async fn prune_forgotten(ctx: Arc<Context>, clusters: Store<DeserializeGuard<ChatCluster>>) {
     let every = Duration::from_secs(60);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
@@ -171,10 +204,11 @@ fn error_policy(guard: Arc<DeserializeGuard<ChatCluster>>, err: &Error, ctx: Arc
 }
 
 /// List ChatClusters to check the API is reachable and the CRD installed,
-/// so a missing CRD fails at start with a clear message.
+/// so a missing CRD fails at start with a clear message. Their metadata
+/// only: a malformed one listed first must not read as a missing CRD.
 pub async fn preflight(client: &Client) -> Result<()> {
     let api: Api<ChatCluster> = Api::all(client.clone());
-    api.list(&ListParams::default().limit(1)).await.map_err(|e| match &e {
+    api.list_metadata(&ListParams::default().limit(1)).await.map_err(|e| match &e {
         // Forbidden is an RBAC problem, not a missing CRD: say that.
         kube::Error::Api(status) if status.code == 403 => Error::Kube(e),
         _ => Error::CrdMissing(e),

@@ -28,6 +28,17 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot create Secret {name}: {source}")]
+    SecretCreate {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot make a random internal stream token: {source}")]
+    Token {
+        #[source]
+        source: std::io::Error,
+    },
     /// Kafka could not be observed; the words are the status condition's.
     #[error("Kafka unavailable: {0}")]
     KafkaUnavailable(String),
@@ -41,6 +52,8 @@ pub enum Error {
     NotNamespaced,
     #[error("the watches of owned Deployments and Services have not listed them yet")]
     CachesNotReady,
+    #[error("the watch of the ChatClusters of all namespaces (topic prefix owners) has not listed them yet")]
+    ClaimantsNotListed,
     #[error("cannot build Kubernetes client: {0}")]
     KubeConfig(#[source] kube::Error),
     #[error("cannot start the async runtime: {0}")]
@@ -64,14 +77,16 @@ impl Error {
             | Error::Read { .. }
             | Error::ParseJson { .. }
             | Error::ParseYaml { .. }
-            | Error::Runtime(_) => "io",
+            | Error::Runtime(_)
+            | Error::Token { .. } => "io",
             Error::Kube(_)
             | Error::CrdMissing(_)
             | Error::CrdInstall(_)
             | Error::CrdNotEstablished(_)
             | Error::KubeConfig(_)
-            | Error::CachesNotReady => "kubernetes",
-            Error::Secret { .. } => "secret",
+            | Error::CachesNotReady
+            | Error::ClaimantsNotListed => "kubernetes",
+            Error::Secret { .. } | Error::SecretCreate { .. } => "secret",
             Error::KafkaUnavailable(_) | Error::DeletingTopics(_) => "kafka",
             Error::KafkaConfig(_) => "kafka_config",
             Error::NotNamespaced => "invalid_object",

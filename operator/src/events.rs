@@ -18,6 +18,10 @@ pub mod event_reason {
     pub const FINALIZER_RELEASED: &str = "FinalizerReleased";
     pub const KAFKA_UNAVAILABLE: &str = "KafkaUnavailable";
     pub const INVALID_OBJECT: &str = "InvalidObject";
+    /// An older ChatCluster owns this one's topic prefix: nothing managed.
+    pub const TOPIC_PREFIX_IN_USE: &str = "TopicPrefixInUse";
+    /// Deleted with `deletionPolicy: Delete`, but the topics are another's.
+    pub const TOPICS_KEPT: &str = "TopicsKept";
 }
 
 /// Publish an Event; a failure is logged, never fails the reconcile.

@@ -1,18 +1,21 @@
 //! The finalizer that keeps a ChatCluster with `deletionPolicy: Delete`
 //! until its topics are gone.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+use tracing::warn;
 
 use crate::context::Context;
 use crate::crd::{ChatCluster, DeletionPolicy};
 use crate::events::{event_reason, publish};
 use crate::kafka::KafkaError;
 use crate::names::Names;
+use crate::ownership::Ownership;
 use crate::secrets::{self, KafkaPropsError};
 use crate::{Error, Result};
 
@@ -63,25 +66,39 @@ async fn set_finalizers(cc: &ChatCluster, api: &Api<ChatCluster>, finalizers: Ve
     Ok(())
 }
 
-/// Deletion with `deletionPolicy: Delete`: remove the topics, then the
-/// finalizer. If Kafka stays unreachable past the timeout, release anyway
-/// with a Warning so the namespace can go.
+/// Deletion with `deletionPolicy: Delete`: remove the topics (unless an
+/// older ChatCluster owns their prefix), then the finalizer. If Kafka stays
+/// unreachable past the timeout, release anyway with a Warning so the
+/// namespace can go.
 pub(crate) async fn finalize(cc: &ChatCluster, names: &Names, ctx: &Context, api: &Api<ChatCluster>) -> Result<Action> {
     if !cc.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
     let oref = cc.object_ref(&());
     let topics = &names.topics;
+    match ctx.ownership(cc)? {
+        Ownership::Owner => delete_or_give_up(cc, ctx, &oref, topics).await?,
+        // Not this one's to delete: an older ChatCluster owns the prefix.
+        Ownership::OwnedBy(owner) => {
+            let note = format!("topics {} kept: their prefix belongs to ChatCluster {owner}", topics.join(", "));
+            warn!(chatcluster = %crate::ownership::Key::of(cc), %note);
+            publish(ctx, &oref, EventType::Warning, event_reason::TOPICS_KEPT, &note).await;
+        }
+    }
+    let finalizers = cc.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    set_finalizers(cc, api, finalizers).await?;
+    let (ns, name) = (cc.namespace().unwrap_or_default(), cc.name_any());
+    ctx.metrics.retain_clusters(|n, c| (n, c) != (ns.as_str(), name.as_str()));
+    Ok(Action::await_change())
+}
+
+/// Delete the topics; `Ok` once they are gone, or once Kafka stayed
+/// unreachable past the finalizer timeout (with a Warning).
+async fn delete_or_give_up(cc: &ChatCluster, ctx: &Context, oref: &ObjectReference, topics: &[String]) -> Result<()> {
     match delete_topics(cc, ctx, topics).await {
         Ok(()) => {
-            publish(
-                ctx,
-                &oref,
-                EventType::Normal,
-                event_reason::TOPICS_DELETED,
-                &format!("deleted topics {}", topics.join(", ")),
-            )
-            .await;
+            let note = format!("deleted topics {}", topics.join(", "));
+            publish(ctx, oref, EventType::Normal, event_reason::TOPICS_DELETED, &note).await;
         }
         Err(err) => {
             let since = cc.metadata.deletion_timestamp.as_ref().map(|t| t.0).unwrap_or_else(Timestamp::now);
@@ -94,14 +111,10 @@ pub(crate) async fn finalize(cc: &ChatCluster, names: &Names, ctx: &Context, api
                 waited.as_secs(),
                 topics.join(", ")
             );
-            publish(ctx, &oref, EventType::Warning, event_reason::FINALIZER_RELEASED, &note).await;
+            publish(ctx, oref, EventType::Warning, event_reason::FINALIZER_RELEASED, &note).await;
         }
     }
-    let finalizers = cc.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
-    set_finalizers(cc, api, finalizers).await?;
-    let (ns, name) = (cc.namespace().unwrap_or_default(), cc.name_any());
-    ctx.metrics.retain_clusters(|n, c| (n, c) != (ns.as_str(), name.as_str()));
-    Ok(Action::await_change())
+    Ok(())
 }
 
 #[cfg(test)]

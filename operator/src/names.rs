@@ -78,13 +78,29 @@ pub struct RoleNames {
     pub topics: Vec<String>,
 }
 
+/// The topic and group prefix of `cc` (see [`Names::prefix`]).
+pub fn prefix(cc: &ChatCluster) -> String {
+    cc.spec.kafka.topic_prefix.clone().unwrap_or_else(|| match &cc.metadata.namespace {
+        Some(ns) => format!("{ns}.{}", cc.name_any()),
+        None => cc.name_any(),
+    })
+}
+
+/// Whether `cc`'s prefix is `prefix`, without building it: asked of every
+/// cached ChatCluster in each reconcile ([`crate::ownership`]).
+pub fn has_prefix(cc: &ChatCluster, prefix: &str) -> bool {
+    let name = cc.metadata.name.as_deref().unwrap_or_default();
+    match (&cc.spec.kafka.topic_prefix, &cc.metadata.namespace) {
+        (Some(own), _) => own == prefix,
+        (None, Some(ns)) => prefix.strip_prefix(ns.as_str()).and_then(|rest| rest.strip_prefix('.')) == Some(name),
+        (None, None) => prefix == name,
+    }
+}
+
 impl Names {
     pub fn of(cc: &ChatCluster) -> Self {
         let name = cc.name_any();
-        let prefix = cc.spec.kafka.topic_prefix.clone().unwrap_or_else(|| match cc.namespace() {
-            Some(ns) => format!("{ns}.{name}"),
-            None => name.clone(),
-        });
+        let prefix = prefix(cc);
         let topic = |suffix: &str| parley_core::topics::name(&prefix, suffix);
         let role = |role: Role| RoleNames {
             role,
@@ -155,5 +171,19 @@ mod tests {
         let mut cc = cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}));
         cc.metadata.namespace = None;
         assert_eq!(Names::of(&cc).prefix, "demo");
+    }
+
+    #[test]
+    fn has_prefix_agrees_with_the_built_prefix() {
+        let default = cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}));
+        let explicit = cluster(json!({"kafka": {"bootstrapServers": "k:9092", "topicPrefix": "prod"}}));
+        let mut bare = default.clone();
+        bare.metadata.namespace = None;
+        for cc in [&default, &explicit, &bare] {
+            assert!(has_prefix(cc, &prefix(cc)), "{:?}", cc.spec.kafka.topic_prefix);
+            for other in ["chat.demo", "prod", "demo", "chat", "chat.", "chatdemo", "chat.demo.x", ".demo", ""] {
+                assert_eq!(has_prefix(cc, other), prefix(cc) == other, "{other} against {}", prefix(cc));
+            }
+        }
     }
 }

@@ -266,6 +266,12 @@ impl Versioned for DeploymentView {
     }
 }
 
+impl Versioned for k8s_openapi::api::networking::v1::NetworkPolicy {
+    fn version(&self) -> Option<String> {
+        self.metadata.resource_version.clone()
+    }
+}
+
 impl Versioned for Service {
     fn version(&self) -> Option<String> {
         self.metadata.resource_version.clone()
@@ -299,6 +305,13 @@ impl AppliedMemory {
                 && Some(&applied.uid) == cached.uid().as_ref()
                 && Some(&applied.version) == cached.version().as_ref()
         })
+    }
+
+    /// Whether the last object of `desired`'s kind, namespace and name this
+    /// process applied hashed to `hash` (for kinds it does not watch).
+    pub fn applied_same<K: Resource<DynamicType = ()> + k8s_openapi::Resource>(&self, desired: &K, hash: u64) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(&key(desired)).is_some_and(|applied| applied.desired == hash)
     }
 
     /// Whether this process applied the object `ns`/`name` of kind `K`.

@@ -8,16 +8,21 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+use tracing::warn;
 
 use crate::apply::{self, Target};
 use crate::conditions::{self, Observation, TopicsObservation};
 use crate::context::{Context, MANAGER};
 use crate::crd::{ChatCluster, ChatClusterStatus};
+use crate::events::{event_reason, publish};
 use crate::finalizer::{ensure_finalizer, finalize};
+use crate::internal_secret;
 use crate::lag_watch;
 use crate::names::{Names, Role};
+use crate::ownership::{self, Ownership};
 use crate::secrets;
 use crate::topic_sync;
 use crate::workloads::{self, SecretsRead, Workloads};
@@ -33,6 +38,10 @@ pub(crate) const CONFIG_RECHECK: Duration = Duration::from_secs(30);
 /// How soon a reconcile that changed Kafka looks again.
 const KAFKA_SETTLE: Duration = Duration::from_secs(1);
 
+/// Longest wait before a ChatCluster whose topic prefix another owns looks
+/// again: the owner's deletion or prefix change does not trigger it.
+const OWNER_RECHECK: Duration = Duration::from_secs(30);
+
 pub(crate) async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action> {
     let ns = cc.namespace().ok_or(Error::NotNamespaced)?;
     let api: Api<ChatCluster> = Api::namespaced(ctx.client.clone(), &ns);
@@ -44,6 +53,11 @@ pub(crate) async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action>
     }
     ensure_finalizer(cc, &api).await?;
     let cc = &*ctx.written.freshest(cc);
+    // Before any topic or workload: another ChatCluster's topics are
+    // neither changed nor consumed from here.
+    if let Ownership::OwnedBy(owner) = ctx.ownership(cc)? {
+        return prefix_in_use(cc, &names, &owner, ctx, &api).await;
+    }
     let reads = SecretsRead::of(cc);
     let build = Workloads { cc, names: &names, images: &ctx.settings.images, reads: &reads };
     let target = Target::new(ctx, &ns, &oref, build).await?;
@@ -52,6 +66,7 @@ pub(crate) async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action>
     // Kafka client's properties, and the versions that roll the pods when
     // one is edited.
     let secrets = secrets::read(&ctx.client, &ns, reads.gateway.clone()).await?;
+    let secrets = internal_secret::ensure(&ctx.client, &ns, cc, secrets).await?;
     let versions = secrets::versions(&secrets);
     // The gateway does not depend on Kafka: apply it while the topics are
     // reconciled. Why: creating the Service (the apiserver allocates its
@@ -95,6 +110,30 @@ pub(crate) async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action>
         lag_watched: lag_watch::covers(cc) && lag_watch::quiet(&status),
     };
     Ok(Action::requeue(next.after(ctx.settings.resync)))
+}
+
+/// An older ChatCluster owns this one's topic prefix: say so in the status
+/// (and once in an Event), touch nothing else. Workloads it already has
+/// (its prefix was edited to another's) are left as they are: the operator
+/// deletes nothing, and scaling them down is the user's call.
+async fn prefix_in_use(
+    cc: &ChatCluster,
+    names: &Names,
+    owner: &ownership::Key,
+    ctx: &Context,
+    api: &Api<ChatCluster>,
+) -> Result<Action> {
+    let now = Time(Timestamp::now());
+    let owner = owner.to_string();
+    let status = conditions::prefix_in_use(cc.metadata.generation, &names.prefix, &owner, cc.status.as_ref(), &now);
+    if cc.status.as_ref() != Some(&status) {
+        let note =
+            format!("topic prefix {} belongs to ChatCluster {owner}: no topics or workloads managed", names.prefix);
+        warn!(chatcluster = %ownership::Key::of(cc), %note);
+        publish(ctx, &cc.object_ref(&()), EventType::Warning, event_reason::TOPIC_PREFIX_IN_USE, &note).await;
+    }
+    write_status(cc, &status, ctx, api).await?;
+    Ok(Action::requeue(ctx.settings.resync.min(OWNER_RECHECK)))
 }
 
 /// Write `status` unless the ChatCluster has it already.

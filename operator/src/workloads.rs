@@ -9,11 +9,15 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec,
     Probe, SecretKeySelector, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{ChatCluster, SecretKeyRef};
+use crate::internal_secret;
 use crate::names::Names;
 // Also here: the tests crate names it `workloads::Role`.
 pub use crate::names::Role;
@@ -40,6 +44,7 @@ pub mod env {
     pub const LISTEN: &str = "PARLEY_LISTEN";
     pub const POD_IP: &str = "PARLEY_POD_IP";
     pub const KAFKA_PROPERTIES_DIR: &str = "PARLEY_KAFKA_PROPERTIES_DIR";
+    pub const INTERNAL_TOKEN: &str = parley_core::internal_token::ENV;
 }
 
 /// Where pods see `spec.kafka.secretRef`: one file per librdkafka property.
@@ -58,8 +63,9 @@ pub type SecretVersions = BTreeMap<String, String>;
 /// up in a Deployment anyone in the namespace may read.
 pub const SECRET_VERSIONS_ANNOTATION: &str = "parley.dev/secret-versions";
 
-/// The Secrets the pods of the gateway (`gateway`) or of a consumer read:
-/// the Kafka client Secret, the database URL's, and the gateway's JWT key.
+/// The Secrets the ChatCluster names that the pods of the gateway
+/// (`gateway`) or of a consumer read: the Kafka client Secret, the database
+/// URL's, and the gateway's JWT key.
 pub fn secrets_read(cc: &ChatCluster, gateway: bool) -> BTreeSet<String> {
     let kafka = cc.spec.kafka.secret_ref.as_ref().map(|s| &s.name);
     let database = cc.spec.storage.as_ref().map(|s| &s.postgres.url_secret_ref.name);
@@ -67,18 +73,35 @@ pub fn secrets_read(cc: &ChatCluster, gateway: bool) -> BTreeSet<String> {
     [kafka, database, jwt].into_iter().flatten().cloned().collect()
 }
 
-/// [`secrets_read`] of both kinds of pod, computed once per reconcile.
+/// What each kind of pod reads, computed once per reconcile.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretsRead {
-    /// What the gateway reads: every Secret the ChatCluster names.
+    /// What the gateway reads: every Secret the ChatCluster names, and the
+    /// internal stream's token.
     pub gateway: BTreeSet<String>,
-    /// What each consumer reads: all but the gateway's JWT key.
+    /// What the storage consumers read: all but the gateway's JWT key.
     pub consumers: BTreeSet<String>,
+    /// What the push consumers read: the storage consumers' and the token.
+    pub push: BTreeSet<String>,
 }
 
 impl SecretsRead {
     pub fn of(cc: &ChatCluster) -> Self {
-        Self { gateway: secrets_read(cc, true), consumers: secrets_read(cc, false) }
+        let internal = internal_secret::secret_name(cc);
+        let with_token = |mut names: BTreeSet<String>| {
+            names.insert(internal.clone());
+            names
+        };
+        let consumers = secrets_read(cc, false);
+        Self { gateway: with_token(secrets_read(cc, true)), push: with_token(consumers.clone()), consumers }
+    }
+
+    /// What one consumer role's pods read.
+    pub fn of_role(&self, role: Role) -> &BTreeSet<String> {
+        match role {
+            Role::Push => &self.push,
+            Role::Storage => &self.consumers,
+        }
     }
 }
 
@@ -177,6 +200,12 @@ fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
         }),
         ..EnvVar::default()
     }
+}
+
+/// The internal stream's token, from the operator's own Secret.
+fn internal_token_env(cc: &ChatCluster) -> EnvVar {
+    let secret = SecretKeyRef { name: internal_secret::secret_name(cc), key: internal_secret::KEY.to_owned() };
+    secret_env(env::INTERNAL_TOKEN, &secret)
 }
 
 fn common_env(cc: &ChatCluster, names: &Names) -> Vec<EnvVar> {
@@ -290,6 +319,7 @@ impl Workloads<'_> {
         if let Some(secret) = &spec.auth_secret_ref {
             env.push(secret_env(env::JWT_SECRET, secret));
         }
+        env.push(internal_token_env(cc));
         let container = Container {
             name: GATEWAY_COMPONENT.to_owned(),
             image: Some(spec.image.clone().unwrap_or_else(|| self.images.gateway.clone())),
@@ -325,6 +355,41 @@ impl Workloads<'_> {
         }
     }
 
+    /// The gateway pods' NetworkPolicy: the public port from anywhere (the
+    /// Service's traffic), the internal port (the delivery stream, metrics)
+    /// only from this ChatCluster's push pods. Policies add up: to scrape the
+    /// gateways' metrics, add one of your own admitting Prometheus to 9090.
+    pub fn gateway_network_policy(&self) -> NetworkPolicy {
+        let cc = self.cc;
+        let port = |p: i32| NetworkPolicyPort {
+            port: Some(IntOrString::Int(p)),
+            protocol: Some("TCP".to_owned()),
+            ..NetworkPolicyPort::default()
+        };
+        let push_pods = NetworkPolicyPeer {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(cc, Role::Push.as_str())),
+                ..LabelSelector::default()
+            }),
+            ..NetworkPolicyPeer::default()
+        };
+        NetworkPolicy {
+            metadata: metadata(cc, self.names.gateway.clone(), GATEWAY_COMPONENT),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(selector_labels(cc, GATEWAY_COMPONENT)),
+                    ..LabelSelector::default()
+                }),
+                policy_types: Some(vec!["Ingress".to_owned()]),
+                ingress: Some(vec![
+                    NetworkPolicyIngressRule { ports: Some(vec![port(HTTP_PORT)]), from: None },
+                    NetworkPolicyIngressRule { ports: Some(vec![port(METRICS_PORT)]), from: Some(vec![push_pods]) },
+                ]),
+                ..NetworkPolicySpec::default()
+            }),
+        }
+    }
+
     /// One consumer role's Deployment with the replicas the scaler decided.
     pub fn consumer_deployment(&self, role: Role, replicas: i32, secrets: &SecretVersions) -> Deployment {
         let cc = self.cc;
@@ -333,6 +398,9 @@ impl Workloads<'_> {
         let mut env = common_env(cc, self.names);
         env.push(plain_env(env::CONSUMER_GROUP, names.group.clone()));
         env.push(plain_env(env::LISTEN, format!("0.0.0.0:{METRICS_PORT}")));
+        if role == Role::Push {
+            env.push(internal_token_env(cc));
+        }
         let container = Container {
             name: role.as_str().to_owned(),
             image: Some(spec.image.clone().unwrap_or_else(|| self.images.consumer.clone())),
@@ -343,7 +411,7 @@ impl Workloads<'_> {
             ..Container::default()
         };
         let container = probed(container, METRICS_PORT);
-        let versions = secret_versions_value(&self.reads.consumers, secrets);
+        let versions = secret_versions_value(self.reads.of_role(role), secrets);
         deployment(cc, names.deployment.clone(), role.as_str(), replicas, versions, container)
     }
 }
@@ -441,6 +509,11 @@ mod tests {
         let read = versions(&[("kafka-auth", "7"), ("db", "12"), ("other", "99")]);
         let gateway = gateway_deployment(&cc, &images(), &read);
         assert_eq!(annotation(&gateway).as_deref(), Some("db@12,kafka-auth@7"));
+        let mut with_token = read.clone();
+        with_token.insert("demo-internal".into(), "5".into());
+        let token_read = |role| annotation(&consumer_deployment(&cc, role, 1, &images(), &with_token));
+        assert_eq!(token_read(Role::Push).as_deref(), Some("db@12,demo-internal@5,kafka-auth@7"));
+        assert_eq!(token_read(Role::Storage).as_deref(), Some("db@12,kafka-auth@7"), "storage never reads it");
         let mut with_jwt = read.clone();
         with_jwt.insert("jwt".into(), "3".into());
         assert_eq!(
@@ -549,5 +622,44 @@ mod tests {
         let gw = gateway_deployment(&cc, &images(), &SecretVersions::new());
         let pod_ip = env_of(&gw)[env::POD_IP].value_from.clone().unwrap().field_ref.unwrap();
         assert_eq!(pod_ip.field_path, "status.podIP");
+    }
+
+    #[test]
+    fn the_internal_token_reaches_the_gateway_and_push_pods_only() {
+        let cc = cluster(json!({"kafka": {"bootstrapServers": "k:9092"},
+                                "storage": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}}));
+        let token_ref = |d: &Deployment| {
+            let var = env_of(d).remove(env::INTERNAL_TOKEN)?;
+            let r = var.value_from?.secret_key_ref?;
+            Some((r.name, r.key))
+        };
+        let expected = Some(("demo-internal".to_owned(), "token".to_owned()));
+        assert_eq!(token_ref(&gateway_deployment(&cc, &images(), &SecretVersions::new())), expected);
+        assert_eq!(token_ref(&consumer_deployment(&cc, Role::Push, 1, &images(), &SecretVersions::new())), expected);
+        assert_eq!(token_ref(&consumer_deployment(&cc, Role::Storage, 1, &images(), &SecretVersions::new())), None);
+        assert!(SecretsRead::of(&cc).gateway.contains("demo-internal"), "a new token rolls the gateways");
+    }
+
+    #[test]
+    fn the_gateways_internal_port_admits_push_pods_only() {
+        let cc = cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}));
+        let (names, reads) = (Names::of(&cc), SecretsRead::of(&cc));
+        let images = images();
+        let np = Workloads { cc: &cc, names: &names, images: &images, reads: &reads }.gateway_network_policy();
+        assert_eq!(np.metadata.name.as_deref(), Some("demo-gateway"));
+        let spec = np.spec.unwrap();
+        assert_eq!(spec.pod_selector.unwrap().match_labels.unwrap(), selector_labels(&cc, GATEWAY_COMPONENT));
+        let rules = spec.ingress.unwrap();
+        let public = &rules[0];
+        assert_eq!(public.ports.as_ref().unwrap()[0].port, Some(IntOrString::Int(HTTP_PORT)));
+        assert!(public.from.is_none(), "the public port from anywhere");
+        let internal = &rules[1];
+        assert_eq!(internal.ports.as_ref().unwrap()[0].port, Some(IntOrString::Int(METRICS_PORT)));
+        let from = internal.from.as_ref().unwrap();
+        assert_eq!(from.len(), 1);
+        let push = from[0].pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap();
+        assert_eq!(push[label::COMPONENT], "push");
+        assert_eq!(push[label::INSTANCE], "demo");
+        assert!(from[0].namespace_selector.is_none(), "this namespace's push pods only");
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
+use parley_adapters::broker::{BrokerLimits, DEFAULT_MAX_BACKLOG_BYTES};
 use parley_core::time::parse_duration;
 use parley_gateway::config::SessionArgs;
 
@@ -47,8 +48,23 @@ pub struct StandaloneArgs {
     /// How long shutdown waits for connections and workers to drain.
     #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Bytes each in-process topic may hold before every consumer has
+    /// acknowledged them; at the cap a send is refused with `overloaded`
+    /// instead of queued (docs/operations.md: the memory ceiling it gives).
+    #[arg(long, env = "PARLEY_BROKER_MAX_BACKLOG_BYTES", default_value_t = DEFAULT_MAX_BACKLOG_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub broker_max_backlog_bytes: u64,
+    /// The wait an `overloaded` refusal tells the sender to keep.
+    #[arg(long, env = "PARLEY_BROKER_RETRY_AFTER", default_value = "1s", value_parser = parse_duration)]
+    pub broker_retry_after: Duration,
     #[command(flatten)]
     pub session: SessionArgs,
+}
+
+impl StandaloneArgs {
+    pub fn broker_limits(&self) -> BrokerLimits {
+        BrokerLimits { max_backlog_bytes: self.broker_max_backlog_bytes, retry_after: self.broker_retry_after }
+    }
 }
 
 #[cfg(test)]
@@ -68,5 +84,9 @@ mod tests {
         let err = Cli::try_parse_from(["parley-standalone", "--ws-read-buffer-bytes", "512"]).unwrap_err();
         assert!(err.to_string().contains("1024"), "{err}");
         assert!(Cli::try_parse_from(["parley-standalone", "--ws-read-buffer-bytes", "1024"]).is_ok());
+        assert_eq!(args.broker_limits(), BrokerLimits::default());
+        let small = Cli::try_parse_from(["parley-standalone", "--broker-max-backlog-bytes", "4096"]).unwrap().args;
+        assert_eq!(small.broker_limits().max_backlog_bytes, 4096);
+        assert!(Cli::try_parse_from(["parley-standalone", "--broker-max-backlog-bytes", "0"]).is_err());
     }
 }

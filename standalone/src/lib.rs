@@ -23,9 +23,10 @@ use tokio_util::task::TaskTracker;
 
 use parley_gateway::auth::Auth;
 use parley_gateway::config::DEV_JWT_SECRET;
+use parley_gateway::listener;
 use parley_gateway::metrics::Metrics;
 use parley_gateway::registry::Registry;
-use parley_gateway::routes::{no_delay, router};
+use parley_gateway::routes::router;
 use parley_gateway::state::{AppState, StateParts};
 
 use crate::config::StandaloneArgs;
@@ -38,7 +39,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     }
 
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&args.database).await?);
-    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::with_limits(args.broker_limits()));
     let topics = Topics::new(&args.topic_prefix);
     let metrics = Arc::new(Metrics::new());
     let consumer_metrics = Arc::new(parley_consumer::metrics::Metrics::new());
@@ -76,8 +77,8 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     println!("parley-standalone listening on http://{addr}");
 
     tokio::spawn(parley_core::shutdown::on_signal(shutdown.clone()));
-    let served =
-        axum::serve(no_delay(listener), router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    let metrics = state.metrics.clone();
+    let served = listener::serve(listener, router(state), &args.session.http, metrics, shutdown.clone()).await;
     shutdown.cancel();
     tracker.close();
     let drained = tokio::time::timeout(args.shutdown_grace, async {

@@ -166,3 +166,157 @@ async fn the_page_cannot_be_framed_and_runs_only_its_own_script() {
         assert!(head.contains("x-content-type-options: nosniff"), "{path}: {head}");
     }
 }
+
+#[tokio::test]
+async fn one_user_holds_a_bounded_number_of_connections() {
+    let server = Server::start(&["--max-connections-per-user", "2"]);
+    let first = server.connect("alice").await;
+    let _second = server.connect("alice").await;
+    let token = server.token("alice");
+    let err = match parley_testkit::client::Client::try_connect_with(
+        &server.addr,
+        &token,
+        "alice",
+        parley_testkit::client::Reading::OnDemand,
+    )
+    .await
+    {
+        Ok(_) => panic!("a third connection of alice was accepted"),
+        Err(err) => err,
+    };
+    assert!(err.contains("429"), "{err}");
+    let _bob = server.connect("bob").await;
+    first.close().await;
+    // The slot is free once the server has seen the close.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = parley_testkit::client::Client::try_connect_with(
+            &server.addr,
+            &token,
+            "alice",
+            parley_testkit::client::Reading::OnDemand,
+        )
+        .await;
+        if again.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no slot after a close: {:?}", again.err());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, metrics) = server.http("GET", "/metrics", None, None).await;
+    assert!(metrics.contains("parley_gateway_connections_refused_per_user_total 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_users_connections_share_one_frame_rate() {
+    let server = Server::start(&[
+        "--rate-per-second",
+        "100",
+        "--rate-burst",
+        "100",
+        "--user-rate-per-second",
+        "1",
+        "--user-rate-burst",
+        "4",
+    ]);
+    let mut a1 = server.connect("alice").await;
+    let mut a2 = server.connect("alice").await;
+    for c in [&mut a1, &mut a2] {
+        for _ in 0..3 {
+            c.send(json!({"type":"ping"})).await;
+        }
+    }
+    let (mut pongs, mut limited) = (0, 0);
+    for c in [&mut a1, &mut a2] {
+        for _ in 0..3 {
+            match c.next_event().await {
+                Event::Frame(ServerFrame::Pong) => pongs += 1,
+                Event::Frame(ServerFrame::Error { code, reason, .. }) if code == "rate_limited" => {
+                    assert!(reason.contains("this user's connections"), "{reason}");
+                    limited += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!((pongs, limited), (4, 2), "six frames over two connections against one burst of four");
+    let mut bob = server.connect("bob").await;
+    bob.send(json!({"type":"ping"})).await;
+    assert_eq!(bob.next_where(|_| true).await, ServerFrame::Pong, "another user is not slowed");
+}
+
+#[tokio::test]
+async fn http_requests_are_limited_per_user() {
+    let server = Server::start(&["--http-rate-per-second", "1", "--http-rate-burst", "3"]);
+    for _ in 0..3 {
+        assert_eq!(server.http("GET", "/api/me", Some("alice"), None).await.0, 200);
+    }
+    let (status, body) = server.http("GET", "/api/me", Some("alice"), None).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("rate_limited"), "{body}");
+    assert_eq!(server.http("GET", "/api/me", Some("bob"), None).await.0, 200);
+}
+
+#[tokio::test]
+async fn half_a_request_head_does_not_hold_a_connection() {
+    let server = Server::start(&["--http-header-timeout", "300ms"]);
+    let mut s = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    // Before, hyper's own 30 s applied; bounded here well below it.
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the server closes a connection that stalls in its request head")
+        .ok();
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn the_listener_holds_a_bounded_number_of_connections() {
+    let server = Server::start(&["--max-http-connections", "3"]);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(&server.addr).await.unwrap());
+    }
+    // A fourth is accepted by the kernel and closed by the server at once.
+    let mut extra = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), extra.read(&mut buf)).await;
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "the fourth connection stayed open: {n:?}");
+    // The three held ones are still open.
+    let mut buf = [0u8; 1];
+    assert!(tokio::time::timeout(Duration::from_millis(300), held[0].read(&mut buf)).await.is_err());
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Refused (reset) until the server has seen that close.
+    let metrics = loop {
+        let answer =
+            parley_testkit::http::try_request(&server.addr, "GET", "/metrics", None, None, Duration::from_secs(5))
+                .await;
+        match answer {
+            Ok((200, metrics)) => break metrics,
+            other => assert!(Instant::now() < deadline, "no /metrics after a slot was freed: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(metrics.contains("parley_gateway_http_connections_refused_total 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn group_size_and_creations_are_bounded() {
+    let server = Server::start(&["--max-group-members", "3", "--group-creations-per-hour", "2"]);
+    let group = |id: &str, members: &[&str]| json!({"id": id, "name": id, "members": members});
+    let (status, body) = server.http("POST", "/api/groups", Some("alice"), Some(group("big", &["b", "c", "d"]))).await;
+    assert_eq!(status, 400, "four members with the creator: {body}");
+    let (status, body) = server.http("POST", "/api/groups", Some("alice"), Some(group("trio", &["b", "c"]))).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server.http("POST", "/api/groups/trio/join", Some("d"), None).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("full"), "{body}");
+    // Two per hour come one at a time: the second within the hour is refused.
+    let (status, body) = server.http("POST", "/api/groups", Some("alice"), Some(group("duo", &["b"]))).await;
+    assert_eq!(status, 429, "{body}");
+    let (status, body) = server.http("POST", "/api/groups", Some("bob"), Some(group("duo", &["c"]))).await;
+    assert_eq!(status, 201, "another user creates on: {body}");
+}

@@ -21,6 +21,8 @@ use crate::process::{Proc, binary, free_port, log_file, reported_address};
 use crate::{env, kafka, postgres};
 
 pub const SECRET: &str = "kafka-e2e-secret";
+/// The internal stream's token, as the operator's Secret `e2e-internal` would hold it.
+pub const INTERNAL_TOKEN: &str = "internal-token-of-the-e2e-cluster";
 const GATEWAY_IMAGE: &str = "parley-gateway:e2e";
 const CONSUMER_IMAGE: &str = "parley-consumer:e2e";
 
@@ -87,6 +89,7 @@ pub fn render(prefix: &str, db_url: &str) -> Specs {
     let secrets = HashMap::from([
         (("db".to_owned(), "url".to_owned()), db_url.to_owned()),
         (("auth".to_owned(), "secret".to_owned()), SECRET.to_owned()),
+        (("e2e-internal".to_owned(), "token".to_owned()), INTERNAL_TOKEN.to_owned()),
     ]);
     Specs {
         gateway: pod_spec(&workloads::gateway_deployment(&cc, &images, &Default::default()), &secrets),

@@ -5,7 +5,8 @@
 //! `deletionPolicy: Delete`.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Service};
+use k8s_openapi::api::core::v1::{Event, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams};
 use parley_operator::crd::ChatCluster;
 use parley_operator::crd::status::{condition, reason};
@@ -66,6 +67,36 @@ async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
     let by_label =
         kubectl::ok(&["get", "deploy,svc", "-n", &ns, "-l", "app.kubernetes.io/instance=chat", "-o", "name"]);
     assert_eq!(by_label.lines().count(), 4, "kubectl get -l finds all children: {by_label}");
+
+    // The internal stream's token: a Secret of the ChatCluster's own, made
+    // once, read by the gateway and push pods; and the gateway pods'
+    // NetworkPolicy admitting only push pods to the internal port.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let internal = wait::until("Secret chat-internal", 30, || async {
+        secrets.get_opt("chat-internal").await.map_err(|e| e.to_string())?.ok_or_else(|| "absent".to_owned())
+    })
+    .await;
+    assert_eq!(internal.metadata.owner_references.as_ref().expect("owner")[0].uid, uid);
+    let token = internal.data.as_ref().and_then(|d| d.get("token")).expect("token").0.clone();
+    assert_eq!(token.len(), 64, "32 random bytes, hex");
+    let token_ref = |d: &Deployment| {
+        let env = d.spec.as_ref()?.template.spec.as_ref()?.containers[0].env.clone()?;
+        let var = env.into_iter().find(|e| e.name == parley_core::internal_token::ENV)?;
+        let r = var.value_from?.secret_key_ref?;
+        Some((r.name, r.key))
+    };
+    let expected = Some(("chat-internal".to_owned(), "token".to_owned()));
+    assert_eq!(token_ref(&gateway), expected);
+    assert_eq!(token_ref(&deployments.get("chat-push").await.expect("push")), expected);
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+    let policy = wait::until("NetworkPolicy chat-gateway", 30, || async {
+        policies.get_opt("chat-gateway").await.map_err(|e| e.to_string())?.ok_or_else(|| "absent".to_owned())
+    })
+    .await;
+    let rules = policy.spec.expect("spec").ingress.expect("ingress");
+    let internal_rule = rules.iter().find(|r| r.from.is_some()).expect("a rule with sources");
+    let from = internal_rule.from.as_ref().unwrap()[0].pod_selector.as_ref().unwrap().match_labels.clone().unwrap();
+    assert_eq!(from["app.kubernetes.io/component"], "push");
 
     // No kubelet runs in this tier, so no pod is ever ready: the status says
     // so (with the topics done) rather than claiming Ready. The node tier

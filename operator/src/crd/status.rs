@@ -23,6 +23,8 @@ pub mod reason {
     pub const PARTITION_DECREASE_REJECTED: &str = "PartitionDecreaseRejected";
     pub const REPLICATION_FACTOR_MISMATCH: &str = "ReplicationFactorMismatch";
     pub const AUTOSCALING_PAUSED: &str = "AutoscalingPaused";
+    /// An older ChatCluster names the same topic prefix (see `ownership`).
+    pub const TOPIC_PREFIX_IN_USE: &str = "TopicPrefixInUse";
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -52,6 +52,15 @@ pub struct TopicMetadata {
     /// (partition, leader broker id, replica count), by partition.
     pub partitions: Vec<(i32, i32, usize)>,
 }
+/// Largest response frame accepted; a longer one fails the request (and
+/// drops the connection) instead of being allocated. The frame length is
+/// whatever the socket claims, up to 2 GiB: a garbled stream or a server
+/// that is not Kafka would make each call allocate that. 100 MiB is Kafka's
+/// own cap on a request (`socket.request.max.bytes`), far above the largest
+/// answer asked for here (Metadata of a few thousand topics, OffsetFetch of
+/// a batch of 256 groups: a few MiB).
+pub const MAX_RESPONSE_BYTES: usize = 100 * 1024 * 1024;
+
 /// Kafka's GROUP_ID_NOT_FOUND error code.
 const GROUP_ID_NOT_FOUND: i16 = 69;
 
@@ -72,6 +81,8 @@ pub enum WireError {
     Read { addr: String, source: std::io::Error },
     #[error("{addr} sent a negative frame length")]
     NegativeFrameLength { addr: String },
+    #[error("{addr} sent a frame of {len} bytes, over the {MAX_RESPONSE_BYTES} accepted")]
+    FrameTooLarge { addr: String, len: usize },
     #[error("no answer from {addr} within {after:?}")]
     Timeout { addr: String, after: Duration },
     /// No bootstrap server to ask. When there are some, a request any broker
@@ -304,6 +315,9 @@ impl WireClient {
             stream.write_all(&frame).await.map_err(|source| WireError::Write { addr: addr.to_owned(), source })?;
             let len = stream.read_i32().await.map_err(read)?;
             let len = usize::try_from(len).map_err(|_| WireError::NegativeFrameLength { addr: addr.to_owned() })?;
+            if len > MAX_RESPONSE_BYTES {
+                return Err(WireError::FrameTooLarge { addr: addr.to_owned(), len });
+            }
             let mut body = vec![0u8; len];
             stream.read_exact(&mut body).await.map_err(read)?;
             Ok::<_, WireError>(body)
@@ -558,6 +572,10 @@ mod tests {
             (WireError::Write { addr: addr(), source: refused() }, "writing to k:9092: Connection refused"),
             (WireError::Read { addr: addr(), source: refused() }, "reading from k:9092: Connection refused"),
             (WireError::NegativeFrameLength { addr: addr() }, "k:9092 sent a negative frame length"),
+            (
+                WireError::FrameTooLarge { addr: addr(), len: 2_000_000_000 },
+                "k:9092 sent a frame of 2000000000 bytes, over the 104857600 accepted",
+            ),
             (WireError::Timeout { addr: addr(), after: Duration::from_secs(5) }, "no answer from k:9092 within 5s"),
             (WireError::NoBootstrapServers, "no bootstrap servers"),
             (WireError::RequestTooLarge { key: ApiKey::Metadata }, "encoding Metadata: request too large"),
@@ -617,6 +635,31 @@ mod tests {
         let err = client.metadata(&["t".to_owned()]).await.unwrap_err();
         assert!(matches!(&err, WireError::Connect { addr, .. } if *addr == addrs[1]), "{err:?}");
         assert!(err.to_string().starts_with(&format!("connecting to {}: ", addrs[1])), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_frame_length_over_the_cap_fails_before_anything_is_allocated() {
+        // A server that answers any request with a length just over the
+        // cap, then nothing: without the cap the client would allocate the
+        // frame and wait for its body until the timeout.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let claimed = MAX_RESPONSE_BYTES + 1;
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let request_len = socket.read_i32().await.unwrap();
+            let mut request = vec![0u8; usize::try_from(request_len).unwrap()];
+            socket.read_exact(&mut request).await.unwrap();
+            socket.write_i32(i32::try_from(claimed).unwrap()).await.unwrap();
+            // Hold the connection open, so the only way out is the cap (or the timeout).
+            let _ = socket.read(&mut [0u8; 1]).await;
+        });
+        let client = WireClient::new(&addr, Duration::from_secs(5));
+        let err = client.metadata(&["t".to_owned()]).await.unwrap_err();
+        assert!(matches!(&err, WireError::FrameTooLarge { addr: a, len } if *a == addr && *len == claimed), "{err:?}");
+        assert_eq!(err.to_string(), format!("{addr} sent a frame of {claimed} bytes, over the 104857600 accepted"));
+        drop(client);
+        server.await.unwrap();
     }
 
     fn partition(index: i32, offset: i64, error: i16) -> OffsetFetchResponsePartitions {

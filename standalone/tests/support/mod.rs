@@ -3,7 +3,8 @@
 //! file, and drive it with the test kit's WebSocket clients, which read only
 //! when a test waits for a frame. Every wait is bounded.
 
-#![allow(dead_code)]
+// Each test binary uses a part of it.
+#![allow(dead_code, unused_imports)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
