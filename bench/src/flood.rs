@@ -33,14 +33,16 @@ pub const MAX_RATE_PER_USER: f64 = 100.0;
 
 /// The gateway's defaults for what a sender meets, which the load tool's
 /// other scenarios raise: the flood ran with them.
-const DEFAULT_LIMITS: [(&str, &str); 5] = [
+const DEFAULT_LIMITS: [(&str, &str); 6] = [
     ("PARLEY_RATE_PER_SECOND", "20"),
     ("PARLEY_RATE_BURST", "40"),
     ("PARLEY_USER_RATE_PER_SECOND", "40"),
     ("PARLEY_USER_RATE_BURST", "80"),
     ("PARLEY_OUTBOUND_QUEUE", "1024"),
+    ("PARLEY_OUTBOUND_QUEUE_BYTES", "1048576"),
 ];
 const DEFAULT_OUTBOUND_QUEUE: u64 = 1024;
+const DEFAULT_OUTBOUND_QUEUE_BYTES: u64 = 1024 * 1024;
 /// The storage and push workers' batch (`parley_consumer::{storage,push}::DEFAULT_BATCH`).
 const WORKER_BATCH: u64 = 256;
 /// A connection's WebSocket buffers grown under load: the write batch
@@ -133,16 +135,19 @@ pub struct CeilingInputs {
     pub frame_bytes: u64,
     pub connections: u64,
     pub outbound_queue: u64,
+    pub outbound_queue_bytes: u64,
 }
 
 /// baseline + 3 × (cap + batch × record) + 4 × batch × record
-/// + connections × (queue × frame + buffers).
+/// + connections × (min(queue × frame, queue bytes + frame) + buffers).
 pub fn ceiling(i: CeilingInputs) -> Ceiling {
     let batch = WORKER_BATCH * i.record_bytes;
     let broker_bytes = 3 * (i.backlog_cap_bytes + batch);
     // Storage: two batches in hand and the deliveries of one being built; push: one.
     let workers_bytes = 4 * batch;
-    let connections_bytes = i.connections * (i.outbound_queue * i.frame_bytes + CONNECTION_BUFFERS);
+    // Whichever cap a queue meets first; the byte cap lets one frame past it.
+    let queue_bytes = (i.outbound_queue * i.frame_bytes).min(i.outbound_queue_bytes + i.frame_bytes);
+    let connections_bytes = i.connections * (queue_bytes + CONNECTION_BUFFERS);
     Ceiling {
         backlog_cap_bytes: i.backlog_cap_bytes,
         baseline_bytes: i.baseline_bytes,
@@ -240,6 +245,7 @@ pub async fn run(a: &FloodArgs) -> Result<FloodResult> {
 
     let cap = setting(&env, "PARLEY_BROKER_MAX_BACKLOG_BYTES").unwrap_or(DEFAULT_MAX_BACKLOG_BYTES);
     let queue = setting(&env, "PARLEY_OUTBOUND_QUEUE").unwrap_or(DEFAULT_OUTBOUND_QUEUE);
+    let queue_bytes = setting(&env, "PARLEY_OUTBOUND_QUEUE_BYTES").unwrap_or(DEFAULT_OUTBOUND_QUEUE_BYTES);
     let record = record_cost("parley.deliveries", "dm:f0:f1", body.as_bytes()) + ENVELOPE;
     let ceiling = ceiling(CeilingInputs {
         baseline_bytes: rss_connected * 1024,
@@ -248,6 +254,7 @@ pub async fn run(a: &FloodArgs) -> Result<FloodResult> {
         frame_bytes: body.len() as u64 + ENVELOPE,
         connections: u64::from(users) + 2,
         outbound_queue: queue,
+        outbound_queue_bytes: queue_bytes,
     });
     let peak_rss = peak.load(Ordering::Relaxed).max(vm_hwm);
     let answered = tally.answered();
@@ -372,17 +379,30 @@ mod tests {
 
     #[test]
     fn the_ceiling_adds_its_terms() {
-        let c = ceiling(CeilingInputs {
+        let inputs = CeilingInputs {
             baseline_bytes: 10,
             backlog_cap_bytes: 1000,
             record_bytes: 2,
             frame_bytes: 3,
             connections: 4,
             outbound_queue: 5,
-        });
+            outbound_queue_bytes: 1_000_000,
+        };
+        let c = ceiling(inputs);
         assert_eq!(c.broker_bytes, 3 * (1000 + 256 * 2));
         assert_eq!(c.workers_bytes, 4 * 256 * 2);
         assert_eq!(c.connections_bytes, 4 * (5 * 3 + CONNECTION_BUFFERS));
+        let byte_capped = ceiling(CeilingInputs {
+            outbound_queue: 1024,
+            frame_bytes: 17_000,
+            outbound_queue_bytes: 1 << 20,
+            ..inputs
+        });
+        assert_eq!(
+            byte_capped.connections_bytes,
+            4 * ((1 << 20) + 17_000 + CONNECTION_BUFFERS),
+            "the byte cap binds first"
+        );
         assert_eq!(c.total_bytes, 10 + c.broker_bytes + c.workers_bytes + c.connections_bytes);
     }
 

@@ -27,7 +27,7 @@ const STANDALONE_SECRET: &str = "parley-bench-secret";
 /// Per-connection and per-user limits high enough that the load is never
 /// throttled (the groups of a scenario are created by one user, its setup
 /// polls the API).
-const UNTHROTTLED: [(&str, &str); 8] = [
+const UNTHROTTLED: [(&str, &str); 9] = [
     ("PARLEY_RATE_PER_SECOND", "1000000"),
     ("PARLEY_RATE_BURST", "1000000"),
     ("PARLEY_USER_RATE_PER_SECOND", "1000000"),
@@ -36,6 +36,7 @@ const UNTHROTTLED: [(&str, &str); 8] = [
     ("PARLEY_HTTP_RATE_BURST", "1000000"),
     ("PARLEY_GROUP_CREATIONS_PER_HOUR", "1000000"),
     ("PARLEY_OUTBOUND_QUEUE", "65536"),
+    ("PARLEY_OUTBOUND_QUEUE_BYTES", "1073741824"),
 ];
 /// Benchmarks log warnings only: per-message debug lines would be measured too.
 const LOG: &str = "warn";

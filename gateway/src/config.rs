@@ -157,6 +157,11 @@ pub struct SessionArgs {
     /// sync from its last seq when it reconnects).
     #[arg(long, env = "PARLEY_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
+    /// Bytes queued for a slow client before it is disconnected, whatever
+    /// the number of frames: the bound on a connection's share of memory
+    /// (a client that reads keeps its queue near empty).
+    #[arg(long, env = "PARLEY_OUTBOUND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub outbound_queue_bytes: usize,
     /// WebSocket read buffer per connection. The WebSocket library's default
     /// (128 KiB, zero-filled on every read) made an idle connection cost
     /// ~140 KB; chat frames are small, and a larger one still fits (the

@@ -6,6 +6,7 @@
 //! throttle with every other such connection.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,41 @@ pub fn encode(frame: &ServerFrame) -> Outbound {
     frame.to_json().into()
 }
 
+/// Bytes queued for one connection: added when a frame is queued, taken
+/// off by the connection as it writes the frame out.
+#[derive(Clone, Debug, Default)]
+pub struct QueuedBytes(Arc<AtomicUsize>);
+
+impl QueuedBytes {
+    /// Count `len` more bytes unless that passes `max` (one frame into an
+    /// empty queue always fits, however large).
+    fn try_add(&self, len: usize, max: usize) -> bool {
+        let before = self.0.fetch_add(len, Ordering::Relaxed);
+        if before > 0 && before + len > max {
+            self.0.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// A frame of `len` bytes left the queue.
+    pub fn remove(&self, len: usize) {
+        self.0.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One connection as it registers: where its frames go, how to make it
+/// close, and the count of its queued bytes.
+pub struct Outlet {
+    pub tx: mpsc::Sender<Outbound>,
+    pub kick: CancellationToken,
+    pub queued: QueuedBytes,
+}
+
 struct Conn {
     /// None once the connection overflowed: it is closing, and nothing more
     /// is queued for it (it stays registered until its task ends, so
@@ -34,6 +70,7 @@ struct Conn {
     tx: Option<mpsc::Sender<Outbound>>,
     /// Cancelled to make the connection close itself.
     kick: CancellationToken,
+    queued: QueuedBytes,
 }
 
 /// A user already holds as many connections as they may.
@@ -48,18 +85,21 @@ pub struct Registry {
     users: RwLock<HashMap<String, HashMap<u64, Conn>>>,
     metrics: Arc<Metrics>,
     slow_log: Throttle,
+    /// Bytes queued for one connection before it counts as overflowed.
+    max_queued_bytes: usize,
 }
 
 /// At most one "slow client" line per this interval, however many.
 const SLOW_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Registry {
-    pub fn new(gateway_id: &str, metrics: Arc<Metrics>) -> Self {
+    pub fn new(gateway_id: &str, metrics: Arc<Metrics>, max_queued_bytes: usize) -> Self {
         Self {
             gateway_id: gateway_id.to_owned(),
             users: RwLock::default(),
             metrics,
             slow_log: Throttle::new(SLOW_LOG_INTERVAL),
+            max_queued_bytes,
         }
     }
 
@@ -74,20 +114,14 @@ impl Registry {
 
     /// Returns true if this is the user's first connection (they came
     /// online); refused when the user holds `max` connections already.
-    pub fn register(
-        &self,
-        user: &str,
-        id: u64,
-        tx: mpsc::Sender<Outbound>,
-        kick: CancellationToken,
-        max: usize,
-    ) -> Result<bool, TooManyConnections> {
+    pub fn register(&self, user: &str, id: u64, outlet: Outlet, max: usize) -> Result<bool, TooManyConnections> {
         let mut users = self.write();
         let conns = users.entry(user.to_owned()).or_default();
         if conns.len() >= max {
             return Err(TooManyConnections { max });
         }
-        conns.insert(id, Conn { tx: Some(tx), kick });
+        let Outlet { tx, kick, queued } = outlet;
+        conns.insert(id, Conn { tx: Some(tx), kick, queued });
         Ok(conns.len() == 1)
     }
 
@@ -168,14 +202,23 @@ impl Registry {
         let Some(tx) = &conn.tx else {
             return false;
         };
+        if !conn.queued.try_add(text.len(), self.max_queued_bytes) {
+            return true;
+        }
         match tx.try_send(text.clone()) {
             Ok(()) => {
                 self.metrics.frames_pushed.inc();
                 false
             }
-            Err(mpsc::error::TrySendError::Full(_)) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                conn.queued.remove(text.len());
+                true
+            }
             // The connection is closing; it unregisters itself.
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                conn.queued.remove(text.len());
+                false
+            }
         }
     }
 
@@ -254,7 +297,7 @@ mod tests {
     fn conn(r: &Registry, user: &str, id: u64, cap: usize) -> (Rx, CancellationToken) {
         let (tx, rx) = mpsc::channel(cap);
         let kick = CancellationToken::new();
-        r.register(user, id, tx, kick.clone(), usize::MAX).unwrap();
+        r.register(user, id, Outlet { tx, kick: kick.clone(), queued: QueuedBytes::default() }, usize::MAX).unwrap();
         (Rx(rx), kick)
     }
 
@@ -279,7 +322,7 @@ mod tests {
 
     #[tokio::test]
     async fn origin_gets_ack_other_devices_and_recipients_get_message() {
-        let r = Registry::new("gw", Arc::new(Metrics::new()));
+        let r = Registry::new("gw", Arc::new(Metrics::new()), usize::MAX);
         let (mut a1, _) = conn(&r, "a", 1, 8);
         let (mut a2, _) = conn(&r, "a", 2, 8);
         let (mut b3, _) = conn(&r, "b", 3, 8);
@@ -292,7 +335,7 @@ mod tests {
 
     #[tokio::test]
     async fn duplicates_are_only_acked() {
-        let r = Registry::new("gw", Arc::new(Metrics::new()));
+        let r = Registry::new("gw", Arc::new(Metrics::new()), usize::MAX);
         let (mut a1, _) = conn(&r, "a", 1, 8);
         let (mut b3, _) = conn(&r, "b", 3, 8);
         r.deliver(&delivery(true)).await.unwrap();
@@ -302,7 +345,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refusal_is_an_error_for_the_origin_connection_only() {
-        let r = Registry::new("gw", Arc::new(Metrics::new()));
+        let r = Registry::new("gw", Arc::new(Metrics::new()), usize::MAX);
         let (mut a1, _) = conn(&r, "a", 1, 8);
         let (mut a2, _) = conn(&r, "a", 2, 8);
         let (mut b3, _) = conn(&r, "b", 3, 8);
@@ -326,7 +369,7 @@ mod tests {
 
     #[tokio::test]
     async fn full_queue_kicks_the_connection() {
-        let r = Registry::new("gw", Arc::new(Metrics::new()));
+        let r = Registry::new("gw", Arc::new(Metrics::new()), usize::MAX);
         let (_b, kick) = conn(&r, "b", 3, 1);
         r.send_to_user("b", &ServerFrame::Pong, None);
         assert!(!kick.is_cancelled());
@@ -336,7 +379,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_overflowed_connection_gets_nothing_more_and_counts_once() {
-        let r = Registry::new("gw", Arc::new(Metrics::new()));
+        let r = Registry::new("gw", Arc::new(Metrics::new()), usize::MAX);
         let (mut slow, kick) = conn(&r, "b", 3, 1);
         let (mut other, _) = conn(&r, "b", 4, 1000);
         for _ in 0..500 {
@@ -355,13 +398,39 @@ mod tests {
         assert!(!r.unregister("b", 3) && r.unregister("b", 4));
     }
 
+    #[tokio::test]
+    async fn a_connection_overflows_at_its_byte_cap_whatever_the_frame_count() {
+        let pong_bytes = encode(&ServerFrame::Pong).len();
+        let r = Registry::new("gw", Arc::new(Metrics::new()), 3 * pong_bytes);
+        let (tx, mut rx) = mpsc::channel(1000);
+        let (kick, queued) = (CancellationToken::new(), QueuedBytes::default());
+        r.register("b", 1, Outlet { tx, kick: kick.clone(), queued: queued.clone() }, usize::MAX).unwrap();
+        for _ in 0..3 {
+            r.send_to_user("b", &ServerFrame::Pong, None);
+        }
+        assert_eq!(queued.get(), 3 * pong_bytes);
+        assert!(!kick.is_cancelled(), "at the cap, not over it");
+        // The connection writes one out: room for one more.
+        let text = rx.try_recv().unwrap();
+        queued.remove(text.len());
+        r.send_to_user("b", &ServerFrame::Pong, None);
+        assert!(!kick.is_cancelled());
+        r.send_to_user("b", &ServerFrame::Pong, None);
+        assert!(kick.is_cancelled(), "over the byte cap with 1,000 frame slots free");
+        assert_eq!(queued.get(), 3 * pong_bytes, "the refused frame is not counted");
+        let big = QueuedBytes::default();
+        assert!(big.try_add(10_000, 100), "one frame into an empty queue fits, however large");
+        assert!(!big.try_add(1, 100));
+    }
+
     #[test]
     fn presence_transitions() {
-        let r = Registry::new("gw", Arc::new(Metrics::new()));
+        let r = Registry::new("gw", Arc::new(Metrics::new()), usize::MAX);
         let (tx, _rx) = mpsc::channel(1);
-        assert_eq!(r.register("a", 1, tx.clone(), CancellationToken::new(), 2), Ok(true));
-        assert_eq!(r.register("a", 2, tx.clone(), CancellationToken::new(), 2), Ok(false));
-        assert_eq!(r.register("a", 3, tx, CancellationToken::new(), 2), Err(TooManyConnections { max: 2 }));
+        let outlet = || Outlet { tx: tx.clone(), kick: CancellationToken::new(), queued: QueuedBytes::default() };
+        assert_eq!(r.register("a", 1, outlet(), 2), Ok(true));
+        assert_eq!(r.register("a", 2, outlet(), 2), Ok(false));
+        assert_eq!(r.register("a", 3, outlet(), 2), Err(TooManyConnections { max: 2 }));
         assert_eq!(r.connections_of("a"), 2);
         assert!(r.is_online("a"));
         assert!(!r.unregister("a", 1));

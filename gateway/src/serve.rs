@@ -51,7 +51,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let advertised = args.advertised(internal_listener.local_addr()?.port());
     let gateway_id = args.gateway_id.clone().unwrap_or_else(|| advertised.clone());
     let metrics = Arc::new(Metrics::new());
-    let registry = Arc::new(Registry::new(&gateway_id, metrics.clone()));
+    let registry = Arc::new(Registry::new(&gateway_id, metrics.clone(), args.session.outbound_queue_bytes));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let readiness = probe(&store, &broker, &shutdown);

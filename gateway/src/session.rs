@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::api_error::{ApiError, codes as api_codes};
 use crate::auth::{AuthSession, Session};
-use crate::registry::{Outbound, TooManyConnections};
+use crate::registry::{Outbound, Outlet, QueuedBytes, TooManyConnections};
 use crate::state::AppState;
 use crate::{limits, presence};
 
@@ -84,6 +84,8 @@ struct Conn {
     /// hold up every later frame of this client. Created on the first send,
     /// dropped when empty: an idle connection carries no allocation for it.
     in_flight: Option<FuturesUnordered<Pending>>,
+    /// Bytes the registry queued for this connection and it has not taken yet.
+    queued: QueuedBytes,
 }
 
 async fn run(socket: WebSocket, state: AppState, Session { user, expires_in }: Session) {
@@ -92,10 +94,11 @@ async fn run(socket: WebSocket, state: AppState, Session { user, expires_in }: S
     let _tracked = state.tracker.token();
     let id = state.next_conn_id();
     let (tx, mut rx) = mpsc::channel(state.session.outbound_queue.max(1));
+    let queued = QueuedBytes::default();
     let kick = state.shutdown.child_token();
     let (mut sink, mut stream) = socket.split();
-    let first = match state.registry.register(&user, id, tx, kick.clone(), state.session.user.max_connections_per_user)
-    {
+    let outlet = Outlet { tx, kick: kick.clone(), queued: queued.clone() };
+    let first = match state.registry.register(&user, id, outlet, state.session.user.max_connections_per_user) {
         Ok(first) => first,
         Err(refused) => {
             state.metrics.connections_refused_per_user.inc();
@@ -117,6 +120,7 @@ async fn run(socket: WebSocket, state: AppState, Session { user, expires_in }: S
         id,
         strikes: 0,
         in_flight: None,
+        queued,
     };
     let (contacts, alive) = greet(&state, &user, first, &mut sink).await;
     let close = if alive { conn.serve(&mut sink, &mut stream, &mut rx, &kick, expires).await } else { None };
@@ -184,11 +188,18 @@ const WRITE_BATCH_FRAMES: usize = 32;
 struct Gone;
 
 /// `first` and whatever else is already queued, flushed once.
-async fn write_queued(sink: &mut Sink, first: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> Result<(), Gone> {
+async fn write_queued(
+    sink: &mut Sink,
+    first: Outbound,
+    rx: &mut mpsc::Receiver<Outbound>,
+    queued: &QueuedBytes,
+) -> Result<(), Gone> {
     let batch = async {
+        queued.remove(first.len());
         sink.feed(Message::Text(first.as_ref().into())).await?;
         for _ in 1..WRITE_BATCH_FRAMES {
             let Ok(text) = rx.try_recv() else { break };
+            queued.remove(text.len());
             sink.feed(Message::Text(text.as_ref().into())).await?;
         }
         sink.flush().await
@@ -285,7 +296,7 @@ impl Conn {
                     }
                 }
                 out = rx.recv() => match out {
-                    Some(text) => match write_queued(sink, text, rx).await {
+                    Some(text) => match write_queued(sink, text, rx, &self.queued).await {
                         Ok(()) => Flow::Continue,
                         Err(Gone) => Flow::Gone,
                     },

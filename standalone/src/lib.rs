@@ -43,7 +43,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     let topics = Topics::new(&args.topic_prefix);
     let metrics = Arc::new(Metrics::new());
     let consumer_metrics = Arc::new(parley_consumer::metrics::Metrics::new());
-    let registry = Arc::new(Registry::new(&args.gateway_id, metrics.clone()));
+    let registry = Arc::new(Registry::new(&args.gateway_id, metrics.clone(), args.session.outbound_queue_bytes));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
