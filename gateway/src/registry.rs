@@ -55,12 +55,37 @@ impl QueuedBytes {
     }
 }
 
+/// Sends of one connection taken by the broker whose answer (an `ack`, or
+/// a refusal by the storage consumer) has not been queued for it yet: a
+/// connection about to close waits for them, so a message stored before
+/// the close is acked before it.
+#[derive(Clone, Debug, Default)]
+pub struct AwaitedAnswers(Arc<AtomicUsize>);
+
+impl AwaitedAnswers {
+    /// One more send taken.
+    pub fn add(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One answer queued. Saturating: a resend answered twice (once per
+    /// copy) must not wrap the count.
+    pub fn answered(&self) {
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// One connection as it registers: where its frames go, how to make it
-/// close, and the count of its queued bytes.
+/// close, the count of its queued bytes and of its sends awaiting answers.
 pub struct Outlet {
     pub tx: mpsc::Sender<Outbound>,
     pub kick: CancellationToken,
     pub queued: QueuedBytes,
+    pub awaited: AwaitedAnswers,
 }
 
 struct Conn {
@@ -71,6 +96,7 @@ struct Conn {
     /// Cancelled to make the connection close itself.
     kick: CancellationToken,
     queued: QueuedBytes,
+    awaited: AwaitedAnswers,
 }
 
 /// A user already holds as many connections as they may.
@@ -120,8 +146,8 @@ impl Registry {
         if conns.len() >= max {
             return Err(TooManyConnections { max });
         }
-        let Outlet { tx, kick, queued } = outlet;
-        conns.insert(id, Conn { tx: Some(tx), kick, queued });
+        let Outlet { tx, kick, queued, awaited } = outlet;
+        conns.insert(id, Conn { tx: Some(tx), kick, queued, awaited });
         Ok(conns.len() == 1)
     }
 
@@ -181,6 +207,25 @@ impl Registry {
             let users = self.read();
             match users.get(user).and_then(|c| c.get(&id)) {
                 Some(conn) => self.try_send(conn, &encode(frame)),
+                None => false,
+            }
+        };
+        if overflowed {
+            self.drop_overflowed(user, &[id]);
+        }
+    }
+
+    /// Queue the answer to one of connection `id`'s sends (its ack or
+    /// refusal) and count it answered.
+    fn answer(&self, user: &str, id: u64, frame: &ServerFrame) {
+        let overflowed = {
+            let users = self.read();
+            match users.get(user).and_then(|c| c.get(&id)) {
+                Some(conn) => {
+                    let overflowed = self.try_send(conn, &encode(frame));
+                    conn.awaited.answered();
+                    overflowed
+                }
                 None => false,
             }
         };
@@ -253,7 +298,7 @@ impl DeliverySink for Registry {
             if let Some(id) = origin_conn {
                 self.metrics.error(codes::FORBIDDEN);
                 let error = ServerFrame::forbidden(reason.clone(), Some(message.client_msg_id.clone()));
-                self.send_to_conn(&message.from, id, &error);
+                self.answer(&message.from, id, &error);
             }
             return Ok(());
         }
@@ -264,7 +309,7 @@ impl DeliverySink for Registry {
                 conversation: message.conversation.clone(),
                 seq: message.seq,
             };
-            self.send_to_conn(&message.from, id, &ack);
+            self.answer(&message.from, id, &ack);
         }
         if delivery.duplicate {
             return Ok(());
@@ -295,9 +340,20 @@ mod tests {
     }
 
     fn conn(r: &Registry, user: &str, id: u64, cap: usize) -> (Rx, CancellationToken) {
+        conn_awaiting(r, user, id, cap, AwaitedAnswers::default())
+    }
+
+    fn conn_awaiting(
+        r: &Registry,
+        user: &str,
+        id: u64,
+        cap: usize,
+        awaited: AwaitedAnswers,
+    ) -> (Rx, CancellationToken) {
         let (tx, rx) = mpsc::channel(cap);
         let kick = CancellationToken::new();
-        r.register(user, id, Outlet { tx, kick: kick.clone(), queued: QueuedBytes::default() }, usize::MAX).unwrap();
+        let outlet = Outlet { tx, kick: kick.clone(), queued: QueuedBytes::default(), awaited };
+        r.register(user, id, outlet, usize::MAX).unwrap();
         (Rx(rx), kick)
     }
 
@@ -331,6 +387,29 @@ mod tests {
         assert!(a1.try_recv().is_err(), "origin also got the message");
         assert!(matches!(a2.try_recv().unwrap(), ServerFrame::Message(m) if m.seq == 3));
         assert!(matches!(b3.try_recv().unwrap(), ServerFrame::Message(m) if m.from == "a"));
+    }
+
+    #[tokio::test]
+    async fn acks_and_refusals_count_as_answers_to_the_origin_connection() {
+        let r = Registry::new("gw", Arc::new(Metrics::new()), usize::MAX);
+        let awaited = AwaitedAnswers::default();
+        let (_a1, _) = conn_awaiting(&r, "a", 1, 8, awaited.clone());
+        let other = AwaitedAnswers::default();
+        let (_a2, _) = conn_awaiting(&r, "a", 2, 8, other.clone());
+        for _ in 0..3 {
+            awaited.add();
+        }
+        other.add();
+        r.deliver(&delivery(false)).await.unwrap();
+        r.deliver(&delivery(true)).await.unwrap();
+        assert_eq!(awaited.get(), 1, "an ack and a duplicate's ack");
+        let base = delivery(false);
+        let refused = Delivery { refused: Some("no".into()), refusal_to: base.origin.clone(), origin: None, ..base };
+        r.deliver(&refused).await.unwrap();
+        assert_eq!(awaited.get(), 0, "a refusal answers too");
+        r.deliver(&delivery(false)).await.unwrap();
+        assert_eq!(awaited.get(), 0, "never below zero");
+        assert_eq!(other.get(), 1, "the user's other connection awaits its own");
     }
 
     #[tokio::test]
@@ -404,7 +483,8 @@ mod tests {
         let r = Registry::new("gw", Arc::new(Metrics::new()), 3 * pong_bytes);
         let (tx, mut rx) = mpsc::channel(1000);
         let (kick, queued) = (CancellationToken::new(), QueuedBytes::default());
-        r.register("b", 1, Outlet { tx, kick: kick.clone(), queued: queued.clone() }, usize::MAX).unwrap();
+        let outlet = Outlet { tx, kick: kick.clone(), queued: queued.clone(), awaited: AwaitedAnswers::default() };
+        r.register("b", 1, outlet, usize::MAX).unwrap();
         for _ in 0..3 {
             r.send_to_user("b", &ServerFrame::Pong, None);
         }
@@ -427,7 +507,12 @@ mod tests {
     fn presence_transitions() {
         let r = Registry::new("gw", Arc::new(Metrics::new()), usize::MAX);
         let (tx, _rx) = mpsc::channel(1);
-        let outlet = || Outlet { tx: tx.clone(), kick: CancellationToken::new(), queued: QueuedBytes::default() };
+        let outlet = || Outlet {
+            tx: tx.clone(),
+            kick: CancellationToken::new(),
+            queued: QueuedBytes::default(),
+            awaited: AwaitedAnswers::default(),
+        };
         assert_eq!(r.register("a", 1, outlet(), 2), Ok(true));
         assert_eq!(r.register("a", 2, outlet(), 2), Ok(false));
         assert_eq!(r.register("a", 3, outlet(), 2), Err(TooManyConnections { max: 2 }));

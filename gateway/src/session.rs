@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::api_error::{ApiError, codes as api_codes};
 use crate::auth::{AuthSession, Session};
-use crate::registry::{Outbound, Outlet, QueuedBytes, TooManyConnections};
+use crate::registry::{AwaitedAnswers, Outbound, Outlet, QueuedBytes, TooManyConnections};
 use crate::state::AppState;
 use crate::{limits, presence};
 
@@ -86,6 +86,8 @@ struct Conn {
     in_flight: Option<FuturesUnordered<Pending>>,
     /// Bytes the registry queued for this connection and it has not taken yet.
     queued: QueuedBytes,
+    /// Sends taken by the broker whose ack has not been queued yet.
+    awaited: AwaitedAnswers,
 }
 
 async fn run(socket: WebSocket, state: AppState, Session { user, expires_in }: Session) {
@@ -97,7 +99,8 @@ async fn run(socket: WebSocket, state: AppState, Session { user, expires_in }: S
     let queued = QueuedBytes::default();
     let kick = state.shutdown.child_token();
     let (mut sink, mut stream) = socket.split();
-    let outlet = Outlet { tx, kick: kick.clone(), queued: queued.clone() };
+    let awaited = AwaitedAnswers::default();
+    let outlet = Outlet { tx, kick: kick.clone(), queued: queued.clone(), awaited: awaited.clone() };
     let first = match state.registry.register(&user, id, outlet, state.session.user.max_connections_per_user) {
         Ok(first) => first,
         Err(refused) => {
@@ -121,10 +124,15 @@ async fn run(socket: WebSocket, state: AppState, Session { user, expires_in }: S
         strikes: 0,
         in_flight: None,
         queued,
+        awaited,
     };
     let (contacts, alive) = greet(&state, &user, first, &mut sink).await;
     let close = if alive { conn.serve(&mut sink, &mut stream, &mut rx, &kick, expires).await } else { None };
     if let Some((code, reason)) = close {
+        // A client too slow to read its queue would not read the acks either.
+        if reason != CLOSE_SLOW {
+            conn.answer_before_close(&mut sink, &mut rx).await;
+        }
         let frame = CloseFrame { code, reason: reason.into() };
         if write(&mut sink, Message::Close(Some(frame))).await.is_ok() {
             linger(&mut stream).await;
@@ -173,6 +181,9 @@ async fn greet(state: &AppState, user: &str, first: bool, sink: &mut Sink) -> (V
 /// Writes that cannot complete in this time (a client that stopped reading
 /// with full TCP buffers) end the connection instead of stalling it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a closing connection waits for the acks of its sends.
+const ANSWER_DRAIN: Duration = Duration::from_secs(3);
 
 /// Sends of one connection awaiting the broker's acknowledgement at once.
 const MAX_IN_FLIGHT: usize = 128;
@@ -431,7 +442,11 @@ impl Conn {
         // The ack follows once the message is stored (via the push path), so
         // a client never sees an ack for a message that could be lost.
         let handed = std::time::Instant::now();
-        match state.broker.enqueue(topic, &conversation.to_string(), event.to_bytes()?).await {
+        let payload = event.to_bytes()?;
+        // Counted before the record can reach storage, so its ack can never
+        // come before the count; each refusal below takes it back.
+        self.awaited.add();
+        match state.broker.enqueue(topic, &conversation.to_string(), payload).await {
             Ok(pending) => {
                 let metrics = state.metrics.clone();
                 let timed: Pending = Box::pin(async move {
@@ -444,11 +459,45 @@ impl Conn {
             }
             // Refused at the broker's cap, nothing taken: name the send and the wait (issue #19).
             Err(parley_adapters::Error::Overloaded { retry_after }) => {
+                self.awaited.answered();
                 let reason = format!("server overloaded; retry after {} ms", retry_after.as_millis());
                 let frame = ServerFrame::refusal(codes::OVERLOADED, reason, Some(data.client_msg_id));
                 Ok(self.reply(sink, &frame).await)
             }
-            Err(err) => Ok(self.published(Err(err), sink).await),
+            Err(err) => {
+                self.awaited.answered();
+                Ok(self.unavailable(err, sink).await)
+            }
+        }
+    }
+
+    /// Before the server closes the connection: sends the broker has taken
+    /// get their acks first (a message stored before the close is acked
+    /// before it), for at most [`ANSWER_DRAIN`]. Client frames are no
+    /// longer read meanwhile.
+    async fn answer_before_close(&mut self, sink: &mut Sink, rx: &mut mpsc::Receiver<Outbound>) {
+        let deadline = Instant::now() + ANSWER_DRAIN;
+        while self.in_flight_len() > 0 || self.awaited.get() > 0 {
+            let flow = tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return,
+                Some(done) = self.next_published(), if self.in_flight_len() > 0 => self.published(done, sink).await,
+                out = rx.recv() => match out {
+                    Some(text) => match write_queued(sink, text, rx, &self.queued).await {
+                        Ok(()) => Flow::Continue,
+                        Err(Gone) => Flow::Gone,
+                    },
+                    None => Flow::Gone,
+                },
+            };
+            if let Flow::Gone = flow {
+                return;
+            }
+        }
+        // The last answers were queued with the count's last step: write them.
+        while let Ok(text) = rx.try_recv() {
+            if write_queued(sink, text, rx, &self.queued).await.is_err() {
+                return;
+            }
         }
     }
 
@@ -474,10 +523,16 @@ impl Conn {
                 Flow::Continue
             }
             Err(err) => {
-                tracing::error!(error = %err, "publishing message failed");
-                self.reply(sink, &ServerFrame::error(codes::UNAVAILABLE, "message not accepted, retry")).await
+                // Counted when handed over; this error is its answer.
+                self.awaited.answered();
+                self.unavailable(err, sink).await
             }
         }
+    }
+
+    async fn unavailable(&mut self, err: parley_adapters::Error, sink: &mut Sink) -> Flow {
+        tracing::error!(error = %err, "publishing message failed");
+        self.reply(sink, &ServerFrame::error(codes::UNAVAILABLE, "message not accepted, retry")).await
     }
 
     async fn on_sync(&mut self, sync: SyncFrame, sink: &mut Sink) -> parley_adapters::Result<Flow> {

@@ -320,3 +320,42 @@ async fn group_size_and_creations_are_bounded() {
     let (status, body) = server.http("POST", "/api/groups", Some("bob"), Some(group("duo", &["c"]))).await;
     assert_eq!(status, 201, "another user creates on: {body}");
 }
+
+#[tokio::test]
+async fn sends_taken_before_a_close_are_acked_before_it() {
+    let server = Server::start(&[
+        "--rate-per-second",
+        "10000",
+        "--rate-burst",
+        "10000",
+        "--user-rate-per-second",
+        "10000",
+        "--user-rate-burst",
+        "10000",
+        "--max-strikes",
+        "0",
+    ]);
+    let mut c = server.connect("hasty").await;
+    let ids: Vec<String> = (0..50).map(|i| format!("c{i}")).collect();
+    for id in &ids {
+        c.send_msg(json!({"user":"bob"}), id, "before the close").await;
+    }
+    // One bad frame with zero tolerance: the server closes at once.
+    c.send_binary(vec![1, 2, 3]).await;
+    let mut acked = Vec::new();
+    let close = loop {
+        match c.next_event().await {
+            Event::Frame(ServerFrame::Ack { client_msg_id, .. }) => acked.push(client_msg_id),
+            Event::Frame(_) => {}
+            Event::Closed(close) => break close,
+        }
+    };
+    assert_eq!(close.expect("a close frame").code, CloseCode::Policy);
+    acked.sort_by_key(|id| id[1..].parse::<u32>().unwrap());
+    assert_eq!(acked, ids, "every send taken before the close is acked before it");
+    // And they were stored: bob syncs all fifty.
+    let mut bob = server.connect("bob").await;
+    bob.sync("dm:bob:hasty", 0).await;
+    let synced = bob.next_where(|f| matches!(f, ServerFrame::Synced { .. })).await;
+    assert!(matches!(synced, ServerFrame::Synced { count: 50, .. }), "{synced:?}");
+}
