@@ -10,8 +10,8 @@ use parley_adapters::store::StoredMessage;
 use parley_core::ids::ConversationId;
 use parley_core::internal_token;
 use parley_core::protocol::ServerFrame;
-use parley_tests::chat;
 use parley_tests::operator::free_port;
+use parley_tests::{chat, env};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -33,9 +33,9 @@ fn status_of(result: Result<impl Sized, WsError>) -> u16 {
 
 #[tokio::test]
 async fn only_the_internal_token_opens_the_stream() {
-    let prefix = "it-internal";
-    let db_url = chat::prepare(prefix, 2).await;
-    let specs = chat::render(prefix, &db_url);
+    let prefix = env::unique("internal");
+    let db_url = chat::prepare(&prefix, 2).await;
+    let specs = chat::render(&prefix, &db_url);
     let token = specs.gateway.env.get(internal_token::ENV).expect("the gateway's pod spec carries the token").clone();
     let gateway = chat::start_gateway(&specs.gateway, "internal-gw", &format!("127.0.0.1:{}", free_port()));
     let internal = gateway.internal.clone().unwrap();
