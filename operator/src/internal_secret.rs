@@ -17,15 +17,9 @@ use crate::secrets::ReadSecrets;
 use crate::workloads::label;
 use crate::{Error, Result};
 
-/// The Secret's key holding the token.
-pub const KEY: &str = "token";
+pub use crate::names::{INTERNAL_TOKEN_KEY as KEY, internal_secret as secret_name};
 /// Random bytes in a token (hex-encoded, twice as many characters).
 const TOKEN_BYTES: usize = 32;
-
-/// The name of `cc`'s internal token Secret.
-pub fn secret_name(cc: &ChatCluster) -> String {
-    format!("{}-internal", cc.name_any())
-}
 
 /// The Secret `name` of `cc` holding `token`.
 pub fn desired(cc: &ChatCluster, name: &str, token: &str) -> Secret {

@@ -14,6 +14,13 @@ pub mod suffix {
     pub const ALL: [&str; 4] = [CHAT_MESSAGES, GROUP_MESSAGES, USER_EVENTS, DELIVERIES];
 }
 
+/// The Secret with the gateways' internal stream token (made by the
+/// operator, see `internal_secret`), and its key.
+pub fn internal_secret(cc: &ChatCluster) -> String {
+    format!("{}-internal", cc.name_any())
+}
+pub const INTERNAL_TOKEN_KEY: &str = "token";
+
 /// A consumer role: which Deployment, which group, which topics feed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {

@@ -17,8 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{ChatCluster, SecretKeyRef};
-use crate::internal_secret;
-use crate::names::Names;
+use crate::names::{self, Names};
 // Also here: the tests crate names it `workloads::Role`.
 pub use crate::names::Role;
 
@@ -87,7 +86,7 @@ pub struct SecretsRead {
 
 impl SecretsRead {
     pub fn of(cc: &ChatCluster) -> Self {
-        let internal = internal_secret::secret_name(cc);
+        let internal = names::internal_secret(cc);
         let with_token = |mut names: BTreeSet<String>| {
             names.insert(internal.clone());
             names
@@ -204,7 +203,7 @@ fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
 
 /// The internal stream's token, from the operator's own Secret.
 fn internal_token_env(cc: &ChatCluster) -> EnvVar {
-    let secret = SecretKeyRef { name: internal_secret::secret_name(cc), key: internal_secret::KEY.to_owned() };
+    let secret = SecretKeyRef { name: names::internal_secret(cc), key: names::INTERNAL_TOKEN_KEY.to_owned() };
     secret_env(env::INTERNAL_TOKEN, &secret)
 }
 

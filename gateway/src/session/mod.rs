@@ -1,6 +1,12 @@
 //! One WebSocket connection: authenticate at upgrade, then read client
 //! frames, enforce limits, and write server frames (direct replies and
 //! whatever the registry queues for this connection).
+//!
+//! `io`: writing frames and closing; `sends`: the send path, from a frame
+//! to the broker and the acks before a close.
+
+mod io;
+mod sends;
 
 use std::time::Duration;
 
@@ -8,14 +14,14 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures::stream::{FuturesUnordered, SplitSink};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use governor::DefaultDirectRateLimiter;
 use parley_adapters::broker::Pending;
-use parley_core::event::{ChatMessageData, EventMetadata, MessageEvent};
+use parley_core::event::{EventMetadata, MessageEvent};
 use parley_core::ids::ConversationId;
 use parley_core::protocol::{
-    ClientFrame, Recipient, SendFrame, ServerFrame, SyncFrame, client_msg_id_of, close_codes, codes, parse_client_frame,
+    ClientFrame, ServerFrame, SyncFrame, client_msg_id_of, close_codes, codes, parse_client_frame,
 };
 use parley_core::time::now_millis;
 use tokio::sync::mpsc;
@@ -33,13 +39,8 @@ const CLOSE_IDLE: &str = "no traffic within two heartbeats";
 const CLOSE_SLOW: &str = "client too slow: outbound queue overflowed";
 const CLOSE_EXPIRED: &str = "token expired: get a new token and reconnect";
 
-/// After the server's close frame, how long the closing handshake may take:
-/// frames the client still sends meanwhile are read and dropped, since
-/// closing a socket with unread data makes the kernel answer with a reset
-/// instead of a clean close.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
-
-type Sink = SplitSink<WebSocket, Message>;
+use io::{Gone, Sink, WRITE_BATCH_BYTES, linger, send, write, write_queued};
+use sends::MAX_IN_FLIGHT;
 
 /// `GET /ws`: the token is checked before the upgrade, so an unauthenticated
 /// client gets a plain 401.
@@ -176,75 +177,6 @@ async fn greet(state: &AppState, user: &str, first: bool, sink: &mut Sink) -> (V
         announce(state, user, true, &contacts).await;
     }
     (contacts, alive)
-}
-
-/// Writes that cannot complete in this time (a client that stopped reading
-/// with full TCP buffers) end the connection instead of stalling it.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a closing connection waits for the acks of its sends.
-const ANSWER_DRAIN: Duration = Duration::from_secs(3);
-
-/// Sends of one connection awaiting the broker's acknowledgement at once.
-const MAX_IN_FLIGHT: usize = 128;
-
-/// Queued frames written with one flush, at most this many bytes or
-/// frames: under load a connection often has an ack and several deliveries
-/// waiting, and a send(2) per frame was the gateway's largest CPU cost
-/// (bench/results/profile.md).
-const WRITE_BATCH_BYTES: usize = 16 * 1024;
-const WRITE_BATCH_FRAMES: usize = 32;
-
-#[derive(Debug)]
-struct Gone;
-
-/// `first` and whatever else is already queued, flushed once.
-async fn write_queued(
-    sink: &mut Sink,
-    first: Outbound,
-    rx: &mut mpsc::Receiver<Outbound>,
-    queued: &QueuedBytes,
-) -> Result<(), Gone> {
-    let batch = async {
-        queued.remove(first.len());
-        sink.feed(Message::Text(first.as_ref().into())).await?;
-        for _ in 1..WRITE_BATCH_FRAMES {
-            let Ok(text) = rx.try_recv() else { break };
-            queued.remove(text.len());
-            sink.feed(Message::Text(text.as_ref().into())).await?;
-        }
-        sink.flush().await
-    };
-    within_write_timeout(batch).await
-}
-
-async fn send(sink: &mut Sink, frame: &ServerFrame) -> Result<(), Gone> {
-    write(sink, Message::Text(frame.to_json().into())).await
-}
-
-async fn write(sink: &mut Sink, message: Message) -> Result<(), Gone> {
-    within_write_timeout(sink.send(message)).await
-}
-
-/// A failed or timed-out write means the connection is gone.
-async fn within_write_timeout(write: impl Future<Output = Result<(), axum::Error>>) -> Result<(), Gone> {
-    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) | Err(_) => Err(Gone),
-    }
-}
-
-/// The rest of the closing handshake: read (and drop) until the client's
-/// close frame, the end of the stream, or [`CLOSE_LINGER`].
-async fn linger(stream: &mut futures::stream::SplitStream<WebSocket>) {
-    let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while let Some(Ok(message)) = stream.next().await {
-            if let Message::Close(_) = message {
-                break;
-            }
-        }
-    })
-    .await;
 }
 
 /// Tell the user's contacts connected here and publish a user event (the
@@ -413,126 +345,6 @@ impl Conn {
     /// `client_msg_id`: the send refused, if a send was.
     async fn forbidden(&self, sink: &mut Sink, conversation: &ConversationId, client_msg_id: Option<String>) -> Flow {
         self.reply(sink, &ServerFrame::forbidden(conversation.forbidden_reason(), client_msg_id)).await
-    }
-
-    async fn on_send(&mut self, send: SendFrame, sink: &mut Sink) -> parley_adapters::Result<Flow> {
-        let state = &self.state;
-        let conversation = match &send.to {
-            Recipient::User(to) => ConversationId::direct(&self.user, to),
-            Recipient::Group(g) => ConversationId::group(g),
-        };
-        if !state.may_send(&self.user, &conversation).await? {
-            return Ok(self.forbidden(sink, &conversation, Some(send.client_msg_id)).await);
-        }
-        let data = ChatMessageData {
-            msg_id: uuid::Uuid::now_v7().to_string(),
-            client_msg_id: send.client_msg_id,
-            conversation: conversation.clone(),
-            body: send.body,
-        };
-        let meta = EventMetadata {
-            group_id: conversation.group_id().map(str::to_owned),
-            gateway_id: Some(state.gateway_id.clone()),
-            connection_id: Some(self.id),
-            gateway_addr: None,
-        };
-        // The sender is the authenticated user; the frame has no say.
-        let event = MessageEvent::chat(&self.user, now_millis(), &data, meta)?;
-        let topic = if conversation.is_group() { &state.topics.group_messages } else { &state.topics.chat_messages };
-        // The ack follows once the message is stored (via the push path), so
-        // a client never sees an ack for a message that could be lost.
-        let handed = std::time::Instant::now();
-        let payload = event.to_bytes()?;
-        // Counted before the record can reach storage, so its ack can never
-        // come before the count; each refusal below takes it back.
-        self.awaited.add();
-        match state.broker.enqueue(topic, &conversation.to_string(), payload).await {
-            Ok(pending) => {
-                let metrics = state.metrics.clone();
-                let timed: Pending = Box::pin(async move {
-                    let outcome = pending.await;
-                    metrics.publish_seconds.observe(handed.elapsed().as_secs_f64());
-                    outcome
-                });
-                self.in_flight.get_or_insert_with(FuturesUnordered::new).push(timed);
-                Ok(Flow::Continue)
-            }
-            // Refused at the broker's cap, nothing taken: name the send and the wait (issue #19).
-            Err(parley_adapters::Error::Overloaded { retry_after }) => {
-                self.awaited.answered();
-                let reason = format!("server overloaded; retry after {} ms", retry_after.as_millis());
-                let frame = ServerFrame::refusal(codes::OVERLOADED, reason, Some(data.client_msg_id));
-                Ok(self.reply(sink, &frame).await)
-            }
-            Err(err) => {
-                self.awaited.answered();
-                Ok(self.unavailable(err, sink).await)
-            }
-        }
-    }
-
-    /// Before the server closes the connection: sends the broker has taken
-    /// get their acks first (a message stored before the close is acked
-    /// before it), for at most [`ANSWER_DRAIN`]. Client frames are no
-    /// longer read meanwhile.
-    async fn answer_before_close(&mut self, sink: &mut Sink, rx: &mut mpsc::Receiver<Outbound>) {
-        let deadline = Instant::now() + ANSWER_DRAIN;
-        while self.in_flight_len() > 0 || self.awaited.get() > 0 {
-            let flow = tokio::select! {
-                () = tokio::time::sleep_until(deadline) => return,
-                Some(done) = self.next_published(), if self.in_flight_len() > 0 => self.published(done, sink).await,
-                out = rx.recv() => match out {
-                    Some(text) => match write_queued(sink, text, rx, &self.queued).await {
-                        Ok(()) => Flow::Continue,
-                        Err(Gone) => Flow::Gone,
-                    },
-                    None => Flow::Gone,
-                },
-            };
-            if let Flow::Gone = flow {
-                return;
-            }
-        }
-        // The last answers were queued with the count's last step: write them.
-        while let Ok(text) = rx.try_recv() {
-            if write_queued(sink, text, rx, &self.queued).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    fn in_flight_len(&self) -> usize {
-        self.in_flight.as_ref().map_or(0, FuturesUnordered::len)
-    }
-
-    /// The next send the broker acknowledged (or failed).
-    async fn next_published(&mut self) -> Option<parley_adapters::Result<()>> {
-        let in_flight = self.in_flight.as_mut()?;
-        let done = in_flight.next().await;
-        if in_flight.is_empty() {
-            self.in_flight = None;
-        }
-        done
-    }
-
-    /// The outcome of one send handed to the broker.
-    async fn published(&mut self, outcome: parley_adapters::Result<()>, sink: &mut Sink) -> Flow {
-        match outcome {
-            Ok(()) => {
-                self.state.metrics.messages_published.inc();
-                Flow::Continue
-            }
-            Err(err) => {
-                // Counted when handed over; this error is its answer.
-                self.awaited.answered();
-                self.unavailable(err, sink).await
-            }
-        }
-    }
-
-    async fn unavailable(&mut self, err: parley_adapters::Error, sink: &mut Sink) -> Flow {
-        tracing::error!(error = %err, "publishing message failed");
-        self.reply(sink, &ServerFrame::error(codes::UNAVAILABLE, "message not accepted, retry")).await
     }
 
     async fn on_sync(&mut self, sync: SyncFrame, sink: &mut Sink) -> parley_adapters::Result<Flow> {
