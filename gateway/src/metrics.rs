@@ -65,33 +65,38 @@ impl Metrics {
         registry.register("connections_active", "WebSocket connections open now", m.connections_active.clone());
         registry.register("frames_received", "Valid client frames by type", m.frames_received.clone());
         registry.register("errors_sent", "Error frames sent to clients by code", m.errors_sent.clone());
-        registry.register(
-            "connections_closed_abusive",
-            "Connections closed for too many invalid or over-rate frames",
-            m.connections_closed_abusive.clone(),
-        );
-        registry.register("messages_published", "Messages handed to the broker", m.messages_published.clone());
-        registry.register("frames_pushed", "Frames queued to connections by the push path", m.frames_pushed.clone());
-        registry.register(
-            "slow_consumers_dropped",
-            "Connections dropped because their outbound queue overflowed",
-            m.slow_consumers_dropped.clone(),
-        );
-        registry.register(
-            "connections_refused_per_user",
-            "WebSocket connections refused because the user held --max-connections-per-user already",
-            m.connections_refused_per_user.clone(),
-        );
-        registry.register(
-            "http_connections_refused",
-            "TCP connections closed at accept because the listener held --max-http-connections already",
-            m.http_connections_refused.clone(),
-        );
-        registry.register(
-            "internal_streams_refused",
-            "Internal stream requests refused for a missing or wrong internal token",
-            m.internal_streams_refused.clone(),
-        );
+        let counters = [
+            (
+                "connections_closed_abusive",
+                "Connections closed for too many invalid or over-rate frames",
+                &m.connections_closed_abusive,
+            ),
+            ("messages_published", "Messages handed to the broker", &m.messages_published),
+            ("frames_pushed", "Frames queued to connections by the push path", &m.frames_pushed),
+            (
+                "slow_consumers_dropped",
+                "Connections dropped because their outbound queue overflowed",
+                &m.slow_consumers_dropped,
+            ),
+            (
+                "connections_refused_per_user",
+                "WebSocket connections refused because the user held --max-connections-per-user already",
+                &m.connections_refused_per_user,
+            ),
+            (
+                "http_connections_refused",
+                "TCP connections closed at accept because the listener held --max-http-connections already",
+                &m.http_connections_refused,
+            ),
+            (
+                "internal_streams_refused",
+                "Internal stream requests refused for a missing or wrong internal token",
+                &m.internal_streams_refused,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
         registry.register(
             "publish_seconds",
             "Time from handing a send to the broker until it is durable (acks=all in Kafka)",

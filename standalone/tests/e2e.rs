@@ -106,16 +106,7 @@ async fn non_member_group_send_and_sync_are_refused() {
 
 #[tokio::test]
 async fn reconnect_syncs_missed_messages_exactly_once_in_order() {
-    let server = Server::start(&[
-        "--rate-per-second",
-        "1000",
-        "--rate-burst",
-        "1000",
-        "--user-rate-per-second",
-        "1000",
-        "--user-rate-burst",
-        "1000",
-    ]);
+    let server = Server::start(&support::UNTHROTTLED);
     let mut alice = server.connect("alice").await;
     let mut bob = server.connect("bob").await;
     alice.send_msg(json!({"user":"bob"}), "warmup", "before").await;
@@ -197,16 +188,7 @@ async fn frames_many_times_the_read_buffer_arrive_whole() {
 async fn a_burst_queued_for_a_connection_arrives_whole_and_in_order() {
     // Bob reads only after alice sent everything, so frames queue up for
     // his connection and go out several per write.
-    let server = Server::start(&[
-        "--rate-per-second",
-        "100000",
-        "--rate-burst",
-        "100000",
-        "--user-rate-per-second",
-        "100000",
-        "--user-rate-burst",
-        "100000",
-    ]);
+    let server = Server::start(&support::UNTHROTTLED);
     let mut alice = server.connect("alice").await;
     let mut bob = server.connect("bob").await;
     const N: u64 = 300;

@@ -323,18 +323,7 @@ async fn group_size_and_creations_are_bounded() {
 
 #[tokio::test]
 async fn sends_taken_before_a_close_are_acked_before_it() {
-    let server = Server::start(&[
-        "--rate-per-second",
-        "10000",
-        "--rate-burst",
-        "10000",
-        "--user-rate-per-second",
-        "10000",
-        "--user-rate-burst",
-        "10000",
-        "--max-strikes",
-        "0",
-    ]);
+    let server = Server::start(&[&support::UNTHROTTLED[..], &["--max-strikes", "0"]].concat());
     let mut c = server.connect("hasty").await;
     let ids: Vec<String> = (0..50).map(|i| format!("c{i}")).collect();
     for id in &ids {

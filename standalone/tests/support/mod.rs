@@ -19,6 +19,19 @@ pub use parley_testkit::client::{Client, Event, WAIT};
 
 pub const SECRET: &str = "e2e-test-secret";
 
+/// Rate limits (per connection and per user) far above what a test sends,
+/// for tests that send in bursts.
+pub const UNTHROTTLED: [&str; 8] = [
+    "--rate-per-second",
+    "100000",
+    "--rate-burst",
+    "100000",
+    "--user-rate-per-second",
+    "100000",
+    "--user-rate-burst",
+    "100000",
+];
+
 pub struct Server {
     child: Child,
     pub addr: String,
