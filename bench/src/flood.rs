@@ -200,33 +200,9 @@ pub async fn run(a: &FloodArgs) -> Result<FloodResult> {
     let rss_connected = procfs::rss_kib(pid);
 
     let peak = Arc::new(AtomicU64::new(rss_connected));
-    let sampler = {
-        let (peak, done) = (peak.clone(), done.clone());
-        tokio::spawn(async move {
-            while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(procfs::rss_kib(pid), Ordering::Relaxed);
-                tokio::time::sleep(SAMPLE_EVERY).await;
-            }
-        })
-    };
-
+    let sampler = tokio::spawn(sample_peak(pid, peak.clone(), done.clone()));
     let body = "x".repeat(a.body_chars);
-    let period = Duration::from_secs_f64(1.0 / rate);
-    let start = tokio::time::Instant::now() + Duration::from_millis(200);
-    let end = start + duration;
-    let writers: Vec<_> = sinks
-        .into_iter()
-        .enumerate()
-        .map(|(i, sink)| {
-            // Staggered over one period; pairs (0,1), (2,3), ... write to each other.
-            let first = start + period.mul_f64(i as f64 / f64::from(users));
-            tokio::spawn(write(sink, i as u32, i as u32 ^ 1, body.clone(), first, period, end))
-        })
-        .collect();
-    let mut sent = 0;
-    for w in writers {
-        sent += w.await.map_err(|e| BenchError::Setup(format!("writer: {e}")))?;
-    }
+    let sent = send_all(sinks, &body, rate, duration).await?;
     let sent_at = Instant::now();
     let deadline = sent_at + a.drain;
     while tally.answered() < sent && Instant::now() < deadline {
@@ -243,19 +219,7 @@ pub async fn run(a: &FloodArgs) -> Result<FloodResult> {
         r.abort();
     }
 
-    let cap = setting(&env, "PARLEY_BROKER_MAX_BACKLOG_BYTES").unwrap_or(DEFAULT_MAX_BACKLOG_BYTES);
-    let queue = setting(&env, "PARLEY_OUTBOUND_QUEUE").unwrap_or(DEFAULT_OUTBOUND_QUEUE);
-    let queue_bytes = setting(&env, "PARLEY_OUTBOUND_QUEUE_BYTES").unwrap_or(DEFAULT_OUTBOUND_QUEUE_BYTES);
-    let record = record_cost("parley.deliveries", "dm:f0:f1", body.as_bytes()) + ENVELOPE;
-    let ceiling = ceiling(CeilingInputs {
-        baseline_bytes: rss_connected * 1024,
-        backlog_cap_bytes: cap,
-        record_bytes: record,
-        frame_bytes: body.len() as u64 + ENVELOPE,
-        connections: u64::from(users) + 2,
-        outbound_queue: queue,
-        outbound_queue_bytes: queue_bytes,
-    });
+    let ceiling = flood_ceiling(&env, &body, rss_connected, users);
     let peak_rss = peak.load(Ordering::Relaxed).max(vm_hwm);
     let answered = tally.answered();
     Ok(FloodResult {
@@ -282,6 +246,55 @@ pub async fn run(a: &FloodArgs) -> Result<FloodResult> {
         ceiling,
         probe_ack_ms: probe_ack_ms.map(round2),
         probe_refusals,
+    })
+}
+
+/// The highest RSS of `pid` seen every [`SAMPLE_EVERY`] until `done`.
+async fn sample_peak(pid: u32, peak: Arc<AtomicU64>, done: Arc<AtomicBool>) {
+    while !done.load(Ordering::Relaxed) {
+        peak.fetch_max(procfs::rss_kib(pid), Ordering::Relaxed);
+        tokio::time::sleep(SAMPLE_EVERY).await;
+    }
+}
+
+/// Every user sends `body` to its partner `rate` times a second for
+/// `duration`; returns how many were sent.
+async fn send_all(sinks: Vec<Sink>, body: &str, rate: f64, duration: Duration) -> Result<u64> {
+    let users = sinks.len() as u32;
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let start = tokio::time::Instant::now() + Duration::from_millis(200);
+    let end = start + duration;
+    let writers: Vec<_> = sinks
+        .into_iter()
+        .enumerate()
+        .map(|(i, sink)| {
+            // Staggered over one period; pairs (0,1), (2,3), ... write to each other.
+            let first = start + period.mul_f64(i as f64 / f64::from(users));
+            tokio::spawn(write(sink, i as u32, i as u32 ^ 1, body.to_owned(), first, period, end))
+        })
+        .collect();
+    let mut sent = 0;
+    for w in writers {
+        sent += w.await.map_err(|e| BenchError::Setup(format!("writer: {e}")))?;
+    }
+    Ok(sent)
+}
+
+/// The documented ceiling for this flood's settings and message sizes.
+fn flood_ceiling(env: &[Setting], body: &str, rss_connected_kib: u64, users: u32) -> Ceiling {
+    let cap = setting(env, "PARLEY_BROKER_MAX_BACKLOG_BYTES").unwrap_or(DEFAULT_MAX_BACKLOG_BYTES);
+    let queue = setting(env, "PARLEY_OUTBOUND_QUEUE").unwrap_or(DEFAULT_OUTBOUND_QUEUE);
+    let queue_bytes = setting(env, "PARLEY_OUTBOUND_QUEUE_BYTES").unwrap_or(DEFAULT_OUTBOUND_QUEUE_BYTES);
+    let record = record_cost("parley.deliveries", "dm:f0:f1", body.as_bytes()) + ENVELOPE;
+    ceiling(CeilingInputs {
+        baseline_bytes: rss_connected_kib * 1024,
+        backlog_cap_bytes: cap,
+        record_bytes: record,
+        frame_bytes: body.len() as u64 + ENVELOPE,
+        // The users and the probe's two.
+        connections: u64::from(users) + 2,
+        outbound_queue: queue,
+        outbound_queue_bytes: queue_bytes,
     })
 }
 
