@@ -23,9 +23,16 @@ pub const LEEWAY: Duration = Duration::from_secs(5);
 /// mints its own tokens keeps them shorter.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Query parameter carrying the token, for browsers (which cannot set headers
-/// on a WebSocket handshake).
+/// Query parameter carrying the token, for clients that can set neither a
+/// header nor WebSocket subprotocols. Kept for them; the page does not use
+/// it, since URLs end up in proxies' and browsers' logs.
 pub const TOKEN_QUERY: &str = "token";
+/// The WebSocket subprotocol the gateway speaks. A browser, which cannot
+/// set headers on a WebSocket handshake, offers it together with its token
+/// as a second "protocol", `bearer.<jwt>` (as Kubernetes does for its
+/// API); the server selects `parley`, so the token is never echoed.
+pub const PROTOCOL: &str = "parley";
+pub const TOKEN_PROTOCOL_PREFIX: &str = "bearer.";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -122,13 +129,18 @@ pub trait AuthState: Send + Sync {
     fn admit(&self, user: &str) -> bool;
 }
 
-/// Token from `Authorization: Bearer …`, else from `?token=…`.
+/// Token from `Authorization: Bearer …`, else from a `bearer.…` WebSocket
+/// subprotocol, else from `?token=…`.
 pub fn token_from_parts(parts: &Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION)
         && let Ok(value) = value.to_str()
         && let Some(token) = value.strip_prefix("Bearer ")
     {
         return Some(token.trim().to_owned());
+    }
+    let offered = parts.headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().filter_map(|v| v.to_str().ok());
+    if let Some(token) = offered.flat_map(|v| v.split(',')).find_map(|p| p.trim().strip_prefix(TOKEN_PROTOCOL_PREFIX)) {
+        return Some(token.to_owned());
     }
     parts.uri.query().and_then(|q| {
         q.split('&').find_map(|pair| {
@@ -161,7 +173,7 @@ impl<S: AuthState> FromRequestParts<S> for AuthSession {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 codes::UNAUTHENTICATED,
-                "missing token: send `Authorization: Bearer <jwt>` or `?token=<jwt>`",
+                "missing token: send `Authorization: Bearer <jwt>`, the WebSocket subprotocols `parley, bearer.<jwt>`, or `?token=<jwt>`",
             )
         })?;
         let session = state
@@ -243,6 +255,13 @@ mod tests {
         assert_eq!(token_from_parts(&parts).as_deref(), Some("h"));
         let (parts, _) = Request::builder().uri("/ws?x=1&token=q").body(()).unwrap().into_parts();
         assert_eq!(token_from_parts(&parts).as_deref(), Some("q"));
+        let (parts, _) = Request::builder()
+            .uri("/ws?token=q")
+            .header("sec-websocket-protocol", "parley, bearer.eyJ.a-b_c")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(token_from_parts(&parts).as_deref(), Some("eyJ.a-b_c"), "the subprotocol before the query");
         let (parts, _) = Request::builder().uri("/ws").body(()).unwrap().into_parts();
         assert_eq!(token_from_parts(&parts), None);
     }

@@ -64,7 +64,8 @@ $("login").addEventListener("submit", async (e) => {
 
 function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(`${proto}//${location.host}/ws?token=${encodeURIComponent(state.token)}`);
+  // The token as a subprotocol, not in the URL (URLs end up in logs).
+  const ws = new WebSocket(`${proto}//${location.host}/ws`, ["parley", "bearer." + state.token]);
   state.ws = ws;
   ws.onopen = () => {
     state.backoff = 500;

@@ -348,3 +348,22 @@ async fn sends_taken_before_a_close_are_acked_before_it() {
     let synced = bob.next_where(|f| matches!(f, ServerFrame::Synced { .. })).await;
     assert!(matches!(synced, ServerFrame::Synced { count: 50, .. }), "{synced:?}");
 }
+
+#[tokio::test]
+async fn a_token_offered_as_a_subprotocol_logs_in_and_is_not_echoed() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = Server::start(&[]);
+    let mut req = format!("ws://{}/ws", server.addr).into_client_request().unwrap();
+    let offered = format!("parley, bearer.{}", server.token("dora"));
+    req.headers_mut().insert("sec-websocket-protocol", offered.parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(req).await.expect("the subprotocol token logs in");
+    let selected = response.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(selected.as_deref(), Some("parley"), "only `parley` is selected; the token is not echoed");
+    let first = tokio::time::timeout(support::WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(ServerFrame::from_json(first.to_text().unwrap()).unwrap(), ServerFrame::Hello { user: "dora".into() });
+    // A forged one is refused before the upgrade.
+    let mut req = format!("ws://{}/ws", server.addr).into_client_request().unwrap();
+    req.headers_mut().insert("sec-websocket-protocol", "parley, bearer.forged".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_err());
+}

@@ -59,7 +59,10 @@ pub async fn upgrade(
     }
     let max = state.session.transport_max_bytes();
     let buffer = state.session.ws_read_buffer_bytes as usize;
-    ws.max_message_size(max)
+    // `parley` is selected when offered (the page offers it with its
+    // token, `bearer.<jwt>`, which is never selected or echoed).
+    ws.protocols([crate::auth::PROTOCOL])
+        .max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(buffer)
         .write_buffer_size(WRITE_BATCH_BYTES)
