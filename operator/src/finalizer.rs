@@ -85,10 +85,12 @@ pub(crate) async fn finalize(cc: &ChatCluster, names: &Names, ctx: &Context, api
             publish(ctx, &oref, EventType::Warning, event_reason::TOPICS_KEPT, &note).await;
         }
     }
-    let finalizers = cc.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
-    set_finalizers(cc, api, finalizers).await?;
+    // Its series go before the object does: once the finalizer is off, a
+    // scrape must not find a ChatCluster that no longer exists.
     let (ns, name) = (cc.namespace().unwrap_or_default(), cc.name_any());
     ctx.metrics.retain_clusters(|n, c| (n, c) != (ns.as_str(), name.as_str()));
+    let finalizers = cc.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    set_finalizers(cc, api, finalizers).await?;
     Ok(Action::await_change())
 }
 
