@@ -9,6 +9,7 @@
 #   scripts/bench.sh storage          one storage consumer draining 500,000 messages into PostgreSQL
 #   scripts/bench.sh operator         1,000 ChatClusters applied at once → all Ready
 #   scripts/bench.sh scaling          lag appears → storage Deployment scaled
+#   scripts/bench.sh flood            400 users flooding the standalone chat: peak memory vs the ceiling
 #   scripts/bench.sh report           README.md, report.json and the plot from the result files
 #   scripts/bench.sh all              every scenario, then the report
 #
@@ -63,6 +64,7 @@ scenario() {
     scaling)
       environment
       "$bin/parley-measure" --scenario scale ;;
+    flood) "$bin/parley-bench" flood --out "$results/flood.json" ;;
     report) "$bin/parley-bench" report --dir "$results" ;;
     *)
       echo "unknown scenario $1; see the top of $0" >&2
@@ -70,10 +72,10 @@ scenario() {
   esac
 }
 
-[[ $# -eq 1 ]] || { sed -n '2,14p' "$0" >&2; exit 2; }
+[[ $# -eq 1 ]] || { sed -n '2,15p' "$0" >&2; exit 2; }
 build
 if [[ $1 == all ]]; then
-  for s in idle rate-standalone rate-kafka storage operator scaling report; do
+  for s in idle rate-standalone rate-kafka storage operator scaling flood report; do
     log "scenario $s"
     scenario "$s"
   done
