@@ -13,6 +13,8 @@ pub enum TopicsObservation {
     Observed {
         topics: Vec<TopicStatus>,
         problems: Vec<TopicProblem>,
+        /// The config keys set on the topics now (the status keeps them).
+        config_keys: Vec<String>,
     },
     /// The brokers did not answer (or refused the login).
     KafkaUnavailable(String),
@@ -164,10 +166,16 @@ pub fn compute(obs: &Observation, previous: Option<&ChatClusterStatus>, now: &Ti
             previous.map(|s| s.topics.clone()).unwrap_or_default()
         }
     };
+    let topic_config_keys = match &obs.topics {
+        TopicsObservation::Observed { config_keys, .. } => config_keys.clone(),
+        // Not known to be applied: keep what is, so none is forgotten.
+        _ => previous.map(|s| s.topic_config_keys.clone()).unwrap_or_default(),
+    };
     ChatClusterStatus {
         observed_generation: obs.generation,
         conditions,
         topics: observed_topics,
+        topic_config_keys,
         gateway: Some(GatewayStatus {
             replicas: obs.gateway.desired,
             ready_replicas: obs.gateway.ready,
@@ -251,7 +259,11 @@ mod tests {
     fn healthy() -> Observation {
         Observation {
             generation: Some(3),
-            topics: TopicsObservation::Observed { topics: vec![topic("a"), topic("b")], problems: vec![] },
+            topics: TopicsObservation::Observed {
+                topics: vec![topic("a"), topic("b")],
+                problems: vec![],
+                config_keys: vec!["min.insync.replicas".into()],
+            },
             gateway: Replicas { desired: 2, ready: 2 },
             gateway_selector: "app=x".into(),
             consumers: vec![
@@ -393,11 +405,21 @@ mod tests {
     }
 
     #[test]
+    fn the_topic_config_keys_set_are_kept_while_kafka_is_away() {
+        let obs = healthy();
+        let s = compute(&obs, None, &at(1));
+        assert_eq!(s.topic_config_keys, ["min.insync.replicas"]);
+        let away = Observation { topics: TopicsObservation::KafkaUnavailable("down".into()), ..healthy() };
+        assert_eq!(compute(&away, Some(&s), &at(2)).topic_config_keys, ["min.insync.replicas"], "not forgotten");
+    }
+
+    #[test]
     fn topic_problems_name_their_reason() {
         let mut obs = healthy();
         obs.topics = TopicsObservation::Observed {
             topics: vec![topic("a")],
             problems: vec![TopicProblem::ReplicationFactorMismatch { name: "a".into(), observed: 1, desired: 3 }],
+            config_keys: vec![],
         };
         let s = compute(&obs, None, &at(1));
         assert_eq!(cond(&s, condition::TOPICS_READY).reason, reason::REPLICATION_FACTOR_MISMATCH);
@@ -407,6 +429,7 @@ mod tests {
                 TopicProblem::ReplicationFactorMismatch { name: "a".into(), observed: 1, desired: 3 },
                 TopicProblem::PartitionDecreaseRefused { name: "a".into(), observed: 9, desired: 6 },
             ],
+            config_keys: vec![],
         };
         let s = compute(&obs, None, &at(1));
         let c = cond(&s, condition::TOPICS_READY);

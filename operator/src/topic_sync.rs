@@ -81,7 +81,9 @@ async fn reconcile_topics(
         Ok(observed) => observed,
         Err(err) => return unavailable(kafka.describe(&err)),
     };
-    let plan = topics::plan(&desired, &observed, &known);
+    let set_before: std::collections::BTreeSet<String> =
+        cc.status.iter().flat_map(|s| s.topic_config_keys.iter().cloned()).collect();
+    let plan = topics::plan(&desired, &observed, &known, &set_before);
 
     for name in &plan.adopted {
         publish(ctx, oref, EventType::Normal, event_reason::TOPIC_ADOPTED, &format!("adopted existing topic {name}"))
@@ -100,7 +102,8 @@ async fn reconcile_topics(
     } else {
         match kafka.observe(names).await {
             Ok(now) => {
-                let settling = !topics::plan(&desired, &now, &ctx.known_topics(cc, names)).actions.is_empty();
+                let settling =
+                    !topics::plan(&desired, &now, &ctx.known_topics(cc, names), &set_before).actions.is_empty();
                 (now, settling)
             }
             Err(err) => return unavailable(kafka.describe(&err)),
@@ -115,7 +118,8 @@ async fn reconcile_topics(
             replication_factor: t.replication_factor,
         })
         .collect();
-    (TopicsObservation::Observed { topics, problems: plan.problems }, settling)
+    let config_keys = topics::config_keys(&desired);
+    (TopicsObservation::Observed { topics, problems: plan.problems, config_keys }, settling)
 }
 
 /// Carry out a plan's actions: all creates in one request (one Event

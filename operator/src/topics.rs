@@ -109,11 +109,13 @@ pub struct TopicPlan {
 
 /// Decide what to do for each desired topic. `known` are the topic names the
 /// ChatCluster's status already lists (so an existing topic outside it is an
-/// adoption worth reporting).
+/// adoption worth reporting); `set_before` the config keys it set last
+/// (a key among them the spec no longer has is reset on the topic).
 pub fn plan(
     desired: &[DesiredTopic],
     observed: &BTreeMap<String, ObservedTopic>,
     known: &BTreeSet<String>,
+    set_before: &BTreeSet<String>,
 ) -> TopicPlan {
     let mut plan = TopicPlan::default();
     for want in desired {
@@ -144,7 +146,7 @@ pub fn plan(
                 desired: want.replication_factor,
             });
         }
-        if let Some(config) = merged_config(&want.config, &have.dynamic_config) {
+        if let Some(config) = merged_config(&want.config, &have.dynamic_config, set_before) {
             plan.actions.push(TopicAction::AlterConfig { name: want.name.clone(), config });
         }
     }
@@ -160,15 +162,30 @@ pub fn known(cc: &ChatCluster, created: &BTreeSet<String>, names: &[String]) -> 
     in_status.chain(names.iter().filter(|n| created.contains(*n)).cloned()).collect()
 }
 
-/// The full dynamic config to write when a wanted key differs, keeping keys
-/// someone else set; `None` when nothing differs.
-fn merged_config(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+/// The full dynamic config to write when a wanted key differs or a key set
+/// before (`set_before`) is no longer wanted, keeping keys someone else
+/// set; `None` when nothing differs. AlterConfigs replaces the whole
+/// dynamic config, so a key left out returns to the broker's default.
+fn merged_config(
+    want: &BTreeMap<String, String>,
+    have: &BTreeMap<String, String>,
+    set_before: &BTreeSet<String>,
+) -> Option<BTreeMap<String, String>> {
+    let dropped: Vec<&String> = set_before.iter().filter(|k| !want.contains_key(*k) && have.contains_key(*k)).collect();
     let drifted = want.iter().any(|(k, v)| have.get(k) != Some(v));
-    drifted.then(|| {
+    (drifted || !dropped.is_empty()).then(|| {
         let mut merged = have.clone();
+        for key in dropped {
+            merged.remove(key);
+        }
         merged.extend(want.iter().map(|(k, v)| (k.clone(), v.clone())));
         merged
     })
+}
+
+/// The keys of the config the desired topics set (the same for all four).
+pub fn config_keys(desired: &[DesiredTopic]) -> Vec<String> {
+    desired.first().map(|t| t.config.keys().cloned().collect()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -241,7 +258,7 @@ mod tests {
     #[test]
     fn missing_topics_are_created() {
         let desired = desired_of(&minimal());
-        let plan = plan(&desired, &BTreeMap::new(), &BTreeSet::new());
+        let plan = plan(&desired, &BTreeMap::new(), &BTreeSet::new(), &BTreeSet::new());
         assert_eq!(plan.actions.len(), 4);
         assert!(plan.actions.iter().zip(&desired).all(|(a, d)| *a == TopicAction::Create(d.clone())));
         assert!(plan.problems.is_empty() && plan.adopted.is_empty());
@@ -252,7 +269,7 @@ mod tests {
         let desired = desired_of(&minimal());
         let have = by_name(desired.iter().map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")])).collect());
         let known = desired.iter().map(|t| t.name.clone()).collect();
-        assert_eq!(plan(&desired, &have, &known), TopicPlan::default());
+        assert_eq!(plan(&desired, &have, &known, &BTreeSet::new()), TopicPlan::default());
     }
 
     #[test]
@@ -262,7 +279,7 @@ mod tests {
         let mut have = by_name(desired.iter().map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")])).collect());
         have.get_mut(&desired[0].name).unwrap().partitions = 4;
         have.get_mut(&desired[1].name).unwrap().partitions = 9;
-        let plan = plan(&desired, &have, &known);
+        let plan = plan(&desired, &have, &known, &BTreeSet::new());
         assert_eq!(plan.actions, [TopicAction::AddPartitions { name: desired[0].name.clone(), from: 4, to: 6 }]);
         assert_eq!(
             plan.problems,
@@ -276,13 +293,41 @@ mod tests {
         let known: BTreeSet<String> = desired.iter().map(|t| t.name.clone()).collect();
         let mut have = by_name(desired.iter().map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2")])).collect());
         have.get_mut(&desired[2].name).unwrap().replication_factor = 1;
-        let plan = plan(&desired, &have, &known);
+        let plan = plan(&desired, &have, &known, &BTreeSet::new());
         assert!(plan.actions.is_empty());
         assert_eq!(
             plan.problems,
             [TopicProblem::ReplicationFactorMismatch { name: desired[2].name.clone(), observed: 1, desired: 3 }]
         );
         assert!(plan.problems[0].to_string().contains("replication factor 1"));
+    }
+
+    #[test]
+    fn a_key_removed_from_the_spec_is_reset_and_foreign_keys_stay() {
+        let desired = desired_of(&minimal());
+        let known: BTreeSet<String> = desired.iter().map(|t| t.name.clone()).collect();
+        let left_behind =
+            [("min.insync.replicas", "2"), ("cleanup.policy", "compact,delete"), ("segment.bytes", "1048576")];
+        let have = by_name(desired.iter().map(|t| observed(t, 6, 3, &left_behind)).collect());
+        // The spec set cleanup.policy last time; segment.bytes is someone else's.
+        let set_before: BTreeSet<String> = ["cleanup.policy", "min.insync.replicas"].map(String::from).into();
+        let plan = plan(&desired, &have, &known, &set_before);
+        let expected: BTreeMap<String, String> =
+            [("min.insync.replicas", "2"), ("segment.bytes", "1048576")].map(|(k, v)| (k.into(), v.into())).into();
+        assert_eq!(plan.actions.len(), 4);
+        for action in &plan.actions {
+            assert!(matches!(action, TopicAction::AlterConfig { config, .. } if *config == expected), "{action:?}");
+        }
+        // Once reset, nothing is left to do; a key never set by the spec is never removed.
+        let reset = by_name(
+            desired
+                .iter()
+                .map(|t| observed(t, 6, 3, &[("min.insync.replicas", "2"), ("segment.bytes", "1048576")]))
+                .collect(),
+        );
+        assert!(super::plan(&desired, &reset, &known, &set_before).actions.is_empty());
+        assert!(super::plan(&desired, &have, &known, &BTreeSet::new()).actions.is_empty(), "nothing known to reset");
+        assert_eq!(config_keys(&desired), ["min.insync.replicas"]);
     }
 
     #[test]
@@ -294,7 +339,7 @@ mod tests {
             desired[3].name.clone(),
             observed(&desired[3], 6, 3, &[("min.insync.replicas", "1"), ("segment.bytes", "1048576")]),
         );
-        let plan = plan(&desired, &have, &known);
+        let plan = plan(&desired, &have, &known, &BTreeSet::new());
         let expected: BTreeMap<String, String> =
             [("min.insync.replicas", "2"), ("segment.bytes", "1048576")].map(|(k, v)| (k.into(), v.into())).into();
         assert_eq!(plan.actions, [TopicAction::AlterConfig { name: desired[3].name.clone(), config: expected }]);
@@ -304,7 +349,7 @@ mod tests {
     fn existing_topics_outside_status_are_adopted() {
         let desired = desired_of(&minimal());
         let have = by_name(vec![observed(&desired[0], 6, 3, &[("min.insync.replicas", "2")])]);
-        let plan = plan(&desired, &have, &BTreeSet::new());
+        let plan = plan(&desired, &have, &BTreeSet::new(), &BTreeSet::new());
         assert_eq!(plan.adopted, [desired[0].name.clone()]);
         assert_eq!(plan.actions.len(), 3, "the other three are created");
     }

@@ -47,6 +47,11 @@ pub struct ChatClusterStatus {
     /// Lag over all consumer groups (printer column).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<i64>,
+    /// The topic config keys the operator set last (`spec.topics.config`
+    /// and those it manages), so a key removed from the spec is reset on
+    /// the topics rather than left behind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topic_config_keys: Vec<String>,
 }
 
 /// A topic as Kafka reports it.
