@@ -59,9 +59,7 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::warn!(error = %err, "could not set TCP_NODELAY on an accepted connection");
-        }
+        crate::routes::set_no_delay(&stream);
         connections.spawn(serve_connection(
             Slotted { stream, _slot: slot },
             app.clone(),

@@ -201,20 +201,6 @@ impl Registry {
         self.drop_overflowed(user, &overflowed);
     }
 
-    /// Queue `frame` to one connection.
-    pub fn send_to_conn(&self, user: &str, id: u64, frame: &ServerFrame) {
-        let overflowed = {
-            let users = self.read();
-            match users.get(user).and_then(|c| c.get(&id)) {
-                Some(conn) => self.try_send(conn, &encode(frame)),
-                None => false,
-            }
-        };
-        if overflowed {
-            self.drop_overflowed(user, &[id]);
-        }
-    }
-
     /// Queue the answer to one of connection `id`'s sends (its ack or
     /// refusal) and count it answered.
     fn answer(&self, user: &str, id: u64, frame: &ServerFrame) {

@@ -48,11 +48,15 @@ pub fn no_delay(
     listener: tokio::net::TcpListener,
 ) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
     use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %err, "could not set TCP_NODELAY on an accepted connection");
-        }
-    })
+    listener.tap_io(|tcp| set_no_delay(tcp))
+}
+
+/// `TCP_NODELAY` on one accepted connection (see [`no_delay`]); both
+/// listeners' accept loops call it.
+pub fn set_no_delay(tcp: &tokio::net::TcpStream) {
+    if let Err(err) = tcp.set_nodelay(true) {
+        tracing::warn!(error = %err, "could not set TCP_NODELAY on an accepted connection");
+    }
 }
 
 #[cfg(test)]
