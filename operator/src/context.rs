@@ -98,17 +98,17 @@ impl Context {
         }
     }
 
-    /// Whether `cc` owns its topic prefix, among the cached ChatClusters.
+    /// Whether `cc` owns its topic prefix `prefix` (its [`Names::prefix`](crate::names::Names),
+    /// computed once per reconcile), among the cached ChatClusters.
     /// Malformed ones are left out: their prefix cannot be read.
-    pub(crate) fn ownership(&self, cc: &ChatCluster) -> Result<Ownership> {
+    pub(crate) fn ownership(&self, cc: &ChatCluster, prefix: &str) -> Result<Ownership> {
         let store = self.claimants.read().unwrap_or_else(|e| e.into_inner()).clone();
         let store = store.ok_or(Error::ClaimantsNotListed)?;
         // Before the first list an absent rival would read as "no rival".
         if !matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))) {
             return Err(Error::ClaimantsNotListed);
         }
-        let prefix = crate::names::prefix(cc);
-        let rivals = store.state_filter(|g| g.0.as_ref().is_ok_and(|o| crate::names::has_prefix(o, &prefix)));
+        let rivals = store.state_filter(|g| g.0.as_ref().is_ok_and(|o| crate::names::has_prefix(o, prefix)));
         Ok(ownership::decide(cc, rivals.iter().filter_map(|g| g.0.as_ref().ok())))
     }
 

@@ -76,7 +76,7 @@ pub(crate) async fn finalize(cc: &ChatCluster, names: &Names, ctx: &Context, api
     }
     let oref = cc.object_ref(&());
     let topics = &names.topics;
-    match ctx.ownership(cc)? {
+    match ctx.ownership(cc, &names.prefix)? {
         Ownership::Owner => delete_or_give_up(cc, ctx, &oref, topics).await?,
         // Not this one's to delete: an older ChatCluster owns the prefix.
         Ownership::OwnedBy(owner) => {

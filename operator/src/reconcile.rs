@@ -55,7 +55,7 @@ pub(crate) async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action>
     let cc = &*ctx.written.freshest(cc);
     // Before any topic or workload: another ChatCluster's topics are
     // neither changed nor consumed from here.
-    if let Ownership::OwnedBy(owner) = ctx.ownership(cc)? {
+    if let Ownership::OwnedBy(owner) = ctx.ownership(cc, &names.prefix)? {
         return prefix_in_use(cc, &names, &owner, ctx, &api).await;
     }
     let reads = SecretsRead::of(cc);
