@@ -4,7 +4,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use parley_adapters::store::{ConversationSummary, Group, NewMessage, Store, StoreOutcome, StoredMessage};
+use parley_adapters::store::{
+    ConversationSummary, Group, Invitation, Joined, Member, Membership, NewGroup, NewMessage, Store, StoreOutcome,
+    StoredMessage,
+};
+use parley_core::groups::Role;
 use parley_core::ids::ConversationId;
 
 use crate::metrics::Metrics;
@@ -38,21 +42,15 @@ impl Store for MeteredStore {
         self.inner.history(c, after_seq, limit).await
     }
 
-    async fn create_group(
-        &self,
-        id: &str,
-        name: &str,
-        creator: &str,
-        members: &[String],
-    ) -> parley_adapters::Result<Group> {
-        self.inner.create_group(id, name, creator, members).await
+    async fn create_group(&self, group: &NewGroup) -> parley_adapters::Result<Group> {
+        self.inner.create_group(group).await
     }
 
     async fn group(&self, id: &str) -> parley_adapters::Result<Option<Group>> {
         self.inner.group(id).await
     }
 
-    async fn join_group(&self, id: &str, user: &str) -> parley_adapters::Result<()> {
+    async fn join_group(&self, id: &str, user: &str) -> parley_adapters::Result<Joined> {
         self.inner.join_group(id, user).await
     }
 
@@ -62,6 +60,30 @@ impl Store for MeteredStore {
 
     async fn members(&self, id: &str) -> parley_adapters::Result<Vec<String>> {
         self.inner.members(id).await
+    }
+
+    async fn roster(&self, id: &str) -> parley_adapters::Result<Vec<Member>> {
+        self.inner.roster(id).await
+    }
+
+    async fn membership(&self, id: &str, user: &str) -> parley_adapters::Result<Option<Membership>> {
+        self.inner.membership(id, user).await
+    }
+
+    async fn set_role(&self, id: &str, user: &str, role: Role) -> parley_adapters::Result<bool> {
+        self.inner.set_role(id, user, role).await
+    }
+
+    async fn invite(&self, id: &str, user: &str, by: &str) -> parley_adapters::Result<bool> {
+        self.inner.invite(id, user, by).await
+    }
+
+    async fn decline(&self, id: &str, user: &str) -> parley_adapters::Result<bool> {
+        self.inner.decline(id, user).await
+    }
+
+    async fn invitations_of(&self, user: &str) -> parley_adapters::Result<Vec<Invitation>> {
+        self.inner.invitations_of(user).await
     }
 
     async fn members_of(&self, ids: &[String]) -> parley_adapters::Result<HashMap<String, Vec<String>>> {

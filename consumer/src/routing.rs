@@ -36,8 +36,11 @@ pub enum Item {
 pub fn item(event: &MessageEvent) -> parley_core::Result<Item> {
     if event.event_type == EventType::GroupMembership {
         let data = event.membership_data()?;
-        // Only the authenticated user joins or leaves themself.
-        if data.user != event.user_id {
+        // A user joins or leaves only themself; a removal of someone else
+        // names its author, the authenticated sender (whose right to remove
+        // is checked against the roles where the change sits in the log).
+        let author = data.by.as_deref().unwrap_or(&data.user);
+        if author != event.user_id || (data.by.is_some() && data.joined) {
             return Err(parley_core::Error::Invalid(format!(
                 "membership change for {} sent as {}",
                 data.user, event.user_id
@@ -153,12 +156,26 @@ mod tests {
 
     #[test]
     fn membership_events_are_items_for_their_own_user_only() {
-        let data = MembershipData { group_id: "g".into(), user: "a".into(), joined: true };
+        let data = MembershipData { group_id: "g".into(), user: "a".into(), joined: true, by: None };
         let event = MessageEvent::membership(&data, 1).unwrap();
         assert_eq!(item(&event).unwrap(), Item::Membership(data));
         let mut forged = event.clone();
         forged.user_id = "mallory".into();
         assert!(item(&forged).is_err());
+    }
+
+    #[test]
+    fn a_removal_by_another_names_its_author_as_the_sender() {
+        let kick = MembershipData { group_id: "g".into(), user: "b".into(), joined: false, by: Some("a".into()) };
+        let event = MessageEvent::membership(&kick, 1).unwrap();
+        assert_eq!(event.user_id, "a");
+        assert_eq!(item(&event).unwrap(), Item::Membership(kick.clone()));
+        let mut forged = event.clone();
+        forged.user_id = "mallory".into();
+        assert!(item(&forged).is_err(), "the author must be the sender");
+        // Nobody is joined by someone else.
+        let add = MembershipData { joined: true, ..kick };
+        assert!(item(&MessageEvent::membership(&add, 1).unwrap()).is_err());
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use parley_adapters::broker::{Broker, Checkpoint, Pending, Record, Subscription};
 use parley_adapters::delivery::Origin;
-use parley_adapters::store::{NewMessage, Store};
+use parley_adapters::store::{Joined, NewMessage, Store};
 use parley_core::backoff::Backoff;
 use parley_core::event::{MembershipData, MessageEvent};
+use parley_core::groups;
 use parley_core::time::now_millis;
 use parley_core::topics::Topics;
 use tokio_util::sync::CancellationToken;
@@ -217,16 +218,31 @@ impl StorageWorker {
         Ok(StoredBatch { deliveries, accepted, received, stored: now_millis() })
     }
 
-    /// Idempotent, so a replayed batch converges to the same membership.
+    /// Idempotent, so a replayed batch converges to the same membership. A
+    /// change the group's rules refuse at this point of the log (a join
+    /// without an invitation, a removal by a non-admin) is logged and
+    /// skipped: retrying it would never succeed.
     async fn apply(&self, change: &MembershipData) -> Result<()> {
+        let (group, user) = (change.group_id.as_str(), change.user.as_str());
         if change.joined {
-            match self.store.join_group(&change.group_id, &change.user).await {
-                Ok(()) | Err(parley_adapters::Error::NotFound(_)) => {}
+            match self.store.join_group(group, user).await {
+                Ok(Joined::Joined | Joined::AlreadyMember) | Err(parley_adapters::Error::NotFound(_)) => {}
+                Ok(Joined::NotInvited) => tracing::info!(group, user, "storage: refused a join without an invitation"),
                 Err(e) => return Err(e.into()),
             }
-        } else {
-            self.store.leave_group(&change.group_id, &change.user).await?;
+            return Ok(());
         }
+        if let Some(by) = change.by.as_deref().filter(|by| *by != user) {
+            let actor = self.store.membership(group, by).await?.map(|m| m.role);
+            let Some(target) = self.store.membership(group, user).await?.map(|m| m.role) else {
+                return Ok(());
+            };
+            if let Err(why) = actor.ok_or(groups::Refusal::NotAdmin).and_then(|a| groups::may_remove(a, target)) {
+                tracing::info!(group, user, by, %why, "storage: refused a removal");
+                return Ok(());
+            }
+        }
+        self.store.leave_group(group, user).await?;
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parley_adapters::broker::{Broker, MemoryBroker, Pending, Record, Subscription};
 use parley_adapters::delivery::{Delivery, DeliverySink, Undelivered};
-use parley_adapters::store::{SqliteStore, Store, StoredMessage};
+use parley_adapters::store::{NewGroup, SqliteStore, Store, StoredMessage};
 use parley_consumer::metrics::Metrics;
 use parley_consumer::push::PushWorker;
 use parley_consumer::storage::StorageWorker;
@@ -53,7 +53,7 @@ fn event(sender: &str, cid: &str, conversation: &ConversationId) -> Vec<u8> {
 async fn events_are_stored_then_pushed_with_recipients() {
     let broker = Arc::new(MemoryBroker::new());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
-    store.create_group("g", "G", "a", &["b".into(), "c".into()]).await.unwrap();
+    store.create_group(&NewGroup::new("g", "G", "a").with_members(&["b", "c"])).await.unwrap();
     let topics = Topics::new("t");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let recorder = Arc::new(Recorder { store: store.clone(), tx, unstored: Mutex::default() });
@@ -123,7 +123,7 @@ async fn events_are_stored_then_pushed_with_recipients() {
 async fn group_messages_of_non_members_are_refused_where_the_log_says_so() {
     let broker = Arc::new(MemoryBroker::new());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
-    store.create_group("g", "G", "a", &["b".into()]).await.unwrap();
+    store.create_group(&NewGroup::new("g", "G", "a").with_members(&["b"])).await.unwrap();
     let topics = Topics::new("t");
     let storage = StorageWorker {
         broker: broker.clone(),
@@ -135,7 +135,7 @@ async fn group_messages_of_non_members_are_refused_where_the_log_says_so() {
     let mut deliveries = broker.subscribe(std::slice::from_ref(&topics.deliveries), "reader").await.unwrap();
     let g = ConversationId::group("g");
     let key = g.to_string();
-    let leave = MembershipData { group_id: "g".into(), user: "b".into(), joined: false };
+    let leave = MembershipData { group_id: "g".into(), user: "b".into(), joined: false, by: None };
     // One batch: b posts, b leaves, b posts again, an outsider posts, a posts.
     let batch: Vec<Record> = [
         event("b", "1", &g),
@@ -180,6 +180,49 @@ async fn group_messages_of_non_members_are_refused_where_the_log_says_so() {
     assert_eq!(a_msg.recipients, ["a"], "b left before a's message");
     let more = tokio::time::timeout(Duration::from_millis(200), deliveries.next_batch(10)).await;
     assert!(more.is_err(), "nothing published for the refusal nobody could hear: {more:?}");
+}
+
+/// Removals by someone else are checked where they sit in the log: a
+/// member's is skipped (nothing retried, nothing else held up), the owner's
+/// is applied; a join without an invitation changes nothing.
+#[tokio::test]
+async fn removals_and_joins_follow_the_group_rules_of_that_moment() {
+    let broker = Arc::new(MemoryBroker::new());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    store.create_group(&NewGroup::new("g", "G", "a").with_members(&["b", "c"])).await.unwrap();
+    let topics = Topics::new("t");
+    let storage = StorageWorker {
+        broker: broker.clone(),
+        store: store.clone(),
+        topics: topics.clone(),
+        batch_size: 16,
+        metrics: Arc::new(Metrics::new()),
+    };
+    let g = ConversationId::group("g");
+    let change = |user: &str, joined: bool, by: Option<&str>| {
+        let data = MembershipData { group_id: "g".into(), user: user.into(), joined, by: by.map(Into::into) };
+        MessageEvent::membership(&data, 2).unwrap().to_bytes().unwrap()
+    };
+    let batch: Vec<Record> = [
+        change("c", false, Some("b")),
+        change("b", false, Some("a")),
+        change("z", true, None),
+        event("c", "1", &g),
+        event("b", "1", &g),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, payload)| Record { topic: topics.group_messages.clone(), key: g.to_string(), payload, offset: i as u64 })
+    .collect();
+    storage.process(&batch).await.unwrap();
+    assert_eq!(
+        store.members("g").await.unwrap(),
+        ["a", "c"],
+        "b (a member) could not remove c; a (the owner) removed b"
+    );
+    let stored: Vec<(String, u64)> =
+        store.history(&g, 0, 10).await.unwrap().into_iter().map(|m| (m.from, m.seq)).collect();
+    assert_eq!(stored, [("c".to_owned(), 1)], "b's message came after its removal");
 }
 
 /// The in-process broker, except that a batch of deliveries handed over with

@@ -26,6 +26,10 @@ pub struct MembershipData {
     pub group_id: String,
     pub user: String,
     pub joined: bool,
+    /// Who removed `user` when it was not `user` themself (an admin or the
+    /// owner); absent for a join or a leave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// Routing facts that are not part of the message itself.
@@ -86,12 +90,13 @@ impl MessageEvent {
         }
     }
 
-    /// `user_id` is the member who joins or leaves (the authenticated caller).
+    /// `user_id` is the authenticated caller: the member who joins or
+    /// leaves, or the admin who removes them (`data.by`).
     pub fn membership(data: &MembershipData, timestamp: i64) -> Result<Self> {
         Ok(Self {
             event_type: EventType::GroupMembership,
             timestamp,
-            user_id: data.user.clone(),
+            user_id: data.by.clone().unwrap_or_else(|| data.user.clone()),
             message_data: serde_json::to_value(data)?,
             metadata: EventMetadata { group_id: Some(data.group_id.clone()), ..EventMetadata::default() },
         })

@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod error;
 pub mod event;
+pub mod groups;
 pub mod ids;
 pub mod internal_token;
 pub mod protocol;

@@ -48,13 +48,13 @@ pub fn online_here(registry: &Registry, contacts: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parley_adapters::store::SqliteStore;
+    use parley_adapters::store::{NewGroup, SqliteStore};
 
     #[tokio::test]
     async fn contacts_are_direct_partners_and_group_members_only() {
         let store = SqliteStore::in_memory().await.unwrap();
-        store.create_group("team", "Team", "ann", &["bob".into(), "cat".into()]).await.unwrap();
-        store.create_group("other", "Other", "dan", &["eve".into()]).await.unwrap();
+        store.create_group(&NewGroup::new("team", "Team", "ann").with_members(&["bob", "cat"])).await.unwrap();
+        store.create_group(&NewGroup::new("other", "Other", "dan").with_members(&["eve"])).await.unwrap();
         let dm = |a: &str, b: &str, id: &str| parley_adapters::store::NewMessage {
             msg_id: id.into(),
             client_msg_id: id.into(),

@@ -4,11 +4,12 @@
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use parley_core::ready::Readiness;
 
+use crate::api::{self, groups};
 use crate::state::AppState;
-use crate::{api, page, session};
+use crate::{page, session};
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -22,10 +23,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/me", get(api::me))
         .route("/api/dev/token", post(api::dev_token))
         .route("/api/conversations", get(api::conversations))
-        .route("/api/groups", get(api::my_groups).post(api::create_group))
-        .route("/api/groups/{id}/members", get(api::members))
-        .route("/api/groups/{id}/join", post(api::join))
-        .route("/api/groups/{id}/leave", post(api::leave))
+        .route("/api/invites", get(groups::invitations))
+        .route("/api/groups", get(groups::my_groups).post(groups::create_group))
+        .route("/api/groups/{id}/members", get(groups::members))
+        .route("/api/groups/{id}/members/{user}", delete(groups::remove))
+        .route("/api/groups/{id}/members/{user}/role", put(groups::set_role))
+        .route("/api/groups/{id}/invites", post(groups::invite))
+        .route("/api/groups/{id}/join", post(groups::join))
+        .route("/api/groups/{id}/decline", post(groups::decline))
+        .route("/api/groups/{id}/leave", post(groups::leave))
         .with_state(state)
 }
 

@@ -127,6 +127,20 @@ impl AppState {
         }
     }
 
+    /// The seqs of `conversation` that `user` may not read (those up to the
+    /// returned one: a group's messages from before their join), or None if
+    /// they may read none of it.
+    pub async fn hidden_through(
+        &self,
+        user: &str,
+        conversation: &ConversationId,
+    ) -> parley_adapters::Result<Option<u64>> {
+        match conversation {
+            ConversationId::Direct(..) => Ok(conversation.is_direct_participant(user).then_some(0)),
+            ConversationId::Group(g) => Ok(self.store.membership(g, user).await?.map(|m| m.hidden_through)),
+        }
+    }
+
     /// May `user` send to `conversation`? Like [`may_access`](Self::may_access),
     /// with group memberships confirmed within the cache's time to live
     /// taken as they are (the storage consumer has the final word).

@@ -59,6 +59,9 @@ $("login").addEventListener("submit", async (e) => {
     for (const s of await api("GET", "/api/conversations")) conv(s.conversation, s.name);
     renderConvs();
     connect();
+    // Invitations are not pushed over the socket: look for new ones now and then.
+    loadInvites();
+    state.invitePoll = state.invitePoll || setInterval(loadInvites, 5000);
   } catch (err) { showError("Log-in failed: " + err.message); }
 });
 
@@ -158,6 +161,32 @@ function renderConvs() {
     row.onclick = () => openConv(c.id);
     box.append(row);
   }
+}
+async function loadInvites() {
+  if (!state.token) return;
+  let invites;
+  try { invites = await api("GET", "/api/invites"); } catch (err) { return; }
+  const box = $("invites"); box.replaceChildren();
+  for (const inv of invites) {
+    const row = document.createElement("div"); row.className = "conv invite";
+    const name = document.createElement("span"); name.textContent = `${inv.name} (from ${inv.invited_by})`;
+    const path = `/api/groups/${encodeURIComponent(inv.group)}`;
+    const accept = document.createElement("button"); accept.textContent = "Join"; accept.className = "accept";
+    accept.onclick = async () => {
+      showError();
+      try { await api("POST", path + "/join"); openConv("group:" + inv.group, inv.name); }
+      catch (err) { showError("Joining failed: " + err.message); }
+      loadInvites();
+    };
+    const decline = document.createElement("button"); decline.textContent = "Decline"; decline.className = "decline";
+    decline.onclick = async () => {
+      try { await api("POST", path + "/decline"); } catch (err) { showError("Declining failed: " + err.message); }
+      loadInvites();
+    };
+    row.append(name, accept, decline);
+    box.append(row);
+  }
+  $("invites-box").hidden = invites.length === 0;
 }
 function renderOnline() {
   const box = $("online"); box.replaceChildren();

@@ -89,6 +89,16 @@ async fn non_member_group_send_and_sync_are_refused() {
     assert_eq!(forbidden.replace("club", "nope"), unknown, "the same answer for unknown and forbidden ids");
     alice.expect_quiet(QUIET).await;
 
+    // A closed group is joined by invitation only; without one the answer
+    // is the unknown group's.
+    let (status, closed) = server.http("POST", "/api/groups/club/join", Some("dave"), None).await;
+    let (unknown_status, unknown) = server.http("POST", "/api/groups/nope/join", Some("dave"), None).await;
+    assert_eq!((status, unknown_status), (404, 404));
+    assert_eq!(closed.replace("club", "nope"), unknown);
+    let (status, body) =
+        server.http("POST", "/api/groups/club/invites", Some("alice"), Some(json!({"user": "dave"}))).await;
+    assert_eq!(status, 201, "{body}");
+
     // Joining grants access; leaving takes it away again.
     let (status, _) = server.http("POST", "/api/groups/club/join", Some("dave"), None).await;
     assert_eq!(status, 204);

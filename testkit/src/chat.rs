@@ -236,3 +236,28 @@ pub async fn try_connect(gateway: &str, user: &str) -> Result<Client, String> {
 pub async fn http(addr: &str, method: &str, path: &str, user: &str, body: Option<Value>) -> (u16, String) {
     crate::http::request(addr, method, path, Some(&token(user)), body.as_ref()).await
 }
+
+/// Create group `id` at the gateway `addr` as `owner`, with `members`
+/// invited, have each accept, and wait (bounded) until every join is
+/// applied: in Kafka mode a join is applied when the storage consumer
+/// reaches it in the group topic.
+pub async fn group_of(addr: &str, owner: &str, id: &str, members: &[String]) {
+    let create = serde_json::json!({"id": id, "name": id, "members": members});
+    let (status, body) = http(addr, "POST", "/api/groups", owner, Some(create)).await;
+    assert_eq!(status, 201, "creating {id}: {body}");
+    for m in members {
+        let (status, body) = http(addr, "POST", &format!("/api/groups/{id}/join"), m, None).await;
+        assert!(matches!(status, 202 | 204), "{m} accepting the invitation to {id}: {status} {body}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, body) = http(addr, "GET", &format!("/api/groups/{id}/members"), owner, None).await;
+        let listed: Value = serde_json::from_str(&body).unwrap_or_default();
+        let joined = listed["members"].as_array().map_or(0, Vec::len);
+        if status == 200 && joined == members.len() + 1 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{id}: {joined} of {} members joined: {body}", members.len() + 1);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

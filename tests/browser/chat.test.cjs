@@ -100,6 +100,16 @@ test("two browser contexts exchange messages through the page", async () => {
 
   for (const page of [alice, bob]) assert.deepEqual(blocked.get(page), [], "nothing blocked by the page's CSP");
 
+  // A group: bob is invited, not added; he joins from the invitation.
+  await alice.fill("#group-members", "bob");
+  await alice.click("#new-group button");
+  await alice.waitForSelector("#body:not([disabled])", { timeout: 10_000 });
+  await bob.waitForSelector("#invites .invite >> text=alice, bob (from alice)", { timeout: 15_000 });
+  await bob.click("#invites .invite button.accept");
+  await bob.waitForSelector("#invites-box", { state: "hidden", timeout: 10_000 });
+  await send(alice, "welcome to the group");
+  await bob.waitForSelector("#messages .msg >> text=welcome to the group", { timeout: 10_000 });
+
   const shot = path.join(process.env.PARLEY_ARTIFACTS || workDir, "browser-chat.png");
   await alice.screenshot({ path: shot, fullPage: true });
   console.log(`screenshot: ${shot}`);

@@ -71,15 +71,8 @@ pub async fn members(cluster: &Cluster) -> Vec<Client> {
     for (i, u) in users.iter().enumerate() {
         clients.push(chat::connect(&cluster.gateways[i % 2].addr, u).await);
     }
-    let (status, body) = chat::http(
-        &cluster.gateways[0].addr,
-        "POST",
-        "/api/groups",
-        "u1",
-        Some(json!({"id": GROUP, "name": "Load", "members": users[1..]})),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
+    let invited: Vec<String> = users[1..].iter().map(|u| u.to_string()).collect();
+    chat::group_of(&cluster.gateways[0].addr, "u1", GROUP, &invited).await;
     for c in clients.iter_mut() {
         let me = c.user.clone();
         assert!(c.send_acked(json!({"user": me}), "warm-up", "me", ACK_WAIT).await.is_some(), "{me}: warm-up");

@@ -130,10 +130,8 @@ async fn one_to_one_and_group_of_five_across_gateways() {
     for (i, u) in users.iter().enumerate() {
         members.push(chat::connect(if i % 2 == 0 { a } else { b }, u).await);
     }
-    let (status, body) =
-        chat::http(a, "POST", "/api/groups", "g1", Some(json!({"id": "team", "name": "Team", "members": users[1..]})))
-            .await;
-    assert_eq!(status, 201, "{body}");
+    let invited: Vec<String> = users[1..].iter().map(|u| u.to_string()).collect();
+    chat::group_of(a, "g1", "team", &invited).await;
     warm_up(&mut members).await;
     let sends = members.iter_mut().map(|c| async move {
         let mut seqs = Vec::new();
@@ -184,6 +182,8 @@ async fn one_to_one_and_group_of_five_across_gateways() {
     let g1 = &mut members[0];
     g1.send_msg(json!({"group": "team"}), "before-join", "before").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = chat::http(a, "POST", "/api/groups/team/invites", "g1", Some(json!({"user": "g6"}))).await;
+    assert_eq!(status, 201, "{body}");
     let (status, body) = chat::http(b, "POST", "/api/groups/team/join", "g6", None).await;
     assert_eq!(status, 202, "{body}");
     g1.send_msg(json!({"group": "team"}), "after-join", "during").await;
@@ -224,11 +224,53 @@ async fn one_to_one_and_group_of_five_across_gateways() {
     assert!(messages(&g2.seen).iter().all(|m| m.body != "gone"), "the refused message reached nobody");
     newbie.drain(Duration::from_secs(1)).await;
     assert_eq!(pushed_seqs(&newbie.seen, &group), [22], "g6: only the message sent while a member");
+    newbie.sync("group:team", 0).await;
+    let refused =
+        |s: &[ServerFrame]| s.iter().any(|f| matches!(f, ServerFrame::Error { code, .. } if code == "forbidden"));
+    assert!(newbie.wait_until(Duration::from_secs(10), refused).await, "g6 left: sync refused");
+
+    // An admin's removal travels the group topic too: applied in order,
+    // and checked there against the roles of that moment. g7 joins through
+    // an invitation and reads only from its join on.
+    let (status, body) = chat::http(a, "POST", "/api/groups/team/invites", "g1", Some(json!({"user": "g7"}))).await;
+    assert_eq!(status, 201, "{body}");
+    chat::http(b, "POST", "/api/groups/team/join", "g7", None).await;
+    let mut g7 = chat::connect(b, "g7").await;
+    let g1 = &mut members[0];
+    let joined = |members: &str| members.contains("\"g7\"");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !joined(&chat::http(a, "GET", "/api/groups/team/members", "g1", None).await.1) {
+        assert!(std::time::Instant::now() < deadline, "g7's join never applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(g1.send_acked(json!({"group": "team"}), "for-g7", "welcome", ACK_WAIT).await, Some(25));
+    assert!(g7.wait_until(Duration::from_secs(30), |s| pushed_seqs(s, &group).contains(&25)).await, "g7: seq 25");
+    g7.sync("group:team", 0).await;
+    let synced = |s: &[ServerFrame]| s.iter().any(|f| matches!(f, ServerFrame::Synced { .. }));
+    assert!(g7.wait_until(Duration::from_secs(10), synced).await, "g7: no answer to sync");
+    assert_eq!(pushed_seqs(&g7.seen, &group), [25, 25], "g7: the push, then the sync from 0 finds 25 only");
+    let (status, body) = chat::http(b, "DELETE", "/api/groups/team/members/g7", "g2", None).await;
+    assert_eq!(status, 403, "a member removes nobody: {body}");
+    let (status, body) = chat::http(b, "DELETE", "/api/groups/team/members/g7", "g1", None).await;
+    assert_eq!(status, 202, "{body}");
+    let removed = |s: &[ServerFrame]| {
+        s.iter().any(|f| matches!(f, ServerFrame::Error { code, client_msg_id: Some(id), .. } if code == "forbidden" && id.starts_with("g7-after")))
+    };
+    // Until storage applies the removal g7's sends are stored; after it, refused.
+    let mut tries = 0;
+    while !removed(&g7.seen) {
+        tries += 1;
+        assert!(tries < 60, "g7's sends never refused after the removal: {:?}", g7.seen);
+        g7.send_msg(json!({"group": "team"}), &format!("g7-after-{tries}"), "still?").await;
+        g7.wait_until(Duration::from_millis(500), removed).await;
+    }
 
     // Stored exactly once each; the refused message not at all.
     let store = PostgresStore::connect(&cluster.db_url, 1).await.unwrap();
     let stored = store.history(&ConversationId::group("team"), 0, 1000).await.unwrap();
-    assert_eq!(stored.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=24).collect::<Vec<_>>());
+    let seqs: Vec<u64> = stored.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "contiguous");
+    assert!(seqs.len() >= 25);
     assert!(stored.iter().all(|m| m.body != "gone"));
     assert_eq!(store.history(&ConversationId::direct("alice", "bob"), 0, 1000).await.unwrap().len(), 10);
     drop(cluster);

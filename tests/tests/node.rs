@@ -185,15 +185,7 @@ async fn chat_through_the_service(ns: &str, db: &str) {
 
     // A group of the four, made through the Service, three sends each.
     let members: Vec<String> = clients.iter().map(|c| c.user.clone()).collect();
-    let (status, body) = chat::http(
-        &service,
-        "POST",
-        "/api/groups",
-        &members[0],
-        Some(json!({"id": "node-team", "name": "Node team", "members": members[1..]})),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
+    chat::group_of(&service, &members[0], "node-team", &members[1..]).await;
     let sends = clients.iter_mut().map(|c| async move {
         let mut seqs = Vec::new();
         for i in 0..3 {

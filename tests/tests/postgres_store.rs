@@ -5,7 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use parley_adapters::store::{NewMessage, PostgresStore, SqliteStore, Store};
+use parley_adapters::store::{Joined, Member, NewGroup, NewMessage, PostgresStore, SqliteStore, Store};
+use parley_core::groups::{History, Role};
 use parley_core::ids::ConversationId;
 use parley_tests::postgres::scratch_database;
 
@@ -76,16 +77,20 @@ async fn concurrent_writers_never_share_a_seq() {
 
 /// The group and conversation rules every store keeps, whichever database.
 async fn groups_and_conversations(s: &dyn Store) {
-    s.create_group("g", "Team", "a", &["b".into()]).await.unwrap();
-    assert!(matches!(s.create_group("g", "Again", "c", &[]).await, Err(parley_adapters::Error::Conflict(_))));
+    let open = NewGroup { open: true, ..NewGroup::new("g", "Team", "a").with_members(&["b"]) };
+    s.create_group(&open).await.unwrap();
+    assert!(matches!(
+        s.create_group(&NewGroup::new("g", "Again", "c")).await,
+        Err(parley_adapters::Error::Conflict(_))
+    ));
     assert_eq!(s.members("g").await.unwrap(), ["a", "b"]);
-    s.join_group("g", "c").await.unwrap();
-    s.join_group("g", "c").await.unwrap();
+    assert_eq!(s.join_group("g", "c").await.unwrap(), Joined::Joined, "an open group needs no invitation");
+    assert_eq!(s.join_group("g", "c").await.unwrap(), Joined::AlreadyMember);
     assert_eq!(s.members("g").await.unwrap(), ["a", "b", "c"]);
     assert!(s.is_member("g", "c").await.unwrap());
     assert!(s.leave_group("g", "b").await.unwrap());
     assert!(!s.leave_group("g", "b").await.unwrap());
-    s.create_group("h", "Other", "z", &[]).await.unwrap();
+    s.create_group(&NewGroup::new("h", "Other", "z")).await.unwrap();
     let many = s.members_of(&["g".into(), "h".into(), "nope".into()]).await.unwrap();
     assert_eq!(many["g"], ["a", "c"]);
     assert_eq!(many["h"], ["z"]);
@@ -105,6 +110,72 @@ async fn groups_and_conversations(s: &dyn Store) {
     let convs = s.conversations_of("z").await.unwrap();
     let seen: Vec<(String, u64)> = convs.iter().map(|c| (c.conversation.to_string(), c.last_seq)).collect();
     assert_eq!(seen, [("dm:a:z".to_owned(), 1), ("group:h".to_owned(), 0)]);
+}
+
+/// Owners, admins, invitations and history from the join, on either database.
+async fn group_roles_and_visibility(s: &dyn Store) {
+    let closed = NewGroup { invited: vec!["bob".into(), "cat".into()], ..NewGroup::new("c", "Closed", "ann") };
+    let group = s.create_group(&closed).await.unwrap();
+    assert!(!group.open && group.history == History::FromJoin);
+    assert_eq!(s.group("c").await.unwrap(), Some(group));
+    assert_eq!(s.members("c").await.unwrap(), ["ann"], "the invited are not members yet");
+    let roster = s.roster("c").await.unwrap();
+    assert_eq!(roster, [Member { user: "ann".into(), role: Role::Owner }]);
+    let invites = s.invitations_of("bob").await.unwrap();
+    assert_eq!(
+        invites.iter().map(|i| (i.group.as_str(), i.name.as_str(), i.invited_by.as_str())).collect::<Vec<_>>(),
+        [("c", "Closed", "ann")]
+    );
+    assert_eq!(s.join_group("c", "dan").await.unwrap(), Joined::NotInvited, "closed: no invitation, no join");
+    assert!(!s.is_member("c", "dan").await.unwrap());
+
+    // Two messages before bob joins, one after: he reads seqs above 2.
+    let c = ConversationId::group("c");
+    s.store_batch(&[msg("ann", "c1", &c), msg("ann", "c2", &c)]).await.unwrap();
+    assert_eq!(s.join_group("c", "bob").await.unwrap(), Joined::Joined);
+    assert!(s.invitations_of("bob").await.unwrap().is_empty(), "the invitation is used up");
+    s.store_batch(&[msg("ann", "c3", &c)]).await.unwrap();
+    let bob = s.membership("c", "bob").await.unwrap().unwrap();
+    assert_eq!((bob.role, bob.hidden_through), (Role::Member, 2));
+    assert_eq!(s.membership("c", "ann").await.unwrap().unwrap().hidden_through, 0);
+    assert_eq!(s.membership("c", "dan").await.unwrap(), None);
+
+    // A declined invitation cannot be joined with.
+    assert!(s.decline("c", "cat").await.unwrap());
+    assert!(!s.decline("c", "cat").await.unwrap());
+    assert_eq!(s.join_group("c", "cat").await.unwrap(), Joined::NotInvited);
+    assert!(s.invite("c", "cat", "ann").await.unwrap());
+    assert!(s.invite("c", "cat", "ann").await.unwrap(), "inviting again is harmless");
+    assert!(!s.invite("c", "bob", "ann").await.unwrap(), "a member is not invited");
+    assert_eq!(s.join_group("c", "cat").await.unwrap(), Joined::Joined);
+
+    // A group that shows new members everything.
+    let all = NewGroup { open: true, history: History::All, ..NewGroup::new("a", "All", "ann") };
+    s.create_group(&all).await.unwrap();
+    s.store_batch(&[msg("ann", "a1", &ConversationId::group("a"))]).await.unwrap();
+    s.join_group("a", "bob").await.unwrap();
+    assert_eq!(s.membership("a", "bob").await.unwrap().unwrap().hidden_through, 0);
+
+    // Roles; the owner leaving hands the group to the longest-standing admin.
+    assert!(s.set_role("c", "cat", Role::Admin).await.unwrap());
+    assert!(!s.set_role("c", "zed", Role::Admin).await.unwrap(), "not a member");
+    assert!(s.leave_group("c", "ann").await.unwrap());
+    let roles: Vec<(String, Role)> = s.roster("c").await.unwrap().into_iter().map(|m| (m.user, m.role)).collect();
+    assert_eq!(roles, [("bob".into(), Role::Member), ("cat".into(), Role::Owner)]);
+    // With no admin left, the longest-standing member.
+    assert!(s.leave_group("c", "cat").await.unwrap());
+    assert_eq!(s.roster("c").await.unwrap(), [Member { user: "bob".into(), role: Role::Owner }]);
+}
+
+#[tokio::test]
+async fn group_roles_and_visibility_on_postgres() {
+    let url = scratch_database("pgstore_roles").await;
+    group_roles_and_visibility(&PostgresStore::connect(&url, 2).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn group_roles_and_visibility_on_sqlite() {
+    group_roles_and_visibility(&SqliteStore::in_memory().await.unwrap()).await;
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
+use parley_core::groups::{History, Role};
 use parley_core::ids::ConversationId;
 use parley_core::protocol::MessageView;
 
@@ -76,6 +77,77 @@ pub struct Group {
     pub name: String,
     pub created_by: String,
     pub created_at: i64,
+    /// Anyone may join; otherwise an invitation is needed.
+    pub open: bool,
+    /// What a member who joins later may read.
+    pub history: History,
+}
+
+/// A group to create. Its creator is its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewGroup {
+    pub id: String,
+    pub name: String,
+    pub creator: String,
+    pub open: bool,
+    pub history: History,
+    /// Made members at once. The API never does this for others (it
+    /// invites them); the store's own callers (tests, tools) may.
+    pub members: Vec<String>,
+    /// Invited: each becomes a member by joining.
+    pub invited: Vec<String>,
+}
+
+impl NewGroup {
+    /// A closed group whose history new members see from their join on.
+    pub fn new(id: &str, name: &str, creator: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            creator: creator.to_owned(),
+            open: false,
+            history: History::FromJoin,
+            members: Vec::new(),
+            invited: Vec::new(),
+        }
+    }
+
+    pub fn with_members(mut self, members: &[&str]) -> Self {
+        self.members = members.iter().map(|m| (*m).to_owned()).collect();
+        self
+    }
+}
+
+/// One user's standing in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Membership {
+    pub role: Role,
+    /// Seqs up to this one were stored before the join and stay hidden.
+    pub hidden_through: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub user: String,
+    pub role: Role,
+}
+
+/// An invitation waiting for its user to join or decline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    pub group: String,
+    pub name: String,
+    pub invited_by: String,
+    pub invited_at: i64,
+}
+
+/// What asking to join did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    Joined,
+    AlreadyMember,
+    /// A closed group and no invitation: nothing changed.
+    NotInvited,
 }
 
 /// A conversation a user takes part in, with its latest seq.
@@ -102,20 +174,40 @@ pub trait Store: Send + Sync {
     /// Messages of `conversation` with seq > `after_seq`, ascending, at most `limit`.
     async fn history(&self, conversation: &ConversationId, after_seq: u64, limit: u32) -> Result<Vec<StoredMessage>>;
 
-    /// Create a group with `creator` and `members` as members.
-    /// Fails with `Error::Conflict` if the id is taken.
-    async fn create_group(&self, id: &str, name: &str, creator: &str, members: &[String]) -> Result<Group>;
+    /// Create a group owned by its creator, with its members and
+    /// invitations. Fails with `Error::Conflict` if the id is taken.
+    async fn create_group(&self, group: &NewGroup) -> Result<Group>;
 
     async fn group(&self, id: &str) -> Result<Option<Group>>;
 
+    /// Join an open group, or a closed one by taking up an invitation.
     /// Idempotent. Fails with `Error::NotFound` for an unknown group.
-    async fn join_group(&self, id: &str, user: &str) -> Result<()>;
+    async fn join_group(&self, id: &str, user: &str) -> Result<Joined>;
 
-    /// Returns whether `user` was a member.
+    /// Returns whether `user` was a member. An owner who leaves hands the
+    /// group to [`successor`](parley_core::groups::successor).
     async fn leave_group(&self, id: &str, user: &str) -> Result<bool>;
 
     /// Members in name order; empty for an unknown group.
     async fn members(&self, id: &str) -> Result<Vec<String>>;
+
+    /// Members with their roles, in name order.
+    async fn roster(&self, id: &str) -> Result<Vec<Member>>;
+
+    /// `user`'s standing in group `id`, if a member.
+    async fn membership(&self, id: &str, user: &str) -> Result<Option<Membership>>;
+
+    /// Give a member another role; false if `user` is not a member.
+    async fn set_role(&self, id: &str, user: &str, role: Role) -> Result<bool>;
+
+    /// Invite `user` (idempotent); false if they are a member already.
+    async fn invite(&self, id: &str, user: &str, by: &str) -> Result<bool>;
+
+    /// Drop `user`'s invitation to `id`; false if there was none.
+    async fn decline(&self, id: &str, user: &str) -> Result<bool>;
+
+    /// Invitations waiting for `user`, oldest first.
+    async fn invitations_of(&self, user: &str) -> Result<Vec<Invitation>>;
 
     /// [`members`](Self::members) of several groups in one read; every id
     /// asked for is a key (empty for an unknown group).

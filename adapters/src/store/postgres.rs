@@ -50,6 +50,10 @@ impl Dialect for Postgres {
         done.rows_affected()
     }
 
+    async fn begin_write(pool: &PgPool) -> Result<Transaction<'static, Postgres>> {
+        Ok(pool.begin().await?)
+    }
+
     async fn store_batch(store: &SqlStore<Self>, batch: &[NewMessage]) -> Result<Vec<StoreOutcome>> {
         if batch.is_empty() {
             return Ok(Vec::new());

@@ -54,13 +54,21 @@ where
     &'static str: ColumnIndex<R>,
     String: Decode<'r, R::Database> + Type<R::Database>,
     i64: Decode<'r, R::Database> + Type<R::Database>,
+    bool: Decode<'r, R::Database> + Type<R::Database>,
 {
     Ok(Group {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         created_by: row.try_get("created_by")?,
         created_at: row.try_get("created_at")?,
+        open: row.try_get("is_open")?,
+        history: parse(row.try_get::<String, _>("history")?)?,
     })
+}
+
+/// A role or history name as stored.
+pub(super) fn parse<T: std::str::FromStr<Err = parley_core::Error>>(stored: String) -> Result<T> {
+    Ok(stored.parse()?)
 }
 
 #[cfg(test)]

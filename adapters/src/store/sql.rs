@@ -15,11 +15,15 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use async_trait::async_trait;
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Transaction, Type};
 
 use super::rows::{self, to_u64};
-use super::{ConversationSummary, Group, NewMessage, Store, StoreOutcome, StoredMessage};
+use super::{
+    ConversationSummary, Group, Invitation, Joined, Member, Membership, NewGroup, NewMessage, Store, StoreOutcome,
+    StoredMessage,
+};
 use crate::{Error, Result};
+use parley_core::groups::{self, Role};
 use parley_core::ids::ConversationId;
 use parley_core::time::now_millis;
 
@@ -34,6 +38,10 @@ pub trait Dialect: Database {
         store: &SqlStore<Self>,
         batch: &[NewMessage],
     ) -> impl Future<Output = Result<Vec<StoreOutcome>>> + Send;
+
+    /// A transaction that may read, then write, without another writer
+    /// slipping in between (SQLite: `BEGIN IMMEDIATE`).
+    fn begin_write(pool: &Pool<Self>) -> impl Future<Output = Result<Transaction<'static, Self>>> + Send;
 
     /// [`Store::members_of`].
     fn members_of(
@@ -54,8 +62,8 @@ impl<DB: Database> Clone for SqlStore<DB> {
     }
 }
 
-// The bounds say once what the statements below bind and read: text and
-// BIGINT values, columns by name and by position, run on the pool or in a
+// The bounds say what the statements below bind and read: text, BIGINT and
+// boolean values, columns by name and by position, run on the pool or in a
 // transaction. Both `Postgres` and `Sqlite` meet them.
 #[async_trait]
 impl<DB> Store for SqlStore<DB>
@@ -66,6 +74,7 @@ where
     for<'a> &'a str: Encode<'a, DB> + Type<DB>,
     for<'a> String: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
     for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> bool: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
     &'static str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
@@ -92,68 +101,136 @@ where
         rows.iter().map(rows::message).collect()
     }
 
-    async fn create_group(&self, id: &str, name: &str, creator: &str, members: &[String]) -> Result<Group> {
+    async fn create_group(&self, group: &NewGroup) -> Result<Group> {
         let now = now_millis();
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO chat_groups (id, name, created_by, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO chat_groups (id, name, created_by, created_at, is_open, history) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
         )
-        .bind(id)
-        .bind(name)
-        .bind(creator)
+        .bind(&group.id)
+        .bind(&group.name)
+        .bind(&group.creator)
         .bind(now)
+        .bind(group.open)
+        .bind(group.history.as_str())
         .execute(&mut *tx)
         .await?;
         if DB::rows_affected(&inserted) == 0 {
-            return Err(Error::Conflict(format!("group {id}")));
+            return Err(Error::Conflict(format!("group {}", group.id)));
         }
-        for user in std::iter::once(creator).chain(members.iter().map(String::as_str)) {
+        let members = group.members.iter().filter(|m| **m != group.creator);
+        let roles = std::iter::once((&group.creator, Role::Owner)).chain(members.map(|m| (m, Role::Member)));
+        for (user, role) in roles {
             sqlx::query(
-                "INSERT INTO group_members (group_id, user_id, joined_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
+                "INSERT INTO group_members (group_id, user_id, joined_at, role, hidden_through) \
+                 VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING",
             )
-            .bind(id)
+            .bind(&group.id)
             .bind(user)
             .bind(now)
+            .bind(role.as_str())
             .execute(&mut *tx)
             .await?;
         }
+        for user in group.invited.iter().filter(|u| **u != group.creator && !group.members.contains(u)) {
+            insert_invite(&mut tx, &group.id, user, &group.creator, now).await?;
+        }
         tx.commit().await?;
-        Ok(Group { id: id.to_owned(), name: name.to_owned(), created_by: creator.to_owned(), created_at: now })
+        Ok(Group {
+            id: group.id.clone(),
+            name: group.name.clone(),
+            created_by: group.creator.clone(),
+            created_at: now,
+            open: group.open,
+            history: group.history,
+        })
     }
 
     async fn group(&self, id: &str) -> Result<Option<Group>> {
-        let row = sqlx::query("SELECT id, name, created_by, created_at FROM chat_groups WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT id, name, created_by, created_at, is_open, history FROM chat_groups WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         row.as_ref().map(rows::group).transpose()
     }
 
-    async fn join_group(&self, id: &str, user: &str) -> Result<()> {
-        if self.group(id).await?.is_none() {
+    async fn join_group(&self, id: &str, user: &str) -> Result<Joined> {
+        let mut tx = DB::begin_write(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT id, name, created_by, created_at, is_open, history FROM chat_groups WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(group) = row.as_ref().map(rows::group).transpose()? else {
             return Err(Error::NotFound(format!("group {id}")));
+        };
+        if member_row(&mut tx, id, user).await?.is_some() {
+            return Ok(Joined::AlreadyMember);
         }
+        let invited = sqlx::query("DELETE FROM group_invites WHERE group_id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        if groups::may_join(group.open, DB::rows_affected(&invited) > 0).is_err() {
+            return Ok(Joined::NotInvited);
+        }
+        // Read in the write transaction: in SQLite it holds the write lock,
+        // in Kafka mode the group's messages and this join are applied by
+        // one storage consumer in log order, so no seq slips in between.
+        let last_seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = $1")
+            .bind(ConversationId::group(id).to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let hidden = group.history.hidden_through(to_u64(last_seq.unwrap_or(0)));
         sqlx::query(
-            "INSERT INTO group_members (group_id, user_id, joined_at) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO group_members (group_id, user_id, joined_at, role, hidden_through) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
         )
         .bind(id)
         .bind(user)
         .bind(now_millis())
-        .execute(&self.pool)
+        .bind(Role::Member.as_str())
+        .bind(rows::to_i64(hidden)?)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(Joined::Joined)
     }
 
     async fn leave_group(&self, id: &str, user: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
+        let mut tx = DB::begin_write(&self.pool).await?;
+        let Some((role, _)) = member_row(&mut tx, id, user).await? else {
+            return Ok(false);
+        };
+        sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
             .bind(id)
             .bind(user)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(DB::rows_affected(&done) > 0)
+        if role == Role::Owner {
+            let rows = sqlx::query("SELECT user_id, role, joined_at FROM group_members WHERE group_id = $1")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut left = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let user: String = row.try_get("user_id")?;
+                left.push((user, rows::parse::<Role>(row.try_get("role")?)?, row.try_get::<i64, _>("joined_at")?));
+            }
+            if let Some(next) = groups::successor(left.iter().map(|(u, r, at)| (u.as_str(), *r, *at))) {
+                sqlx::query("UPDATE group_members SET role = $3 WHERE group_id = $1 AND user_id = $2")
+                    .bind(id)
+                    .bind(next)
+                    .bind(Role::Owner.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn members(&self, id: &str) -> Result<Vec<String>> {
@@ -161,6 +238,71 @@ where
             .bind(id)
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    async fn roster(&self, id: &str) -> Result<Vec<Member>> {
+        let rows = sqlx::query("SELECT user_id, role FROM group_members WHERE group_id = $1 ORDER BY user_id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok(Member { user: row.try_get("user_id")?, role: rows::parse(row.try_get("role")?)? }))
+            .collect()
+    }
+
+    async fn membership(&self, id: &str, user: &str) -> Result<Option<Membership>> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(member_row(&mut conn, id, user).await?.map(|(role, hidden_through)| Membership { role, hidden_through }))
+    }
+
+    async fn set_role(&self, id: &str, user: &str, role: Role) -> Result<bool> {
+        let done = sqlx::query("UPDATE group_members SET role = $3 WHERE group_id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user)
+            .bind(role.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
+    async fn invite(&self, id: &str, user: &str, by: &str) -> Result<bool> {
+        let mut tx = DB::begin_write(&self.pool).await?;
+        if member_row(&mut tx, id, user).await?.is_some() {
+            return Ok(false);
+        }
+        insert_invite(&mut tx, id, user, by, now_millis()).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn decline(&self, id: &str, user: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM group_invites WHERE group_id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
+    async fn invitations_of(&self, user: &str) -> Result<Vec<Invitation>> {
+        let rows = sqlx::query(
+            "SELECT i.group_id AS group_id, g.name AS name, i.invited_by AS invited_by, i.invited_at AS invited_at \
+             FROM group_invites i JOIN chat_groups g ON g.id = i.group_id \
+             WHERE i.user_id = $1 ORDER BY i.invited_at, i.group_id",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Invitation {
+                    group: row.try_get("group_id")?,
+                    name: row.try_get("name")?,
+                    invited_by: row.try_get("invited_by")?,
+                    invited_at: row.try_get("invited_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn members_of(&self, ids: &[String]) -> Result<HashMap<String, Vec<String>>> {
@@ -215,4 +357,54 @@ where
         }
         Ok(out)
     }
+}
+
+/// A member's role and hidden seqs, read on `conn` (a transaction's, so a
+/// decision and the write it leads to see the same rows).
+async fn member_row<DB>(conn: &mut DB::Connection, id: &str, user: &str) -> Result<Option<(Role, u64)>>
+where
+    DB: Dialect,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> String: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> bool: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    &'static str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let row = sqlx::query("SELECT role, hidden_through FROM group_members WHERE group_id = $1 AND user_id = $2")
+        .bind(id)
+        .bind(user)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(row) => Ok(Some((rows::parse(row.try_get("role")?)?, to_u64(row.try_get("hidden_through")?)))),
+    }
+}
+
+async fn insert_invite<DB>(conn: &mut DB::Connection, id: &str, user: &str, by: &str, at: i64) -> Result<()>
+where
+    DB: Dialect,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> String: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> bool: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    &'static str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    sqlx::query(
+        "INSERT INTO group_invites (group_id, user_id, invited_by, invited_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(user)
+    .bind(by)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

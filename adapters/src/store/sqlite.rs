@@ -49,6 +49,13 @@ impl Dialect for Sqlite {
         done.rows_affected()
     }
 
+    async fn begin_write(pool: &sqlx::SqlitePool) -> Result<Transaction<'static, Sqlite>> {
+        // IMMEDIATE takes the write lock up front: a read then a write in a
+        // deferred transaction fails with SQLITE_BUSY if another writer
+        // committed in between.
+        Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     async fn store_batch(store: &SqlStore<Self>, batch: &[NewMessage]) -> Result<Vec<StoreOutcome>> {
         if batch.is_empty() {
             return Ok(Vec::new());

@@ -64,8 +64,9 @@ async fn connect_all(target: &Target, users: u32) -> Result<Vec<Ws>> {
     Ok(by_user.into_iter().map(|ws| ws.expect("every user connected")).collect())
 }
 
-/// Create the groups, then (Kafka mode applies them asynchronously) wait
-/// until the last member of each sees its membership.
+/// Create the groups with their members invited, have each accept, then
+/// (Kafka mode applies joins asynchronously) wait until the last member of
+/// each is a member.
 async fn create_groups(target: &Target, convs: &[Conversation]) -> Result<()> {
     let (gw, secret) = (target.gateway, target.secret.as_str());
     for c in convs {
@@ -77,17 +78,42 @@ async fn create_groups(target: &Target, convs: &[Conversation]) -> Result<()> {
             return Err(BenchError::Setup(format!("create group {g}: {status} {text}")));
         }
     }
+    // The others are invited, and accept.
+    let joins: Vec<(String, String)> = convs
+        .iter()
+        .filter_map(|c| Some((c.group.clone()?, c)))
+        .flat_map(|(g, c)| c.members[1..].iter().map(move |&m| (g.clone(), user_name(m))))
+        .collect();
+    let answers: Vec<Result<(String, String, u16, String)>> = futures::stream::iter(joins)
+        .map(|(g, user)| async move {
+            let (status, text) =
+                client::http(gw, "POST", &format!("/api/groups/{g}/join"), secret, &user, None).await?;
+            Ok((g, user, status, text))
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for answer in answers {
+        let (g, user, status, text) = answer?;
+        if !(200..300).contains(&status) {
+            return Err(BenchError::Setup(format!("{user} joining group {g}: {status} {text}")));
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     for c in convs {
         let Some(g) = &c.group else { continue };
-        let last = user_name(*c.members.last().expect("groups have members"));
+        let owner = user_name(c.members[0]);
         loop {
-            let (status, _) = client::http(gw, "GET", &format!("/api/groups/{g}/members"), secret, &last, None).await?;
-            if status == 200 {
+            let (status, text) =
+                client::http(gw, "GET", &format!("/api/groups/{g}/members"), secret, &owner, None).await?;
+            let listed: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if status == 200 && listed["members"].as_array().map_or(0, Vec::len) == c.members.len() {
                 break;
             }
             if Instant::now() > deadline {
-                return Err(BenchError::Setup(format!("group {g} not visible to {last} within 60 s ({status})")));
+                return Err(BenchError::Setup(format!(
+                    "group {g}: not every join applied within 60 s ({status} {text})"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -351,12 +351,13 @@ impl Conn {
     }
 
     async fn on_sync(&mut self, sync: SyncFrame, sink: &mut Sink) -> parley_adapters::Result<Flow> {
-        if !self.state.may_access(&self.user, &sync.conversation).await? {
+        let Some(hidden) = self.state.hidden_through(&self.user, &sync.conversation).await? else {
             return Ok(self.forbidden(sink, &sync.conversation, None).await);
-        }
+        };
+        // A group's history before the caller joined stays hidden.
+        let after = sync.after_seq.max(hidden);
         // One extra row tells whether another page exists.
-        let mut messages =
-            self.state.store.history(&sync.conversation, sync.after_seq, sync.limit.saturating_add(1)).await?;
+        let mut messages = self.state.store.history(&sync.conversation, after, sync.limit.saturating_add(1)).await?;
         let has_more = messages.len() > sync.limit as usize;
         messages.truncate(sync.limit as usize);
         for m in &messages {

@@ -88,11 +88,16 @@ impl Server {
         http::request(&self.addr, method, path, Some(token), None).await
     }
 
+    /// A closed group whose `members` are invited and accept.
     pub async fn create_group(&self, owner: &str, id: &str, members: &[&str]) {
         let (status, body) = self
             .http("POST", "/api/groups", Some(owner), Some(json!({"id": id, "name": id, "members": members})))
             .await;
         assert_eq!(status, 201, "{body}");
+        for m in members {
+            let (status, body) = self.http("POST", &format!("/api/groups/{id}/join"), Some(m), None).await;
+            assert_eq!(status, 204, "{m} accepting the invitation: {body}");
+        }
     }
 
     /// Send SIGTERM and wait (bounded) for the process to exit.
