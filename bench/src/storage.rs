@@ -159,6 +159,7 @@ async fn prefill(topic: &str, n: u64, conversations: u64, body_bytes: usize) -> 
             client_msg_id: format!("c{i}"),
             conversation: ConversationId::direct(&a, &b),
             body: pad.clone(),
+            amends: None,
         };
         let event = MessageEvent::chat(&a, now, &data, EventMetadata::default())
             .map_err(|e| BenchError::Setup(e.to_string()))?;

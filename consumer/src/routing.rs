@@ -23,6 +23,9 @@ pub fn new_message(event: &MessageEvent) -> parley_core::Result<NewMessage> {
         from: event.user_id.clone(),
         body: data.body,
         ts: event.timestamp,
+        amends: data.amends,
+        // Decided by the storage worker from the sender's role.
+        moderator: false,
     })
 }
 
@@ -95,16 +98,26 @@ pub fn admitted(conversation: &ConversationId, sender: &str, members: Option<&[S
 /// (nothing is stored, nobody else is told; the body is not echoed).
 pub fn refusal(message: NewMessage, origin: Option<Origin>) -> Delivery {
     let reason = message.conversation.forbidden_reason();
+    let message = StoredMessage {
+        conversation: message.conversation,
+        seq: 0,
+        msg_id: message.msg_id,
+        client_msg_id: message.client_msg_id,
+        from: message.from,
+        body: String::new(),
+        ts: message.ts,
+        kind: message.amends.map(|a| a.kind).unwrap_or_default(),
+        target: message.amends.map(|a| a.target),
+        amended: None,
+    };
+    refused(message, reason, origin)
+}
+
+/// A refusal with its reason given (an amendment the rules refuse): the
+/// unstored `message` goes back to its sender's connection only, bodiless.
+pub fn refused(message: StoredMessage, reason: String, origin: Option<Origin>) -> Delivery {
     Delivery {
-        message: StoredMessage {
-            conversation: message.conversation,
-            seq: 0,
-            msg_id: message.msg_id,
-            client_msg_id: message.client_msg_id,
-            from: message.from,
-            body: String::new(),
-            ts: message.ts,
-        },
+        message: StoredMessage { seq: 0, body: String::new(), ..message },
         recipients: Vec::new(),
         origin: None,
         duplicate: false,
@@ -199,6 +212,8 @@ mod tests {
             from: "z".into(),
             body: "secret".into(),
             ts: 9,
+            amends: None,
+            moderator: false,
         };
         let origin = Origin { gateway_id: "gw".into(), connection_id: 3 };
         let d = refusal(m, Some(origin.clone()));
@@ -217,6 +232,7 @@ mod tests {
             client_msg_id: "c".into(),
             conversation: ConversationId::group("g"),
             body: "x".into(),
+            amends: None,
         };
         let mut event = MessageEvent::chat("a", 1, &data, EventMetadata::default()).unwrap();
         event.event_type = EventType::Message;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use parley_adapters::broker::{Broker, Checkpoint, Pending, Record, Subscription};
 use parley_adapters::delivery::Origin;
 use parley_adapters::store::{Joined, NewMessage, Store};
+use parley_core::amend::MessageKind;
 use parley_core::backoff::Backoff;
 use parley_core::event::{MembershipData, MessageEvent};
 use parley_core::groups;
@@ -246,6 +247,20 @@ impl StorageWorker {
         Ok(())
     }
 
+    /// A deletion in a group by one of its admins (or its owner) may take
+    /// others' messages: say so on the message, from the roles of now (this
+    /// point of the group's log).
+    async fn mark_moderators(&self, messages: &mut [NewMessage]) -> Result<()> {
+        for m in messages.iter_mut() {
+            let (Some(amends), Some(group)) = (m.amends, m.conversation.group_id()) else { continue };
+            if amends.kind == MessageKind::Delete {
+                let role = self.store.membership(group, &m.from).await?.map(|x| x.role);
+                m.moderator = role.is_some_and(|r| r >= groups::Role::Admin);
+            }
+        }
+        Ok(())
+    }
+
     async fn flush(&self, messages: Vec<NewMessage>, origins: Vec<Option<Origin>>) -> Result<Vec<(String, Vec<u8>)>> {
         if messages.is_empty() {
             return Ok(Vec::new());
@@ -278,9 +293,18 @@ impl StorageWorker {
                 }
             }
         }
+        self.mark_moderators(&mut admitted).await?;
         let outcomes = if admitted.is_empty() { Vec::new() } else { self.store.store_batch(&admitted).await? };
         let stored = started.elapsed();
         for (outcome, origin) in outcomes.into_iter().zip(admitted_origins) {
+            if let Some(reason) = outcome.refused {
+                tracing::info!(user = outcome.message.from, %reason, "storage: refused an amendment");
+                if origin.is_some() {
+                    let key = outcome.message.conversation.to_string();
+                    deliveries.push((key, routing::refused(outcome.message, reason, origin).to_bytes()?));
+                }
+                continue;
+            }
             let conversation = outcome.message.conversation.clone();
             let group_members = conversation.group_id().and_then(|g| members.get(g)).map_or(&[][..], Vec::as_slice);
             let recipients = routing::recipients(&conversation, &outcome.message.from, group_members);
@@ -335,6 +359,7 @@ mod tests {
             client_msg_id: format!("c{cid}"),
             conversation: conversation.clone(),
             body: "x".repeat(200),
+            amends: None,
         };
         MessageEvent::chat("a", 1, &data, EventMetadata::default()).unwrap().to_bytes().unwrap()
     }

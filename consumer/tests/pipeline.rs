@@ -44,6 +44,7 @@ fn event(sender: &str, cid: &str, conversation: &ConversationId) -> Vec<u8> {
         client_msg_id: cid.into(),
         conversation: conversation.clone(),
         body: format!("body {cid}"),
+        amends: None,
     };
     let meta = EventMetadata { gateway_id: Some("gw".into()), connection_id: Some(7), ..EventMetadata::default() };
     MessageEvent::chat(sender, 1, &data, meta).unwrap().to_bytes().unwrap()
@@ -149,6 +150,7 @@ async fn group_messages_of_non_members_are_refused_where_the_log_says_so() {
                 client_msg_id: "y1".into(),
                 conversation: g.clone(),
                 body: "x".into(),
+                amends: None,
             };
             MessageEvent::chat("y", 1, &data, EventMetadata::default()).unwrap().to_bytes().unwrap()
         },
@@ -424,6 +426,9 @@ async fn only_deliveries_handed_over_count_as_pushed() {
                 from: from.into(),
                 body: "hi".into(),
                 ts: 0,
+                kind: Default::default(),
+                target: None,
+                amended: None,
             },
             recipients: vec!["b".into()],
             origin: None,

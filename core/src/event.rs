@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::amend::Amends;
 use crate::ids::ConversationId;
 use crate::{Error, Result};
 
@@ -55,6 +56,9 @@ pub struct ChatMessageData {
     pub client_msg_id: String,
     pub conversation: ConversationId,
     pub body: String,
+    /// An edit, recall or deletion of the message with seq `target`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amends: Option<Amends>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,6 +155,7 @@ mod tests {
             client_msg_id: "c1".into(),
             conversation: ConversationId::group("g"),
             body: "hi".into(),
+            amends: None,
         };
         let meta = EventMetadata {
             group_id: Some("g".into()),

@@ -4,6 +4,7 @@
 //! logging). The operator depends on this crate only; the database, Kafka
 //! and in-process broker adapters are `parley-adapters`.
 
+pub mod amend;
 pub mod backoff;
 pub mod error;
 pub mod event;

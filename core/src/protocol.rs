@@ -12,9 +12,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::amend::{Amends, MessageKind};
 use crate::ids::{self, ConversationId};
 
 pub const VERSION: u32 = 1;
+
+/// Additions within [`VERSION`] that old clients may ignore, announced in
+/// `hello`: 1 brought `edit`, `recall` and `delete` and the `kind`,
+/// `target` and `amended` fields of `message`.
+pub const MINOR_VERSION: u32 = 1;
 
 /// Machine-readable codes of `error` frames.
 pub mod codes {
@@ -43,6 +49,9 @@ pub mod close_codes {
 /// Client frame type names.
 pub mod kinds {
     pub const SEND: &str = "send";
+    pub const EDIT: &str = "edit";
+    pub const RECALL: &str = "recall";
+    pub const DELETE: &str = "delete";
     pub const SYNC: &str = "sync";
     pub const TYPING: &str = "typing";
     pub const READ: &str = "read";
@@ -105,7 +114,10 @@ pub enum Recipient {
 pub struct SendFrame {
     pub client_msg_id: String,
     pub to: Recipient,
+    /// Empty for a recall or a deletion.
     pub body: String,
+    /// An `edit`, `recall` or `delete` frame: what it does to which seq.
+    pub amends: Option<Amends>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +139,8 @@ pub enum ClientFrame {
 impl ClientFrame {
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Send(_) => kinds::SEND,
+            Self::Send(SendFrame { amends: None, .. }) => kinds::SEND,
+            Self::Send(SendFrame { amends: Some(a), .. }) => a.kind.as_str(),
             Self::Sync(_) => kinds::SYNC,
             Self::Typing { .. } => kinds::TYPING,
             Self::Read { .. } => kinds::READ,
@@ -148,6 +161,16 @@ struct RawSend {
     client_msg_id: String,
     to: RawTo,
     body: String,
+}
+
+/// `edit`, `recall` and `delete`: a send naming the seq it changes.
+#[derive(Deserialize)]
+struct RawAmend {
+    client_msg_id: String,
+    to: RawTo,
+    seq: u64,
+    #[serde(default)]
+    body: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +231,23 @@ pub fn parse_client_frame(text: &str, limits: &Limits) -> Result<ClientFrame, Pr
             let raw: RawSend = fields(&kind, value)?;
             validate_send(raw, limits).map(ClientFrame::Send)
         }
+        kinds::EDIT | kinds::RECALL | kinds::DELETE => {
+            let raw: RawAmend = fields(&kind, value)?;
+            let amend_kind = MessageKind::parse(&kind).unwrap_or_default();
+            let body = match (amend_kind, raw.body) {
+                (MessageKind::Edit, Some(body)) => body,
+                (MessageKind::Edit, None) => return Err(invalid(&kind, "`body` is required: the new text")),
+                (_, Some(_)) => return Err(invalid(&kind, "takes no `body`")),
+                (_, None) => String::new(),
+            };
+            if raw.seq == 0 {
+                return Err(invalid(&kind, "`seq` must name a message (1 or more)"));
+            }
+            let send = RawSend { client_msg_id: raw.client_msg_id, to: raw.to, body };
+            let mut frame = validate_fields(&kind, send, limits, amend_kind == MessageKind::Edit)?;
+            frame.amends = Some(Amends { kind: amend_kind, target: raw.seq });
+            Ok(ClientFrame::Send(frame))
+        }
         kinds::SYNC => {
             let raw: RawSync = fields(&kind, value)?;
             let limit = match raw.limit {
@@ -254,7 +294,12 @@ pub fn client_msg_id_of(text: &str, limits: &Limits) -> Option<String> {
 }
 
 fn validate_send(raw: RawSend, limits: &Limits) -> Result<SendFrame, ProtocolError> {
-    let kind = kinds::SEND;
+    validate_fields(kinds::SEND, raw, limits, true)
+}
+
+/// The checks a send and an amendment share; `with_body`: a body is
+/// required (a send, an edit).
+fn validate_fields(kind: &str, raw: RawSend, limits: &Limits, with_body: bool) -> Result<SendFrame, ProtocolError> {
     let id = raw.client_msg_id;
     if id.is_empty() || id.len() > MAX_CLIENT_MSG_ID_LEN {
         return Err(invalid(kind, format!("`client_msg_id` must be 1 to {MAX_CLIENT_MSG_ID_LEN} bytes")));
@@ -275,14 +320,14 @@ fn validate_send(raw: RawSend, limits: &Limits) -> Result<SendFrame, ProtocolErr
             return Err(invalid(kind, "`to` must name exactly one of `user` or `group`"));
         }
     };
-    if raw.body.trim().is_empty() {
+    if with_body && raw.body.trim().is_empty() {
         return Err(invalid(kind, "`body` must not be empty"));
     }
     let chars = raw.body.chars().count();
     if chars > limits.max_body_chars {
         return Err(invalid(kind, format!("`body` has {chars} characters; the limit is {}", limits.max_body_chars)));
     }
-    Ok(SendFrame { client_msg_id: id, to, body: raw.body })
+    Ok(SendFrame { client_msg_id: id, to, body: raw.body, amends: None })
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -299,6 +344,17 @@ pub struct MessageView {
     pub body: String,
     /// Unix milliseconds, when the gateway accepted the message.
     pub ts: i64,
+    /// Absent for a message; `edit`, `recall` or `delete` for an
+    /// amendment of the message `target` (protocol additions of 1.1:
+    /// older clients ignore them and show an amendment as a message).
+    #[serde(default, skip_serializing_if = "MessageKind::is_message")]
+    pub kind: MessageKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<u64>,
+    /// On an amended message: the last amendment applied (its body is then
+    /// the edited text, or empty once recalled or deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amended: Option<MessageKind>,
 }
 
 /// Frames the server sends.
@@ -308,6 +364,9 @@ pub enum ServerFrame {
     /// First frame on every connection.
     Hello {
         user: String,
+        /// [`MINOR_VERSION`] of the server (absent, 0, before it).
+        #[serde(default)]
+        minor: u32,
     },
     /// The message `client_msg_id` is stored as `seq` of `conversation`.
     Ack {
@@ -392,6 +451,54 @@ mod tests {
     }
 
     #[test]
+    fn parses_edit_recall_and_delete_as_sends_that_amend_a_seq() {
+        let f = parse(r#"{"type":"edit","client_msg_id":"e1","to":{"group":"g"},"seq":4,"body":"fixed"}"#).unwrap();
+        let ClientFrame::Send(send) = &f else { panic!("{f:?}") };
+        assert_eq!(send.amends, Some(Amends { kind: MessageKind::Edit, target: 4 }));
+        assert_eq!((send.body.as_str(), f.kind()), ("fixed", "edit"));
+        for kind in ["recall", "delete"] {
+            let text = format!(r#"{{"type":"{kind}","client_msg_id":"r1","to":{{"user":"bob"}},"seq":2}}"#);
+            let ClientFrame::Send(send) = parse(&text).unwrap() else { panic!() };
+            assert_eq!(send.amends.map(|a| (a.kind.as_str(), a.target)), Some((kind, 2)));
+            assert_eq!(send.body, "");
+        }
+        let refused = [
+            r#"{"type":"edit","client_msg_id":"e1","to":{"group":"g"},"seq":4}"#,
+            r#"{"type":"edit","client_msg_id":"e1","to":{"group":"g"},"seq":4,"body":"  "}"#,
+            r#"{"type":"recall","client_msg_id":"r1","to":{"group":"g"},"seq":4,"body":"x"}"#,
+            r#"{"type":"delete","client_msg_id":"d1","to":{"group":"g"},"seq":0}"#,
+            r#"{"type":"delete","client_msg_id":"d1","to":{"group":"g"}}"#,
+            r#"{"type":"delete","client_msg_id":"","to":{"group":"g"},"seq":1}"#,
+        ];
+        for text in refused {
+            assert_eq!(parse(text).map_err(|e| e.code()), Err(codes::INVALID_FRAME), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_plain_message_view_has_no_amendment_fields() {
+        let view = MessageView {
+            conversation: ConversationId::group("g"),
+            seq: 1,
+            msg_id: "m".into(),
+            from: "a".into(),
+            body: "hi".into(),
+            ts: 1,
+            kind: MessageKind::Message,
+            target: None,
+            amended: None,
+        };
+        let json = serde_json::to_value(&view).unwrap();
+        for field in ["kind", "target", "amended"] {
+            assert!(json.get(field).is_none(), "{field} in {json}");
+        }
+        let recall = MessageView { kind: MessageKind::Recall, target: Some(1), seq: 2, body: String::new(), ..view };
+        let json = serde_json::to_value(&recall).unwrap();
+        assert_eq!((json["kind"].clone(), json["target"].clone()), (serde_json::json!("recall"), serde_json::json!(1)));
+        assert_eq!(serde_json::from_value::<MessageView>(json).unwrap(), recall);
+    }
+
+    #[test]
     fn parses_send_to_user_and_ignores_spoofed_from() {
         let f = parse(r#"{"v":1,"type":"send","client_msg_id":"c1","to":{"user":"bob"},"body":"hi","from":"mallory"}"#)
             .unwrap();
@@ -401,6 +508,7 @@ mod tests {
                 client_msg_id: "c1".into(),
                 to: Recipient::User("bob".into()),
                 body: "hi".into(),
+                amends: None,
             })
         );
     }
@@ -503,6 +611,9 @@ mod tests {
             from: "a".into(),
             body: "hi".into(),
             ts: 5,
+            kind: MessageKind::Message,
+            target: None,
+            amended: None,
         });
         assert_eq!(ServerFrame::from_json(&m.to_json()).unwrap(), m);
     }

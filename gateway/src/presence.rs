@@ -62,6 +62,8 @@ mod tests {
             from: a.into(),
             body: "hi".into(),
             ts: 1,
+            amends: None,
+            moderator: false,
         };
         store.store_batch(&[dm("ann", "zed", "m1"), dm("yan", "ann", "m2")]).await.unwrap();
         assert_eq!(contacts(&store, "ann").await.unwrap(), ["bob", "cat", "yan", "zed"]);

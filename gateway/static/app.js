@@ -107,8 +107,8 @@ function onFrame(f) {
     case "ack": {
       const p = state.pending.get(f.client_msg_id);
       state.pending.delete(f.client_msg_id);
-      addMessage({ conversation: f.conversation, seq: f.seq, msg_id: f.msg_id, from: state.me,
-                   body: p ? p.body : "", ts: Date.now() });
+      addMessage(Object.assign({ conversation: f.conversation, seq: f.seq, msg_id: f.msg_id, from: state.me,
+                                 body: p ? p.body : "", ts: Date.now() }, p && p.amends));
       break;
     }
     case "synced": {
@@ -129,6 +129,9 @@ function addMessage(m) {
   const c = conv(m.conversation);
   if (c.messages.has(m.seq)) return; // live push and sync can overlap
   c.messages.set(m.seq, m);
+  // An edit, recall or deletion (protocol 1.1) changes the message it names.
+  const target = m.target && c.messages.get(m.target);
+  if (m.kind && target) { target.amended = m.kind; target.body = m.kind === "edit" ? m.body : ""; }
   stopTyping(m.conversation, m.from); // a sent message ends that user's typing
   // Only advance over a contiguous prefix, so a gap is synced next time.
   while (c.messages.has(c.lastSeq + 1)) c.lastSeq++;
@@ -206,18 +209,45 @@ function renderMessages() {
   if (!c) return;
   for (const seq of [...c.messages.keys()].sort((a, b) => a - b)) {
     const m = c.messages.get(seq);
+    if (m.kind) continue; // an amendment shows on the message it changed
     const div = document.createElement("div"); div.className = "msg" + (m.from === state.me ? " mine" : "");
     const meta = document.createElement("div"); meta.className = "meta";
     meta.textContent = `#${m.seq} ${m.from} · ${new Date(m.ts).toLocaleTimeString()}`;
-    const body = document.createElement("div"); body.textContent = m.body;
-    div.append(meta, body); box.append(div);
+    const body = document.createElement("div"); body.className = "body";
+    const gone = { recall: "message recalled", delete: "message deleted" }[m.amended];
+    body.textContent = gone || m.body + (m.amended === "edit" ? " (edited)" : "");
+    if (gone) div.classList.add("gone");
+    div.append(meta, body);
+    if (m.from === state.me && !gone) div.append(amendButtons(c, m));
+    box.append(div);
   }
   for (const [, p] of state.pending) {
-    if (p.conversation !== c.id) continue;
+    if (p.conversation !== c.id || p.hidden) continue;
     const div = document.createElement("div"); div.className = "msg mine pending"; div.textContent = p.body;
     box.append(div);
   }
   box.scrollTop = box.scrollHeight;
+}
+// Edit, recall and delete for one's own message: sent like a message,
+// acked with a seq of their own.
+function amendButtons(c, m) {
+  const row = document.createElement("span"); row.className = "amend";
+  for (const kind of ["edit", "recall", "delete"]) {
+    const b = document.createElement("button"); b.textContent = kind; b.className = kind;
+    b.onclick = () => {
+      const frame = { type: kind, client_msg_id: newId(), to: recipient(c.id), seq: m.seq };
+      if (kind === "edit") {
+        const text = prompt("Edit message", m.body);
+        if (!text || !text.trim()) return;
+        frame.body = text;
+      }
+      state.pending.set(frame.client_msg_id,
+        { conversation: c.id, body: frame.body || "", hidden: true, amends: { kind, target: m.seq } });
+      send(frame);
+    };
+    row.append(b);
+  }
+  return row;
 }
 function showTyping(conversation, from) {
   let users = state.typing.get(conversation);

@@ -272,7 +272,7 @@ async fn tokens_are_required_in_header_or_query() {
     use futures::StreamExt;
     let first = tokio::time::timeout(support::WAIT, ws.next()).await.unwrap().unwrap().unwrap();
     let hello = ServerFrame::from_json(first.to_text().unwrap()).unwrap();
-    assert_eq!(hello, ServerFrame::Hello { user: "carol".into() });
+    assert_eq!(hello, ServerFrame::Hello { user: "carol".into(), minor: parley_core::protocol::MINOR_VERSION });
     let (status, _) = server.http("GET", "/api/conversations", None, None).await;
     assert_eq!(status, 401);
     let (status, _) = server.http("POST", "/api/dev/token", None, Some(json!({"user":"x"}))).await;

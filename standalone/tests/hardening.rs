@@ -370,7 +370,10 @@ async fn a_token_offered_as_a_subprotocol_logs_in_and_is_not_echoed() {
     let selected = response.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_owned());
     assert_eq!(selected.as_deref(), Some("parley"), "only `parley` is selected; the token is not echoed");
     let first = tokio::time::timeout(support::WAIT, ws.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(ServerFrame::from_json(first.to_text().unwrap()).unwrap(), ServerFrame::Hello { user: "dora".into() });
+    assert_eq!(
+        ServerFrame::from_json(first.to_text().unwrap()).unwrap(),
+        ServerFrame::Hello { user: "dora".into(), minor: parley_core::protocol::MINOR_VERSION }
+    );
     // A forged one is refused before the upgrade.
     let mut req = format!("ws://{}/ws", server.addr).into_client_request().unwrap();
     req.headers_mut().insert("sec-websocket-protocol", "parley, bearer.forged".parse().unwrap());

@@ -97,7 +97,7 @@ pub async fn hello(ws: &mut Ws, user: &str, wait: Duration) -> Result<ServerFram
     match tokio::time::timeout(wait, first).await {
         Err(_) => Err(HelloError::Timeout { user: user.to_owned(), wait }),
         Ok(Err(e)) => Err(e),
-        Ok(Ok(ServerFrame::Hello { user: u })) if u == user => Ok(ServerFrame::Hello { user: u }),
+        Ok(Ok(ServerFrame::Hello { user: u, minor })) if u == user => Ok(ServerFrame::Hello { user: u, minor }),
         Ok(Ok(frame)) => Err(HelloError::Unexpected { user: user.to_owned(), frame: Box::new(frame) }),
     }
 }
@@ -488,7 +488,7 @@ mod tests {
     use super::*;
 
     fn hello_to(user: &str) -> Message {
-        Message::text(ServerFrame::Hello { user: user.into() }.to_json())
+        Message::text(ServerFrame::Hello { user: user.into(), minor: parley_core::protocol::MINOR_VERSION }.to_json())
     }
 
     /// A server for one connection: `hello` to alice, then `script`.
@@ -542,7 +542,7 @@ mod tests {
             }
             assert!(c.closed, "{reading:?}");
             assert_eq!(c.next(Duration::from_millis(50)).await, None, "{reading:?}");
-            let hello = ServerFrame::Hello { user: "alice".into() };
+            let hello = ServerFrame::Hello { user: "alice".into(), minor: parley_core::protocol::MINOR_VERSION };
             assert_eq!(c.seen, [hello, ServerFrame::Pong, ServerFrame::Pong], "{reading:?}");
         }
     }

@@ -100,6 +100,15 @@ test("two browser contexts exchange messages through the page", async () => {
 
   for (const page of [alice, bob]) assert.deepEqual(blocked.get(page), [], "nothing blocked by the page's CSP");
 
+  // Edit, then recall: bob sees the text change, then go.
+  alice.once("dialog", (d) => d.accept("hello bob, edited"));
+  await alice.click("#messages .msg.mine:has-text('hello bob, from the browser') button.edit");
+  await bob.waitForSelector("#messages .msg >> text=hello bob, edited (edited)", { timeout: 10_000 });
+  await alice.click("#messages .msg.mine:has-text('hello bob, edited') button.recall");
+  await bob.waitForSelector("#messages .msg.gone >> text=message recalled", { timeout: 10_000 });
+  const bobTexts = await bob.$$eval("#messages .msg .body", (els) => els.map((e) => e.textContent));
+  assert.deepEqual(bobTexts, ["message recalled", "hi alice"], "amendments show on their message, not as new ones");
+
   // A group: bob is invited, not added; he joins from the invitation.
   await alice.fill("#group-members", "bob");
   await alice.click("#new-group button");

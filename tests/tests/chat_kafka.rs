@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use parley_adapters::store::{PostgresStore, Store};
+use parley_core::amend::MessageKind;
 use parley_core::ids::ConversationId;
 use parley_core::protocol::ServerFrame;
 use parley_tests::chat::{self, Client, Proc, Specs, acks, messages};
@@ -265,6 +266,40 @@ async fn one_to_one_and_group_of_five_across_gateways() {
         g7.wait_until(Duration::from_millis(500), removed).await;
     }
 
+    // Amendments travel the same path: the owner edits its own message and
+    // deletes a member's; both reach the members on the other gateway as
+    // messages of their own seq naming the target, and a member's attempt on
+    // someone else's message is refused by the storage consumer.
+    let g2_seq = acks(&members[1].seen)["g2-0"];
+    let g1 = &mut members[0];
+    let edit =
+        json!({"type": "edit", "client_msg_id": "g1-edit", "to": {"group": "team"}, "seq": 25, "body": "welcome!"});
+    g1.send(edit).await;
+    let delete = json!({"type": "delete", "client_msg_id": "g1-delete", "to": {"group": "team"}, "seq": g2_seq});
+    g1.send(delete).await;
+    let acked = |s: &[ServerFrame]| ["g1-edit", "g1-delete"].iter().all(|id| acks(s).contains_key(*id));
+    assert!(g1.wait_until(Duration::from_secs(30), acked).await, "g1: both amendments acked");
+    let (edit_seq, delete_seq) = (acks(&g1.seen)["g1-edit"], acks(&g1.seen)["g1-delete"]);
+    let g4 = &mut members[3];
+    let amended = |s: &[ServerFrame]| {
+        let kinds: Vec<_> =
+            messages(s).iter().filter(|m| m.target.is_some()).map(|m| (m.seq, m.kind, m.target)).collect();
+        kinds.contains(&(edit_seq, MessageKind::Edit, Some(25)))
+            && kinds.contains(&(delete_seq, MessageKind::Delete, Some(g2_seq)))
+    };
+    assert!(
+        g4.wait_until(Duration::from_secs(30), amended).await,
+        "g4 (other gateway): both amendments: {:?}",
+        g4.seen
+    );
+    let g3 = &mut members[2];
+    let other = json!({"type": "delete", "client_msg_id": "g3-delete", "to": {"group": "team"}, "seq": 25});
+    g3.send(other).await;
+    let refused = |s: &[ServerFrame]| {
+        s.iter().any(|f| matches!(f, ServerFrame::Error { code, client_msg_id: Some(id), .. } if code == "forbidden" && id == "g3-delete"))
+    };
+    assert!(g3.wait_until(Duration::from_secs(30), refused).await, "g3 may not delete g1's message");
+
     // Stored exactly once each; the refused message not at all.
     let store = PostgresStore::connect(&cluster.db_url, 1).await.unwrap();
     let stored = store.history(&ConversationId::group("team"), 0, 1000).await.unwrap();
@@ -272,6 +307,9 @@ async fn one_to_one_and_group_of_five_across_gateways() {
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "contiguous");
     assert!(seqs.len() >= 25);
     assert!(stored.iter().all(|m| m.body != "gone"));
+    let row = |seq: u64| stored.iter().find(|m| m.seq == seq).unwrap();
+    assert_eq!((row(25).body.as_str(), row(25).amended), ("welcome!", Some(MessageKind::Edit)));
+    assert_eq!((row(g2_seq).body.as_str(), row(g2_seq).amended), ("", Some(MessageKind::Delete)));
     assert_eq!(store.history(&ConversationId::direct("alice", "bob"), 0, 1000).await.unwrap().len(), 10);
     drop(cluster);
     let _ = parley_tests::kafka::delete_topics_with_prefix(&prefix).await;

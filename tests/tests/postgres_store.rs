@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 
 use parley_adapters::store::{Joined, Member, NewGroup, NewMessage, PostgresStore, SqliteStore, Store};
+use parley_core::amend::{Amends, MessageKind};
 use parley_core::groups::{History, Role};
 use parley_core::ids::ConversationId;
 use parley_tests::postgres::scratch_database;
@@ -18,6 +19,8 @@ fn msg(from: &str, cid: &str, conv: &ConversationId) -> NewMessage {
         from: from.into(),
         body: format!("body {cid}"),
         ts: 1,
+        amends: None,
+        moderator: false,
     }
 }
 
@@ -165,6 +168,61 @@ async fn group_roles_and_visibility(s: &dyn Store) {
     // With no admin left, the longest-standing member.
     assert!(s.leave_group("c", "cat").await.unwrap());
     assert_eq!(s.roster("c").await.unwrap(), [Member { user: "bob".into(), role: Role::Owner }]);
+}
+
+/// Edits, recalls and deletions take a seq and change the message they
+/// name, on either database; a refused one stores nothing.
+async fn amendments(s: &dyn Store) {
+    let ab = ConversationId::direct("a", "b");
+    let amend = |from: &str, cid: &str, kind: MessageKind, target: u64, body: &str| NewMessage {
+        amends: Some(Amends { kind, target }),
+        body: body.into(),
+        ts: 2,
+        ..msg(from, cid, &ab)
+    };
+    s.store_batch(&[msg("a", "1", &ab), msg("b", "2", &ab), msg("a", "3", &ab)]).await.unwrap();
+    let out = s
+        .store_batch(&[
+            amend("a", "e", MessageKind::Edit, 1, "better"),
+            amend("b", "x", MessageKind::Edit, 1, "not yours"),
+            amend("b", "r", MessageKind::Recall, 2, ""),
+            amend("a", "d", MessageKind::Delete, 3, ""),
+        ])
+        .await
+        .unwrap();
+    let seqs: Vec<(u64, Option<&str>)> = out.iter().map(|o| (o.message.seq, o.refused.as_deref())).collect();
+    assert_eq!(seqs, [(4, None), (0, Some("only the sender may edit a message")), (5, None), (6, None)]);
+    let history = s.history(&ab, 0, 10).await.unwrap();
+    let view: Vec<_> = history.iter().map(|m| (m.seq, m.body.as_str(), m.kind, m.target, m.amended)).collect();
+    use MessageKind::*;
+    assert_eq!(
+        view,
+        [
+            (1, "better", Message, None, Some(Edit)),
+            (2, "", Message, None, Some(Recall)),
+            (3, "", Message, None, Some(Delete)),
+            (4, "better", Edit, Some(1), None),
+            (5, "", Recall, Some(2), None),
+            (6, "", Delete, Some(3), None),
+        ]
+    );
+    // Replayed: the same outcomes, nothing stored twice, no refusal.
+    let again = s.store_batch(&[amend("b", "r", Recall, 2, "")]).await.unwrap();
+    assert!(again[0].duplicate && again[0].refused.is_none() && again[0].message.seq == 5);
+    let late = s.store_batch(&[amend("a", "e2", Edit, 3, "too late")]).await.unwrap();
+    assert_eq!(late[0].refused.as_deref(), Some("message 3 was deleted already"));
+    assert_eq!(s.history(&ab, 0, 10).await.unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn amendments_on_postgres() {
+    let url = scratch_database("pgstore_amend").await;
+    amendments(&PostgresStore::connect(&url, 2).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn amendments_on_sqlite() {
+    amendments(&SqliteStore::in_memory().await.unwrap()).await;
 }
 
 #[tokio::test]

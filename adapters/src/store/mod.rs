@@ -6,6 +6,14 @@
 //! storing a batch and reading several groups' members, which each dialect
 //! does its own way.
 
+/// The columns `rows::message` reads, for a `SELECT` of `messages` (a
+/// macro, so statements stay literals).
+macro_rules! message_columns {
+    () => {
+        "msg_id, conversation, seq, sender, client_msg_id, body, ts, kind, target_seq, amended"
+    };
+}
+
 mod plan;
 mod postgres;
 mod rows;
@@ -23,6 +31,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
+use parley_core::amend::{Amends, MessageKind};
 use parley_core::groups::{History, Role};
 use parley_core::ids::ConversationId;
 use parley_core::protocol::MessageView;
@@ -36,6 +45,11 @@ pub struct NewMessage {
     pub from: String,
     pub body: String,
     pub ts: i64,
+    /// An edit, recall or deletion of an earlier message.
+    pub amends: Option<Amends>,
+    /// The sender moderates the conversation (a group's admin or owner):
+    /// they may delete others' messages.
+    pub moderator: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +61,14 @@ pub struct StoredMessage {
     pub from: String,
     pub body: String,
     pub ts: i64,
+    /// What this entry is: a message, or an amendment of `target`.
+    #[serde(default, skip_serializing_if = "MessageKind::is_message")]
+    pub kind: MessageKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<u64>,
+    /// The last amendment applied to this message, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amended: Option<MessageKind>,
 }
 
 impl StoredMessage {
@@ -58,6 +80,9 @@ impl StoredMessage {
             from: self.from.clone(),
             body: self.body.clone(),
             ts: self.ts,
+            kind: self.kind,
+            target: self.target,
+            amended: self.amended,
         }
     }
 }
@@ -69,6 +94,9 @@ pub struct StoreOutcome {
     /// The `(sender, client_msg_id)` was already stored; `message` is the
     /// original.
     pub duplicate: bool,
+    /// An amendment the rules refuse (why, for its sender): nothing was
+    /// stored and `message.seq` is 0.
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,5 +257,7 @@ fn test_message(from: &str, cid: &str, conv: &ConversationId) -> NewMessage {
         from: from.into(),
         body: format!("body {cid}"),
         ts: 1,
+        amends: None,
+        moderator: false,
     }
 }

@@ -11,7 +11,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgQueryResult};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::rows::{self, to_i64, to_u64};
-use super::sql::{Dialect, SqlStore};
+use super::sql::{Dialect, SqlStore, amendment_targets, apply_amendments};
 use super::{NewMessage, StoreOutcome, StoredMessage, plan_batch};
 use crate::{Error, Result};
 use parley_core::ids::ConversationId;
@@ -19,8 +19,10 @@ use parley_core::ids::ConversationId;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The new rows of `messages` as one array per column (msg_id, conversation,
-/// seq, sender, client_msg_id, body, ts), for `unnest`.
+/// seq, sender, client_msg_id, body, ts), for `unnest`; `kind` and
+/// `target_seq` in [`AmendColumns`].
 type MessageColumns = (Vec<String>, Vec<String>, Vec<i64>, Vec<String>, Vec<String>, Vec<String>, Vec<i64>);
+type AmendColumns = (Vec<&'static str>, Vec<Option<i64>>);
 
 /// The PostgreSQL [`Store`](super::Store).
 pub type PostgresStore = SqlStore<Postgres>;
@@ -64,9 +66,15 @@ impl Dialect for Postgres {
         // Read after the locks: a concurrent writer of the same conversation
         // has committed by now, so its rows are visible here.
         let existing = existing_messages(&mut tx, batch).await?;
-        let plan = plan_batch(batch, &existing, &last_seq);
+        let targets = if batch.iter().any(|m| m.amends.is_some()) {
+            amendment_targets::<Postgres>(&mut tx, batch).await?
+        } else {
+            HashMap::new()
+        };
+        let plan = plan_batch(batch, &existing, &last_seq, &targets);
 
         let mut cols = MessageColumns::default();
+        let mut amend_cols = AmendColumns::default();
         for &i in &plan.inserts {
             let m = &plan.outcomes[i].message;
             cols.0.push(m.msg_id.clone());
@@ -76,12 +84,14 @@ impl Dialect for Postgres {
             cols.4.push(m.client_msg_id.clone());
             cols.5.push(m.body.clone());
             cols.6.push(m.ts);
+            amend_cols.0.push(m.kind.as_str());
+            amend_cols.1.push(m.target.map(to_i64).transpose()?);
         }
         if !cols.0.is_empty() {
             sqlx::query(
-                "INSERT INTO messages (msg_id, conversation, seq, sender, client_msg_id, body, ts) \
+                "INSERT INTO messages (msg_id, conversation, seq, sender, client_msg_id, body, ts, kind, target_seq) \
                  SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
-                 $6::text[], $7::bigint[])",
+                 $6::text[], $7::bigint[], $8::text[], $9::bigint[])",
             )
             .bind(cols.0)
             .bind(cols.1)
@@ -90,6 +100,8 @@ impl Dialect for Postgres {
             .bind(cols.4)
             .bind(cols.5)
             .bind(cols.6)
+            .bind(amend_cols.0)
+            .bind(amend_cols.1)
             .execute(&mut *tx)
             .await?;
         }
@@ -105,6 +117,7 @@ impl Dialect for Postgres {
             .execute(&mut *tx)
             .await?;
         }
+        apply_amendments::<Postgres>(&mut tx, &plan.amendments).await?;
         tx.commit().await?;
         Ok(plan.outcomes)
     }
@@ -167,8 +180,8 @@ async fn existing_messages(
     let senders: Vec<String> = batch.iter().map(|m| m.from.clone()).collect();
     let ids: Vec<String> = batch.iter().map(|m| m.client_msg_id.clone()).collect();
     let rows = sqlx::query(
-        "SELECT m.msg_id, m.conversation, m.seq, m.sender, m.client_msg_id, m.body, m.ts \
-         FROM messages m JOIN unnest($1::text[], $2::text[]) AS k(sender, client_msg_id) \
+        "SELECT m.msg_id, m.conversation, m.seq, m.sender, m.client_msg_id, m.body, m.ts, m.kind, m.target_seq, \
+         m.amended FROM messages m JOIN unnest($1::text[], $2::text[]) AS k(sender, client_msg_id) \
          ON m.sender = k.sender AND m.client_msg_id = k.client_msg_id",
     )
     .bind(senders)

@@ -7,6 +7,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::{Group, StoredMessage};
 use crate::{Error, Result};
+use parley_core::amend::MessageKind;
 use parley_core::ids::ConversationId;
 
 /// Seqs are `u64` in Rust and `BIGINT` in SQL.
@@ -45,7 +46,14 @@ where
         from: row.try_get("sender")?,
         body: row.try_get("body")?,
         ts: row.try_get("ts")?,
+        kind: kind(row.try_get("kind")?)?,
+        target: row.try_get::<Option<i64>, _>("target_seq")?.map(to_u64),
+        amended: row.try_get::<Option<String>, _>("amended")?.map(kind).transpose()?,
     })
+}
+
+fn kind(stored: String) -> Result<MessageKind> {
+    MessageKind::parse(&stored).ok_or_else(|| Error::Invalid(format!("stored message kind {stored:?}")))
 }
 
 pub(super) fn group<'r, R>(row: &'r R) -> Result<Group>

@@ -17,6 +17,7 @@ use std::future::Future;
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Transaction, Type};
 
+use super::plan::Amendment;
 use super::rows::{self, to_u64};
 use super::{
     ConversationSummary, Group, Invitation, Joined, Member, Membership, NewGroup, NewMessage, Store, StoreOutcome,
@@ -88,10 +89,11 @@ where
     }
 
     async fn history(&self, conversation: &ConversationId, after_seq: u64, limit: u32) -> Result<Vec<StoredMessage>> {
-        let rows = sqlx::query(
-            "SELECT msg_id, conversation, seq, sender, client_msg_id, body, ts FROM messages \
-             WHERE conversation = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE conversation = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3"
+        ))
         .bind(conversation.to_string())
         // Seqs never exceed i64::MAX, so a larger `after_seq` just finds nothing.
         .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
@@ -406,5 +408,62 @@ where
     .bind(at)
     .execute(&mut *conn)
     .await?;
+    Ok(())
+}
+
+/// The stored messages the amendments of `batch` name, by (conversation,
+/// seq); one read each (amendments are rare next to messages).
+pub(super) async fn amendment_targets<DB>(
+    conn: &mut DB::Connection,
+    batch: &[NewMessage],
+) -> Result<HashMap<(ConversationId, u64), StoredMessage>>
+where
+    DB: Dialect,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> String: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> bool: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    &'static str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let sql = concat!("SELECT ", message_columns!(), " FROM messages WHERE conversation = $1 AND seq = $2");
+    let mut out = HashMap::new();
+    for (conversation, target) in batch.iter().filter_map(|m| Some((&m.conversation, m.amends?.target))) {
+        let row = sqlx::query(sql)
+            .bind(conversation.to_string())
+            .bind(i64::try_from(target).unwrap_or(i64::MAX))
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(row) = row {
+            out.insert((conversation.clone(), target), rows::message(&row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Apply a plan's admitted amendments to the rows they name, in order.
+pub(super) async fn apply_amendments<DB>(conn: &mut DB::Connection, amendments: &[Amendment]) -> Result<()>
+where
+    DB: Dialect,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> String: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> bool: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    &'static str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    for a in amendments {
+        sqlx::query("UPDATE messages SET body = $3, amended = $4 WHERE conversation = $1 AND seq = $2")
+            .bind(a.conversation.to_string())
+            .bind(rows::to_i64(a.target)?)
+            .bind(a.body.as_str())
+            .bind(a.kind.as_str())
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }

@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, Transaction};
 
 use super::rows::{self, to_i64, to_u64};
-use super::sql::{Dialect, SqlStore};
+use super::sql::{Dialect, SqlStore, amendment_targets, apply_amendments};
 use super::{NewMessage, Store, StoreOutcome, StoredMessage, plan_batch};
 use crate::Result;
 
@@ -80,12 +80,17 @@ impl Dialect for Sqlite {
                 last_seq.insert(m.conversation.clone(), to_u64(seq.unwrap_or(0)));
             }
         }
-        let plan = plan_batch(batch, &existing, &last_seq);
+        let targets = if batch.iter().any(|m| m.amends.is_some()) {
+            amendment_targets::<Sqlite>(&mut tx, batch).await?
+        } else {
+            HashMap::new()
+        };
+        let plan = plan_batch(batch, &existing, &last_seq, &targets);
         for &i in &plan.inserts {
             let m = &plan.outcomes[i].message;
             sqlx::query(
-                "INSERT INTO messages (msg_id, conversation, seq, sender, client_msg_id, body, ts) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (msg_id, conversation, seq, sender, client_msg_id, body, ts, kind, target_seq) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&m.msg_id)
             .bind(m.conversation.to_string())
@@ -94,6 +99,8 @@ impl Dialect for Sqlite {
             .bind(&m.client_msg_id)
             .bind(&m.body)
             .bind(m.ts)
+            .bind(m.kind.as_str())
+            .bind(m.target.map(to_i64).transpose()?)
             .execute(&mut *tx)
             .await?;
         }
@@ -113,6 +120,7 @@ impl Dialect for Sqlite {
             .execute(&mut *tx)
             .await?;
         }
+        apply_amendments::<Sqlite>(&mut tx, &plan.amendments).await?;
         tx.commit().await?;
         Ok(plan.outcomes)
     }
@@ -132,14 +140,12 @@ async fn existing_message(
     from: &str,
     client_msg_id: &str,
 ) -> Result<Option<StoredMessage>> {
-    let row = sqlx::query(
-        "SELECT msg_id, conversation, seq, sender, client_msg_id, body, ts \
-         FROM messages WHERE sender = ? AND client_msg_id = ?",
-    )
-    .bind(from)
-    .bind(client_msg_id)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let row =
+        sqlx::query(concat!("SELECT ", message_columns!(), " FROM messages WHERE sender = ? AND client_msg_id = ?"))
+            .bind(from)
+            .bind(client_msg_id)
+            .fetch_optional(&mut **tx)
+            .await?;
     row.as_ref().map(rows::message).transpose()
 }
 

@@ -21,7 +21,7 @@ use parley_adapters::broker::Pending;
 use parley_core::event::{EventMetadata, MessageEvent};
 use parley_core::ids::ConversationId;
 use parley_core::protocol::{
-    ClientFrame, ServerFrame, SyncFrame, client_msg_id_of, close_codes, codes, parse_client_frame,
+    ClientFrame, MINOR_VERSION, ServerFrame, SyncFrame, client_msg_id_of, close_codes, codes, parse_client_frame,
 };
 use parley_core::time::now_millis;
 use tokio::sync::mpsc;
@@ -163,7 +163,7 @@ async fn greet(state: &AppState, user: &str, first: bool, sink: &mut Sink) -> (V
             Vec::new()
         }
     };
-    let mut hello = vec![ServerFrame::Hello { user: user.to_owned() }];
+    let mut hello = vec![ServerFrame::Hello { user: user.to_owned(), minor: MINOR_VERSION }];
     hello.extend(
         presence::online_here(&state.registry, &contacts)
             .into_iter()

@@ -39,6 +39,7 @@ impl Conn {
             client_msg_id: send.client_msg_id,
             conversation: conversation.clone(),
             body: send.body,
+            amends: send.amends,
         };
         let meta = EventMetadata {
             group_id: conversation.group_id().map(str::to_owned),
