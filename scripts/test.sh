@@ -49,9 +49,10 @@ cat "$env_log" >&2
 # shellcheck disable=SC1090
 source "$PARLEY_ENV_FILE"
 # These tiers run the operator and the chat as local processes against the
-# apiserver alone: no pod starts, and no test writes a Deployment's status
-# (a kept environment may still have the node running from an earlier run
-# or the demo; its pods would crash on the tiers' loopback addresses).
+# apiserver alone: no pod starts, and only operator_stuck_lag.rs writes a
+# Deployment's status (a kept environment may still have the node running
+# from an earlier run or the demo; its pods would crash on the tiers'
+# loopback addresses, and its deployment controller would overwrite that status).
 scripts/env/node.sh stop >&2
 
 tier "tests against real Kafka, kube-apiserver and PostgreSQL"

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, PatchParams};
 use kube::runtime::events::EventType;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::autoscale::{self, LagSource};
 use crate::conditions::Replicas;
@@ -84,13 +84,16 @@ pub(crate) async fn apply_consumer(
     let (ctx, cc) = (target.ctx, target.build.cc);
     let names = target.build.names.role(role);
     let before = target.current_replicas(&names.deployment).await?;
-    let (decision, lag) = autoscale::decide(&ctx.autoscale, &ctx.metrics, cc, names, before, lag_source).await;
-    let reason = decision.reason(lag, cc.spec.topics.partitions, role.spec(cc).lag_threshold);
+    let ready = target.ready_replicas(&names.deployment);
+    let outcome = autoscale::decide(&ctx.autoscale, &ctx.metrics, cc, names, before, ready, lag_source).await;
+    let decision = &outcome.decision;
+    let reason = decision.reason(outcome.lag, cc.spec.topics.partitions, role.spec(cc).lag_threshold);
     let secrets = target.secret_versions(&names.deployment, secrets);
     let desired = target.build.consumer_deployment(role, decision.replicas, &secrets);
     let observed = target.apply(desired, before, role.as_str(), &reason).await?;
     let scaled = before.is_some_and(|b| b != decision.replicas);
-    let group = autoscale::group_status(cc, names, &decision, lag, scaled, now);
+    let group = autoscale::group_status(cc, names, &outcome, scaled, now);
+    target.report_not_draining(role, &group, ready).await;
     Ok(((role.as_str().to_owned(), observed), group))
 }
 
@@ -129,6 +132,28 @@ impl<'a> Target<'a> {
             return Ok(self.deployments.get_opt(name).await?.and_then(|d| d.spec?.replicas));
         }
         Ok(None)
+    }
+
+    /// Pods of the Deployment that are ready, as its cached status says.
+    fn ready_replicas(&self, name: &str) -> i32 {
+        let cached = owned::cached(&self.stores.deployments, self.ns, name);
+        cached.and_then(|d| d.status.as_ref()?.ready_replicas).unwrap_or(0)
+    }
+
+    /// One Warning Event when partitions of `role` start not draining (the
+    /// status still lists the ones that did before).
+    async fn report_not_draining(&self, role: Role, group: &ConsumerGroupStatus, ready: i32) {
+        let cc = self.build.cc;
+        let before = cc.status.as_ref().and_then(|s| s.consumer_groups.iter().find(|g| g.role == group.role));
+        let known = before.map(|g| g.partitions_not_draining.as_slice()).unwrap_or_default();
+        let started: Vec<String> =
+            group.partitions_not_draining.iter().filter(|p| !known.contains(p)).cloned().collect();
+        if started.is_empty() {
+            return;
+        }
+        let note = autoscale::not_draining_note(cc, role, &started, ready);
+        warn!(chatcluster = %crate::ownership::Key::of(cc), %note, "lag not draining");
+        publish(self.ctx, self.oref, EventType::Warning, event_reason::LAG_NOT_DRAINING, &note).await;
     }
 
     /// Apply a Deployment unless this process already applied exactly this

@@ -1,9 +1,10 @@
 //! Adapter between Kafka lag and [`crate::scaling`]: reads a role's group
-//! offsets, keeps the desire history, and turns the decision into status.
+//! offsets, keeps the desire history and each partition's progress, and
+//! turns the decision into status.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -12,7 +13,7 @@ use crate::crd::{ChatCluster, ConsumerGroupStatus, TopicStatus};
 use crate::kafka::{KafkaCluster, KafkaError};
 use crate::metrics::{GroupLabels, Metrics};
 use crate::names::{Role, RoleNames};
-use crate::scaling::{self, Decision, GroupLag, History, Input, OffsetReset};
+use crate::scaling::{self, Decision, GroupLag, History, Input, OffsetReset, Progress, Reading, TopicPartition};
 
 /// Annotation that freezes consumer replicas where they are.
 pub const PAUSE_ANNOTATION: &str = "parley.dev/pause-autoscaling";
@@ -49,26 +50,33 @@ pub fn paused(cc: &ChatCluster) -> bool {
 
 /// What the scaler remembers between reconciles.
 pub struct Memory {
-    /// Recent scaling desires per (ChatCluster uid, role).
-    histories: Mutex<HashMap<(String, Role), History>>,
+    /// Per (ChatCluster uid, role).
+    roles: Mutex<HashMap<(String, Role), Remembered>>,
     /// Origin of the scaling clock.
     started: Instant,
 }
 
+/// One role's recent desires and partition progress.
+#[derive(Default)]
+struct Remembered {
+    history: History,
+    progress: Progress,
+}
+
 impl Default for Memory {
     fn default() -> Self {
-        Self { histories: Mutex::default(), started: Instant::now() }
+        Self { roles: Mutex::default(), started: Instant::now() }
     }
 }
 
 impl Memory {
     /// Forget ChatClusters whose uid `live` rejects (deleted).
     pub fn retain(&self, mut live: impl FnMut(&str) -> bool) {
-        self.histories.lock().unwrap_or_else(|e| e.into_inner()).retain(|(uid, _), _| live(uid));
+        self.roles.lock().unwrap_or_else(|e| e.into_inner()).retain(|(uid, _), _| live(uid));
     }
 }
 
-async fn read_lag(group: &RoleNames, source: &LagSource) -> Result<GroupLag, LagError> {
+async fn read_lag(group: &RoleNames, source: &LagSource) -> Result<Vec<Reading>, LagError> {
     let (kafka, observed) = source.as_ref().map_err(|no| LagError::NoSource(no.clone()))?;
     let parts: Vec<(String, i32)> = group
         .topics
@@ -78,35 +86,66 @@ async fn read_lag(group: &RoleNames, source: &LagSource) -> Result<GroupLag, Lag
     if parts.is_empty() {
         return Err(LagError::NoTopics);
     }
-    let offsets = kafka.group_offsets(&group.group, &parts).await?;
-    // Parley's consumers start from the earliest offset (see scaling::OffsetReset).
-    Ok(scaling::group_lag(&offsets, OffsetReset::Earliest))
+    Ok(kafka.group_offsets(&group.group, &parts).await?)
 }
 
-/// Decide the replicas of `group`'s role; `current` is what its Deployment has now.
+/// What [`decide`] found for one role.
+pub struct Outcome {
+    pub decision: Decision,
+    /// `None` when the lag could not be read.
+    pub lag: Option<GroupLag>,
+    /// Partitions with lag that are not draining (see [`Progress`]), in order.
+    pub not_draining: Vec<TopicPartition>,
+}
+
+/// How long a partition's committed offset may stand still with lag before
+/// it counts as not draining: `stuckAfterPolls` lag polls.
+pub fn stuck_window(cc: &ChatCluster) -> Duration {
+    let poll: Duration = cc.spec.consumers.lag_poll_interval.into();
+    poll.saturating_mul(u32::try_from(cc.spec.consumers.stuck_after_polls).unwrap_or(1).max(1))
+}
+
+/// Decide the replicas of `group`'s role; `current` is what its Deployment
+/// has now, `ready` how many of its pods are ready.
 pub async fn decide(
     memory: &Memory,
     metrics: &Metrics,
     cc: &ChatCluster,
     group: &RoleNames,
     current: Option<i32>,
+    ready: i32,
     source: &LagSource,
-) -> (Decision, Option<GroupLag>) {
+) -> Outcome {
     let role = group.role;
-    let lag = read_lag(group, source).await;
+    let readings = read_lag(group, source).await;
     let partitions = cc.spec.topics.partitions;
-    let input = Input {
-        spec: role.spec(cc),
-        partitions,
-        current,
-        lag: lag.as_ref().copied().map_err(|e| e as &dyn std::error::Error),
-        paused: paused(cc),
-    };
-    let decision = {
+    // Parley's consumers start from the earliest offset (see scaling::OffsetReset).
+    let reset = OffsetReset::Earliest;
+    let lag = readings.as_ref().map(|r| scaling::group_lag(r.iter().map(|(_, o)| o), reset));
+    let (decision, not_draining) = {
         let key = (cc.uid().unwrap_or_else(|| cc.name_any()), role);
-        let mut histories = memory.histories.lock().unwrap_or_else(|e| e.into_inner());
-        let history = histories.entry(key).or_default();
-        scaling::decide(&input, history, memory.started.elapsed())
+        let mut roles = memory.roles.lock().unwrap_or_else(|e| e.into_inner());
+        let remembered = roles.entry(key).or_default();
+        let now = memory.started.elapsed();
+        let not_draining = match &readings {
+            Ok(readings) => remembered.progress.observe(readings, reset, ready, now, stuck_window(cc)),
+            Err(_) => {
+                remembered.progress.forget();
+                Vec::new()
+            }
+        };
+        let stuck_lag = readings.as_ref().map_or(GroupLag::default(), |r| {
+            scaling::group_lag(r.iter().filter(|(tp, _)| not_draining.contains(tp)).map(|(_, o)| o), reset)
+        });
+        let input = Input {
+            spec: role.spec(cc),
+            partitions,
+            current,
+            lag: lag.as_ref().copied().map_err(|e| e as &dyn std::error::Error),
+            not_draining: stuck_lag,
+            paused: paused(cc),
+        };
+        (scaling::decide(&input, &mut remembered.history, now), not_draining)
     };
     let labels = GroupLabels {
         namespace: cc.namespace().unwrap_or_default(),
@@ -114,18 +153,32 @@ pub async fn decide(
         role: role.as_str().to_owned(),
     };
     metrics.set_group(labels, lag.as_ref().ok().map(|l| l.total), i64::from(decision.replicas));
-    (decision, lag.ok())
+    Outcome { decision, lag: lag.ok(), not_draining }
 }
 
-/// The status entry of a role's group after `decision`.
+/// The Event note when partitions of `role` start not draining.
+pub fn not_draining_note(cc: &ChatCluster, role: Role, partitions: &[String], ready: i32) -> String {
+    let consumers = &cc.spec.consumers;
+    format!(
+        "{}: lag not draining on partitions {}: committed offsets unmoved for {} lag polls ({} apart) \
+         with {ready} ready replica{}; no replicas are added for their lag",
+        role.as_str(),
+        partitions.join(", "),
+        consumers.stuck_after_polls,
+        consumers.lag_poll_interval,
+        if ready == 1 { "" } else { "s" },
+    )
+}
+
+/// The status entry of a role's group after `outcome`.
 pub fn group_status(
     cc: &ChatCluster,
     group: &RoleNames,
-    decision: &Decision,
-    lag: Option<GroupLag>,
+    outcome: &Outcome,
     scaled: bool,
     now: &Time,
 ) -> ConsumerGroupStatus {
+    let (decision, lag) = (&outcome.decision, outcome.lag);
     let role = group.role;
     let previous = cc.status.as_ref().and_then(|s| s.consumer_groups.iter().find(|g| g.role == role.as_str()));
     let spec = role.spec(cc);
@@ -145,6 +198,7 @@ pub fn group_status(
             .or(previous.map(|p| p.partitions_with_lag))
             .unwrap_or(0),
         partitions,
+        partitions_not_draining: outcome.not_draining.iter().map(ToString::to_string).collect(),
         last_scale_time: if scaled { Some(now.clone()) } else { previous.and_then(|p| p.last_scale_time.clone()) },
         reason: Some(decision.reason(lag, partitions, spec.lag_threshold)),
     }
@@ -176,5 +230,22 @@ mod tests {
         let err = read_lag(names.role(crate::names::Role::Storage), &source).await.unwrap_err();
         assert!(matches!(err, LagError::NoSource(NoLagSource::KafkaUnobserved(_))), "{err:?}");
         assert_eq!(err.to_string(), "SASL authentication error");
+    }
+
+    #[test]
+    fn not_draining_is_stuck_after_polls_lag_polls_and_the_note_says_so() {
+        let cc = crate::test_support::cluster(serde_json::json!({
+            "kafka": {"bootstrapServers": "k:9092"},
+            "consumers": {"lagPollInterval": "2s", "stuckAfterPolls": 4}
+        }));
+        assert_eq!(stuck_window(&cc), Duration::from_secs(8));
+        let parts = ["p.chat-messages-2".to_owned(), "p.chat-messages-3".to_owned()];
+        assert_eq!(
+            not_draining_note(&cc, Role::Storage, &parts, 1),
+            "storage: lag not draining on partitions p.chat-messages-2, p.chat-messages-3: committed offsets \
+             unmoved for 4 lag polls (2s apart) with 1 ready replica; no replicas are added for their lag"
+        );
+        let defaults = crate::test_support::cluster(serde_json::json!({"kafka": {"bootstrapServers": "k:9092"}}));
+        assert_eq!(stuck_window(&defaults), Duration::from_secs(60), "6 polls of 10s");
     }
 }

@@ -129,6 +129,33 @@ fn workloads_condition(type_: &'static str, workloads: &[(&str, Replicas)], bloc
     Cond { type_, ok, reason, message: message.join(", ") }
 }
 
+/// Consumers that are ready yet leave lag standing: the condition says so
+/// ahead of the pods' readiness (which it keeps in the message), unless a
+/// Secret keeps pods from starting, the cause to mend first.
+fn with_not_draining(consumers: Cond, groups: &[ConsumerGroupStatus]) -> Cond {
+    let stuck: Vec<String> = groups
+        .iter()
+        .filter(|g| !g.partitions_not_draining.is_empty())
+        .map(|g| {
+            format!(
+                "{}: lag not draining on partitions {} (committed offsets stand still with ready replicas; \
+                 no replicas are added for their lag)",
+                g.role,
+                g.partitions_not_draining.join(", ")
+            )
+        })
+        .collect();
+    if stuck.is_empty() || consumers.reason == reason::SECRET_UNUSABLE {
+        return consumers;
+    }
+    Cond {
+        type_: consumers.type_,
+        ok: false,
+        reason: reason::LAG_NOT_DRAINING,
+        message: format!("{}; {}", stuck.join("; "), consumers.message),
+    }
+}
+
 /// Compute the status. `previous` keeps `lastTransitionTime` of conditions
 /// whose status did not change, so an unchanged world yields an equal status
 /// and no write.
@@ -137,6 +164,7 @@ pub fn compute(obs: &Observation, previous: Option<&ChatClusterStatus>, now: &Ti
     let gateway = workloads_condition(condition::GATEWAY_READY, &[("gateway", obs.gateway)], &obs.gateway_blockers);
     let consumers: Vec<(&str, Replicas)> = obs.consumers.iter().map(|(role, r)| (role.as_str(), *r)).collect();
     let consumers = workloads_condition(condition::CONSUMERS_READY, &consumers, &obs.consumer_blockers);
+    let consumers = with_not_draining(consumers, &obs.groups);
     let parts = [&topics, &gateway, &consumers];
     let ready = if parts.iter().all(|c| c.ok) {
         Cond { type_: condition::READY, ok: true, reason: reason::RECONCILED, message: "all parts ready".into() }
@@ -305,6 +333,7 @@ mod tests {
             lag,
             partitions_with_lag: 3,
             partitions: 6,
+            partitions_not_draining: vec![],
             last_scale_time: None,
             reason: Some("r".into()),
         };
@@ -319,6 +348,48 @@ mod tests {
             s.consumer_groups.iter().map(|g| (g.role.as_str(), g.ready_replicas, g.ready.as_str(), g.lag)).collect();
         assert_eq!(shown, [("storage", 1, "1/2", 1_500), ("push", 2, "2/2", 20)]);
         assert_eq!(s.lag, Some(1_520));
+    }
+
+    #[test]
+    fn partitions_not_draining_turn_consumers_not_ready_naming_role_and_partitions() {
+        let group = |role: &str, stuck: &[&str]| ConsumerGroupStatus {
+            role: role.into(),
+            group: format!("p.{role}"),
+            replicas: 1,
+            ready_replicas: 0,
+            ready: String::new(),
+            desired_replicas: 1,
+            lag: 800,
+            partitions_with_lag: 2,
+            partitions: 6,
+            partitions_not_draining: stuck.iter().map(|s| (*s).to_owned()).collect(),
+            last_scale_time: None,
+            reason: None,
+        };
+        let mut obs = healthy();
+        obs.groups = vec![group("storage", &["p.chat-messages-2", "p.group-messages-0"]), group("push", &[])];
+        let s = compute(&obs, None, &at(1));
+        let consumers = cond(&s, condition::CONSUMERS_READY);
+        assert_eq!((consumers.status.as_str(), consumers.reason.as_str()), ("False", reason::LAG_NOT_DRAINING));
+        assert_eq!(
+            consumers.message,
+            "storage: lag not draining on partitions p.chat-messages-2, p.group-messages-0 (committed offsets \
+             stand still with ready replicas; no replicas are added for their lag); storage: 1/1 replicas ready, \
+             push: 1/1 replicas ready"
+        );
+        assert_eq!(cond(&s, condition::READY).reason, reason::LAG_NOT_DRAINING);
+        assert_eq!(s.consumer_groups[0].partitions_not_draining, ["p.chat-messages-2", "p.group-messages-0"]);
+        // Ahead of pods still starting, behind a Secret that keeps them from starting.
+        obs.consumers[1].1.ready = 0;
+        assert_eq!(cond(&compute(&obs, None, &at(1)), condition::CONSUMERS_READY).reason, reason::LAG_NOT_DRAINING);
+        obs.consumer_blockers = vec!["Secret db: secrets \"db\" not found".into()];
+        assert_eq!(cond(&compute(&obs, None, &at(1)), condition::CONSUMERS_READY).reason, reason::SECRET_UNUSABLE);
+        // Draining again: back to ready.
+        obs.consumer_blockers.clear();
+        obs.consumers[1].1.ready = 1;
+        obs.groups = vec![group("storage", &[]), group("push", &[])];
+        let consumers = compute(&obs, None, &at(1));
+        assert_eq!(cond(&consumers, condition::CONSUMERS_READY).reason, reason::RECONCILED);
     }
 
     #[test]

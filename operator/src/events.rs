@@ -22,6 +22,9 @@ pub mod event_reason {
     pub const TOPIC_PREFIX_IN_USE: &str = "TopicPrefixInUse";
     /// Deleted with `deletionPolicy: Delete`, but the topics are another's.
     pub const TOPICS_KEPT: &str = "TopicsKept";
+    /// Partitions with lag whose committed offsets stand still while their
+    /// consumers are ready; named in the note.
+    pub const LAG_NOT_DRAINING: &str = "LagNotDraining";
 }
 
 /// Publish an Event; a failure is logged, never fails the reconcile.

@@ -18,7 +18,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::crd::status::{condition, reason};
-use crate::crd::{ChatCluster, ChatClusterStatus};
+use crate::crd::{ChatCluster, ChatClusterStatus, ConsumerGroupStatus, ConsumersSpec};
 use crate::kafka::KafkaClients;
 use crate::kafka::wire::GroupTopics;
 use crate::names::{Names, Role};
@@ -35,11 +35,20 @@ pub fn covers(cc: &ChatCluster) -> bool {
     cc.spec.kafka.secret_ref.is_none()
 }
 
-/// No lag and every group at its decided replicas: nothing for a
-/// per-poll reconcile to do.
-pub fn quiet(status: &ChatClusterStatus) -> bool {
+/// Every group at its decided replicas with no lag, or at zero with lag
+/// its `activationLagThreshold` leaves there: nothing for a per-poll
+/// reconcile to do (a change of lag still triggers one).
+pub fn quiet(consumers: &ConsumersSpec, status: &ChatClusterStatus) -> bool {
+    let idle = |g: &ConsumerGroupStatus| {
+        let activation = match Role::ALL.into_iter().find(|r| r.as_str() == g.role) {
+            Some(Role::Storage) => consumers.storage.activation_lag_threshold,
+            Some(Role::Push) => consumers.push.activation_lag_threshold,
+            None => 0,
+        };
+        g.lag == 0 || (g.replicas == 0 && g.lag <= activation)
+    };
     !status.consumer_groups.is_empty()
-        && status.consumer_groups.iter().all(|g| g.lag == 0 && g.replicas == g.desired_replicas)
+        && status.consumer_groups.iter().all(|g| idle(g) && g.replicas == g.desired_replicas)
 }
 
 /// The groups of `cc` to read, with their topics as the status lists them.
@@ -84,7 +93,7 @@ pub async fn run(kafka: Arc<KafkaClients>, clusters: Store<DeserializeGuard<Chat
         let mut due: BTreeMap<String, Vec<Arc<DeserializeGuard<ChatCluster>>>> = BTreeMap::new();
         for guard in clusters.state() {
             let Ok(cc) = &guard.0 else { continue };
-            let quiet_now = cc.status.as_ref().is_some_and(quiet);
+            let quiet_now = cc.status.as_ref().is_some_and(|s| quiet(&cc.spec.consumers, s));
             if !covers(cc) || !quiet_now || cc.metadata.deletion_timestamp.is_some() {
                 continue;
             }
@@ -154,7 +163,9 @@ async fn to_reconcile(
         let Ok(cc) = &guard.0 else { continue };
         let Some(status) = &cc.status else { continue };
         let changed = groups.iter().any(|(role, (group, _))| {
-            offsets.get(group).is_none_or(|o| differs(status, *role, scaling::group_lag(o, OffsetReset::Earliest)))
+            offsets.get(group).is_none_or(|o| {
+                differs(status, *role, scaling::group_lag(o.iter().map(|(_, p)| p), OffsetReset::Earliest))
+            })
         });
         if changed {
             out.push(ObjectRef::from_obj(&***guard));
@@ -166,7 +177,6 @@ async fn to_reconcile(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::ConsumerGroupStatus;
 
     fn group(role: &str, lag: i64, replicas: i32, desired: i32) -> ConsumerGroupStatus {
         ConsumerGroupStatus {
@@ -179,6 +189,7 @@ mod tests {
             partitions_with_lag: i32::from(lag > 0),
             group: format!("demo.{role}"),
             partitions: 12,
+            partitions_not_draining: Vec::new(),
             last_scale_time: None,
             reason: None,
         }
@@ -186,14 +197,30 @@ mod tests {
 
     #[test]
     fn quiet_means_no_lag_and_replicas_where_decided() {
+        let spec = ConsumersSpec::default();
         let mut status = ChatClusterStatus::default();
-        assert!(!quiet(&status), "never reconciled");
+        assert!(!quiet(&spec, &status), "never reconciled");
         status.consumer_groups = vec![group("storage", 0, 1, 1), group("push", 0, 1, 1)];
-        assert!(quiet(&status));
+        assert!(quiet(&spec, &status));
         status.consumer_groups[1] = group("push", 5, 1, 1);
-        assert!(!quiet(&status), "lag");
+        assert!(!quiet(&spec, &status), "lag");
         status.consumer_groups[1] = group("push", 0, 4, 1);
-        assert!(!quiet(&status), "scaled up, waiting to come down");
+        assert!(!quiet(&spec, &status), "scaled up, waiting to come down");
+    }
+
+    #[test]
+    fn lag_below_the_activation_threshold_at_zero_is_quiet() {
+        let mut spec = ConsumersSpec::default();
+        spec.storage.activation_lag_threshold = 50;
+        let mut status = ChatClusterStatus { consumer_groups: vec![group("storage", 50, 0, 0)], ..Default::default() };
+        assert!(quiet(&spec, &status), "held at zero: a lag change triggers a reconcile");
+        status.consumer_groups = vec![group("storage", 51, 0, 0)];
+        assert!(!quiet(&spec, &status), "above it");
+        status.consumer_groups = vec![group("storage", 30, 1, 1)];
+        assert!(!quiet(&spec, &status), "running replicas with lag are polled");
+        spec.storage.activation_lag_threshold = 0;
+        status.consumer_groups = vec![group("storage", 30, 0, 0)];
+        assert!(!quiet(&spec, &status), "no threshold");
     }
 
     #[test]

@@ -107,7 +107,7 @@ pub(crate) async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action>
         poll: cc.spec.consumers.lag_poll_interval.into(),
         kafka_settling: kafka.settling,
         secrets_blocked: !obs.gateway_blockers.is_empty() || !obs.consumer_blockers.is_empty(),
-        lag_watched: lag_watch::covers(cc) && lag_watch::quiet(&status),
+        lag_watched: lag_watch::covers(cc) && lag_watch::quiet(&cc.spec.consumers, &status),
     };
     Ok(Action::requeue(next.after(ctx.settings.resync)))
 }

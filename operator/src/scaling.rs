@@ -10,8 +10,15 @@
 //! `minReplicas`). Scale-up takes effect at once; scale-down only when every
 //! desire within the stabilization window was lower (the highest of them is
 //! taken, as the HorizontalPodAutoscaler does).
+//!
+//! Two exceptions. A role at zero replicas (`minReplicas: 0`) stays there
+//! while its lag is at or below `activationLagThreshold`. And lag on
+//! partitions that are not draining ([`Progress`]: ready consumers, lag,
+//! a committed offset that stands still) adds no replicas: whatever holds
+//! those partitions back, more consumers would sit behind it too.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
 use std::time::Duration;
 
 use crate::crd::ConsumerSpec;
@@ -34,6 +41,23 @@ pub struct PartitionOffsets {
     pub committed: Option<i64>,
 }
 
+/// One partition of a group's topics.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl fmt::Display for TopicPartition {
+    /// `topic-partition`, as Kafka's own tools and logs name it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// A partition's offsets as one lag poll read them.
+pub type Reading = (TopicPartition, PartitionOffsets);
+
 /// Messages the group has yet to consume in one partition.
 pub fn partition_lag(p: PartitionOffsets, reset: OffsetReset) -> i64 {
     let position = match (p.committed, reset) {
@@ -51,8 +75,18 @@ pub struct GroupLag {
     pub partitions_with_lag: i32,
 }
 
-pub fn group_lag(partitions: &[PartitionOffsets], reset: OffsetReset) -> GroupLag {
-    partitions.iter().fold(GroupLag::default(), |acc, p| {
+impl GroupLag {
+    /// This lag without `part` (a subset of it).
+    pub fn without(self, part: GroupLag) -> GroupLag {
+        GroupLag {
+            total: self.total.saturating_sub(part.total).max(0),
+            partitions_with_lag: (self.partitions_with_lag - part.partitions_with_lag).max(0),
+        }
+    }
+}
+
+pub fn group_lag<'a>(partitions: impl IntoIterator<Item = &'a PartitionOffsets>, reset: OffsetReset) -> GroupLag {
+    partitions.into_iter().fold(GroupLag::default(), |acc, p| {
         let lag = partition_lag(*p, reset);
         GroupLag {
             total: acc.total.saturating_add(lag),
@@ -72,13 +106,19 @@ pub enum Why {
     Paused,
     /// Lag could not be read (why, as shown in the reason); replicas are held.
     LagUnknown(String),
+    /// At zero replicas with lag at or below `activationLagThreshold`.
+    BelowActivation { threshold: i64 },
+    /// Lag asks for `wanted`, but `partitions` of the partitions with lag are
+    /// not draining, and replicas are not added for their lag.
+    NotDraining { wanted: i32, partitions: i32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     /// Replicas to run.
     pub replicas: i32,
-    /// What lag alone asks for, after bounds (what status calls desired).
+    /// What lag asks for, after bounds and without the lag that is not
+    /// draining (what status calls desired).
     pub desired: i32,
     pub why: Why,
 }
@@ -93,18 +133,28 @@ impl Decision {
                 "lag asks for {} (lowest {lowest}); scale-down waits for the stabilization window",
                 self.desired
             ),
-            Why::Lag => {
-                let lag = lag.unwrap_or_default();
-                format!(
-                    "lag {} over {} partitions ({} with lag), threshold {}",
-                    group(lag.total),
-                    partitions,
-                    lag.partitions_with_lag,
-                    group(threshold)
-                )
-            }
+            Why::Lag => lag_words(lag.unwrap_or_default(), partitions, threshold),
+            Why::BelowActivation { threshold: activation } => format!(
+                "lag {} at or below activationLagThreshold {}; staying at zero replicas",
+                group(lag.unwrap_or_default().total),
+                group(*activation)
+            ),
+            Why::NotDraining { wanted, partitions: stuck } => format!(
+                "{}; {stuck} of them not draining, so their lag adds no replicas (lag alone asks for {wanted})",
+                lag_words(lag.unwrap_or_default(), partitions, threshold)
+            ),
         }
     }
+}
+
+fn lag_words(lag: GroupLag, partitions: i32, threshold: i64) -> String {
+    format!(
+        "lag {} over {} partitions ({} with lag), threshold {}",
+        group(lag.total),
+        partitions,
+        lag.partitions_with_lag,
+        group(threshold)
+    )
 }
 
 /// Thousands separators, for reasons people read.
@@ -153,6 +203,60 @@ impl History {
     }
 }
 
+/// Committed offsets of partitions with lag over recent lag polls, to find
+/// the ones that are not draining: lag stays and the role has ready
+/// replicas, yet the committed offset stands still (a poison message, a
+/// database refusing writes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Per partition with lag: its committed offset at the last poll, and
+    /// when a poll first read it there.
+    still: BTreeMap<TopicPartition, (Option<i64>, Duration)>,
+}
+
+impl Progress {
+    /// Record one poll's `readings` at `now`, with `ready` replicas of the
+    /// role ready; return the partitions whose committed offset has stood
+    /// still with lag for at least `window` (`stuckAfterPolls` lag polls).
+    pub fn observe(
+        &mut self,
+        readings: &[Reading],
+        reset: OffsetReset,
+        ready: i32,
+        now: Duration,
+        window: Duration,
+    ) -> Vec<TopicPartition> {
+        if ready <= 0 {
+            // Nobody consumes: an offset standing still says nothing about consumers.
+            self.forget();
+            return Vec::new();
+        }
+        let mut still = BTreeMap::new();
+        for (tp, offsets) in readings {
+            if partition_lag(*offsets, reset) == 0 {
+                continue;
+            }
+            let since = match self.still.get(tp) {
+                Some(&(committed, since)) if committed == offsets.committed => since,
+                _ => now,
+            };
+            still.insert(tp.clone(), (offsets.committed, since));
+        }
+        self.still = still;
+        self.still
+            .iter()
+            .filter(|(_, (_, since))| now.saturating_sub(*since) >= window)
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
+    /// Start over: after a poll that could not be read, the polls that
+    /// follow are not consecutive with the ones before.
+    pub fn forget(&mut self) {
+        self.still.clear();
+    }
+}
+
 /// Replicas that lag alone asks for, within every bound.
 pub fn desired_from_lag(spec: &ConsumerSpec, partitions: i32, lag: GroupLag) -> i32 {
     let min = spec.min_replicas.max(0);
@@ -188,6 +292,8 @@ pub struct Input<'a> {
     /// `Err` when Kafka could not be asked: why, for the reason shown. Only
     /// the standard trait, so this module stays free of the I/O types.
     pub lag: Result<GroupLag, &'a dyn std::error::Error>,
+    /// The part of `lag` on partitions that are not draining ([`Progress`]).
+    pub not_draining: GroupLag,
     pub paused: bool,
 }
 
@@ -206,10 +312,28 @@ pub fn decide(input: &Input, history: &mut History, now: Duration) -> Decision {
         // exactly when Kafka comes back with a backlog.
         Err(err) => return Decision { replicas: current, desired: current, why: Why::LagUnknown(err.to_string()) },
     };
-    let desired = desired_from_lag(spec, input.partitions, lag);
+    // A few stray messages do not start a pod from zero.
+    let activation = spec.activation_lag_threshold;
+    if start == 0 && current == 0 && lag.total > 0 && lag.total <= activation {
+        history.record(now, 0, window);
+        return Decision { replicas: 0, desired: 0, why: Why::BelowActivation { threshold: activation } };
+    }
+    let wanted = desired_from_lag(spec, input.partitions, lag);
+    let desired = if input.not_draining.partitions_with_lag > 0 {
+        let draining = desired_from_lag(spec, input.partitions, lag.without(input.not_draining));
+        // Lag that is not draining may keep replicas where they are, never add any.
+        draining.max(wanted.min(current))
+    } else {
+        wanted
+    };
     history.record(now, desired, window);
     if desired >= current {
-        return Decision { replicas: desired, desired, why: Why::Lag };
+        let why = if desired < wanted {
+            Why::NotDraining { wanted, partitions: input.not_draining.partitions_with_lag }
+        } else {
+            Why::Lag
+        };
+        return Decision { replicas: desired, desired, why };
     }
     let (highest, full_window) = history.max_over(now, window);
     if full_window || window.is_zero() {
@@ -243,6 +367,8 @@ mod tests {
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
     }
+
+    const NONE: GroupLag = GroupLag { total: 0, partitions_with_lag: 0 };
 
     #[test]
     fn lag_per_partition_follows_committed_offsets_and_reset_policy() {
@@ -287,7 +413,14 @@ mod tests {
     fn scale_up_is_immediate() {
         let s = spec(1, 20, 1000, 300, false);
         let mut h = History::default();
-        let input = Input { spec: &s, partitions: 12, current: Some(2), lag: Ok(lag(5_800, 12)), paused: false };
+        let input = Input {
+            spec: &s,
+            partitions: 12,
+            current: Some(2),
+            lag: Ok(lag(5_800, 12)),
+            not_draining: NONE,
+            paused: false,
+        };
         let d = decide(&input, &mut h, secs(0));
         assert_eq!((d.replicas, d.desired, d.why.clone()), (6, 6, Why::Lag));
         assert_eq!(
@@ -300,7 +433,14 @@ mod tests {
     fn scale_down_waits_for_the_window() {
         let s = spec(1, 20, 1000, 300, false);
         let mut h = History::default();
-        let busy = Input { spec: &s, partitions: 12, current: Some(10), lag: Ok(lag(10_000, 12)), paused: false };
+        let busy = Input {
+            spec: &s,
+            partitions: 12,
+            current: Some(10),
+            lag: Ok(lag(10_000, 12)),
+            not_draining: NONE,
+            paused: false,
+        };
         assert_eq!(decide(&busy, &mut h, secs(0)).replicas, 10);
         let idle = Input { lag: Ok(lag(0, 0)), ..busy };
         // Within the window: hold, and say why.
@@ -320,8 +460,14 @@ mod tests {
     fn scale_down_takes_the_highest_desire_in_the_window() {
         let s = spec(1, 20, 1000, 60, false);
         let mut h = History::default();
-        let at =
-            |total: i64| Input { spec: &s, partitions: 12, current: Some(10), lag: Ok(lag(total, 12)), paused: false };
+        let at = |total: i64| Input {
+            spec: &s,
+            partitions: 12,
+            current: Some(10),
+            lag: Ok(lag(total, 12)),
+            not_draining: NONE,
+            paused: false,
+        };
         decide(&at(2_000), &mut h, secs(0));
         decide(&at(5_000), &mut h, secs(30));
         let d = decide(&at(1_000), &mut h, secs(60));
@@ -335,7 +481,8 @@ mod tests {
         // down on the first low sample.
         let s = spec(1, 20, 1000, 60, false);
         let mut h = History::default();
-        let idle = Input { spec: &s, partitions: 12, current: Some(8), lag: Ok(lag(0, 0)), paused: false };
+        let idle =
+            Input { spec: &s, partitions: 12, current: Some(8), lag: Ok(lag(0, 0)), not_draining: NONE, paused: false };
         assert_eq!(decide(&idle, &mut h, secs(1000)).replicas, 8);
         assert_eq!(decide(&idle, &mut h, secs(1059)).replicas, 8);
         assert_eq!(decide(&idle, &mut h, secs(1060)).replicas, 1);
@@ -345,7 +492,8 @@ mod tests {
     fn zero_window_scales_down_at_once() {
         let s = spec(1, 20, 1000, 0, false);
         let mut h = History::default();
-        let input = Input { spec: &s, partitions: 12, current: Some(8), lag: Ok(lag(0, 0)), paused: false };
+        let input =
+            Input { spec: &s, partitions: 12, current: Some(8), lag: Ok(lag(0, 0)), not_draining: NONE, paused: false };
         assert_eq!(decide(&input, &mut h, secs(5)).replicas, 1);
     }
 
@@ -353,7 +501,8 @@ mod tests {
     fn pause_and_missing_lag_hold_replicas() {
         let s = spec(1, 20, 1000, 0, false);
         let mut h = History::default();
-        let paused = Input { spec: &s, partitions: 12, current: Some(7), lag: Ok(lag(0, 0)), paused: true };
+        let paused =
+            Input { spec: &s, partitions: 12, current: Some(7), lag: Ok(lag(0, 0)), not_draining: NONE, paused: true };
         let d = decide(&paused, &mut h, secs(0));
         assert_eq!((d.replicas, d.why.clone()), (7, Why::Paused));
         assert!(d.reason(None, 12, 1000).contains("paused"));
@@ -364,6 +513,171 @@ mod tests {
         assert!(d.reason(None, 12, 1000).contains("all brokers down"));
         let fresh = Input { current: None, ..unknown };
         assert_eq!(decide(&fresh, &mut h, secs(2)).replicas, 1, "a new Deployment starts at minReplicas");
+    }
+
+    #[test]
+    fn at_zero_lag_up_to_the_activation_threshold_stays_at_zero() {
+        let s = ConsumerSpec { activation_lag_threshold: 50, ..spec(0, 20, 1000, 300, false) };
+        let mut h = History::default();
+        let at_zero = |total| Input {
+            spec: &s,
+            partitions: 12,
+            current: Some(0),
+            lag: Ok(lag(total, 3)),
+            not_draining: NONE,
+            paused: false,
+        };
+        for total in [1, 30, 50] {
+            let d = decide(&at_zero(total), &mut h, secs(0));
+            assert_eq!((d.replicas, d.desired), (0, 0), "lag {total}");
+            assert_eq!(d.why, Why::BelowActivation { threshold: 50 });
+            assert_eq!(
+                d.reason(Some(lag(total, 3)), 12, 1000),
+                format!("lag {total} at or below activationLagThreshold 50; staying at zero replicas")
+            );
+        }
+        let d = decide(&at_zero(51), &mut h, secs(1));
+        assert_eq!((d.replicas, d.why), (1, Why::Lag), "above it, lag decides as usual");
+        let d = decide(&at_zero(3_000), &mut h, secs(2));
+        assert_eq!(d.replicas, 3, "ceil(3,000 / 1,000), as usual");
+        let fresh = Input { current: None, ..at_zero(10) };
+        assert_eq!(decide(&fresh, &mut h, secs(3)).replicas, 0, "a new Deployment at minReplicas 0 too");
+    }
+
+    #[test]
+    fn the_activation_threshold_only_holds_a_role_that_is_at_zero() {
+        // Running replicas drain lag below the threshold too; they leave
+        // through the stabilization window as ever.
+        let s = ConsumerSpec { activation_lag_threshold: 50, ..spec(0, 20, 1000, 0, false) };
+        let mut h = History::default();
+        let running = Input {
+            spec: &s,
+            partitions: 12,
+            current: Some(1),
+            lag: Ok(lag(30, 1)),
+            not_draining: NONE,
+            paused: false,
+        };
+        assert_eq!(decide(&running, &mut h, secs(0)), Decision { replicas: 1, desired: 1, why: Why::Lag });
+        let idle = Input { lag: Ok(lag(0, 0)), ..running };
+        assert_eq!(decide(&idle, &mut h, secs(1)).replicas, 0);
+        // With minReplicas 1 a Deployment found at zero goes back to 1.
+        let s = ConsumerSpec { activation_lag_threshold: 50, ..spec(1, 20, 1000, 0, false) };
+        let below_min = Input {
+            spec: &s,
+            partitions: 12,
+            current: Some(0),
+            lag: Ok(lag(30, 1)),
+            not_draining: NONE,
+            paused: false,
+        };
+        assert_eq!(decide(&below_min, &mut h, secs(2)).replicas, 1);
+    }
+
+    #[test]
+    fn lag_that_is_not_draining_adds_no_replicas_but_keeps_them() {
+        let s = spec(1, 20, 100, 0, false);
+        let mut h = History::default();
+        // 1,000 on 2 partitions, both not draining: lag alone asks for 2.
+        let stuck = Input {
+            spec: &s,
+            partitions: 12,
+            current: Some(1),
+            lag: Ok(lag(1_000, 2)),
+            not_draining: lag(1_000, 2),
+            paused: false,
+        };
+        let d = decide(&stuck, &mut h, secs(0));
+        assert_eq!((d.replicas, d.desired), (1, 1));
+        assert_eq!(d.why, Why::NotDraining { wanted: 2, partitions: 2 });
+        assert_eq!(
+            d.reason(Some(lag(1_000, 2)), 12, 100),
+            "lag 1,000 over 12 partitions (2 with lag), threshold 100; \
+             2 of them not draining, so their lag adds no replicas (lag alone asks for 2)"
+        );
+        // Running above what the draining lag asks for: held there, not
+        // scaled down (the zero window would allow it).
+        let held = Input { current: Some(2), ..stuck };
+        assert_eq!(decide(&held, &mut h, secs(1)).replicas, 2);
+        // Draining partitions still scale: 400 more on 4 draining ones.
+        let mixed = Input { lag: Ok(lag(1_400, 6)), ..stuck };
+        let d = decide(&mixed, &mut h, secs(2));
+        assert_eq!((d.replicas, d.why), (4, Why::NotDraining { wanted: 6, partitions: 2 }));
+        // Draining again: lag decides alone.
+        let drained = Input { not_draining: NONE, ..stuck };
+        assert_eq!(decide(&drained, &mut h, secs(3)), Decision { replicas: 2, desired: 2, why: Why::Lag });
+        // Lag below current replicas scales down as ever.
+        let low = Input { current: Some(5), lag: Ok(lag(150, 1)), not_draining: lag(150, 1), ..stuck };
+        assert_eq!(decide(&low, &mut h, secs(4)).replicas, 1);
+    }
+
+    fn reading(partition: i32, high: i64, committed: Option<i64>) -> Reading {
+        (TopicPartition { topic: "p.chat-messages".into(), partition }, PartitionOffsets { low: 0, high, committed })
+    }
+
+    fn names(stuck: &[TopicPartition]) -> Vec<String> {
+        stuck.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_partition_is_not_draining_once_its_offset_stood_still_with_lag_for_the_window() {
+        let mut p = Progress::default();
+        let window = secs(30); // 3 polls of 10 s
+        let poll = |p: &mut Progress, t, readings: &[Reading]| {
+            names(&p.observe(readings, OffsetReset::Earliest, 1, secs(t), window))
+        };
+        // Partition 0 drains, 1 stands still at 5 with lag, 2 has no lag.
+        let at = |moving: i64, high1: i64| {
+            [reading(0, 100, Some(moving)), reading(1, high1, Some(5)), reading(2, 9, Some(9))]
+        };
+        assert!(poll(&mut p, 0, &at(10, 50)).is_empty());
+        assert!(poll(&mut p, 10, &at(20, 60)).is_empty(), "more lag is not progress, but one poll is not enough");
+        assert!(poll(&mut p, 20, &at(30, 70)).is_empty());
+        assert_eq!(poll(&mut p, 30, &at(40, 80)), ["p.chat-messages-1"]);
+        assert_eq!(poll(&mut p, 40, &at(50, 80)), ["p.chat-messages-1"]);
+        // It moves: draining again, and the count starts over.
+        let moved = [reading(1, 80, Some(6))];
+        assert!(poll(&mut p, 50, &moved).is_empty());
+        assert!(poll(&mut p, 70, &moved).is_empty());
+        assert_eq!(poll(&mut p, 80, &moved), ["p.chat-messages-1"]);
+        // Its lag consumed (committed at the end): nothing to drain.
+        assert!(poll(&mut p, 90, &[reading(1, 80, Some(80))]).is_empty());
+        assert!(poll(&mut p, 200, &[reading(1, 90, Some(80))]).is_empty(), "new lag starts a new count");
+    }
+
+    #[test]
+    fn a_partition_never_committed_can_be_not_draining_and_a_first_commit_is_progress() {
+        let mut p = Progress::default();
+        let window = secs(20);
+        let observe =
+            |p: &mut Progress, t, r: Reading| names(&p.observe(&[r], OffsetReset::Earliest, 2, secs(t), window));
+        assert!(observe(&mut p, 0, reading(3, 40, None)).is_empty());
+        assert_eq!(observe(&mut p, 20, reading(3, 40, None)), ["p.chat-messages-3"]);
+        assert!(observe(&mut p, 30, reading(3, 40, Some(1))).is_empty(), "None to 1 is a move");
+    }
+
+    #[test]
+    fn without_ready_replicas_or_after_a_missed_poll_nothing_is_not_draining() {
+        let mut p = Progress::default();
+        let window = secs(20);
+        let stuck = [reading(0, 50, Some(5))];
+        let observe =
+            |p: &mut Progress, t, ready| names(&p.observe(&stuck, OffsetReset::Earliest, ready, secs(t), window));
+        assert!(observe(&mut p, 0, 1).is_empty());
+        assert!(observe(&mut p, 10, 0).is_empty(), "no consumer ready: standing still is expected");
+        assert!(observe(&mut p, 20, 1).is_empty(), "the count starts again when they are ready");
+        assert!(observe(&mut p, 30, 1).is_empty());
+        assert_eq!(observe(&mut p, 40, 1), ["p.chat-messages-0"]);
+        p.forget();
+        assert!(observe(&mut p, 50, 1).is_empty(), "after a poll that failed, start over");
+    }
+
+    #[test]
+    fn partitions_are_named_as_kafka_names_them_and_lag_subtracts() {
+        let tp = TopicPartition { topic: "ns.chat.chat-messages".into(), partition: 11 };
+        assert_eq!(tp.to_string(), "ns.chat.chat-messages-11");
+        assert_eq!(lag(1_000, 4).without(lag(300, 1)), lag(700, 3));
+        assert_eq!(lag(10, 1).without(lag(300, 2)), NONE, "never below zero");
     }
 
     #[test]

@@ -90,6 +90,12 @@ fn cel_rules_guard_partitions_isr_and_replica_bounds() {
         let consumer = &spec["properties"]["consumers"]["properties"][role];
         assert_eq!(rules(consumer), ["self.minReplicas <= self.maxReplicas"], "{role}");
     }
+    // Acks travel the push path: push may not scale to zero, storage may.
+    let consumers = &spec["properties"]["consumers"];
+    assert_eq!(rules(consumers), ["self.push.minReplicas >= 1"]);
+    let rule = &consumers["x-kubernetes-validations"][0];
+    assert_eq!(rule["fieldPath"], ".push.minReplicas");
+    assert!(rule["message"].as_str().is_some_and(|m| m.contains("no send would be acknowledged")), "{rule}");
 }
 
 #[test]
@@ -129,6 +135,8 @@ fn a_minimal_spec_gets_documented_defaults() {
     assert_eq!(spec.consumers.push.lag_threshold, 1000);
     assert_eq!(std::time::Duration::from(spec.consumers.lag_poll_interval).as_secs(), 10);
     assert_eq!(std::time::Duration::from(spec.consumers.storage.scale_down_stabilization).as_secs(), 300);
+    assert_eq!(spec.consumers.storage.activation_lag_threshold, 0, "any lag activates");
+    assert_eq!(spec.consumers.stuck_after_polls, 6);
 }
 
 #[test]

@@ -93,6 +93,56 @@ async fn crd_validation_printer_columns_and_scale() {
 }
 
 #[tokio::test]
+async fn push_may_not_scale_to_zero_storage_may() {
+    let ns = setup("parley-zero");
+    let consumers = |role: &str, extra: &str| {
+        chat_cluster("zero", 6, "")
+            .replace("  gateway:\n", &format!("  consumers:\n    {role}:\n      minReplicas: 0\n{extra}  gateway:\n"))
+    };
+
+    // Acks travel the push path: no push consumer, no ack, so the
+    // apiserver refuses it, saying why and where.
+    let out = kubectl::run_with_stdin(&["apply", "-n", &ns, "-f", "-"], &consumers("push", ""));
+    assert!(!out.success, "push minReplicas 0 must be rejected");
+    assert!(
+        out.stderr.contains("spec.consumers.push.minReplicas: Forbidden: push.minReplicas must be at least 1: every send is acknowledged through a push consumer"),
+        "rejection must name the field and say why, got: {}",
+        out.stderr
+    );
+    let listed = kubectl::ok(&["get", "chat", "-n", &ns, "-o", "name"]);
+    assert!(listed.trim().is_empty(), "nothing invalid may be stored: {listed}");
+
+    // Storage may idle at zero, waking above its activation threshold.
+    kubectl::ok_with_stdin(
+        &["apply", "-n", &ns, "-f", "-"],
+        &consumers("storage", "      activationLagThreshold: 100\n"),
+    );
+    let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
+    let stored = api.get("zero").await.expect("get ChatCluster through the Rust types");
+    let storage = &stored.spec.consumers.storage;
+    assert_eq!((storage.min_replicas, storage.activation_lag_threshold), (0, 100));
+    assert_eq!(stored.spec.consumers.push.min_replicas, 1, "push keeps its default");
+    assert_eq!(stored.spec.consumers.push.activation_lag_threshold, 0, "schema default applied by the apiserver");
+    assert_eq!(stored.spec.consumers.stuck_after_polls, 6, "schema default applied by the apiserver");
+
+    // Nor can an existing ChatCluster be edited into it.
+    let patch = kubectl::run(&[
+        "patch",
+        "chat",
+        "zero",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"consumers":{"push":{"minReplicas":0}}}}"#,
+    ]);
+    assert!(!patch.success && patch.stderr.contains("push.minReplicas must be at least 1"), "{}", patch.stderr);
+
+    api.delete("zero", &DeleteParams::default()).await.expect("delete ChatCluster");
+    teardown(&ns);
+}
+
+#[tokio::test]
 async fn bad_specs_are_rejected_with_clear_messages() {
     let ns = setup("parley-bad");
     let cases: [(&str, String, &str); 5] = [

@@ -2,6 +2,8 @@
 //! threshold 1,000 scales storage to 10, more lag caps it at 12 (the
 //! partition count), a real consumer draining the lag brings it back to
 //! minReplicas after the (shortened) window; a pause annotation freezes it.
+//! A storage role at zero replicas stays there while its lag is at or below
+//! its activationLagThreshold, and wakes above it.
 
 use std::time::Duration;
 
@@ -54,8 +56,12 @@ async fn storage_group(api: &Api<ChatCluster>) -> Result<ConsumerGroupStatus, St
 }
 
 async fn wait_replicas(deployments: &Api<Deployment>, want: i32, secs: u64) {
-    wait::until(&format!("storage Deployment at {want} replicas"), secs, || async {
-        let d = deployments.get("chat-storage").await.map_err(|e| e.to_string())?;
+    wait_replicas_of(deployments, "chat-storage", want, secs).await;
+}
+
+async fn wait_replicas_of(deployments: &Api<Deployment>, name: &str, want: i32, secs: u64) {
+    wait::until(&format!("{name} at {want} replicas"), secs, || async {
+        let d = deployments.get(name).await.map_err(|e| e.to_string())?;
         let r = d.spec.and_then(|s| s.replicas);
         if r == Some(want) { Ok(()) } else { Err(format!("{r:?}")) }
     })
@@ -157,5 +163,53 @@ async fn storage_follows_lag_capped_at_partitions_and_returns_to_min() {
         assert!(events.iter().any(|e| e.starts_with("storage ") && e.contains(step)), "no {step:?} in {events:#?}");
     }
     assert!(events.iter().any(|e| e.contains("threshold 1,000")), "{events:#?}");
+    teardown_namespace(&ns);
+}
+
+#[tokio::test]
+async fn storage_at_zero_waits_for_lag_above_its_activation_threshold() {
+    let ns = setup_namespace("parley-activate");
+    let prefix = env::unique("activate").replace('-', "_");
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &[]);
+    let client = client().await;
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    Manifest::new("chat")
+        .prefix(&prefix)
+        .partitions(4)
+        .lag_poll("1s")
+        .with(|s| {
+            let storage = &mut s.consumers.storage;
+            (storage.min_replicas, storage.max_replicas, storage.lag_threshold) = (0, 4, 1000);
+            storage.activation_lag_threshold = 50;
+        })
+        .apply(&ns);
+    wait_replicas_of(&deployments, "chat-storage", 0, 60).await;
+
+    // 30 records: at or below 50, so storage stays at zero and says why.
+    let chat = format!("{prefix}.chat-messages");
+    kafka::produce(&chat, 0, 30).await;
+    let g = wait::until("status with the 30 counted", 60, || async {
+        let g = storage_group(&api).await?;
+        if g.lag == 30 { Ok(g) } else { Err(format!("{g:?}")) }
+    })
+    .await;
+    assert_eq!((g.replicas, g.desired_replicas), (0, 0), "{g:?}");
+    assert_eq!(g.reason.as_deref(), Some("lag 30 at or below activationLagThreshold 50; staying at zero replicas"));
+    let d = deployments.get("chat-storage").await.expect("storage");
+    assert_eq!(d.spec.and_then(|s| s.replicas), Some(0));
+
+    // 40 more: 70 is above it, and lag decides as usual (ceil(70 / 1,000) = 1).
+    kafka::produce(&chat, 30, 40).await;
+    wait_replicas_of(&deployments, "chat-storage", 1, 60).await;
+    let g = wait::until("status with the 70 counted", 30, || async {
+        let g = storage_group(&api).await?;
+        if g.lag == 70 && g.replicas == 1 { Ok(g) } else { Err(format!("{g:?}")) }
+    })
+    .await;
+    assert!(g.reason.as_deref().is_some_and(|r| r.starts_with("lag 70 over 4 partitions")), "{g:?}");
+    let events = scaled_events(&ns);
+    // The poll that woke it may have read the 40 only in part: any lag above 50.
+    assert!(events.iter().any(|e| e.starts_with("storage 0 → 1: lag ")), "{events:#?}");
     teardown_namespace(&ns);
 }

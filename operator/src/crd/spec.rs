@@ -268,6 +268,15 @@ pub enum ServiceType {
 /// The two consumer roles and how often their lag is read.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+// A send is acknowledged to its sender through the push path (storage
+// publishes the delivery, a push consumer streams the ack to the gateway),
+// so push at zero replicas would leave every send unacknowledged.
+#[x_kube(
+    validation = Rule::new("self.push.minReplicas >= 1")
+        .message("push.minReplicas must be at least 1: every send is acknowledged through a push consumer, so with none running no send would be acknowledged (storage may scale to zero)")
+        .field_path(".push.minReplicas")
+        .reason(Reason::FieldValueForbidden)
+)]
 pub struct ConsumersSpec {
     /// How often consumer lag is read to decide replicas.
     #[serde(default = "default_lag_poll_interval")]
@@ -277,6 +286,16 @@ pub struct ConsumersSpec {
             .reason(Reason::FieldValueInvalid)
     )]
     pub lag_poll_interval: Duration,
+    /// Lag polls a partition's committed offset may stand still, while the
+    /// partition has lag and its role has ready replicas, before the
+    /// partition counts as not draining (a poison message, a failing
+    /// database): `ConsumersReady` then says `LagNotDraining`, an Event names
+    /// the partitions, and their lag adds no replicas. Default 6, that is
+    /// 6 × lagPollInterval (1 minute at 10s); keep it well above the
+    /// consumers' commit interval (1s).
+    #[serde(default = "default_stuck_after_polls")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub stuck_after_polls: i32,
     /// Persists messages and assigns per-conversation sequence numbers.
     #[serde(default)]
     pub storage: ConsumerSpec,
@@ -289,6 +308,7 @@ impl Default for ConsumersSpec {
     fn default() -> Self {
         Self {
             lag_poll_interval: default_lag_poll_interval(),
+            stuck_after_polls: default_stuck_after_polls(),
             storage: ConsumerSpec::default(),
             push: ConsumerSpec::default(),
         }
@@ -297,6 +317,9 @@ impl Default for ConsumersSpec {
 
 fn default_lag_poll_interval() -> Duration {
     std::time::Duration::from_secs(10).into()
+}
+fn default_stuck_after_polls() -> i32 {
+    6
 }
 
 /// One consumer role's Deployment and its lag-driven scaling bounds.
@@ -308,6 +331,8 @@ fn default_lag_poll_interval() -> Duration {
         .reason(Reason::FieldValueInvalid)
 )]
 pub struct ConsumerSpec {
+    /// Lower bound. 0 lets the role scale to zero when it has no lag (see
+    /// activationLagThreshold); push must keep at least 1.
     #[serde(default = "default_min_replicas")]
     #[schemars(range(min = 0, max = 10000))]
     pub min_replicas: i32,
@@ -319,6 +344,12 @@ pub struct ConsumerSpec {
     #[serde(default = "default_lag_threshold")]
     #[schemars(range(min = 1, max = 1_000_000_000))]
     pub lag_threshold: i64,
+    /// While the role is at zero replicas, lag at or below this keeps it
+    /// there; above it, replicas follow lag as usual. Default 0: any lag
+    /// starts a replica. Only matters with minReplicas 0.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1_000_000_000))]
+    pub activation_lag_threshold: i64,
     /// How long a lower replica count must hold before scaling down.
     #[serde(default = "default_scale_down_stabilization")]
     #[x_kube(
@@ -345,6 +376,7 @@ impl Default for ConsumerSpec {
             min_replicas: default_min_replicas(),
             max_replicas: default_max_replicas(),
             lag_threshold: default_lag_threshold(),
+            activation_lag_threshold: 0,
             scale_down_stabilization: default_scale_down_stabilization(),
             even_partition_spread: false,
             image: None,

@@ -25,6 +25,9 @@ pub mod reason {
     pub const AUTOSCALING_PAUSED: &str = "AutoscalingPaused";
     /// An older ChatCluster names the same topic prefix (see `ownership`).
     pub const TOPIC_PREFIX_IN_USE: &str = "TopicPrefixInUse";
+    /// On `ConsumersReady`: partitions with lag whose committed offsets stand
+    /// still while their role has ready replicas (see `scaling::Progress`).
+    pub const LAG_NOT_DRAINING: &str = "LagNotDraining";
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -99,6 +102,11 @@ pub struct ConsumerGroupStatus {
     pub lag: i64,
     pub partitions_with_lag: i32,
     pub partitions: i32,
+    /// Partitions (`topic-partition`) with lag whose committed offset has not
+    /// moved for `stuckAfterPolls` lag polls while the role had ready
+    /// replicas; their lag adds no replicas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions_not_draining: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,
     /// Why `desiredReplicas` is what it is.

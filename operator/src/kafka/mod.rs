@@ -20,7 +20,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use wire::WireClient;
 
-use crate::scaling::PartitionOffsets;
+use crate::scaling::{PartitionOffsets, Reading, TopicPartition};
 use crate::topics::{DesiredTopic, ObservedTopic, TopicAction};
 
 /// Kafka failures, with the client's own words kept for the status message.
@@ -232,11 +232,7 @@ impl KafkaCluster {
 
     /// Watermarks and the group's committed offset of every partition of
     /// `topics` (name, partition count).
-    pub async fn group_offsets(
-        &self,
-        group: &str,
-        topics: &[(String, i32)],
-    ) -> Result<Vec<PartitionOffsets>, KafkaError> {
+    pub async fn group_offsets(&self, group: &str, topics: &[(String, i32)]) -> Result<Vec<Reading>, KafkaError> {
         if let Some(read) = self.many_group_offsets(&[(group.to_owned(), topics.to_vec())]).await {
             return read.map(|mut by_group| by_group.remove(group).unwrap_or_default());
         }
@@ -258,7 +254,8 @@ impl KafkaCluster {
                         KafkaError::Request { what: format!("reading watermarks of {}", elem.topic()), source }
                     })?;
                 let committed = committed.get(&(elem.topic().to_owned(), elem.partition())).copied();
-                out.push(PartitionOffsets { low, high, committed });
+                let at = TopicPartition { topic: elem.topic().to_owned(), partition: elem.partition() };
+                out.push((at, PartitionOffsets { low, high, committed }));
             }
             Ok(out)
         })
@@ -271,7 +268,7 @@ impl KafkaCluster {
     pub async fn many_group_offsets(
         &self,
         groups: &[wire::GroupTopics],
-    ) -> Option<Result<BTreeMap<String, Vec<PartitionOffsets>>, KafkaError>> {
+    ) -> Option<Result<BTreeMap<String, Vec<Reading>>, KafkaError>> {
         let wire = self.wire.as_ref()?;
         let read = async {
             let committed = wire.committed(groups).await?;
@@ -290,7 +287,8 @@ impl KafkaCluster {
                         let committed = committed
                             .and_then(|c| c.iter().find(|c| c.topic == key.0 && c.partition == key.1))
                             .and_then(|c| c.offset);
-                        Some(PartitionOffsets { low, high, committed })
+                        let (topic, partition) = key;
+                        Some((TopicPartition { topic, partition }, PartitionOffsets { low, high, committed }))
                     })
                     .collect();
                 out.insert(group.clone(), offsets);
