@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use parley_adapters::store::{
-    ConversationSummary, Group, Invitation, Joined, Member, Membership, NewGroup, NewMessage, Store, StoreOutcome,
-    StoredMessage,
+    ConversationOverview, ConversationSummary, Group, Invitation, Joined, Member, Membership, NewGroup, NewMessage,
+    Store, StoreOutcome, StoredMessage,
 };
 use parley_core::groups::Role;
 use parley_core::ids::ConversationId;
@@ -96,5 +96,13 @@ impl Store for MeteredStore {
 
     async fn conversations_of(&self, user: &str) -> parley_adapters::Result<Vec<ConversationSummary>> {
         self.inner.conversations_of(user).await
+    }
+
+    async fn overview(&self, user: &str) -> parley_adapters::Result<Vec<ConversationOverview>> {
+        self.inner.overview(user).await
+    }
+
+    async fn mark_read(&self, user: &str, conversation: &ConversationId, seq: u64) -> parley_adapters::Result<u64> {
+        self.inner.mark_read(user, conversation, seq).await
     }
 }

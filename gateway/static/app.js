@@ -56,7 +56,8 @@ $("login").addEventListener("submit", async (e) => {
     $("me").textContent = "as " + state.me;
     $("login").hidden = true;
     $("app").hidden = false;
-    for (const s of await api("GET", "/api/conversations")) conv(s.conversation, s.name);
+    // Unread counts as stored, so every device starts from the same ones.
+    for (const s of await api("GET", "/api/conversations")) conv(s.conversation, s.name).unread = s.unread || 0;
     renderConvs();
     connect();
     // Invitations are not pushed over the socket: look for new ones now and then.

@@ -54,6 +54,13 @@ async fn warm_up(clients: &mut [Client]) {
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
+/// `GET /api/conversations` at `addr` as `user`.
+async fn overview(addr: &str, user: &str) -> serde_json::Value {
+    let (status, body) = chat::http(addr, "GET", "/api/conversations", user, None).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
 fn pushed_in(c: &Client, conversation: &str) -> Vec<u64> {
     pushed_seqs(&c.seen, conversation)
 }
@@ -111,6 +118,41 @@ async fn one_to_one_and_group_of_five_across_gateways() {
     bob.drain(Duration::from_millis(500)).await;
     assert_eq!(pushed_in(&bob, &dm), (1..=10).collect::<Vec<_>>(), "bob: each message once, in seq order");
     assert!(pushed_in(&alice, &dm).is_empty(), "alice's only connection got acks, not copies");
+    // Read positions are stored where every gateway reads them: bob reads
+    // through gateway B, and gateway A's conversation list has it.
+    assert_eq!(overview(a, "bob").await[0]["unread"], 10);
+    bob.send(json!({"type": "read", "conversation": dm, "seq": 7})).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = overview(a, "bob").await;
+        if list[0]["read_seq"] == 7 {
+            assert_eq!(list[0]["unread"], 3);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "bob's read position never stored: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(overview(b, "alice").await[0]["unread"], 0, "one's own messages are never unread");
+
+    // Multi-device: bob on both gateways gets every message on both, with
+    // the same seqs.
+    let mut bob_phone = chat::connect(a, "bob").await;
+    warm_up(std::slice::from_mut(&mut bob_phone)).await;
+    for i in 11..=13u64 {
+        let seq = alice.send_acked(json!({"user": "bob"}), &format!("a{i}"), &format!("hello {i}"), ACK_WAIT).await;
+        assert_eq!(seq, Some(i), "alice's message {i}");
+    }
+    for device in [&mut bob, &mut bob_phone] {
+        let all = |s: &[ServerFrame]| (11..=13).all(|i| pushed_seqs(s, &dm).contains(&i));
+        assert!(
+            device.wait_until(Duration::from_secs(30), all).await,
+            "a bob device missed 11..=13: {:?}",
+            device.seen
+        );
+        device.drain(Duration::from_millis(300)).await;
+        let late: Vec<u64> = pushed_in(device, &dm).into_iter().filter(|&s| s > 10).collect();
+        assert_eq!(late, [11, 12, 13], "each once, in order");
+    }
 
     // A recipient connected nowhere: counted offline, and the webhook hears of it.
     let offline_before: u64 = cluster.push.iter().map(|p| p.counter("offline_recipients")).sum();
@@ -310,7 +352,7 @@ async fn one_to_one_and_group_of_five_across_gateways() {
     let row = |seq: u64| stored.iter().find(|m| m.seq == seq).unwrap();
     assert_eq!((row(25).body.as_str(), row(25).amended), ("welcome!", Some(MessageKind::Edit)));
     assert_eq!((row(g2_seq).body.as_str(), row(g2_seq).amended), ("", Some(MessageKind::Delete)));
-    assert_eq!(store.history(&ConversationId::direct("alice", "bob"), 0, 1000).await.unwrap().len(), 10);
+    assert_eq!(store.history(&ConversationId::direct("alice", "bob"), 0, 1000).await.unwrap().len(), 13);
     drop(cluster);
     let _ = parley_tests::kafka::delete_topics_with_prefix(&prefix).await;
 }

@@ -407,3 +407,117 @@ async fn deleted_pods_come_back_and_nothing_acked_is_lost() {
 
     teardown(release, &prefix, &db).await;
 }
+
+/// `ALTER DATABASE` on the scratch database at `url` (the tests' role owns
+/// it), then end every session of it, so the pods' connections come back
+/// with the new setting.
+async fn database_setting(url: &str, setting: &str) {
+    use sqlx::{AssertSqlSafe, Connection};
+    let name = url.split('?').next().and_then(|u| u.rsplit('/').next()).expect("a database name");
+    assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "{name}");
+    // From the tests' own database: a session of this one may be read-only by now.
+    let mut conn = sqlx::PgConnection::connect(&parley_tests::env::database_url()).await.expect("connect");
+    // The name is ours (letters, digits, `_`), so building the statement is safe.
+    let alter = format!("ALTER DATABASE {name} {setting}");
+    sqlx::query(AssertSqlSafe(alter)).execute(&mut conn).await.expect("alter database");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(name)
+    .execute(&mut conn)
+    .await
+    .expect("end the pods' sessions");
+}
+
+/// The ChatCluster's `ConsumersReady` condition: (status, reason, message).
+fn consumers_ready(ns: &str) -> (String, String, String) {
+    let cc = json_of(&["get", "chat", "demo", "-n", ns, "-o", "json"]);
+    let found = cc["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == condition::CONSUMERS_READY).cloned())
+        .unwrap_or_default();
+    let text = |k: &str| found[k].as_str().unwrap_or_default().to_owned();
+    (text("status"), text("reason"), text("message"))
+}
+
+/// A real storage pod whose database refuses writes: its committed offsets
+/// stand still while lag grows. The operator names the partitions
+/// (`ConsumersReady` `LagNotDraining`, an Event) instead of adding storage
+/// pods that would fail the same way; once the database takes writes
+/// again, every send taken meanwhile is stored and acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the node: scripts/test.sh runs it in the node tier"]
+async fn lag_behind_a_database_that_refuses_writes_is_named_and_adds_no_pods() {
+    let (release, ns, db) = setup("parley-stuck", "node_stuck").await;
+    let cluster = node_example().replace(
+        "  storage:\n    postgres:",
+        "  consumers:\n    lagPollInterval: 2s\n    stuckAfterPolls: 3\n    storage:\n      minReplicas: 1\n      \
+         maxReplicas: 4\n      lagThreshold: 5\n  storage:\n    postgres:",
+    );
+    assert!(cluster.contains("stuckAfterPolls: 3"), "{cluster}");
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &cluster);
+    let prefix = format!("{ns}.demo");
+    wait_pods_ready(&ns, "app.kubernetes.io/component=gateway", 2, 300).await;
+    wait_pods_ready(&ns, "app.kubernetes.io/component=storage", 1, 300).await;
+    wait_pods_ready(&ns, "app.kubernetes.io/component=push", 1, 300).await;
+    let (service, _) = gateway_addresses(&ns);
+    let mut senders = Vec::new();
+    for i in 0..4 {
+        let mut c = chat::connect(&service, &format!("stuck{i}")).await;
+        warm_up(&mut c).await;
+        senders.push(c);
+    }
+
+    database_setting(&db, "SET default_transaction_read_only = on").await;
+    // One send per conversation first: lag within the threshold, so one pod
+    // is right, and the stuck offsets are found (a stuck partition can only
+    // be told from a slow one after stuckAfterPolls polls; until then lag
+    // scales as usual, docs/operations.md).
+    for (i, c) in senders.iter_mut().enumerate() {
+        c.send_msg(json!({"user": format!("sink{i}")}), &format!("s{i}-0"), "while read-only").await;
+    }
+    let most = std::sync::atomic::AtomicI64::new(0);
+    let (_, _, message) = wait::until("ConsumersReady False: LagNotDraining", 180, || async {
+        most.fetch_max(deployment_replicas(&ns, "demo-storage").unwrap_or(-1), std::sync::atomic::Ordering::Relaxed);
+        let (status, reason, message) = consumers_ready(&ns);
+        if status == "False" && reason == "LagNotDraining" {
+            Ok((status, reason, message))
+        } else {
+            Err(format!("{status} {reason}: {message}\n{}", diagnose(&ns)))
+        }
+    })
+    .await;
+    assert!(message.contains("storage") && message.contains(&format!("{prefix}.chat-messages-")), "{message}");
+    let events = json_of(&["get", "events", "-n", &ns, "--field-selector", "reason=LagNotDraining", "-o", "json"]);
+    let notes: Vec<&str> =
+        events["items"].as_array().into_iter().flatten().filter_map(|e| e["message"].as_str()).collect();
+    assert!(notes.iter().any(|n| n.contains(&format!("{prefix}.chat-messages-"))), "{events}");
+    // Then 36 more over the same conversations: lag 8 times the threshold,
+    // which would ask for more pods; for partitions not draining, it adds none.
+    for (i, c) in senders.iter_mut().enumerate() {
+        for k in 1..10 {
+            c.send_msg(json!({"user": format!("sink{i}")}), &format!("s{i}-{k}"), "while read-only").await;
+        }
+    }
+    for _ in 0..8 {
+        most.fetch_max(deployment_replicas(&ns, "demo-storage").unwrap_or(-1), std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert_eq!(most.into_inner(), 1, "storage pods were added for lag that was not draining");
+
+    // Writes again: the same pod stores everything it held, each send is
+    // acked once, and the condition clears.
+    database_setting(&db, "RESET default_transaction_read_only").await;
+    for (i, c) in senders.iter_mut().enumerate() {
+        let all =
+            |s: &[parley_core::protocol::ServerFrame]| (0..10).all(|k| acks(s).contains_key(&format!("s{i}-{k}")));
+        assert!(c.wait_until(Duration::from_secs(120), all).await, "stuck{i}: not every send acked: {:?}", c.seen);
+    }
+    wait::until("ConsumersReady True again", 120, || async {
+        let (status, reason, message) = consumers_ready(&ns);
+        if status == "True" { Ok(()) } else { Err(format!("{status} {reason}: {message}")) }
+    })
+    .await;
+
+    teardown(release, &prefix, &db).await;
+}

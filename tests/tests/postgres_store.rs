@@ -214,6 +214,67 @@ async fn amendments(s: &dyn Store) {
     assert_eq!(s.history(&ab, 0, 10).await.unwrap().len(), 6);
 }
 
+/// Read positions move forward only and within the conversation; unread
+/// counts others' live messages after them (and after a group join).
+async fn read_state(s: &dyn Store) {
+    let ab = ConversationId::direct("a", "b");
+    let amend = |from: &str, cid: &str, kind: MessageKind, target: u64| NewMessage {
+        amends: Some(Amends { kind, target }),
+        body: if kind == MessageKind::Edit { "edited".into() } else { String::new() },
+        ..msg(from, cid, &ab)
+    };
+    s.store_batch(&[
+        msg("a", "1", &ab),
+        msg("a", "2", &ab),
+        msg("b", "3", &ab),
+        msg("a", "4", &ab),
+        msg("a", "5", &ab),
+    ])
+    .await
+    .unwrap();
+    // a recalls 4 and edits 5: the recall is not unread, the edit's target still is.
+    s.store_batch(&[amend("a", "r", MessageKind::Recall, 4), amend("a", "e", MessageKind::Edit, 5)]).await.unwrap();
+    let of = |list: Vec<parley_adapters::store::ConversationOverview>, id: &str| {
+        list.into_iter().find(|c| c.summary.conversation.to_string() == id).expect(id)
+    };
+    let b = of(s.overview("b").await.unwrap(), "dm:a:b");
+    assert_eq!(
+        (b.read_seq, b.unread, b.summary.last_seq),
+        (0, 3, 7),
+        "a's 1, 2 and 5; not b's own, the recalled 4, or amendments"
+    );
+    let last = b.last_message.unwrap();
+    assert_eq!((last.seq, last.body.as_str(), last.amended), (5, "edited", Some(MessageKind::Edit)));
+    assert_eq!(s.mark_read("b", &ab, 2).await.unwrap(), 2);
+    assert_eq!(s.mark_read("b", &ab, 1).await.unwrap(), 2, "never backward");
+    assert_eq!(s.mark_read("b", &ab, 999).await.unwrap(), 7, "at most the last seq");
+    let b = of(s.overview("b").await.unwrap(), "dm:a:b");
+    assert_eq!((b.read_seq, b.unread), (7, 0));
+    let a = of(s.overview("a").await.unwrap(), "dm:a:b");
+    assert_eq!((a.read_seq, a.unread), (0, 1), "b's 3");
+
+    // In a group that hides older history, what came before the join is not unread.
+    let open = NewGroup { open: true, ..NewGroup::new("g", "G", "a") };
+    s.create_group(&open).await.unwrap();
+    let g = ConversationId::group("g");
+    s.store_batch(&[msg("a", "g1", &g), msg("a", "g2", &g)]).await.unwrap();
+    s.join_group("g", "c").await.unwrap();
+    s.store_batch(&[msg("a", "g3", &g)]).await.unwrap();
+    let c = of(s.overview("c").await.unwrap(), "group:g");
+    assert_eq!((c.unread, c.last_message.map(|m| m.seq)), (1, Some(3)));
+}
+
+#[tokio::test]
+async fn read_state_on_postgres() {
+    let url = scratch_database("pgstore_read").await;
+    read_state(&PostgresStore::connect(&url, 2).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn read_state_on_sqlite() {
+    read_state(&SqliteStore::in_memory().await.unwrap()).await;
+}
+
 #[tokio::test]
 async fn amendments_on_postgres() {
     let url = scratch_database("pgstore_amend").await;

@@ -178,6 +178,23 @@ pub enum Joined {
     NotInvited,
 }
 
+/// A conversation as the conversation list shows it: the summary, how far
+/// the user has read it, how many messages of others are unread, and the
+/// last message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationOverview {
+    #[serde(flatten)]
+    pub summary: ConversationSummary,
+    /// The highest seq the user marked read (0: none).
+    pub read_seq: u64,
+    /// Messages of others after `read_seq` (and after the join, in a group
+    /// that hides older history), not counting recalled or deleted ones
+    /// nor edits, recalls and deletions themselves.
+    pub unread: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message: Option<MessageView>,
+}
+
 /// A conversation a user takes part in, with its latest seq.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConversationSummary {
@@ -245,6 +262,16 @@ pub trait Store: Send + Sync {
 
     /// Direct conversations with at least one message, and joined groups.
     async fn conversations_of(&self, user: &str) -> Result<Vec<ConversationSummary>>;
+
+    /// [`conversations_of`](Self::conversations_of) with read positions,
+    /// unread counts and last messages (a few reads per conversation: for
+    /// the conversation list, not for every connect).
+    async fn overview(&self, user: &str) -> Result<Vec<ConversationOverview>>;
+
+    /// Move `user`'s read position in `conversation` forward to `seq` (at
+    /// most the conversation's last seq; never backward). Returns the
+    /// position now stored.
+    async fn mark_read(&self, user: &str, conversation: &ConversationId, seq: u64) -> Result<u64>;
 }
 
 /// A message from `from` with client id `cid` into `conv` (tests).

@@ -20,8 +20,8 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
 use super::plan::Amendment;
 use super::rows::{self, to_u64};
 use super::{
-    ConversationSummary, Group, Invitation, Joined, Member, Membership, NewGroup, NewMessage, Store, StoreOutcome,
-    StoredMessage,
+    ConversationOverview, ConversationSummary, Group, Invitation, Joined, Member, Membership, NewGroup, NewMessage,
+    Store, StoreOutcome, StoredMessage,
 };
 use crate::{Error, Result};
 use parley_core::groups::{self, Role};
@@ -320,6 +320,70 @@ where
             .fetch_optional(&self.pool)
             .await?;
         Ok(found.is_some())
+    }
+
+    async fn overview(&self, user: &str) -> Result<Vec<ConversationOverview>> {
+        let summaries = self.conversations_of(user).await?;
+        let mut out = Vec::with_capacity(summaries.len());
+        let mut conn = self.pool.acquire().await?;
+        for summary in summaries {
+            let id = summary.conversation.to_string();
+            let read: Option<i64> =
+                sqlx::query_scalar("SELECT seq FROM read_positions WHERE user_id = $1 AND conversation = $2")
+                    .bind(user)
+                    .bind(&id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            let read_seq = to_u64(read.unwrap_or(0));
+            let hidden = match summary.conversation.group_id() {
+                Some(g) => member_row(&mut conn, g, user).await?.map_or(0, |(_, hidden)| hidden),
+                None => 0,
+            };
+            let from = rows::to_i64(read_seq.max(hidden))?;
+            let unread: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM messages WHERE conversation = $1 AND seq > $2 AND sender <> $3 \
+                 AND kind = 'message' AND (amended IS NULL OR amended = 'edit')",
+            )
+            .bind(&id)
+            .bind(from)
+            .bind(user)
+            .fetch_one(&mut *conn)
+            .await?;
+            let last = sqlx::query(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE conversation = $1 AND seq > $2 AND kind = 'message' ORDER BY seq DESC LIMIT 1"
+            ))
+            .bind(&id)
+            .bind(rows::to_i64(hidden)?)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let last_message = last.as_ref().map(rows::message).transpose()?.map(|m| m.view());
+            out.push(ConversationOverview { summary, read_seq, unread: to_u64(unread), last_message });
+        }
+        Ok(out)
+    }
+
+    async fn mark_read(&self, user: &str, conversation: &ConversationId, seq: u64) -> Result<u64> {
+        let id = conversation.to_string();
+        let last: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = $1")
+            .bind(&id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let seq = rows::to_i64(seq.min(to_u64(last.unwrap_or(0))))?;
+        // Forward only: two devices reading at once leave the larger.
+        let stored: i64 = sqlx::query_scalar(
+            "INSERT INTO read_positions (user_id, conversation, seq) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, conversation) DO UPDATE SET seq = \
+             CASE WHEN excluded.seq > read_positions.seq THEN excluded.seq ELSE read_positions.seq END \
+             RETURNING seq",
+        )
+        .bind(user)
+        .bind(&id)
+        .bind(seq)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(to_u64(stored))
     }
 
     async fn conversations_of(&self, user: &str) -> Result<Vec<ConversationSummary>> {

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use parley_adapters::store::ConversationSummary;
+use parley_adapters::store::ConversationOverview;
 use parley_core::ids;
 use serde::{Deserialize, Serialize};
 
@@ -65,9 +65,10 @@ pub async fn dev_token(
     Ok(Json(TokenResponse { token }))
 }
 
+/// Each conversation with its read position, unread count and last message.
 pub async fn conversations(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-) -> ApiResult<Json<Vec<ConversationSummary>>> {
-    Ok(Json(state.store.conversations_of(&user).await?))
+) -> ApiResult<Json<Vec<ConversationOverview>>> {
+    Ok(Json(state.store.overview(&user).await?))
 }

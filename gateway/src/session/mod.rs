@@ -330,10 +330,7 @@ impl Conn {
                 let frame = ServerFrame::Typing { conversation: conversation.clone(), from: self.user.clone() };
                 self.notify(&conversation, frame, sink).await
             }
-            ClientFrame::Read { conversation, seq } => {
-                let frame = ServerFrame::Read { conversation: conversation.clone(), from: self.user.clone(), seq };
-                self.notify(&conversation, frame, sink).await
-            }
+            ClientFrame::Read { conversation, seq } => self.on_read(conversation, seq, sink).await,
             ClientFrame::Ping => Ok(self.reply(sink, &ServerFrame::Pong).await),
         };
         match result {
@@ -367,6 +364,23 @@ impl Conn {
         }
         let done = ServerFrame::Synced { conversation: sync.conversation, count: messages.len(), has_more };
         Ok(self.reply(sink, &done).await)
+    }
+
+    /// A read position: stored (forward only, so every device and the
+    /// unread counts agree), then told to the participants with the
+    /// position as stored.
+    async fn on_read(
+        &mut self,
+        conversation: ConversationId,
+        seq: u64,
+        sink: &mut Sink,
+    ) -> parley_adapters::Result<Flow> {
+        if self.state.hidden_through(&self.user, &conversation).await?.is_none() {
+            return Ok(self.forbidden(sink, &conversation, None).await);
+        }
+        let seq = self.state.store.mark_read(&self.user, &conversation, seq).await?;
+        let frame = ServerFrame::Read { conversation: conversation.clone(), from: self.user.clone(), seq };
+        self.notify(&conversation, frame, sink).await
     }
 
     /// Typing and read notices: not stored, sent to the participants'
