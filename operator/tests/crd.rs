@@ -70,13 +70,17 @@ fn status_and_scale_subresources() {
 #[test]
 fn printer_columns() {
     let crd = crd_json();
-    let names: Vec<&str> = version(&crd)["additionalPrinterColumns"]
-        .as_array()
-        .expect("printer columns")
-        .iter()
-        .map(|c| c["name"].as_str().expect("column name"))
-        .collect();
-    assert_eq!(names, ["Ready", "Partitions", "Gateways", "Storage", "Push", "Lag", "Age"]);
+    let columns = version(&crd)["additionalPrinterColumns"].as_array().expect("printer columns").clone();
+    let named = |wide: bool| -> Vec<String> {
+        columns
+            .iter()
+            .filter(|c| (c["priority"].as_i64().unwrap_or(0) > 0) == wide)
+            .map(|c| c["name"].as_str().expect("column name").to_owned())
+            .collect()
+    };
+    assert_eq!(named(false), ["Ready", "Partitions", "Gateways", "Storage", "Push", "Lag", "Age"]);
+    // `-o wide` only.
+    assert_eq!(named(true), ["Storage Desired", "Push Desired", "Storage Reason", "Push Reason"]);
 }
 
 #[test]

@@ -66,9 +66,12 @@ pub fn ok_with_stdin(args: &[&str], stdin: &str) -> String {
 pub fn table(output: &str) -> Vec<(String, Vec<String>)> {
     let mut lines = output.lines();
     let header = lines.next().unwrap_or_default();
+    // A column starts after two or more spaces (kubectl pads columns by
+    // three), so a header of two words (`STORAGE DESIRED`) is one column.
+    let bytes = header.as_bytes();
     let starts: Vec<usize> = header
         .char_indices()
-        .filter(|&(i, c)| c != ' ' && (i == 0 || header.as_bytes()[i - 1] == b' '))
+        .filter(|&(i, c)| c != ' ' && (i == 0 || (i >= 2 && bytes[i - 1] == b' ' && bytes[i - 2] == b' ')))
         .map(|(i, _)| i)
         .collect();
     let rows: Vec<&str> = lines.collect();

@@ -71,7 +71,8 @@ async fn crd_validation_printer_columns_and_scale() {
         "gateway": {"replicas": 2, "readyReplicas": 1, "ready": "1/2"},
         "consumerGroups": [
             {"role": "storage", "group": "g.storage", "replicas": 3, "readyReplicas": 2, "ready": "2/3",
-             "desiredReplicas": 3, "lag": 40, "partitionsWithLag": 3, "partitions": 12},
+             "desiredReplicas": 4, "lag": 40, "partitionsWithLag": 3, "partitions": 12,
+             "reason": "lag 40 over 12 partitions (3 with lag), threshold 10"},
             {"role": "push", "group": "g.push", "replicas": 1, "readyReplicas": 1, "ready": "1/1",
              "desiredReplicas": 1, "lag": 2, "partitionsWithLag": 1, "partitions": 12}],
         "lag": 42}});
@@ -80,6 +81,18 @@ async fn crd_validation_printer_columns_and_scale() {
     let columns = kubectl::table(&table);
     let cell = |name: &str| columns.iter().find(|(n, _)| n == name).map(|(_, rows)| rows[0].clone()).unwrap();
     assert_eq!([cell("GATEWAYS"), cell("STORAGE"), cell("PUSH"), cell("LAG")], ["1/2", "2/3", "1/1", "42"], "{table}");
+    // `-o wide` adds what each role's lag asks for and why.
+    let wide = kubectl::ok(&["get", "chat", "-n", &ns, "-o", "wide"]);
+    let columns = kubectl::table(&wide);
+    let names: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names[names.len() - 4..],
+        ["STORAGE DESIRED", "PUSH DESIRED", "STORAGE REASON", "PUSH REASON"],
+        "{wide}"
+    );
+    let cell = |name: &str| columns.iter().find(|(n, _)| n == name).map(|(_, rows)| rows[0].clone()).unwrap();
+    assert_eq!([cell("STORAGE DESIRED"), cell("PUSH DESIRED")], ["4", "1"], "{wide}");
+    assert_eq!(cell("STORAGE REASON"), "lag 40 over 12 partitions (3 with lag), threshold 10", "{wide}");
 
     // Scale subresource: `kubectl scale` writes spec.gateway.replicas.
     kubectl::ok(&["scale", "-n", &ns, "chatcluster/demo", "--replicas=3"]);

@@ -75,6 +75,35 @@ use super::status::ChatClusterStatus;
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
     ),
+    // `-o wide` only (priority 1): why each role has the replicas it has.
+    printcolumn(
+        name = "Storage Desired",
+        type_ = "integer",
+        json_path = r#".status.consumerGroups[?(@.role=="storage")].desiredReplicas"#,
+        description = "Storage replicas lag asks for now (replicas follow after stabilization)",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Push Desired",
+        type_ = "integer",
+        json_path = r#".status.consumerGroups[?(@.role=="push")].desiredReplicas"#,
+        description = "Push replicas lag asks for now (replicas follow after stabilization)",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Storage Reason",
+        type_ = "string",
+        json_path = r#".status.consumerGroups[?(@.role=="storage")].reason"#,
+        description = "Why storage has the replicas it has: the last scale decision",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Push Reason",
+        type_ = "string",
+        json_path = r#".status.consumerGroups[?(@.role=="push")].reason"#,
+        description = "Why push has the replicas it has: the last scale decision",
+        priority = "1"
+    ),
     // Topic names are `<prefix>.<suffix>`; Kafka caps names at 249
     // characters, and the prefix defaults to `<namespace>.<name>` (a
     // namespace has at most 63; CEL cannot see it, so assume the most).
