@@ -1,7 +1,7 @@
 //! Presence as clients see it: a user's contacts (the other participants of
 //! its direct conversations and the members of its groups) are told when it
-//! comes online or goes offline here, and its `hello` lists the contacts
-//! online here. Scoped to contacts so a connection costs the same whether
+//! comes online or goes offline, and its `hello` lists the contacts online
+//! (here, or in Kafka mode on any live gateway: `user_events`). Scoped to contacts so a connection costs the same whether
 //! ten or a hundred thousand others are online (a global list made every
 //! connect O(online users)).
 
@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use parley_adapters::store::{ConversationSummary, Store};
 
 use crate::registry::Registry;
+use crate::user_events::Remote;
 
 /// Contacts looked at per connection: bounds the work of a connect for
 /// members of very large groups (they see the first ones, by name).
@@ -40,9 +41,10 @@ fn add_direct(conversations: &[ConversationSummary], user: &str, out: &mut BTree
     }
 }
 
-/// The contacts that have a connection on this gateway.
-pub fn online_here(registry: &Registry, contacts: &[String]) -> Vec<String> {
-    contacts.iter().filter(|c| registry.is_online(c)).cloned().collect()
+/// The contacts that have a connection on this gateway or, in Kafka mode,
+/// on another live one.
+pub fn online(registry: &Registry, remote: Option<&Remote>, contacts: &[String]) -> Vec<String> {
+    contacts.iter().filter(|c| registry.is_online(c) || remote.is_some_and(|r| r.is_online(c))).cloned().collect()
 }
 
 #[cfg(test)]
