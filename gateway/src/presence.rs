@@ -5,7 +5,7 @@
 //! ten or a hundred thousand others are online (a global list made every
 //! connect O(online users)).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use parley_adapters::store::{ConversationSummary, Store};
 
@@ -44,13 +44,26 @@ fn add_direct(conversations: &[ConversationSummary], user: &str, out: &mut BTree
 /// The contacts that have a connection on this gateway or, in Kafka mode,
 /// on another live one.
 pub fn online(registry: &Registry, remote: Option<&Remote>, contacts: &[String]) -> Vec<String> {
-    contacts.iter().filter(|c| registry.is_online(c) || remote.is_some_and(|r| r.is_online(c))).cloned().collect()
+    let elsewhere: HashSet<String> = remote.map(|r| r.online_of(contacts)).unwrap_or_default().into_iter().collect();
+    contacts.iter().filter(|c| registry.is_online(c) || elsewhere.contains(*c)).cloned().collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use parley_adapters::store::{NewGroup, SqliteStore};
+
+    #[test]
+    fn online_contacts_are_those_here_and_those_on_other_gateways() {
+        use parley_core::event::{EventMetadata, MessageEvent};
+        let registry = Registry::new("here", std::sync::Arc::new(crate::metrics::Metrics::new()), 1024);
+        let remote = Remote::new("here");
+        let meta = EventMetadata { gateway_id: Some("gw1".into()), ..EventMetadata::default() };
+        remote.apply(&MessageEvent::presence("bob", true, 1, meta), std::time::Instant::now());
+        let contacts = ["bob".to_owned(), "zed".to_owned()];
+        assert_eq!(online(&registry, Some(&remote), &contacts), ["bob"]);
+        assert!(online(&registry, None, &contacts).is_empty(), "one process: only the registry knows");
+    }
 
     #[tokio::test]
     async fn contacts_are_direct_partners_and_group_members_only() {

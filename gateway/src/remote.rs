@@ -87,12 +87,10 @@ impl RemotePresence {
         let started = self.started.get(gw).copied().unwrap_or(i64::MIN);
         let mut notices = Vec::new();
         match event.event_type {
-            EventType::GatewayStarted => {
-                if event.timestamp >= started {
-                    self.started.insert(gw.to_owned(), event.timestamp);
-                    for gws in self.users.values_mut() {
-                        gws.retain(|g, ts| g != gw || *ts >= event.timestamp);
-                    }
+            EventType::GatewayStarted if event.timestamp >= started => {
+                self.started.insert(gw.to_owned(), event.timestamp);
+                for gws in self.users.values_mut() {
+                    gws.retain(|g, ts| g != gw || *ts >= event.timestamp);
                 }
             }
             // One from before the gateway's last start is stale.
@@ -132,25 +130,29 @@ impl RemotePresence {
     /// Gateways silent past their lease by `now` take their users offline.
     /// Returns the gateways gone silent and what to tell local connections.
     pub fn expire(&mut self, now: Instant) -> (Vec<String>, Vec<Notice>) {
-        // Users of a gateway that was live until now were online.
-        let live_before: Vec<String> = self.users.keys().filter(|u| self.is_online(u)).cloned().collect();
         let expired = self.leases.expire(now);
+        if expired.silent.is_empty() && expired.forgotten.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        // A gateway gone silent now was live until now: its users were online.
+        let mut affected: Vec<String> = self
+            .users
+            .iter()
+            .filter(|(_, gws)| gws.keys().any(|g| expired.silent.contains(g)))
+            .map(|(u, _)| u.clone())
+            .collect();
+        affected.sort();
+        let notices = self.changes(&affected, &vec![true; affected.len()]);
+        // Forgotten gateways were silent already: nobody's status changes.
         for gw in &expired.forgotten {
+            self.started.remove(gw);
             for gws in self.users.values_mut() {
                 gws.remove(gw);
             }
-            self.started.remove(gw);
         }
-        let affected: Vec<String> = live_before
-            .into_iter()
-            .filter(|u| self.users.get(u).is_none_or(|gws| gws.keys().any(|g| expired.silent.contains(g))))
-            .collect();
-        let before = vec![true; affected.len()];
-        let notices = self.changes(&affected, &before);
-        self.tidy(&affected);
-        let mut forgotten: Vec<String> = self.users.keys().filter(|u| self.users[*u].is_empty()).cloned().collect();
-        forgotten.sort();
-        self.tidy(&forgotten);
+        self.users.retain(|_, gws| !gws.is_empty());
+        let users = &self.users;
+        self.contacts.retain(|u, _| users.contains_key(u));
         (expired.silent, notices)
     }
 

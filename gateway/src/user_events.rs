@@ -40,6 +40,11 @@ impl Remote {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// [`RemotePresence::apply`] on the shared table.
+    pub fn apply(&self, event: &MessageEvent, now: Instant) -> Vec<Notice> {
+        self.lock().apply(event, now)
+    }
+
     /// Connected to another live gateway.
     pub fn is_online(&self, user: &str) -> bool {
         self.lock().is_online(user)
