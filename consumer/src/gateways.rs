@@ -226,9 +226,10 @@ mod tests {
         // A port nothing listens on.
         let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().to_string();
         let mut presence = Presence::default();
-        presence.apply(&online("b", "gw1", &addr));
-        presence.apply(&online("c", "gw1", &addr));
-        presence.apply(&online("d", "gw2", &dead));
+        let now = std::time::Instant::now();
+        presence.apply(&online("b", "gw1", &addr), now);
+        presence.apply(&online("c", "gw1", &addr), now);
+        presence.apply(&online("d", "gw2", &dead), now);
         let presence = Arc::new(Mutex::new(presence));
         let metrics = Arc::new(Metrics::new());
         let push = GatewayPush::new(presence.clone(), metrics.clone(), None, TOKEN);

@@ -169,17 +169,23 @@ async fn follow_presence(
             // Cancel-safe: a batch cut short by the timeout loses nothing.
             b = tokio::time::timeout(PRESENCE_IDLE, sub.next_batch(1024)) => match b {
                 Ok(b) => b,
-                Err(_) => continue,
+                Err(_) => Ok(Vec::new()),
             },
         };
         match batch {
             Ok(records) => {
+                let now = std::time::Instant::now();
                 let mut p = presence.lock().unwrap_or_else(|e| e.into_inner());
                 for r in records {
                     match MessageEvent::from_bytes(&r.payload) {
-                        Ok(event) => p.apply(&event),
+                        Ok(event) => p.apply(&event, now),
                         Err(err) => tracing::warn!(error = %err, "presence: undecodable user event"),
                     }
+                }
+                // Checked at least every PRESENCE_IDLE: the bound on a dead
+                // gateway's users is its lease plus that.
+                for gateway in p.expire(now) {
+                    tracing::warn!(gateway, "presence: gateway silent past its lease; its users count as offline");
                 }
             }
             Err(err) => {

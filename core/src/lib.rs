@@ -11,6 +11,7 @@ pub mod event;
 pub mod groups;
 pub mod ids;
 pub mod internal_token;
+pub mod lease;
 pub mod protocol;
 pub mod ready;
 pub mod shutdown;

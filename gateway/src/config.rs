@@ -84,6 +84,15 @@ pub struct ServeArgs {
     pub internal_token: String,
     #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// How often this gateway tells the other gateways and the push
+    /// consumers, through the user-events topic, that it is alive.
+    #[arg(long, env = "PARLEY_PRESENCE_HEARTBEAT", default_value = "5s", value_parser = parse_duration)]
+    pub presence_heartbeat: Duration,
+    /// How long after its last heartbeat the others count this gateway dead
+    /// and its users offline (it may have crashed without saying so); at
+    /// least twice the heartbeat, so one late heartbeat changes nothing.
+    #[arg(long, env = "PARLEY_PRESENCE_LEASE", default_value = "15s", value_parser = parse_duration)]
+    pub presence_lease: Duration,
     #[command(flatten)]
     pub session: SessionArgs,
 }

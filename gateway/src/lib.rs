@@ -17,10 +17,12 @@ pub mod metrics;
 pub mod page;
 pub mod presence;
 pub mod registry;
+pub mod remote;
 pub mod routes;
 pub mod serve;
 pub mod session;
 pub mod state;
+pub mod user_events;
 
 pub use error::{Error, Result};
 

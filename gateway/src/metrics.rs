@@ -33,6 +33,9 @@ pub struct Metrics {
     pub http_connections_refused: Counter,
     /// `/internal/stream` requests refused for a missing or wrong token.
     pub internal_streams_refused: Counter,
+    /// Presence, typing and read notices from other gateways told to
+    /// connections here (Kafka mode).
+    pub remote_notices: Counter,
     /// From handing a send to the broker to its durable acknowledgement.
     pub publish_seconds: Histogram,
 }
@@ -58,6 +61,7 @@ impl Metrics {
             connections_refused_per_user: Counter::default(),
             http_connections_refused: Counter::default(),
             internal_streams_refused: Counter::default(),
+            remote_notices: Counter::default(),
             publish_seconds: parley_core::telemetry::age_histogram(),
             registry: Registry::default(),
         };
@@ -92,6 +96,11 @@ impl Metrics {
                 "internal_streams_refused",
                 "Internal stream requests refused for a missing or wrong internal token",
                 &m.internal_streams_refused,
+            ),
+            (
+                "remote_notices",
+                "Presence, typing and read notices from other gateways told to connections here",
+                &m.remote_notices,
             ),
         ];
         for (name, help, counter) in counters {

@@ -1,15 +1,16 @@
 //! Presence as clients see it: a user's contacts (the other participants of
 //! its direct conversations and the members of its groups) are told when it
-//! comes online or goes offline here, and its `hello` lists the contacts
-//! online here. Scoped to contacts so a connection costs the same whether
+//! comes online or goes offline, and its `hello` lists the contacts online
+//! (here, or in Kafka mode on any live gateway: `user_events`). Scoped to contacts so a connection costs the same whether
 //! ten or a hundred thousand others are online (a global list made every
 //! connect O(online users)).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use parley_adapters::store::{ConversationSummary, Store};
 
 use crate::registry::Registry;
+use crate::user_events::Remote;
 
 /// Contacts looked at per connection: bounds the work of a connect for
 /// members of very large groups (they see the first ones, by name).
@@ -40,15 +41,29 @@ fn add_direct(conversations: &[ConversationSummary], user: &str, out: &mut BTree
     }
 }
 
-/// The contacts that have a connection on this gateway.
-pub fn online_here(registry: &Registry, contacts: &[String]) -> Vec<String> {
-    contacts.iter().filter(|c| registry.is_online(c)).cloned().collect()
+/// The contacts that have a connection on this gateway or, in Kafka mode,
+/// on another live one.
+pub fn online(registry: &Registry, remote: Option<&Remote>, contacts: &[String]) -> Vec<String> {
+    let elsewhere: HashSet<String> = remote.map(|r| r.online_of(contacts)).unwrap_or_default().into_iter().collect();
+    contacts.iter().filter(|c| registry.is_online(c) || elsewhere.contains(*c)).cloned().collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use parley_adapters::store::{NewGroup, SqliteStore};
+
+    #[test]
+    fn online_contacts_are_those_here_and_those_on_other_gateways() {
+        use parley_core::event::{EventMetadata, MessageEvent};
+        let registry = Registry::new("here", std::sync::Arc::new(crate::metrics::Metrics::new()), 1024);
+        let remote = Remote::new("here");
+        let meta = EventMetadata { gateway_id: Some("gw1".into()), ..EventMetadata::default() };
+        remote.apply(&MessageEvent::presence("bob", true, 1, meta), std::time::Instant::now());
+        let contacts = ["bob".to_owned(), "zed".to_owned()];
+        assert_eq!(online(&registry, Some(&remote), &contacts), ["bob"]);
+        assert!(online(&registry, None, &contacts).is_empty(), "one process: only the registry knows");
+    }
 
     #[tokio::test]
     async fn contacts_are_direct_partners_and_group_members_only() {

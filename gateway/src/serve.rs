@@ -3,7 +3,9 @@
 //! PostgreSQL; deliveries arrive from push consumers on the internal
 //! listener; presence (with this gateway's internal address) goes to the
 //! user-events topic, preceded at start by a `gateway_started` event that
-//! purges entries left by an earlier run at the same address.
+//! purges entries left by an earlier run at the same address, and followed
+//! by a heartbeat every `--presence-heartbeat`; the same topic, read whole,
+//! tells this gateway who is online elsewhere (`user_events`).
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::routes::{no_delay, router};
 use crate::state::{AppState, StateParts};
+use crate::user_events::{self, Follower, Remote};
 use crate::{Error, Result};
 
 /// Readiness names: what a gateway needs to take sends and deliver.
@@ -40,6 +43,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         return Err(Error::Config("PARLEY_JWT_SECRET is empty".into()));
     }
     parley_core::internal_token::validate(&args.internal_token).map_err(|e| Error::Config(e.to_string()))?;
+    user_events::check_timing(args.presence_heartbeat, args.presence_lease).map_err(Error::Config)?;
     let dev_login = crate::config::dev_login(args.dev_login, true, args.listen)?;
     if dev_login {
         crate::config::warn_dev_login(args.listen);
@@ -55,8 +59,29 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let readiness = probe(&store, &broker, &shutdown);
+    // Subscribed before this gateway's own first record, read from the
+    // earliest offset: nothing published since is missed.
+    let remote = Arc::new(Remote::new(&gateway_id));
+    let group = format!("{}.gateway.{}", args.topic_prefix, uuid::Uuid::now_v7());
+    let user_events_sub = broker.subscribe(std::slice::from_ref(&topics.user_events), &group).await?;
+    let follower = Follower {
+        remote: remote.clone(),
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+    };
+    tokio::spawn(follower.run(user_events_sub, shutdown.clone()));
     let started = MessageEvent::gateway_started(&gateway_id, Some(advertised.clone()), now_millis());
     broker.publish(&topics.user_events, &gateway_id, started.to_bytes()?).await?;
+    tokio::spawn(user_events::heartbeat(
+        broker.clone(),
+        topics.user_events.clone(),
+        gateway_id.clone(),
+        Some(advertised.clone()),
+        args.presence_heartbeat,
+        args.presence_lease,
+        shutdown.clone(),
+    ));
 
     let internal_state = InternalState {
         registry: registry.clone(),
@@ -76,6 +101,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         topics,
         gateway_id: gateway_id.clone(),
         gateway_addr: Some(advertised.clone()),
+        remote: Some(remote),
         membership_via_broker: true,
         dev_login,
         shutdown: shutdown.clone(),
@@ -124,7 +150,7 @@ async fn connect(args: &ServeArgs) -> Result<(Arc<dyn Store>, Arc<dyn Broker>)> 
 /// Readiness with the database and Kafka probed every few seconds; the
 /// internal stream is set once it is served.
 fn probe(store: &Arc<dyn Store>, broker: &Arc<dyn Broker>, shutdown: &CancellationToken) -> Arc<Readiness> {
-    let readiness = Readiness::new(&[check::KAFKA, check::DATABASE, check::INTERNAL_STREAM]);
+    let readiness = Readiness::new(&[check::KAFKA, check::DATABASE, check::INTERNAL_STREAM, user_events::CHECK]);
     let pinged = store.clone();
     readiness.probe_every(check::DATABASE, PROBE_INTERVAL, PROBE_TIMEOUT, shutdown.clone(), move || {
         let store = pinged.clone();

@@ -20,6 +20,7 @@ use crate::limits::{PURGE_INTERVAL, UserLimiters};
 use crate::membership::MembershipCache;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::user_events::Remote;
 
 /// The shared state: what the process wiring hands in, and what is derived
 /// from it once.
@@ -71,6 +72,9 @@ pub struct StateParts {
     pub gateway_id: String,
     /// Internal address push consumers stream deliveries to (Kafka mode).
     pub gateway_addr: Option<String>,
+    /// Kafka mode: who is online on the other gateways; presence, typing
+    /// and read notices are published for them. None in one process.
+    pub remote: Option<Arc<Remote>>,
     /// Kafka mode: join/leave are published to the group topic (ordered with
     /// the group's messages) and applied by the storage consumer.
     pub membership_via_broker: bool,
@@ -113,6 +117,11 @@ impl AppState {
                 }
             }
         });
+    }
+
+    /// Connected to another gateway (never, in one process).
+    pub fn online_elsewhere(&self, user: &str) -> bool {
+        self.remote.as_ref().is_some_and(|r| r.is_online(user))
     }
 
     pub fn next_conn_id(&self) -> u64 {

@@ -62,6 +62,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         topics,
         gateway_id: args.gateway_id.clone(),
         gateway_addr: None,
+        remote: None,
         membership_via_broker: false,
         dev_login,
         shutdown: shutdown.clone(),

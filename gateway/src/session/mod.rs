@@ -165,7 +165,7 @@ async fn greet(state: &AppState, user: &str, first: bool, sink: &mut Sink) -> (V
     };
     let mut hello = vec![ServerFrame::Hello { user: user.to_owned(), minor: MINOR_VERSION }];
     hello.extend(
-        presence::online_here(&state.registry, &contacts)
+        presence::online(&state.registry, state.remote.as_deref(), &contacts)
             .into_iter()
             .map(|u| ServerFrame::Presence { user: u, online: true }),
     );
@@ -183,15 +183,19 @@ async fn greet(state: &AppState, user: &str, first: bool, sink: &mut Sink) -> (V
 }
 
 /// Tell the user's contacts connected here and publish a user event (the
-/// Kafka mode's push consumers learn from it which gateway holds the user).
+/// Kafka mode's push consumers learn from it which gateway holds the user,
+/// and the other gateways tell the contacts it names). A user still
+/// connected to another gateway stays online for the contacts.
 async fn announce(state: &AppState, user: &str, online: bool, contacts: &[String]) {
-    state.registry.send_to_users(contacts, &ServerFrame::Presence { user: user.to_owned(), online });
+    if !state.online_elsewhere(user) {
+        state.registry.send_to_users(contacts, &ServerFrame::Presence { user: user.to_owned(), online });
+    }
     let meta = EventMetadata {
         gateway_id: Some(state.gateway_id.clone()),
         gateway_addr: state.gateway_addr.clone(),
         ..EventMetadata::default()
     };
-    let event = MessageEvent::presence(user, online, now_millis(), meta);
+    let event = MessageEvent::presence(user, online, now_millis(), meta).with_recipients(contacts);
     let published = match event.to_bytes() {
         Ok(bytes) => state.broker.publish(&state.topics.user_events, user, bytes).await,
         Err(e) => Err(e.into()),
@@ -384,7 +388,8 @@ impl Conn {
     }
 
     /// Typing and read notices: not stored, sent to the participants'
-    /// connections here (other devices of the sender included).
+    /// connections here (other devices of the sender included) and, in
+    /// Kafka mode, published for those connected to other gateways.
     async fn notify(
         &mut self,
         conversation: &ConversationId,
@@ -394,9 +399,43 @@ impl Conn {
         if !self.state.may_access(&self.user, conversation).await? {
             return Ok(self.forbidden(sink, conversation, None).await);
         }
-        for user in self.state.participants(conversation).await? {
-            self.state.registry.send_to_user(&user, &frame, Some(self.id));
+        let participants = self.state.participants(conversation).await?;
+        for user in &participants {
+            self.state.registry.send_to_user(user, &frame, Some(self.id));
+        }
+        if let Some(remote) = &self.state.remote {
+            let elsewhere = remote.online_of(&participants);
+            if !elsewhere.is_empty() {
+                let seq = match frame {
+                    ServerFrame::Read { seq, .. } => Some(seq),
+                    _ => None,
+                };
+                self.publish_notice(conversation, seq, &elsewhere);
+            }
         }
         Ok(Flow::Continue)
+    }
+
+    /// Publish a typing or read notice for `to` without holding up this
+    /// connection's frames: it is best effort, never stored.
+    fn publish_notice(&self, conversation: &ConversationId, seq: Option<u64>, to: &[String]) {
+        let meta = EventMetadata { gateway_id: Some(self.state.gateway_id.clone()), ..EventMetadata::default() };
+        let bytes = match MessageEvent::notice(&self.user, conversation, seq, to, now_millis(), meta)
+            .and_then(|e| e.to_bytes())
+        {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                tracing::warn!(user = self.user, error = %err, "encoding a notice failed");
+                return;
+            }
+        };
+        let (broker, topic, user) =
+            (self.state.broker.clone(), self.state.topics.user_events.clone(), self.user.clone());
+        tokio::spawn(async move {
+            if let Err(err) = broker.publish(&topic, &user, bytes).await {
+                // Debug: during a Kafka outage every keystroke would log.
+                tracing::debug!(user, error = %err, "publishing a notice failed");
+            }
+        });
     }
 }

@@ -45,7 +45,7 @@ impl Conn {
             group_id: conversation.group_id().map(str::to_owned),
             gateway_id: Some(state.gateway_id.clone()),
             connection_id: Some(self.id),
-            gateway_addr: None,
+            ..EventMetadata::default()
         };
         // The sender is the authenticated user; the frame has no say.
         let event = MessageEvent::chat(&self.user, now_millis(), &data, meta)?;
