@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmarks, one scenario per command; each rewrites its result file in
-# bench/results/, and `report` turns them into bench/results/README.md.
+# Benchmarks, one scenario per command; each adds its run to its result
+# file in bench/results/ (which keeps every run of the same code), and
+# `report` turns them into bench/results/README.md.
 #
 #   scripts/bench.sh idle             100,000 idle connections on one gateway (CONNECTIONS=N for fewer)
 #   scripts/bench.sh rate-kafka       Kafka + PostgreSQL end to end, 1,000..5,000 msg/s, 60 s each
@@ -76,7 +77,7 @@ scenario() {
   esac
 }
 
-[[ $# -eq 1 ]] || { sed -n '2,16p' "$0" >&2; exit 2; }
+[[ $# -eq 1 ]] || { sed -n '2,17p' "$0" >&2; exit 2; }
 build
 if [[ $1 == all ]]; then
   for s in idle rate-standalone rate-kafka storage operator scaling failover flood report; do

@@ -278,8 +278,10 @@ async fn main() {
         entry[key] = json!({"code": code, "runs": runs});
     }
 
-    let machine = parley_tests::procfs::Machine::here().to_string();
-    report.insert("machine".into(), json!(machine));
+    // The machine of the figures: rendering alone does not measure.
+    if !cli.report_only {
+        report.insert("machine".into(), json!(parley_tests::procfs::Machine::here().to_string()));
+    }
     let report = Value::Object(report);
     std::fs::create_dir_all(dir).expect("results dir");
     std::fs::write(&json_path, serde_json::to_string_pretty(&report).expect("json") + "\n").expect("write json");
