@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmarks, one scenario per command; each rewrites its result file in
-# bench/results/, and `report` turns them into bench/results/README.md.
+# Benchmarks, one scenario per command; each adds its run to its result
+# file in bench/results/ (which keeps every run of the same code), and
+# `report` turns them into bench/results/README.md.
 #
 #   scripts/bench.sh idle             100,000 idle connections on one gateway (CONNECTIONS=N for fewer)
 #   scripts/bench.sh rate-kafka       Kafka + PostgreSQL end to end, 1,000..5,000 msg/s, 60 s each
@@ -9,6 +10,7 @@
 #   scripts/bench.sh storage          one storage consumer draining 500,000 messages into PostgreSQL
 #   scripts/bench.sh operator         1,000 ChatClusters applied at once → all Ready
 #   scripts/bench.sh scaling          lag appears → storage Deployment scaled
+#   scripts/bench.sh failover         operator leader killed → standby holds the Lease
 #   scripts/bench.sh flood            400 users flooding the standalone chat: peak memory vs the ceiling
 #   scripts/bench.sh report           README.md, report.json and the plot from the result files
 #   scripts/bench.sh all              every scenario, then the report
@@ -64,6 +66,9 @@ scenario() {
     scaling)
       environment
       "$bin/parley-measure" --scenario scale ;;
+    failover)
+      environment
+      "$bin/parley-measure" --scenario failover ;;
     flood) "$bin/parley-bench" flood --out "$results/flood.json" ;;
     report) "$bin/parley-bench" report --dir "$results" ;;
     *)
@@ -72,10 +77,10 @@ scenario() {
   esac
 }
 
-[[ $# -eq 1 ]] || { sed -n '2,15p' "$0" >&2; exit 2; }
+[[ $# -eq 1 ]] || { sed -n '2,17p' "$0" >&2; exit 2; }
 build
 if [[ $1 == all ]]; then
-  for s in idle rate-standalone rate-kafka storage operator scaling flood report; do
+  for s in idle rate-standalone rate-kafka storage operator scaling failover flood report; do
     log "scenario $s"
     scenario "$s"
   done

@@ -12,7 +12,7 @@ use crate::storage::StorageArgs;
 #[derive(Debug, Parser)]
 #[command(name = "parley-bench", about = "Parley benchmarks: bounded, loopback only; they report, never assert timing")]
 pub struct Cli {
-    /// Also write the result as JSON to this file.
+    /// Also add the result to this file's runs (runs of other code are dropped).
     #[arg(long, global = true)]
     pub out: Option<PathBuf>,
     #[command(subcommand)]

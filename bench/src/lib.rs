@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod plot;
 pub mod rate;
 pub mod report;
+pub mod runs;
 pub mod stages;
 pub mod storage;
 pub mod target;
@@ -24,7 +25,8 @@ pub use error::{BenchError, Result};
 
 use cli::{Cli, Scenario};
 
-/// Run the scenario; print its result as JSON (and write it to `--out`).
+/// Run the scenario; print its result as JSON, and add it to `--out`'s
+/// runs (see [`runs`]: the runs of other code are dropped).
 pub async fn run(cli: Cli) -> Result<()> {
     let value = match &cli.scenario {
         Scenario::Idle(a) => serde_json::to_value(idle::run(a).await?)?,
@@ -40,7 +42,12 @@ pub async fn run(cli: Cli) -> Result<()> {
     let text = serde_json::to_string_pretty(&value)? + "\n";
     print!("{text}");
     if let Some(out) = &cli.out {
-        std::fs::write(out, &text).map_err(error::io(format!("write {}", out.display())))?;
+        let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let code = parley_testkit::code::here(dir);
+        let old = std::fs::read_to_string(out).ok().and_then(|t| serde_json::from_str(&t).ok());
+        let file = runs::add_run(old, code.as_deref(), value);
+        std::fs::write(out, serde_json::to_string_pretty(&file)? + "\n")
+            .map_err(error::io(format!("write {}", out.display())))?;
     }
     Ok(())
 }

@@ -6,6 +6,8 @@
 //! rate, an idle error, an operator run that gave up; `empty`: nothing run).
 //! After an intended change to the report, rewrite them with
 //! `cargo run -p parley-bench -- report --dir bench/tests/fixtures/report/<name>`.
+//! The committed bench/results/ is held to the same: its report must be
+//! what its result files render to.
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +23,13 @@ fn fixture(name: &str) -> PathBuf {
 /// Render the fixture's inputs in a scratch directory (so the fixture is
 /// never rewritten by the test) and compare every output with the fixture's.
 fn renders_as_pinned(name: &str) {
-    let from = fixture(name);
+    let rewrite = format!("`cargo run -p parley-bench -- report --dir bench/tests/fixtures/report/{name}`");
+    renders_as_committed(name, &fixture(name), &rewrite);
+}
+
+/// `from`'s inputs rendered in a scratch directory against `from`'s outputs;
+/// a difference names the output and the command that rewrites it.
+fn renders_as_committed(name: &str, from: &Path, rewrite: &str) {
     let dir = std::env::temp_dir().join(format!("parley-report-golden-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for input in INPUTS {
@@ -35,13 +43,28 @@ fn renders_as_pinned(name: &str) {
         let got = std::fs::read_to_string(dir.join(output)).unwrap();
         if got != want {
             let first = got.lines().zip(want.lines()).position(|(g, w)| g != w);
+            let shown = if output == "README.md" { got.as_str() } else { "(see the file kept)" };
             panic!(
-                "{name}/{output} differs (first differing line {first:?}); got:\n{got}\n(kept in {})",
+                "{name}/{output} is not what its result files render to (first differing line {first:?}); \
+                 rewrite it with {rewrite}; got:\n{shown}\n(kept in {})",
                 dir.display()
             );
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Drift between the committed report and the committed result files, as
+/// the CRD and reference-page tests do for theirs: a result file changed
+/// without `scripts/bench.sh report`, or a report change without its rerun.
+#[test]
+fn committed_report_is_what_the_committed_results_render_to() {
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+    renders_as_committed(
+        "committed",
+        &results,
+        "`scripts/bench.sh report` (or `cargo run -p parley-bench -- report` from the repository root)",
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //!   the load tool builds its own connections from.
 //! - [`chat`]: the Kafka chat mode as local processes, started from the pod
 //!   specs the operator renders.
+//! - [`code`]: which code a benchmark run measured (commit and diff).
 //! - [`process`], [`http`]: child processes, their reported addresses and
 //!   free ports; minimal HTTP on loopback.
 //! - [`env`], [`kafka`], [`postgres`], [`procfs`], [`wait`]: the test
@@ -17,6 +18,7 @@
 
 pub mod chat;
 pub mod client;
+pub mod code;
 pub mod env;
 pub mod http;
 pub mod kafka;

@@ -1,5 +1,6 @@
 //! Leader election: two operators, one reconciles; kill the leader and the
-//! standby takes over within 15 s.
+//! standby takes over and reconciles. How long the takeover takes is a
+//! benchmark figure (`scripts/bench.sh failover`), not asserted here.
 
 use std::time::Instant;
 
@@ -57,9 +58,7 @@ async fn standby_takes_over_when_the_leader_is_killed() {
         if h == standby.identity { Ok(h) } else { Err(h) }
     })
     .await;
-    let failover = killed.elapsed();
-    eprintln!("failover to {next} took {failover:?}");
-    assert!(failover.as_secs() < 15, "failover took {failover:?}");
+    eprintln!("failover to {next} took {:?}", killed.elapsed());
 
     // The new leader reconciles: a change made after the kill is acted on.
     kubectl::ok(&["scale", "-n", &ns, "chatcluster/chat", "--replicas=4"]);

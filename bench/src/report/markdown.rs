@@ -8,6 +8,7 @@ use super::goals::rows;
 use super::{PLOT, Results, series};
 use crate::idle::IdleResult;
 use crate::rate::{RateResult, RateRun};
+use crate::runs::Runs;
 use crate::storage::StorageResult;
 
 pub fn markdown(r: &Results) -> String {
@@ -15,7 +16,7 @@ pub fn markdown(r: &Results) -> String {
     header(&mut s, r);
     goals(&mut s, r);
     for (name, result) in [("Kafka mode", &r.rate_kafka), ("Standalone", &r.rate_standalone)] {
-        let Some(result) = result else { continue };
+        let Some(result) = result.as_ref().map(Runs::latest) else { continue };
         let _ = writeln!(s, "\n## {name}: latency by offered rate\n");
         rate_table(&mut s, result);
         accept_split(&mut s, result);
@@ -26,10 +27,10 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(s, "\n![send→deliver latency by offered rate]({PLOT})");
     }
     if let Some(i) = &r.idle {
-        idle(&mut s, i);
+        idle(&mut s, i.latest());
     }
     if let Some(st) = &r.storage {
-        storage(&mut s, st);
+        storage(&mut s, st.latest());
     }
     if r.operator.is_some() {
         s.push_str("\n## Operator\n\nSee [operator.md](operator.md).\n");
@@ -43,16 +44,18 @@ fn header(s: &mut String, r: &Results) {
     let machine = r
         .idle
         .as_ref()
-        .map(|x| x.machine.to_string())
-        .or_else(|| r.rate_kafka.as_ref().map(|x| x.machine.to_string()))
-        .or_else(|| r.rate_standalone.as_ref().map(|x| x.machine.to_string()))
-        .or_else(|| r.storage.as_ref().map(|x| x.machine.to_string()))
+        .map(|x| x.latest().machine.to_string())
+        .or_else(|| r.rate_kafka.as_ref().map(|x| x.latest().machine.to_string()))
+        .or_else(|| r.rate_standalone.as_ref().map(|x| x.latest().machine.to_string()))
+        .or_else(|| r.storage.as_ref().map(|x| x.latest().machine.to_string()))
         .unwrap_or_else(|| "unknown".into());
     let _ = writeln!(
         s,
         "Machine: {machine}. Everything (Kafka 3 brokers, PostgreSQL, the system under test and the load tool) \
          runs on this one machine, over loopback. Written by `scripts/bench.sh report` from the result files \
-         next to this page; each scenario's command rewrites its own file.\n"
+         next to this page; each scenario's command adds a run to its own file, which keeps every run of \
+         the same code. A goal is judged on the median of those runs, the worst shown beside it; the \
+         sections below show the latest run.\n"
     );
 }
 

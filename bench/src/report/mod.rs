@@ -5,6 +5,7 @@
 
 mod goals;
 mod markdown;
+pub mod spread;
 
 use std::path::{Path, PathBuf};
 
@@ -16,9 +17,10 @@ use crate::error::{BenchError, Result, io};
 use crate::idle::IdleResult;
 use crate::plot::{self, Series};
 use crate::rate::{GOAL_P99_DELIVER_MS, RateResult, RateRun};
+use crate::runs::Runs;
 use crate::storage::StorageResult;
 
-pub use goals::{Row, Verdict, at_rate, rate_met, rows};
+pub use goals::{Row, Verdict, at_rate, rate_complete, rate_met, rows};
 pub use markdown::markdown;
 
 /// Result files, one per scenario, as the scenario commands write them.
@@ -34,13 +36,17 @@ pub const GOAL_RATE: u32 = 5_000;
 pub const GOAL_OPERATOR_SECONDS: f64 = 60.0;
 pub const GOAL_OPERATOR_RSS_MIB: f64 = 64.0;
 pub const GOAL_SCALE_SECONDS: f64 = 15.0;
+/// The bound the leader-election test held before timings left the tests.
+pub const GOAL_FAILOVER_SECONDS: f64 = 15.0;
 
+/// Each scenario's runs of one code (`runs`): goals are judged over all of
+/// them, the detail sections show the latest.
 #[derive(Debug, Default, Serialize)]
 pub struct Results {
-    pub idle: Option<IdleResult>,
-    pub rate_standalone: Option<RateResult>,
-    pub rate_kafka: Option<RateResult>,
-    pub storage: Option<StorageResult>,
+    pub idle: Option<Runs<IdleResult>>,
+    pub rate_standalone: Option<Runs<RateResult>>,
+    pub rate_kafka: Option<Runs<RateResult>>,
+    pub storage: Option<Runs<StorageResult>>,
     /// Written by `parley-measure` (operator scenarios).
     pub operator: Option<Value>,
 }
@@ -48,10 +54,10 @@ pub struct Results {
 impl Results {
     pub fn load(dir: &Path) -> Result<Self> {
         Ok(Results {
-            idle: read(&dir.join(IDLE))?,
-            rate_standalone: read(&dir.join(RATE_STANDALONE))?,
-            rate_kafka: read(&dir.join(RATE_KAFKA))?,
-            storage: read(&dir.join(STORAGE))?,
+            idle: read_runs(&dir.join(IDLE))?,
+            rate_standalone: read_runs(&dir.join(RATE_STANDALONE))?,
+            rate_kafka: read_runs(&dir.join(RATE_KAFKA))?,
+            storage: read_runs(&dir.join(STORAGE))?,
             operator: read(&dir.join(OPERATOR))?,
         })
     }
@@ -68,12 +74,18 @@ fn read<T: DeserializeOwned>(path: &PathBuf) -> Result<Option<T>> {
     }
 }
 
+/// A scenario's result file in either layout (`Runs::from_value`).
+fn read_runs<T: DeserializeOwned>(path: &PathBuf) -> Result<Option<Runs<T>>> {
+    let Some(v) = read::<Value>(path)? else { return Ok(None) };
+    Runs::from_value(v).map(Some).map_err(|e| BenchError::Results { path: path.clone(), reason: e.to_string() })
+}
+
 /// The plot's lines: p50 and p99 send→deliver per mode.
 pub fn series(r: &Results) -> Vec<Series> {
     let mut out = Vec::new();
     for (name, result, color) in [("Kafka", &r.rate_kafka, "#1f77b4"), ("standalone", &r.rate_standalone, "#ff7f0e")] {
         let Some(result) = result else { continue };
-        let mut runs: Vec<&RateRun> = result.runs.iter().collect();
+        let mut runs: Vec<&RateRun> = result.latest().runs.iter().collect();
         runs.sort_by_key(|x| x.target_rate);
         for (q, dashed) in [("p99", false), ("p50", true)] {
             let points = runs
@@ -165,7 +177,7 @@ mod tests {
 
     #[test]
     fn idle_needs_the_goals_count_and_says_when_the_machine_cannot_open_it() {
-        let row = |i: IdleResult| rows(&Results { idle: Some(i), ..Default::default() }).remove(0);
+        let row = |i: IdleResult| rows(&Results { idle: Some(Runs::one(i)), ..Default::default() }).remove(0);
         let limited = row(idle(19_000, 7_258.0, 20_000));
         assert_eq!(limited.verdict, Verdict::Missed);
         assert!(
@@ -180,6 +192,17 @@ mod tests {
         assert!(!roomy.measured.contains("cannot open"), "{}", roomy.measured);
         assert_eq!(row(idle(100_000, 9_000.0, 1_048_576)).verdict, Verdict::Missed, "over 8 KB each");
         assert_eq!(row(idle(50_000, 7_000.0, 1_048_576)).verdict, Verdict::Missed, "too few connected");
+        let two = |a: IdleResult, b: IdleResult| {
+            let runs = Runs { code: Some("abc".into()), results: vec![a, b] };
+            rows(&Results { idle: Some(runs), ..Default::default() }).remove(0)
+        };
+        let r = two(idle(100_000, 7_000.0, 1_048_576), idle(100_000, 9_000.0, 1_048_576));
+        assert_eq!(r.verdict, Verdict::Met, "the median is 8,000 B");
+        assert_eq!(
+            r.measured,
+            "100000 of 100000 connected (worst 100000), median 8000 B, worst 9000 B each (standalone mode; 2 runs)"
+        );
+        assert_eq!(two(idle(100_000, 9_000.0, 1_048_576), idle(100_000, 9_500.0, 1_048_576)).verdict, Verdict::Missed);
     }
 
     #[test]
@@ -210,7 +233,7 @@ mod tests {
         t.record(0, 80_000_000);
         let timeline = t.summary(0.0);
         let results = Results {
-            rate_kafka: Some(RateResult {
+            rate_kafka: Some(Runs::one(RateResult {
                 machine: machine(),
                 mode: Mode::Kafka,
                 env: Vec::new(),
@@ -222,7 +245,7 @@ mod tests {
                     timeline: Some(timeline),
                     ..run(5000, 5000.0, 80.0, 0)
                 }],
-            }),
+            })),
             operator: Some(serde_json::json!({
                 "many_clusters": {
                     "small": {"clusters": 100, "ready": 100, "all_ready": true, "first_apply_to_all_ready_s": 9.0,
@@ -252,6 +275,73 @@ mod tests {
         assert!(md.contains(PLOT));
     }
 
+    fn rate_result(runs: Vec<RateRun>) -> RateResult {
+        RateResult { machine: machine(), mode: Mode::Kafka, env: Vec::new(), replication_factor: 3, runs }
+    }
+
+    fn row<'a>(rows: &'a [Row], name: &str) -> &'a Row {
+        rows.iter().find(|r| r.scenario.starts_with(name)).unwrap()
+    }
+
+    #[test]
+    fn rate_goals_are_judged_on_the_median_and_completeness_of_every_run() {
+        let results = |p99s: &[f64], lost: &[u64]| {
+            let runs = p99s.iter().zip(lost).map(|(p, l)| rate_result(vec![run(5000, 5000.0, *p, *l)])).collect();
+            Results { rate_kafka: Some(Runs { code: Some("abc".into()), results: runs }), ..Default::default() }
+        };
+        // The latest run met the goal, the median did not.
+        let r = rows(&results(&[70.0, 60.0, 40.0], &[0, 0, 0]));
+        let kafka = row(&r, "Kafka");
+        assert_eq!(kafka.verdict, Verdict::Missed);
+        assert!(kafka.measured.contains("p99 median 60 ms, worst 70 ms (p50 median 15 ms)"), "{}", kafka.measured);
+        assert!(kafka.measured.ends_with("unacked 0; 3 runs"), "{}", kafka.measured);
+        assert_eq!(row(&rows(&results(&[40.0, 60.0, 45.0], &[0, 0, 0])), "Kafka").verdict, Verdict::Met);
+        // A loss in any run misses the goal, whatever the median.
+        let r = rows(&results(&[40.0, 40.0, 40.0], &[0, 2, 0]));
+        assert_eq!(row(&r, "Kafka").verdict, Verdict::Missed);
+        assert!(row(&r, "Kafka").measured.contains("lost 2"), "{}", row(&r, "Kafka").measured);
+    }
+
+    #[test]
+    fn operator_goal_is_judged_on_the_median_with_the_worst_run_shown() {
+        let many = |s: f64| {
+            serde_json::json!({"clusters": 1000, "ready": 1000, "all_ready": true,
+            "first_apply_to_all_ready_s": s, "operator": {"peak_rss_kib": 53_248}})
+        };
+        let gave_up = serde_json::json!({"clusters": 1000, "ready": 700, "all_ready": false, "timeout_s": 300,
+            "first_apply_to_all_ready_s": 290.0, "operator": {"peak_rss_kib": 53_248}});
+        let operator = |runs: Vec<Value>| Results {
+            operator: Some(serde_json::json!({
+                "many_clusters": {"1000": {"code": "abc", "runs": runs}, "1000 old": many(10.0)},
+                "lag_to_scale_s": {"runs": [10.0, 9.8, 0.3], "median": 9.8},
+                "failover_s": {"runs": [10.1, 10.2, 16.0], "median": 10.2},
+            })),
+            ..Default::default()
+        };
+        let r = rows(&operator(vec![many(64.7), many(53.1), many(56.6), many(57.3)]));
+        let op = row(&r, "operator:");
+        assert_eq!(op.verdict, Verdict::Met);
+        assert_eq!(
+            op.measured,
+            "1000 in median 57.0 s, worst 64.7 s; peak RSS median 52.0 MiB, worst 52.0 MiB; 4 runs"
+        );
+        let r = rows(&operator(vec![many(61.0), many(53.1), gave_up.clone()]));
+        let op = row(&r, "operator:");
+        assert_eq!(op.verdict, Verdict::Missed, "a labelled faster run is not the current code's");
+        assert!(op.measured.contains("median 61.0 s, worst not all Ready;"), "{}", op.measured);
+        assert_eq!(row(&r, "scaling").measured, "median 9.8 s, worst 10.0 s (3 runs, 10 s lag poll)");
+        let failover = row(&r, "operator leader");
+        assert_eq!(failover.measured, "median 10.2 s, worst 16.0 s (3 runs, 10 s lease)");
+        assert_eq!(failover.verdict, Verdict::Met);
+        // One old-layout run that gave up keeps its own wording.
+        let r = rows(&Results {
+            operator: Some(serde_json::json!({"many_clusters": {"1000": gave_up}})),
+            ..Default::default()
+        });
+        assert_eq!(row(&r, "operator:").measured, "700 of 1000 Ready when the run gave up at 300 s, peak RSS 52.0 MiB");
+        assert_eq!(row(&r, "operator leader").verdict, Verdict::NotRun);
+    }
+
     #[test]
     fn result_files_round_trip_and_missing_ones_are_none() {
         let dir = std::env::temp_dir().join(format!("parley-report-{}", std::process::id()));
@@ -269,7 +359,7 @@ mod tests {
         assert!(err.to_string().contains(STORAGE), "{err}");
         std::fs::remove_file(dir.join(STORAGE)).unwrap();
         let loaded = Results::load(&dir).unwrap();
-        assert_eq!(loaded.rate_standalone, Some(r));
+        assert_eq!(loaded.rate_standalone, Some(Runs::one(r)));
         assert!(loaded.idle.is_none());
         write(&dir).unwrap();
         assert!(dir.join("README.md").exists() && dir.join(PLOT).exists() && dir.join("report.json").exists());

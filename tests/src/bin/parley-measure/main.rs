@@ -14,8 +14,11 @@
 //! * operator RSS after ready and scale.
 //! * many: N ChatClusters applied at once → all Ready (see `many.rs`).
 //!
-//! Only the scenarios that ran replace their figures in operator.json; the
+//! Only the scenarios that ran change their figures in operator.json; the
 //! others' figures are kept, and operator.md is rendered from the merged JSON.
+//! A scenario's runs are added to the runs it already has when both
+//! measured the same code (`parley_testkit::code`), and replace them
+//! otherwise, so its median covers every run of the current code.
 
 mod many;
 
@@ -95,6 +98,26 @@ fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     let n = values.len();
     if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
+}
+
+/// A figure's runs: the runs already in `old` (`{"code", "runs"}`) when they
+/// measured `code`, then `new`. Runs of unknown code are never kept.
+fn keep_runs(old: Option<&Value>, code: Option<&str>, new: Vec<Value>) -> Vec<Value> {
+    let same = code.is_some() && old.and_then(|o| o.get("code")?.as_str()) == code;
+    let mut runs = if same { old.and_then(|o| o["runs"].as_array().cloned()).unwrap_or_default() } else { Vec::new() };
+    runs.extend(new);
+    runs
+}
+
+/// A timed figure over its runs so far, with their median.
+fn timed(old: Option<&Value>, code: Option<&str>, new: &[f64], extra: Value) -> Value {
+    let runs = keep_runs(old, code, new.iter().map(|x| json!(x)).collect());
+    let mut values: Vec<f64> = runs.iter().filter_map(Value::as_f64).collect();
+    let mut figure = json!({"code": code, "runs": runs, "median": median(&mut values)});
+    if let (Some(f), Some(e)) = (figure.as_object_mut(), extra.as_object()) {
+        f.extend(e.clone());
+    }
+    figure
 }
 
 fn manifest(name: &str, prefix: &str) -> Manifest {
@@ -206,35 +229,32 @@ async fn main() {
     // Start from the last report so the scenarios that do not run keep their figures.
     let mut report: Map<String, Value> =
         std::fs::read_to_string(&json_path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+    let code = parley_testkit::code::here(std::path::Path::new(dir));
+    let code = code.as_deref();
 
     if runs(Scenario::Ready) || runs(Scenario::Scale) {
         let ns = setup_namespace("measure");
         let operator = Operator::start(&ns, &format!("{ns}-op"), &[]);
         if runs(Scenario::Ready) {
-            let (mut topics, mut ready) = ready(cli.runs_ready, &ns).await;
-            report.insert(
-                "apply_to_topics_ready_s".into(),
-                json!({"runs": topics.clone(), "median": median(&mut topics)}),
-            );
-            report.insert("apply_to_ready_s".into(), json!({"runs": ready.clone(), "median": median(&mut ready)}));
+            let (topics, ready) = ready(cli.runs_ready, &ns).await;
+            for (key, runs) in [("apply_to_topics_ready_s", topics), ("apply_to_ready_s", ready)] {
+                let figure = timed(report.get(key), code, &runs, json!({}));
+                report.insert(key.into(), figure);
+            }
         }
         if runs(Scenario::Scale) {
-            let mut reactions = scale(cli.runs_scale, &ns).await;
-            report.insert(
-                "lag_to_scale_s".into(),
-                json!({"runs": reactions.clone(), "median": median(&mut reactions), "poll_interval_s": 10}),
-            );
+            let reactions = scale(cli.runs_scale, &ns).await;
+            let figure = timed(report.get("lag_to_scale_s"), code, &reactions, json!({"poll_interval_s": 10}));
+            report.insert("lag_to_scale_s".into(), figure);
         }
         report.insert("operator_rss_kib_after_runs".into(), json!(parley_tests::procfs::rss_kib(operator.child.id())));
         drop(operator);
         teardown_namespace(&ns);
     }
     if runs(Scenario::Failover) {
-        let mut failovers = failover(cli.runs_failover).await;
-        report.insert(
-            "failover_s".into(),
-            json!({"runs": failovers.clone(), "median": median(&mut failovers), "lease_s": 10}),
-        );
+        let failovers = failover(cli.runs_failover).await;
+        let figure = timed(report.get("failover_s"), code, &failovers, json!({"lease_s": 10}));
+        report.insert("failover_s".into(), figure);
     }
     if runs(Scenario::Many) {
         let settings = many::Settings {
@@ -254,11 +274,14 @@ async fn main() {
         }
         let key =
             if cli.label.is_empty() { cli.clusters.to_string() } else { format!("{} {}", cli.clusters, cli.label) };
-        entry[key] = figures;
+        let runs = keep_runs(entry.get(&key), code, vec![figures]);
+        entry[key] = json!({"code": code, "runs": runs});
     }
 
-    let machine = parley_tests::procfs::Machine::here().to_string();
-    report.insert("machine".into(), json!(machine));
+    // The machine of the figures: rendering alone does not measure.
+    if !cli.report_only {
+        report.insert("machine".into(), json!(parley_tests::procfs::Machine::here().to_string()));
+    }
     let report = Value::Object(report);
     std::fs::create_dir_all(dir).expect("results dir");
     std::fs::write(&json_path, serde_json::to_string_pretty(&report).expect("json") + "\n").expect("write json");
@@ -333,22 +356,35 @@ fn many_section(r: &Value) -> String {
          VmHWM when the last one turned Ready (or at the timeout); CPU is the operator's user + system time from the first apply. \
          The environment's apiserver has a /16 service range (one ClusterIP Service per ChatCluster); \
          earlier runs used a private apiserver with a /16 while the environment had a /24. \
-         The current code's run is the unlabelled one (`scripts/bench.sh operator`); labelled runs \
-         record earlier code and experiments.\n\n\
+         The current code's runs are the unlabelled ones (`scripts/bench.sh operator` adds one, and \
+         drops the runs of other code); labelled runs record earlier code and experiments.\n\n\
          | ChatClusters (run) | Ready | first apply → all Ready | per cluster median / p99 | peak RSS | RSS at all Ready | \
          CPU | peak threads / fds | reconciles / errors |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
-    for (key, run) in by_cluster_count(many) {
-        md += &many_row(key, run);
+    for (key, entry) in by_cluster_count(many) {
+        let runs = entry_runs(entry);
+        for (i, run) in runs.iter().enumerate() {
+            let label = if runs.len() == 1 { key.clone() } else { format!("{key} #{}", i + 1) };
+            md += &many_row(&label, run);
+        }
     }
     md += "\nPer-second samples of the operator (RSS, VmHWM, threads, open files, CPU, Ready count) are in \
-           operator.json under `many_clusters.<N>.samples`; the operator's reconcile metrics under \
-           `many_clusters.<N>.operator.metrics_at_all_ready`.\n";
+           operator.json under `many_clusters.<N>.runs[i].samples`; the operator's reconcile metrics under \
+           `many_clusters.<N>.runs[i].operator.metrics_at_all_ready`.\n";
     md
 }
 
-/// The runs ordered by cluster count, then label: keys are "N" or "N label",
+/// A `many` entry's runs: `{"code", "runs": [...]}`, or one run in files
+/// written before runs were kept.
+fn entry_runs(entry: &Value) -> Vec<&Value> {
+    match entry.get("runs").and_then(Value::as_array) {
+        Some(runs) => runs.iter().collect(),
+        None => vec![entry],
+    }
+}
+
+/// The entries ordered by cluster count, then label: keys are "N" or "N label",
 /// and a plain string sort would put "1000" before "200".
 fn by_cluster_count(many: &Map<String, Value>) -> Vec<(&String, &Value)> {
     let mut runs: Vec<(&String, &Value)> = many.iter().collect();
@@ -449,15 +485,26 @@ mod tests {
                         "metrics_at_all_ready": {"parley_operator_reconciles_total": 500.0},
                     },
                 },
-                "100": {
-                    "all_ready": true, "ready": 100, "timeout_s": 300, "first_apply_to_all_ready_s": 5.0,
-                    "apply_to_ready_per_cluster_s": {"median": 1.0, "p99": 2.0},
-                    "operator": {
-                        "peak_rss_kib": 8192, "rss_at_all_ready_kib": 7168, "cpu_s_to_all_ready": 1.5,
-                        "peak_threads": 6, "peak_open_files": 18,
-                        "metrics_at_all_ready": {"parley_operator_reconciles_total": 300.0},
+                "100": {"code": "abc", "runs": [
+                    {
+                        "all_ready": true, "ready": 100, "timeout_s": 300, "first_apply_to_all_ready_s": 5.0,
+                        "apply_to_ready_per_cluster_s": {"median": 1.0, "p99": 2.0},
+                        "operator": {
+                            "peak_rss_kib": 8192, "rss_at_all_ready_kib": 7168, "cpu_s_to_all_ready": 1.5,
+                            "peak_threads": 6, "peak_open_files": 18,
+                            "metrics_at_all_ready": {"parley_operator_reconciles_total": 300.0},
+                        },
                     },
-                },
+                    {
+                        "all_ready": true, "ready": 100, "timeout_s": 300, "first_apply_to_all_ready_s": 6.0,
+                        "apply_to_ready_per_cluster_s": {"median": 1.5, "p99": 2.5},
+                        "operator": {
+                            "peak_rss_kib": 9216, "rss_at_all_ready_kib": 8192, "cpu_s_to_all_ready": 2.0,
+                            "peak_threads": 6, "peak_open_files": 19,
+                            "metrics_at_all_ready": {"parley_operator_reconciles_total": 310.0},
+                        },
+                    },
+                ]},
             },
         })
     }
@@ -466,6 +513,19 @@ mod tests {
     #[test]
     fn markdown_renders_every_section() {
         assert_eq!(markdown(&report()), FULL);
+    }
+
+    #[test]
+    fn runs_of_the_same_code_are_kept_and_others_replaced() {
+        let old = json!({"code": "abc", "runs": [1.0, 2.0], "median": 1.5, "lease_s": 10});
+        let keep = |old: Option<&Value>, code| keep_runs(old, code, vec![json!(3.0)]);
+        assert_eq!(keep(Some(&old), Some("abc")), vec![json!(1.0), json!(2.0), json!(3.0)]);
+        assert_eq!(keep(Some(&old), Some("def")), vec![json!(3.0)], "other code");
+        assert_eq!(keep(Some(&old), None), vec![json!(3.0)], "unknown code is never the same");
+        assert_eq!(keep(Some(&json!({"runs": [1.0]})), Some("abc")), vec![json!(3.0)], "a file from before codes");
+        assert_eq!(keep(None, Some("abc")), vec![json!(3.0)]);
+        let figure = timed(Some(&old), Some("abc"), &[9.0], json!({"lease_s": 10}));
+        assert_eq!(figure, json!({"code": "abc", "runs": [1.0, 2.0, 9.0], "median": 2.0, "lease_s": 10}));
     }
 
     #[test]
@@ -487,15 +547,16 @@ Operator RSS after the ready and scale runs: 20.0 MiB.
 
 ## Many ChatClusters applied at once → all Ready
 
-Goal (issue #8): 1,000 ChatClusters → all Ready in ≤ 60 s, operator RSS ≤ 64 MiB. Each ChatCluster: 1 partition, replication factor 1, `deletionPolicy: Delete`, own topic prefix (4 topics each), 1 gateway replica; server-side applied through the kube API, 32 requests in flight; a stand-in kubelet reports every Deployment ready as soon as the watch shows it. Peak RSS is the operator's VmHWM when the last one turned Ready (or at the timeout); CPU is the operator's user + system time from the first apply. The environment's apiserver has a /16 service range (one ClusterIP Service per ChatCluster); earlier runs used a private apiserver with a /16 while the environment had a /24. The current code's run is the unlabelled one (`scripts/bench.sh operator`); labelled runs record earlier code and experiments.
+Goal (issue #8): 1,000 ChatClusters → all Ready in ≤ 60 s, operator RSS ≤ 64 MiB. Each ChatCluster: 1 partition, replication factor 1, `deletionPolicy: Delete`, own topic prefix (4 topics each), 1 gateway replica; server-side applied through the kube API, 32 requests in flight; a stand-in kubelet reports every Deployment ready as soon as the watch shows it. Peak RSS is the operator's VmHWM when the last one turned Ready (or at the timeout); CPU is the operator's user + system time from the first apply. The environment's apiserver has a /16 service range (one ClusterIP Service per ChatCluster); earlier runs used a private apiserver with a /16 while the environment had a /24. The current code's runs are the unlabelled ones (`scripts/bench.sh operator` adds one, and drops the runs of other code); labelled runs record earlier code and experiments.
 
 | ChatClusters (run) | Ready | first apply → all Ready | per cluster median / p99 | peak RSS | RSS at all Ready | CPU | peak threads / fds | reconciles / errors |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-| 100 | 100 | 5.0 s | 1.0 s / 2.0 s | 8.0 MiB | 7.0 MiB | 1.5 s | 6 / 18 | 300 / 0 |
+| 100 #1 | 100 | 5.0 s | 1.0 s / 2.0 s | 8.0 MiB | 7.0 MiB | 1.5 s | 6 / 18 | 300 / 0 |
+| 100 #2 | 100 | 6.0 s | 1.5 s / 2.5 s | 9.0 MiB | 8.0 MiB | 2.0 s | 6 / 19 | 310 / 0 |
 | 100 before | 90 | not all Ready at the 300 s timeout (last Ready at 299.9 s) | 100.0 s / 250.0 s | 10.0 MiB | 9.0 MiB | 3.0 s | 8 / 20 | 500 / 0 |
 | 1000 | 1000 | 42.4 s | 12.3 s / 30.1 s | 50.0 MiB | 40.0 MiB | 7.2 s | 12 / 34 | 3000 / 3 |
 
-Per-second samples of the operator (RSS, VmHWM, threads, open files, CPU, Ready count) are in operator.json under `many_clusters.<N>.samples`; the operator's reconcile metrics under `many_clusters.<N>.operator.metrics_at_all_ready`.
+Per-second samples of the operator (RSS, VmHWM, threads, open files, CPU, Ready count) are in operator.json under `many_clusters.<N>.runs[i].samples`; the operator's reconcile metrics under `many_clusters.<N>.runs[i].operator.metrics_at_all_ready`.
 "##;
 
     const EMPTY: &str = r##"# Operator measurements
