@@ -6,9 +6,12 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use parley_bench::rate::RateResult;
+use parley_bench::runs::Runs;
 use parley_bench::storage::StorageResult;
 
-fn bench(args: &[&str], name: &str) -> String {
+/// Run the scenario into a fresh file and read its run back (the file keeps
+/// every run of one code; a fresh one holds just this).
+fn bench<T: serde::de::DeserializeOwned>(args: &[&str], name: &str) -> T {
     let out: PathBuf = std::env::temp_dir().join(format!("parley-bench-{name}-{}.json", std::process::id()));
     let status = Command::new(env!("CARGO_BIN_EXE_parley-bench"))
         .args(args)
@@ -20,17 +23,17 @@ fn bench(args: &[&str], name: &str) -> String {
     assert!(status.success(), "parley-bench {args:?} failed");
     let text = std::fs::read_to_string(&out).unwrap();
     std::fs::remove_file(&out).unwrap();
-    text
+    let runs: Runs<T> = Runs::from_value(serde_json::from_str(&text).unwrap()).unwrap();
+    runs.results.into_iter().last().expect("one run")
 }
 
 #[test]
 #[ignore = "needs Kafka and PostgreSQL from scripts/env/up.sh"]
 fn kafka_rate_run_delivers_everything_once() {
-    let text = bench(
+    let result: RateResult = bench(
         &["rate", "--mode", "kafka", "--rate", "100", "--duration", "3s", "--users", "20", "--conversations", "10"],
         "kafka-rate",
     );
-    let result: RateResult = serde_json::from_str(&text).unwrap();
     let run = &result.runs[0];
     assert!(run.sent >= 250, "{run:?}");
     assert_eq!(run.acked, run.sent, "every send acked");
@@ -52,7 +55,7 @@ fn kafka_rate_run_delivers_everything_once() {
 #[test]
 #[ignore = "needs Kafka and PostgreSQL from scripts/env/up.sh"]
 fn storage_run_stores_every_prefilled_message() {
-    let result: StorageResult = serde_json::from_str(&bench(&["storage", "--messages", "3000"], "storage")).unwrap();
+    let result: StorageResult = bench(&["storage", "--messages", "3000"], "storage");
     assert!(!result.timed_out, "{result:?}");
     assert_eq!(result.stored, 3000);
     assert!(result.messages_per_second > 0.0);

@@ -38,6 +38,17 @@ impl DeliverySink for Recorder {
     }
 }
 
+/// A storage worker over `broker` and `store`, batches of 16, its own metrics.
+fn storage_worker(broker: &Arc<MemoryBroker>, store: &Arc<dyn Store>, topics: &Topics) -> StorageWorker {
+    StorageWorker {
+        broker: broker.clone(),
+        store: store.clone(),
+        topics: topics.clone(),
+        batch_size: 16,
+        metrics: Arc::new(Metrics::new()),
+    }
+}
+
 fn event(sender: &str, cid: &str, conversation: &ConversationId) -> Vec<u8> {
     let data = ChatMessageData {
         msg_id: format!("m-{sender}-{cid}"),
@@ -126,13 +137,7 @@ async fn group_messages_of_non_members_are_refused_where_the_log_says_so() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
     store.create_group(&NewGroup::new("g", "G", "a").with_members(&["b"])).await.unwrap();
     let topics = Topics::new("t");
-    let storage = StorageWorker {
-        broker: broker.clone(),
-        store: store.clone(),
-        topics: topics.clone(),
-        batch_size: 16,
-        metrics: Arc::new(Metrics::new()),
-    };
+    let storage = storage_worker(&broker, &store, &topics);
     let mut deliveries = broker.subscribe(std::slice::from_ref(&topics.deliveries), "reader").await.unwrap();
     let g = ConversationId::group("g");
     let key = g.to_string();
@@ -193,13 +198,7 @@ async fn removals_and_joins_follow_the_group_rules_of_that_moment() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
     store.create_group(&NewGroup::new("g", "G", "a").with_members(&["b", "c"])).await.unwrap();
     let topics = Topics::new("t");
-    let storage = StorageWorker {
-        broker: broker.clone(),
-        store: store.clone(),
-        topics: topics.clone(),
-        batch_size: 16,
-        metrics: Arc::new(Metrics::new()),
-    };
+    let storage = storage_worker(&broker, &store, &topics);
     let g = ConversationId::group("g");
     let change = |user: &str, joined: bool, by: Option<&str>| {
         let data = MembershipData { group_id: "g".into(), user: user.into(), joined, by: by.map(Into::into) };

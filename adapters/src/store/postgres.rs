@@ -11,7 +11,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgQueryResult};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::rows::{self, to_i64, to_u64};
-use super::sql::{Dialect, SqlStore, amendment_targets, apply_amendments};
+use super::sql::{Dialect, SqlStore};
 use super::{NewMessage, StoreOutcome, StoredMessage, plan_batch};
 use crate::{Error, Result};
 use parley_core::ids::ConversationId;
@@ -67,7 +67,7 @@ impl Dialect for Postgres {
         // has committed by now, so its rows are visible here.
         let existing = existing_messages(&mut tx, batch).await?;
         let targets = if batch.iter().any(|m| m.amends.is_some()) {
-            amendment_targets::<Postgres>(&mut tx, batch).await?
+            SqlStore::<Postgres>::amendment_targets(&mut tx, batch).await?
         } else {
             HashMap::new()
         };
@@ -117,7 +117,7 @@ impl Dialect for Postgres {
             .execute(&mut *tx)
             .await?;
         }
-        apply_amendments::<Postgres>(&mut tx, &plan.amendments).await?;
+        SqlStore::<Postgres>::apply_amendments(&mut tx, &plan.amendments).await?;
         tx.commit().await?;
         Ok(plan.outcomes)
     }

@@ -136,7 +136,7 @@ where
             .await?;
         }
         for user in group.invited.iter().filter(|u| **u != group.creator && !group.members.contains(u)) {
-            insert_invite(&mut tx, &group.id, user, &group.creator, now).await?;
+            Self::insert_invite(&mut tx, &group.id, user, &group.creator, now).await?;
         }
         tx.commit().await?;
         Ok(Group {
@@ -168,7 +168,7 @@ where
         let Some(group) = row.as_ref().map(rows::group).transpose()? else {
             return Err(Error::NotFound(format!("group {id}")));
         };
-        if member_row(&mut tx, id, user).await?.is_some() {
+        if Self::member_row(&mut tx, id, user).await?.is_some() {
             return Ok(Joined::AlreadyMember);
         }
         let invited = sqlx::query("DELETE FROM group_invites WHERE group_id = $1 AND user_id = $2")
@@ -204,7 +204,7 @@ where
 
     async fn leave_group(&self, id: &str, user: &str) -> Result<bool> {
         let mut tx = DB::begin_write(&self.pool).await?;
-        let Some((role, _)) = member_row(&mut tx, id, user).await? else {
+        let Some((role, _)) = Self::member_row(&mut tx, id, user).await? else {
             return Ok(false);
         };
         sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
@@ -254,7 +254,9 @@ where
 
     async fn membership(&self, id: &str, user: &str) -> Result<Option<Membership>> {
         let mut conn = self.pool.acquire().await?;
-        Ok(member_row(&mut conn, id, user).await?.map(|(role, hidden_through)| Membership { role, hidden_through }))
+        Ok(Self::member_row(&mut conn, id, user)
+            .await?
+            .map(|(role, hidden_through)| Membership { role, hidden_through }))
     }
 
     async fn set_role(&self, id: &str, user: &str, role: Role) -> Result<bool> {
@@ -269,10 +271,10 @@ where
 
     async fn invite(&self, id: &str, user: &str, by: &str) -> Result<bool> {
         let mut tx = DB::begin_write(&self.pool).await?;
-        if member_row(&mut tx, id, user).await?.is_some() {
+        if Self::member_row(&mut tx, id, user).await?.is_some() {
             return Ok(false);
         }
-        insert_invite(&mut tx, id, user, by, now_millis()).await?;
+        Self::insert_invite(&mut tx, id, user, by, now_millis()).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -336,7 +338,7 @@ where
                     .await?;
             let read_seq = to_u64(read.unwrap_or(0));
             let hidden = match summary.conversation.group_id() {
-                Some(g) => member_row(&mut conn, g, user).await?.map_or(0, |(_, hidden)| hidden),
+                Some(g) => Self::member_row(&mut conn, g, user).await?.map_or(0, |(_, hidden)| hidden),
                 None => 0,
             };
             let from = rows::to_i64(read_seq.max(hidden))?;
@@ -425,9 +427,10 @@ where
     }
 }
 
-/// A member's role and hidden seqs, read on `conn` (a transaction's, so a
-/// decision and the write it leads to see the same rows).
-async fn member_row<DB>(conn: &mut DB::Connection, id: &str, user: &str) -> Result<Option<(Role, u64)>>
+// Statements several operations share, run on a connection (a
+// transaction's, so a decision and the write it leads to see the same rows);
+// the bounds are the `Store` impl's.
+impl<DB> SqlStore<DB>
 where
     DB: Dialect,
     DB::Arguments: IntoArguments<DB>,
@@ -439,95 +442,66 @@ where
     &'static str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
-    let row = sqlx::query("SELECT role, hidden_through FROM group_members WHERE group_id = $1 AND user_id = $2")
-        .bind(id)
-        .bind(user)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match row {
-        None => Ok(None),
-        Some(row) => Ok(Some((rows::parse(row.try_get("role")?)?, to_u64(row.try_get("hidden_through")?)))),
-    }
-}
-
-async fn insert_invite<DB>(conn: &mut DB::Connection, id: &str, user: &str, by: &str, at: i64) -> Result<()>
-where
-    DB: Dialect,
-    DB::Arguments: IntoArguments<DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
-    for<'a> String: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
-    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
-    for<'a> bool: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
-    &'static str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
-{
-    sqlx::query(
-        "INSERT INTO group_invites (group_id, user_id, invited_by, invited_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(id)
-    .bind(user)
-    .bind(by)
-    .bind(at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// The stored messages the amendments of `batch` name, by (conversation,
-/// seq); one read each (amendments are rare next to messages).
-pub(super) async fn amendment_targets<DB>(
-    conn: &mut DB::Connection,
-    batch: &[NewMessage],
-) -> Result<HashMap<(ConversationId, u64), StoredMessage>>
-where
-    DB: Dialect,
-    DB::Arguments: IntoArguments<DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
-    for<'a> String: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
-    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
-    for<'a> bool: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
-    &'static str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
-{
-    let sql = concat!("SELECT ", message_columns!(), " FROM messages WHERE conversation = $1 AND seq = $2");
-    let mut out = HashMap::new();
-    for (conversation, target) in batch.iter().filter_map(|m| Some((&m.conversation, m.amends?.target))) {
-        let row = sqlx::query(sql)
-            .bind(conversation.to_string())
-            .bind(i64::try_from(target).unwrap_or(i64::MAX))
+    /// A member's role and hidden seqs, read on `conn` (a transaction's, so a
+    /// decision and the write it leads to see the same rows).
+    async fn member_row(conn: &mut DB::Connection, id: &str, user: &str) -> Result<Option<(Role, u64)>> {
+        let row = sqlx::query("SELECT role, hidden_through FROM group_members WHERE group_id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user)
             .fetch_optional(&mut *conn)
             .await?;
-        if let Some(row) = row {
-            out.insert((conversation.clone(), target), rows::message(&row)?);
+        match row {
+            None => Ok(None),
+            Some(row) => Ok(Some((rows::parse(row.try_get("role")?)?, to_u64(row.try_get("hidden_through")?)))),
         }
     }
-    Ok(out)
-}
 
-/// Apply a plan's admitted amendments to the rows they name, in order.
-pub(super) async fn apply_amendments<DB>(conn: &mut DB::Connection, amendments: &[Amendment]) -> Result<()>
-where
-    DB: Dialect,
-    DB::Arguments: IntoArguments<DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
-    for<'a> String: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
-    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
-    for<'a> bool: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
-    &'static str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
-{
-    for a in amendments {
-        sqlx::query("UPDATE messages SET body = $3, amended = $4 WHERE conversation = $1 AND seq = $2")
-            .bind(a.conversation.to_string())
-            .bind(rows::to_i64(a.target)?)
-            .bind(a.body.as_str())
-            .bind(a.kind.as_str())
-            .execute(&mut *conn)
-            .await?;
+    async fn insert_invite(conn: &mut DB::Connection, id: &str, user: &str, by: &str, at: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO group_invites (group_id, user_id, invited_by, invited_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(user)
+        .bind(by)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
     }
-    Ok(())
+
+    /// The stored messages the amendments of `batch` name, by (conversation,
+    /// seq); one read each (amendments are rare next to messages).
+    pub(super) async fn amendment_targets(
+        conn: &mut DB::Connection,
+        batch: &[NewMessage],
+    ) -> Result<HashMap<(ConversationId, u64), StoredMessage>> {
+        let sql = concat!("SELECT ", message_columns!(), " FROM messages WHERE conversation = $1 AND seq = $2");
+        let mut out = HashMap::new();
+        for (conversation, target) in batch.iter().filter_map(|m| Some((&m.conversation, m.amends?.target))) {
+            let row = sqlx::query(sql)
+                .bind(conversation.to_string())
+                .bind(i64::try_from(target).unwrap_or(i64::MAX))
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(row) = row {
+                out.insert((conversation.clone(), target), rows::message(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Apply a plan's admitted amendments to the rows they name, in order.
+    pub(super) async fn apply_amendments(conn: &mut DB::Connection, amendments: &[Amendment]) -> Result<()> {
+        for a in amendments {
+            sqlx::query("UPDATE messages SET body = $3, amended = $4 WHERE conversation = $1 AND seq = $2")
+                .bind(a.conversation.to_string())
+                .bind(rows::to_i64(a.target)?)
+                .bind(a.body.as_str())
+                .bind(a.kind.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
 }

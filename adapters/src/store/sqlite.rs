@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, Transaction};
 
 use super::rows::{self, to_i64, to_u64};
-use super::sql::{Dialect, SqlStore, amendment_targets, apply_amendments};
+use super::sql::{Dialect, SqlStore};
 use super::{NewMessage, Store, StoreOutcome, StoredMessage, plan_batch};
 use crate::Result;
 
@@ -81,7 +81,7 @@ impl Dialect for Sqlite {
             }
         }
         let targets = if batch.iter().any(|m| m.amends.is_some()) {
-            amendment_targets::<Sqlite>(&mut tx, batch).await?
+            SqlStore::<Sqlite>::amendment_targets(&mut tx, batch).await?
         } else {
             HashMap::new()
         };
@@ -120,7 +120,7 @@ impl Dialect for Sqlite {
             .execute(&mut *tx)
             .await?;
         }
-        apply_amendments::<Sqlite>(&mut tx, &plan.amendments).await?;
+        SqlStore::<Sqlite>::apply_amendments(&mut tx, &plan.amendments).await?;
         tx.commit().await?;
         Ok(plan.outcomes)
     }
