@@ -18,7 +18,8 @@ function newId() {
 }
 function conv(id, name) {
   let c = state.convs.get(id);
-  if (!c) { c = { id, name: name || null, messages: new Map(), lastSeq: 0, unread: 0 }; state.convs.set(id, c); }
+  // readBy: how far each other participant has read (from `read` frames), for the ticks.
+  if (!c) { c = { id, name: name || null, messages: new Map(), lastSeq: 0, unread: 0, readBy: new Map() }; state.convs.set(id, c); }
   if (name) c.name = name;
   return c;
 }
@@ -119,9 +120,13 @@ function onFrame(f) {
     }
     case "presence": f.online ? state.online.add(f.user) : state.online.delete(f.user); renderOnline(); break;
     case "typing": showTyping(f.conversation, f.from); break;
-    case "read":
-      if (f.conversation === state.current) $("read").textContent = `${f.from} read up to #${f.seq}`;
+    case "read": {
+      if (f.from === state.me) break; // one's own other device
+      const c = conv(f.conversation);
+      c.readBy.set(f.from, Math.max(c.readBy.get(f.from) || 0, f.seq));
+      if (f.conversation === state.current) { $("read").textContent = `${f.from} read up to #${f.seq}`; renderMessages(); }
       break;
+    }
     case "error": showError(`${f.code}: ${f.reason}`); break;
   }
 }
@@ -152,6 +157,8 @@ function openConv(id, name) {
   $("body").disabled = false; $("send").disabled = false; $("body").focus();
   $("typing").textContent = ""; $("read").textContent = "";
   renderConvs(); renderMessages(); sync(c);
+  // Opening a conversation reads what it already holds.
+  if (c.lastSeq) send({ type: "read", conversation: id, seq: c.lastSeq });
 }
 
 function renderConvs() {
@@ -214,6 +221,13 @@ function renderMessages() {
     const div = document.createElement("div"); div.className = "msg" + (m.from === state.me ? " mine" : "");
     const meta = document.createElement("div"); meta.className = "meta";
     meta.textContent = `#${m.seq} ${m.from} · ${new Date(m.ts).toLocaleTimeString()}`;
+    // Read ticks on one's own messages: ✓ stored, ✓✓ read by someone else.
+    if (m.from === state.me) {
+      const read = [...c.readBy.values()].some((seq) => seq >= m.seq);
+      const tick = document.createElement("span"); tick.className = "tick" + (read ? " read" : "");
+      tick.textContent = read ? " ✓✓" : " ✓"; tick.title = read ? "read" : "stored";
+      meta.append(tick);
+    }
     const body = document.createElement("div"); body.className = "body";
     const gone = { recall: "message recalled", delete: "message deleted" }[m.amended];
     body.textContent = gone || m.body + (m.amended === "edit" ? " (edited)" : "");

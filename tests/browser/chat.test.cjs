@@ -94,6 +94,10 @@ test("two browser contexts exchange messages through the page", async () => {
   await alice.waitForSelector("#messages .msg:not(.mine) >> text=hi alice", { timeout: 10_000 });
 
   assert.equal(await alice.textContent("#typing"), "", "a sent message ends the sender's typing notice");
+  // Bob has the conversation open, so his page reported reading it: alice's
+  // message shows read (✓✓); bob's own reply is read by alice in turn.
+  await alice.waitForSelector("#messages .msg.mine:has-text('hello bob, from the browser') .tick.read", { timeout: 10_000 });
+  await bob.waitForSelector("#messages .msg.mine:has-text('hi alice') .tick.read", { timeout: 10_000 });
   const aliceTexts = await alice.$$eval("#messages .msg", (els) => els.map((e) => e.textContent));
   assert.equal(aliceTexts.filter((t) => t.includes("hello bob, from the browser")).length, 1, "no duplicate");
   assert.equal(aliceTexts.filter((t) => t.includes("hi alice")).length, 1, "no duplicate");
