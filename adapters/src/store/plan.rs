@@ -50,6 +50,9 @@ pub fn plan_batch(
     let mut in_batch: HashMap<(&str, &str), usize> = HashMap::new();
     // Messages stored earlier in this batch, by (conversation, seq).
     let mut stored_here: HashMap<(ConversationId, u64), usize> = HashMap::new();
+    // Only a batch with amendments looks messages up by seq: the common
+    // batch of plain messages skips the bookkeeping.
+    let amends_any = batch.iter().any(|m| m.amends.is_some());
     // The amendment applied to a message within this batch, latest first seen.
     let mut amended_here: HashMap<(ConversationId, u64), MessageKind> = HashMap::new();
 
@@ -94,7 +97,9 @@ pub fn plan_batch(
         let seq = current + 1;
         last_seqs.insert(msg.conversation.clone(), seq);
         in_batch.insert((&msg.from, &msg.client_msg_id), outcomes.len());
-        stored_here.insert((msg.conversation.clone(), seq), outcomes.len());
+        if amends_any {
+            stored_here.insert((msg.conversation.clone(), seq), outcomes.len());
+        }
         inserts.push(outcomes.len());
         outcomes.push(StoreOutcome {
             message: StoredMessage { seq, ..unstored(msg) },

@@ -150,22 +150,13 @@ where
     }
 
     async fn group(&self, id: &str) -> Result<Option<Group>> {
-        let row =
-            sqlx::query("SELECT id, name, created_by, created_at, is_open, history FROM chat_groups WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.as_ref().map(rows::group).transpose()
+        let mut conn = self.pool.acquire().await?;
+        Self::group_row(&mut conn, id).await
     }
 
     async fn join_group(&self, id: &str, user: &str) -> Result<Joined> {
         let mut tx = DB::begin_write(&self.pool).await?;
-        let row =
-            sqlx::query("SELECT id, name, created_by, created_at, is_open, history FROM chat_groups WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(group) = row.as_ref().map(rows::group).transpose()? else {
+        let Some(group) = Self::group_row(&mut tx, id).await? else {
             return Err(Error::NotFound(format!("group {id}")));
         };
         if Self::member_row(&mut tx, id, user).await?.is_some() {
@@ -442,6 +433,16 @@ where
     &'static str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
+    /// Group `id`, read on `conn`.
+    async fn group_row(conn: &mut DB::Connection, id: &str) -> Result<Option<Group>> {
+        let row =
+            sqlx::query("SELECT id, name, created_by, created_at, is_open, history FROM chat_groups WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        row.as_ref().map(rows::group).transpose()
+    }
+
     /// A member's role and hidden seqs, read on `conn` (a transaction's, so a
     /// decision and the write it leads to see the same rows).
     async fn member_row(conn: &mut DB::Connection, id: &str, user: &str) -> Result<Option<(Role, u64)>> {

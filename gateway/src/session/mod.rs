@@ -330,10 +330,7 @@ impl Conn {
         let result = match frame {
             ClientFrame::Send(send) => self.on_send(send, sink).await,
             ClientFrame::Sync(sync) => self.on_sync(sync, sink).await,
-            ClientFrame::Typing { conversation } => {
-                let frame = ServerFrame::Typing { conversation: conversation.clone(), from: self.user.clone() };
-                self.notify(&conversation, frame, sink).await
-            }
+            ClientFrame::Typing { conversation } => self.on_typing(conversation, sink).await,
             ClientFrame::Read { conversation, seq } => self.on_read(conversation, seq, sink).await,
             ClientFrame::Ping => Ok(self.reply(sink, &ServerFrame::Pong).await),
         };
@@ -379,26 +376,28 @@ impl Conn {
         seq: u64,
         sink: &mut Sink,
     ) -> parley_adapters::Result<Flow> {
-        if self.state.hidden_through(&self.user, &conversation).await?.is_none() {
+        if !self.state.may_access(&self.user, &conversation).await? {
             return Ok(self.forbidden(sink, &conversation, None).await);
         }
         let seq = self.state.store.mark_read(&self.user, &conversation, seq).await?;
         let frame = ServerFrame::Read { conversation: conversation.clone(), from: self.user.clone(), seq };
-        self.notify(&conversation, frame, sink).await
+        self.tell(&conversation, frame).await
     }
 
-    /// Typing and read notices: not stored, sent to the participants'
-    /// connections here (other devices of the sender included) and, in
-    /// Kafka mode, published for those connected to other gateways.
-    async fn notify(
-        &mut self,
-        conversation: &ConversationId,
-        frame: ServerFrame,
-        sink: &mut Sink,
-    ) -> parley_adapters::Result<Flow> {
-        if !self.state.may_access(&self.user, conversation).await? {
-            return Ok(self.forbidden(sink, conversation, None).await);
+    /// A typing notice, for participants only.
+    async fn on_typing(&mut self, conversation: ConversationId, sink: &mut Sink) -> parley_adapters::Result<Flow> {
+        if !self.state.may_access(&self.user, &conversation).await? {
+            return Ok(self.forbidden(sink, &conversation, None).await);
         }
+        let frame = ServerFrame::Typing { conversation: conversation.clone(), from: self.user.clone() };
+        self.tell(&conversation, frame).await
+    }
+
+    /// Typing and read notices (the caller checked access): not stored, sent
+    /// to the participants' connections here (other devices of the sender
+    /// included) and, in Kafka mode, published for those connected to other
+    /// gateways.
+    async fn tell(&mut self, conversation: &ConversationId, frame: ServerFrame) -> parley_adapters::Result<Flow> {
         let participants = self.state.participants(conversation).await?;
         for user in &participants {
             self.state.registry.send_to_user(user, &frame, Some(self.id));
