@@ -6,9 +6,16 @@ pub const GROUP_MESSAGES: &str = "group-messages";
 pub const USER_EVENTS: &str = "user-events";
 pub const DELIVERIES: &str = "deliveries";
 
-/// Consumer-group suffixes of the two consumer roles.
+/// Where offline notices that exhausted their retries are kept (only
+/// with offline push configured).
+pub const OFFLINE_DEAD_LETTERS: &str = "offline-dead-letters";
+
+/// Consumer-group suffixes of the consumer roles.
 pub const STORAGE_GROUP: &str = "storage";
 pub const PUSH_GROUP: &str = "push";
+/// Offline push notifications: its own group on `deliveries`, so a slow
+/// webhook never holds up live delivery.
+pub const OFFLINE_GROUP: &str = "offline";
 
 pub fn name(prefix: &str, suffix: &str) -> String {
     format!("{prefix}.{suffix}")
@@ -21,8 +28,10 @@ pub struct Topics {
     pub group_messages: String,
     pub user_events: String,
     pub deliveries: String,
+    pub offline_dead_letters: String,
     pub storage_group: String,
     pub push_group: String,
+    pub offline_group: String,
 }
 
 impl Topics {
@@ -32,8 +41,10 @@ impl Topics {
             group_messages: name(prefix, GROUP_MESSAGES),
             user_events: name(prefix, USER_EVENTS),
             deliveries: name(prefix, DELIVERIES),
+            offline_dead_letters: name(prefix, OFFLINE_DEAD_LETTERS),
             storage_group: name(prefix, STORAGE_GROUP),
             push_group: name(prefix, PUSH_GROUP),
+            offline_group: name(prefix, OFFLINE_GROUP),
         }
     }
 }
@@ -50,5 +61,7 @@ mod tests {
         assert_eq!(t.user_events, "demo.user-events");
         assert_eq!(t.deliveries, "demo.deliveries");
         assert_eq!(t.storage_group, "demo.storage");
+        assert_eq!(t.offline_group, "demo.offline");
+        assert_eq!(t.offline_dead_letters, "demo.offline-dead-letters");
     }
 }
