@@ -8,7 +8,7 @@ pub enum Error {
     Adapters(#[from] parley_adapters::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("invalid configuration: --offline-webhook {0}")]
+    #[error("invalid configuration: offline webhook: {0}")]
     Webhook(#[from] crate::webhook::WebhookUrlError),
     #[error("I/O error: {0}")]
     Io(std::io::Error),

@@ -21,7 +21,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_conf
 
 use crate::metrics::Metrics;
 use crate::presence::Presence;
-use crate::webhook::Webhook;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -30,21 +29,15 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub struct GatewayPush {
     pub presence: Arc<Mutex<Presence>>,
     pub metrics: Arc<Metrics>,
-    pub webhook: Option<Webhook>,
     /// `Bearer <internal token>`, the gateways' key to their stream.
     authorization: String,
     links: tokio::sync::Mutex<HashMap<String, Ws>>,
 }
 
 impl GatewayPush {
-    pub fn new(
-        presence: Arc<Mutex<Presence>>,
-        metrics: Arc<Metrics>,
-        webhook: Option<Webhook>,
-        internal_token: &str,
-    ) -> Self {
+    pub fn new(presence: Arc<Mutex<Presence>>, metrics: Arc<Metrics>, internal_token: &str) -> Self {
         let authorization = parley_core::internal_token::bearer(internal_token);
-        Self { presence, metrics, webhook, authorization, links: tokio::sync::Mutex::default() }
+        Self { presence, metrics, authorization, links: tokio::sync::Mutex::default() }
     }
 
     fn presence(&self) -> std::sync::MutexGuard<'_, Presence> {
@@ -103,10 +96,9 @@ impl DeliverySink for GatewayPush {
     }
 
     async fn deliver_all(&self, deliveries: &[Delivery]) -> parley_adapters::Result<Undelivered> {
-        // gateway id -> (address, its parts in order, their positions in the batch);
-        // (user, delivery) with no connection.
+        // gateway id -> (address, its parts in order, their positions in the batch).
+        // Recipients connected nowhere are the offline role's (`crate::offline`).
         let mut streams: BTreeMap<String, (String, Vec<String>, Vec<usize>)> = BTreeMap::new();
-        let mut offline = Vec::new();
         {
             let presence = self.presence();
             for (i, delivery) in deliveries.iter().enumerate() {
@@ -117,7 +109,7 @@ impl DeliverySink for GatewayPush {
                     stream.1.push(text);
                     stream.2.push(i);
                 }
-                offline.extend(route.offline.into_iter().map(|user| (user, delivery)));
+                self.metrics.offline_recipients.inc_by(route.offline.len() as u64);
             }
         }
         let mut undelivered = Undelivered::new();
@@ -132,15 +124,6 @@ impl DeliverySink for GatewayPush {
                     self.presence().forget_gateway(&gateway);
                     undelivered.extend(positions);
                 }
-            }
-        }
-        for (user, delivery) in offline {
-            self.metrics.offline_recipients.inc();
-            if let Some(webhook) = &self.webhook
-                && let Err(err) = webhook.notify(&user, &delivery.message).await
-            {
-                tracing::warn!(user, error = %err, "push: offline webhook failed");
-                self.metrics.webhook_failures.inc();
             }
         }
         Ok(undelivered)
@@ -232,7 +215,7 @@ mod tests {
         presence.apply(&online("d", "gw2", &dead), now);
         let presence = Arc::new(Mutex::new(presence));
         let metrics = Arc::new(Metrics::new());
-        let push = GatewayPush::new(presence.clone(), metrics.clone(), None, TOKEN);
+        let push = GatewayPush::new(presence.clone(), metrics.clone(), TOKEN);
 
         let batch = [delivery(1, "b"), delivery(2, "d"), delivery(3, "c"), delivery(4, "x"), delivery(5, "b")];
         let undelivered = push.deliver_all(&batch).await.unwrap();

@@ -3,8 +3,10 @@
 //! broker (standalone) and Kafka:
 //! - [`storage`]: message events → store batch (seq, idempotency) → deliveries.
 //! - [`push`]: deliveries → the sink that holds the recipients' connections.
+//! - [`offline`]: deliveries → a webhook notice per recipient connected
+//!   nowhere, retried, dead-lettered when given up on.
 //!
-//! Kafka mode (`parley-consumer storage|push`, wired in [`run`]): the push
+//! Kafka mode (`parley-consumer storage|push|offline`, wired in [`run`]): the push
 //! sink is [`gateways::GatewayPush`], routing by [`presence`] over an internal
 //! WebSocket stream to each gateway.
 
@@ -13,6 +15,7 @@ pub mod error;
 pub mod gateways;
 pub mod metered;
 pub mod metrics;
+pub mod offline;
 pub mod presence;
 pub mod push;
 pub mod routing;

@@ -19,9 +19,8 @@ pub enum Stage {
     Published,
     /// Push: its delivery taken from the deliveries topic.
     Fetched,
-    /// Push: handed to the gateways holding its recipients (recipients
-    /// offline go to the webhook; a delivery whose gateway was unreachable
-    /// is not counted).
+    /// Push: handed to the gateways holding its recipients (a delivery
+    /// whose gateway was unreachable is not counted).
     Pushed,
 }
 
@@ -57,6 +56,9 @@ pub struct Metrics {
     pub push_failures: Counter,
     pub offline_recipients: Counter,
     pub webhook_failures: Counter,
+    pub offline_notified: Counter,
+    pub offline_retries: Counter,
+    pub offline_dead_lettered: Counter,
     pub message_age: Family<StageLabel, Histogram, fn() -> Histogram>,
 }
 
@@ -78,6 +80,9 @@ impl Metrics {
             push_failures: Counter::default(),
             offline_recipients: Counter::default(),
             webhook_failures: Counter::default(),
+            offline_notified: Counter::default(),
+            offline_retries: Counter::default(),
+            offline_dead_lettered: Counter::default(),
             message_age: Family::new_with_constructor(age_histogram),
         };
         registry.register("batches_stored", "Batches stored in one transaction", m.batches_stored.clone());
@@ -94,7 +99,22 @@ impl Metrics {
             "Recipients with no connection on any gateway (offline notifications)",
             m.offline_recipients.clone(),
         );
-        registry.register("webhook_failures", "Offline notifications the webhook refused", m.webhook_failures.clone());
+        registry.register(
+            "webhook_failures",
+            "Offline notification attempts that failed (refused, unanswered or timed out)",
+            m.webhook_failures.clone(),
+        );
+        registry.register("offline_notified", "Offline notifications the webhook took", m.offline_notified.clone());
+        registry.register(
+            "offline_retries",
+            "Offline notifications tried again after a failed attempt",
+            m.offline_retries.clone(),
+        );
+        registry.register(
+            "offline_dead_lettered",
+            "Offline notifications given up on and kept as dead letters",
+            m.offline_dead_lettered.clone(),
+        );
         registry.register(
             "message_age_seconds",
             "Time since the gateway accepted a message, observed at each stage of the data path",

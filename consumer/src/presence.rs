@@ -125,6 +125,12 @@ impl Presence {
         out
     }
 
+    /// Whether `user` is on a live gateway the push path can reach: a
+    /// delivery to them goes out, so nobody needs to be notified.
+    pub fn reachable(&self, user: &str) -> bool {
+        self.gateways_of(user).iter().any(|gw| self.addr(gw).is_some())
+    }
+
     fn addr(&self, gateway_id: &str) -> Option<&str> {
         self.gateways.get(gateway_id).map(|g| g.0.as_str()).filter(|a| !a.is_empty())
     }

@@ -1,6 +1,7 @@
-//! Process wiring of `parley-consumer storage|push`: Kafka broker,
-//! PostgreSQL store (storage), presence and gateway streams (push), the
-//! HTTP endpoint for probes and metrics, one shutdown token.
+//! Process wiring of `parley-consumer storage|push|offline`: Kafka broker,
+//! PostgreSQL store (storage), presence (push, offline), gateway streams
+//! (push), the webhook (offline), the HTTP endpoint for probes and metrics,
+//! one shutdown token.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -18,14 +19,14 @@ use parley_core::ready::{PROBE_INTERVAL, PROBE_TIMEOUT, Readiness};
 use parley_core::topics;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Cli, PushArgs, Role, StorageArgs};
+use crate::config::{Cli, OfflineArgs, PushArgs, Role, StorageArgs};
 use crate::gateways::GatewayPush;
 use crate::metered::MeteredStore;
 use crate::metrics::Metrics;
+use crate::offline::{DeadLetters, OfflineWorker};
 use crate::presence::Presence;
 use crate::push::PushWorker;
 use crate::storage::StorageWorker;
-use crate::webhook::Webhook;
 use crate::{Error, Result};
 
 pub fn main(cli: Cli) -> Result<()> {
@@ -36,6 +37,7 @@ pub fn main(cli: Cli) -> Result<()> {
         match cli.role {
             Role::Storage(args) => storage(args, shutdown).await,
             Role::Push(args) => push(args, shutdown).await,
+            Role::Offline(args) => offline(args, shutdown).await,
         }
     })
 }
@@ -115,21 +117,20 @@ pub async fn storage(args: StorageArgs, shutdown: CancellationToken) -> Result<(
 }
 
 pub async fn push(args: PushArgs, shutdown: CancellationToken) -> Result<()> {
+    if args.offline_webhook.is_some() {
+        return Err(Error::Config(
+            "--offline-webhook moved to the offline role: run `parley-consumer offline --offline-webhook URL` \
+             (PARLEY_OFFLINE_WEBHOOK), its own consumer group"
+                .into(),
+        ));
+    }
     parley_core::internal_token::validate(&args.internal_token).map_err(|e| Error::Config(e.to_string()))?;
     let metrics = Arc::new(Metrics::new());
-    let webhook = args.offline_webhook.as_deref().map(Webhook::parse).transpose()?;
     let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(args.common.kafka()?)?);
     let topics = args.common.topics(topics::PUSH_GROUP);
-    let presence = Arc::new(Mutex::new(Presence::default()));
-    // Every push consumer needs every user's presence, so it reads the whole
-    // user-events topic in a group of its own (from the earliest offset).
-    let presence_group = format!("{}.presence.{}", topics.push_group, uuid::Uuid::now_v7());
-    let presence_sub = broker.subscribe(std::slice::from_ref(&topics.user_events), &presence_group).await?;
-    // Deliveries go where presence says, so a push consumer that has not yet
-    // read the user events already there would drop them as offline.
     let readiness = Readiness::new(&[check::GROUP, check::PRESENCE]);
-    tokio::spawn(follow_presence(presence_sub, presence.clone(), readiness.clone(), shutdown.clone()));
-    let sink = Arc::new(GatewayPush::new(presence, metrics.clone(), webhook, &args.internal_token));
+    let presence = start_presence(&broker, &topics, &topics.push_group, &readiness, &shutdown).await?;
+    let sink = Arc::new(GatewayPush::new(presence, metrics.clone(), &args.internal_token));
     let batch_size = args.common.batch_size.max(1);
     tracing::info!(group = %topics.push_group, "push consumer starting");
     let group = topics.push_group.clone();
@@ -139,6 +140,56 @@ pub async fn push(args: PushArgs, shutdown: CancellationToken) -> Result<()> {
     serve_http(args.common.listen, metrics, readiness, shutdown.clone()).await?;
     worker.run(sub, shutdown).await;
     Ok(())
+}
+
+pub async fn offline(args: OfflineArgs, shutdown: CancellationToken) -> Result<()> {
+    let webhook = args.push.webhook()?.ok_or_else(|| {
+        Error::Config("the offline role needs --offline-webhook (PARLEY_OFFLINE_WEBHOOK): where to send notices".into())
+    })?;
+    let retry = args.push.retry()?;
+    let metrics = Arc::new(Metrics::new());
+    let broker: Arc<dyn Broker> = Arc::new(KafkaBroker::new(args.common.kafka()?)?);
+    let topics = args.common.topics(topics::OFFLINE_GROUP);
+    let readiness = Readiness::new(&[check::GROUP, check::PRESENCE]);
+    let presence = start_presence(&broker, &topics, &topics.offline_group, &readiness, &shutdown).await?;
+    let online = Arc::new(move |user: &str| presence.lock().unwrap_or_else(|e| e.into_inner()).reachable(user));
+    tracing::info!(group = %topics.offline_group, "offline consumer starting");
+    let group = topics.offline_group.clone();
+    let worker = OfflineWorker {
+        broker,
+        topics,
+        webhook,
+        retry,
+        concurrency: args.push.offline_concurrency as usize,
+        batch_size: args.common.batch_size.max(1),
+        online,
+        dead_letters: DeadLetters::Topic,
+        metrics: metrics.clone(),
+    };
+    let sub = worker.subscribe().await?;
+    probe_group(&readiness, sub.joined(), group, shutdown.clone());
+    serve_http(args.common.listen, metrics, readiness, shutdown.clone()).await?;
+    worker.run(sub, shutdown).await;
+    Ok(())
+}
+
+/// Presence read from the whole user-events topic, kept current in the
+/// background. Every member of a group routing by presence needs all of
+/// it, so each reads the topic in a group of its own (from the earliest
+/// offset). Until it has caught up, `readiness` says so: a delivery routed
+/// before would count users offline who are not.
+async fn start_presence(
+    broker: &Arc<dyn Broker>,
+    topics: &topics::Topics,
+    group: &str,
+    readiness: &Arc<Readiness>,
+    shutdown: &CancellationToken,
+) -> Result<Arc<Mutex<Presence>>> {
+    let presence = Arc::new(Mutex::new(Presence::default()));
+    let presence_group = format!("{group}.presence.{}", uuid::Uuid::now_v7());
+    let sub = broker.subscribe(std::slice::from_ref(&topics.user_events), &presence_group).await?;
+    tokio::spawn(follow_presence(sub, presence.clone(), readiness.clone(), shutdown.clone()));
+    Ok(presence)
 }
 
 /// How long the presence reader waits for user events before it asks

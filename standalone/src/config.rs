@@ -59,6 +59,10 @@ pub struct StandaloneArgs {
     pub broker_retry_after: Duration,
     #[command(flatten)]
     pub session: SessionArgs,
+    /// Offline push (off without `--offline-webhook`); dead letters are
+    /// logged here, there being no topic that keeps them.
+    #[command(flatten)]
+    pub offline: parley_consumer::config::OfflinePushArgs,
 }
 
 impl StandaloneArgs {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use parley_adapters::broker::{Broker, MemoryBroker};
 use parley_adapters::delivery::DeliverySink;
 use parley_adapters::store::{SqliteStore, Store};
+use parley_consumer::offline::{DeadLetters, OfflineWorker};
 use parley_consumer::push::{self, PushWorker};
 use parley_consumer::storage::{self, StorageWorker};
 use parley_core::ready::Readiness;
@@ -33,6 +34,9 @@ use crate::config::StandaloneArgs;
 
 pub async fn run(args: StandaloneArgs) -> Result<()> {
     let secret = jwt_secret(&args)?;
+    // Bad offline-push settings are refused before anything is opened.
+    args.offline.webhook()?;
+    args.offline.retry()?;
     let dev_login = parley_gateway::config::dev_login(args.dev_login, args.jwt_secret.is_some(), args.listen)?;
     if dev_login {
         parley_gateway::config::warn_dev_login(args.listen);
@@ -48,7 +52,8 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     let tracker = TaskTracker::new();
 
     let workers_stop = CancellationToken::new();
-    let workers = start_workers(&broker, &store, &topics, &registry, &consumer_metrics, &workers_stop).await?;
+    let offline = offline_worker(&args, &broker, &topics, &registry, &consumer_metrics)?;
+    let workers = start_workers(&broker, &store, &topics, &registry, &consumer_metrics, offline, &workers_stop).await?;
 
     let state = AppState::new(StateParts {
         store,
@@ -110,7 +115,33 @@ fn jwt_secret(args: &StandaloneArgs) -> Result<String> {
     }
 }
 
-/// The storage and push workers, subscribed before anything is served (the
+/// The offline notifier, when a webhook is set: its own group on the
+/// deliveries, as in Kafka mode, so a slow webhook never delays a push.
+fn offline_worker(
+    args: &StandaloneArgs,
+    broker: &Arc<dyn Broker>,
+    topics: &Topics,
+    registry: &Arc<Registry>,
+    metrics: &Arc<parley_consumer::metrics::Metrics>,
+) -> Result<Option<OfflineWorker>> {
+    let Some(webhook) = args.offline.webhook()? else {
+        return Ok(None);
+    };
+    let online = registry.clone();
+    Ok(Some(OfflineWorker {
+        broker: broker.clone(),
+        topics: topics.clone(),
+        webhook,
+        retry: args.offline.retry()?,
+        concurrency: args.offline.offline_concurrency as usize,
+        batch_size: push::DEFAULT_BATCH,
+        online: Arc::new(move |user: &str| online.is_online(user)),
+        dead_letters: DeadLetters::Log,
+        metrics: metrics.clone(),
+    }))
+}
+
+/// The storage and push workers (and the offline one), subscribed before anything is served (the
 /// in-process broker drops records published to a topic no group has
 /// joined yet) and running until `stop`. They stop only after the
 /// connections are gone, so messages accepted during the drain are still
@@ -121,6 +152,7 @@ async fn start_workers(
     topics: &Topics,
     registry: &Arc<Registry>,
     metrics: &Arc<parley_consumer::metrics::Metrics>,
+    offline: Option<OfflineWorker>,
     stop: &CancellationToken,
 ) -> Result<TaskTracker> {
     let storage_worker = StorageWorker {
@@ -143,6 +175,10 @@ async fn start_workers(
     let workers = TaskTracker::new();
     workers.spawn(storage_worker.run(storage_sub, stop.clone()));
     workers.spawn(push_worker.run(push_sub, stop.clone()));
+    if let Some(offline) = offline {
+        let sub = offline.subscribe().await?;
+        workers.spawn(offline.run(sub, stop.clone()));
+    }
     workers.close();
     Ok(workers)
 }

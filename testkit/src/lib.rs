@@ -26,3 +26,4 @@ pub mod postgres;
 pub mod process;
 pub mod procfs;
 pub mod wait;
+pub mod webhook;
