@@ -61,7 +61,8 @@ cargo test --locked -p parley-tests
 cargo test --locked -p parley-bench --test kafka_smoke -- --ignored
 
 tier "browser: the chat page in headless Chromium"
-PARLEY_STANDALONE_BIN=$CARGO_TARGET_DIR/debug/parley-standalone node --test tests/browser/
+PARLEY_STANDALONE_BIN=$CARGO_TARGET_DIR/debug/parley-standalone \
+  PARLEY_KAFKA_CHAT_BIN=$CARGO_TARGET_DIR/debug/parley-kafka-chat node --test tests/browser/
 
 # Last: pods really run; the operator's Ready comes from their probes.
 tier "the node: images built here, pods that really run"

@@ -46,6 +46,11 @@ impl Drop for Cluster {
 }
 
 pub async fn start(tag: &str) -> Cluster {
+    start_with(tag, &[]).await
+}
+
+/// [`start`] with extra environment for the gateways.
+pub async fn start_with(tag: &str, gateway_env: &[(&str, String)]) -> Cluster {
     let prefix = env::unique(tag);
     let db_url = chat::prepare(&prefix, 6).await;
     let specs = chat::render(&prefix, &db_url);
@@ -57,7 +62,8 @@ pub async fn start(tag: &str) -> Cluster {
     }
     let gateways = (0..2)
         .map(|i| {
-            chat::start_gateway(&specs.gateway, &format!("{prefix}-gateway-{i}"), &format!("127.0.0.1:{}", free_port()))
+            let internal = format!("127.0.0.1:{}", free_port());
+            chat::start_gateway_with(&specs.gateway, &format!("{prefix}-gateway-{i}"), &internal, gateway_env)
         })
         .collect();
     Cluster { prefix, specs, db_url, gateways, storage, push }
