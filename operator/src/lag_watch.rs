@@ -8,6 +8,12 @@
 //! Kafka cluster in a few requests) and triggers a reconcile as soon as a
 //! reading differs from the status, where the reconcile decides as before.
 //! Busy ChatClusters keep their per-poll reconciles.
+//!
+//! The same metadata request tells whether each topic is still there with
+//! the partitions and replicas the status lists, so a topic deleted,
+//! recreated or grown by hand is reconciled within a poll, not at the next
+//! resync (config drift still waits for the resync: reading configs is a
+//! request per cluster).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -83,6 +89,15 @@ fn differs(status: &ChatClusterStatus, role: Role, lag: scaling::GroupLag) -> bo
         .is_none_or(|g| g.lag != lag.total || g.partitions_with_lag != lag.partitions_with_lag)
 }
 
+/// Whether a topic of `names` is gone, or has other partition or replica
+/// counts than the status lists (observed: name -> (partitions, replicas)).
+fn topics_drifted(status: &ChatClusterStatus, names: &[String], observed: &BTreeMap<String, (i32, i32)>) -> bool {
+    names.iter().any(|name| {
+        let listed = status.topics.iter().find(|t| t.name == *name).map(|t| (t.partitions, t.replication_factor));
+        listed.is_none() || observed.get(name).copied() != listed
+    })
+}
+
 /// Read due clusters' lag every second and send the ones to reconcile.
 pub async fn run(kafka: Arc<KafkaClients>, clusters: Store<DeserializeGuard<ChatCluster>>, trigger: mpsc::Sender<Key>) {
     let mut last_read: HashMap<Key, Instant> = HashMap::new();
@@ -133,25 +148,30 @@ async fn to_reconcile(
 ) -> Vec<Key> {
     let props = crate::kafka::bootstrap_props(bootstrap);
     let mut wanted: Vec<GroupTopics> = Vec::new();
+    let mut topic_names: Vec<String> = Vec::new();
     let mut per_cluster = Vec::new();
     for guard in guards {
         let Ok(cc) = &guard.0 else { continue };
         let groups = groups_of(cc);
         wanted.extend(groups.iter().map(|(_, g)| g.clone()));
-        per_cluster.push((guard, groups));
+        let names = Names::of(cc).topics;
+        topic_names.extend(names.iter().cloned());
+        per_cluster.push((guard, groups, names));
     }
     // On a failed read, reconcile those whose status does not say so yet;
     // the others are already retrying under their backoff.
     let keys = || {
         per_cluster
             .iter()
-            .filter(|(g, _)| g.0.as_ref().ok().and_then(|cc| cc.status.as_ref()).is_none_or(|s| !says_unavailable(s)))
-            .map(|(g, _)| ObjectRef::from_obj(&***g))
+            .filter(|(g, _, _)| {
+                g.0.as_ref().ok().and_then(|cc| cc.status.as_ref()).is_none_or(|s| !says_unavailable(s))
+            })
+            .map(|(g, _, _)| ObjectRef::from_obj(&***g))
             .collect()
     };
     let Ok(kafka) = clients.get(&props) else { return keys() };
-    let offsets = match kafka.many_group_offsets(&wanted).await {
-        Some(Ok(offsets)) => offsets,
+    let reading = match kafka.quiet_reading(&wanted, &topic_names).await {
+        Some(Ok(reading)) => reading,
         Some(Err(err)) => {
             tracing::debug!(error = %err, "reading lag of quiet ChatClusters");
             return keys();
@@ -159,15 +179,19 @@ async fn to_reconcile(
         None => return keys(),
     };
     let mut out = Vec::new();
-    for (guard, groups) in &per_cluster {
+    for (guard, groups, names) in &per_cluster {
         let Ok(cc) = &guard.0 else { continue };
         let Some(status) = &cc.status else { continue };
-        let changed = groups.iter().any(|(role, (group, _))| {
-            offsets.get(group).is_none_or(|o| {
+        let lag_changed = groups.iter().any(|(role, (group, _))| {
+            reading.offsets.get(group).is_none_or(|o| {
                 differs(status, *role, scaling::group_lag(o.iter().map(|(_, p)| p), OffsetReset::Earliest))
             })
         });
-        if changed {
+        let drifted = topics_drifted(status, names, &reading.topics);
+        if drifted {
+            tracing::info!(cluster = %ObjectRef::from_obj(&***guard), "topics differ from the status; reconciling");
+        }
+        if lag_changed || drifted {
             out.push(ObjectRef::from_obj(&***guard));
         }
     }
@@ -193,6 +217,32 @@ mod tests {
             last_scale_time: None,
             reason: None,
         }
+    }
+
+    #[test]
+    fn topics_gone_regrown_or_unlisted_are_drift() {
+        use crate::crd::TopicStatus;
+        let topic = |name: &str, partitions, replication_factor| TopicStatus {
+            name: name.into(),
+            partitions,
+            replication_factor,
+        };
+        let status =
+            ChatClusterStatus { topics: vec![topic("p.a", 6, 3), topic("p.b", 6, 3)], ..ChatClusterStatus::default() };
+        let names = ["p.a".to_owned(), "p.b".to_owned()];
+        let seen = |entries: &[(&str, i32, i32)]| -> BTreeMap<String, (i32, i32)> {
+            entries.iter().map(|(n, p, r)| ((*n).to_owned(), (*p, *r))).collect()
+        };
+        assert!(!topics_drifted(&status, &names, &seen(&[("p.a", 6, 3), ("p.b", 6, 3)])), "as listed");
+        assert!(topics_drifted(&status, &names, &seen(&[("p.a", 6, 3)])), "p.b deleted");
+        assert!(topics_drifted(&status, &names, &seen(&[("p.a", 6, 3), ("p.b", 8, 3)])), "p.b grown by hand");
+        assert!(
+            topics_drifted(&status, &names, &seen(&[("p.a", 6, 1), ("p.b", 6, 3)])),
+            "p.a recreated with 1 replica"
+        );
+        let more = ["p.a".to_owned(), "p.b".to_owned(), "p.c".to_owned()];
+        let all = seen(&[("p.a", 6, 3), ("p.b", 6, 3), ("p.c", 6, 3)]);
+        assert!(topics_drifted(&status, &more, &all), "a topic the status does not list yet");
     }
 
     #[test]

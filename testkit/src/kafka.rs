@@ -113,3 +113,20 @@ pub async fn delete_topics_with_prefix(prefix: &str) -> Result<(), String> {
     admin.delete_topics(&refs, &AdminOptions::new()).await.map_err(|e| e.to_string())?;
     Ok(())
 }
+
+/// Grow a topic to `total` partitions, as a human with admin tools might.
+pub async fn add_partitions(name: &str, total: usize) {
+    let growth = rdkafka::admin::NewPartitions::new(name, total);
+    let results = admin().expect("admin").create_partitions([&growth], &options()).await.expect("create_partitions");
+    for r in results {
+        r.unwrap_or_else(|(_, code)| panic!("growing {name}: {code:?}"));
+    }
+}
+
+/// Delete one topic, as a human with admin tools might.
+pub async fn delete_topic(name: &str) {
+    let results = admin().expect("admin").delete_topics(&[name], &options()).await.expect("delete_topics");
+    for r in results {
+        r.unwrap_or_else(|(_, code)| panic!("deleting {name}: {code:?}"));
+    }
+}

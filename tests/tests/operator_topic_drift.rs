@@ -108,3 +108,47 @@ async fn existing_topics_are_adopted_mismatches_reported_and_drift_corrected() {
     );
     teardown_namespace(&ns);
 }
+
+/// Status of `chat` once every consumer group sits at its decided replicas
+/// with no lag: from then on only the lag watch and the resync look at it.
+async fn quiet_topics(api: &Api<ChatCluster>) -> Result<Vec<(String, i32)>, String> {
+    let cc = api.get("chat").await.map_err(|e| e.to_string())?;
+    let status = cc.status.ok_or("no status")?;
+    let quiet = parley_operator::lag_watch::quiet(&cc.spec.consumers, &status);
+    if !quiet || status.topics.len() != 4 {
+        return Err(format!("not quiet yet: {:?} {:?}", status.topics, status.consumer_groups));
+    }
+    Ok(status.topics.iter().map(|t| (t.name.clone(), t.partitions)).collect())
+}
+
+#[tokio::test]
+async fn a_quiet_clusters_topics_deleted_or_grown_by_hand_are_seen_within_a_poll() {
+    let ns = setup_namespace("parley-drift-poll");
+    let prefix = env::unique("driftpoll").replace('-', "_");
+    // No resync during the test: only the lag watch's poll can notice.
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &["--resync-seconds", "3600"]);
+    let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
+    manifest(&prefix).apply(&ns);
+    wait::until("the ChatCluster quiet with its four topics", 90, || quiet_topics(&api)).await;
+
+    // user-events is read by no consumer group, so no lag reading needs it.
+    let user_events = format!("{prefix}.user-events");
+    kafka::delete_topic(&user_events).await;
+    wait::until("user-events made again", 60, || async {
+        let t = kafka::topics_with_prefix(&format!("{prefix}."))?;
+        if t.get(&user_events) == Some(&(6, 3)) { Ok(()) } else { Err(format!("{t:?}")) }
+    })
+    .await;
+
+    // Grown by hand: the status lists what Kafka has, and says it is above the spec.
+    let deliveries = format!("{prefix}.deliveries");
+    wait::until("quiet again", 60, || quiet_topics(&api)).await;
+    kafka::add_partitions(&deliveries, 8).await;
+    let (_, why, message) = wait::until("the growth reported", 60, || async {
+        let c = topics_condition(&api).await?;
+        if c.1 == reason::PARTITION_DECREASE_REJECTED { Ok(c) } else { Err(format!("{c:?}")) }
+    })
+    .await;
+    assert!(message.contains(&format!("{deliveries} has 8 partitions")), "{why}: {message}");
+    teardown_namespace(&ns);
+}

@@ -276,24 +276,42 @@ impl KafkaCluster {
             topics.sort();
             topics.dedup();
             let marks = wire.watermarks(&topics).await?;
-            let mut out = BTreeMap::new();
-            for (group, parts) in groups {
-                let committed = committed.get(group);
-                let offsets = parts
-                    .iter()
-                    .flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p)))
-                    .filter_map(|key| {
-                        let (low, high) = *marks.get(&key)?;
-                        let committed = committed
-                            .and_then(|c| c.iter().find(|c| c.topic == key.0 && c.partition == key.1))
-                            .and_then(|c| c.offset);
-                        let (topic, partition) = key;
-                        Some((TopicPartition { topic, partition }, PartitionOffsets { low, high, committed }))
-                    })
-                    .collect();
-                out.insert(group.clone(), offsets);
-            }
-            Ok(out)
+            Ok(readings(groups, &committed, &marks))
+        };
+        Some(read.await.map_err(|source| KafkaError::Wire { what: "reading consumer lag", source }))
+    }
+
+    /// [`many_group_offsets`](Self::many_group_offsets) for the lag watch,
+    /// with the partition and replica counts of `also` and of the groups'
+    /// topics from the same metadata request (drift found for free). A
+    /// topic that is gone leaves its partitions out instead of failing the
+    /// whole read.
+    pub async fn quiet_reading(
+        &self,
+        groups: &[wire::GroupTopics],
+        also: &[String],
+    ) -> Option<Result<QuietReading, KafkaError>> {
+        let wire = self.wire.as_ref()?;
+        let read = async {
+            let mut names: Vec<String> = groups.iter().flat_map(|(_, t)| t.iter().map(|(n, _)| n.clone())).collect();
+            names.extend(also.iter().cloned());
+            names.sort();
+            names.dedup();
+            let (brokers, metadata) = wire.metadata(&names).await?;
+            let topics: BTreeMap<String, (i32, i32)> = metadata
+                .iter()
+                .map(|m| (m.name.clone(), (m.partitions.len() as i32, m.partitions.first().map_or(0, |p| p.2 as i32))))
+                .collect();
+            let mut present: Vec<(String, i32)> = groups
+                .iter()
+                .flat_map(|(_, t)| t.iter())
+                .filter_map(|(n, count)| topics.get(n).map(|(observed, _)| (n.clone(), (*count).min(*observed))))
+                .collect();
+            present.sort();
+            present.dedup();
+            let committed = wire.committed(groups).await?;
+            let marks = wire.watermarks_from(&brokers, &metadata, &present).await?;
+            Ok(QuietReading { offsets: readings(groups, &committed, &marks), topics })
         };
         Some(read.await.map_err(|source| KafkaError::Wire { what: "reading consumer lag", source }))
     }
@@ -492,6 +510,42 @@ fn check(
         }
     }
     Ok(())
+}
+
+/// What the lag watch reads of one Kafka cluster in one go.
+pub struct QuietReading {
+    /// Each group's readings, as [`KafkaCluster::many_group_offsets`].
+    pub offsets: BTreeMap<String, Vec<Reading>>,
+    /// Topic name -> (partitions, replicas of its first partition), for the
+    /// topics that exist.
+    pub topics: BTreeMap<String, (i32, i32)>,
+}
+
+/// Each group's readings from committed offsets and watermarks; partitions
+/// without watermarks (their topic is gone) are left out.
+fn readings(
+    groups: &[wire::GroupTopics],
+    committed: &BTreeMap<String, Vec<wire::Committed>>,
+    marks: &BTreeMap<(String, i32), (i64, i64)>,
+) -> BTreeMap<String, Vec<Reading>> {
+    let mut out = BTreeMap::new();
+    for (group, parts) in groups {
+        let committed = committed.get(group);
+        let offsets = parts
+            .iter()
+            .flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p)))
+            .filter_map(|key| {
+                let (low, high) = *marks.get(&key)?;
+                let committed = committed
+                    .and_then(|c| c.iter().find(|c| c.topic == key.0 && c.partition == key.1))
+                    .and_then(|c| c.offset);
+                let (topic, partition) = key;
+                Some((TopicPartition { topic, partition }, PartitionOffsets { low, high, committed }))
+            })
+            .collect();
+        out.insert(group.clone(), offsets);
+    }
+    out
 }
 
 #[cfg(test)]

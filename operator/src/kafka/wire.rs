@@ -194,6 +194,16 @@ impl WireClient {
     pub async fn watermarks(&self, topics: &[(String, i32)]) -> Result<BTreeMap<(String, i32), (i64, i64)>, WireError> {
         let names: Vec<String> = topics.iter().map(|(t, _)| t.clone()).collect();
         let (brokers, metadata) = self.metadata(&names).await?;
+        self.watermarks_from(&brokers, &metadata, topics).await
+    }
+
+    /// [`watermarks`](Self::watermarks) with the metadata already in hand.
+    pub async fn watermarks_from(
+        &self,
+        brokers: &HashMap<i32, String>,
+        metadata: &[TopicMetadata],
+        topics: &[(String, i32)],
+    ) -> Result<BTreeMap<(String, i32), (i64, i64)>, WireError> {
         let mut by_leader: BTreeMap<&str, Vec<(&str, i32)>> = BTreeMap::new();
         for (topic, count) in topics {
             let meta = metadata

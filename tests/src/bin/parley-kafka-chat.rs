@@ -29,7 +29,8 @@ async fn main() {
     }
     out.flush().expect("stdout");
     drop(out);
-    let stdin_closed = tokio::task::spawn_blocking(|| for _ in std::io::stdin().lock().lines().map_while(Result::ok) {});
+    let stdin_closed =
+        tokio::task::spawn_blocking(|| for _ in std::io::stdin().lock().lines().map_while(Result::ok) {});
     let shutdown = CancellationToken::new();
     tokio::spawn(parley_core::shutdown::on_signal(shutdown.clone()));
     tokio::select! {
