@@ -80,7 +80,7 @@ fn printer_columns() {
     };
     assert_eq!(named(false), ["Ready", "Partitions", "Gateways", "Storage", "Push", "Lag", "Age"]);
     // `-o wide` only.
-    assert_eq!(named(true), ["Storage Desired", "Push Desired", "Storage Reason", "Push Reason"]);
+    assert_eq!(named(true), ["Storage Desired", "Push Desired", "Storage Reason", "Push Reason", "Offline"]);
 }
 
 #[test]

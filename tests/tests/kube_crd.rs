@@ -81,18 +81,20 @@ async fn crd_validation_printer_columns_and_scale() {
     let columns = kubectl::table(&table);
     let cell = |name: &str| columns.iter().find(|(n, _)| n == name).map(|(_, rows)| rows[0].clone()).unwrap();
     assert_eq!([cell("GATEWAYS"), cell("STORAGE"), cell("PUSH"), cell("LAG")], ["1/2", "2/3", "1/1", "42"], "{table}");
-    // `-o wide` adds what each role's lag asks for and why.
+    // `-o wide` adds what each role's lag asks for and why, and the offline
+    // role's pods (none here: no offlinePush).
     let wide = kubectl::ok(&["get", "chat", "-n", &ns, "-o", "wide"]);
     let columns = kubectl::table(&wide);
     let names: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(
-        names[names.len() - 4..],
-        ["STORAGE DESIRED", "PUSH DESIRED", "STORAGE REASON", "PUSH REASON"],
+        names[names.len() - 5..],
+        ["STORAGE DESIRED", "PUSH DESIRED", "STORAGE REASON", "PUSH REASON", "OFFLINE"],
         "{wide}"
     );
     let cell = |name: &str| columns.iter().find(|(n, _)| n == name).map(|(_, rows)| rows[0].clone()).unwrap();
     assert_eq!([cell("STORAGE DESIRED"), cell("PUSH DESIRED")], ["4", "1"], "{wide}");
     assert_eq!(cell("STORAGE REASON"), "lag 40 over 12 partitions (3 with lag), threshold 10", "{wide}");
+    assert_eq!(cell("OFFLINE"), "", "{wide}");
 
     // Scale subresource: `kubectl scale` writes spec.gateway.replicas.
     kubectl::ok(&["scale", "-n", &ns, "chatcluster/demo", "--replicas=3"]);

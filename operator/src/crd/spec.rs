@@ -104,6 +104,13 @@ use super::status::ChatClusterStatus;
         description = "Why push has the replicas it has: the last scale decision",
         priority = "1"
     ),
+    printcolumn(
+        name = "Offline",
+        type_ = "string",
+        json_path = r#".status.consumerGroups[?(@.role=="offline")].ready"#,
+        description = "Offline push consumer pods ready / asked for (empty without spec.offlinePush)",
+        priority = "1"
+    ),
     // Topic names are `<prefix>.<suffix>`; Kafka caps names at 249
     // characters, and the prefix defaults to `<namespace>.<name>` (a
     // namespace has at most 63; CEL cannot see it, so assume the most).
