@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::api::{Api, PatchParams};
+use kube::api::{Api, DeleteParams, PatchParams};
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
@@ -95,6 +95,41 @@ pub(crate) async fn apply_consumer(
     let group = autoscale::group_status(cc, names, &outcome, scaled, now);
     target.report_not_draining(role, &group, ready).await;
     Ok(((role.as_str().to_owned(), observed), group))
+}
+
+/// Delete the Deployment of a role the ChatCluster no longer runs (offline
+/// push removed from its spec), if it has one it owns; forget the role's
+/// scaling memory and metrics. Its status entry goes with the role, as the
+/// status lists only the roles applied.
+pub(crate) async fn remove_consumer(target: &Target<'_>, role: Role) -> Result<()> {
+    let (ctx, cc, ns) = (target.ctx, target.build.cc, target.ns);
+    let name = &target.build.names.role(role).deployment;
+    let uid = cc.metadata.uid.as_deref().unwrap_or_default();
+    let owned_here =
+        |d: &owned::DeploymentView| d.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true));
+    // Not cached yet but applied by this process: a create the watch has
+    // not shown yet, so ours too.
+    let cached = owned::cached(&target.stores.deployments, ns, name);
+    let ours = cached.as_deref().map_or_else(|| ctx.applied.has::<Deployment>(ns, name), owned_here);
+    let listed = cc.status.iter().flat_map(|s| &s.consumer_groups).any(|g| g.role == role.as_str());
+    if listed || ours {
+        ctx.autoscale.forget(uid, role);
+        ctx.metrics.forget_group(ns, &cc.name_any(), role.as_str());
+    }
+    if !ours {
+        return Ok(());
+    }
+    match target.deployments.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {
+            let note = format!("{} removed: deleted Deployment {name} (spec.offlinePush is unset)", role.as_str());
+            info!(deployment = %name, %note, "role removed");
+            publish(ctx, target.oref, EventType::Normal, event_reason::ROLE_REMOVED, &note).await;
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(err) => return Err(err.into()),
+    }
+    ctx.applied.forget::<Deployment>(ns, name);
+    Ok(())
 }
 
 impl<'a> Target<'a> {

@@ -70,6 +70,12 @@ impl Default for Memory {
 }
 
 impl Memory {
+    /// Forget one role of a ChatCluster (a role it no longer runs): should
+    /// it come back, it starts without old desires.
+    pub fn forget(&self, uid: &str, role: Role) {
+        self.roles.lock().unwrap_or_else(|e| e.into_inner()).remove(&(uid.to_owned(), role));
+    }
+
     /// Forget ChatClusters whose uid `live` rejects (deleted).
     pub fn retain(&self, mut live: impl FnMut(&str) -> bool) {
         self.roles.lock().unwrap_or_else(|e| e.into_inner()).retain(|(uid, _), _| live(uid));

@@ -322,6 +322,18 @@ mod tests {
     }
 
     #[test]
+    fn consumers_ready_waits_for_every_role_applied_offline_included() {
+        let mut obs = healthy();
+        obs.consumers.push(("offline".into(), Replicas { desired: 2, ready: 1 }));
+        let s = compute(&obs, None, &at(100));
+        let consumers = cond(&s, condition::CONSUMERS_READY);
+        assert_eq!((consumers.status.as_str(), consumers.reason.as_str()), ("False", reason::PROGRESSING));
+        assert!(consumers.message.contains("offline: 1/2 replicas ready"), "{}", consumers.message);
+        obs.consumers[2].1.ready = 2;
+        assert!(is_true(&compute(&obs, None, &at(100)), condition::CONSUMERS_READY));
+    }
+
+    #[test]
     fn groups_and_total_lag_reach_the_status() {
         let group = |role: &str, lag| ConsumerGroupStatus {
             role: role.into(),

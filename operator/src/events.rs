@@ -25,6 +25,8 @@ pub mod event_reason {
     /// Partitions with lag whose committed offsets stand still while their
     /// consumers are ready; named in the note.
     pub const LAG_NOT_DRAINING: &str = "LagNotDraining";
+    /// A consumer role's Deployment deleted: the spec no longer runs it.
+    pub const ROLE_REMOVED: &str = "RoleRemoved";
 }
 
 /// Publish an Event; a failure is logged, never fails the reconcile.

@@ -75,7 +75,9 @@ pub(crate) async fn finalize(cc: &ChatCluster, names: &Names, ctx: &Context, api
         return Ok(Action::await_change());
     }
     let oref = cc.object_ref(&());
-    let topics = &names.topics;
+    // With the dead-letter topic even when offline push is off now: an
+    // earlier spec may have made it, and a missing topic is no error.
+    let topics = &names.deletable_topics();
     match ctx.ownership(cc, &names.prefix)? {
         Ownership::Owner => delete_or_give_up(cc, ctx, &oref, topics).await?,
         // Not this one's to delete: an older ChatCluster owns the prefix.

@@ -46,11 +46,7 @@ pub fn covers(cc: &ChatCluster) -> bool {
 /// reconcile to do (a change of lag still triggers one).
 pub fn quiet(consumers: &ConsumersSpec, status: &ChatClusterStatus) -> bool {
     let idle = |g: &ConsumerGroupStatus| {
-        let activation = match Role::ALL.into_iter().find(|r| r.as_str() == g.role) {
-            Some(Role::Storage) => consumers.storage.activation_lag_threshold,
-            Some(Role::Push) => consumers.push.activation_lag_threshold,
-            None => 0,
-        };
+        let activation = Role::named(&g.role).map_or(0, |r| r.of(consumers).activation_lag_threshold);
         g.lag == 0 || (g.replicas == 0 && g.lag <= activation)
     };
     !status.consumer_groups.is_empty()
@@ -61,7 +57,7 @@ pub fn quiet(consumers: &ConsumersSpec, status: &ChatClusterStatus) -> bool {
 fn groups_of(cc: &ChatCluster) -> Vec<(Role, GroupTopics)> {
     let Some(status) = &cc.status else { return Vec::new() };
     let names = Names::of(cc);
-    Role::ALL
+    Role::active(cc)
         .into_iter()
         .map(|role| {
             let group = names.role(role);
@@ -271,6 +267,28 @@ mod tests {
         spec.storage.activation_lag_threshold = 0;
         status.consumer_groups = vec![group("storage", 30, 0, 0)];
         assert!(!quiet(&spec, &status), "no threshold");
+    }
+
+    #[test]
+    fn the_offline_group_is_read_with_its_own_activation_threshold() {
+        let mut spec = ConsumersSpec::default();
+        spec.offline.activation_lag_threshold = 20;
+        let mut status = ChatClusterStatus {
+            consumer_groups: vec![group("storage", 0, 1, 1), group("push", 0, 1, 1), group("offline", 20, 0, 0)],
+            ..Default::default()
+        };
+        assert!(quiet(&spec, &status), "offline held at zero by its own threshold");
+        status.consumer_groups[2] = group("offline", 21, 0, 0);
+        assert!(!quiet(&spec, &status));
+
+        let all = ["chat.demo.chat-messages", "chat.demo.group-messages", "chat.demo.deliveries"];
+        let topics = all.map(|n| crate::crd::TopicStatus { name: n.into(), partitions: 3, replication_factor: 1 });
+        let mut cc = crate::test_support::cluster(serde_json::json!({"kafka": {"bootstrapServers": "k:9092"}}));
+        cc.status = Some(ChatClusterStatus { topics: topics.into(), ..Default::default() });
+        let roles = |cc: &ChatCluster| groups_of(cc).into_iter().map(|(r, (g, _))| (r, g)).collect::<Vec<_>>();
+        assert_eq!(roles(&cc).len(), 2, "no offline group without offline push");
+        cc.spec.offline_push = Some(serde_json::from_value(serde_json::json!({"webhook": "http://n/x"})).unwrap());
+        assert_eq!(roles(&cc)[2], (Role::Offline, "chat.demo.offline".to_owned()));
     }
 
     #[test]

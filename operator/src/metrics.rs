@@ -68,8 +68,20 @@ impl Metrics {
     /// name)` is false: a deleted ChatCluster's last lag would be reported
     /// (and held in memory) for ever.
     pub fn retain_clusters(&self, keep: impl Fn(&str, &str) -> bool) {
+        self.retain_groups(|labels| keep(&labels.namespace, &labels.chatcluster));
+    }
+
+    /// Stop exporting one role's series of a ChatCluster: a role it no
+    /// longer runs (offline push removed).
+    pub fn forget_group(&self, namespace: &str, chatcluster: &str, role: &str) {
+        self.retain_groups(|l| {
+            (l.namespace.as_str(), l.chatcluster.as_str(), l.role.as_str()) != (namespace, chatcluster, role)
+        });
+    }
+
+    fn retain_groups(&self, keep: impl Fn(&GroupLabels) -> bool) {
         self.groups.lock().unwrap_or_else(|e| e.into_inner()).retain(|labels| {
-            let kept = keep(&labels.namespace, &labels.chatcluster);
+            let kept = keep(labels);
             if !kept {
                 self.group_lag.remove(labels);
                 self.group_replicas.remove(labels);
@@ -98,6 +110,9 @@ mod tests {
         m.set_group(labels("gone", "storage"), Some(9), 3);
         m.set_group(labels("gone", "push"), None, 1);
         assert!(m.encode().contains("chatcluster=\"gone\""));
+        m.set_group(labels("kept", "offline"), Some(1), 1);
+        m.forget_group("ns", "kept", "offline");
+        assert!(!m.encode().contains("role=\"offline\""), "a role no longer run");
         m.retain_clusters(|ns, name| ns == "ns" && name == "kept");
         let out = m.encode();
         assert!(!out.contains("chatcluster=\"gone\""), "{out}");

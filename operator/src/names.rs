@@ -5,12 +5,14 @@
 
 use kube::ResourceExt;
 
-use crate::crd::{ChatCluster, ConsumerSpec};
+use crate::crd::{ChatCluster, ConsumerSpec, ConsumersSpec};
 
 /// The topics every ChatCluster has, as `<prefix>.<suffix>` (names shared
-/// with the gateway and consumers through `parley_core::topics`).
+/// with the gateway and consumers through `parley_core::topics`), and the
+/// dead-letter topic of offline push, which only one with
+/// `spec.offlinePush` has.
 pub mod suffix {
-    pub use parley_core::topics::{CHAT_MESSAGES, DELIVERIES, GROUP_MESSAGES, USER_EVENTS};
+    pub use parley_core::topics::{CHAT_MESSAGES, DELIVERIES, GROUP_MESSAGES, OFFLINE_DEAD_LETTERS, USER_EVENTS};
     pub const ALL: [&str; 4] = [CHAT_MESSAGES, GROUP_MESSAGES, USER_EVENTS, DELIVERIES];
 }
 
@@ -26,16 +28,37 @@ pub const INTERNAL_TOKEN_KEY: &str = "token";
 pub enum Role {
     Storage,
     Push,
+    Offline,
 }
 
 impl Role {
-    pub const ALL: [Role; 2] = [Role::Storage, Role::Push];
+    /// Every role there is; [`Role::active`] are those one ChatCluster runs.
+    pub const ALL: [Role; 3] = [Role::Storage, Role::Push, Role::Offline];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Storage => parley_core::topics::STORAGE_GROUP,
             Role::Push => parley_core::topics::PUSH_GROUP,
+            Role::Offline => parley_core::topics::OFFLINE_GROUP,
         }
+    }
+
+    /// The role named `name` (a status entry's `role`).
+    pub fn named(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
+    /// Whether `cc` runs this role: offline only with `spec.offlinePush`.
+    pub fn is_active(self, cc: &ChatCluster) -> bool {
+        match self {
+            Role::Storage | Role::Push => true,
+            Role::Offline => cc.spec.offline_push.is_some(),
+        }
+    }
+
+    /// The roles `cc` runs, in [`Role::ALL`]'s order.
+    pub fn active(cc: &ChatCluster) -> Vec<Role> {
+        Role::ALL.into_iter().filter(|r| r.is_active(cc)).collect()
     }
 
     /// Topic suffixes this role's group consumes.
@@ -46,13 +69,22 @@ impl Role {
             // of it outside the group (presence must be complete), so the
             // group's lag is on deliveries only.
             Role::Push => &[suffix::DELIVERIES],
+            // Its own group on deliveries: a slow webhook never holds up
+            // live delivery, and its lag is its own.
+            Role::Offline => &[suffix::DELIVERIES],
         }
     }
 
     pub fn spec(self, cc: &ChatCluster) -> &ConsumerSpec {
+        self.of(&cc.spec.consumers)
+    }
+
+    /// This role's entry in `spec.consumers`.
+    pub fn of(self, consumers: &ConsumersSpec) -> &ConsumerSpec {
         match self {
-            Role::Storage => &cc.spec.consumers.storage,
-            Role::Push => &cc.spec.consumers.push,
+            Role::Storage => &consumers.storage,
+            Role::Push => &consumers.push,
+            Role::Offline => &consumers.offline,
         }
     }
 }
@@ -65,12 +97,19 @@ pub struct Names {
     /// two ChatClusters of one name in different namespaces may share a
     /// Kafka cluster; with the bare name they would fight over the same topics.
     pub prefix: String,
-    /// `<prefix>.<suffix>` for each of [`suffix::ALL`], in that order.
+    /// The topics the operator keeps as the spec says: `<prefix>.<suffix>`
+    /// for each of [`suffix::ALL`], in that order, then [`Names::dead_letters`]
+    /// while `spec.offlinePush` is set.
     pub topics: Vec<String>,
+    /// `<prefix>.offline-dead-letters`, whether or not offline push is on
+    /// now: a ChatCluster deleted with `deletionPolicy: Delete` deletes it
+    /// too if an earlier spec had it created.
+    pub dead_letters: String,
     /// The gateway Deployment and its Service: `<name>-gateway`.
     pub gateway: String,
     storage: RoleNames,
     push: RoleNames,
+    offline: RoleNames,
 }
 
 /// The names of one consumer role.
@@ -115,11 +154,18 @@ impl Names {
             group: topic(role.as_str()),
             topics: role.topics().iter().map(|s| topic(s)).collect(),
         };
+        let dead_letters = topic(suffix::OFFLINE_DEAD_LETTERS);
+        let mut topics: Vec<String> = suffix::ALL.iter().map(|s| topic(s)).collect();
+        if Role::Offline.is_active(cc) {
+            topics.push(dead_letters.clone());
+        }
         Self {
-            topics: suffix::ALL.iter().map(|s| topic(s)).collect(),
+            topics,
+            dead_letters,
             gateway: format!("{name}-gateway"),
             storage: role(Role::Storage),
             push: role(Role::Push),
+            offline: role(Role::Offline),
             prefix,
         }
     }
@@ -128,7 +174,18 @@ impl Names {
         match role {
             Role::Storage => &self.storage,
             Role::Push => &self.push,
+            Role::Offline => &self.offline,
         }
+    }
+
+    /// Every topic a ChatCluster may have made: what a deletion with
+    /// `deletionPolicy: Delete` removes (one that is missing is no error).
+    pub fn deletable_topics(&self) -> Vec<String> {
+        let mut all = self.topics.clone();
+        if !all.contains(&self.dead_letters) {
+            all.push(self.dead_letters.clone());
+        }
+        all
     }
 }
 
@@ -142,6 +199,40 @@ mod tests {
     fn roles_consume_their_topics() {
         assert_eq!(Role::Storage.topics(), ["chat-messages", "group-messages"]);
         assert_eq!(Role::Push.topics(), ["deliveries"]);
+        assert_eq!(Role::Offline.topics(), ["deliveries"]);
+        assert!(Role::ALL.into_iter().all(|r| Role::named(r.as_str()) == Some(r)));
+        assert_eq!(Role::named("gateway"), None);
+    }
+
+    fn with_offline_push() -> ChatCluster {
+        cluster(json!({"kafka": {"bootstrapServers": "k:9092"}, "offlinePush": {"webhook": "http://n/offline"}}))
+    }
+
+    #[test]
+    fn the_offline_role_runs_only_with_offline_push() {
+        let plain = cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}));
+        assert_eq!(Role::active(&plain), [Role::Storage, Role::Push]);
+        assert_eq!(Role::active(&with_offline_push()), Role::ALL);
+        let offline = Names::of(&plain).role(Role::Offline).clone();
+        assert_eq!((offline.deployment.as_str(), offline.group.as_str()), ("demo-offline", "chat.demo.offline"));
+        assert_eq!(offline.topics, ["chat.demo.deliveries"]);
+    }
+
+    #[test]
+    fn the_dead_letter_topic_is_kept_with_offline_push_and_deleted_either_way() {
+        let plain = Names::of(&cluster(json!({"kafka": {"bootstrapServers": "k:9092"}})));
+        assert_eq!(plain.topics.len(), 4, "no dead letters without offline push");
+        assert_eq!(plain.dead_letters, "chat.demo.offline-dead-letters");
+        let on = Names::of(&with_offline_push());
+        assert_eq!(on.topics[..4], plain.topics[..]);
+        assert_eq!(on.topics[4], "chat.demo.offline-dead-letters");
+        // Removing offlinePush keeps the topic (dead letters are data); a
+        // deletion with deletionPolicy Delete still takes it.
+        for names in [&plain, &on] {
+            let all = names.deletable_topics();
+            assert_eq!(all.len(), 5);
+            assert_eq!(all.last(), Some(&names.dead_letters));
+        }
     }
 
     #[test]

@@ -336,6 +336,12 @@ impl AppliedMemory {
         entries.insert(key(returned), Applied { uid, owner, desired: hash, version });
     }
 
+    /// Forget the object `ns`/`name` of kind `K` (deleted by this process).
+    pub fn forget<K: k8s_openapi::Resource>(&self, ns: &str, name: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.remove(&(K::KIND, ns.to_owned(), name.to_owned()));
+    }
+
     /// Forget objects whose owner uid `live` rejects (owner deleted).
     pub fn retain_owners(&self, mut live: impl FnMut(&str) -> bool) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -421,6 +427,8 @@ mod tests {
         assert!(!memory.unchanged(Some(&view("u2", 2, 3)), &desired, hash), "recreated by someone");
         let other = deployment("", 0, 4);
         assert!(!memory.unchanged(Some(&cached), &other, fingerprint(&other)), "we want something else");
+        memory.forget::<Service>("chat", "demo-storage");
+        assert!(memory.has::<Deployment>("chat", "demo-storage"), "another kind stays");
         memory.retain_owners(|uid| uid == "owner-1");
         assert!(memory.unchanged(Some(&cached), &desired, hash), "its owner is still there");
         memory.retain_owners(|_| false);

@@ -62,10 +62,9 @@ pub(crate) async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action>
     let build = Workloads { cc, names: &names, images: &ctx.settings.images, reads: &reads };
     let target = Target::new(ctx, &ns, &oref, build).await?;
 
-    // Every Secret the pods read, once (the gateway's are all of them): the
-    // Kafka client's properties, and the versions that roll the pods when
-    // one is edited.
-    let secrets = secrets::read(&ctx.client, &ns, reads.gateway.clone()).await?;
+    // Every Secret the pods read, once: the Kafka client's properties, and
+    // the versions that roll the pods when one is edited.
+    let secrets = secrets::read(&ctx.client, &ns, reads.all()).await?;
     let secrets = internal_secret::ensure(&ctx.client, &ns, cc, secrets).await?;
     let versions = secrets::versions(&secrets);
     // The gateway does not depend on Kafka: apply it while the topics are
@@ -78,10 +77,16 @@ pub(crate) async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action>
     let gateway = gateway?;
     let lag_source = kafka.lag_source();
     let now = Time(Timestamp::now());
+    let roles = Role::active(cc);
     let applied = futures::future::try_join_all(
-        Role::ALL.map(|role| apply::apply_consumer(&target, role, &lag_source, &versions, &now)),
+        roles.iter().map(|role| apply::apply_consumer(&target, *role, &lag_source, &versions, &now)),
     )
     .await?;
+    // A role the spec no longer runs (offline push removed) loses its
+    // Deployment; its group's committed offsets stay in Kafka.
+    for role in Role::ALL.into_iter().filter(|r| !roles.contains(r)) {
+        apply::remove_consumer(&target, role).await?;
+    }
     let (consumers, groups): (Vec<_>, Vec<_>) = applied.into_iter().unzip();
 
     let obs = Observation {
@@ -92,7 +97,7 @@ pub(crate) async fn reconcile(cc: &ChatCluster, ctx: &Context) -> Result<Action>
         consumers,
         groups,
         gateway_blockers: secrets::blockers(&secrets, &reads.gateway),
-        consumer_blockers: secrets::blockers(&secrets, &reads.consumers),
+        consumer_blockers: secrets::blockers(&secrets, &reads.of_roles(&roles)),
     };
     let status = conditions::compute(&obs, cc.status.as_ref(), &now);
     write_status(cc, &status, ctx, &api).await?;

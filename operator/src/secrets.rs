@@ -1,6 +1,7 @@
 //! The Secrets a ChatCluster refers to (Kafka client properties, database
-//! URL, JWT key), read once per reconcile: the Kafka client's properties
-//! come from one, and their versions roll the pods that read them.
+//! URL, JWT key, offline webhook authorization), read once per reconcile:
+//! the Kafka client's properties come from one, and their versions roll the
+//! pods that read them.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -35,7 +35,8 @@ pub struct ObservedTopic {
     pub dynamic_config: BTreeMap<String, String>,
 }
 
-/// The four topics (`names.topics`) with the spec's settings.
+/// The topics in `names.topics` (the dead-letter topic among them with
+/// offline push), all with the spec's settings.
 pub fn desired_topics(cc: &ChatCluster, names: &Names) -> Vec<DesiredTopic> {
     let spec = &cc.spec.topics;
     let mut config = spec.config.clone();
@@ -183,7 +184,7 @@ fn merged_config(
     })
 }
 
-/// The keys of the config the desired topics set (the same for all four).
+/// The keys of the config the desired topics set (the same for all).
 pub fn config_keys(desired: &[DesiredTopic]) -> Vec<String> {
     desired.first().map(|t| t.config.keys().cloned().collect()).unwrap_or_default()
 }
@@ -236,6 +237,21 @@ mod tests {
             names,
             ["chat.demo.chat-messages", "chat.demo.group-messages", "chat.demo.user-events", "chat.demo.deliveries"]
         );
+    }
+
+    #[test]
+    fn offline_push_adds_its_dead_letter_topic_with_the_same_settings() {
+        let cc = cluster(json!({
+            "kafka": {"bootstrapServers": "k:9092", "topicPrefix": "prod"},
+            "topics": {"partitions": 12, "replicationFactor": 3, "retention": "48h", "config": {"cleanup.policy": "delete"}},
+            "offlinePush": {"webhook": "http://notifier/offline"}
+        }));
+        let topics = desired_of(&cc);
+        assert_eq!(topics.len(), 5);
+        let dead = &topics[4];
+        assert_eq!(dead.name, "prod.offline-dead-letters");
+        assert_eq!((dead.partitions, dead.replication_factor, &dead.config), (12, 3, &topics[0].config));
+        assert_eq!(config_keys(&topics), config_keys(&topics[..1]));
     }
 
     #[test]

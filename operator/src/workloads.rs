@@ -44,6 +44,11 @@ pub mod env {
     pub const POD_IP: &str = "PARLEY_POD_IP";
     pub const KAFKA_PROPERTIES_DIR: &str = "PARLEY_KAFKA_PROPERTIES_DIR";
     pub const INTERNAL_TOKEN: &str = parley_core::internal_token::ENV;
+    pub const OFFLINE_WEBHOOK: &str = "PARLEY_OFFLINE_WEBHOOK";
+    pub const OFFLINE_WEBHOOK_AUTHORIZATION: &str = "PARLEY_OFFLINE_WEBHOOK_AUTHORIZATION";
+    pub const OFFLINE_MAX_ATTEMPTS: &str = "PARLEY_OFFLINE_MAX_ATTEMPTS";
+    pub const OFFLINE_BACKOFF: &str = "PARLEY_OFFLINE_BACKOFF";
+    pub const OFFLINE_MAX_BACKOFF: &str = "PARLEY_OFFLINE_MAX_BACKOFF";
 }
 
 /// Where pods see `spec.kafka.secretRef`: one file per librdkafka property.
@@ -75,13 +80,17 @@ pub fn secrets_read(cc: &ChatCluster, gateway: bool) -> BTreeSet<String> {
 /// What each kind of pod reads, computed once per reconcile.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretsRead {
-    /// What the gateway reads: every Secret the ChatCluster names, and the
-    /// internal stream's token.
+    /// What the gateway reads: the Kafka client's, the database URL's, its
+    /// JWT key, and the internal stream's token.
     pub gateway: BTreeSet<String>,
-    /// What the storage consumers read: all but the gateway's JWT key.
-    pub consumers: BTreeSet<String>,
+    /// What the storage consumers read: the gateway's but the JWT key and
+    /// the token.
+    pub storage: BTreeSet<String>,
     /// What the push consumers read: the storage consumers' and the token.
     pub push: BTreeSet<String>,
+    /// What the offline consumers read: the Kafka client's and the
+    /// webhook's authorization (no database, no token).
+    pub offline: BTreeSet<String>,
 }
 
 impl SecretsRead {
@@ -91,16 +100,35 @@ impl SecretsRead {
             names.insert(internal.clone());
             names
         };
-        let consumers = secrets_read(cc, false);
-        Self { gateway: with_token(secrets_read(cc, true)), push: with_token(consumers.clone()), consumers }
+        let storage = secrets_read(cc, false);
+        let kafka = cc.spec.kafka.secret_ref.iter().map(|s| s.name.clone());
+        let authorization =
+            cc.spec.offline_push.iter().flat_map(|o| &o.authorization_secret_ref).map(|s| s.name.clone());
+        Self {
+            gateway: with_token(secrets_read(cc, true)),
+            push: with_token(storage.clone()),
+            storage,
+            offline: kafka.chain(authorization).collect(),
+        }
     }
 
     /// What one consumer role's pods read.
     pub fn of_role(&self, role: Role) -> &BTreeSet<String> {
         match role {
+            Role::Storage => &self.storage,
             Role::Push => &self.push,
-            Role::Storage => &self.consumers,
+            Role::Offline => &self.offline,
         }
+    }
+
+    /// What the pods of `roles` read between them.
+    pub fn of_roles(&self, roles: &[Role]) -> BTreeSet<String> {
+        roles.iter().flat_map(|r| self.of_role(*r)).cloned().collect()
+    }
+
+    /// Every Secret some pod of the ChatCluster reads: what a reconcile reads.
+    pub fn all(&self) -> BTreeSet<String> {
+        self.gateway.union(&self.offline).cloned().collect()
     }
 }
 
@@ -207,7 +235,9 @@ fn internal_token_env(cc: &ChatCluster) -> EnvVar {
     secret_env(env::INTERNAL_TOKEN, &secret)
 }
 
-fn common_env(cc: &ChatCluster, names: &Names) -> Vec<EnvVar> {
+/// What every chat process needs to reach Kafka, and the database URL
+/// for those that read or write it (all but the offline consumers).
+fn common_env(cc: &ChatCluster, names: &Names, database: bool) -> Vec<EnvVar> {
     let mut env = vec![
         plain_env(env::KAFKA_BOOTSTRAP_SERVERS, cc.spec.kafka.bootstrap_servers.clone()),
         plain_env(env::TOPIC_PREFIX, names.prefix.clone()),
@@ -215,9 +245,31 @@ fn common_env(cc: &ChatCluster, names: &Names) -> Vec<EnvVar> {
     if cc.spec.kafka.secret_ref.is_some() {
         env.push(plain_env(env::KAFKA_PROPERTIES_DIR, KAFKA_CLIENT_MOUNT));
     }
-    if let Some(storage) = &cc.spec.storage {
+    if let Some(storage) = cc.spec.storage.as_ref().filter(|_| database) {
         env.push(secret_env(env::DATABASE_URL, &storage.postgres.url_secret_ref));
     }
+    env
+}
+
+/// A duration as `parley_core::time::parse_duration` reads it: one number
+/// and one unit (it takes no `1m30s`).
+fn duration_env(name: &str, duration: kube::core::Duration) -> EnvVar {
+    let d = std::time::Duration::from(duration);
+    let value = if d.subsec_millis() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) };
+    plain_env(name, value)
+}
+
+/// The offline consumers' webhook and retry settings (none without
+/// `spec.offlinePush`; the role does not run then).
+fn offline_env(cc: &ChatCluster) -> Vec<EnvVar> {
+    let Some(spec) = &cc.spec.offline_push else { return Vec::new() };
+    let mut env = vec![plain_env(env::OFFLINE_WEBHOOK, spec.webhook.clone())];
+    if let Some(secret) = &spec.authorization_secret_ref {
+        env.push(secret_env(env::OFFLINE_WEBHOOK_AUTHORIZATION, secret));
+    }
+    env.push(plain_env(env::OFFLINE_MAX_ATTEMPTS, spec.max_attempts.to_string()));
+    env.push(duration_env(env::OFFLINE_BACKOFF, spec.backoff));
+    env.push(duration_env(env::OFFLINE_MAX_BACKOFF, spec.max_backoff));
     env
 }
 
@@ -310,7 +362,7 @@ impl Workloads<'_> {
     pub fn gateway_deployment(&self, secrets: &SecretVersions) -> Deployment {
         let cc = self.cc;
         let spec = &cc.spec.gateway;
-        let mut env = common_env(cc, self.names);
+        let mut env = common_env(cc, self.names, true);
         env.push(plain_env(env::LISTEN, format!("0.0.0.0:{HTTP_PORT}")));
         // The internal address push consumers stream deliveries to is
         // `<pod IP>:<metrics port>`; that port is not behind the Service.
@@ -394,11 +446,13 @@ impl Workloads<'_> {
         let cc = self.cc;
         let spec = role.spec(cc);
         let names = self.names.role(role);
-        let mut env = common_env(cc, self.names);
+        let mut env = common_env(cc, self.names, role != Role::Offline);
         env.push(plain_env(env::CONSUMER_GROUP, names.group.clone()));
         env.push(plain_env(env::LISTEN, format!("0.0.0.0:{METRICS_PORT}")));
-        if role == Role::Push {
-            env.push(internal_token_env(cc));
+        match role {
+            Role::Push => env.push(internal_token_env(cc)),
+            Role::Offline => env.extend(offline_env(cc)),
+            Role::Storage => {}
         }
         let container = Container {
             name: role.as_str().to_owned(),
@@ -637,6 +691,101 @@ mod tests {
         assert_eq!(token_ref(&consumer_deployment(&cc, Role::Push, 1, &images(), &SecretVersions::new())), expected);
         assert_eq!(token_ref(&consumer_deployment(&cc, Role::Storage, 1, &images(), &SecretVersions::new())), None);
         assert!(SecretsRead::of(&cc).gateway.contains("demo-internal"), "a new token rolls the gateways");
+    }
+
+    fn offline_cluster() -> ChatCluster {
+        cluster(json!({
+            "kafka": {"bootstrapServers": "k:9092", "secretRef": {"name": "kafka-auth"}},
+            "gateway": {"authSecretRef": {"name": "jwt", "key": "hs256"}},
+            "storage": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}},
+            "offlinePush": {"webhook": "http://notifier.chat.svc:8081/offline",
+                            "authorizationSecretRef": {"name": "notifier", "key": "authorization"},
+                            "maxAttempts": 7, "backoff": "1500ms", "maxBackoff": "2m"}
+        }))
+    }
+
+    #[test]
+    fn offline_pods_get_the_webhook_and_retries_but_no_database_or_token() {
+        let cc = offline_cluster();
+        let d = consumer_deployment(&cc, Role::Offline, 2, &images(), &SecretVersions::new());
+        assert_eq!(d.metadata.name.as_deref(), Some("demo-offline"));
+        let container = &d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(container.args, Some(vec!["offline".to_owned()]));
+        let env = env_of(&d);
+        let value = |name: &str| env[name].value.clone();
+        assert_eq!(value(env::CONSUMER_GROUP).as_deref(), Some("chat.demo.offline"));
+        assert_eq!(value(env::LISTEN).as_deref(), Some("0.0.0.0:9090"));
+        assert_eq!(value(env::KAFKA_BOOTSTRAP_SERVERS).as_deref(), Some("k:9092"));
+        assert_eq!(value(env::TOPIC_PREFIX).as_deref(), Some("chat.demo"));
+        assert_eq!(value(env::KAFKA_PROPERTIES_DIR).as_deref(), Some(KAFKA_CLIENT_MOUNT));
+        assert_eq!(value(env::OFFLINE_WEBHOOK).as_deref(), Some("http://notifier.chat.svc:8081/offline"));
+        assert_eq!(value(env::OFFLINE_MAX_ATTEMPTS).as_deref(), Some("7"));
+        assert_eq!(value(env::OFFLINE_BACKOFF).as_deref(), Some("1500ms"));
+        assert_eq!(value(env::OFFLINE_MAX_BACKOFF).as_deref(), Some("120s"));
+        let auth = env[env::OFFLINE_WEBHOOK_AUTHORIZATION].value_from.clone().unwrap().secret_key_ref.unwrap();
+        assert_eq!((auth.name.as_str(), auth.key.as_str()), ("notifier", "authorization"));
+        assert!(!env.contains_key(env::DATABASE_URL), "offline pods never touch the database");
+        assert!(!env.contains_key(env::INTERNAL_TOKEN), "nor the gateways' stream");
+        assert!(!env.contains_key(env::JWT_SECRET));
+
+        // Without an authorization Secret: no header, nothing else changes.
+        let mut plain = cc.clone();
+        plain.spec.offline_push.as_mut().unwrap().authorization_secret_ref = None;
+        let env = env_of(&consumer_deployment(&plain, Role::Offline, 1, &images(), &SecretVersions::new()));
+        assert!(!env.contains_key(env::OFFLINE_WEBHOOK_AUTHORIZATION));
+        assert!(env.contains_key(env::OFFLINE_WEBHOOK));
+        // The other roles carry none of it.
+        for role in [Role::Storage, Role::Push] {
+            let env = env_of(&consumer_deployment(&cc, role, 1, &images(), &SecretVersions::new()));
+            assert!(!env.contains_key(env::OFFLINE_WEBHOOK), "{role:?}");
+        }
+    }
+
+    #[test]
+    fn durations_are_rendered_as_the_consumer_parses_them() {
+        for (spec, shown) in [("1s", "1s"), ("1500ms", "1500ms"), ("100ms", "100ms"), ("1m", "60s"), ("1h", "3600s")] {
+            let duration: kube::core::Duration = spec.parse().unwrap();
+            let rendered = duration_env("X", duration).value.unwrap();
+            assert_eq!(rendered, shown, "{spec}");
+            assert_eq!(parley_core::time::parse_duration(&rendered).unwrap(), std::time::Duration::from(duration));
+        }
+    }
+
+    #[test]
+    fn offline_pods_read_the_kafka_and_authorization_secrets_only() {
+        let cc = offline_cluster();
+        let reads = SecretsRead::of(&cc);
+        assert_eq!(reads.offline, ["kafka-auth", "notifier"].map(String::from).into());
+        assert!(!reads.gateway.contains("notifier") && !reads.push.contains("notifier"));
+        assert!(
+            reads.all().contains("notifier") && reads.all().contains("jwt") && reads.all().contains("demo-internal")
+        );
+        assert_eq!(reads.of_roles(&[Role::Storage]), reads.storage);
+        assert!(reads.of_roles(&Role::ALL).contains("notifier"));
+        let plain = cluster(json!({"kafka": {"bootstrapServers": "k:9092"}}));
+        assert!(SecretsRead::of(&plain).offline.is_empty());
+
+        let annotation = |d: &Deployment| {
+            let meta = d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap();
+            meta.annotations.as_ref().and_then(|a| a.get(SECRET_VERSIONS_ANNOTATION)).cloned()
+        };
+        let read =
+            versions(&[("kafka-auth", "7"), ("db", "12"), ("jwt", "3"), ("demo-internal", "5"), ("notifier", "1")]);
+        let offline = |read: &SecretVersions| consumer_deployment(&cc, Role::Offline, 1, &images(), read);
+        assert_eq!(annotation(&offline(&read)).as_deref(), Some("kafka-auth@7,notifier@1"));
+        // A rotated credential rolls the offline pods, and only them.
+        let mut rotated = read.clone();
+        rotated.insert("notifier".into(), "2".into());
+        assert_ne!(offline(&rotated), offline(&read));
+        for role in [Role::Storage, Role::Push] {
+            let d = |read: &SecretVersions| consumer_deployment(&cc, role, 1, &images(), read);
+            assert_eq!(d(&rotated), d(&read), "{role:?}");
+        }
+        assert_eq!(gateway_deployment(&cc, &images(), &rotated), gateway_deployment(&cc, &images(), &read));
+        // A rotated database password leaves them be.
+        let mut db = read.clone();
+        db.insert("db".into(), "13".into());
+        assert_eq!(offline(&db), offline(&read));
     }
 
     #[test]

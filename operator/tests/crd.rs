@@ -80,7 +80,7 @@ fn printer_columns() {
     };
     assert_eq!(named(false), ["Ready", "Partitions", "Gateways", "Storage", "Push", "Lag", "Age"]);
     // `-o wide` only.
-    assert_eq!(named(true), ["Storage Desired", "Push Desired", "Storage Reason", "Push Reason"]);
+    assert_eq!(named(true), ["Storage Desired", "Push Desired", "Storage Reason", "Push Reason", "Offline"]);
 }
 
 #[test]
@@ -100,6 +100,34 @@ fn cel_rules_guard_partitions_isr_and_replica_bounds() {
     let rule = &consumers["x-kubernetes-validations"][0];
     assert_eq!(rule["fieldPath"], ".push.minReplicas");
     assert!(rule["message"].as_str().is_some_and(|m| m.contains("no send would be acknowledged")), "{rule}");
+}
+
+#[test]
+fn offline_push_needs_an_http_webhook_and_bounded_retries() {
+    let crd = crd_json();
+    let spec = spec_schema(&crd);
+    let offline = &spec["properties"]["offlinePush"];
+    assert_eq!(offline["required"], json!(["webhook"]));
+    assert!(offline.get("default").is_none(), "off unless asked for");
+    assert_eq!(rules(offline), ["duration(self.backoff) <= duration(self.maxBackoff)"]);
+    let props = &offline["properties"];
+    let webhook = rules(&props["webhook"]);
+    assert_eq!(webhook.len(), 1);
+    assert!(webhook[0].starts_with("self.matches('^http://"), "{webhook:?}");
+    let message = props["webhook"]["x-kubernetes-validations"][0]["message"].as_str().expect("message");
+    assert!(message.starts_with("webhook must be an http:// URL with a host"), "{message}");
+    let attempts = &props["maxAttempts"];
+    assert_eq!(attempts["default"], json!(5));
+    assert_eq!((attempts["minimum"].as_f64(), attempts["maximum"].as_f64()), (Some(1.0), Some(100.0)));
+    assert_eq!((&props["backoff"]["default"], &props["maxBackoff"]["default"]), (&json!("1s"), &json!("60s")));
+    assert_eq!(rules(&props["backoff"]), ["duration(self) >= duration('100ms') && duration(self) <= duration('1h')"]);
+    assert_eq!(rules(&props["maxBackoff"]), ["duration(self) <= duration('1h')"]);
+    assert_eq!(props["authorizationSecretRef"]["required"], json!(["key", "name"]));
+
+    // Its scaling bounds sit with the other roles'; it may scale to zero.
+    let consumer = &spec["properties"]["consumers"]["properties"]["offline"];
+    assert_eq!(rules(consumer), ["self.minReplicas <= self.maxReplicas"]);
+    assert_eq!(consumer["properties"]["minReplicas"]["minimum"].as_f64(), Some(0.0));
 }
 
 #[test]

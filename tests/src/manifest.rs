@@ -72,6 +72,17 @@ impl Manifest {
         self.with(|s| s.storage = Some(StorageSpec { postgres: PostgresSpec { url_secret_ref } }))
     }
 
+    /// `offlinePush` to `webhook`, with the `Authorization` header from
+    /// Secret key `(name, key)` if given; retries at their defaults.
+    pub fn offline_push(self, webhook: &str, authorization: Option<(&str, &str)>) -> Self {
+        let mut value = json!({"webhook": webhook});
+        if let Some((name, key)) = authorization {
+            value["authorizationSecretRef"] = json!({"name": name, "key": key});
+        }
+        let offline = serde_json::from_value(value).expect("an offlinePush spec");
+        self.with(|s| s.offline_push = Some(offline))
+    }
+
     /// The object as `kubectl apply -f -` takes it.
     pub fn to_json(&self) -> String {
         serde_json::to_string(&self.0).expect("a ChatCluster serializes")
@@ -101,7 +112,8 @@ mod tests {
             .gateways(2)
             .lag_poll("1s")
             .kafka_secret("kafka-client")
-            .database_secret("db", "url");
+            .database_secret("db", "url")
+            .offline_push("http://n:8081/offline", Some(("notifier", "auth")));
         let v: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
         assert_eq!(v["apiVersion"], "parley.dev/v1alpha1");
         assert_eq!(v["kind"], "ChatCluster");
@@ -117,5 +129,8 @@ mod tests {
         assert_eq!(s["gateway"]["replicas"], 2);
         assert_eq!(s["consumers"]["lagPollInterval"], "1s");
         assert_eq!(s["storage"]["postgres"]["urlSecretRef"], json!({"name": "db", "key": "url"}));
+        assert_eq!(s["offlinePush"]["webhook"], "http://n:8081/offline");
+        assert_eq!(s["offlinePush"]["authorizationSecretRef"], json!({"name": "notifier", "key": "auth"}));
+        assert_eq!(s["offlinePush"]["maxAttempts"], 5);
     }
 }

@@ -103,18 +103,38 @@ fn check(
         // replication-factor mismatch is reported again on every reconcile.
         tokio::runtime::Handle::current().block_on(kafka::create_topic(&format!("{ns}.deliveries"), 1, 2));
     }
-    let cc = json!({"apiVersion": "parley.dev/v1alpha1", "kind": "ChatCluster",
+    // Deleting a Deployment happens only when offline push is removed: start
+    // with it, and remove it once its Deployment is there.
+    let removes_a_role = removal.resource == "deployments" && removal.verb == "delete";
+    let mut cc = json!({"apiVersion": "parley.dev/v1alpha1", "kind": "ChatCluster",
         "metadata": {"name": "c", "namespace": ns},
         "spec": {"kafka": {"bootstrapServers": env::kafka_bootstrap(), "topicPrefix": ns,
                            "secretRef": {"name": "kafka-client"}},
                  "topics": {"partitions": 1, "replicationFactor": 1, "minInSyncReplicas": 1},
                  "consumers": {"lagPollInterval": "1s"},
                  "deletionPolicy": "Delete"}});
+    if removes_a_role {
+        cc["spec"]["offlinePush"] = json!({"webhook": "http://127.0.0.1:9/offline"});
+    }
     kubectl::ok_with_stdin(&["apply", "-f", "-"], &cc.to_string());
+    let mut role_removed = !removes_a_role;
 
     let wanted = format!("cannot {} resource \"{}\"", removal.verb, removal.resource);
     let deadline = Instant::now() + Duration::from_secs(45);
     let result = loop {
+        if !role_removed && kubectl::run(&["get", "deployment", "c-offline", "-n", &ns]).success {
+            kubectl::ok(&[
+                "patch",
+                "chatcluster",
+                "c",
+                "-n",
+                &ns,
+                "--type=json",
+                "-p",
+                r#"[{"op":"remove","path":"/spec/offlinePush"}]"#,
+            ]);
+            role_removed = true;
+        }
         // JSON logs escape the quotes of the apiserver's message.
         let log = operator.log().replace('\\', "");
         if let Some(line) = log.lines().find(|l| l.contains(&wanted)) {

@@ -81,18 +81,20 @@ async fn crd_validation_printer_columns_and_scale() {
     let columns = kubectl::table(&table);
     let cell = |name: &str| columns.iter().find(|(n, _)| n == name).map(|(_, rows)| rows[0].clone()).unwrap();
     assert_eq!([cell("GATEWAYS"), cell("STORAGE"), cell("PUSH"), cell("LAG")], ["1/2", "2/3", "1/1", "42"], "{table}");
-    // `-o wide` adds what each role's lag asks for and why.
+    // `-o wide` adds what each role's lag asks for and why, and the offline
+    // role's pods (none here: no offlinePush).
     let wide = kubectl::ok(&["get", "chat", "-n", &ns, "-o", "wide"]);
     let columns = kubectl::table(&wide);
     let names: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(
-        names[names.len() - 4..],
-        ["STORAGE DESIRED", "PUSH DESIRED", "STORAGE REASON", "PUSH REASON"],
+        names[names.len() - 5..],
+        ["STORAGE DESIRED", "PUSH DESIRED", "STORAGE REASON", "PUSH REASON", "OFFLINE"],
         "{wide}"
     );
     let cell = |name: &str| columns.iter().find(|(n, _)| n == name).map(|(_, rows)| rows[0].clone()).unwrap();
     assert_eq!([cell("STORAGE DESIRED"), cell("PUSH DESIRED")], ["4", "1"], "{wide}");
     assert_eq!(cell("STORAGE REASON"), "lag 40 over 12 partitions (3 with lag), threshold 10", "{wide}");
+    assert_eq!(cell("OFFLINE"), "", "{wide}");
 
     // Scale subresource: `kubectl scale` writes spec.gateway.replicas.
     kubectl::ok(&["scale", "-n", &ns, "chatcluster/demo", "--replicas=3"]);
@@ -158,7 +160,10 @@ async fn push_may_not_scale_to_zero_storage_may() {
 #[tokio::test]
 async fn bad_specs_are_rejected_with_clear_messages() {
     let ns = setup("parley-bad");
-    let cases: [(&str, String, &str); 5] = [
+    let offline = |name: &str, fields: &str| {
+        chat_cluster(name, 6, "").replace("  gateway:\n", &format!("  offlinePush:\n{fields}  gateway:\n"))
+    };
+    let cases: [(&str, String, &str); 9] = [
         (
             "min ISR above RF",
             chat_cluster("isr", 6, "    minInSyncReplicas: 4"),
@@ -183,6 +188,26 @@ async fn bad_specs_are_rejected_with_clear_messages() {
             chat_cluster("kafka", 6, "").replace("\"127.0.0.1:19092,127.0.0.1:19093\"", "kafka-without-port"),
             "spec.kafka.bootstrapServers: Invalid value: \"kafka-without-port\": must be a comma-separated list of host:port",
         ),
+        (
+            "https webhook",
+            offline("https", "    webhook: https://notifier.example/offline\n"),
+            "spec.offlinePush.webhook: Invalid value: \"https://notifier.example/offline\": webhook must be an http:// URL with a host",
+        ),
+        (
+            "webhook without a host",
+            offline("nohost", "    webhook: http:///offline\n"),
+            "webhook must be an http:// URL with a host",
+        ),
+        (
+            "backoff above maxBackoff",
+            offline("backoff", "    webhook: http://notifier/offline\n    backoff: 2m\n    maxBackoff: 1m\n"),
+            "backoff must not exceed maxBackoff",
+        ),
+        (
+            "backoff below 100ms",
+            offline("fast", "    webhook: http://notifier/offline\n    backoff: 10ms\n"),
+            "backoff must be between 100ms and 1h",
+        ),
     ];
     for (what, manifest, message) in cases {
         let out = kubectl::run_with_stdin(&["apply", "-n", &ns, "-f", "-"], &manifest);
@@ -191,5 +216,19 @@ async fn bad_specs_are_rejected_with_clear_messages() {
     }
     let listed = kubectl::ok(&["get", "chat", "-n", &ns, "-o", "name"]);
     assert!(listed.trim().is_empty(), "nothing invalid may be stored: {listed}");
+
+    // A valid offlinePush is stored with its retry defaults filled in.
+    kubectl::ok_with_stdin(
+        &["apply", "-n", &ns, "-f", "-"],
+        &offline("good", "    webhook: http://notifier.chat.svc:8081/offline\n"),
+    );
+    let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
+    let stored = api.get("good").await.expect("get ChatCluster through the Rust types");
+    let push = stored.spec.offline_push.expect("offlinePush stored");
+    assert_eq!(push.max_attempts, 5, "schema default applied by the apiserver");
+    let (backoff, max_backoff) = (std::time::Duration::from(push.backoff), std::time::Duration::from(push.max_backoff));
+    assert_eq!((backoff.as_secs(), max_backoff.as_secs()), (1, 60));
+    assert_eq!(stored.spec.consumers.offline.min_replicas, 1, "schema default applied by the apiserver");
+    api.delete("good", &DeleteParams::default()).await.expect("delete ChatCluster");
     teardown(&ns);
 }

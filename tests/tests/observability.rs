@@ -191,7 +191,8 @@ fn the_chart_ships_the_dashboard_and_pod_monitors_that_match_the_pods() {
         "apiVersion": "parley.dev/v1alpha1", "kind": "ChatCluster",
         "metadata": {"name": "obs", "namespace": "chat", "uid": "obs-uid"},
         "spec": {"kafka": {"bootstrapServers": "kafka:9092"},
-                 "storage": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}}}
+                 "storage": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}},
+                 "offlinePush": {"webhook": "http://notifier/offline"}}
     }))
     .unwrap();
     let images = Images { gateway: "gateway:x".into(), consumer: "consumer:x".into() };
@@ -202,8 +203,8 @@ fn the_chart_ships_the_dashboard_and_pod_monitors_that_match_the_pods() {
         (template.metadata.unwrap().labels.unwrap_or_default(), ports)
     };
     let gateway = pod(workloads::gateway_deployment(&cc, &images, &Default::default()));
-    let consumers = [Role::Storage, Role::Push]
-        .map(|role| pod(workloads::consumer_deployment(&cc, role, 1, &images, &Default::default())));
+    let consumers =
+        Role::ALL.map(|role| pod(workloads::consumer_deployment(&cc, role, 1, &images, &Default::default())));
     let monitors: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "PodMonitor").collect();
     assert_eq!(monitors.len(), 2);
     for m in &monitors {

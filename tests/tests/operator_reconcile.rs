@@ -1,8 +1,9 @@
 //! The operator, run as a process against the real kube-apiserver and the
 //! 3-broker Kafka, turns a ChatCluster into topics, Deployments, a Service
 //! and an honest status; follows partition growth and `kubectl scale`; puts
-//! back children others edit or delete; and deletes the topics with
-//! `deletionPolicy: Delete`.
+//! back children others edit or delete; deletes the topics with
+//! `deletionPolicy: Delete`; and runs offline push as its own role while the
+//! spec has it.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Secret, Service};
@@ -217,5 +218,102 @@ async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
     .await;
     let metrics = operator.metrics();
     assert_eq!(series_of_chat(&metrics), 0, "a deleted ChatCluster's series are still exported: {metrics}");
+    teardown_namespace(&ns);
+}
+
+#[tokio::test]
+async fn offline_push_runs_its_own_role_and_dead_letter_topic_until_removed() {
+    let ns = setup_namespace("parley-offline");
+    let prefix = env::unique("offline").replace('-', "_");
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &[]);
+    let client = client().await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    kubectl::ok(&["create", "secret", "generic", "notifier", "-n", &ns, "--from-literal=authorization=Bearer t0ken"]);
+    let webhook = "http://notifier.example:8081/offline";
+    manifest("chat", &prefix, 3).offline_push(webhook, Some(("notifier", "authorization"))).apply(&ns);
+
+    // The dead-letter topic beside the four, with their partitions and RF.
+    let dead_letters = format!("{prefix}.offline-dead-letters");
+    wait::until("5 topics with 3 partitions and RF 3", 60, || async {
+        let topics = kafka::topics_with_prefix(&format!("{prefix}."))?;
+        let ok = topics.len() == 5 && topics.values().all(|&(p, rf)| p == 3 && rf == 3);
+        if ok && topics.contains_key(&dead_letters) { Ok(()) } else { Err(format!("{topics:?}")) }
+    })
+    .await;
+
+    // Its own Deployment: the webhook, its authorization from the Secret,
+    // the retry defaults; no database, no internal token.
+    let uid = clusters.get("chat").await.expect("get").metadata.uid.expect("uid");
+    let offline = wait::until("deployment chat-offline", 30, || async {
+        deployments.get_opt("chat-offline").await.map_err(|e| e.to_string())?.ok_or_else(|| "absent".to_owned())
+    })
+    .await;
+    assert_eq!(offline.metadata.owner_references.as_ref().expect("owner")[0].uid, uid);
+    let template = &offline.spec.as_ref().expect("spec").template;
+    let container = &template.spec.as_ref().expect("pod spec").containers[0];
+    assert_eq!(container.args, Some(vec!["offline".to_owned()]));
+    let env = container.env.clone().expect("env");
+    let value = |name: &str| env.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+    assert_eq!(value("PARLEY_CONSUMER_GROUP"), Some(format!("{prefix}.offline")));
+    assert_eq!(value("PARLEY_OFFLINE_WEBHOOK").as_deref(), Some(webhook));
+    assert_eq!(value("PARLEY_OFFLINE_MAX_ATTEMPTS").as_deref(), Some("5"));
+    assert_eq!(value("PARLEY_OFFLINE_BACKOFF").as_deref(), Some("1s"));
+    assert_eq!(value("PARLEY_OFFLINE_MAX_BACKOFF").as_deref(), Some("60s"));
+    let auth = env.iter().find(|e| e.name == "PARLEY_OFFLINE_WEBHOOK_AUTHORIZATION").expect("authorization env");
+    let auth = auth.value_from.clone().and_then(|v| v.secret_key_ref).expect("from a Secret");
+    assert_eq!((auth.name.as_str(), auth.key.as_str()), ("notifier", "authorization"));
+    for absent in ["PARLEY_DATABASE_URL", parley_core::internal_token::ENV] {
+        assert!(env.iter().all(|e| e.name != absent), "{absent} in the offline pods");
+    }
+    let versions = template.metadata.as_ref().and_then(|m| m.annotations.clone()).unwrap_or_default();
+    let versions = versions.get("parley.dev/secret-versions").cloned().unwrap_or_default();
+    assert!(versions.starts_with("notifier@"), "a rotated credential rolls the pods: {versions:?}");
+
+    wait::until("status lists the offline group", 30, || async {
+        let cc = clusters.get("chat").await.map_err(|e| e.to_string())?;
+        let s = cc.status.unwrap_or_default();
+        let group = s.consumer_groups.iter().find(|g| g.role == "offline").map(|g| g.group.clone());
+        if group == Some(format!("{prefix}.offline")) && s.topics.len() == 5 { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+
+    // Removed: the Deployment goes, the status drops the group and the
+    // topic, and the topic itself stays (dead letters are data).
+    manifest("chat", &prefix, 3).apply(&ns);
+    wait::until("chat-offline deleted", 30, || async {
+        match deployments.get_opt("chat-offline").await.map_err(|e| e.to_string())? {
+            Some(d) if d.metadata.deletion_timestamp.is_none() => Err("still there".to_owned()),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    wait::until("status without the offline role", 30, || async {
+        let cc = clusters.get("chat").await.map_err(|e| e.to_string())?;
+        let s = cc.status.unwrap_or_default();
+        let gone = s.consumer_groups.iter().all(|g| g.role != "offline") && s.topics.len() == 4;
+        if gone && s.observed_generation == cc.metadata.generation { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+    let topics = kafka::topics_with_prefix(&format!("{prefix}.")).expect("topics");
+    assert!(topics.contains_key(&dead_letters), "the dead-letter topic is kept: {topics:?}");
+    for name in ["chat-gateway", "chat-storage", "chat-push"] {
+        assert!(deployments.get_opt(name).await.expect("get").is_some(), "{name} kept");
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    wait::until("a RoleRemoved event", 30, || async {
+        let list = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        let found = list.items.iter().any(|e| e.reason.as_deref() == Some("RoleRemoved"));
+        if found { Ok(()) } else { Err("none yet".to_owned()) }
+    })
+    .await;
+
+    // deletionPolicy Delete takes the kept dead-letter topic too.
+    clusters.delete("chat", &DeleteParams::default()).await.expect("delete");
+    wait::until("topics deleted", 60, || async {
+        let topics = kafka::topics_with_prefix(&format!("{prefix}."))?;
+        if topics.is_empty() { Ok(()) } else { Err(format!("{topics:?}")) }
+    })
+    .await;
     teardown_namespace(&ns);
 }

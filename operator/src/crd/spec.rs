@@ -104,6 +104,13 @@ use super::status::ChatClusterStatus;
         description = "Why push has the replicas it has: the last scale decision",
         priority = "1"
     ),
+    printcolumn(
+        name = "Offline",
+        type_ = "string",
+        json_path = r#".status.consumerGroups[?(@.role=="offline")].ready"#,
+        description = "Offline push consumer pods ready / asked for (empty without spec.offlinePush)",
+        priority = "1"
+    ),
     // Topic names are `<prefix>.<suffix>`; Kafka caps names at 249
     // characters, and the prefix defaults to `<namespace>.<name>` (a
     // namespace has at most 63; CEL cannot see it, so assume the most).
@@ -125,6 +132,13 @@ pub struct ChatClusterSpec {
     /// Where the storage consumer persists messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
+    /// Offline push: a webhook told of every message for a recipient who is
+    /// connected to no gateway. Set, it runs the `offline` consumer role
+    /// (`<name>-offline`, scaled by `consumers.offline`) and creates the
+    /// topic `<prefix>.offline-dead-letters`; removed, the role's
+    /// Deployment is deleted and the topic is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_push: Option<OfflinePushSpec>,
 }
 
 /// How to reach the Kafka cluster.
@@ -294,7 +308,7 @@ pub enum ServiceType {
     LoadBalancer,
 }
 
-/// The two consumer roles and how often their lag is read.
+/// The consumer roles and how often their lag is read.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 // A send is acknowledged to its sender through the push path (storage
@@ -331,6 +345,12 @@ pub struct ConsumersSpec {
     /// Delivers stored messages to the gateway holding each recipient.
     #[serde(default)]
     pub push: ConsumerSpec,
+    /// Calls `spec.offlinePush.webhook` for recipients connected nowhere,
+    /// in its own group on the deliveries topic so a slow webhook never
+    /// holds up live delivery. Runs only with `spec.offlinePush` set; may
+    /// scale to zero.
+    #[serde(default)]
+    pub offline: ConsumerSpec,
 }
 
 impl Default for ConsumersSpec {
@@ -340,6 +360,7 @@ impl Default for ConsumersSpec {
             stuck_after_polls: default_stuck_after_polls(),
             storage: ConsumerSpec::default(),
             push: ConsumerSpec::default(),
+            offline: ConsumerSpec::default(),
         }
     }
 }
@@ -425,6 +446,63 @@ fn default_lag_threshold() -> i64 {
 }
 fn default_scale_down_stabilization() -> Duration {
     std::time::Duration::from_secs(300).into()
+}
+
+/// The webhook the `offline` consumers call, and how they retry it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("duration(self.backoff) <= duration(self.maxBackoff)")
+        .message("backoff must not exceed maxBackoff")
+        .reason(Reason::FieldValueInvalid)
+)]
+pub struct OfflinePushSpec {
+    /// URL every offline notice is POSTed to as JSON (`user`,
+    /// `conversation`, `seq`, `msg_id`, `from`): `http://host[:port]/path`.
+    /// Only plain HTTP; a 2xx answer counts as delivered.
+    #[schemars(length(min = 8, max = 2048))]
+    #[x_kube(
+        validation = Rule::new(r"self.matches('^http://[^/:\\s]+(:[0-9]{1,5})?(/[^\\s]*)?$')")
+            .message("webhook must be an http:// URL with a host, for example http://notifier.chat.svc:8080/offline (https is not supported)")
+            .reason(Reason::FieldValueInvalid)
+    )]
+    pub webhook: String,
+    /// Secret key whose value is sent verbatim as the webhook request's
+    /// `Authorization` header (for example `Bearer <token>`). Unset: no header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_secret_ref: Option<SecretKeyRef>,
+    /// Tries per notice, the first included. A notice still refused after
+    /// the last goes to the topic `<prefix>.offline-dead-letters`.
+    #[serde(default = "default_offline_max_attempts")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_attempts: i32,
+    /// Wait before the first retry (a Go duration such as `1s`); later
+    /// retries wait longer, up to maxBackoff.
+    #[serde(default = "default_offline_backoff")]
+    #[x_kube(
+        validation = Rule::new("duration(self) >= duration('100ms') && duration(self) <= duration('1h')")
+            .message("backoff must be between 100ms and 1h")
+            .reason(Reason::FieldValueInvalid)
+    )]
+    pub backoff: Duration,
+    /// Longest wait between two tries; at least backoff.
+    #[serde(default = "default_offline_max_backoff")]
+    #[x_kube(
+        validation = Rule::new("duration(self) <= duration('1h')")
+            .message("maxBackoff must be at most 1h")
+            .reason(Reason::FieldValueInvalid)
+    )]
+    pub max_backoff: Duration,
+}
+
+fn default_offline_max_attempts() -> i32 {
+    5
+}
+fn default_offline_backoff() -> Duration {
+    std::time::Duration::from_secs(1).into()
+}
+fn default_offline_max_backoff() -> Duration {
+    std::time::Duration::from_secs(60).into()
 }
 
 /// The database the storage consumer writes and the gateways read history from.

@@ -85,7 +85,7 @@ pub struct GatewayStatus {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsumerGroupStatus {
-    /// `storage` or `push`.
+    /// `storage`, `push` or `offline`.
     pub role: String,
     /// Kafka consumer group id.
     pub group: String,
