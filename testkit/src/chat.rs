@@ -69,7 +69,14 @@ pub struct Specs {
     pub gateway: PodSpec,
     pub storage: PodSpec,
     pub push: PodSpec,
+    /// The offline role's, rendered with [`OFFLINE_AUTHORIZATION`] and a
+    /// webhook at a closed port: a test gives its own hook's URL as extra
+    /// environment (`PARLEY_OFFLINE_WEBHOOK`).
+    pub offline: PodSpec,
 }
+
+/// The `Authorization` value the offline pods send, from a Secret.
+pub const OFFLINE_AUTHORIZATION: &str = "Bearer e2e-hook-key";
 
 /// Render the pod specs of a ChatCluster with prefix `prefix`, its database
 /// at `db_url`, through the operator's `workloads` module.
@@ -82,6 +89,13 @@ pub fn render(prefix: &str, db_url: &str) -> Specs {
             "kafka": {"bootstrapServers": env::kafka_bootstrap(), "topicPrefix": prefix},
             "gateway": {"replicas": 2, "authSecretRef": {"name": "auth", "key": "secret"}},
             "storage": {"postgres": {"urlSecretRef": {"name": "db", "key": "url"}}},
+            "offlinePush": {
+                "webhook": "http://127.0.0.1:9/offline",
+                "authorizationSecretRef": {"name": "hook", "key": "authorization"},
+                "maxAttempts": 3,
+                "backoff": "100ms",
+                "maxBackoff": "1s",
+            },
         }
     }))
     .expect("ChatCluster");
@@ -90,6 +104,7 @@ pub fn render(prefix: &str, db_url: &str) -> Specs {
         (("db".to_owned(), "url".to_owned()), db_url.to_owned()),
         (("auth".to_owned(), "secret".to_owned()), SECRET.to_owned()),
         (("e2e-internal".to_owned(), "token".to_owned()), INTERNAL_TOKEN.to_owned()),
+        (("hook".to_owned(), "authorization".to_owned()), OFFLINE_AUTHORIZATION.to_owned()),
     ]);
     Specs {
         gateway: pod_spec(&workloads::gateway_deployment(&cc, &images, &Default::default()), &secrets),
@@ -98,6 +113,10 @@ pub fn render(prefix: &str, db_url: &str) -> Specs {
             &secrets,
         ),
         push: pod_spec(&workloads::consumer_deployment(&cc, Role::Push, 2, &images, &Default::default()), &secrets),
+        offline: pod_spec(
+            &workloads::consumer_deployment(&cc, Role::Offline, 2, &images, &Default::default()),
+            &secrets,
+        ),
     }
 }
 
