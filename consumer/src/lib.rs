@@ -11,6 +11,7 @@
 //! WebSocket stream to each gateway.
 
 pub mod config;
+pub mod deliveries;
 pub mod error;
 pub mod gateways;
 pub mod metered;

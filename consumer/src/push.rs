@@ -2,19 +2,17 @@
 //! recipients' connections.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use parley_adapters::broker::{Broker, Subscription};
-use parley_adapters::delivery::{Delivery, DeliverySink};
+use parley_adapters::delivery::DeliverySink;
 use parley_core::time::now_millis;
 use parley_core::topics::Topics;
 use tokio_util::sync::CancellationToken;
 
-use crate::Result;
 use crate::metrics::{Metrics, Stage};
+use crate::{Result, deliveries};
 
 pub const DEFAULT_BATCH: usize = 256;
-const RETRY: Duration = Duration::from_millis(200);
 
 pub struct PushWorker {
     pub broker: Arc<dyn Broker>,
@@ -30,30 +28,9 @@ impl PushWorker {
     }
 
     pub async fn run(self, mut sub: Box<dyn Subscription>, shutdown: CancellationToken) {
-        loop {
-            let batch = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                batch = sub.next_batch(self.batch_size) => batch,
-            };
-            let records = match batch {
-                Ok(records) => records,
-                Err(err) => {
-                    tracing::error!(error = %err, "push: receiving records failed");
-                    tokio::time::sleep(RETRY).await;
-                    continue;
-                }
-            };
+        while let Some(records) = deliveries::next_records(sub.as_mut(), self.batch_size, &shutdown, "push").await {
             let fetched = now_millis();
-            let deliveries: Vec<Delivery> = records
-                .iter()
-                .filter_map(|record| match Delivery::from_bytes(&record.payload) {
-                    Ok(delivery) => Some(delivery),
-                    Err(err) => {
-                        tracing::warn!(offset = record.offset, error = %err, "push: skipping undecodable delivery");
-                        None
-                    }
-                })
-                .collect();
+            let deliveries = deliveries::decode(&records, "push");
             self.metrics.ages(Stage::Fetched, fetched, deliveries.iter().map(|d| d.message.ts));
             // A client that misses a push syncs from its last seq, so a
             // failed push is logged, not retried forever.

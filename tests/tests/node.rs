@@ -96,6 +96,7 @@ async fn a_chat_cluster_runs_on_the_node_as_a_user_installs_it() {
     }
 
     chat_through_the_service(&ns, &db).await;
+    offline_push_comes_and_goes(&ns, &prefix).await;
 
     // `kubectl scale` on the ChatCluster: three gateway pods Running.
     kubectl::ok(&["scale", "-n", &ns, "chatcluster/demo", "--replicas=3"]);
@@ -134,6 +135,34 @@ async fn a_chat_cluster_runs_on_the_node_as_a_user_installs_it() {
 }
 
 const ACK_WAIT: Duration = Duration::from_secs(60);
+
+/// Offline push switched on by a patch: the operator pod runs the offline
+/// role's pod from the consumer image (ready: its group joined, the user
+/// events read), makes the dead-letter topic and shows the role in `-o
+/// wide`; switched off, the pod goes and the topic stays.
+async fn offline_push_comes_and_goes(ns: &str, prefix: &str) {
+    let selector = "app.kubernetes.io/component=offline";
+    let on = r#"{"spec":{"offlinePush":{"webhook":"http://notifier.invalid:8081/offline"}}}"#;
+    kubectl::ok(&["patch", "chat", "demo", "-n", ns, "--type=merge", "-p", on]);
+    wait_pods_ready(ns, selector, 1, 300).await;
+    let dead_letters = format!("{prefix}.offline-dead-letters");
+    assert!(kafka::topics_with_prefix(prefix).unwrap().contains_key(&dead_letters), "the dead-letter topic");
+    wait::until("kubectl get chat -o wide: OFFLINE 1/1", 60, || async {
+        let out = kubectl::ok(&["get", "chat", "demo", "-n", ns, "-o", "wide"]);
+        let columns = kubectl::table(&out);
+        let offline = columns.iter().find(|(header, _)| header == "OFFLINE").and_then(|(_, c)| c.first().cloned());
+        if offline.as_deref() == Some("1/1") { Ok(()) } else { Err(out) }
+    })
+    .await;
+    let off = r#"{"spec":{"offlinePush":null}}"#;
+    kubectl::ok(&["patch", "chat", "demo", "-n", ns, "--type=merge", "-p", off]);
+    wait::until("the offline pods gone", 120, || async {
+        let left = pods(ns, selector);
+        if left.is_empty() { Ok(()) } else { Err(format!("{left:?}")) }
+    })
+    .await;
+    assert!(kafka::topics_with_prefix(prefix).unwrap().contains_key(&dead_letters), "dead letters are kept");
+}
 
 /// Note to self, acked: the push path knows where this user is connected.
 async fn warm_up(c: &mut Client) {

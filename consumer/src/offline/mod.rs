@@ -13,16 +13,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use parley_adapters::broker::{Broker, Subscription};
-use parley_adapters::delivery::Delivery;
 use parley_core::time::now_millis;
 use parley_core::topics::Topics;
 use tokio_util::sync::CancellationToken;
 
 pub use notice::{DeadLetter, Notice, Retry, Verdict};
 
-use crate::Result;
 use crate::metrics::Metrics;
 use crate::webhook::Webhook;
+use crate::{Result, deliveries};
 
 /// Whether a user has a connection the push path can reach.
 pub type Online = Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -60,7 +59,6 @@ enum Outcome {
 
 /// How long publishing a dead letter waits before trying again.
 const REPUBLISH: Duration = Duration::from_secs(1);
-const RETRY_RECEIVE: Duration = Duration::from_millis(200);
 
 impl OfflineWorker {
     pub async fn subscribe(&self) -> Result<Box<dyn Subscription>> {
@@ -68,29 +66,10 @@ impl OfflineWorker {
     }
 
     pub async fn run(self, mut sub: Box<dyn Subscription>, shutdown: CancellationToken) {
-        loop {
-            let batch = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                batch = sub.next_batch(self.batch_size) => batch,
-            };
-            let records = match batch {
-                Ok(records) => records,
-                Err(err) => {
-                    tracing::error!(error = %err, "offline: receiving records failed");
-                    tokio::time::sleep(RETRY_RECEIVE).await;
-                    continue;
-                }
-            };
-            let owed: Vec<Notice> = records
+        while let Some(records) = deliveries::next_records(sub.as_mut(), self.batch_size, &shutdown, "offline").await {
+            let owed: Vec<Notice> = deliveries::decode(&records, "offline")
                 .iter()
-                .filter_map(|record| match Delivery::from_bytes(&record.payload) {
-                    Ok(delivery) => Some(delivery),
-                    Err(err) => {
-                        tracing::warn!(offset = record.offset, error = %err, "offline: skipping undecodable delivery");
-                        None
-                    }
-                })
-                .flat_map(|delivery| notice::notices(&delivery, |user| (self.online)(user)))
+                .flat_map(|delivery| notice::notices(delivery, |user| (self.online)(user)))
                 .collect();
             if !self.settle(owed, &shutdown).await {
                 // Not committed: whoever owns these partitions next sends them again.
