@@ -242,8 +242,10 @@ resolvConf: $NODE_RUN/kubelet/resolv.conf
 clusterDomain: cluster.local
 podLogsDir: $NODE_RUN/pod-logs
 # The disk is shared with builds and caches: evict only when nearly full,
-# and never collect the loaded images.
-evictionHard: {memory.available: 200Mi, nodefs.available: 5%, imagefs.available: 5%}
+# and never collect the loaded images. Absolute, not a percentage: 5% of a
+# 252 GB disk is 13 GB, which a few build caches take, and the node then
+# turned every test pod away (DiskPressure) with gigabytes still free.
+evictionHard: {memory.available: 200Mi, nodefs.available: 2Gi, imagefs.available: 2Gi}
 imageGCHighThresholdPercent: 100
 maxPods: 60
 serializeImagePulls: false
