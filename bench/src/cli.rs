@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::baseline::BaselineArgs;
 use crate::flood::FloodArgs;
 use crate::idle::IdleArgs;
 use crate::rate::RateArgs;
@@ -30,6 +31,9 @@ pub enum Scenario {
     /// The overload flood of issue #19 on the standalone chat: peak memory
     /// against the documented ceiling, sends acked and refused.
     Flood(FloodArgs),
+    /// Kafka's own end-to-end latency tool on the same brokers under load:
+    /// the floor under the Kafka mode's send→deliver.
+    KafkaBaseline(BaselineArgs),
     /// Write README.md, report.json and the plot from the result files.
     Report {
         #[arg(long, default_value = "bench/results")]

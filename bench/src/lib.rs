@@ -4,6 +4,7 @@
 //! bounded counts and durations, and write result files that `report`
 //! sets against the goals of issue #8.
 
+pub mod baseline;
 pub mod cli;
 pub mod client;
 pub mod error;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Scenario::Flood(a) => serde_json::to_value(flood::run(a).await?)?,
         Scenario::Rate(a) => serde_json::to_value(rate::run(a).await?)?,
         Scenario::Storage(a) => serde_json::to_value(storage::run(a).await?)?,
+        Scenario::KafkaBaseline(a) => serde_json::to_value(baseline::run(a).await?)?,
         Scenario::Report { dir } => {
             report::write(dir)?;
             println!("{}", std::fs::read_to_string(dir.join("README.md")).map_err(error::io("read report"))?);
