@@ -8,6 +8,7 @@ use crate::flood::FloodArgs;
 use crate::idle::IdleArgs;
 use crate::rate::RateArgs;
 use crate::storage::StorageArgs;
+use crate::storm::StormArgs;
 
 #[derive(Debug, Parser)]
 #[command(name = "parley-bench", about = "Parley benchmarks: bounded, loopback only; they report, never assert timing")]
@@ -30,6 +31,9 @@ pub enum Scenario {
     /// The overload flood of issue #19 on the standalone chat: peak memory
     /// against the documented ceiling, sends acked and refused.
     Flood(FloodArgs),
+    /// The members of many groups connecting at once: time to every
+    /// `hello` and to complete presence, the server's CPU seconds.
+    Storm(StormArgs),
     /// Write README.md, report.json and the plot from the result files.
     Report {
         #[arg(long, default_value = "bench/results")]

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod error;
 pub mod flood;
+pub mod groups;
 pub mod idle;
 pub mod latency;
 pub mod ledger;
@@ -17,6 +18,7 @@ pub mod report;
 pub mod runs;
 pub mod stages;
 pub mod storage;
+pub mod storm;
 pub mod target;
 pub mod timeline;
 pub mod workload;
@@ -33,6 +35,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Scenario::Flood(a) => serde_json::to_value(flood::run(a).await?)?,
         Scenario::Rate(a) => serde_json::to_value(rate::run(a).await?)?,
         Scenario::Storage(a) => serde_json::to_value(storage::run(a).await?)?,
+        Scenario::Storm(a) => serde_json::to_value(storm::run(a).await?)?,
         Scenario::Report { dir } => {
             report::write(dir)?;
             println!("{}", std::fs::read_to_string(dir.join("README.md")).map_err(error::io("read report"))?);

@@ -4,6 +4,13 @@
 //! (here, or in Kafka mode on any live gateway: `user_events`). Scoped to contacts so a connection costs the same whether
 //! ten or a hundred thousand others are online (a global list made every
 //! connect O(online users)).
+//!
+//! A connect storm (issue #25) is kept cheap by `rosters` (a group's
+//! members read once, not once per member connecting) and by telling each
+//! connection of a contact's arrival once: in its `hello`, or afterwards
+//! (`needs_telling`, the registry's presence epochs).
+
+mod rosters;
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -12,12 +19,15 @@ use parley_adapters::store::{ConversationSummary, Store};
 use crate::registry::Registry;
 use crate::user_events::Remote;
 
+pub use rosters::Rosters;
+
 /// Contacts looked at per connection: bounds the work of a connect for
 /// members of very large groups (they see the first ones, by name).
 pub const MAX_CONTACTS: usize = 1_000;
 
-/// The other participants of `user`'s conversations, sorted, at most [`MAX_CONTACTS`].
-pub async fn contacts(store: &dyn Store, user: &str) -> parley_adapters::Result<Vec<String>> {
+/// The other participants of `user`'s conversations, sorted, at most
+/// [`MAX_CONTACTS`]; group members from `rosters` when it holds them.
+pub async fn contacts(store: &dyn Store, rosters: &Rosters, user: &str) -> parley_adapters::Result<Vec<String>> {
     let conversations = store.conversations_of(user).await?;
     let mut out = BTreeSet::new();
     add_direct(&conversations, user, &mut out);
@@ -25,7 +35,8 @@ pub async fn contacts(store: &dyn Store, user: &str) -> parley_adapters::Result<
         if out.len() >= MAX_CONTACTS {
             break;
         }
-        out.extend(store.members(g).await?.into_iter().filter(|m| m != user));
+        let members = rosters.members(store, g).await?;
+        out.extend(members.iter().filter(|m| *m != user).cloned());
     }
     Ok(out.into_iter().take(MAX_CONTACTS).collect())
 }
@@ -41,11 +52,20 @@ fn add_direct(conversations: &[ConversationSummary], user: &str, out: &mut BTree
     }
 }
 
-/// The contacts that have a connection on this gateway or, in Kafka mode,
-/// on another live one.
-pub fn online(registry: &Registry, remote: Option<&Remote>, contacts: &[String]) -> Vec<String> {
+/// The contacts of `user` that have a connection on this gateway or, in
+/// Kafka mode, on another live one, for the `hello` of its connection `id`.
+pub fn online(registry: &Registry, remote: Option<&Remote>, user: &str, id: u64, contacts: &[String]) -> Vec<String> {
+    let here: HashSet<String> = registry.hello_online(user, id, contacts).into_iter().collect();
     let elsewhere: HashSet<String> = remote.map(|r| r.online_of(contacts)).unwrap_or_default().into_iter().collect();
-    contacts.iter().filter(|c| registry.is_online(c) || elsewhere.contains(*c)).cloned().collect()
+    contacts.iter().filter(|c| here.contains(*c) || elsewhere.contains(*c)).cloned().collect()
+}
+
+/// Whether a connection whose `hello` listed the contacts online at epoch
+/// `told_through` is still to be told of a contact online since epoch
+/// `since`: only if it came online later (those before were in the
+/// `hello`, or, with the `hello` still to come, will be).
+pub fn needs_telling(told_through: u64, since: u64) -> bool {
+    told_through < since
 }
 
 #[cfg(test)]
@@ -61,8 +81,8 @@ mod tests {
         let meta = EventMetadata { gateway_id: Some("gw1".into()), ..EventMetadata::default() };
         remote.apply(&MessageEvent::presence("bob", true, 1, meta), std::time::Instant::now());
         let contacts = ["bob".to_owned(), "zed".to_owned()];
-        assert_eq!(online(&registry, Some(&remote), &contacts), ["bob"]);
-        assert!(online(&registry, None, &contacts).is_empty(), "one process: only the registry knows");
+        assert_eq!(online(&registry, Some(&remote), "ann", 1, &contacts), ["bob"]);
+        assert!(online(&registry, None, "ann", 1, &contacts).is_empty(), "one process: only the registry knows");
     }
 
     #[tokio::test]
@@ -81,8 +101,10 @@ mod tests {
             moderator: false,
         };
         store.store_batch(&[dm("ann", "zed", "m1"), dm("yan", "ann", "m2")]).await.unwrap();
-        assert_eq!(contacts(&store, "ann").await.unwrap(), ["bob", "cat", "yan", "zed"]);
-        assert_eq!(contacts(&store, "eve").await.unwrap(), ["dan"]);
-        assert!(contacts(&store, "nobody").await.unwrap().is_empty());
+        for rosters in [Rosters::new(std::time::Duration::ZERO), Rosters::new(std::time::Duration::from_secs(60))] {
+            assert_eq!(contacts(&store, &rosters, "ann").await.unwrap(), ["bob", "cat", "yan", "zed"]);
+            assert_eq!(contacts(&store, &rosters, "eve").await.unwrap(), ["dan"]);
+            assert!(contacts(&store, &rosters, "nobody").await.unwrap().is_empty());
+        }
     }
 }
