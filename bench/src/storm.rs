@@ -96,6 +96,8 @@ pub struct StormResult {
     pub presence_frames: u64,
     /// One per member and contact: the fewest that tell everyone everything.
     pub presence_needed: u64,
+    /// Online frames about a contact the member had already been told was online.
+    pub presence_repeated: u64,
     /// Members that saw every contact online.
     pub members_complete: u32,
     /// The server process's user + system CPU from just before the first
@@ -108,6 +110,7 @@ pub struct StormResult {
 #[derive(Default)]
 struct Tally {
     presence_frames: AtomicU64,
+    presence_repeated: AtomicU64,
     complete: AtomicU32,
     /// Nanoseconds after the start at which the last member completed.
     last_complete_ns: AtomicU64,
@@ -206,6 +209,7 @@ pub async fn run(a: &StormArgs) -> Result<StormResult> {
         connect_latency: Summary::of(&connect_latency),
         presence_frames: tally.presence_frames.load(Ordering::Relaxed),
         presence_needed: presence_needed(groups, group_size),
+        presence_repeated: tally.presence_repeated.load(Ordering::Relaxed),
         members_complete,
         server_cpu_seconds: cpu_before.zip(cpu_after).map(|(b, a)| round2(a - b)),
         load_tool_cpu_seconds: round2(load_tool_cpu_seconds),
@@ -284,7 +288,9 @@ async fn watch(
                 if let Some((user, is_online)) = presence_of(text.as_str()) {
                     tally.presence_frames.fetch_add(1, Ordering::Relaxed);
                     if is_online {
-                        online.insert(user.to_owned());
+                        if !online.insert(user.to_owned()) {
+                            tally.presence_repeated.fetch_add(1, Ordering::Relaxed);
+                        }
                     } else {
                         online.remove(user);
                     }

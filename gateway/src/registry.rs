@@ -563,6 +563,57 @@ mod tests {
         assert!(!big.try_add(1, 100));
     }
 
+    /// A connect storm's presence: each connection hears of each contact
+    /// coming online once, in its `hello` or afterwards, whatever the order
+    /// of registrations, `hello`s and announcements.
+    #[test]
+    fn each_connection_is_told_of_a_contact_once() {
+        let r = Registry::new("gw", Arc::new(Metrics::new()), usize::MAX);
+        let mut rxs = HashMap::new();
+        let contacts = |me: &str| -> Vec<String> {
+            ["a", "b", "c", "d"].iter().filter(|u| **u != me).map(|u| (*u).to_owned()).collect()
+        };
+        // a: registered, hello, announced; b: registered; c: registered,
+        // announced before its hello; d: all three after b's hello.
+        for (id, user) in [(1, "a"), (2, "b"), (3, "c")] {
+            rxs.insert(user, conn(&r, user, id, 100).0);
+        }
+        let mut hellos: HashMap<&str, Vec<String>> = HashMap::new();
+        hellos.insert("a", r.hello_online("a", 1, &contacts("a")));
+        r.announce_online("a", &contacts("a"));
+        r.announce_online("c", &contacts("c"));
+        hellos.insert("b", r.hello_online("b", 2, &contacts("b")));
+        rxs.insert("d", conn(&r, "d", 4, 100).0);
+        hellos.insert("d", r.hello_online("d", 4, &contacts("d")));
+        r.announce_online("d", &contacts("d"));
+        hellos.insert("c", r.hello_online("c", 3, &contacts("c")));
+        r.announce_online("b", &contacts("b"));
+        for (user, rx) in &mut rxs {
+            let mut told = hellos[user].clone();
+            while let Ok(frame) = rx.try_recv() {
+                match frame {
+                    ServerFrame::Presence { user, online: true } => told.push(user),
+                    other => panic!("{other:?}"),
+                }
+            }
+            told.sort();
+            assert_eq!(told, contacts(user), "{user}: every contact once");
+        }
+    }
+
+    #[test]
+    fn a_hello_without_contacts_hears_of_everyone_and_offline_goes_to_all() {
+        let r = Registry::new("gw", Arc::new(Metrics::new()), usize::MAX);
+        let (mut a, _) = conn(&r, "a", 1, 100);
+        let (_b, _) = conn(&r, "b", 2, 100);
+        r.hello_without_contacts("a", 1);
+        r.announce_online("b", &["a".to_owned()]);
+        assert_eq!(a.try_recv().unwrap(), ServerFrame::Presence { user: "b".into(), online: true });
+        assert!(r.unregister("b", 2));
+        r.announce_online("b", &["a".to_owned()]);
+        assert!(a.try_recv().is_err(), "gone again: nothing to announce");
+    }
+
     #[test]
     fn presence_transitions() {
         let r = Registry::new("gw", Arc::new(Metrics::new()), usize::MAX);

@@ -14,7 +14,7 @@ mod rosters;
 
 use std::collections::{BTreeSet, HashSet};
 
-use parley_adapters::store::{ConversationSummary, Store};
+use parley_adapters::store::Store;
 
 use crate::registry::Registry;
 use crate::user_events::Remote;
@@ -28,10 +28,9 @@ pub const MAX_CONTACTS: usize = 1_000;
 /// The other participants of `user`'s conversations, sorted, at most
 /// [`MAX_CONTACTS`]; group members from `rosters` when it holds them.
 pub async fn contacts(store: &dyn Store, rosters: &Rosters, user: &str) -> parley_adapters::Result<Vec<String>> {
-    let conversations = store.conversations_of(user).await?;
-    let mut out = BTreeSet::new();
-    add_direct(&conversations, user, &mut out);
-    for g in conversations.iter().filter_map(|c| c.conversation.group_id()) {
+    let sources = store.contact_sources(user).await?;
+    let mut out: BTreeSet<String> = sources.direct.into_iter().filter(|other| other != user).collect();
+    for g in &sources.groups {
         if out.len() >= MAX_CONTACTS {
             break;
         }
@@ -39,17 +38,6 @@ pub async fn contacts(store: &dyn Store, rosters: &Rosters, user: &str) -> parle
         out.extend(members.iter().filter(|m| *m != user).cloned());
     }
     Ok(out.into_iter().take(MAX_CONTACTS).collect())
-}
-
-fn add_direct(conversations: &[ConversationSummary], user: &str, out: &mut BTreeSet<String>) {
-    for c in conversations {
-        if let Some((a, b)) = c.conversation.direct_participants() {
-            let other = if a == user { b } else { a };
-            if other != user {
-                out.insert(other.to_owned());
-            }
-        }
-    }
 }
 
 /// The contacts of `user` that have a connection on this gateway or, in
@@ -83,6 +71,15 @@ mod tests {
         let contacts = ["bob".to_owned(), "zed".to_owned()];
         assert_eq!(online(&registry, Some(&remote), "ann", 1, &contacts), ["bob"]);
         assert!(online(&registry, None, "ann", 1, &contacts).is_empty(), "one process: only the registry knows");
+    }
+
+    #[test]
+    fn only_arrivals_after_the_hello_are_told() {
+        assert!(needs_telling(0, 1), "a hello that listed nobody");
+        assert!(needs_telling(4, 5));
+        assert!(!needs_telling(5, 5), "online when the hello was read: listed in it");
+        assert!(!needs_telling(9, 5));
+        assert!(!needs_telling(u64::MAX, 5), "the hello to come will list them");
     }
 
     #[tokio::test]
