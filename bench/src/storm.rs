@@ -188,6 +188,9 @@ pub async fn run(a: &StormArgs) -> Result<StormResult> {
     let members_complete = tally.complete.load(Ordering::Relaxed);
     let presence_seconds = (failed == 0 && members_complete == connected)
         .then(|| tally.last_complete_ns.load(Ordering::Relaxed) as f64 / 1e9);
+    // Read before the connections close: their offline notices are not the storm's.
+    let presence_frames = tally.presence_frames.load(Ordering::Relaxed);
+    let presence_repeated = tally.presence_repeated.load(Ordering::Relaxed);
     let _ = stop_tx.send(true);
     for r in readers {
         let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
@@ -207,9 +210,9 @@ pub async fn run(a: &StormArgs) -> Result<StormResult> {
         hello_seconds: round3(hello_seconds),
         presence_seconds: presence_seconds.map(round3),
         connect_latency: Summary::of(&connect_latency),
-        presence_frames: tally.presence_frames.load(Ordering::Relaxed),
+        presence_frames,
         presence_needed: presence_needed(groups, group_size),
-        presence_repeated: tally.presence_repeated.load(Ordering::Relaxed),
+        presence_repeated,
         members_complete,
         server_cpu_seconds: cpu_before.zip(cpu_after).map(|(b, a)| round2(a - b)),
         load_tool_cpu_seconds: round2(load_tool_cpu_seconds),

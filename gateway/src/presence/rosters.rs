@@ -1,19 +1,21 @@
 //! Group members as presence reads them, kept for a while: when the 100
 //! members of a group connect at once, each connect read the same roster
-//! from the store (5,000 reads for 50 groups).
+//! from the store (5,000 reads for 50 groups). Connects that miss together
+//! wait for one read of the group.
 //!
 //! Only where every membership change goes through this process (the
 //! standalone chat, `--membership-via-broker` off): each change forgets the
-//! group's roster once it is written. A read that began before a change
-//! and ends after it is not kept (`generation`), so a roster kept is never
-//! older than the last change. Elsewhere the time to live is zero and
-//! every read goes to the store.
+//! group's roster once it is written, so a roster kept is never older than
+//! the last change (a read under way then is left to its callers, who
+//! asked before the change, and is not kept). Elsewhere the time to live
+//! is zero and every read goes to the store.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use parley_adapters::store::Store;
+use tokio::sync::OnceCell;
 
 /// Groups kept at most; when full, the expired go, then everything (a
 /// burst of many groups costs reads, never memory).
@@ -21,72 +23,59 @@ const MAX_GROUPS: usize = 10_000;
 
 pub struct Rosters {
     ttl: Duration,
-    entries: Mutex<Entries>,
+    groups: Mutex<HashMap<String, Slot>>,
 }
 
-#[derive(Default)]
-struct Entries {
-    groups: HashMap<String, (Instant, Arc<[String]>)>,
-    /// Counts changes: a read kept only if none happened while it ran.
-    generation: u64,
+/// One read of a group's members: under way, or done at `at`.
+#[derive(Clone)]
+struct Slot {
+    at: Instant,
+    members: Arc<OnceCell<Arc<[String]>>>,
 }
 
 impl Rosters {
     /// `ttl` zero keeps nothing.
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: Mutex::default() }
+        Self { ttl, groups: Mutex::default() }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Entries> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The members of `group`, from here while fresh, else from the store.
+    /// The members of `group`, from here while fresh, else from the store
+    /// (one read for every caller meanwhile).
     pub async fn members(&self, store: &dyn Store, group: &str) -> parley_adapters::Result<Arc<[String]>> {
-        let now = Instant::now();
-        let generation = match self.cached(group, now) {
-            Ok(members) => return Ok(members),
-            Err(generation) => generation,
-        };
-        let members: Arc<[String]> = store.members(group).await?.into();
-        self.keep(group, members.clone(), generation, now);
-        Ok(members)
-    }
-
-    /// The fresh roster of `group`, or the generation a read begins at.
-    fn cached(&self, group: &str, now: Instant) -> Result<Arc<[String]>, u64> {
-        let entries = self.lock();
-        match entries.groups.get(group) {
-            Some((at, members)) if now.saturating_duration_since(*at) < self.ttl => Ok(members.clone()),
-            _ => Err(entries.generation),
-        }
-    }
-
-    /// Keep a roster read at `now` that began at `generation`, unless a
-    /// change came in between.
-    fn keep(&self, group: &str, members: Arc<[String]>, generation: u64, now: Instant) {
         if self.ttl.is_zero() {
-            return;
+            return Ok(store.members(group).await?.into());
         }
-        let mut entries = self.lock();
-        if entries.generation != generation {
-            return;
+        let slot = self.slot(group, Instant::now());
+        // A failed read leaves the slot empty: the next caller reads again.
+        let members = slot.members.get_or_try_init(|| async { store.members(group).await.map(Arc::from) }).await?;
+        Ok(members.clone())
+    }
+
+    /// `group`'s slot if fresh, else a new one in its place.
+    fn slot(&self, group: &str, now: Instant) -> Slot {
+        let mut groups = self.lock();
+        if let Some(slot) = groups.get(group).filter(|s| now.saturating_duration_since(s.at) < self.ttl) {
+            return slot.clone();
         }
-        if entries.groups.len() >= MAX_GROUPS {
+        if groups.len() >= MAX_GROUPS {
             let ttl = self.ttl;
-            entries.groups.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
-            if entries.groups.len() >= MAX_GROUPS {
-                entries.groups.clear();
+            groups.retain(|_, s| now.saturating_duration_since(s.at) < ttl);
+            if groups.len() >= MAX_GROUPS {
+                groups.clear();
             }
         }
-        entries.groups.insert(group.to_owned(), (now, members));
+        let slot = Slot { at: now, members: Arc::default() };
+        groups.insert(group.to_owned(), slot.clone());
+        slot
     }
 
     /// `group`'s members changed (call once the change is written).
     pub fn forget(&self, group: &str) {
-        let mut entries = self.lock();
-        entries.generation += 1;
-        entries.groups.remove(group);
+        self.lock().remove(group);
     }
 }
 
@@ -111,29 +100,36 @@ mod tests {
         assert_eq!(names(&rosters.members(&store, "g").await.unwrap()), ["ann"]);
     }
 
-    #[test]
-    fn a_read_overtaken_by_a_change_is_not_kept() {
+    #[tokio::test]
+    async fn a_read_under_way_when_its_group_changes_is_not_kept() {
         let rosters = Rosters::new(Duration::from_secs(3600));
         let now = Instant::now();
-        let began = rosters.cached("g", now).unwrap_err();
-        rosters.forget("other");
-        rosters.keep("g", vec!["stale".to_owned()].into(), began, now);
-        assert!(rosters.cached("g", now).is_err(), "read before a change, kept after it");
-        let began = rosters.cached("g", now).unwrap_err();
-        rosters.keep("g", vec!["ann".to_owned()].into(), began, now);
-        assert_eq!(names(&rosters.cached("g", now).unwrap()), ["ann"]);
+        let before = rosters.slot("g", now);
+        assert!(Arc::ptr_eq(&before.members, &rosters.slot("g", now).members), "callers meanwhile share one read");
+        rosters.forget("g");
+        before.members.set(vec!["stale".to_owned()].into()).unwrap();
+        let after = rosters.slot("g", now);
+        assert!(after.members.get().is_none(), "read again after the change");
     }
 
     #[test]
-    fn entries_expire_and_a_zero_ttl_keeps_nothing() {
+    fn slots_expire() {
         let ttl = Duration::from_secs(5);
         let rosters = Rosters::new(ttl);
         let now = Instant::now();
-        rosters.keep("g", vec!["ann".to_owned()].into(), 0, now);
-        assert!(rosters.cached("g", now + ttl - Duration::from_millis(1)).is_ok());
-        assert!(rosters.cached("g", now + ttl).is_err());
-        let none = Rosters::new(Duration::ZERO);
-        none.keep("g", vec!["ann".to_owned()].into(), 0, now);
-        assert!(none.cached("g", now).is_err());
+        let first = rosters.slot("g", now);
+        assert!(Arc::ptr_eq(&first.members, &rosters.slot("g", now + ttl - Duration::from_millis(1)).members));
+        assert!(!Arc::ptr_eq(&first.members, &rosters.slot("g", now + ttl).members));
+    }
+
+    #[tokio::test]
+    async fn a_zero_ttl_reads_every_time() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        store.create_group(&NewGroup::new("g", "G", "ann").with_members(&["bob"])).await.unwrap();
+        let rosters = Rosters::new(Duration::ZERO);
+        assert_eq!(names(&rosters.members(&store, "g").await.unwrap()), ["ann", "bob"]);
+        store.leave_group("g", "bob").await.unwrap();
+        assert_eq!(names(&rosters.members(&store, "g").await.unwrap()), ["ann"]);
+        assert!(rosters.lock().is_empty());
     }
 }
