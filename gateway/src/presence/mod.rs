@@ -43,9 +43,11 @@ pub async fn contacts(store: &dyn Store, rosters: &Rosters, user: &str) -> parle
 /// The contacts of `user` that have a connection on this gateway or, in
 /// Kafka mode, on another live one, for the `hello` of its connection `id`.
 pub fn online(registry: &Registry, remote: Option<&Remote>, user: &str, id: u64, contacts: &[String]) -> Vec<String> {
-    let here: HashSet<String> = registry.hello_online(user, id, contacts).into_iter().collect();
-    let elsewhere: HashSet<String> = remote.map(|r| r.online_of(contacts)).unwrap_or_default().into_iter().collect();
-    contacts.iter().filter(|c| here.contains(*c) || elsewhere.contains(*c)).cloned().collect()
+    let here = registry.hello_online(user, id, contacts);
+    let Some(remote) = remote else { return here };
+    let elsewhere: HashSet<String> = remote.online_of(contacts).into_iter().collect();
+    let here: HashSet<&String> = here.iter().collect();
+    contacts.iter().filter(|c| here.contains(c) || elsewhere.contains(*c)).cloned().collect()
 }
 
 /// Whether a connection whose `hello` listed the contacts online at epoch
