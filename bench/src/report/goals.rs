@@ -138,7 +138,7 @@ fn storm_row(storm: Option<&Runs<StormResult>>) -> Row {
     let secs = |x: f64| if x.is_finite() { format!("{x:.2} s") } else { "incomplete".into() };
     Row {
         scenario,
-        goal: format!("{} members of 50 groups connected in ≤ {} s", storm::GOAL_USERS, storm::GOAL_SECONDS),
+        goal: format!("5,000 members of 50 groups connected in ≤ {} s", storm::GOAL_SECONDS),
         measured: format!(
             "{} of {} in {} ({} groups of {}); every contact's presence seen after {}; server CPU {}{}",
             s.connected,

@@ -209,7 +209,7 @@ fn storm(s: &mut String, st: &StormResult) {
         s,
         "\n## Connect storm\n\n{} groups of {} members, {} handshakes in flight: {} of {} connected in {} s \
          (connect p50 / p99 {} / {} ms); every member had seen each contact online after {}; {} presence frames \
-         ({} needed); server CPU {} s, load tool CPU {} s.{}{}",
+         ({} needed, {} repeating one); server CPU {} s, load tool CPU {} s.{}{}",
         st.groups,
         st.members_per_group,
         st.concurrency,
@@ -221,9 +221,10 @@ fn storm(s: &mut String, st: &StormResult) {
         st.presence_seconds.map_or_else(|| "the settle time: incomplete".into(), |x| format!("{x} s")),
         st.presence_frames,
         st.presence_needed,
+        st.presence_repeated,
         st.server_cpu_seconds.map_or_else(|| "unknown".into(), |x| x.to_string()),
         st.load_tool_cpu_seconds,
         st.first_error.as_ref().map(|e| format!(" First error: {e}.")).unwrap_or_default(),
-        st.note.as_ref().map(|n| format!(" {n}.")).unwrap_or_default()
+        st.note.as_ref().map(|n| format!(" Note: {n}.")).unwrap_or_default()
     );
 }
