@@ -24,6 +24,10 @@ fn names(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(name).collect()
 }
 
+fn owned(users: &[&str]) -> Vec<String> {
+    users.iter().map(|u| (*u).to_owned()).collect()
+}
+
 fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -92,7 +96,7 @@ async fn rosters_follow_joins_and_leaves_at_once() {
     let mut cat = connect(&server, "cat").await;
     // bob's connect reads the roster, which presence then keeps.
     let bob = connect(&server, "bob").await;
-    assert_eq!(told_online(&mut ann, &["cat".into(), "bob".into()]).await.len(), 2);
+    assert_eq!(told_online(&mut ann, &owned(&["cat", "bob"])).await.len(), 2);
 
     // dan joins while everyone is online, then connects: told to all three.
     let (status, body) =
@@ -101,15 +105,20 @@ async fn rosters_follow_joins_and_leaves_at_once() {
     let (status, body) = server.http("POST", "/api/groups/club/join", Some("dan"), None).await;
     assert_eq!(status, 204, "{body}");
     let mut dan = connect(&server, "dan").await;
-    let want: Vec<String> = ["ann", "bob", "cat"].map(String::from).into();
-    assert_eq!(told_online(&mut dan, &want).await.len(), 3);
-    assert_eq!(told_online(&mut cat, &["dan".into()]).await.get("dan"), Some(&1));
+    assert_eq!(told_online(&mut dan, &owned(&["ann", "bob", "cat"])).await.len(), 3);
+    assert_eq!(told_online(&mut cat, &owned(&["dan"])).await.get("dan"), Some(&1));
 
-    // cat leaves; bob reconnects: his contacts no longer hold her.
+    // bob reconnects: his contacts hold dan, who joined after bob's
+    // connect had read the roster.
+    bob.close().await;
+    let mut bob = connect(&server, "bob").await;
+    assert_eq!(told_online(&mut bob, &owned(&["ann", "cat", "dan"])).await.len(), 3);
+
+    // cat leaves; bob reconnects again: his contacts no longer hold her.
     let (status, body) = server.http("POST", "/api/groups/club/leave", Some("cat"), None).await;
     assert_eq!(status, 204, "{body}");
     bob.close().await;
     let mut bob = connect(&server, "bob").await;
-    let told = told_online(&mut bob, &["ann".into(), "dan".into()]).await;
+    let told = told_online(&mut bob, &owned(&["ann", "dan"])).await;
     assert_eq!(told.keys().collect::<Vec<_>>(), ["ann", "dan"], "cat left the group");
 }
