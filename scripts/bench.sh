@@ -12,6 +12,8 @@
 #   scripts/bench.sh scaling          lag appears → storage Deployment scaled
 #   scripts/bench.sh failover         operator leader killed → standby holds the Lease
 #   scripts/bench.sh flood            400 users flooding the standalone chat: peak memory vs the ceiling
+#   scripts/bench.sh storm            5,000 members of 50 groups connecting at once to the standalone chat
+#                                     (STORM_GROUPS, STORM_MEMBERS; STORM_URL, STORM_SECRET, STORM_PID for a running gateway)
 #   scripts/bench.sh report           README.md, report.json and the plot from the result files
 #   scripts/bench.sh all              every scenario, then the report
 #
@@ -33,6 +35,8 @@ MESSAGES=${MESSAGES:-500000}
 CLUSTERS=${CLUSTERS:-1000}
 KAFKA_WARMUP=${KAFKA_WARMUP:-120s}
 KAFKA_WARMUP_RATE=${KAFKA_WARMUP_RATE:-3000}
+STORM_GROUPS=${STORM_GROUPS:-50}
+STORM_MEMBERS=${STORM_MEMBERS:-100}
 
 build() {
   cargo build --quiet --release --locked -p parley-bench -p parley-gateway -p parley-standalone -p parley-consumer -p parley-operator \
@@ -70,6 +74,13 @@ scenario() {
       environment
       "$bin/parley-measure" --scenario failover ;;
     flood) "$bin/parley-bench" flood --out "$results/flood.json" ;;
+    storm)
+      storm=(--groups "$STORM_GROUPS" --members "$STORM_MEMBERS")
+      if [[ -n ${STORM_URL:-} ]]; then
+        storm+=(--url "$STORM_URL" --secret "${STORM_SECRET:?STORM_SECRET: the JWT secret of the running gateway}")
+        [[ -z ${STORM_PID:-} ]] || storm+=(--pid "$STORM_PID")
+      fi
+      "$bin/parley-bench" storm "${storm[@]}" --out "$results/storm.json" ;;
     report) "$bin/parley-bench" report --dir "$results" ;;
     *)
       echo "unknown scenario $1; see the top of $0" >&2
@@ -77,10 +88,10 @@ scenario() {
   esac
 }
 
-[[ $# -eq 1 ]] || { sed -n '2,17p' "$0" >&2; exit 2; }
+[[ $# -eq 1 ]] || { sed -n '2,19p' "$0" >&2; exit 2; }
 build
 if [[ $1 == all ]]; then
-  for s in idle rate-standalone rate-kafka storage operator scaling failover flood report; do
+  for s in idle rate-standalone rate-kafka storage operator scaling failover flood storm report; do
     log "scenario $s"
     scenario "$s"
   done

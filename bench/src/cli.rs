@@ -9,6 +9,7 @@ use crate::flood::FloodArgs;
 use crate::idle::IdleArgs;
 use crate::rate::RateArgs;
 use crate::storage::StorageArgs;
+use crate::storm::StormArgs;
 
 #[derive(Debug, Parser)]
 #[command(name = "parley-bench", about = "Parley benchmarks: bounded, loopback only; they report, never assert timing")]
@@ -34,6 +35,9 @@ pub enum Scenario {
     /// Kafka's own end-to-end latency tool on the same brokers under load:
     /// the floor under the Kafka mode's send→deliver.
     KafkaBaseline(BaselineArgs),
+    /// The members of many groups connecting at once: time to every
+    /// `hello` and to complete presence, the server's CPU seconds.
+    Storm(StormArgs),
     /// Write README.md, report.json and the plot from the result files.
     Report {
         #[arg(long, default_value = "bench/results")]

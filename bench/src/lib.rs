@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod error;
 pub mod flood;
+pub mod groups;
 pub mod idle;
 pub mod latency;
 pub mod ledger;
@@ -18,6 +19,7 @@ pub mod report;
 pub mod runs;
 pub mod stages;
 pub mod storage;
+pub mod storm;
 pub mod target;
 pub mod timeline;
 pub mod workload;
@@ -35,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Scenario::Rate(a) => serde_json::to_value(rate::run(a).await?)?,
         Scenario::Storage(a) => serde_json::to_value(storage::run(a).await?)?,
         Scenario::KafkaBaseline(a) => serde_json::to_value(baseline::run(a).await?)?,
+        Scenario::Storm(a) => serde_json::to_value(storm::run(a).await?)?,
         Scenario::Report { dir } => {
             report::write(dir)?;
             println!("{}", std::fs::read_to_string(dir.join("README.md")).map_err(error::io("read report"))?);

@@ -113,9 +113,13 @@ impl Target {
     }
 
     fn standalone(env: &[Setting]) -> Result<Self> {
-        let bin = process::binary("parley-standalone");
+        Self::standalone_from(&process::binary("parley-standalone"), env)
+    }
+
+    /// The standalone gateway from `bin` (another build, to compare).
+    pub fn standalone_from(bin: &std::path::Path, env: &[Setting]) -> Result<Self> {
         let db = std::env::temp_dir().join(format!("parley-bench-{}-{}.db", std::process::id(), unique()));
-        let mut child = Command::new(&bin)
+        let mut child = Command::new(bin)
             .args(["--listen", "127.0.0.1:0", "--jwt-secret", STANDALONE_SECRET, "--dev-login", "false"])
             .arg("--database")
             .arg(&db)

@@ -8,6 +8,7 @@ use std::process::Command;
 use parley_bench::idle::IdleResult;
 use parley_bench::rate::RateResult;
 use parley_bench::runs::Runs;
+use parley_bench::storm::StormResult;
 
 fn bench(args: &[&str], out: &Path) {
     let status = Command::new(env!("CARGO_BIN_EXE_parley-bench"))
@@ -67,5 +68,22 @@ fn rate_idle_and_report_against_the_standalone_gateway() {
     assert!(report.contains("300 of 300 connected"), "{report}");
     assert!(report.contains("## Standalone: latency by offered rate"), "{report}");
     assert!(std::fs::read_to_string(dir.join("latency-vs-rate.svg")).unwrap().contains("standalone p99"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn storm_tells_every_member_of_each_contact_once() {
+    // Apart from scratch(), which the other test removes when it ends.
+    let dir = std::env::temp_dir().join(format!("parley-bench-storm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("storm.json");
+    bench(&["storm", "--groups", "3", "--members", "20", "--concurrency", "30"], &file);
+    let storm: StormResult = latest(&file);
+    assert_eq!((storm.users, storm.connected, storm.failed), (60, 60, 0), "{storm:?}");
+    assert_eq!(storm.members_complete, 60, "{storm:?}");
+    assert_eq!(storm.presence_frames, storm.presence_needed, "{storm:?}");
+    assert_eq!((storm.presence_needed, storm.presence_repeated), (3 * 20 * 19, 0));
+    assert!(storm.presence_seconds.is_some() && storm.server_cpu_seconds.is_some(), "{storm:?}");
+    assert_eq!(storm.connect_latency.count, 60);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -7,6 +7,7 @@
 //! out here, not in the process.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,7 +21,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,6 +29,21 @@ use tower::ServiceExt;
 
 use crate::config::HttpArgs;
 use crate::metrics::Metrics;
+
+/// Handshakes the kernel completes before the accept loop takes them. At
+/// the usual 128, a connect storm (500 handshakes at once) overflowed it:
+/// the dropped handshakes were retried a second later, the slowest
+/// connects of the storm. The kernel caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// The public listener on `addr`, with [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // As std and tokio bind listeners: a restart may reuse the port at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Serve `app` on `listener` until `shutdown`, then let open HTTP exchanges
 /// finish (upgraded WebSockets are the sessions' own to close).

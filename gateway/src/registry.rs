@@ -6,7 +6,7 @@
 //! throttle with every other such connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::presence;
 
 /// A server frame as queued for a connection: its JSON text, encoded once
 /// however many connections it goes to. A queue slot is then 16 bytes, and
@@ -97,7 +98,18 @@ struct Conn {
     kick: CancellationToken,
     queued: QueuedBytes,
     awaited: AwaitedAnswers,
+    /// The presence epoch its user came online at (the same on every
+    /// connection of the user).
+    online_since: u64,
+    /// The epoch of the online contacts its `hello` listed
+    /// ([`HELLO_PENDING`] until then): online announcements of users who
+    /// came online by then would repeat the `hello`, and are not queued.
+    told_through: AtomicU64,
 }
+
+/// `told_through` of a connection whose `hello` is not written yet: the
+/// `hello` will list every contact online by then.
+const HELLO_PENDING: u64 = u64::MAX;
 
 /// A user already holds as many connections as they may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -113,6 +125,10 @@ pub struct Registry {
     slow_log: Throttle,
     /// Bytes queued for one connection before it counts as overflowed.
     max_queued_bytes: usize,
+    /// Counts users coming online, changed only under the write lock: a
+    /// `hello` read under the read lock lists exactly those online at its
+    /// epoch.
+    epoch: AtomicU64,
 }
 
 /// At most one "slow client" line per this interval, however many.
@@ -126,6 +142,7 @@ impl Registry {
             metrics,
             slow_log: Throttle::new(SLOW_LOG_INTERVAL),
             max_queued_bytes,
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -146,8 +163,13 @@ impl Registry {
         if conns.len() >= max {
             return Err(TooManyConnections { max });
         }
+        let online_since = match conns.values().next() {
+            Some(other) => other.online_since,
+            None => self.epoch.fetch_add(1, Ordering::Relaxed) + 1,
+        };
         let Outlet { tx, kick, queued, awaited } = outlet;
-        conns.insert(id, Conn { tx: Some(tx), kick, queued, awaited });
+        let told_through = AtomicU64::new(HELLO_PENDING);
+        conns.insert(id, Conn { tx: Some(tx), kick, queued, awaited, online_since, told_through });
         Ok(conns.len() == 1)
     }
 
@@ -175,6 +197,55 @@ impl Registry {
 
     pub fn is_online(&self, user: &str) -> bool {
         self.read().contains_key(user)
+    }
+
+    /// Those of `contacts` online here, for the `hello` of `user`'s
+    /// connection `id`; from now on it is told of users coming online later
+    /// only (see [`announce_online`](Self::announce_online)).
+    pub fn hello_online(&self, user: &str, id: u64, contacts: &[String]) -> Vec<String> {
+        let users = self.read();
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        if let Some(conn) = users.get(user).and_then(|c| c.get(&id)) {
+            conn.told_through.store(epoch, Ordering::Relaxed);
+        }
+        contacts.iter().filter(|c| users.contains_key(*c)).cloned().collect()
+    }
+
+    /// The `hello` of `user`'s connection `id` listed nobody (its contacts
+    /// were unknown): it is told of everyone coming online.
+    pub fn hello_without_contacts(&self, user: &str, id: u64) {
+        if let Some(conn) = self.read().get(user).and_then(|c| c.get(&id)) {
+            conn.told_through.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Tell `contacts` here that `user` came online, except connections
+    /// whose `hello` listed them already or will (in a connect storm every
+    /// member's `hello` and every online contact's queue got the same news:
+    /// twice the frames needed).
+    pub fn announce_online(&self, user: &str, contacts: &[String]) {
+        let text = encode(&ServerFrame::Presence { user: user.to_owned(), online: true });
+        let mut overflowed = Vec::new();
+        {
+            let users = self.read();
+            // Gone again already: its offline announcement follows.
+            let Some(since) = users.get(user).and_then(|c| c.values().next()).map(|c| c.online_since) else {
+                return;
+            };
+            for contact in contacts {
+                let Some(conns) = users.get(contact) else { continue };
+                for (&id, conn) in conns {
+                    if presence::needs_telling(conn.told_through.load(Ordering::Relaxed), since)
+                        && self.try_send(conn, &text)
+                    {
+                        overflowed.push((contact, id));
+                    }
+                }
+            }
+        }
+        for (contact, id) in overflowed {
+            self.drop_overflowed(contact, &[id]);
+        }
     }
 
     /// Queue `frame` to every connection of `user` except `except`.
@@ -490,6 +561,57 @@ mod tests {
         let big = QueuedBytes::default();
         assert!(big.try_add(10_000, 100), "one frame into an empty queue fits, however large");
         assert!(!big.try_add(1, 100));
+    }
+
+    /// A connect storm's presence: each connection hears of each contact
+    /// coming online once, in its `hello` or afterwards, whatever the order
+    /// of registrations, `hello`s and announcements.
+    #[test]
+    fn each_connection_is_told_of_a_contact_once() {
+        let r = Registry::new("gw", Arc::new(Metrics::new()), usize::MAX);
+        let mut rxs = HashMap::new();
+        let contacts = |me: &str| -> Vec<String> {
+            ["a", "b", "c", "d"].iter().filter(|u| **u != me).map(|u| (*u).to_owned()).collect()
+        };
+        // a: registered, hello, announced; b: registered; c: registered,
+        // announced before its hello; d: all three after b's hello.
+        for (id, user) in [(1, "a"), (2, "b"), (3, "c")] {
+            rxs.insert(user, conn(&r, user, id, 100).0);
+        }
+        let mut hellos: HashMap<&str, Vec<String>> = HashMap::new();
+        hellos.insert("a", r.hello_online("a", 1, &contacts("a")));
+        r.announce_online("a", &contacts("a"));
+        r.announce_online("c", &contacts("c"));
+        hellos.insert("b", r.hello_online("b", 2, &contacts("b")));
+        rxs.insert("d", conn(&r, "d", 4, 100).0);
+        hellos.insert("d", r.hello_online("d", 4, &contacts("d")));
+        r.announce_online("d", &contacts("d"));
+        hellos.insert("c", r.hello_online("c", 3, &contacts("c")));
+        r.announce_online("b", &contacts("b"));
+        for (user, rx) in &mut rxs {
+            let mut told = hellos[user].clone();
+            while let Ok(frame) = rx.try_recv() {
+                match frame {
+                    ServerFrame::Presence { user, online: true } => told.push(user),
+                    other => panic!("{other:?}"),
+                }
+            }
+            told.sort();
+            assert_eq!(told, contacts(user), "{user}: every contact once");
+        }
+    }
+
+    #[test]
+    fn a_hello_without_contacts_hears_of_everyone_and_offline_goes_to_all() {
+        let r = Registry::new("gw", Arc::new(Metrics::new()), usize::MAX);
+        let (mut a, _) = conn(&r, "a", 1, 100);
+        let (_b, _) = conn(&r, "b", 2, 100);
+        r.hello_without_contacts("a", 1);
+        r.announce_online("b", &["a".to_owned()]);
+        assert_eq!(a.try_recv().unwrap(), ServerFrame::Presence { user: "b".into(), online: true });
+        assert!(r.unregister("b", 2));
+        r.announce_online("b", &["a".to_owned()]);
+        assert!(a.try_recv().is_err(), "gone again: nothing to announce");
     }
 
     #[test]

@@ -109,7 +109,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         readiness: readiness.clone(),
     });
 
-    let listener = TcpListener::bind(args.listen).await?;
+    let listener = crate::listener::bind(args.listen)?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, internal = %advertised, gateway_id, "gateway serving");
     // On stdout, for scripts and tests that asked for port 0.

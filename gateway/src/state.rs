@@ -4,6 +4,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use parley_adapters::broker::Broker;
 use parley_adapters::store::Store;
@@ -19,6 +20,7 @@ use crate::config::SessionArgs;
 use crate::limits::{PURGE_INTERVAL, UserLimiters};
 use crate::membership::MembershipCache;
 use crate::metrics::Metrics;
+use crate::presence::Rosters;
 use crate::registry::Registry;
 use crate::user_events::Remote;
 
@@ -29,6 +31,8 @@ pub struct Inner {
     pub limits: Limits,
     /// Recent "is a member" answers of the send path.
     pub membership: MembershipCache,
+    /// Group members as presence reads them (standalone only).
+    pub rosters: Rosters,
     /// Rate limits per user, across connections.
     pub users: UserLimiters,
     next_conn: AtomicU64,
@@ -49,6 +53,9 @@ pub struct AppState(Arc<Inner>);
 
 /// Memberships the send path keeps at most (about 100 B each).
 const MEMBERSHIP_CACHE_ENTRIES: usize = 100_000;
+/// How long a roster is kept where every change forgets it at once: a
+/// bound on memory held for groups gone quiet, not on staleness.
+const ROSTER_TTL: Duration = Duration::from_secs(60);
 
 impl Deref for AppState {
     type Target = Inner;
@@ -93,7 +100,10 @@ impl AppState {
         let limits = parts.session.limits();
         let membership = MembershipCache::new(parts.session.membership_cache_ttl, MEMBERSHIP_CACHE_ENTRIES);
         let users = UserLimiters::new(&parts.session.user);
-        let state = Self(Arc::new(Inner { parts, limits, membership, users, next_conn: AtomicU64::new(1) }));
+        // Kafka mode: changes are applied by the storage consumer, out of
+        // this gateway's sight, so rosters are read every time.
+        let rosters = Rosters::new(if parts.membership_via_broker { Duration::ZERO } else { ROSTER_TTL });
+        let state = Self(Arc::new(Inner { parts, limits, membership, rosters, users, next_conn: AtomicU64::new(1) }));
         state.forget_idle_users();
         state
     }

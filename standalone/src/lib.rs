@@ -18,7 +18,6 @@ use parley_consumer::push::{self, PushWorker};
 use parley_consumer::storage::{self, StorageWorker};
 use parley_core::ready::Readiness;
 use parley_core::topics::Topics;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -76,7 +75,7 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
         readiness: Readiness::new(&[]),
     });
 
-    let listener = TcpListener::bind(args.listen).await?;
+    let listener = parley_gateway::listener::bind(args.listen)?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %args.database.display(), "standalone chat serving");
     // On stdout, for scripts and tests that asked for port 0.

@@ -113,6 +113,11 @@ async fn groups_and_conversations(s: &dyn Store) {
     let convs = s.conversations_of("z").await.unwrap();
     let seen: Vec<(String, u64)> = convs.iter().map(|c| (c.conversation.to_string(), c.last_seq)).collect();
     assert_eq!(seen, [("dm:a:z".to_owned(), 1), ("group:h".to_owned(), 0)]);
+    // Presence's one-statement read of the same rows.
+    for user in ["a", "b", "z"] {
+        let from_summaries = parley_adapters::store::ContactSources::of(user, &s.conversations_of(user).await.unwrap());
+        assert_eq!(s.contact_sources(user).await.unwrap(), from_summaries, "{user}");
+    }
 }
 
 /// Owners, admins, invitations and history from the join, on either database.

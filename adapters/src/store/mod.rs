@@ -205,6 +205,29 @@ pub struct ConversationSummary {
     pub name: Option<String>,
 }
 
+/// Whom a user's presence concerns, as stored: the other side of each
+/// direct conversation with a message, and the groups it is a member of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContactSources {
+    pub direct: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl ContactSources {
+    /// From [`Store::conversations_of`]'s answer.
+    pub fn of(user: &str, conversations: &[ConversationSummary]) -> Self {
+        let mut out = ContactSources::default();
+        for c in conversations {
+            if let Some((a, b)) = c.conversation.direct_participants() {
+                out.direct.push(if a == user { b } else { a }.to_owned());
+            } else if let Some(g) = c.conversation.group_id() {
+                out.groups.push(g.to_owned());
+            }
+        }
+        out
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// One round trip to the database: it answers (for readiness).
@@ -262,6 +285,13 @@ pub trait Store: Send + Sync {
 
     /// Direct conversations with at least one message, and joined groups.
     async fn conversations_of(&self, user: &str) -> Result<Vec<ConversationSummary>>;
+
+    /// What presence needs of [`conversations_of`](Self::conversations_of),
+    /// read on every connect: the SQL stores read it in one statement
+    /// instead of two.
+    async fn contact_sources(&self, user: &str) -> Result<ContactSources> {
+        Ok(ContactSources::of(user, &self.conversations_of(user).await?))
+    }
 
     /// [`conversations_of`](Self::conversations_of) with read positions,
     /// unread counts and last messages (a few reads per conversation: for

@@ -20,8 +20,8 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
 use super::plan::Amendment;
 use super::rows::{self, to_u64};
 use super::{
-    ConversationOverview, ConversationSummary, Group, Invitation, Joined, Member, Membership, NewGroup, NewMessage,
-    Store, StoreOutcome, StoredMessage,
+    ContactSources, ConversationOverview, ConversationSummary, Group, Invitation, Joined, Member, Membership, NewGroup,
+    NewMessage, Store, StoreOutcome, StoredMessage,
 };
 use crate::{Error, Result};
 use parley_core::groups::{self, Role};
@@ -377,6 +377,25 @@ where
         .fetch_one(&self.pool)
         .await?;
         Ok(to_u64(stored))
+    }
+
+    async fn contact_sources(&self, user: &str) -> Result<ContactSources> {
+        // The same rows as conversations_of, without the group names and seqs.
+        let rows = sqlx::query(
+            "SELECT 'd' AS kind, CASE WHEN user_a = $1 THEN user_b ELSE user_a END AS name FROM conversations \
+             WHERE (user_a = $1 OR user_b = $1) AND last_seq > 0 \
+             UNION ALL SELECT 'g' AS kind, group_id AS name FROM group_members WHERE user_id = $1",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = ContactSources::default();
+        for row in rows {
+            let (kind, name): (String, String) = (row.try_get("kind")?, row.try_get("name")?);
+            if kind == "g" { out.groups.push(name) } else { out.direct.push(name) }
+        }
+        out.groups.sort();
+        Ok(out)
     }
 
     async fn conversations_of(&self, user: &str) -> Result<Vec<ConversationSummary>> {

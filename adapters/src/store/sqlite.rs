@@ -185,6 +185,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn contact_sources_are_the_conversations_read_in_one_statement() {
+        use crate::store::{ContactSources, NewGroup};
+        let s = SqliteStore::in_memory().await.unwrap();
+        s.create_group(&NewGroup::new("g", "G", "a").with_members(&["b"])).await.unwrap();
+        s.create_group(&NewGroup::new("f", "F", "a")).await.unwrap();
+        let (az, ya) = (ConversationId::direct("a", "z"), ConversationId::direct("y", "a"));
+        s.store_batch(&[msg("a", "1", &az), msg("y", "2", &ya), msg("a", "3", &ConversationId::group("g"))])
+            .await
+            .unwrap();
+        let sources = s.contact_sources("a").await.unwrap();
+        assert_eq!(sources.groups, ["f", "g"]);
+        let mut direct = sources.direct.clone();
+        direct.sort();
+        assert_eq!(direct, ["y", "z"]);
+        for user in ["a", "b", "z", "nobody"] {
+            let mut want = ContactSources::of(user, &s.conversations_of(user).await.unwrap());
+            let mut got = s.contact_sources(user).await.unwrap();
+            want.direct.sort();
+            got.direct.sort();
+            assert_eq!(got, want, "{user}");
+        }
+    }
+
+    #[tokio::test]
     async fn file_database_survives_reopen() {
         let path = std::env::temp_dir().join(format!("parley-store-test-{}-{}.db", std::process::id(), now_millis()));
         let ab = ConversationId::direct("a", "b");

@@ -13,8 +13,9 @@ use tokio_tungstenite::tungstenite::Message;
 use super::RateArgs;
 use super::read::Progress;
 use crate::client::Sink;
-use crate::client::{self, Ws, connect, source_ip};
+use crate::client::{Ws, connect, source_ip};
 use crate::error::{BenchError, Result};
+use crate::groups;
 use crate::target::Target;
 use crate::workload::{self, Conversation, user_name};
 use parley_testkit::procfs;
@@ -38,7 +39,7 @@ pub(super) async fn prepare(a: &RateArgs, rate: u32, users: u32) -> Result<Prepa
     let convs = workload::layout(users, a.conversations.max(1), a.group_size);
     let members: HashMap<String, Vec<String>> =
         convs.iter().map(|c| (c.id().to_string(), c.members.iter().map(|&m| user_name(m)).collect())).collect();
-    create_groups(&target, &convs).await?;
+    groups::create(target.gateway, &target.secret, &convs, &user_name).await?;
 
     tracing::info!(rate, users, mode = ?a.mode, "connecting");
     let conns = connect_all(&target, users).await?;
@@ -62,63 +63,6 @@ async fn connect_all(target: &Target, users: u32) -> Result<Vec<Ws>> {
         by_user[i as usize] = Some(c?);
     }
     Ok(by_user.into_iter().map(|ws| ws.expect("every user connected")).collect())
-}
-
-/// Create the groups with their members invited, have each accept, then
-/// (Kafka mode applies joins asynchronously) wait until the last member of
-/// each is a member.
-async fn create_groups(target: &Target, convs: &[Conversation]) -> Result<()> {
-    let (gw, secret) = (target.gateway, target.secret.as_str());
-    for c in convs {
-        let Some(g) = &c.group else { continue };
-        let names: Vec<String> = c.members.iter().map(|&m| user_name(m)).collect();
-        let body = json!({"id": g, "name": g, "members": names[1..]});
-        let (status, text) = client::http(gw, "POST", "/api/groups", secret, &names[0], Some(&body)).await?;
-        if !(200..300).contains(&status) {
-            return Err(BenchError::Setup(format!("create group {g}: {status} {text}")));
-        }
-    }
-    // The others are invited, and accept.
-    let joins: Vec<(String, String)> = convs
-        .iter()
-        .filter_map(|c| Some((c.group.clone()?, c)))
-        .flat_map(|(g, c)| c.members[1..].iter().map(move |&m| (g.clone(), user_name(m))))
-        .collect();
-    let answers: Vec<Result<(String, String, u16, String)>> = futures::stream::iter(joins)
-        .map(|(g, user)| async move {
-            let (status, text) =
-                client::http(gw, "POST", &format!("/api/groups/{g}/join"), secret, &user, None).await?;
-            Ok((g, user, status, text))
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
-    for answer in answers {
-        let (g, user, status, text) = answer?;
-        if !(200..300).contains(&status) {
-            return Err(BenchError::Setup(format!("{user} joining group {g}: {status} {text}")));
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for c in convs {
-        let Some(g) = &c.group else { continue };
-        let owner = user_name(c.members[0]);
-        loop {
-            let (status, text) =
-                client::http(gw, "GET", &format!("/api/groups/{g}/members"), secret, &owner, None).await?;
-            let listed: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            if status == 200 && listed["members"].as_array().map_or(0, Vec::len) == c.members.len() {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(BenchError::Setup(format!(
-                    "group {g}: not every join applied within 60 s ({status} {text})"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    Ok(())
 }
 
 /// One message in every conversation, until a whole round is delivered to

@@ -12,6 +12,7 @@ use crate::idle::{GOAL_CONNECTIONS, IdleResult, SPARE_FILES};
 use crate::rate::{GOAL_P99_DELIVER_MS, RateResult, RateRun};
 use crate::runs::Runs;
 use crate::storage::StorageResult;
+use crate::storm::{self, StormResult};
 use crate::target::Mode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -70,10 +71,10 @@ pub fn rate_complete(run: &RateRun) -> bool {
         && c.out_of_order == 0
 }
 
-/// In the table's order: idle, the two rate modes, storage, operator,
-/// scaling, leader failover.
+/// In the table's order: idle, connect storm, the two rate modes,
+/// storage, operator, scaling, leader failover.
 pub fn rows(r: &Results) -> Vec<Row> {
-    let mut rows = vec![idle_row(r.idle.as_ref())];
+    let mut rows = vec![idle_row(r.idle.as_ref()), storm_row(r.storm.as_ref())];
     for (name, result, command) in [
         ("Kafka + PostgreSQL end to end", &r.rate_kafka, "scripts/bench.sh rate-kafka"),
         ("standalone (comparison)", &r.rate_standalone, "scripts/bench.sh rate-standalone"),
@@ -114,6 +115,42 @@ fn idle_row(idle: Option<&Runs<IdleResult>>) -> Row {
             connected.meets(f64::from(GOAL_CONNECTIONS), Better::Higher)
                 && bytes.meets(i.goal_bytes_per_connection, Better::Lower),
         ),
+        command,
+    }
+}
+
+/// Issue #25: every member of the goal's groups connected (each `hello`
+/// read) within the goal, judged on the median; a run with failed connects
+/// counts as the slowest.
+fn storm_row(storm: Option<&Runs<StormResult>>) -> Row {
+    let (scenario, command) = ("connect storm: members of 50 groups connect at once", "scripts/bench.sh storm");
+    let Some(runs) = storm else { return not_run(scenario, command) };
+    let s = runs.latest();
+    let whole = |x: &StormResult| x.failed == 0 && x.connected == x.users;
+    let hello: Vec<f64> = runs.results.iter().map(|x| if whole(x) { x.hello_seconds } else { f64::INFINITY }).collect();
+    let presence: Vec<f64> = runs.results.iter().map(|x| x.presence_seconds.unwrap_or(f64::INFINITY)).collect();
+    let cpu: Vec<f64> = runs.results.iter().map(|x| x.server_cpu_seconds.unwrap_or(f64::INFINITY)).collect();
+    let (Some(hello), Some(presence), Some(cpu)) =
+        (Spread::of(&hello, Better::Lower), Spread::of(&presence, Better::Lower), Spread::of(&cpu, Better::Lower))
+    else {
+        return not_run(scenario, command);
+    };
+    let secs = |x: f64| if x.is_finite() { format!("{x:.2} s") } else { "incomplete".into() };
+    Row {
+        scenario,
+        goal: format!("5,000 members of 50 groups connected in ≤ {} s", storm::GOAL_SECONDS),
+        measured: format!(
+            "{} of {} in {} ({} groups of {}); every contact's presence seen after {}; server CPU {}{}",
+            s.connected,
+            s.users,
+            hello.text(secs),
+            s.groups,
+            s.members_per_group,
+            presence.text(secs),
+            cpu.text(secs),
+            hello.runs_note()
+        ),
+        verdict: Verdict::from_bool(s.users >= storm::GOAL_USERS && hello.meets(storm::GOAL_SECONDS, Better::Lower)),
         command,
     }
 }

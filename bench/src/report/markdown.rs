@@ -10,6 +10,7 @@ use crate::idle::IdleResult;
 use crate::rate::{RateResult, RateRun};
 use crate::runs::Runs;
 use crate::storage::StorageResult;
+use crate::storm::StormResult;
 
 pub fn markdown(r: &Results) -> String {
     let mut s = String::from("# Benchmark report\n\n");
@@ -32,6 +33,9 @@ pub fn markdown(r: &Results) -> String {
     if let Some(st) = &r.storage {
         storage(&mut s, st.latest());
     }
+    if let Some(st) = &r.storm {
+        storm(&mut s, st.latest());
+    }
     if r.operator.is_some() {
         s.push_str("\n## Operator\n\nSee [operator.md](operator.md).\n");
     }
@@ -48,6 +52,7 @@ fn header(s: &mut String, r: &Results) {
         .or_else(|| r.rate_kafka.as_ref().map(|x| x.latest().machine.to_string()))
         .or_else(|| r.rate_standalone.as_ref().map(|x| x.latest().machine.to_string()))
         .or_else(|| r.storage.as_ref().map(|x| x.latest().machine.to_string()))
+        .or_else(|| r.storm.as_ref().map(|x| x.latest().machine.to_string()))
         .unwrap_or_else(|| "unknown".into());
     let _ = writeln!(
         s,
@@ -195,5 +200,31 @@ fn storage(s: &mut String, st: &StorageResult) {
         st.messages_per_second,
         st.consumer_cpu_seconds,
         st.consumer_rss_kib
+    );
+}
+
+fn storm(s: &mut String, st: &StormResult) {
+    let c = &st.connect_latency;
+    let _ = writeln!(
+        s,
+        "\n## Connect storm\n\n{} groups of {} members, {} handshakes in flight: {} of {} connected in {} s \
+         (connect p50 / p99 {} / {} ms); every member had seen each contact online after {}; {} presence frames \
+         ({} needed, {} repeating one); server CPU {} s, load tool CPU {} s.{}{}",
+        st.groups,
+        st.members_per_group,
+        st.concurrency,
+        st.connected,
+        st.users,
+        st.hello_seconds,
+        c.p50_ms,
+        c.p99_ms,
+        st.presence_seconds.map_or_else(|| "the settle time: incomplete".into(), |x| format!("{x} s")),
+        st.presence_frames,
+        st.presence_needed,
+        st.presence_repeated,
+        st.server_cpu_seconds.map_or_else(|| "unknown".into(), |x| x.to_string()),
+        st.load_tool_cpu_seconds,
+        st.first_error.as_ref().map(|e| format!(" First error: {e}.")).unwrap_or_default(),
+        st.note.as_ref().map(|n| format!(" Note: {n}.")).unwrap_or_default()
     );
 }

@@ -19,6 +19,7 @@ use crate::plot::{self, Series};
 use crate::rate::{GOAL_P99_DELIVER_MS, RateResult, RateRun};
 use crate::runs::Runs;
 use crate::storage::StorageResult;
+use crate::storm::StormResult;
 
 pub use goals::{Row, Verdict, at_rate, rate_complete, rate_met, rows};
 pub use markdown::markdown;
@@ -28,6 +29,7 @@ pub const IDLE: &str = "idle.json";
 pub const RATE_STANDALONE: &str = "rate-standalone.json";
 pub const RATE_KAFKA: &str = "rate-kafka.json";
 pub const STORAGE: &str = "storage.json";
+pub const STORM: &str = "storm.json";
 pub const OPERATOR: &str = "operator.json";
 pub const PLOT: &str = "latency-vs-rate.svg";
 
@@ -47,6 +49,7 @@ pub struct Results {
     pub rate_standalone: Option<Runs<RateResult>>,
     pub rate_kafka: Option<Runs<RateResult>>,
     pub storage: Option<Runs<StorageResult>>,
+    pub storm: Option<Runs<StormResult>>,
     /// Written by `parley-measure` (operator scenarios).
     pub operator: Option<Value>,
 }
@@ -58,6 +61,7 @@ impl Results {
             rate_standalone: read_runs(&dir.join(RATE_STANDALONE))?,
             rate_kafka: read_runs(&dir.join(RATE_KAFKA))?,
             storage: read_runs(&dir.join(STORAGE))?,
+            storm: read_runs(&dir.join(STORM))?,
             operator: read(&dir.join(OPERATOR))?,
         })
     }

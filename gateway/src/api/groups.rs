@@ -120,6 +120,7 @@ pub async fn create_group(
     }
     let new = NewGroup { open: req.open, history: req.history, invited, ..NewGroup::new(&id, name, &user) };
     let group = state.store.create_group(&new).await?;
+    state.rosters.forget(&id);
     Ok((StatusCode::CREATED, Json(Created { group, invited: new.invited })))
 }
 
@@ -182,7 +183,9 @@ pub async fn join(
         publish_membership(&state, MembershipData { group_id: id, user, joined: true, by: None }).await?;
         return Ok(StatusCode::ACCEPTED);
     }
-    match state.store.join_group(&id, &user).await {
+    let joined = state.store.join_group(&id, &user).await;
+    state.rosters.forget(&id);
+    match joined {
         Ok(Joined::Joined | Joined::AlreadyMember) => Ok(StatusCode::NO_CONTENT),
         // The invitation was withdrawn, or the group went, in between.
         Ok(Joined::NotInvited) | Err(parley_adapters::Error::NotFound(_)) => Err(closed()),
@@ -218,7 +221,9 @@ async fn remove_member(state: &AppState, id: &str, user: &str, by: Option<&str>)
         publish_membership(state, data).await?;
         return Ok(StatusCode::ACCEPTED);
     }
-    if state.store.leave_group(id, user).await? {
+    let left = state.store.leave_group(id, user).await;
+    state.rosters.forget(id);
+    if left? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("{user} is not in group {id}")))

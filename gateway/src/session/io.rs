@@ -53,6 +53,19 @@ pub(super) async fn write_queued(
     within_write_timeout(batch).await
 }
 
+/// `frames` written with one flush: a `hello` and the presence of up to
+/// [`MAX_CONTACTS`](crate::presence::MAX_CONTACTS) contacts online were a
+/// send(2) each, the largest cost of a connect storm.
+pub(super) async fn send_all(sink: &mut Sink, frames: &[ServerFrame]) -> Result<(), Gone> {
+    let batch = async {
+        for frame in frames {
+            sink.feed(Message::Text(frame.to_json().into())).await?;
+        }
+        sink.flush().await
+    };
+    within_write_timeout(batch).await
+}
+
 pub(super) async fn send(sink: &mut Sink, frame: &ServerFrame) -> Result<(), Gone> {
     write(sink, Message::Text(frame.to_json().into())).await
 }
