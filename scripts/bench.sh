@@ -6,6 +6,8 @@
 #   scripts/bench.sh idle             100,000 idle connections on one gateway (CONNECTIONS=N for fewer)
 #   scripts/bench.sh rate-kafka       Kafka + PostgreSQL end to end, 1,000..5,000 msg/s, 60 s each
 #                                     (after 2 minutes of unrecorded load at 3,000 msg/s)
+#   scripts/bench.sh kafka-floor      rate-kafka, then Kafka's own end-to-end latency tool on the same
+#                                     brokers under the same load (RATE, RECORDS): the two-hop floor
 #   scripts/bench.sh rate-standalone  the standalone gateway at the same rates
 #   scripts/bench.sh storage          one storage consumer draining 500,000 messages into PostgreSQL
 #   scripts/bench.sh operator         1,000 ChatClusters applied at once → all Ready
@@ -52,6 +54,10 @@ environment() {
 scenario() {
   case $1 in
     idle) "$bin/parley-bench" idle --connections "$CONNECTIONS" --out "$results/idle.json" ;;
+    kafka-floor)
+      scenario rate-kafka
+      "$bin/parley-bench" kafka-baseline --rate "${RATE:-5000}" --records "${RECORDS:-5000}" \
+        --out "$results/kafka-baseline.json" ;;
     rate-standalone)
       "$bin/parley-bench" rate --rate "$RATES" --duration "$DURATION" --out "$results/rate-standalone.json" ;;
     rate-kafka)
@@ -88,10 +94,10 @@ scenario() {
   esac
 }
 
-[[ $# -eq 1 ]] || { sed -n '2,19p' "$0" >&2; exit 2; }
+[[ $# -eq 1 ]] || { sed -n '2,21p' "$0" >&2; exit 2; }
 build
 if [[ $1 == all ]]; then
-  for s in idle rate-standalone rate-kafka storage operator scaling failover flood storm report; do
+  for s in idle rate-standalone kafka-floor storage operator scaling failover flood storm report; do
     log "scenario $s"
     scenario "$s"
   done

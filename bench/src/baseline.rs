@@ -103,6 +103,7 @@ pub async fn run(args: &BaselineArgs) -> Result<BaselineResult> {
         .args(["--throughput", &args.rate.to_string(), "--record-size", &args.record_size.to_string()])
         .args(["--producer-props", &props, "acks=all", "linger.ms=5"])
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .map_err(io("start the load producer"))?;

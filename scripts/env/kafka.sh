@@ -574,7 +574,8 @@ main() {
       (($#)) || die "consume TOPIC [ARGS...]"
       local topic=$1; shift
       run_tool org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "$BOOTSTRAP" --topic "$topic" "$@" ;;
-    tool) require_installed; (($#)) || die "tool MAIN-CLASS ARGS..."; run_tool "$@" ;;
+    # exec: the tool is this process, so whoever started it can stop it.
+    tool) require_installed; (($#)) || die "tool MAIN-CLASS ARGS..."; exec java "${TOOL_JVM_OPTS[@]}" -cp "$KAFKA_LIBS/*" "$@" ;;
     *)
       sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
       exit 2 ;;

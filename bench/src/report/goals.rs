@@ -8,6 +8,7 @@ use super::spread::{Better, Spread};
 use super::{
     GOAL_FAILOVER_SECONDS, GOAL_OPERATOR_RSS_MIB, GOAL_OPERATOR_SECONDS, GOAL_RATE, GOAL_SCALE_SECONDS, Results,
 };
+use crate::baseline::BaselineResult;
 use crate::idle::{GOAL_CONNECTIONS, IdleResult, SPARE_FILES};
 use crate::rate::{GOAL_P99_DELIVER_MS, RateResult, RateRun};
 use crate::runs::Runs;
@@ -81,6 +82,7 @@ pub fn rows(r: &Results) -> Vec<Row> {
     ] {
         rows.push(rate_row(name, result.as_ref(), command));
     }
+    rows.push(floor_row(r.kafka_baseline.as_ref(), r.rate_kafka.as_ref()));
     rows.push(storage_row(r.storage.as_ref()));
     rows.push(operator_row(r.operator.as_ref()));
     rows.push(scaling_row(r.operator.as_ref()));
@@ -343,6 +345,42 @@ fn idle_limit_note(i: &IdleResult) -> String {
         )
     } else {
         String::new()
+    }
+}
+
+/// Issue #25: the Kafka mode's send→deliver against Kafka's own two-hop
+/// floor on the same brokers at the same rate, medians over the runs of
+/// each (run in one sitting by `scripts/bench.sh kafka-floor`).
+pub const GOAL_FLOOR_RATIO: f64 = 2.0;
+
+fn floor_row(baseline: Option<&Runs<BaselineResult>>, kafka: Option<&Runs<RateResult>>) -> Row {
+    let (scenario, command) = ("Kafka mode against Kafka's own floor", "scripts/bench.sh kafka-floor");
+    let floor: Vec<&BaselineResult> =
+        baseline.map(|b| b.results.iter().filter(|x| x.rate == GOAL_RATE).collect()).unwrap_or_default();
+    let at: Vec<&RateRun> =
+        kafka.map(|r| r.results.iter().filter_map(|x| at_rate(x, GOAL_RATE)).collect()).unwrap_or_default();
+    let median = |v: Vec<f64>| Spread::of(&v, Better::Lower).map(|s| s.median);
+    let (Some(f50), Some(f99), Some(p50), Some(p99)) = (
+        median(floor.iter().map(|x| x.two_hops_p50_ms).collect()),
+        median(floor.iter().map(|x| x.two_hops_p99_ms).collect()),
+        median(at.iter().map(|x| x.send_to_deliver.p50_ms).collect()),
+        median(at.iter().map(|x| x.send_to_deliver.p99_ms).collect()),
+    ) else {
+        return not_run(scenario, command);
+    };
+    let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}×", a / b) } else { "n/a".into() };
+    Row {
+        scenario,
+        goal: format!("p99 send→deliver ≤ {GOAL_FLOOR_RATIO}× Kafka's two hops at {GOAL_RATE} msg/s"),
+        measured: format!(
+            "Parley p50 {p50} / p99 {p99} ms; Kafka's EndToEndLatency, two hops, p50 {f50} / p99 {f99} ms \
+             (median of {} runs); p50 {}, p99 {}",
+            floor.len(),
+            ratio(p50, f50),
+            ratio(p99, f99)
+        ),
+        verdict: Verdict::from_bool(f99 > 0.0 && p99 <= GOAL_FLOOR_RATIO * f99),
+        command,
     }
 }
 

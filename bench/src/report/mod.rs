@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::baseline::BaselineResult;
 use crate::error::{BenchError, Result, io};
 use crate::idle::IdleResult;
 use crate::plot::{self, Series};
@@ -30,6 +31,7 @@ pub const RATE_STANDALONE: &str = "rate-standalone.json";
 pub const RATE_KAFKA: &str = "rate-kafka.json";
 pub const STORAGE: &str = "storage.json";
 pub const STORM: &str = "storm.json";
+pub const KAFKA_BASELINE: &str = "kafka-baseline.json";
 pub const OPERATOR: &str = "operator.json";
 pub const PLOT: &str = "latency-vs-rate.svg";
 
@@ -50,6 +52,8 @@ pub struct Results {
     pub rate_kafka: Option<Runs<RateResult>>,
     pub storage: Option<Runs<StorageResult>>,
     pub storm: Option<Runs<StormResult>>,
+    /// Kafka's own two-hop floor, set against `rate_kafka`.
+    pub kafka_baseline: Option<Runs<BaselineResult>>,
     /// Written by `parley-measure` (operator scenarios).
     pub operator: Option<Value>,
 }
@@ -62,6 +66,7 @@ impl Results {
             rate_kafka: read_runs(&dir.join(RATE_KAFKA))?,
             storage: read_runs(&dir.join(STORAGE))?,
             storm: read_runs(&dir.join(STORM))?,
+            kafka_baseline: read_runs(&dir.join(KAFKA_BASELINE))?,
             operator: read(&dir.join(OPERATOR))?,
         })
     }
