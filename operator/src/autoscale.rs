@@ -201,6 +201,7 @@ pub async fn decide(
             spec: role.spec(cc),
             partitions,
             current,
+            ready,
             lag: lag.as_ref().copied().map_err(|e| e as &dyn std::error::Error),
             not_draining: stuck_lag,
             age: draining_age.as_ref(),

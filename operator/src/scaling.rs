@@ -13,9 +13,12 @@
 //!
 //! With `targetDelay` set, the age of the oldest message the group has not
 //! consumed asks for replicas too, as the HorizontalPodAutoscaler treats a
-//! target value: `ceil(current × age / targetDelay)` within the same bounds
-//! (so it grows while messages wait longer than the target). The larger of
-//! the two desires wins.
+//! target value: `ceil(ready × age / targetDelay)` within the same bounds,
+//! and while the age is over the target never fewer than run now. Ready
+//! replicas, not the Deployment's count: every scale-up triggers another
+//! reconcile at once, and counting pods that have not started yet would
+//! compound the same age into the cap within a poll. The larger of the two
+//! desires wins.
 //!
 //! Two exceptions. A role at zero replicas (`minReplicas: 0`) stays there
 //! while its lag is at or below `activationLagThreshold`. And lag on
@@ -324,12 +327,15 @@ pub fn desired_from_lag(spec: &ConsumerSpec, partitions: i32, lag: GroupLag) -> 
 }
 
 /// Replicas that the oldest message's `age` asks for against `target`:
-/// `ceil(current × age / target)` (at least one replica's worth when none
-/// runs), within the bounds lag has.
+/// `ceil(ready × age / target)` (one replica's worth when none is ready),
+/// never below `current` while the age is over the target (messages that
+/// wait are no reason to stop consumers that are starting), within the
+/// bounds lag has.
 pub fn desired_from_delay(
     spec: &ConsumerSpec,
     partitions: i32,
     current: i32,
+    ready: i32,
     partitions_with_lag: i32,
     age: Duration,
     target: Duration,
@@ -337,8 +343,11 @@ pub fn desired_from_delay(
     let min = spec.min_replicas.max(0);
     let cap = spec.max_replicas.min(partitions).max(min);
     let target_ms = target.as_millis().max(1);
-    let base = u128::try_from(current.max(1)).unwrap_or(1);
-    let wanted = i32::try_from((base * age.as_millis()).div_ceil(target_ms)).unwrap_or(i32::MAX);
+    let base = u128::try_from(ready.max(1)).unwrap_or(1);
+    let mut wanted = i32::try_from((base * age.as_millis()).div_ceil(target_ms)).unwrap_or(i32::MAX);
+    if age > target {
+        wanted = wanted.max(current);
+    }
     let useful = partitions_with_lag.max(min);
     let desired = wanted.clamp(min, cap).min(useful).max(min);
     if spec.even_partition_spread { even_spread(desired, partitions, cap) } else { desired }
@@ -363,6 +372,8 @@ pub struct Input<'a> {
     pub partitions: i32,
     /// Replicas the Deployment has now (`None` before it exists).
     pub current: Option<i32>,
+    /// Of those, the ones whose pods are ready (consuming).
+    pub ready: i32,
     /// `Err` when Kafka could not be asked: why, for the reason shown. Only
     /// the standard trait, so this module stays free of the I/O types.
     pub lag: Result<GroupLag, &'a dyn std::error::Error>,
@@ -409,7 +420,7 @@ pub fn decide(input: &Input, history: &mut History, now: Duration) -> Decision {
         (Some(OldestAge::Known(age)), Some(target)) => {
             let draining = lag.without(input.not_draining).partitions_with_lag;
             let target: Duration = target.into();
-            let n = desired_from_delay(spec, input.partitions, current, draining, *age, target);
+            let n = desired_from_delay(spec, input.partitions, current, input.ready, draining, *age, target);
             (Some((n, *age, target)), None)
         }
         (Some(OldestAge::Unknown(why)), Some(_)) => {
@@ -515,6 +526,7 @@ mod tests {
             spec: &s,
             partitions: 12,
             current: Some(2),
+            ready: 0,
             lag: Ok(lag(5_800, 12)),
             not_draining: NONE,
             age: None,
@@ -536,6 +548,7 @@ mod tests {
             spec: &s,
             partitions: 12,
             current: Some(10),
+            ready: 0,
             lag: Ok(lag(10_000, 12)),
             not_draining: NONE,
             age: None,
@@ -564,6 +577,7 @@ mod tests {
             spec: &s,
             partitions: 12,
             current: Some(10),
+            ready: 0,
             lag: Ok(lag(total, 12)),
             not_draining: NONE,
             age: None,
@@ -586,6 +600,7 @@ mod tests {
             spec: &s,
             partitions: 12,
             current: Some(8),
+            ready: 0,
             lag: Ok(lag(0, 0)),
             not_draining: NONE,
             age: None,
@@ -604,6 +619,7 @@ mod tests {
             spec: &s,
             partitions: 12,
             current: Some(8),
+            ready: 0,
             lag: Ok(lag(0, 0)),
             not_draining: NONE,
             age: None,
@@ -620,6 +636,7 @@ mod tests {
             spec: &s,
             partitions: 12,
             current: Some(7),
+            ready: 0,
             lag: Ok(lag(0, 0)),
             not_draining: NONE,
             age: None,
@@ -645,6 +662,7 @@ mod tests {
             spec: &s,
             partitions: 12,
             current: Some(0),
+            ready: 0,
             lag: Ok(lag(total, 3)),
             not_draining: NONE,
             age: None,
@@ -677,6 +695,7 @@ mod tests {
             spec: &s,
             partitions: 12,
             current: Some(1),
+            ready: 0,
             lag: Ok(lag(30, 1)),
             not_draining: NONE,
             age: None,
@@ -691,6 +710,7 @@ mod tests {
             spec: &s,
             partitions: 12,
             current: Some(0),
+            ready: 0,
             lag: Ok(lag(30, 1)),
             not_draining: NONE,
             age: None,
@@ -708,6 +728,7 @@ mod tests {
             spec: &s,
             partitions: 12,
             current: Some(1),
+            ready: 0,
             lag: Ok(lag(1_000, 2)),
             not_draining: lag(1_000, 2),
             age: None,
@@ -752,24 +773,26 @@ mod tests {
 
     #[test]
     fn desired_from_delay_table() {
-        // (min, max, partitions, current, partitions with lag, age ms, target ms, even) -> desired
+        // (min, max, partitions, current, ready, partitions with lag, age ms, target ms, even) -> desired
         let cases = [
-            ((1, 4, 12, 1, 12, 5_200, 2_000, false), 3),  // ceil(1 x 2.6)
-            ((1, 20, 12, 3, 12, 5_200, 2_000, false), 8), // ceil(3 x 2.6)
-            ((1, 4, 12, 3, 12, 5_200, 2_000, false), 4),  // capped at maxReplicas
-            ((1, 20, 6, 4, 6, 9_000, 2_000, false), 6),   // capped at partitions
-            ((1, 20, 12, 4, 2, 9_000, 2_000, false), 2),  // only 2 partitions have lag
-            ((1, 20, 12, 2, 12, 2_000, 2_000, false), 2), // at the target: hold
-            ((1, 20, 12, 4, 12, 1_000, 2_000, false), 2), // half the target: half the replicas
-            ((1, 20, 12, 4, 12, 10, 2_000, false), 1),    // never below min
-            ((0, 20, 12, 0, 12, 3_000, 2_000, false), 2), // from zero: one replica's worth
-            ((1, 20, 12, 1, 12, 5_000, 2_000, true), 3),  // 3 is a divisor of 12
-            ((1, 20, 12, 2, 12, 5_000, 2_000, true), 6),  // 5 -> 6
+            ((1, 4, 12, 1, 1, 12, 5_200, 2_000, false), 3),  // ceil(1 x 2.6)
+            ((1, 20, 12, 3, 3, 12, 5_200, 2_000, false), 8), // ceil(3 x 2.6)
+            ((1, 4, 12, 3, 3, 12, 5_200, 2_000, false), 4),  // capped at maxReplicas
+            ((1, 20, 6, 4, 4, 6, 9_000, 2_000, false), 6),   // capped at partitions
+            ((1, 20, 12, 4, 4, 2, 9_000, 2_000, false), 2),  // only 2 partitions have lag
+            ((1, 20, 12, 2, 2, 12, 2_000, 2_000, false), 2), // at the target: hold
+            ((1, 20, 12, 4, 4, 12, 1_000, 2_000, false), 2), // half the target: half the replicas
+            ((1, 20, 12, 4, 4, 12, 10, 2_000, false), 1),    // never below min
+            ((0, 20, 12, 0, 0, 12, 3_000, 2_000, false), 2), // from zero: one replica's worth
+            ((1, 20, 12, 3, 1, 12, 2_800, 2_000, false), 3), // 2 pods starting: not counted, not stopped
+            ((1, 20, 12, 3, 0, 12, 9_000, 2_000, false), 5), // none ready yet: one replica's worth
+            ((1, 20, 12, 1, 1, 12, 5_000, 2_000, true), 3),  // 3 is a divisor of 12
+            ((1, 20, 12, 2, 2, 12, 5_000, 2_000, true), 6),  // 5 -> 6
         ];
-        for ((min, max, partitions, current, with_lag, age, target, even), want) in cases {
+        for ((min, max, partitions, current, ready, with_lag, age, target, even), want) in cases {
             let s = spec(min, max, 1_000, 300, even);
-            let got = desired_from_delay(&s, partitions, current, with_lag, ms(age), ms(target));
-            assert_eq!(got, want, "min {min} max {max} partitions {partitions} current {current} age {age}");
+            let got = desired_from_delay(&s, partitions, current, ready, with_lag, ms(age), ms(target));
+            assert_eq!(got, want, "min {min} max {max} partitions {partitions} current {current}/{ready} age {age}");
         }
     }
 
@@ -785,6 +808,7 @@ mod tests {
             spec: &s,
             partitions: 4,
             current: Some(1),
+            ready: 1,
             lag: Ok(lag(400, 4)),
             not_draining: NONE,
             age: Some(&OldestAge::Known(ms(5_200))),
@@ -798,7 +822,12 @@ mod tests {
             "oldest message 5.2s old > targetDelay 2s: 3 replicas (lag alone asks for 1)"
         );
         // At 3 replicas, still older than the target: grows again, to the cap.
-        let older = Input { current: Some(3), age: Some(&OldestAge::Known(ms(3_000))), ..old };
+        // Scaled to 3, none of the 2 new ones ready: the same age neither
+        // adds more nor takes them away.
+        let starting = Input { current: Some(3), age: Some(&OldestAge::Known(ms(5_300))), ..old };
+        assert_eq!(decide(&starting, &mut h, secs(1)).replicas, 3);
+        // All 3 ready, still older than the target: grows again, to the cap.
+        let older = Input { current: Some(3), ready: 3, age: Some(&OldestAge::Known(ms(3_000))), ..old };
         assert_eq!(decide(&older, &mut h, secs(1)).replicas, 4);
         // Lag asks for more than the age: lag decides.
         let t = with_target(spec(1, 20, 100, 0, false), "2s");
@@ -806,11 +835,11 @@ mod tests {
         let d = decide(&busy, &mut h, secs(2));
         assert_eq!((d.replicas, d.why), (10, Why::Lag));
         // Young messages: the age asks for fewer, lag for 1; the window (0) lets it go.
-        let young = Input { current: Some(4), age: Some(&OldestAge::Known(ms(500))), ..old };
+        let young = Input { current: Some(4), ready: 4, age: Some(&OldestAge::Known(ms(500))), ..old };
         let d = decide(&young, &mut h, secs(3));
         assert_eq!((d.replicas, d.why.clone()), (1, Why::Lag));
         // Below the target but asking for more than lag: it holds, and says so.
-        let near = Input { current: Some(3), age: Some(&OldestAge::Known(ms(1_900))), ..old };
+        let near = Input { current: Some(3), ready: 3, age: Some(&OldestAge::Known(ms(1_900))), ..old };
         let d = decide(&near, &mut h, secs(4));
         assert_eq!(d.replicas, 3);
         assert_eq!(
@@ -827,6 +856,7 @@ mod tests {
             spec: &plain,
             partitions: 4,
             current: Some(1),
+            ready: 0,
             lag: Ok(lag(400, 4)),
             not_draining: NONE,
             age: Some(&OldestAge::Known(secs(60))),
@@ -857,6 +887,7 @@ mod tests {
             spec: &s,
             partitions: 4,
             current: Some(1),
+            ready: 0,
             lag: Ok(lag(1_000, 2)),
             not_draining: lag(1_000, 2),
             age: Some(&OldestAge::Known(secs(30))),
@@ -878,6 +909,7 @@ mod tests {
             spec: &s,
             partitions: 4,
             current: Some(1),
+            ready: 0,
             lag: Ok(lag(400, 4)),
             not_draining: NONE,
             age: Some(&OldestAge::Known(secs(8))),

@@ -417,10 +417,11 @@ pub struct ConsumerSpec {
     pub scale_down_stabilization: Duration,
     /// Longest a message should wait for this role (a Go duration such as
     /// `2s`). When set, the age of the oldest message the group has not
-    /// consumed is read each lag poll and asks for ceil(replicas × age /
-    /// targetDelay) replicas, within minReplicas, maxReplicas, the partition
-    /// count and the partitions with lag: replicas grow while messages wait
-    /// longer than this. Lag still asks for its own count; the larger wins,
+    /// consumed is read each lag poll and asks for ceil(ready replicas × age
+    /// / targetDelay) replicas (never fewer than run now while the age is
+    /// over it), within minReplicas, maxReplicas, the partition count and
+    /// the partitions with lag: replicas grow while messages wait longer
+    /// than this. Lag still asks for its own count; the larger wins,
     /// and scale-down waits for scaleDownStabilization as ever. Partitions
     /// not draining add nothing. Unset (default): lag alone; the age is not
     /// read. Read over plaintext Kafka only: with TLS or SASL the age is
