@@ -9,7 +9,8 @@
 #   scripts/bench.sh rate-standalone  the standalone gateway at the same rates
 #   scripts/bench.sh storage          one storage consumer draining 500,000 messages into PostgreSQL
 #   scripts/bench.sh operator         1,000 ChatClusters applied at once → all Ready
-#   scripts/bench.sh scaling          lag appears → storage Deployment scaled
+#   scripts/bench.sh scaling          lag appears → storage Deployment scaled, and the oldest
+#                                     message passes targetDelay → storage Deployment scaled
 #   scripts/bench.sh failover         operator leader killed → standby holds the Lease
 #   scripts/bench.sh flood            400 users flooding the standalone chat: peak memory vs the ceiling
 #   scripts/bench.sh report           README.md, report.json and the plot from the result files
@@ -65,7 +66,7 @@ scenario() {
       "$bin/parley-measure" --scenario many --clusters "$CLUSTERS" ;;
     scaling)
       environment
-      "$bin/parley-measure" --scenario scale ;;
+      "$bin/parley-measure" --scenario scale,delay ;;
     failover)
       environment
       "$bin/parley-measure" --scenario failover ;;
@@ -77,7 +78,7 @@ scenario() {
   esac
 }
 
-[[ $# -eq 1 ]] || { sed -n '2,17p' "$0" >&2; exit 2; }
+[[ $# -eq 1 ]] || { sed -n '2,18p' "$0" >&2; exit 2; }
 build
 if [[ $1 == all ]]; then
   for s in idle rate-standalone rate-kafka storage operator scaling failover flood report; do
