@@ -6,6 +6,9 @@
 //! delay decided; the other, without it, stays at one replica and reads no
 //! age. Once the group consumes everything the age is gone and, after the
 //! (shortened) window, storage is back at one replica.
+//!
+//! Over SASL the operator reads lag through librdkafka, which cannot read
+//! the age: the status says so and replicas follow lag alone.
 
 use std::time::Duration;
 
@@ -157,5 +160,46 @@ async fn storage_grows_when_its_oldest_message_waits_past_target_delay() {
     .await;
     let g = storage_group(&api, "chat").await.expect("status");
     assert_eq!((g.lag, g.replicas, g.oldest_message_age.as_deref()), (0, 1, None), "{g:?}");
+    teardown_namespace(&ns);
+}
+
+fn env_var(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| panic!("{key} unset: run scripts/env/up.sh and source its env file"))
+}
+
+#[tokio::test]
+async fn over_sasl_the_age_is_unknown_said_so_and_lag_decides() {
+    let ns = setup_namespace("parley-delay-sasl");
+    let prefix = env::unique("delay_sasl").replace('-', "_");
+    let _operator = Operator::start(&ns, &format!("{ns}-op"), &[]);
+    let api: Api<ChatCluster> = Api::namespaced(client().await, &ns);
+    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-auth"},
+        "stringData": {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+            "sasl.username": env_var("KAFKA_SASL_USERNAME"), "sasl.password": env_var("KAFKA_SASL_PASSWORD")}});
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &secret.to_string());
+    manifest("chat", &prefix, Some("2s"))
+        .bootstrap(&env_var("KAFKA_SASL_BOOTSTRAP_SERVERS"))
+        .kafka_secret("kafka-auth")
+        .apply(&ns);
+    wait::until("4-partition topics", 60, || async {
+        let t = kafka::topics_with_prefix(&format!("{prefix}."))?;
+        if t.len() == 4 { Ok(()) } else { Err(format!("{t:?}")) }
+    })
+    .await;
+    kafka::produce(&format!("{prefix}.chat-messages"), 0, 40).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // the oldest is past 2s
+    let g = wait::until("lag 40 read through librdkafka", 60, || async {
+        let g = storage_group(&api, "chat").await?;
+        if g.lag == 40 { Ok(g) } else { Err(format!("{g:?}")) }
+    })
+    .await;
+    assert_eq!((g.replicas, g.oldest_message_age.as_deref()), (1, None), "{g:?}");
+    let reason = g.reason.unwrap_or_default();
+    assert!(reason.starts_with("lag 40 over 4 partitions ("), "{reason}");
+    assert!(
+        reason.ends_with("; oldest message age unknown (not readable over TLS or SASL), so targetDelay is not applied"),
+        "{reason}"
+    );
+    let _ = kafka::delete_topics_with_prefix(&format!("{prefix}.")).await;
     teardown_namespace(&ns);
 }
