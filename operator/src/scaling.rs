@@ -156,8 +156,8 @@ pub fn age_words(age: Duration) -> String {
 pub struct Decision {
     /// Replicas to run.
     pub replicas: i32,
-    /// What lag asks for, after bounds and without the lag that is not
-    /// draining (what status calls desired).
+    /// What lag (and `targetDelay`, the larger) asks for, after bounds and
+    /// without what is not draining (what status calls desired).
     pub desired: i32,
     pub why: Why,
     /// Said after the reason: why `targetDelay` could not take part.
