@@ -211,7 +211,6 @@ async fn delay(runs: usize, ns: &str) -> Vec<f64> {
     for i in 0..runs {
         let name = format!("delay{i}");
         let prefix = env::unique("measure").replace('-', "_");
-        let target = target.clone();
         manifest(&name, &prefix)
             .with(|s| {
                 let storage = &mut s.consumers.storage;
