@@ -2,9 +2,9 @@
 //! offsets, keeps the desire history and each partition's progress, and
 //! turns the decision into status.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -13,7 +13,9 @@ use crate::crd::{ChatCluster, ConsumerGroupStatus, TopicStatus};
 use crate::kafka::{KafkaCluster, KafkaError};
 use crate::metrics::{GroupLabels, Metrics};
 use crate::names::{Role, RoleNames};
-use crate::scaling::{self, Decision, GroupLag, History, Input, OffsetReset, Progress, Reading, TopicPartition};
+use crate::scaling::{
+    self, Decision, GroupLag, History, Input, OffsetReset, OldestAge, Progress, Reading, TopicPartition,
+};
 
 /// Annotation that freezes consumer replicas where they are.
 pub const PAUSE_ANNOTATION: &str = "parley.dev/pause-autoscaling";
@@ -95,11 +97,55 @@ async fn read_lag(group: &RoleNames, source: &LagSource) -> Result<Vec<Reading>,
     Ok(kafka.group_offsets(&group.group, &parts).await?)
 }
 
+/// First unconsumed record's timestamp (ms since the epoch) of each
+/// partition with lag; `Err` (why) when it cannot be read.
+type FirstUnconsumed = Result<BTreeMap<TopicPartition, i64>, String>;
+
+/// Read the timestamps behind a role's `targetDelay`: one small Fetch per
+/// partition leader, only for partitions with lag.
+async fn read_first_unconsumed(source: &LagSource, readings: &[Reading], reset: OffsetReset) -> FirstUnconsumed {
+    let at: BTreeMap<(String, i32), i64> = readings
+        .iter()
+        .filter(|(_, o)| scaling::partition_lag(*o, reset) > 0)
+        .map(|(tp, o)| ((tp.topic.clone(), tp.partition), scaling::position(*o, reset)))
+        .collect();
+    if at.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let Ok((kafka, _)) = source else { return Err("no Kafka client".into()) };
+    match kafka.first_unconsumed(&at).await {
+        Some(Ok(found)) => {
+            Ok(found.into_iter().map(|((topic, partition), ts)| (TopicPartition { topic, partition }, ts)).collect())
+        }
+        Some(Err(err)) => Err(kafka.describe(&err)),
+        None => Err("not readable over TLS or SASL".into()),
+    }
+}
+
+/// The oldest age among `first` (minus `excluded`), at wall-clock `now_ms`.
+fn age_of(first: &FirstUnconsumed, now_ms: i64, excluded: &[TopicPartition]) -> OldestAge {
+    match first {
+        Err(why) => OldestAge::Unknown(why.clone()),
+        Ok(first) => {
+            let kept = first.iter().filter(|(tp, _)| !excluded.contains(tp)).map(|(_, &ts)| ts);
+            scaling::oldest_age(now_ms, kept).map_or(OldestAge::Nothing, OldestAge::Known)
+        }
+    }
+}
+
+fn wall_clock_ms() -> i64 {
+    let since = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// What [`decide`] found for one role.
 pub struct Outcome {
     pub decision: Decision,
     /// `None` when the lag could not be read.
     pub lag: Option<GroupLag>,
+    /// The oldest unconsumed message over every partition with lag; `None`
+    /// when the role has no `targetDelay`.
+    pub age: Option<OldestAge>,
     /// Partitions with lag that are not draining (see [`Progress`]), in order.
     pub not_draining: Vec<TopicPartition>,
 }
@@ -128,6 +174,12 @@ pub async fn decide(
     // Parley's consumers start from the earliest offset (see scaling::OffsetReset).
     let reset = OffsetReset::Earliest;
     let lag = readings.as_ref().map(|r| scaling::group_lag(r.iter().map(|(_, o)| o), reset));
+    // The age costs a Fetch per leader: only roles that ask for it pay.
+    let first = match (&readings, role.spec(cc).target_delay) {
+        (Ok(readings), Some(_)) => Some(read_first_unconsumed(source, readings, reset).await),
+        _ => None,
+    };
+    let now_ms = wall_clock_ms();
     let (decision, not_draining) = {
         let key = (cc.uid().unwrap_or_else(|| cc.name_any()), role);
         let mut roles = memory.roles.lock().unwrap_or_else(|e| e.into_inner());
@@ -143,12 +195,16 @@ pub async fn decide(
         let stuck_lag = readings.as_ref().map_or(GroupLag::default(), |r| {
             scaling::group_lag(r.iter().filter(|(tp, _)| not_draining.contains(tp)).map(|(_, o)| o), reset)
         });
+        // Partitions not draining add no replicas through their age either.
+        let draining_age = first.as_ref().map(|f| age_of(f, now_ms, &not_draining));
         let input = Input {
             spec: role.spec(cc),
             partitions,
             current,
+            ready,
             lag: lag.as_ref().copied().map_err(|e| e as &dyn std::error::Error),
             not_draining: stuck_lag,
+            age: draining_age.as_ref(),
             paused: paused(cc),
         };
         (scaling::decide(&input, &mut remembered.history, now), not_draining)
@@ -159,7 +215,8 @@ pub async fn decide(
         role: role.as_str().to_owned(),
     };
     metrics.set_group(labels, lag.as_ref().ok().map(|l| l.total), i64::from(decision.replicas));
-    Outcome { decision, lag: lag.ok(), not_draining }
+    let age = first.as_ref().map(|f| age_of(f, now_ms, &[]));
+    Outcome { decision, lag: lag.ok(), age, not_draining }
 }
 
 /// The Event note when partitions of `role` start not draining.
@@ -199,6 +256,10 @@ pub fn group_status(
         desired_replicas: decision.desired,
         // Unknown lag keeps the last reading rather than claiming zero.
         lag: lag.map(|l| l.total).or(previous.map(|p| p.lag)).unwrap_or(0),
+        oldest_message_age: match &outcome.age {
+            Some(OldestAge::Known(age)) => Some(scaling::age_words(*age)),
+            _ => None,
+        },
         partitions_with_lag: lag
             .map(|l| l.partitions_with_lag)
             .or(previous.map(|p| p.partitions_with_lag))

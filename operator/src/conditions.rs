@@ -15,6 +15,8 @@ pub enum TopicsObservation {
         problems: Vec<TopicProblem>,
         /// The config keys set on the topics now (the status keeps them).
         config_keys: Vec<String>,
+        /// Topics just made that Kafka's metadata does not list yet.
+        unlisted: Vec<String>,
     },
     /// The brokers did not answer (or refused the login).
     KafkaUnavailable(String),
@@ -100,6 +102,14 @@ fn topics_condition(topics: &TopicsObservation) -> Cond {
             let message = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
             Cond { type_: condition::TOPICS_READY, ok: false, reason, message }
         }
+        // Made, but not yet in the metadata: not ready until it shows them,
+        // so Ready never comes with topics the status cannot list.
+        TopicsObservation::Observed { unlisted, .. } if !unlisted.is_empty() => Cond {
+            type_: condition::TOPICS_READY,
+            ok: false,
+            reason: reason::PROGRESSING,
+            message: format!("created, not listed by Kafka yet: {}", unlisted.join(", ")),
+        },
         TopicsObservation::Observed { topics, .. } => Cond {
             type_: condition::TOPICS_READY,
             ok: true,
@@ -291,6 +301,7 @@ mod tests {
                 topics: vec![topic("a"), topic("b")],
                 problems: vec![],
                 config_keys: vec!["min.insync.replicas".into()],
+                unlisted: vec![],
             },
             gateway: Replicas { desired: 2, ready: 2 },
             gateway_selector: "app=x".into(),
@@ -343,6 +354,7 @@ mod tests {
             ready: String::new(),
             desired_replicas: 2,
             lag,
+            oldest_message_age: None,
             partitions_with_lag: 3,
             partitions: 6,
             partitions_not_draining: vec![],
@@ -372,6 +384,7 @@ mod tests {
             ready: String::new(),
             desired_replicas: 1,
             lag: 800,
+            oldest_message_age: None,
             partitions_with_lag: 2,
             partitions: 6,
             partitions_not_draining: stuck.iter().map(|s| (*s).to_owned()).collect(),
@@ -497,12 +510,30 @@ mod tests {
     }
 
     #[test]
+    fn topics_made_but_not_listed_yet_are_not_ready() {
+        let mut obs = healthy();
+        obs.topics = TopicsObservation::Observed {
+            topics: vec![topic("a")],
+            problems: vec![],
+            config_keys: vec![],
+            unlisted: vec!["b".into()],
+        };
+        let s = compute(&obs, None, &at(1));
+        let c = cond(&s, condition::TOPICS_READY);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", reason::PROGRESSING));
+        assert!(c.message.contains("not listed by Kafka yet: b"), "{}", c.message);
+        assert_eq!(cond(&s, condition::READY).status, "False");
+        assert_eq!(cond(&s, condition::DEGRADED).status, "False", "progress, not a problem");
+    }
+
+    #[test]
     fn topic_problems_name_their_reason() {
         let mut obs = healthy();
         obs.topics = TopicsObservation::Observed {
             topics: vec![topic("a")],
             problems: vec![TopicProblem::ReplicationFactorMismatch { name: "a".into(), observed: 1, desired: 3 }],
             config_keys: vec![],
+            unlisted: vec![],
         };
         let s = compute(&obs, None, &at(1));
         assert_eq!(cond(&s, condition::TOPICS_READY).reason, reason::REPLICATION_FACTOR_MISMATCH);
@@ -513,6 +544,7 @@ mod tests {
                 TopicProblem::PartitionDecreaseRefused { name: "a".into(), observed: 9, desired: 6 },
             ],
             config_keys: vec![],
+            unlisted: vec![],
         };
         let s = compute(&obs, None, &at(1));
         let c = cond(&s, condition::TOPICS_READY);

@@ -202,6 +202,7 @@ mod tests {
         ConsumerGroupStatus {
             role: role.into(),
             lag,
+            oldest_message_age: None,
             replicas,
             ready_replicas: replicas,
             ready: format!("{replicas}/{replicas}"),

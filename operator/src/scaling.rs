@@ -11,6 +11,15 @@
 //! desire within the stabilization window was lower (the highest of them is
 //! taken, as the HorizontalPodAutoscaler does).
 //!
+//! With `targetDelay` set, the age of the oldest message the group has not
+//! consumed asks for replicas too, as the HorizontalPodAutoscaler treats a
+//! target value: `ceil(ready × age / targetDelay)` within the same bounds,
+//! and while the age is over the target never fewer than run now. Ready
+//! replicas, not the Deployment's count: every scale-up triggers another
+//! reconcile at once, and counting pods that have not started yet would
+//! compound the same age into the cap within a poll. The larger of the two
+//! desires wins.
+//!
 //! Two exceptions. A role at zero replicas (`minReplicas: 0`) stays there
 //! while its lag is at or below `activationLagThreshold`. And lag on
 //! partitions that are not draining ([`Progress`]: ready consumers, lag,
@@ -58,14 +67,19 @@ impl fmt::Display for TopicPartition {
 /// A partition's offsets as one lag poll read them.
 pub type Reading = (TopicPartition, PartitionOffsets);
 
-/// Messages the group has yet to consume in one partition.
-pub fn partition_lag(p: PartitionOffsets, reset: OffsetReset) -> i64 {
-    let position = match (p.committed, reset) {
+/// Where the group goes on in one partition: its committed offset, or
+/// where `reset` starts it (also when retention removed what it committed).
+pub fn position(p: PartitionOffsets, reset: OffsetReset) -> i64 {
+    match (p.committed, reset) {
         (Some(c), _) => c.max(p.low),
         (None, OffsetReset::Earliest) => p.low,
         (None, OffsetReset::Latest) => p.high,
-    };
-    (p.high - position).max(0)
+    }
+}
+
+/// Messages the group has yet to consume in one partition.
+pub fn partition_lag(p: PartitionOffsets, reset: OffsetReset) -> i64 {
+    (p.high - position(p, reset)).max(0)
 }
 
 /// Lag of one consumer group over the topic-partitions it consumes.
@@ -111,21 +125,56 @@ pub enum Why {
     /// Lag asks for `wanted`, but `partitions` of the partitions with lag are
     /// not draining, and replicas are not added for their lag.
     NotDraining { wanted: i32, partitions: i32 },
+    /// The oldest unconsumed message's age asks for more than lag does.
+    Delay { age: Duration, target: Duration, from_lag: i32 },
+}
+
+/// The oldest unconsumed message of a group, for `targetDelay`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OldestAge {
+    /// No (draining) partition has lag: nothing waits.
+    Nothing,
+    Known(Duration),
+    /// Could not be read (why); replicas follow lag alone.
+    Unknown(String),
+}
+
+/// Age of the oldest message waiting, from the timestamps (ms since the
+/// epoch) of the first unconsumed record of each partition with lag;
+/// `None` when nothing waits. A clock behind the producers' reads as 0.
+pub fn oldest_age(now_ms: i64, first_unconsumed_ms: impl IntoIterator<Item = i64>) -> Option<Duration> {
+    let oldest = first_unconsumed_ms.into_iter().min()?;
+    Some(Duration::from_millis(u64::try_from(now_ms.saturating_sub(oldest)).unwrap_or(0)))
+}
+
+/// An age as the status and reasons show it: seconds with one decimal.
+pub fn age_words(age: Duration) -> String {
+    format!("{:.1}s", age.as_secs_f64())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     /// Replicas to run.
     pub replicas: i32,
-    /// What lag asks for, after bounds and without the lag that is not
-    /// draining (what status calls desired).
+    /// What lag (and `targetDelay`, the larger) asks for, after bounds and
+    /// without what is not draining (what status calls desired).
     pub desired: i32,
     pub why: Why,
+    /// Said after the reason: why `targetDelay` could not take part.
+    pub note: Option<String>,
 }
 
 impl Decision {
     /// Human-readable reason for status and Events.
     pub fn reason(&self, lag: Option<GroupLag>, partitions: i32, threshold: i64) -> String {
+        let words = self.why_words(lag, partitions, threshold);
+        match &self.note {
+            Some(note) => format!("{words}; {note}"),
+            None => words,
+        }
+    }
+
+    fn why_words(&self, lag: Option<GroupLag>, partitions: i32, threshold: i64) -> String {
         match &self.why {
             Why::Paused => format!("autoscaling paused by annotation; holding {} replicas", self.replicas),
             Why::LagUnknown(err) => format!("lag unknown ({err}); holding {} replicas", self.replicas),
@@ -142,6 +191,13 @@ impl Decision {
             Why::NotDraining { wanted, partitions: stuck } => format!(
                 "{}; {stuck} of them not draining, so their lag adds no replicas (lag alone asks for {wanted})",
                 lag_words(lag.unwrap_or_default(), partitions, threshold)
+            ),
+            Why::Delay { age, target, from_lag } => format!(
+                "oldest message {} old {} targetDelay {}: {} replicas (lag alone asks for {from_lag})",
+                age_words(*age),
+                if age > target { ">" } else { "<=" },
+                kube::core::Duration::from(*target),
+                self.desired
             ),
         }
     }
@@ -270,6 +326,33 @@ pub fn desired_from_lag(spec: &ConsumerSpec, partitions: i32, lag: GroupLag) -> 
     if spec.even_partition_spread { even_spread(desired, partitions, cap) } else { desired }
 }
 
+/// Replicas that the oldest message's `age` asks for against `target`:
+/// `ceil(ready × age / target)` (one replica's worth when none is ready),
+/// never below `current` while the age is over the target (messages that
+/// wait are no reason to stop consumers that are starting), within the
+/// bounds lag has.
+pub fn desired_from_delay(
+    spec: &ConsumerSpec,
+    partitions: i32,
+    current: i32,
+    ready: i32,
+    partitions_with_lag: i32,
+    age: Duration,
+    target: Duration,
+) -> i32 {
+    let min = spec.min_replicas.max(0);
+    let cap = spec.max_replicas.min(partitions).max(min);
+    let target_ms = target.as_millis().max(1);
+    let base = u128::try_from(ready.max(1)).unwrap_or(1);
+    let mut wanted = i32::try_from((base * age.as_millis()).div_ceil(target_ms)).unwrap_or(i32::MAX);
+    if age > target {
+        wanted = wanted.max(current);
+    }
+    let useful = partitions_with_lag.max(min);
+    let desired = wanted.clamp(min, cap).min(useful).max(min);
+    if spec.even_partition_spread { even_spread(desired, partitions, cap) } else { desired }
+}
+
 /// Round up to a divisor of `partitions` so each consumer gets the same
 /// share; if that exceeds `cap`, the largest divisor within it.
 fn even_spread(desired: i32, partitions: i32, cap: i32) -> i32 {
@@ -289,11 +372,16 @@ pub struct Input<'a> {
     pub partitions: i32,
     /// Replicas the Deployment has now (`None` before it exists).
     pub current: Option<i32>,
+    /// Of those, the ones whose pods are ready (consuming).
+    pub ready: i32,
     /// `Err` when Kafka could not be asked: why, for the reason shown. Only
     /// the standard trait, so this module stays free of the I/O types.
     pub lag: Result<GroupLag, &'a dyn std::error::Error>,
     /// The part of `lag` on partitions that are not draining ([`Progress`]).
     pub not_draining: GroupLag,
+    /// The oldest waiting message on draining partitions; `None` when the
+    /// role has no `targetDelay` (its age is then not read).
+    pub age: Option<&'a OldestAge>,
     pub paused: bool,
 }
 
@@ -304,44 +392,65 @@ pub fn decide(input: &Input, history: &mut History, now: Duration) -> Decision {
     let start = spec.min_replicas.max(0);
     let current = input.current.unwrap_or(start);
     if input.paused {
-        return Decision { replicas: current, desired: current, why: Why::Paused };
+        return Decision { replicas: current, desired: current, why: Why::Paused, note: None };
     }
     let lag = match &input.lag {
         Ok(lag) => *lag,
         // Never act on missing data: a blind scale-down could stop consumers
         // exactly when Kafka comes back with a backlog.
-        Err(err) => return Decision { replicas: current, desired: current, why: Why::LagUnknown(err.to_string()) },
+        Err(err) => {
+            return Decision { replicas: current, desired: current, why: Why::LagUnknown(err.to_string()), note: None };
+        }
     };
     // A few stray messages do not start a pod from zero.
     let activation = spec.activation_lag_threshold;
     if start == 0 && current == 0 && lag.total > 0 && lag.total <= activation {
         history.record(now, 0, window);
-        return Decision { replicas: 0, desired: 0, why: Why::BelowActivation { threshold: activation } };
+        return Decision { replicas: 0, desired: 0, why: Why::BelowActivation { threshold: activation }, note: None };
     }
     let wanted = desired_from_lag(spec, input.partitions, lag);
-    let desired = if input.not_draining.partitions_with_lag > 0 {
+    let from_lag = if input.not_draining.partitions_with_lag > 0 {
         let draining = desired_from_lag(spec, input.partitions, lag.without(input.not_draining));
         // Lag that is not draining may keep replicas where they are, never add any.
         draining.max(wanted.min(current))
     } else {
         wanted
     };
+    let (from_delay, note) = match (input.age, spec.target_delay) {
+        (Some(OldestAge::Known(age)), Some(target)) => {
+            let draining = lag.without(input.not_draining).partitions_with_lag;
+            let target: Duration = target.into();
+            let n = desired_from_delay(spec, input.partitions, current, input.ready, draining, *age, target);
+            (Some((n, *age, target)), None)
+        }
+        (Some(OldestAge::Unknown(why)), Some(_)) => {
+            (None, Some(format!("oldest message age unknown ({why}), so targetDelay is not applied")))
+        }
+        _ => (None, None),
+    };
+    let desired = from_delay.map_or(from_lag, |(n, _, _)| n.max(from_lag));
     history.record(now, desired, window);
-    if desired >= current {
-        let why = if desired < wanted {
+    let by_lag = || {
+        if from_lag < wanted {
             Why::NotDraining { wanted, partitions: input.not_draining.partitions_with_lag }
         } else {
             Why::Lag
-        };
-        return Decision { replicas: desired, desired, why };
+        }
+    };
+    let why_now = match from_delay {
+        Some((n, age, target)) if n > from_lag => Why::Delay { age, target, from_lag },
+        _ => by_lag(),
+    };
+    if desired >= current {
+        return Decision { replicas: desired, desired, why: why_now, note };
     }
     let (highest, full_window) = history.max_over(now, window);
     if full_window || window.is_zero() {
         let replicas = highest.min(current).max(desired);
-        let why = if replicas == desired { Why::Lag } else { Why::Stabilizing { lowest: desired } };
-        Decision { replicas, desired, why }
+        let why = if replicas == desired { why_now } else { Why::Stabilizing { lowest: desired } };
+        Decision { replicas, desired, why, note }
     } else {
-        Decision { replicas: current, desired, why: Why::Stabilizing { lowest: desired } }
+        Decision { replicas: current, desired, why: Why::Stabilizing { lowest: desired }, note }
     }
 }
 
@@ -417,8 +526,10 @@ mod tests {
             spec: &s,
             partitions: 12,
             current: Some(2),
+            ready: 0,
             lag: Ok(lag(5_800, 12)),
             not_draining: NONE,
+            age: None,
             paused: false,
         };
         let d = decide(&input, &mut h, secs(0));
@@ -437,8 +548,10 @@ mod tests {
             spec: &s,
             partitions: 12,
             current: Some(10),
+            ready: 0,
             lag: Ok(lag(10_000, 12)),
             not_draining: NONE,
+            age: None,
             paused: false,
         };
         assert_eq!(decide(&busy, &mut h, secs(0)).replicas, 10);
@@ -464,8 +577,10 @@ mod tests {
             spec: &s,
             partitions: 12,
             current: Some(10),
+            ready: 0,
             lag: Ok(lag(total, 12)),
             not_draining: NONE,
+            age: None,
             paused: false,
         };
         decide(&at(2_000), &mut h, secs(0));
@@ -481,8 +596,16 @@ mod tests {
         // down on the first low sample.
         let s = spec(1, 20, 1000, 60, false);
         let mut h = History::default();
-        let idle =
-            Input { spec: &s, partitions: 12, current: Some(8), lag: Ok(lag(0, 0)), not_draining: NONE, paused: false };
+        let idle = Input {
+            spec: &s,
+            partitions: 12,
+            current: Some(8),
+            ready: 0,
+            lag: Ok(lag(0, 0)),
+            not_draining: NONE,
+            age: None,
+            paused: false,
+        };
         assert_eq!(decide(&idle, &mut h, secs(1000)).replicas, 8);
         assert_eq!(decide(&idle, &mut h, secs(1059)).replicas, 8);
         assert_eq!(decide(&idle, &mut h, secs(1060)).replicas, 1);
@@ -492,8 +615,16 @@ mod tests {
     fn zero_window_scales_down_at_once() {
         let s = spec(1, 20, 1000, 0, false);
         let mut h = History::default();
-        let input =
-            Input { spec: &s, partitions: 12, current: Some(8), lag: Ok(lag(0, 0)), not_draining: NONE, paused: false };
+        let input = Input {
+            spec: &s,
+            partitions: 12,
+            current: Some(8),
+            ready: 0,
+            lag: Ok(lag(0, 0)),
+            not_draining: NONE,
+            age: None,
+            paused: false,
+        };
         assert_eq!(decide(&input, &mut h, secs(5)).replicas, 1);
     }
 
@@ -501,8 +632,16 @@ mod tests {
     fn pause_and_missing_lag_hold_replicas() {
         let s = spec(1, 20, 1000, 0, false);
         let mut h = History::default();
-        let paused =
-            Input { spec: &s, partitions: 12, current: Some(7), lag: Ok(lag(0, 0)), not_draining: NONE, paused: true };
+        let paused = Input {
+            spec: &s,
+            partitions: 12,
+            current: Some(7),
+            ready: 0,
+            lag: Ok(lag(0, 0)),
+            not_draining: NONE,
+            age: None,
+            paused: true,
+        };
         let d = decide(&paused, &mut h, secs(0));
         assert_eq!((d.replicas, d.why.clone()), (7, Why::Paused));
         assert!(d.reason(None, 12, 1000).contains("paused"));
@@ -523,8 +662,10 @@ mod tests {
             spec: &s,
             partitions: 12,
             current: Some(0),
+            ready: 0,
             lag: Ok(lag(total, 3)),
             not_draining: NONE,
+            age: None,
             paused: false,
         };
         for total in [1, 30, 50] {
@@ -554,11 +695,13 @@ mod tests {
             spec: &s,
             partitions: 12,
             current: Some(1),
+            ready: 0,
             lag: Ok(lag(30, 1)),
             not_draining: NONE,
+            age: None,
             paused: false,
         };
-        assert_eq!(decide(&running, &mut h, secs(0)), Decision { replicas: 1, desired: 1, why: Why::Lag });
+        assert_eq!(decide(&running, &mut h, secs(0)), Decision { replicas: 1, desired: 1, why: Why::Lag, note: None });
         let idle = Input { lag: Ok(lag(0, 0)), ..running };
         assert_eq!(decide(&idle, &mut h, secs(1)).replicas, 0);
         // With minReplicas 1 a Deployment found at zero goes back to 1.
@@ -567,8 +710,10 @@ mod tests {
             spec: &s,
             partitions: 12,
             current: Some(0),
+            ready: 0,
             lag: Ok(lag(30, 1)),
             not_draining: NONE,
+            age: None,
             paused: false,
         };
         assert_eq!(decide(&below_min, &mut h, secs(2)).replicas, 1);
@@ -583,8 +728,10 @@ mod tests {
             spec: &s,
             partitions: 12,
             current: Some(1),
+            ready: 0,
             lag: Ok(lag(1_000, 2)),
             not_draining: lag(1_000, 2),
+            age: None,
             paused: false,
         };
         let d = decide(&stuck, &mut h, secs(0));
@@ -605,10 +752,174 @@ mod tests {
         assert_eq!((d.replicas, d.why), (4, Why::NotDraining { wanted: 6, partitions: 2 }));
         // Draining again: lag decides alone.
         let drained = Input { not_draining: NONE, ..stuck };
-        assert_eq!(decide(&drained, &mut h, secs(3)), Decision { replicas: 2, desired: 2, why: Why::Lag });
+        assert_eq!(decide(&drained, &mut h, secs(3)), Decision { replicas: 2, desired: 2, why: Why::Lag, note: None });
         // Lag below current replicas scales down as ever.
         let low = Input { current: Some(5), lag: Ok(lag(150, 1)), not_draining: lag(150, 1), ..stuck };
         assert_eq!(decide(&low, &mut h, secs(4)).replicas, 1);
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_oldest_age_is_from_the_oldest_first_unconsumed_record() {
+        assert_eq!(oldest_age(10_000, [8_000, 4_000, 9_999]), Some(ms(6_000)));
+        assert_eq!(oldest_age(10_000, []), None, "nothing waits");
+        assert_eq!(oldest_age(10_000, [10_500]), Some(ms(0)), "a producer clock ahead reads as 0");
+        assert_eq!(age_words(ms(5_240)), "5.2s");
+        assert_eq!(age_words(ms(0)), "0.0s");
+    }
+
+    #[test]
+    fn desired_from_delay_table() {
+        // (min, max, partitions, current, ready, partitions with lag, age ms, target ms, even) -> desired
+        let cases = [
+            ((1, 4, 12, 1, 1, 12, 5_200, 2_000, false), 3),  // ceil(1 x 2.6)
+            ((1, 20, 12, 3, 3, 12, 5_200, 2_000, false), 8), // ceil(3 x 2.6)
+            ((1, 4, 12, 3, 3, 12, 5_200, 2_000, false), 4),  // capped at maxReplicas
+            ((1, 20, 6, 4, 4, 6, 9_000, 2_000, false), 6),   // capped at partitions
+            ((1, 20, 12, 4, 4, 2, 9_000, 2_000, false), 2),  // only 2 partitions have lag
+            ((1, 20, 12, 2, 2, 12, 2_000, 2_000, false), 2), // at the target: hold
+            ((1, 20, 12, 4, 4, 12, 1_000, 2_000, false), 2), // half the target: half the replicas
+            ((1, 20, 12, 4, 4, 12, 10, 2_000, false), 1),    // never below min
+            ((0, 20, 12, 0, 0, 12, 3_000, 2_000, false), 2), // from zero: one replica's worth
+            ((1, 20, 12, 3, 1, 12, 2_800, 2_000, false), 3), // 2 pods starting: not counted, not stopped
+            ((1, 20, 12, 3, 0, 12, 9_000, 2_000, false), 5), // none ready yet: one replica's worth
+            ((1, 20, 12, 1, 1, 12, 5_000, 2_000, true), 3),  // 3 is a divisor of 12
+            ((1, 20, 12, 2, 2, 12, 5_000, 2_000, true), 6),  // 5 -> 6
+        ];
+        for ((min, max, partitions, current, ready, with_lag, age, target, even), want) in cases {
+            let s = spec(min, max, 1_000, 300, even);
+            let got = desired_from_delay(&s, partitions, current, ready, with_lag, ms(age), ms(target));
+            assert_eq!(got, want, "min {min} max {max} partitions {partitions} current {current}/{ready} age {age}");
+        }
+    }
+
+    fn with_target(s: ConsumerSpec, target: &str) -> ConsumerSpec {
+        ConsumerSpec { target_delay: Some(serde_json::from_value(serde_json::json!(target)).unwrap()), ..s }
+    }
+
+    #[test]
+    fn the_larger_of_lag_and_delay_decides_and_the_reason_says_which() {
+        let s = with_target(spec(1, 4, 1_000_000, 0, false), "2s");
+        let mut h = History::default();
+        let old = Input {
+            spec: &s,
+            partitions: 4,
+            current: Some(1),
+            ready: 1,
+            lag: Ok(lag(400, 4)),
+            not_draining: NONE,
+            age: Some(&OldestAge::Known(ms(5_200))),
+            paused: false,
+        };
+        let d = decide(&old, &mut h, secs(0));
+        assert_eq!((d.replicas, d.desired), (3, 3));
+        assert_eq!(d.why, Why::Delay { age: ms(5_200), target: secs(2), from_lag: 1 });
+        assert_eq!(
+            d.reason(Some(lag(400, 4)), 4, 1_000_000),
+            "oldest message 5.2s old > targetDelay 2s: 3 replicas (lag alone asks for 1)"
+        );
+        // At 3 replicas, still older than the target: grows again, to the cap.
+        // Scaled to 3, none of the 2 new ones ready: the same age neither
+        // adds more nor takes them away.
+        let starting = Input { current: Some(3), age: Some(&OldestAge::Known(ms(5_300))), ..old };
+        assert_eq!(decide(&starting, &mut h, secs(1)).replicas, 3);
+        // All 3 ready, still older than the target: grows again, to the cap.
+        let older = Input { current: Some(3), ready: 3, age: Some(&OldestAge::Known(ms(3_000))), ..old };
+        assert_eq!(decide(&older, &mut h, secs(1)).replicas, 4);
+        // Lag asks for more than the age: lag decides.
+        let t = with_target(spec(1, 20, 100, 0, false), "2s");
+        let busy = Input { spec: &t, partitions: 12, lag: Ok(lag(1_000, 12)), ..older };
+        let d = decide(&busy, &mut h, secs(2));
+        assert_eq!((d.replicas, d.why), (10, Why::Lag));
+        // Young messages: the age asks for fewer, lag for 1; the window (0) lets it go.
+        let young = Input { current: Some(4), ready: 4, age: Some(&OldestAge::Known(ms(500))), ..old };
+        let d = decide(&young, &mut h, secs(3));
+        assert_eq!((d.replicas, d.why.clone()), (1, Why::Lag));
+        // Below the target but asking for more than lag: it holds, and says so.
+        let near = Input { current: Some(3), ready: 3, age: Some(&OldestAge::Known(ms(1_900))), ..old };
+        let d = decide(&near, &mut h, secs(4));
+        assert_eq!(d.replicas, 3);
+        assert_eq!(
+            d.reason(Some(lag(400, 4)), 4, 1_000_000),
+            "oldest message 1.9s old <= targetDelay 2s: 3 replicas (lag alone asks for 1)"
+        );
+    }
+
+    #[test]
+    fn without_target_or_age_lag_decides_and_an_unknown_age_is_said() {
+        let mut h = History::default();
+        let plain = spec(1, 4, 1_000_000, 0, false);
+        let input = Input {
+            spec: &plain,
+            partitions: 4,
+            current: Some(1),
+            ready: 0,
+            lag: Ok(lag(400, 4)),
+            not_draining: NONE,
+            age: Some(&OldestAge::Known(secs(60))),
+            paused: false,
+        };
+        assert_eq!(decide(&input, &mut h, secs(0)).replicas, 1, "no targetDelay: the age is ignored");
+        let s = with_target(plain.clone(), "2s");
+        let nothing = Input { spec: &s, age: Some(&OldestAge::Nothing), ..input };
+        assert_eq!(decide(&nothing, &mut h, secs(1)), Decision { replicas: 1, desired: 1, why: Why::Lag, note: None });
+        let unreadable = OldestAge::Unknown("not readable over TLS or SASL".into());
+        let unknown = Input { age: Some(&unreadable), ..nothing };
+        let d = decide(&unknown, &mut h, secs(2));
+        assert_eq!((d.replicas, d.why.clone()), (1, Why::Lag));
+        assert_eq!(
+            d.reason(Some(lag(400, 4)), 4, 1_000_000),
+            "lag 400 over 4 partitions (4 with lag), threshold 1,000,000; \
+             oldest message age unknown (not readable over TLS or SASL), so targetDelay is not applied"
+        );
+    }
+
+    #[test]
+    fn partitions_not_draining_add_no_replicas_through_their_age() {
+        // The adapter leaves their age out; all that waits is on them, and
+        // the draining partitions (none) bound what the age may ask for.
+        let s = with_target(spec(1, 4, 1_000_000, 0, false), "2s");
+        let mut h = History::default();
+        let stuck = Input {
+            spec: &s,
+            partitions: 4,
+            current: Some(1),
+            ready: 0,
+            lag: Ok(lag(1_000, 2)),
+            not_draining: lag(1_000, 2),
+            age: Some(&OldestAge::Known(secs(30))),
+            paused: false,
+        };
+        assert_eq!(decide(&stuck, &mut h, secs(0)).replicas, 1);
+        // One draining partition with an old message besides: one replica's worth at most.
+        let one = Input { lag: Ok(lag(1_100, 3)), age: Some(&OldestAge::Known(secs(30))), ..stuck };
+        assert_eq!(decide(&one, &mut h, secs(1)).replicas, 1);
+        let two = Input { lag: Ok(lag(1_200, 4)), ..stuck };
+        assert_eq!(decide(&two, &mut h, secs(2)).replicas, 2);
+    }
+
+    #[test]
+    fn a_delay_desire_comes_down_through_the_window() {
+        let s = with_target(spec(1, 4, 1_000_000, 60, false), "2s");
+        let mut h = History::default();
+        let old = Input {
+            spec: &s,
+            partitions: 4,
+            current: Some(1),
+            ready: 0,
+            lag: Ok(lag(400, 4)),
+            not_draining: NONE,
+            age: Some(&OldestAge::Known(secs(8))),
+            paused: false,
+        };
+        assert_eq!(decide(&old, &mut h, secs(0)).replicas, 4);
+        let drained = Input { current: Some(4), lag: Ok(lag(0, 0)), age: Some(&OldestAge::Nothing), ..old };
+        let d = decide(&drained, &mut h, secs(30));
+        assert_eq!((d.replicas, d.why), (4, Why::Stabilizing { lowest: 1 }));
+        assert_eq!(decide(&drained, &mut h, secs(61)).replicas, 1);
     }
 
     fn reading(partition: i32, high: i64, committed: Option<i64>) -> Reading {

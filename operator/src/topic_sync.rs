@@ -119,7 +119,8 @@ async fn reconcile_topics(
         })
         .collect();
     let config_keys = topics::config_keys(&desired);
-    (TopicsObservation::Observed { topics, problems: plan.problems, config_keys }, settling)
+    let unlisted = desired.iter().filter(|t| !observed.contains_key(&t.name)).map(|t| t.name.clone()).collect();
+    (TopicsObservation::Observed { topics, problems: plan.problems, config_keys, unlisted }, settling)
 }
 
 /// Carry out a plan's actions: all creates in one request (one Event

@@ -80,7 +80,10 @@ fn printer_columns() {
     };
     assert_eq!(named(false), ["Ready", "Partitions", "Gateways", "Storage", "Push", "Lag", "Age"]);
     // `-o wide` only.
-    assert_eq!(named(true), ["Storage Desired", "Push Desired", "Storage Reason", "Push Reason", "Offline"]);
+    assert_eq!(
+        named(true),
+        ["Storage Desired", "Storage Oldest", "Push Desired", "Storage Reason", "Push Reason", "Offline"]
+    );
 }
 
 #[test]
@@ -90,9 +93,17 @@ fn cel_rules_guard_partitions_isr_and_replica_bounds() {
     let topics = &spec["properties"]["topics"];
     assert_eq!(rules(&topics["properties"]["partitions"]), ["self >= oldSelf"]);
     assert_eq!(rules(topics), ["self.minInSyncReplicas <= self.replicationFactor"]);
-    for role in ["storage", "push"] {
+    for role in ["storage", "push", "offline"] {
         let consumer = &spec["properties"]["consumers"]["properties"][role];
         assert_eq!(rules(consumer), ["self.minReplicas <= self.maxReplicas"], "{role}");
+        // Optional, off by default; bounded like the other durations.
+        let target = &consumer["properties"]["targetDelay"];
+        assert!(target.get("default").is_none(), "{role}: unset unless asked for");
+        assert_eq!(
+            rules(target),
+            ["duration(self) >= duration('100ms') && duration(self) <= duration('1h')"],
+            "{role}"
+        );
     }
     // Acks travel the push path: push may not scale to zero, storage may.
     let consumers = &spec["properties"]["consumers"];

@@ -71,7 +71,7 @@ async fn crd_validation_printer_columns_and_scale() {
         "gateway": {"replicas": 2, "readyReplicas": 1, "ready": "1/2"},
         "consumerGroups": [
             {"role": "storage", "group": "g.storage", "replicas": 3, "readyReplicas": 2, "ready": "2/3",
-             "desiredReplicas": 4, "lag": 40, "partitionsWithLag": 3, "partitions": 12,
+             "desiredReplicas": 4, "lag": 40, "oldestMessageAge": "5.2s", "partitionsWithLag": 3, "partitions": 12,
              "reason": "lag 40 over 12 partitions (3 with lag), threshold 10"},
             {"role": "push", "group": "g.push", "replicas": 1, "readyReplicas": 1, "ready": "1/1",
              "desiredReplicas": 1, "lag": 2, "partitionsWithLag": 1, "partitions": 12}],
@@ -81,18 +81,19 @@ async fn crd_validation_printer_columns_and_scale() {
     let columns = kubectl::table(&table);
     let cell = |name: &str| columns.iter().find(|(n, _)| n == name).map(|(_, rows)| rows[0].clone()).unwrap();
     assert_eq!([cell("GATEWAYS"), cell("STORAGE"), cell("PUSH"), cell("LAG")], ["1/2", "2/3", "1/1", "42"], "{table}");
-    // `-o wide` adds what each role's lag asks for and why, and the offline
-    // role's pods (none here: no offlinePush).
+    // `-o wide` adds what each role's lag asks for and why, storage's
+    // oldest waiting message, and the offline role's pods (none here: no
+    // offlinePush).
     let wide = kubectl::ok(&["get", "chat", "-n", &ns, "-o", "wide"]);
     let columns = kubectl::table(&wide);
     let names: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(
-        names[names.len() - 5..],
-        ["STORAGE DESIRED", "PUSH DESIRED", "STORAGE REASON", "PUSH REASON", "OFFLINE"],
+        names[names.len() - 6..],
+        ["STORAGE DESIRED", "STORAGE OLDEST", "PUSH DESIRED", "STORAGE REASON", "PUSH REASON", "OFFLINE"],
         "{wide}"
     );
     let cell = |name: &str| columns.iter().find(|(n, _)| n == name).map(|(_, rows)| rows[0].clone()).unwrap();
-    assert_eq!([cell("STORAGE DESIRED"), cell("PUSH DESIRED")], ["4", "1"], "{wide}");
+    assert_eq!([cell("STORAGE DESIRED"), cell("STORAGE OLDEST"), cell("PUSH DESIRED")], ["4", "5.2s", "1"], "{wide}");
     assert_eq!(cell("STORAGE REASON"), "lag 40 over 12 partitions (3 with lag), threshold 10", "{wide}");
     assert_eq!(cell("OFFLINE"), "", "{wide}");
 
@@ -163,7 +164,7 @@ async fn bad_specs_are_rejected_with_clear_messages() {
     let offline = |name: &str, fields: &str| {
         chat_cluster(name, 6, "").replace("  gateway:\n", &format!("  offlinePush:\n{fields}  gateway:\n"))
     };
-    let cases: [(&str, String, &str); 9] = [
+    let cases: [(&str, String, &str); 10] = [
         (
             "min ISR above RF",
             chat_cluster("isr", 6, "    minInSyncReplicas: 4"),
@@ -182,6 +183,12 @@ async fn bad_specs_are_rejected_with_clear_messages() {
                 "  consumers:\n    storage:\n      minReplicas: 5\n      maxReplicas: 2\n  gateway:\n",
             ),
             "minReplicas must not exceed maxReplicas",
+        ),
+        (
+            "targetDelay below 100ms",
+            chat_cluster("delay", 6, "")
+                .replace("  gateway:\n", "  consumers:\n    storage:\n      targetDelay: 50ms\n  gateway:\n"),
+            "targetDelay must be between 100ms and 1h",
         ),
         (
             "bootstrap servers without port",

@@ -80,14 +80,21 @@ use super::status::ChatClusterStatus;
         name = "Storage Desired",
         type_ = "integer",
         json_path = r#".status.consumerGroups[?(@.role=="storage")].desiredReplicas"#,
-        description = "Storage replicas lag asks for now (replicas follow after stabilization)",
+        description = "Storage replicas lag (and targetDelay) ask for now (replicas follow after stabilization)",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Storage Oldest",
+        type_ = "string",
+        json_path = r#".status.consumerGroups[?(@.role=="storage")].oldestMessageAge"#,
+        description = "Age of the oldest message storage has not consumed (read only with targetDelay)",
         priority = "1"
     ),
     printcolumn(
         name = "Push Desired",
         type_ = "integer",
         json_path = r#".status.consumerGroups[?(@.role=="push")].desiredReplicas"#,
-        description = "Push replicas lag asks for now (replicas follow after stabilization)",
+        description = "Push replicas lag (and targetDelay) ask for now (replicas follow after stabilization)",
         priority = "1"
     ),
     printcolumn(
@@ -408,6 +415,24 @@ pub struct ConsumerSpec {
             .reason(Reason::FieldValueInvalid)
     )]
     pub scale_down_stabilization: Duration,
+    /// Longest a message should wait for this role (a Go duration such as
+    /// `2s`). When set, the age of the oldest message the group has not
+    /// consumed is read each lag poll and asks for ceil(ready replicas × age
+    /// / targetDelay) replicas (never fewer than run now while the age is
+    /// over it), within minReplicas, maxReplicas, the partition count and
+    /// the partitions with lag: replicas grow while messages wait longer
+    /// than this. Lag still asks for its own count; the larger wins,
+    /// and scale-down waits for scaleDownStabilization as ever. Partitions
+    /// not draining add nothing. Unset (default): lag alone; the age is not
+    /// read. Read over plaintext Kafka only: with TLS or SASL the age is
+    /// unknown, and the status reason says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(
+        validation = Rule::new("duration(self) >= duration('100ms') && duration(self) <= duration('1h')")
+            .message("targetDelay must be between 100ms and 1h")
+            .reason(Reason::FieldValueInvalid)
+    )]
+    pub target_delay: Option<Duration>,
     /// Round replicas up to a divisor of the partition count so every
     /// consumer gets the same number of partitions.
     #[serde(default)]
@@ -428,6 +453,7 @@ impl Default for ConsumerSpec {
             lag_threshold: default_lag_threshold(),
             activation_lag_threshold: 0,
             scale_down_stabilization: default_scale_down_stabilization(),
+            target_delay: None,
             even_partition_spread: false,
             image: None,
             resources: None,

@@ -97,9 +97,15 @@ pub struct ConsumerGroupStatus {
     /// `readyReplicas/replicas`, as `kubectl get` shows it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ready: String,
-    /// What the lag asks for; `replicas` follows after stabilization.
+    /// What lag (and `targetDelay`) ask for; `replicas` follows after
+    /// stabilization.
     pub desired_replicas: i32,
     pub lag: i64,
+    /// Age of the oldest message the group has not consumed (`5.2s`), read
+    /// only for a role with `targetDelay`; absent when nothing waits or the
+    /// age could not be read (the reason then says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_message_age: Option<String>,
     pub partitions_with_lag: i32,
     pub partitions: i32,
     /// Partitions (`topic-partition`) with lag whose committed offset has not

@@ -316,6 +316,19 @@ impl KafkaCluster {
         Some(read.await.map_err(|source| KafkaError::Wire { what: "reading consumer lag", source }))
     }
 
+    /// Timestamp (ms since the epoch) of the record at each given offset
+    /// of (topic, partition): the first one its group has not consumed.
+    /// None when the cluster needs the librdkafka fallback, which cannot
+    /// read it without a consumer per partition.
+    pub async fn first_unconsumed(
+        &self,
+        at: &BTreeMap<(String, i32), i64>,
+    ) -> Option<Result<BTreeMap<(String, i32), i64>, KafkaError>> {
+        let wire = self.wire.as_ref()?;
+        let read = wire.timestamps_at(at).await;
+        Some(read.map_err(|source| KafkaError::Wire { what: "reading the oldest message's age", source }))
+    }
+
     fn options(&self) -> AdminOptions {
         AdminOptions::new().request_timeout(Some(self.timeout)).operation_timeout(Some(self.timeout))
     }

@@ -1,7 +1,9 @@
 //! The reads behind lag and topic observation over Kafka's own protocol,
 //! on a few shared broker connections: topic metadata (Metadata v12),
 //! watermarks (ListOffsets v7) and consumer groups' committed offsets
-//! (FindCoordinator v4 + OffsetFetch v8, batched over groups).
+//! (FindCoordinator v4 + OffsetFetch v8, batched over groups), and for
+//! `targetDelay` the timestamp of each lagging partition's first
+//! unconsumed record (Fetch v12, a few KiB per partition).
 //!
 //! Why not librdkafka for these:
 //! - its consumer reads only its own `group.id`'s offsets, so each group
@@ -22,15 +24,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
 use kafka_protocol::messages::{
-    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseHeader,
-    TopicName,
+    ApiKey, FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader,
+    ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{Compression, RecordBatchDecoder, TimestampType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -41,6 +45,14 @@ const FIND_COORDINATOR_VERSION: i16 = 4;
 const OFFSET_FETCH_VERSION: i16 = 8;
 const METADATA_VERSION: i16 = 12;
 const LIST_OFFSETS_VERSION: i16 = 7;
+/// The last Fetch version that names topics (13 and later use topic ids).
+const FETCH_VERSION: i16 = 12;
+/// Bytes asked of each partition. The broker returns the whole first batch
+/// even when it is larger (KIP-74), and only its first record matters, so
+/// this bounds only what follows it.
+const FETCH_PARTITION_BYTES: i32 = 4 * 1024;
+/// Kafka's OFFSET_OUT_OF_RANGE: retention removed the record in between.
+const OFFSET_OUT_OF_RANGE: i16 = 1;
 /// ListOffsets timestamps meaning "earliest" and "latest".
 const EARLIEST: i64 = -2;
 const LATEST: i64 = -1;
@@ -117,6 +129,10 @@ pub enum WireError {
     GroupOffsets { group: String, code: i16 },
     #[error("reading offsets of group {group}, {topic}[{partition}]: error {code}")]
     PartitionOffsets { group: String, topic: String, partition: i32, code: i16 },
+    #[error("fetching the first unconsumed record of {topic}[{partition}]: error {code}")]
+    Fetch { topic: String, partition: i32, code: i16 },
+    #[error("decoding records of {topic}[{partition}]: {source}")]
+    Records { topic: String, partition: i32, source: ProtocolError },
 }
 
 /// A group and the (topic, partition count) pairs to read.
@@ -229,6 +245,38 @@ impl WireClient {
                     .ok_or_else(|| WireError::NoLatestOffset { topic: key.0.clone(), partition: key.1 })?;
                 out.insert(key, (low, high));
             }
+        }
+        Ok(out)
+    }
+
+    /// Timestamp (ms since the epoch) of the record at or after each
+    /// (topic, partition)'s offset, asked of the partitions' leaders with one
+    /// Fetch each. Partitions with no record there (retention removed it)
+    /// are left out.
+    pub async fn timestamps_at(
+        &self,
+        offsets: &BTreeMap<(String, i32), i64>,
+    ) -> Result<BTreeMap<(String, i32), i64>, WireError> {
+        let mut names: Vec<String> = offsets.keys().map(|(t, _)| t.clone()).collect();
+        names.dedup();
+        let (brokers, metadata) = self.metadata(&names).await?;
+        let mut by_leader: BTreeMap<&str, Vec<(&str, i32, i64)>> = BTreeMap::new();
+        for ((topic, p), offset) in offsets {
+            let meta = metadata
+                .iter()
+                .find(|m| &m.name == topic)
+                .ok_or_else(|| WireError::TopicNotFound { topic: topic.clone() })?;
+            let leader = meta.partitions.iter().find(|(i, _, _)| i == p).map(|(_, l, _)| *l);
+            let addr = leader
+                .and_then(|l| brokers.get(&l))
+                .ok_or_else(|| WireError::NoLeader { topic: topic.clone(), partition: *p })?;
+            by_leader.entry(addr).or_default().push((topic, *p, *offset));
+        }
+        let mut out = BTreeMap::new();
+        for (addr, partitions) in by_leader {
+            let response: FetchResponse =
+                self.call(addr, ApiKey::Fetch, FETCH_VERSION, &fetch_request(&partitions)).await?;
+            out.extend(parse_fetch(response, offsets)?);
         }
         Ok(out)
     }
@@ -401,6 +449,118 @@ fn offset_fetch_request(groups: &[&GroupTopics]) -> OffsetFetchRequest {
         })
         .collect();
     request
+}
+
+/// A Fetch that reads a little of each partition from its offset, and
+/// does not wait for data.
+fn fetch_request(partitions: &[(&str, i32, i64)]) -> FetchRequest {
+    let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
+    for (topic, p, offset) in partitions {
+        by_topic.entry(topic).or_default().push((*p, *offset));
+    }
+    let mut request = FetchRequest::default();
+    request.replica_id = kafka_protocol::messages::BrokerId(-1);
+    (request.max_wait_ms, request.min_bytes) = (0, 1);
+    request.max_bytes = FETCH_PARTITION_BYTES.saturating_mul(i32::try_from(partitions.len()).unwrap_or(i32::MAX));
+    // read_uncommitted: the age of what waits, whether or not a
+    // transaction will commit it (Parley's producers use none).
+    request.isolation_level = 0;
+    // No fetch session: session 0 with epoch -1 is a one-off full fetch.
+    (request.session_id, request.session_epoch) = (0, -1);
+    request.topics = by_topic
+        .into_iter()
+        .map(|(name, ps)| {
+            let mut t = FetchTopic::default();
+            t.topic = TopicName(StrBytes::from_string(name.to_owned()));
+            t.partitions = ps
+                .into_iter()
+                .map(|(p, offset)| {
+                    let mut fp = FetchPartition::default();
+                    fp.partition = p;
+                    fp.fetch_offset = offset;
+                    fp.partition_max_bytes = FETCH_PARTITION_BYTES;
+                    fp
+                })
+                .collect();
+            t
+        })
+        .collect();
+    request
+}
+
+fn parse_fetch(
+    response: FetchResponse,
+    offsets: &BTreeMap<(String, i32), i64>,
+) -> Result<BTreeMap<(String, i32), i64>, WireError> {
+    let mut out = BTreeMap::new();
+    for t in response.responses {
+        let topic = t.topic.0.to_string();
+        for p in t.partitions {
+            let partition = p.partition_index;
+            match p.error_code {
+                0 => {}
+                // Removed since the watermarks were read: the next poll sees the new low.
+                OFFSET_OUT_OF_RANGE => continue,
+                code => return Err(WireError::Fetch { topic, partition, code }),
+            }
+            let key = (topic.clone(), partition);
+            let Some(&offset) = offsets.get(&key) else { continue };
+            let Some(records) = p.records else { continue };
+            let first = first_timestamp(records, offset).map_err(|source| WireError::Records {
+                topic: topic.clone(),
+                partition,
+                source,
+            })?;
+            if let Some(ts) = first {
+                out.insert(key, ts);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Offset of a v2 batch's max timestamp: base offset (8), length (4),
+/// leader epoch (4), magic (1), CRC (4), attributes (2), last offset delta
+/// (4), first timestamp (8).
+const MAX_TIMESTAMP_AT: usize = 35;
+
+/// The timestamp of the first record at or after `offset` in fetched
+/// `records` (whole batches, maybe a partial one last); control batches
+/// (transaction markers) are skipped. An uncompressed batch is decoded for
+/// the record's own timestamp; of a compressed one only the header is read
+/// (decompressing needs codecs this crate is built without), so its first
+/// record's timestamp stands for it: older by at most the batch's own span
+/// (the producer's linger), an age read slightly high.
+fn first_timestamp(mut records: bytes::Bytes, offset: i64) -> Result<Option<i64>, ProtocolError> {
+    while records.len() >= 12 {
+        let len = i32::from_be_bytes([records[8], records[9], records[10], records[11]]);
+        let len = usize::try_from(len).map_err(|_| format!("negative batch length {len}"))?;
+        if records.len() < 12 + len {
+            break; // the partial batch the byte limit cut
+        }
+        let batch = records.split_to(12 + len);
+        let Some(info) = RecordBatchDecoder::decode_batch_info(&mut batch.clone())?.into_iter().next() else {
+            return Ok(None); // a message-set version before 2: not written by any current client
+        };
+        if info.control {
+            continue;
+        }
+        if info.timestamp_type == TimestampType::LogAppend {
+            // The broker's append time is the batch's max timestamp, for every record in it.
+            let at = batch.get(MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8).ok_or("batch header cut short")?;
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(at);
+            return Ok(Some(i64::from_be_bytes(bytes)));
+        }
+        if info.compression != Compression::None {
+            return Ok(Some(info.min_timestamp));
+        }
+        let set = RecordBatchDecoder::decode(&mut batch.clone())?;
+        if let Some(record) = set.records.iter().find(|r| r.offset >= offset) {
+            return Ok(Some(record.timestamp));
+        }
+    }
+    Ok(None)
 }
 
 fn parse_metadata(response: MetadataResponse) -> Result<(HashMap<i32, String>, Vec<TopicMetadata>), WireError> {
@@ -670,6 +830,106 @@ mod tests {
         assert_eq!(err.to_string(), format!("{addr} sent a frame of {claimed} bytes, over the 104857600 accepted"));
         drop(client);
         server.await.unwrap();
+    }
+
+    /// Records `first..first + timestamps.len()` in one batch, encoded as a
+    /// broker stores them.
+    fn batches(first: i64, timestamps: &[i64], control: bool, compression: Compression) -> bytes::Bytes {
+        use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions};
+        let records: Vec<Record> = timestamps
+            .iter()
+            .enumerate()
+            .map(|(i, &timestamp)| Record {
+                transactional: false,
+                control,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: first + i as i64,
+                // Sequences that follow the offsets keep the records in one batch.
+                sequence: i as i32,
+                timestamp,
+                key: None,
+                value: Some(bytes::Bytes::from_static(b"x")),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions { version: 2, compression };
+        // A stand-in codec that copies: the header names the compression, and
+        // only the header of such a batch is read.
+        let copy = |from: &mut BytesMut, to: &mut BytesMut, _: Compression| {
+            to.extend_from_slice(from);
+            Ok(())
+        };
+        RecordBatchEncoder::encode_with_custom_compression(&mut buf, &records, &options, Some(copy)).unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn the_first_unconsumed_records_timestamp_is_read_from_the_batch() {
+        let batch = batches(10, &[1_000, 1_500, 2_000], false, Compression::None);
+        assert_eq!(first_timestamp(batch.clone(), 10).unwrap(), Some(1_000));
+        assert_eq!(first_timestamp(batch.clone(), 11).unwrap(), Some(1_500), "mid-batch: the record's own");
+        assert_eq!(first_timestamp(batch.clone(), 13).unwrap(), None, "nothing at or after it");
+        // A second batch cut short by the byte limit is ignored.
+        let mut two = BytesMut::from(&batch[..]);
+        two.extend_from_slice(&batches(13, &[3_000], false, Compression::None)[..20]);
+        assert_eq!(first_timestamp(two.freeze(), 12).unwrap(), Some(2_000));
+        // Compressed: the batch's first timestamp stands for the record.
+        let gz = batches(10, &[1_000, 1_500], false, Compression::Gzip);
+        assert_eq!(first_timestamp(gz, 11).unwrap(), Some(1_000));
+        // A transaction marker first: skipped.
+        let mut marked = BytesMut::from(&batches(9, &[500], true, Compression::None)[..]);
+        marked.extend_from_slice(&batch);
+        assert_eq!(first_timestamp(marked.freeze(), 9).unwrap(), Some(1_000));
+        assert_eq!(first_timestamp(bytes::Bytes::new(), 0).unwrap(), None);
+        let mut corrupt = BytesMut::from(&batch[..]);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        assert!(first_timestamp(corrupt.freeze(), 10).is_err(), "a CRC mismatch is an error");
+    }
+
+    #[test]
+    fn fetch_asks_each_partition_from_its_offset_without_waiting() {
+        let request = fetch_request(&[("a", 0, 5), ("a", 2, 7), ("b", 1, 0)]);
+        assert_eq!((request.max_wait_ms, request.session_id, request.session_epoch), (0, 0, -1));
+        assert_eq!(request.max_bytes, 3 * FETCH_PARTITION_BYTES);
+        let asked: Vec<(String, i32, i64)> = request
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.topic.0.to_string(), p.partition, p.fetch_offset)))
+            .collect();
+        assert_eq!(asked, [("a".into(), 0, 5), ("a".into(), 2, 7), ("b".into(), 1, 0)]);
+        encode(ApiKey::Fetch, FETCH_VERSION, &request).expect("v12 encodes");
+    }
+
+    #[test]
+    fn fetch_errors_are_named_and_out_of_range_skipped() {
+        use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+        let offsets = BTreeMap::from([(("a".to_owned(), 0), 10), (("a".to_owned(), 1), 0)]);
+        let partition = |index: i32, error: i16, records: Option<bytes::Bytes>| {
+            let mut p = PartitionData::default();
+            p.partition_index = index;
+            p.error_code = error;
+            p.records = records;
+            p
+        };
+        let mut topic = FetchableTopicResponse::default();
+        topic.topic = TopicName(StrBytes::from_static_str("a"));
+        topic.partitions = vec![
+            partition(0, 0, Some(batches(10, &[42], false, Compression::None))),
+            partition(1, OFFSET_OUT_OF_RANGE, None),
+        ];
+        let mut response = FetchResponse::default();
+        response.responses = vec![topic.clone()];
+        assert_eq!(parse_fetch(response.clone(), &offsets).unwrap(), BTreeMap::from([(("a".to_owned(), 0), 42)]));
+        topic.partitions = vec![partition(1, 6, None)];
+        response.responses = vec![topic];
+        let err = parse_fetch(response, &offsets).unwrap_err();
+        assert_eq!(err.to_string(), "fetching the first unconsumed record of a[1]: error 6");
     }
 
     fn partition(index: i32, offset: i64, error: i16) -> OffsetFetchResponsePartitions {

@@ -2,14 +2,17 @@
 //! (Markdown + JSON) under bench/results/. Not a test: timings are reported,
 //! never asserted.
 //!
-//!   parley-measure [--scenario ready,scale,failover,many] [--runs-ready 10] [--runs-scale 5]
-//!                  [--runs-failover 3] [--clusters 1000]
+//!   parley-measure [--scenario ready,scale,delay,failover,many] [--runs-ready 10] [--runs-scale 5]
+//!                  [--runs-delay 5] [--runs-failover 3] [--clusters 1000]
 //!
 //! * ready: `kubectl apply` of a ChatCluster → `TopicsReady=True`, and →
 //!   `Ready=True` with a stand-in kubelet that reports each Deployment ready
 //!   as soon as it exists (so the figure is the operator's part alone).
 //! * scale: lag appears (2,000 messages, nothing committed) → the storage
 //!   Deployment's replicas change, at the default 10 s lag poll.
+//! * delay: with `targetDelay: 2s` and a lagThreshold lag never reaches
+//!   (100 messages, nothing committed), the oldest message passes 2 s → the
+//!   storage Deployment's replicas change, at the default 10 s lag poll.
 //! * failover: SIGKILL of the leader → the standby holds the Lease.
 //! * operator RSS after ready and scale.
 //! * many: N ChatClusters applied at once → all Ready (see `many.rs`).
@@ -42,6 +45,8 @@ enum Scenario {
     Ready,
     /// lag appears → storage Deployment scaled
     Scale,
+    /// oldest message passes targetDelay → storage Deployment scaled
+    Delay,
     /// leader SIGKILL → standby holds the Lease
     Failover,
     /// N ChatClusters applied at once → all Ready
@@ -53,12 +58,14 @@ enum Scenario {
 #[command(name = "parley-measure")]
 struct Cli {
     /// Scenarios to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "ready,scale,failover,many")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ready,scale,delay,failover,many")]
     scenario: Vec<Scenario>,
     #[arg(long, default_value_t = 10)]
     runs_ready: usize,
     #[arg(long, default_value_t = 5)]
     runs_scale: usize,
+    #[arg(long, default_value_t = 5)]
+    runs_delay: usize,
     #[arg(long, default_value_t = 3)]
     runs_failover: usize,
     /// many: ChatClusters applied at once.
@@ -190,6 +197,51 @@ async fn scale(runs: usize, ns: &str) -> Vec<f64> {
     reactions
 }
 
+/// `targetDelay` of the delay scenario, in seconds.
+const TARGET_DELAY_S: u64 = 2;
+
+/// The oldest message passes `targetDelay` → storage replicas change, at
+/// the default poll interval; lag alone never asks for more than one.
+async fn delay(runs: usize, ns: &str) -> Vec<f64> {
+    let client = client().await;
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client, ns);
+    let target = serde_json::from_value::<kube::core::Duration>(json!(format!("{TARGET_DELAY_S}s"))).expect("duration");
+    let mut reactions = Vec::new();
+    for i in 0..runs {
+        let name = format!("delay{i}");
+        let prefix = env::unique("measure").replace('-', "_");
+        manifest(&name, &prefix)
+            .with(|s| {
+                let storage = &mut s.consumers.storage;
+                (storage.max_replicas, storage.lag_threshold) = (4, 1_000_000);
+                storage.target_delay = Some(target);
+            })
+            .apply(ns);
+        wait::until("TopicsReady", 60, || has_condition(&api, &name, condition::TOPICS_READY)).await;
+        let storage = format!("{name}-storage");
+        wait::until("storage at 1", 60, || async {
+            let r = deployments.get_opt(&storage).await.map_err(|e| e.to_string())?.and_then(|d| d.spec?.replicas);
+            if r == Some(1) { Ok(()) } else { Err(format!("{r:?}")) }
+        })
+        .await;
+        // The records carry the time they are sent: the oldest passes the
+        // target TARGET_DELAY_S after the first send.
+        let sent = Instant::now();
+        kafka::produce(&format!("{prefix}.chat-messages"), 0, 100).await;
+        let passed = sent + Duration::from_secs(TARGET_DELAY_S);
+        wait::until("storage scaled", 60, || async {
+            let r = deployments.get_opt(&storage).await.map_err(|e| e.to_string())?.and_then(|d| d.spec?.replicas);
+            if r.is_some_and(|r| r > 1) { Ok(()) } else { Err(format!("{r:?}")) }
+        })
+        .await;
+        let reaction = Instant::now().saturating_duration_since(passed).as_secs_f64();
+        reactions.push(reaction);
+        eprintln!("delay run {i}: {reaction:.2}s after the oldest message passed {TARGET_DELAY_S}s");
+    }
+    reactions
+}
+
 /// SIGKILL the leader → the standby holds the Lease.
 async fn failover(runs: usize) -> Vec<f64> {
     let mut times = Vec::new();
@@ -232,7 +284,7 @@ async fn main() {
     let code = parley_testkit::code::here(std::path::Path::new(dir));
     let code = code.as_deref();
 
-    if runs(Scenario::Ready) || runs(Scenario::Scale) {
+    if runs(Scenario::Ready) || runs(Scenario::Scale) || runs(Scenario::Delay) {
         let ns = setup_namespace("measure");
         let operator = Operator::start(&ns, &format!("{ns}-op"), &[]);
         if runs(Scenario::Ready) {
@@ -247,7 +299,17 @@ async fn main() {
             let figure = timed(report.get("lag_to_scale_s"), code, &reactions, json!({"poll_interval_s": 10}));
             report.insert("lag_to_scale_s".into(), figure);
         }
-        report.insert("operator_rss_kib_after_runs".into(), json!(parley_tests::procfs::rss_kib(operator.child.id())));
+        if runs(Scenario::Delay) {
+            let reactions = delay(cli.runs_delay, &ns).await;
+            let extra = json!({"poll_interval_s": 10, "target_delay_s": TARGET_DELAY_S});
+            let figure = timed(report.get("delay_to_scale_s"), code, &reactions, extra);
+            report.insert("delay_to_scale_s".into(), figure);
+        }
+        // The figure says "after the ready and scale runs": a delay run alone leaves it.
+        if runs(Scenario::Ready) || runs(Scenario::Scale) {
+            let rss = parley_tests::procfs::rss_kib(operator.child.id());
+            report.insert("operator_rss_kib_after_runs".into(), json!(rss));
+        }
         drop(operator);
         teardown_namespace(&ns);
     }
@@ -312,7 +374,7 @@ fn header(r: &Value) -> String {
     )
 }
 
-/// The ready, scale and failover medians, one row per scenario measured.
+/// The ready, scale, delay and failover medians, one row per scenario measured.
 fn scenario_table(r: &Value) -> String {
     let rows: Vec<(&str, &str)> = [
         ("apply_to_topics_ready_s", "`kubectl apply` → TopicsReady"),
@@ -320,6 +382,10 @@ fn scenario_table(r: &Value) -> String {
         (
             "lag_to_scale_s",
             "lag appears → storage Deployment scaled (10 s poll; the wait depends on where in the poll cycle lag appears)",
+        ),
+        (
+            "delay_to_scale_s",
+            "oldest message passes `targetDelay: 2s` → storage Deployment scaled (lag alone asks for 1; 10 s poll)",
         ),
         ("failover_s", "leader SIGKILL → standby holds the Lease (10 s lease)"),
     ]
