@@ -11,7 +11,8 @@
 #   scripts/bench.sh rate-standalone  the standalone gateway at the same rates
 #   scripts/bench.sh storage          one storage consumer draining 500,000 messages into PostgreSQL
 #   scripts/bench.sh operator         1,000 ChatClusters applied at once → all Ready
-#   scripts/bench.sh scaling          lag appears → storage Deployment scaled, and the oldest
+#   scripts/bench.sh scaling          lag appears → storage Deployment scaled; lag passes the activation
+#                                     threshold → first replica; the oldest
 #                                     message passes targetDelay → storage Deployment scaled
 #   scripts/bench.sh failover         operator leader killed → standby holds the Lease
 #   scripts/bench.sh flood            400 users flooding the standalone chat: peak memory vs the ceiling
@@ -76,7 +77,7 @@ scenario() {
       "$bin/parley-measure" --scenario many --clusters "$CLUSTERS" ;;
     scaling)
       environment
-      "$bin/parley-measure" --scenario scale,delay ;;
+      "$bin/parley-measure" --scenario scale,activation,delay ;;
     failover)
       environment
       "$bin/parley-measure" --scenario failover ;;
@@ -95,7 +96,7 @@ scenario() {
   esac
 }
 
-[[ $# -eq 1 ]] || { sed -n '2,22p' "$0" >&2; exit 2; }
+[[ $# -eq 1 ]] || { sed -n '2,23p' "$0" >&2; exit 2; }
 build
 if [[ $1 == all ]]; then
   for s in idle rate-standalone kafka-floor storage operator scaling failover flood storm report; do

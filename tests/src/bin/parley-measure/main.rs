@@ -2,14 +2,17 @@
 //! (Markdown + JSON) under bench/results/. Not a test: timings are reported,
 //! never asserted.
 //!
-//!   parley-measure [--scenario ready,scale,delay,failover,many] [--runs-ready 10] [--runs-scale 5]
-//!                  [--runs-delay 5] [--runs-failover 3] [--clusters 1000]
+//!   parley-measure [--scenario ready,scale,activation,delay,failover,many] [--runs-ready 10]
+//!                  [--runs-scale 5] [--runs-activation 5] [--runs-delay 5] [--runs-failover 3] [--clusters 1000]
 //!
 //! * ready: `kubectl apply` of a ChatCluster → `TopicsReady=True`, and →
 //!   `Ready=True` with a stand-in kubelet that reports each Deployment ready
 //!   as soon as it exists (so the figure is the operator's part alone).
 //! * scale: lag appears (2,000 messages, nothing committed) → the storage
 //!   Deployment's replicas change, at the default 10 s lag poll.
+//! * activation: storage at `minReplicas: 0` with `activationLagThreshold:
+//!   500`; 400 messages keep it at zero, 200 more pass the threshold → its
+//!   first replica, at the default 10 s lag poll.
 //! * delay: with `targetDelay: 2s` and a lagThreshold lag never reaches
 //!   (100 messages, nothing committed), the oldest message passes 2 s → the
 //!   storage Deployment's replicas change, at the default 10 s lag poll.
@@ -45,6 +48,8 @@ enum Scenario {
     Ready,
     /// lag appears → storage Deployment scaled
     Scale,
+    /// lag passes activationLagThreshold → storage at zero gets a replica
+    Activation,
     /// oldest message passes targetDelay → storage Deployment scaled
     Delay,
     /// leader SIGKILL → standby holds the Lease
@@ -58,12 +63,14 @@ enum Scenario {
 #[command(name = "parley-measure")]
 struct Cli {
     /// Scenarios to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "ready,scale,delay,failover,many")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ready,scale,activation,delay,failover,many")]
     scenario: Vec<Scenario>,
     #[arg(long, default_value_t = 10)]
     runs_ready: usize,
     #[arg(long, default_value_t = 5)]
     runs_scale: usize,
+    #[arg(long, default_value_t = 5)]
+    runs_activation: usize,
     #[arg(long, default_value_t = 5)]
     runs_delay: usize,
     #[arg(long, default_value_t = 3)]
@@ -197,6 +204,59 @@ async fn scale(runs: usize, ns: &str) -> Vec<f64> {
     reactions
 }
 
+/// `activationLagThreshold` of the activation scenario.
+const ACTIVATION_LAG: i64 = 500;
+
+/// Replicas of a Deployment as its spec asks.
+async fn replicas(deployments: &Api<Deployment>, name: &str) -> Result<Option<i32>, String> {
+    Ok(deployments.get_opt(name).await.map_err(|e| e.to_string())?.and_then(|d| d.spec?.replicas))
+}
+
+/// Lag passes `activationLagThreshold` → storage at zero replicas gets
+/// its first, at the default poll interval.
+async fn activation(runs: usize, ns: &str) -> Vec<f64> {
+    let client = client().await;
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client, ns);
+    let no_wait = serde_json::from_value::<kube::core::Duration>(json!("0s")).expect("duration");
+    let mut reactions = Vec::new();
+    for i in 0..runs {
+        let name = format!("activate{i}");
+        let prefix = env::unique("measure").replace('-', "_");
+        manifest(&name, &prefix)
+            .with(|s| {
+                let storage = &mut s.consumers.storage;
+                (storage.min_replicas, storage.activation_lag_threshold) = (0, ACTIVATION_LAG);
+                storage.scale_down_stabilization = no_wait;
+            })
+            .apply(ns);
+        wait::until("TopicsReady", 60, || has_condition(&api, &name, condition::TOPICS_READY)).await;
+        let storage = format!("{name}-storage");
+        let at = |want: i32| {
+            let (deployments, storage) = (&deployments, &storage);
+            move || async move {
+                let r = replicas(deployments, storage).await?;
+                if r == Some(want) { Ok(()) } else { Err(format!("{r:?}")) }
+            }
+        };
+        wait::until("storage at 0", 60, at(0)).await;
+        // Below the threshold: stays at zero (checked after a poll and more).
+        kafka::produce(&format!("{prefix}.chat-messages"), 0, 400).await;
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        wait::until("storage still at 0 below the threshold", 1, at(0)).await;
+        kafka::produce(&format!("{prefix}.chat-messages"), 400, 200).await;
+        let passed = Instant::now();
+        wait::until("storage activated", 60, || async {
+            let r = replicas(&deployments, &storage).await?;
+            if r.is_some_and(|r| r >= 1) { Ok(()) } else { Err(format!("{r:?}")) }
+        })
+        .await;
+        reactions.push(passed.elapsed().as_secs_f64());
+        eprintln!("activation run {i}: {:.2}s", reactions[i]);
+    }
+    reactions
+}
+
 /// `targetDelay` of the delay scenario, in seconds.
 const TARGET_DELAY_S: u64 = 2;
 
@@ -284,7 +344,7 @@ async fn main() {
     let code = parley_testkit::code::here(std::path::Path::new(dir));
     let code = code.as_deref();
 
-    if runs(Scenario::Ready) || runs(Scenario::Scale) || runs(Scenario::Delay) {
+    if runs(Scenario::Ready) || runs(Scenario::Scale) || runs(Scenario::Activation) || runs(Scenario::Delay) {
         let ns = setup_namespace("measure");
         let operator = Operator::start(&ns, &format!("{ns}-op"), &[]);
         if runs(Scenario::Ready) {
@@ -298,6 +358,12 @@ async fn main() {
             let reactions = scale(cli.runs_scale, &ns).await;
             let figure = timed(report.get("lag_to_scale_s"), code, &reactions, json!({"poll_interval_s": 10}));
             report.insert("lag_to_scale_s".into(), figure);
+        }
+        if runs(Scenario::Activation) {
+            let reactions = activation(cli.runs_activation, &ns).await;
+            let extra = json!({"poll_interval_s": 10, "activation_lag": ACTIVATION_LAG});
+            let figure = timed(report.get("activation_to_scale_s"), code, &reactions, extra);
+            report.insert("activation_to_scale_s".into(), figure);
         }
         if runs(Scenario::Delay) {
             let reactions = delay(cli.runs_delay, &ns).await;
@@ -382,6 +448,10 @@ fn scenario_table(r: &Value) -> String {
         (
             "lag_to_scale_s",
             "lag appears → storage Deployment scaled (10 s poll; the wait depends on where in the poll cycle lag appears)",
+        ),
+        (
+            "activation_to_scale_s",
+            "lag passes `activationLagThreshold: 500` → storage at zero gets its first replica (10 s poll)",
         ),
         (
             "delay_to_scale_s",
