@@ -54,9 +54,8 @@ pub fn quiet(consumers: &ConsumersSpec, status: &ChatClusterStatus) -> bool {
 }
 
 /// The groups of `cc` to read, with their topics as the status lists them.
-fn groups_of(cc: &ChatCluster) -> Vec<(Role, GroupTopics)> {
+fn groups_of(cc: &ChatCluster, names: &Names) -> Vec<(Role, GroupTopics)> {
     let Some(status) = &cc.status else { return Vec::new() };
-    let names = Names::of(cc);
     Role::active(cc)
         .into_iter()
         .map(|role| {
@@ -148,11 +147,11 @@ async fn to_reconcile(
     let mut per_cluster = Vec::new();
     for guard in guards {
         let Ok(cc) = &guard.0 else { continue };
-        let groups = groups_of(cc);
+        let names = Names::of(cc);
+        let groups = groups_of(cc, &names);
         wanted.extend(groups.iter().map(|(_, g)| g.clone()));
-        let names = Names::of(cc).topics;
-        topic_names.extend(names.iter().cloned());
-        per_cluster.push((guard, groups, names));
+        topic_names.extend(names.topics.iter().cloned());
+        per_cluster.push((guard, groups, names.topics));
     }
     // On a failed read, reconcile those whose status does not say so yet;
     // the others are already retrying under their backoff.
@@ -286,7 +285,8 @@ mod tests {
         let topics = all.map(|n| crate::crd::TopicStatus { name: n.into(), partitions: 3, replication_factor: 1 });
         let mut cc = crate::test_support::cluster(serde_json::json!({"kafka": {"bootstrapServers": "k:9092"}}));
         cc.status = Some(ChatClusterStatus { topics: topics.into(), ..Default::default() });
-        let roles = |cc: &ChatCluster| groups_of(cc).into_iter().map(|(r, (g, _))| (r, g)).collect::<Vec<_>>();
+        let roles =
+            |cc: &ChatCluster| groups_of(cc, &Names::of(cc)).into_iter().map(|(r, (g, _))| (r, g)).collect::<Vec<_>>();
         assert_eq!(roles(&cc).len(), 2, "no offline group without offline push");
         cc.spec.offline_push = Some(serde_json::from_value(serde_json::json!({"webhook": "http://n/x"})).unwrap());
         assert_eq!(roles(&cc)[2], (Role::Offline, "chat.demo.offline".to_owned()));

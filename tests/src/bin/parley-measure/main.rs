@@ -186,7 +186,7 @@ async fn scale(runs: usize, ns: &str) -> Vec<f64> {
         wait::until("TopicsReady", 60, || has_condition(&api, &name, condition::TOPICS_READY)).await;
         let storage = format!("{name}-storage");
         wait::until("storage at 1", 60, || async {
-            let r = deployments.get_opt(&storage).await.map_err(|e| e.to_string())?.and_then(|d| d.spec?.replicas);
+            let r = replicas(&deployments, &storage).await?;
             if r == Some(1) { Ok(()) } else { Err(format!("{r:?}")) }
         })
         .await;
@@ -194,7 +194,7 @@ async fn scale(runs: usize, ns: &str) -> Vec<f64> {
         kafka::produce(&format!("{prefix}.chat-messages"), 0, 2_000).await;
         let appeared = Instant::now();
         wait::until("storage scaled", 60, || async {
-            let r = deployments.get_opt(&storage).await.map_err(|e| e.to_string())?.and_then(|d| d.spec?.replicas);
+            let r = replicas(&deployments, &storage).await?;
             if r.is_some_and(|r| r > 1) { Ok(()) } else { Err(format!("{r:?}")) }
         })
         .await;
@@ -281,7 +281,7 @@ async fn delay(runs: usize, ns: &str) -> Vec<f64> {
         wait::until("TopicsReady", 60, || has_condition(&api, &name, condition::TOPICS_READY)).await;
         let storage = format!("{name}-storage");
         wait::until("storage at 1", 60, || async {
-            let r = deployments.get_opt(&storage).await.map_err(|e| e.to_string())?.and_then(|d| d.spec?.replicas);
+            let r = replicas(&deployments, &storage).await?;
             if r == Some(1) { Ok(()) } else { Err(format!("{r:?}")) }
         })
         .await;
@@ -291,7 +291,7 @@ async fn delay(runs: usize, ns: &str) -> Vec<f64> {
         kafka::produce(&format!("{prefix}.chat-messages"), 0, 100).await;
         let passed = sent + Duration::from_secs(TARGET_DELAY_S);
         wait::until("storage scaled", 60, || async {
-            let r = deployments.get_opt(&storage).await.map_err(|e| e.to_string())?.and_then(|d| d.spec?.replicas);
+            let r = replicas(&deployments, &storage).await?;
             if r.is_some_and(|r| r > 1) { Ok(()) } else { Err(format!("{r:?}")) }
         })
         .await;
