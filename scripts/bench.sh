@@ -13,7 +13,8 @@
 #   scripts/bench.sh operator         1,000 ChatClusters applied at once → all Ready
 #   scripts/bench.sh scaling          lag appears → storage Deployment scaled; lag passes the activation
 #                                     threshold → first replica; the oldest
-#                                     message passes targetDelay → storage Deployment scaled
+#                                     message passes targetDelay → storage Deployment scaled; lag
+#                                     whose offsets stand still → ConsumersReady LagNotDraining
 #   scripts/bench.sh failover         operator leader killed → standby holds the Lease
 #   scripts/bench.sh flood            400 users flooding the standalone chat: peak memory vs the ceiling
 #   scripts/bench.sh storm            5,000 members of 50 groups connecting at once to the standalone chat
@@ -77,7 +78,7 @@ scenario() {
       "$bin/parley-measure" --scenario many --clusters "$CLUSTERS" ;;
     scaling)
       environment
-      "$bin/parley-measure" --scenario scale,activation,delay ;;
+      "$bin/parley-measure" --scenario scale,activation,delay,stuck ;;
     failover)
       environment
       "$bin/parley-measure" --scenario failover ;;

@@ -185,12 +185,13 @@ pub async fn decide(
         let mut roles = memory.roles.lock().unwrap_or_else(|e| e.into_inner());
         let remembered = roles.entry(key).or_default();
         let now = memory.started.elapsed();
+        // A poll that could not be read leaves the progress as it was: the
+        // offsets only move forward, so one found unchanged after the gap
+        // stood still through it (forgetting would count a stuck partition's
+        // lag as draining for another window, and scale on it).
         let not_draining = match &readings {
             Ok(readings) => remembered.progress.observe(readings, reset, ready, now, stuck_window(cc)),
-            Err(_) => {
-                remembered.progress.forget();
-                Vec::new()
-            }
+            Err(_) => Vec::new(),
         };
         let stuck_lag = readings.as_ref().map_or(GroupLag::default(), |r| {
             scaling::group_lag(r.iter().filter(|(tp, _)| not_draining.contains(tp)).map(|(_, o)| o), reset)

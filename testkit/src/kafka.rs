@@ -26,6 +26,39 @@ pub fn topics_with_prefix(prefix: &str) -> Result<BTreeMap<String, (usize, usize
         .collect())
 }
 
+/// Lag of consumer group `group` on `topics`, as Kafka has it: the
+/// records past each partition's committed offset (all of them where
+/// nothing is committed, as the consumers start from the earliest).
+pub fn group_lag(group: &str, topics: &[&str]) -> Result<i64, String> {
+    use rdkafka::{Offset, TopicPartitionList};
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", crate::env::kafka_bootstrap())
+        .set("group.id", group)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(5);
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let md = client.fetch_metadata(Some(topic), timeout).map_err(|e| e.to_string())?;
+        for t in md.topics() {
+            for p in t.partitions() {
+                tpl.add_partition(topic, p.id());
+            }
+        }
+    }
+    let committed = client.committed_offsets(tpl, timeout).map_err(|e| e.to_string())?;
+    let mut lag = 0;
+    for e in committed.elements() {
+        let (low, high) = client.fetch_watermarks(e.topic(), e.partition(), timeout).map_err(|e| e.to_string())?;
+        let at = match e.offset() {
+            Offset::Offset(at) => at,
+            _ => low,
+        };
+        lag += (high - at).max(0);
+    }
+    Ok(lag)
+}
+
 fn admin() -> Result<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>, String> {
     ClientConfig::new().set("bootstrap.servers", crate::env::kafka_bootstrap()).create().map_err(|e| e.to_string())
 }

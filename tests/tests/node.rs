@@ -458,6 +458,13 @@ async fn database_setting(url: &str, setting: &str) {
     .expect("end the pods' sessions");
 }
 
+/// The storage entry of the ChatCluster's `status.consumerGroups`.
+fn storage_group(ns: &str) -> Value {
+    let cc = json_of(&["get", "chat", "demo", "-n", ns, "-o", "json"]);
+    let groups = cc["status"]["consumerGroups"].as_array().cloned().unwrap_or_default();
+    groups.into_iter().find(|g| g["role"] == "storage").unwrap_or_default()
+}
+
 /// The ChatCluster's `ConsumersReady` condition: (status, reason, message).
 fn consumers_ready(ns: &str) -> (String, String, String) {
     let cc = json_of(&["get", "chat", "demo", "-n", ns, "-o", "json"]);
@@ -496,6 +503,14 @@ async fn lag_behind_a_database_that_refuses_writes_is_named_and_adds_no_pods() {
         warm_up(&mut c).await;
         senders.push(c);
     }
+    // The warm-ups' offsets committed (a send is acked before its offset is),
+    // so the lag below is the read-only sends' alone.
+    let (chat_topic, group_topic) = (format!("{prefix}.chat-messages"), format!("{prefix}.group-messages"));
+    wait::until("storage lag 0 after the warm-ups", 60, || async {
+        let lag = kafka::group_lag(&format!("{prefix}.storage"), &[&chat_topic, &group_topic])?;
+        if lag == 0 { Ok(()) } else { Err(format!("lag {lag}")) }
+    })
+    .await;
 
     database_setting(&db, "SET default_transaction_read_only = on").await;
     // One send per conversation first: lag within the threshold, so one pod
@@ -505,14 +520,28 @@ async fn lag_behind_a_database_that_refuses_writes_is_named_and_adds_no_pods() {
     for (i, c) in senders.iter_mut().enumerate() {
         c.send_msg(json!({"user": format!("sink{i}")}), &format!("s{i}-0"), "while read-only").await;
     }
-    let most = std::sync::atomic::AtomicI64::new(0);
-    let (_, _, message) = wait::until("ConsumersReady False: LagNotDraining", 180, || async {
-        most.fetch_max(deployment_replicas(&ns, "demo-storage").unwrap_or(-1), std::sync::atomic::Ordering::Relaxed);
+    // The most storage replicas seen, with the status that asked for them.
+    let most = std::sync::Mutex::new((0, String::new()));
+    let watch = || {
+        let now = deployment_replicas(&ns, "demo-storage").unwrap_or(-1);
+        let mut most = most.lock().expect("not poisoned");
+        if now > most.0 {
+            let cc = json_of(&["get", "chat", "demo", "-n", &ns, "-o", "json"]);
+            *most = (now, format!("{:#}\n{}", cc["status"], diagnose(&ns)));
+        }
+    };
+    // Every partition with lag named, not only the first found: one found a
+    // poll later would still count as draining when the lag below arrives.
+    let (_, _, message) = wait::until("ConsumersReady False: LagNotDraining on every partition", 180, || async {
+        watch();
         let (status, reason, message) = consumers_ready(&ns);
-        if status == "False" && reason == "LagNotDraining" {
+        let storage = storage_group(&ns);
+        let named = storage["partitionsNotDraining"].as_array().map_or(0, Vec::len);
+        let with_lag = storage["partitionsWithLag"].as_u64().unwrap_or(0);
+        if status == "False" && reason == "LagNotDraining" && named as u64 == with_lag {
             Ok((status, reason, message))
         } else {
-            Err(format!("{status} {reason}: {message}\n{}", diagnose(&ns)))
+            Err(format!("{status} {reason}: {message}\n{storage:#}\n{}", diagnose(&ns)))
         }
     })
     .await;
@@ -529,10 +558,11 @@ async fn lag_behind_a_database_that_refuses_writes_is_named_and_adds_no_pods() {
         }
     }
     for _ in 0..8 {
-        most.fetch_max(deployment_replicas(&ns, "demo-storage").unwrap_or(-1), std::sync::atomic::Ordering::Relaxed);
+        watch();
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    assert_eq!(most.into_inner(), 1, "storage pods were added for lag that was not draining");
+    let (most, when) = most.into_inner().expect("not poisoned");
+    assert_eq!(most, 1, "storage pods were added for lag that was not draining; the status then:\n{when}");
 
     // Writes again: the same pod stores everything it held, each send is
     // acked once, and the condition clears.

@@ -352,6 +352,22 @@ mod tests {
     }
 
     #[test]
+    fn the_stuck_lag_goal_follows_the_polls_the_run_was_measured_with() {
+        let stuck = |runs: &[f64], polls: i32, poll_s: i32| Results {
+            operator: Some(serde_json::json!({"stuck_to_reported_s":
+                {"runs": runs, "stuck_after_polls": polls, "poll_interval_s": poll_s}})),
+            ..Default::default()
+        };
+        let rows6 = rows(&stuck(&[60.4, 60.1, 80.0], 6, 10));
+        let r = row(&rows6, "scaling: lag that stands still");
+        assert_eq!((r.goal.as_str(), r.verdict), ("≤ 75 s", Verdict::Met), "the median decides: {}", r.measured);
+        assert!(r.measured.contains("worst 80.0 s (3 runs, stuckAfterPolls 6, 10 s lag poll)"), "{}", r.measured);
+        let rows3 = rows(&stuck(&[30.0], 3, 2));
+        let r = row(&rows3, "scaling: lag that stands still");
+        assert_eq!((r.goal.as_str(), r.verdict), ("≤ 21 s", Verdict::Missed));
+    }
+
+    #[test]
     fn result_files_round_trip_and_missing_ones_are_none() {
         let dir = std::env::temp_dir().join(format!("parley-report-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

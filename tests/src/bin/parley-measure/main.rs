@@ -2,8 +2,9 @@
 //! (Markdown + JSON) under bench/results/. Not a test: timings are reported,
 //! never asserted.
 //!
-//!   parley-measure [--scenario ready,scale,activation,delay,failover,many] [--runs-ready 10]
-//!                  [--runs-scale 5] [--runs-activation 5] [--runs-delay 5] [--runs-failover 3] [--clusters 1000]
+//!   parley-measure [--scenario ready,scale,activation,delay,stuck,failover,many] [--runs-ready 10]
+//!                  [--runs-scale 5] [--runs-activation 5] [--runs-delay 5] [--runs-stuck 3]
+//!                  [--runs-failover 3] [--clusters 1000]
 //!
 //! * ready: `kubectl apply` of a ChatCluster → `TopicsReady=True`, and →
 //!   `Ready=True` with a stand-in kubelet that reports each Deployment ready
@@ -16,6 +17,10 @@
 //! * delay: with `targetDelay: 2s` and a lagThreshold lag never reaches
 //!   (100 messages, nothing committed), the oldest message passes 2 s → the
 //!   storage Deployment's replicas change, at the default 10 s lag poll.
+//! * stuck: lag appears on partitions whose committed offsets never move
+//!   while the storage Deployment reports a ready replica (no consumer
+//!   runs) → `ConsumersReady` says `LagNotDraining`, at the default 10 s
+//!   lag poll and `stuckAfterPolls: 6`.
 //! * failover: SIGKILL of the leader → the standby holds the Lease.
 //! * operator RSS after ready and scale.
 //! * many: N ChatClusters applied at once → all Ready (see `many.rs`).
@@ -35,7 +40,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use parley_operator::crd::ChatCluster;
-use parley_operator::crd::status::condition;
+use parley_operator::crd::status::{condition, reason};
 use parley_tests::kube::{client, setup_namespace, teardown_namespace};
 use parley_tests::manifest::Manifest;
 use parley_tests::operator::Operator;
@@ -52,6 +57,8 @@ enum Scenario {
     Activation,
     /// oldest message passes targetDelay → storage Deployment scaled
     Delay,
+    /// lag whose offsets stand still → ConsumersReady LagNotDraining
+    Stuck,
     /// leader SIGKILL → standby holds the Lease
     Failover,
     /// N ChatClusters applied at once → all Ready
@@ -63,7 +70,7 @@ enum Scenario {
 #[command(name = "parley-measure")]
 struct Cli {
     /// Scenarios to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "ready,scale,activation,delay,failover,many")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ready,scale,activation,delay,stuck,failover,many")]
     scenario: Vec<Scenario>,
     #[arg(long, default_value_t = 10)]
     runs_ready: usize,
@@ -73,6 +80,8 @@ struct Cli {
     runs_activation: usize,
     #[arg(long, default_value_t = 5)]
     runs_delay: usize,
+    #[arg(long, default_value_t = 3)]
+    runs_stuck: usize,
     #[arg(long, default_value_t = 3)]
     runs_failover: usize,
     /// many: ChatClusters applied at once.
@@ -302,6 +311,51 @@ async fn delay(runs: usize, ns: &str) -> Vec<f64> {
     reactions
 }
 
+/// Lag appears and its committed offsets never move while the storage
+/// Deployment reports a ready replica → `ConsumersReady` reason
+/// `LagNotDraining`, at the default poll interval and `stuckAfterPolls`.
+/// No consumer runs: the stand-in kubelet reports one ready, standing in
+/// for a storage pod whose database refuses writes.
+async fn stuck(runs: usize, ns: &str) -> Vec<f64> {
+    let client = client().await;
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client, ns);
+    let mut reactions = Vec::new();
+    for i in 0..runs {
+        let name = format!("stuck{i}");
+        let prefix = env::unique("measure").replace('-', "_");
+        manifest(&name, &prefix).with(|s| s.consumers.stuck_after_polls = STUCK_AFTER_POLLS).apply(ns);
+        wait::until("TopicsReady", 60, || has_condition(&api, &name, condition::TOPICS_READY)).await;
+        let storage = format!("{name}-storage");
+        wait::until("storage at 1", 60, || async {
+            let r = replicas(&deployments, &storage).await?;
+            if r == Some(1) { Ok(()) } else { Err(format!("{r:?}")) }
+        })
+        .await;
+        mark_deployment_ready(&deployments, &storage).await;
+        // Few enough that lag alone asks for no second replica (the
+        // Deployment's status, written here, would not follow one).
+        kafka::produce(&format!("{prefix}.chat-messages"), 0, 60).await;
+        let appeared = Instant::now();
+        wait::until("ConsumersReady LagNotDraining", 150, || async {
+            let cc = api.get(&name).await.map_err(|e| e.to_string())?;
+            let conditions = cc.status.map(|s| s.conditions).unwrap_or_default();
+            let found = conditions.iter().find(|c| c.type_ == condition::CONSUMERS_READY);
+            match found {
+                Some(c) if c.reason == reason::LAG_NOT_DRAINING => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        reactions.push(appeared.elapsed().as_secs_f64());
+        eprintln!("stuck run {i}: {:.2}s", reactions[i]);
+    }
+    reactions
+}
+
+/// `stuckAfterPolls` of the stuck scenario (the CRD's default).
+const STUCK_AFTER_POLLS: i32 = 6;
+
 /// SIGKILL the leader → the standby holds the Lease.
 async fn failover(runs: usize) -> Vec<f64> {
     let mut times = Vec::new();
@@ -344,7 +398,8 @@ async fn main() {
     let code = parley_testkit::code::here(std::path::Path::new(dir));
     let code = code.as_deref();
 
-    if runs(Scenario::Ready) || runs(Scenario::Scale) || runs(Scenario::Activation) || runs(Scenario::Delay) {
+    let scaling = [Scenario::Ready, Scenario::Scale, Scenario::Activation, Scenario::Delay, Scenario::Stuck];
+    if scaling.into_iter().any(runs) {
         let ns = setup_namespace("measure");
         let operator = Operator::start(&ns, &format!("{ns}-op"), &[]);
         if runs(Scenario::Ready) {
@@ -370,6 +425,12 @@ async fn main() {
             let extra = json!({"poll_interval_s": 10, "target_delay_s": TARGET_DELAY_S});
             let figure = timed(report.get("delay_to_scale_s"), code, &reactions, extra);
             report.insert("delay_to_scale_s".into(), figure);
+        }
+        if runs(Scenario::Stuck) {
+            let reactions = stuck(cli.runs_stuck, &ns).await;
+            let extra = json!({"poll_interval_s": 10, "stuck_after_polls": STUCK_AFTER_POLLS});
+            let figure = timed(report.get("stuck_to_reported_s"), code, &reactions, extra);
+            report.insert("stuck_to_reported_s".into(), figure);
         }
         // The figure says "after the ready and scale runs": a delay run alone leaves it.
         if runs(Scenario::Ready) || runs(Scenario::Scale) {
@@ -440,7 +501,7 @@ fn header(r: &Value) -> String {
     )
 }
 
-/// The ready, scale, delay and failover medians, one row per scenario measured.
+/// The ready, scale, activation, delay, stuck and failover medians, one row per scenario measured.
 fn scenario_table(r: &Value) -> String {
     let rows: Vec<(&str, &str)> = [
         ("apply_to_topics_ready_s", "`kubectl apply` → TopicsReady"),
@@ -456,6 +517,10 @@ fn scenario_table(r: &Value) -> String {
         (
             "delay_to_scale_s",
             "oldest message passes `targetDelay: 2s` → storage Deployment scaled (lag alone asks for 1; 10 s poll)",
+        ),
+        (
+            "stuck_to_reported_s",
+            "lag whose committed offsets stand still → `ConsumersReady` `LagNotDraining` (`stuckAfterPolls: 6`, 10 s poll)",
         ),
         ("failover_s", "leader SIGKILL → standby holds the Lease (10 s lease)"),
     ]
