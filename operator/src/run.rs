@@ -11,7 +11,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use parley_core::backoff::Backoff;
 use parley_core::ready::Readiness;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::context::{Context, Settings};
 use crate::controller;
@@ -24,6 +24,36 @@ use crate::{Error, Result};
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// An apiserver establishes a CRD within a second or two; longer means trouble.
 const CRD_ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
+/// After the shutdown signal, how long running reconciles may take to
+/// finish, and then the Lease its release: within the chart's 30 s
+/// `terminationGracePeriodSeconds`, so the Lease is released before the
+/// kubelet's SIGKILL would leave a standby waiting out its expiry.
+const DRAIN_GRACE: Duration = Duration::from_secs(15);
+const RELEASE_GRACE: Duration = Duration::from_secs(10);
+
+/// Run `work` to its end, or, once `stop` is cancelled, for at most
+/// `grace` more: a drain that does not end must not keep the process, and
+/// with it the Lease, alive. One does not: kube-runtime's applier holds its
+/// runner until the ChatCluster store has its first list, and a shutdown
+/// before that list stops the stream that would fill it, so a controller
+/// stopped while its caches sync waits forever (4 of 16 SIGTERMs sent as
+/// the caches began syncing, before this bound). False when `grace` ran out.
+async fn drained_within(stop: &CancellationToken, grace: Duration, work: impl Future<Output = ()>) -> bool {
+    tokio::pin!(work);
+    tokio::select! {
+        () = &mut work => return true,
+        () = stop.cancelled() => {}
+    }
+    tokio::time::timeout(grace, work).await.is_ok()
+}
+
+/// [`controller::run`] until `stop`, then drained within [`DRAIN_GRACE`].
+async fn run_controller(ctx: Arc<Context>, namespace: Option<String>, stop: CancellationToken) {
+    let run = controller::run(ctx, namespace, cancelled(stop.clone()));
+    if !drained_within(&stop, DRAIN_GRACE, run).await {
+        warn!(grace = ?DRAIN_GRACE, "reconciles did not finish within the grace period; stopping without them");
+    }
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -164,7 +194,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let result = if args.leader_election {
         run_as_leader(&args, client, identity, ctx, metrics, shutdown.clone()).await
     } else {
-        controller::run(ctx, args.namespace.clone(), cancelled(shutdown.clone())).await;
+        run_controller(ctx, args.namespace.clone(), shutdown.clone()).await;
         Ok(())
     };
     shutdown.cancel();
@@ -221,7 +251,7 @@ async fn run_as_leader(
         tokio::select! {
             _ = shutdown.cancelled() => {
                 drop(leading);
-                let _ = lease_task.await;
+                release(lease_task).await;
                 return Ok(());
             }
             changed = leading.changed() => {
@@ -255,15 +285,41 @@ async fn run_as_leader(
         })
     };
     let stop = either(&shutdown, &lost);
-    controller::run(ctx, args.namespace.clone(), cancelled(stop)).await;
+    run_controller(ctx, args.namespace.clone(), stop).await;
     metrics.leader.set(0);
     watch_lost.abort();
     // Dropping the receiver ends the lease task, which releases the Lease
     // so a standby takes over without waiting for expiry.
     drop(leading);
-    let _ = lease_task.await;
+    release(lease_task).await;
     if lost.is_cancelled() && !shutdown.is_cancelled() {
         return Err(Error::LeadershipLost);
     }
     Ok(())
+}
+
+/// Wait for the lease task to release the Lease (it does once every
+/// receiver is gone), within [`RELEASE_GRACE`]: past it, the Lease expires
+/// on its own.
+async fn release<T>(lease_task: tokio::task::JoinHandle<T>) {
+    if tokio::time::timeout(RELEASE_GRACE, lease_task).await.is_err() {
+        warn!(grace = ?RELEASE_GRACE, "the Lease was not released in time; it expires on its own");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_drain_that_never_ends_is_left_after_the_grace_and_one_that_ends_is_awaited() {
+        let grace = Duration::from_millis(50);
+        let stop = CancellationToken::new();
+        stop.cancel();
+        assert!(!drained_within(&stop, grace, std::future::pending()).await, "left once the grace ran out");
+        assert!(drained_within(&stop, grace, std::future::ready(())).await);
+        // Without the signal there is no deadline: work runs as long as it takes.
+        let running = CancellationToken::new();
+        assert!(drained_within(&running, Duration::ZERO, tokio::time::sleep(Duration::from_millis(100))).await);
+    }
 }

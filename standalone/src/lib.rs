@@ -13,9 +13,10 @@ use std::sync::Arc;
 use parley_adapters::broker::{Broker, MemoryBroker};
 use parley_adapters::delivery::DeliverySink;
 use parley_adapters::store::{SqliteStore, Store};
-use parley_consumer::offline::{DeadLetters, OfflineWorker};
+use parley_consumer::offline::{DeadLetters, OfflineWorker, Retry};
 use parley_consumer::push::{self, PushWorker};
 use parley_consumer::storage::{self, StorageWorker};
+use parley_consumer::webhook::Webhook;
 use parley_core::ready::Readiness;
 use parley_core::topics::Topics;
 use tokio_util::sync::CancellationToken;
@@ -34,8 +35,10 @@ use crate::config::StandaloneArgs;
 pub async fn run(args: StandaloneArgs) -> Result<()> {
     let secret = jwt_secret(&args)?;
     // Bad offline-push settings are refused before anything is opened.
-    args.offline.webhook()?;
-    args.offline.retry()?;
+    let offline = match args.offline.webhook()? {
+        Some(webhook) => Some((webhook, args.offline.retry()?)),
+        None => None,
+    };
     let dev_login = parley_gateway::config::dev_login(args.dev_login, args.jwt_secret.is_some(), args.listen)?;
     if dev_login {
         parley_gateway::config::warn_dev_login(args.listen);
@@ -51,7 +54,10 @@ pub async fn run(args: StandaloneArgs) -> Result<()> {
     let tracker = TaskTracker::new();
 
     let workers_stop = CancellationToken::new();
-    let offline = offline_worker(&args, &broker, &topics, &registry, &consumer_metrics)?;
+    let offline = offline.map(|(webhook, retry)| {
+        let concurrency = args.offline.offline_concurrency as usize;
+        offline_worker(webhook, retry, concurrency, &broker, &topics, &registry, &consumer_metrics)
+    });
     let workers = start_workers(&broker, &store, &topics, &registry, &consumer_metrics, offline, &workers_stop).await?;
 
     let state = AppState::new(StateParts {
@@ -117,27 +123,26 @@ fn jwt_secret(args: &StandaloneArgs) -> Result<String> {
 /// The offline notifier, when a webhook is set: its own group on the
 /// deliveries, as in Kafka mode, so a slow webhook never delays a push.
 fn offline_worker(
-    args: &StandaloneArgs,
+    webhook: Webhook,
+    retry: Retry,
+    concurrency: usize,
     broker: &Arc<dyn Broker>,
     topics: &Topics,
     registry: &Arc<Registry>,
     metrics: &Arc<parley_consumer::metrics::Metrics>,
-) -> Result<Option<OfflineWorker>> {
-    let Some(webhook) = args.offline.webhook()? else {
-        return Ok(None);
-    };
+) -> OfflineWorker {
     let online = registry.clone();
-    Ok(Some(OfflineWorker {
+    OfflineWorker {
         broker: broker.clone(),
         topics: topics.clone(),
         webhook,
-        retry: args.offline.retry()?,
-        concurrency: args.offline.offline_concurrency as usize,
+        retry,
+        concurrency,
         batch_size: push::DEFAULT_BATCH,
         online: Arc::new(move |user: &str| online.is_online(user)),
         dead_letters: DeadLetters::Log,
         metrics: metrics.clone(),
-    }))
+    }
 }
 
 /// The storage and push workers (and the offline one), subscribed before anything is served (the

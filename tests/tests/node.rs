@@ -580,3 +580,93 @@ async fn lag_behind_a_database_that_refuses_writes_is_named_and_adds_no_pods() {
 
     teardown(release, &prefix, &db).await;
 }
+
+/// `targetDelay` with real pods and a storage consumer slowed on purpose:
+/// each insert into the messages table waits 50 ms (a trigger), so one
+/// storage pod drains slower than the sends arrive. Lag alone asks for one
+/// pod (a lagThreshold the lag never reaches); the oldest waiting message
+/// passes `targetDelay: 2s` and the operator adds storage pods, saying the
+/// delay decided. Without the trigger they drain it: every send is acked
+/// and stored once, and storage is back at one pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the node: scripts/test.sh runs it in the node tier"]
+async fn a_slowed_storage_pod_gets_help_once_messages_wait_past_the_target_delay() {
+    use sqlx::Connection;
+    let (release, ns, db) = setup("parley-delay", "node_delay").await;
+    // stuckAfterPolls well above how long a slowed batch holds its offsets,
+    // so the slow partitions count as draining (their age is what decides).
+    let cluster = node_example().replace(
+        "  storage:\n    postgres:",
+        "  consumers:\n    lagPollInterval: 2s\n    stuckAfterPolls: 100\n    storage:\n      minReplicas: 1\n      \
+         maxReplicas: 4\n      lagThreshold: 100000\n      targetDelay: 2s\n      scaleDownStabilization: 10s\n  \
+         storage:\n    postgres:",
+    );
+    assert!(cluster.contains("targetDelay: 2s"), "{cluster}");
+    kubectl::ok_with_stdin(&["apply", "-n", &ns, "-f", "-"], &cluster);
+    let prefix = format!("{ns}.demo");
+    wait_pods_ready(&ns, "app.kubernetes.io/component=gateway", 2, 300).await;
+    wait_pods_ready(&ns, "app.kubernetes.io/component=storage", 1, 300).await;
+    wait_pods_ready(&ns, "app.kubernetes.io/component=push", 1, 300).await;
+    let (service, _) = gateway_addresses(&ns);
+    let mut senders = Vec::new();
+    for i in 0..4 {
+        let mut c = chat::connect(&service, &format!("slow{i}")).await;
+        warm_up(&mut c).await;
+        senders.push(c);
+    }
+
+    // The storage pod's role owns the table (it made it), and so do the tests.
+    let mut conn = sqlx::PgConnection::connect(&db).await.expect("connect to the scratch database");
+    for statement in [
+        "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(0.05); RETURN NEW; END $$",
+        "CREATE TRIGGER slow_insert BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION slow_insert()",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.expect(statement);
+    }
+    const SENDS: usize = 60;
+    for (i, c) in senders.iter_mut().enumerate() {
+        for k in 0..SENDS {
+            c.send_msg(json!({"user": format!("sink{i}")}), &format!("d{i}-{k}"), "slowly stored").await;
+        }
+    }
+    let reason = wait::until("storage scaled by the oldest message's age", 120, || async {
+        let storage = storage_group(&ns);
+        let replicas = deployment_replicas(&ns, "demo-storage").unwrap_or(-1);
+        let reason = storage["reason"].as_str().unwrap_or_default().to_owned();
+        if replicas > 1 && reason.contains("> targetDelay 2s") {
+            Ok(reason)
+        } else {
+            Err(format!("replicas {replicas}\n{storage:#}\n{}", diagnose(&ns)))
+        }
+    })
+    .await;
+    assert!(reason.contains("(lag alone asks for 1)"), "{reason}");
+
+    sqlx::query("DROP TRIGGER slow_insert ON messages").execute(&mut conn).await.expect("drop the trigger");
+    for (i, c) in senders.iter_mut().enumerate() {
+        let all =
+            |s: &[parley_core::protocol::ServerFrame]| (0..SENDS).all(|k| acks(s).contains_key(&format!("d{i}-{k}")));
+        assert!(c.wait_until(Duration::from_secs(120), all).await, "slow{i}: not every send acked: {:?}", c.seen);
+    }
+    for i in 0..4 {
+        let dm = ConversationId::direct(&format!("slow{i}"), &format!("sink{i}")).to_string();
+        let (count, max): (i64, i64) =
+            sqlx::query_as("SELECT count(*), max(seq) FROM messages WHERE conversation = $1")
+                .bind(&dm)
+                .fetch_one(&mut conn)
+                .await
+                .expect("count stored messages");
+        assert_eq!((count, max), (SENDS as i64, SENDS as i64), "{dm}: stored once each");
+    }
+    wait::until("storage back at one replica once drained", 120, || async {
+        match deployment_replicas(&ns, "demo-storage") {
+            Some(1) => Ok(()),
+            other => Err(format!("{other:?}\n{:#}", storage_group(&ns))),
+        }
+    })
+    .await;
+    drop(conn);
+
+    teardown(release, &prefix, &db).await;
+}
