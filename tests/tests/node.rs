@@ -582,7 +582,7 @@ async fn lag_behind_a_database_that_refuses_writes_is_named_and_adds_no_pods() {
 }
 
 /// `targetDelay` with real pods and a storage consumer slowed on purpose:
-/// each insert into the messages table waits 50 ms (a trigger), so one
+/// each insert into the messages table waits 100 ms (a trigger), so one
 /// storage pod drains slower than the sends arrive. Lag alone asks for one
 /// pod (a lagThreshold the lag never reaches); the oldest waiting message
 /// passes `targetDelay: 2s` and the operator adds storage pods, saying the
@@ -619,12 +619,13 @@ async fn a_slowed_storage_pod_gets_help_once_messages_wait_past_the_target_delay
     let mut conn = sqlx::PgConnection::connect(&db).await.expect("connect to the scratch database");
     for statement in [
         "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS \
-         $$ BEGIN PERFORM pg_sleep(0.05); RETURN NEW; END $$",
+         $$ BEGIN PERFORM pg_sleep(0.1); RETURN NEW; END $$",
         "CREATE TRIGGER slow_insert BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION slow_insert()",
     ] {
         sqlx::query(statement).execute(&mut conn).await.expect(statement);
     }
-    const SENDS: usize = 60;
+    // Within a connection's burst allowance (sends past it are refused).
+    const SENDS: usize = 30;
     for (i, c) in senders.iter_mut().enumerate() {
         for k in 0..SENDS {
             c.send_msg(json!({"user": format!("sink{i}")}), &format!("d{i}-{k}"), "slowly stored").await;
