@@ -1,12 +1,13 @@
 //! SQLite implementation of [`Store`] for standalone mode.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult, SqliteSynchronous};
-use sqlx::{Sqlite, Transaction};
+use parley_core::ids::ConversationId;
+use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use super::rows::{self, to_i64, to_u64};
 use super::sql::{Dialect, SqlStore};
@@ -63,62 +64,49 @@ impl Dialect for Sqlite {
         // IMMEDIATE takes the write lock up front, so the seqs read below
         // cannot be handed out by another writer before we commit.
         let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut existing = HashMap::new();
-        let mut last_seq = HashMap::new();
-        for m in batch {
-            let key = (m.from.clone(), m.client_msg_id.clone());
-            if !existing.contains_key(&key)
-                && let Some(found) = existing_message(&mut tx, &m.from, &m.client_msg_id).await?
-            {
-                existing.insert(key, found);
-            }
-            if !last_seq.contains_key(&m.conversation) {
-                let seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = ?")
-                    .bind(m.conversation.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                last_seq.insert(m.conversation.clone(), to_u64(seq.unwrap_or(0)));
-            }
-        }
+        let existing = existing_messages(&mut tx, batch).await?;
+        let last_seq = last_seqs(&mut tx, batch).await?;
         let targets = if batch.iter().any(|m| m.amends.is_some()) {
             SqlStore::<Sqlite>::amendment_targets(&mut tx, batch).await?
         } else {
             HashMap::new()
         };
         let plan = plan_batch(batch, &existing, &last_seq, &targets);
-        for &i in &plan.inserts {
-            let m = &plan.outcomes[i].message;
-            sqlx::query(
-                "INSERT INTO messages (msg_id, conversation, seq, sender, client_msg_id, body, ts, kind, target_seq) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&m.msg_id)
-            .bind(m.conversation.to_string())
-            .bind(to_i64(m.seq)?)
-            .bind(&m.from)
-            .bind(&m.client_msg_id)
-            .bind(&m.body)
-            .bind(m.ts)
-            .bind(m.kind.as_str())
-            .bind(m.target.map(to_i64).transpose()?)
-            .execute(&mut *tx)
-            .await?;
+        let inserts: Vec<&StoredMessage> = plan.inserts.iter().map(|&i| &plan.outcomes[i].message).collect();
+        for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO messages (msg_id, conversation, seq, sender, client_msg_id, body, ts, kind, target_seq) ",
+            );
+            let mut rows = Vec::with_capacity(chunk.len());
+            for m in chunk {
+                rows.push((m, to_i64(m.seq)?, m.target.map(to_i64).transpose()?));
+            }
+            insert.push_values(rows, |mut row, (m, seq, target)| {
+                row.push_bind(&m.msg_id)
+                    .push_bind(m.conversation.to_string())
+                    .push_bind(seq)
+                    .push_bind(&m.from)
+                    .push_bind(&m.client_msg_id)
+                    .push_bind(&m.body)
+                    .push_bind(m.ts)
+                    .push_bind(m.kind.as_str())
+                    .push_bind(target);
+            });
+            insert.build().execute(&mut *tx).await?;
         }
-        for (conversation, seq) in &plan.last_seqs {
-            let (a, b) = match conversation.direct_participants() {
-                Some((a, b)) => (Some(a.to_owned()), Some(b.to_owned())),
-                None => (None, None),
-            };
-            sqlx::query(
-                "INSERT INTO conversations (id, last_seq, user_a, user_b) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (id) DO UPDATE SET last_seq = excluded.last_seq",
-            )
-            .bind(conversation.to_string())
-            .bind(to_i64(*seq)?)
-            .bind(a)
-            .bind(b)
-            .execute(&mut *tx)
-            .await?;
+        let seqs: Vec<(&ConversationId, &u64)> = plan.last_seqs.iter().collect();
+        for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
+            let mut rows = Vec::with_capacity(chunk.len());
+            for (conversation, seq) in chunk {
+                let (a, b) = conversation.direct_participants().unzip();
+                rows.push((conversation.to_string(), to_i64(**seq)?, a.map(str::to_owned), b.map(str::to_owned)));
+            }
+            let mut upsert = QueryBuilder::<Sqlite>::new("INSERT INTO conversations (id, last_seq, user_a, user_b) ");
+            upsert.push_values(rows, |mut row, (id, seq, a, b)| {
+                row.push_bind(id).push_bind(seq).push_bind(a).push_bind(b);
+            });
+            upsert.push(" ON CONFLICT (id) DO UPDATE SET last_seq = excluded.last_seq");
+            upsert.build().execute(&mut *tx).await?;
         }
         SqlStore::<Sqlite>::apply_amendments(&mut tx, &plan.amendments).await?;
         tx.commit().await?;
@@ -135,18 +123,59 @@ impl Dialect for Sqlite {
     }
 }
 
-async fn existing_message(
+/// Rows per multi-row statement of a batch: SQLite binds at most 32,766
+/// parameters, and a messages row takes 9. One statement per chunk instead
+/// of one per message: each statement is a round trip to the connection's
+/// worker thread (bench/results/profile.md).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Messages of `batch` already stored, by `(from, client_msg_id)`.
+async fn existing_messages(
     tx: &mut Transaction<'static, Sqlite>,
-    from: &str,
-    client_msg_id: &str,
-) -> Result<Option<StoredMessage>> {
-    let row =
-        sqlx::query(concat!("SELECT ", message_columns!(), " FROM messages WHERE sender = ? AND client_msg_id = ?"))
-            .bind(from)
-            .bind(client_msg_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-    row.as_ref().map(rows::message).transpose()
+    batch: &[NewMessage],
+) -> Result<HashMap<(String, String), StoredMessage>> {
+    let mut found = HashMap::new();
+    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+        let mut select = QueryBuilder::<Sqlite>::new(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE (sender, client_msg_id) IN (VALUES "
+        ));
+        let mut pairs = select.separated(", ");
+        for m in chunk {
+            pairs.push("(").push_bind_unseparated(&m.from).push_unseparated(", ");
+            pairs.push_bind_unseparated(&m.client_msg_id).push_unseparated(")");
+        }
+        select.push(")");
+        for row in select.build().fetch_all(&mut **tx).await? {
+            let message = rows::message(&row)?;
+            found.insert((message.from.clone(), message.client_msg_id.clone()), message);
+        }
+    }
+    Ok(found)
+}
+
+/// The last seq of each conversation of `batch` (0 for a new one).
+async fn last_seqs(tx: &mut Transaction<'static, Sqlite>, batch: &[NewMessage]) -> Result<HashMap<ConversationId, u64>> {
+    let conversations: BTreeSet<&ConversationId> = batch.iter().map(|m| &m.conversation).collect();
+    let mut last: HashMap<ConversationId, u64> = conversations.iter().map(|&c| (c.clone(), 0)).collect();
+    let by_id: HashMap<String, &ConversationId> = conversations.iter().map(|&c| (c.to_string(), c)).collect();
+    let ids: Vec<&String> = by_id.keys().collect();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut select = QueryBuilder::<Sqlite>::new("SELECT id, last_seq FROM conversations WHERE id IN (");
+        let mut list = select.separated(", ");
+        for &id in chunk {
+            list.push_bind(id);
+        }
+        select.push(")");
+        let rows: Vec<(String, i64)> = select.build_query_as().fetch_all(&mut **tx).await?;
+        for (id, seq) in rows {
+            if let Some(&c) = by_id.get(&id) {
+                last.insert(c.clone(), to_u64(seq));
+            }
+        }
+    }
+    Ok(last)
 }
 
 #[cfg(test)]
@@ -168,6 +197,34 @@ mod tests {
         assert_eq!(hist.iter().map(|m| m.seq).collect::<Vec<_>>(), [2, 3]);
         assert_eq!(hist[0].from, "b");
         assert_eq!(s.history(&ab, 0, 2).await.unwrap().len(), 2);
+    }
+
+    /// A batch larger than one statement's rows: seqs stay contiguous per
+    /// conversation and resends are found in every chunk.
+    #[tokio::test]
+    async fn a_batch_over_several_statements_keeps_seqs_and_finds_resends() {
+        let s = SqliteStore::in_memory().await.unwrap();
+        let n = super::ROWS_PER_STATEMENT * 2 + 7;
+        let conversation = |i: usize| ConversationId::direct("a", &format!("u{}", i % (super::ROWS_PER_STATEMENT + 3)));
+        let first: Vec<_> = (0..n).map(|i| msg("a", &format!("c{i}"), &conversation(i))).collect();
+        let stored = s.store_batch(&first).await.unwrap();
+        assert!(stored.iter().all(|o| !o.duplicate));
+        // Every client id again (the first n are resends), and n new ones.
+        let again: Vec<_> = (0..2 * n).map(|i| msg("a", &format!("c{i}"), &conversation(i))).collect();
+        let out = s.store_batch(&again).await.unwrap();
+        for (i, o) in out.iter().enumerate() {
+            assert_eq!(o.duplicate, i < n, "message {i}");
+            if i < n {
+                assert_eq!(o.message, stored[i].message, "a resend gets the stored message back");
+            }
+        }
+        for k in 0..super::ROWS_PER_STATEMENT + 3 {
+            let c = conversation(k);
+            let seqs: Vec<u64> = s.history(&c, 0, 10_000).await.unwrap().iter().map(|m| m.seq).collect();
+            assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{c}: contiguous");
+            let sent = (0..2 * n).filter(|&i| conversation(i) == c).count();
+            assert_eq!(seqs.len(), sent, "{c}: each stored once");
+        }
     }
 
     #[tokio::test]
