@@ -241,7 +241,8 @@ fn peer(s: &mut String, runs: &[GroupsResult]) {
          Members of groups sending at a total rate from random members, every other member receiving; the \
          server pinned to CPU 0, the load tool to CPU 1 (when `pinned`). Parley acks a send once it is \
          stored (SQLite); Centrifugo runs its memory engine without history. Server CPU is user + system \
-         from the first timed send to the end of the drain.\n\n\
+         from the first timed send to the end of the drain; `lost` is what had not reached its member when \
+         the drain ended (at most 15 s after the last send).\n\n\
          | server | load | pinned | sent | acked | delivered / expected | lost | send→ack p50 / p99 (ms) | \
          send→deliver p50 / p99 (ms) | server CPU s | deliveries per CPU-s | server RSS MiB | load tool CPU s |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
