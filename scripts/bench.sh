@@ -19,6 +19,11 @@
 #   scripts/bench.sh flood            400 users flooding the standalone chat: peak memory vs the ceiling
 #   scripts/bench.sh storm            5,000 members of 50 groups connecting at once to the standalone chat
 #                                     (STORM_GROUPS, STORM_MEMBERS; STORM_URL, STORM_SECRET, STORM_PID for a running gateway)
+#   scripts/bench.sh peer             cost per delivery against Centrifugo v6.9.1 (memory engine, no history;
+#                                     built by scripts/env/centrifugo.sh), server on CPU 0, load tool on CPU 1:
+#                                     50 groups × 100 at 99 msg/s (≈ 9,900 deliveries/s), then 1:1, 2,500 pairs
+#                                     at 5,000 msg/s; Parley and Centrifugo alternated RUNS times each
+#                                     (default 3), DURATION each (default 30s)
 #   scripts/bench.sh report           README.md, report.json and the plot from the result files
 #   scripts/bench.sh all              every scenario, then the report
 #
@@ -33,6 +38,9 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PARLEY_CACHE/target}
 results=bench/results
 bin=$CARGO_TARGET_DIR/release
 
+# The peer comparison's own default, unless DURATION is given.
+PEER_DURATION=${DURATION:-30s}
+RUNS=${RUNS:-3}
 CONNECTIONS=${CONNECTIONS:-100000}
 RATES=${RATES:-1000,2000,3000,5000}
 DURATION=${DURATION:-60s}
@@ -90,6 +98,21 @@ scenario() {
         [[ -z ${STORM_PID:-} ]] || storm+=(--pid "$STORM_PID")
       fi
       "$bin/parley-bench" storm "${storm[@]}" --out "$results/storm.json" ;;
+    peer)
+      centrifugo=$(scripts/env/centrifugo.sh build)
+      # Alternated, so a change in the machine over the sitting falls on both.
+      for shape in "--groups 50 --members 100 --rate 99" "--groups 2500 --members 2 --rate 5000"; do
+        for run in $(seq "$RUNS"); do
+          for server in parley centrifugo; do
+            log "peer: $server $shape, run $run of $RUNS"
+            bin_flag=()
+            [[ $server == centrifugo ]] && bin_flag=(--server-bin "$centrifugo")
+            # shellcheck disable=SC2086
+            "$bin/parley-bench" groups --server "$server" $shape --duration "$PEER_DURATION" "${bin_flag[@]}" \
+              --out "$results/groups.json" >/dev/null
+          done
+        done
+      done ;;
     report) "$bin/parley-bench" report --dir "$results" ;;
     *)
       echo "unknown scenario $1; see the top of $0" >&2
@@ -97,10 +120,10 @@ scenario() {
   esac
 }
 
-[[ $# -eq 1 ]] || { sed -n '2,23p' "$0" >&2; exit 2; }
+[[ $# -eq 1 ]] || { sed -n '2,28p' "$0" >&2; exit 2; }
 build
 if [[ $1 == all ]]; then
-  for s in idle rate-standalone kafka-floor storage operator scaling failover flood storm report; do
+  for s in idle rate-standalone kafka-floor storage operator scaling failover flood storm peer report; do
     log "scenario $s"
     scenario "$s"
   done

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::baseline::BaselineArgs;
+use crate::fanout::GroupsArgs;
 use crate::flood::FloodArgs;
 use crate::idle::IdleArgs;
 use crate::rate::RateArgs;
@@ -38,6 +39,9 @@ pub enum Scenario {
     /// The members of many groups connecting at once: time to every
     /// `hello` and to complete presence, the server's CPU seconds.
     Storm(StormArgs),
+    /// Members of many groups sending at a total rate, on Parley or on
+    /// Centrifugo: deliveries per server CPU-second, completeness, latency.
+    Groups(GroupsArgs),
     /// Write README.md, report.json and the plot from the result files.
     Report {
         #[arg(long, default_value = "bench/results")]

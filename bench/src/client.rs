@@ -60,20 +60,29 @@ fn bind_address_no_port(sock: &TcpSocket) -> std::io::Result<()> {
 /// socket set up here for 100,000s of connections, the handshake and the
 /// `hello` the test kit's.
 pub async fn connect(gateway: SocketAddr, src: Ipv4Addr, secret: &str, user: &str) -> Result<Ws> {
-    let sock = TcpSocket::new_v4().map_err(io("socket"))?;
-    bind_address_no_port(&sock).map_err(io("IP_BIND_ADDRESS_NO_PORT"))?;
-    sock.bind(SocketAddr::from((src, 0))).map_err(io(format!("bind {src}")))?;
-    let stream = sock.connect(gateway).await.map_err(io(format!("connect {gateway}")))?;
-    stream.set_nodelay(true).map_err(io("nodelay"))?;
-    // Small buffers, as on the gateway: the tool holds up to 200,000 of them.
-    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-    let mut ws = client::handshake(stream, &gateway.to_string(), &token(secret, user)?, Some(config)).await?;
+    let stream = tcp(gateway, src).await?;
+    let mut ws = client::handshake(stream, &gateway.to_string(), &token(secret, user)?, Some(ws_config())).await?;
     client::hello(&mut ws, user, HELLO_WAIT).await.map_err(|e| match e {
         HelloError::WebSocket { source, .. } => BenchError::WebSocket(*source),
         HelloError::Malformed { source, .. } => BenchError::Json(source),
         other => BenchError::Setup(other.to_string()),
     })?;
     Ok(ws)
+}
+
+/// A TCP connection from `src` to `server`, set up for 100,000s of them.
+pub async fn tcp(server: SocketAddr, src: Ipv4Addr) -> Result<tokio::net::TcpStream> {
+    let sock = TcpSocket::new_v4().map_err(io("socket"))?;
+    bind_address_no_port(&sock).map_err(io("IP_BIND_ADDRESS_NO_PORT"))?;
+    sock.bind(SocketAddr::from((src, 0))).map_err(io(format!("bind {src}")))?;
+    let stream = sock.connect(server).await.map_err(io(format!("connect {server}")))?;
+    stream.set_nodelay(true).map_err(io("nodelay"))?;
+    Ok(stream)
+}
+
+/// Small buffers, as on the gateway: the tool holds up to 200,000 of them.
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
 }
 
 /// A minimal HTTP/1.1 request on loopback as `user`: (status, body).

@@ -8,6 +8,7 @@ pub mod baseline;
 pub mod cli;
 pub mod client;
 pub mod error;
+pub mod fanout;
 pub mod flood;
 pub mod groups;
 pub mod idle;
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Scenario::Storage(a) => serde_json::to_value(storage::run(a).await?)?,
         Scenario::KafkaBaseline(a) => serde_json::to_value(baseline::run(a).await?)?,
         Scenario::Storm(a) => serde_json::to_value(storm::run(a).await?)?,
+        Scenario::Groups(a) => serde_json::to_value(fanout::run(a).await?)?,
         Scenario::Report { dir } => {
             report::write(dir)?;
             println!("{}", std::fs::read_to_string(dir.join("README.md")).map_err(error::io("read report"))?);

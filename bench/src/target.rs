@@ -118,8 +118,17 @@ impl Target {
 
     /// The standalone gateway from `bin` (another build, to compare).
     pub fn standalone_from(bin: &std::path::Path, env: &[Setting]) -> Result<Self> {
+        Self::standalone_on(bin, env, None)
+    }
+
+    /// The standalone gateway from `bin`, on `cpu` alone when given.
+    pub fn standalone_on(bin: &std::path::Path, env: &[Setting], cpu: Option<usize>) -> Result<Self> {
         let db = std::env::temp_dir().join(format!("parley-bench-{}-{}.db", std::process::id(), unique()));
-        let mut child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        if let Some(cpu) = cpu {
+            crate::fanout::pin::on_exec(&mut cmd, cpu);
+        }
+        let mut child = cmd
             .args(["--listen", "127.0.0.1:0", "--jwt-secret", STANDALONE_SECRET, "--dev-login", "false"])
             .arg("--database")
             .arg(&db)
@@ -211,7 +220,7 @@ impl std::str::FromStr for Setting {
 
 /// SIGTERM, so the gateway drains and exits as in production (and a
 /// profiler wrapping it writes its output); SIGKILL after 15 s.
-fn terminate(child: &mut Child) {
+pub(crate) fn terminate(child: &mut Child) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let deadline = std::time::Instant::now() + Duration::from_secs(15);

@@ -11,9 +11,11 @@
 
 use std::path::{Path, PathBuf};
 
-use parley_bench::report::{self, IDLE, KAFKA_BASELINE, OPERATOR, PLOT, RATE_KAFKA, RATE_STANDALONE, STORAGE, STORM};
+use parley_bench::report::{
+    self, GROUPS, IDLE, KAFKA_BASELINE, OPERATOR, PLOT, RATE_KAFKA, RATE_STANDALONE, STORAGE, STORM,
+};
 
-const INPUTS: [&str; 7] = [IDLE, RATE_STANDALONE, RATE_KAFKA, STORAGE, STORM, KAFKA_BASELINE, OPERATOR];
+const INPUTS: [&str; 8] = [IDLE, RATE_STANDALONE, RATE_KAFKA, STORAGE, STORM, GROUPS, KAFKA_BASELINE, OPERATOR];
 const OUTPUTS: [&str; 3] = ["README.md", "report.json", PLOT];
 
 fn fixture(name: &str) -> PathBuf {

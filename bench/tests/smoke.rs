@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use parley_bench::fanout::{GroupsResult, Server};
 use parley_bench::idle::IdleResult;
 use parley_bench::rate::RateResult;
 use parley_bench::runs::Runs;
@@ -85,5 +86,29 @@ fn storm_tells_every_member_of_each_contact_once() {
     assert_eq!((storm.presence_needed, storm.presence_repeated), (3 * 20 * 19, 0));
     assert!(storm.presence_seconds.is_some() && storm.server_cpu_seconds.is_some(), "{storm:?}");
     assert_eq!(storm.connect_latency.count, 60);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn groups_deliver_every_message_to_every_other_member() {
+    // Apart from scratch(), which another test removes when it ends.
+    let dir = std::env::temp_dir().join(format!("parley-bench-groups-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("groups.json");
+    // Groups of 10, then 1:1 pairs (direct conversations).
+    for shape in
+        [["--groups", "3", "--members", "10", "--rate", "60"], ["--groups", "10", "--members", "2", "--rate", "100"]]
+    {
+        bench(&[&["groups", "--duration", "2s", "--no-pin"][..], &shape[..]].concat(), &file);
+        let r: GroupsResult = latest(&file);
+        assert_eq!((r.server, r.pinned), (Server::Parley, false));
+        assert!(r.sent >= 50, "{r:?}");
+        assert_eq!((r.acked, r.refused, r.unacked), (r.sent, 0, 0), "{r:?}");
+        assert_eq!(r.expected_deliveries, r.sent * u64::from(r.members - 1));
+        assert_eq!((r.delivered, r.lost), (r.expected_deliveries, 0), "{r:?}");
+        assert_eq!(r.send_to_deliver.count, r.delivered);
+        assert_eq!(r.send_to_ack.count, r.acked);
+        assert!(r.server_cpu_seconds.is_some() && r.server_rss_kib.is_some_and(|k| k > 0), "{r:?}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

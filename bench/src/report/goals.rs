@@ -9,6 +9,7 @@ use super::{
     GOAL_FAILOVER_SECONDS, GOAL_OPERATOR_RSS_MIB, GOAL_OPERATOR_SECONDS, GOAL_RATE, GOAL_SCALE_SECONDS, Results,
 };
 use crate::baseline::BaselineResult;
+use crate::fanout::{GroupsResult, Server};
 use crate::idle::{GOAL_CONNECTIONS, IdleResult, SPARE_FILES};
 use crate::rate::{GOAL_P99_DELIVER_MS, RateResult, RateRun};
 use crate::runs::Runs;
@@ -72,11 +73,14 @@ pub fn rate_complete(run: &RateRun) -> bool {
         && c.out_of_order == 0
 }
 
-/// In the table's order: idle, connect storm, the two rate modes, the
+/// In the table's order: idle, connect storm, cost per delivery against
+/// Centrifugo (groups, 1:1), the two rate modes, the
 /// Kafka floor, storage, operator, scaling (on lag, on the latency target),
 /// leader failover.
 pub fn rows(r: &Results) -> Vec<Row> {
     let mut rows = vec![idle_row(r.idle.as_ref()), storm_row(r.storm.as_ref())];
+    rows.push(peer_row(r.groups.as_ref(), PEER_GROUPS, |x| x.groups == 50 && x.members == 100));
+    rows.push(peer_row(r.groups.as_ref(), PEER_PAIRS, |x| x.members == 2));
     for (name, result, command) in [
         ("Kafka + PostgreSQL end to end", &r.rate_kafka, "scripts/bench.sh rate-kafka"),
         ("standalone (comparison)", &r.rate_standalone, "scripts/bench.sh rate-standalone"),
@@ -157,6 +161,61 @@ fn storm_row(storm: Option<&Runs<StormResult>>) -> Row {
             hello.runs_note()
         ),
         verdict: Verdict::from_bool(s.users >= storm::GOAL_USERS && hello.meets(storm::GOAL_SECONDS, Better::Lower)),
+        command,
+    }
+}
+
+pub const PEER_GROUPS: &str = "groups 50 × 100: deliveries per server CPU-second vs Centrifugo";
+pub const PEER_PAIRS: &str = "1:1: deliveries per server CPU-second vs Centrifugo";
+/// Issue #25: Parley's deliveries per server CPU-second at least the peer's.
+pub const GOAL_PEER_RATIO: f64 = 1.0;
+
+/// Issue #25: the medians of Parley's and Centrifugo's deliveries per
+/// server CPU-second over their runs of one shape (`scripts/bench.sh peer`
+/// alternates them), the worst run of each shown; a Parley run that lost a
+/// delivery misses the goal whatever the ratio. A run without the server's
+/// CPU figure counts as delivering nothing.
+fn peer_row(runs: Option<&Runs<GroupsResult>>, scenario: &'static str, shape: fn(&GroupsResult) -> bool) -> Row {
+    let command = "scripts/bench.sh peer";
+    let of = |server: Server| -> Vec<&GroupsResult> {
+        runs.map(|r| r.results.iter().filter(|x| x.server == server && shape(x)).collect()).unwrap_or_default()
+    };
+    let (parley, peer) = (of(Server::Parley), of(Server::Centrifugo));
+    let per_cpu = |v: &[&GroupsResult]| {
+        let d: Vec<f64> = v.iter().map(|x| x.deliveries_per_server_cpu_second.unwrap_or(0.0)).collect();
+        Spread::of(&d, Better::Higher)
+    };
+    let p50 = |v: &[&GroupsResult]| {
+        let d: Vec<f64> = v.iter().map(|x| x.send_to_deliver.p50_ms).collect();
+        Spread::of(&d, Better::Lower)
+    };
+    let (Some(mine), Some(theirs), Some(my_p50), Some(their_p50)) =
+        (per_cpu(&parley), per_cpu(&peer), p50(&parley), p50(&peer))
+    else {
+        return not_run(scenario, command);
+    };
+    let ratio = if theirs.median > 0.0 { mine.median / theirs.median } else { 0.0 };
+    let lost = |v: &[&GroupsResult]| v.iter().map(|x| x.lost).sum::<u64>();
+    let latest = parley.last().expect("a spread has runs");
+    let whole = |x: f64| format!("{x:.0}");
+    let ms = |x: f64| format!("{x} ms");
+    Row {
+        scenario,
+        goal: format!("≥ {GOAL_PEER_RATIO:.1}× Centrifugo's"),
+        measured: format!(
+            "{}: Parley {}, Centrifugo {} deliveries per CPU-s: {ratio:.2}×; send→deliver p50 Parley {}, \
+             Centrifugo {}; lost {} / {}; {} + {} runs",
+            crate::fanout::label(latest.groups, latest.members, latest.rate),
+            mine.text(whole),
+            theirs.text(whole),
+            my_p50.text(ms),
+            their_p50.text(ms),
+            lost(&parley),
+            lost(&peer),
+            mine.runs,
+            theirs.runs
+        ),
+        verdict: Verdict::from_bool(ratio >= GOAL_PEER_RATIO && lost(&parley) == 0),
         command,
     }
 }

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use super::goals::rows;
 use super::{PLOT, Results, series};
+use crate::fanout::GroupsResult;
 use crate::idle::IdleResult;
 use crate::rate::{RateResult, RateRun};
 use crate::runs::Runs;
@@ -36,6 +37,9 @@ pub fn markdown(r: &Results) -> String {
     if let Some(st) = &r.storm {
         storm(&mut s, st.latest());
     }
+    if let Some(g) = &r.groups {
+        peer(&mut s, &g.results);
+    }
     if r.operator.is_some() {
         s.push_str("\n## Operator\n\nSee [operator.md](operator.md).\n");
     }
@@ -53,6 +57,7 @@ fn header(s: &mut String, r: &Results) {
         .or_else(|| r.rate_standalone.as_ref().map(|x| x.latest().machine.to_string()))
         .or_else(|| r.storage.as_ref().map(|x| x.latest().machine.to_string()))
         .or_else(|| r.storm.as_ref().map(|x| x.latest().machine.to_string()))
+        .or_else(|| r.groups.as_ref().map(|x| x.latest().machine.to_string()))
         .unwrap_or_else(|| "unknown".into());
     let _ = writeln!(
         s,
@@ -227,4 +232,41 @@ fn storm(s: &mut String, st: &StormResult) {
         st.first_error.as_ref().map(|e| format!(" First error: {e}.")).unwrap_or_default(),
         st.note.as_ref().map(|n| format!(" Note: {n}.")).unwrap_or_default()
     );
+}
+
+/// Every run of the comparison, in the order they ran (alternated).
+fn peer(s: &mut String, runs: &[GroupsResult]) {
+    s.push_str(
+        "\n## Cost per delivery against Centrifugo\n\n\
+         Members of groups sending at a total rate from random members, every other member receiving; the \
+         server pinned to CPU 0, the load tool to CPU 1 (when `pinned`). Parley acks a send once it is \
+         stored (SQLite); Centrifugo runs its memory engine without history. Server CPU is user + system \
+         from the first timed send to the end of the drain; `lost` is what had not reached its member when \
+         the drain ended (at most 15 s after the last send).\n\n\
+         | server | load | pinned | sent | acked | delivered / expected | lost | send→ack p50 / p99 (ms) | \
+         send→deliver p50 / p99 (ms) | server CPU s | deliveries per CPU-s | server RSS MiB | load tool CPU s |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for x in runs {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} / {} | {} | {} / {} | {} / {} | {} | {} | {} | {} |",
+            x.server.name(),
+            x.label,
+            if x.pinned { "yes" } else { "no" },
+            x.sent,
+            x.acked,
+            x.delivered,
+            x.expected_deliveries,
+            x.lost,
+            x.send_to_ack.p50_ms,
+            x.send_to_ack.p99_ms,
+            x.send_to_deliver.p50_ms,
+            x.send_to_deliver.p99_ms,
+            x.server_cpu_seconds.map_or_else(|| "unknown".into(), |c| c.to_string()),
+            x.deliveries_per_server_cpu_second.map_or_else(|| "unknown".into(), |d| format!("{d:.0}")),
+            x.server_rss_kib.map_or_else(|| "unknown".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            x.load_tool_cpu_seconds
+        );
+    }
 }

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::baseline::BaselineResult;
 use crate::error::{BenchError, Result, io};
+use crate::fanout::GroupsResult;
 use crate::idle::IdleResult;
 use crate::plot::{self, Series};
 use crate::rate::{GOAL_P99_DELIVER_MS, RateResult, RateRun};
@@ -31,6 +32,7 @@ pub const RATE_STANDALONE: &str = "rate-standalone.json";
 pub const RATE_KAFKA: &str = "rate-kafka.json";
 pub const STORAGE: &str = "storage.json";
 pub const STORM: &str = "storm.json";
+pub const GROUPS: &str = "groups.json";
 pub const KAFKA_BASELINE: &str = "kafka-baseline.json";
 pub const OPERATOR: &str = "operator.json";
 pub const PLOT: &str = "latency-vs-rate.svg";
@@ -52,6 +54,8 @@ pub struct Results {
     pub rate_kafka: Option<Runs<RateResult>>,
     pub storage: Option<Runs<StorageResult>>,
     pub storm: Option<Runs<StormResult>>,
+    /// Parley and Centrifugo alternated on the same load (issue #25).
+    pub groups: Option<Runs<GroupsResult>>,
     /// Kafka's own two-hop floor, set against `rate_kafka`.
     pub kafka_baseline: Option<Runs<BaselineResult>>,
     /// Written by `parley-measure` (operator scenarios).
@@ -66,6 +70,7 @@ impl Results {
             rate_kafka: read_runs(&dir.join(RATE_KAFKA))?,
             storage: read_runs(&dir.join(STORAGE))?,
             storm: read_runs(&dir.join(STORM))?,
+            groups: read_runs(&dir.join(GROUPS))?,
             kafka_baseline: read_runs(&dir.join(KAFKA_BASELINE))?,
             operator: read(&dir.join(OPERATOR))?,
         })
@@ -365,6 +370,128 @@ mod tests {
         let rows3 = rows(&stuck(&[30.0], 3, 2));
         let r = row(&rows3, "scaling: lag that stands still");
         assert_eq!((r.goal.as_str(), r.verdict), ("≤ 21 s", Verdict::Missed));
+    }
+
+    fn peer_run(
+        server: crate::fanout::Server,
+        members: u32,
+        per_cpu: Option<f64>,
+        p50: f64,
+        lost: u64,
+    ) -> GroupsResult {
+        let groups = if members == 2 { 2500 } else { 50 };
+        GroupsResult {
+            machine: machine(),
+            note: None,
+            server,
+            server_build: "test".into(),
+            server_storage: "test".into(),
+            label: crate::fanout::label(groups, members, 99),
+            groups,
+            members,
+            users: groups * members,
+            rate: 99,
+            duration_seconds: 30.0,
+            body_bytes: 64,
+            pinned: true,
+            setup_seconds: 1.0,
+            warmup_rounds: 1,
+            sent: 2970,
+            achieved_rate: 99.0,
+            acked: 2970,
+            refused: 0,
+            unacked: 0,
+            expected_deliveries: 2970 * u64::from(members - 1),
+            delivered: 2970 * u64::from(members - 1) - lost,
+            lost,
+            send_to_ack: Summary::default(),
+            send_to_deliver: Summary {
+                count: 1,
+                p50_ms: p50,
+                p99_ms: p50 * 2.0,
+                p999_ms: p50 * 2.0,
+                max_ms: p50 * 3.0,
+            },
+            drain_seconds: 0.1,
+            window_seconds: 30.1,
+            server_cpu_seconds: per_cpu.map(|_| 10.0),
+            deliveries_per_server_cpu_second: per_cpu,
+            server_rss_kib: Some(100_000),
+            load_tool_cpu_seconds: 5.0,
+            closed_early: 0,
+            first_error: None,
+        }
+    }
+
+    #[test]
+    fn peer_rows_set_parleys_median_cost_against_centrifugos() {
+        use crate::fanout::Server::{Centrifugo, Parley};
+        let file = |runs: Vec<GroupsResult>| Results {
+            groups: Some(Runs { code: Some("abc".into()), results: runs }),
+            ..Default::default()
+        };
+        // Alternated: P C P C P C, groups of 100; the medians are 30,000 and 20,000.
+        let r = rows(&file(vec![
+            peer_run(Parley, 100, Some(30_000.0), 2.0, 0),
+            peer_run(Centrifugo, 100, Some(20_000.0), 1.0, 0),
+            peer_run(Parley, 100, Some(25_000.0), 3.0, 0),
+            peer_run(Centrifugo, 100, Some(21_000.0), 1.5, 0),
+            peer_run(Parley, 100, Some(31_000.0), 2.5, 0),
+            peer_run(Centrifugo, 100, Some(19_000.0), 1.2, 0),
+        ]));
+        let g = row(&r, "groups 50 × 100");
+        assert_eq!(g.verdict, Verdict::Met);
+        assert_eq!(
+            g.measured,
+            "50 × 100 at 99 msg/s: Parley median 30000, worst 25000, Centrifugo median 20000, worst 19000 \
+             deliveries per CPU-s: 1.50×; send→deliver p50 Parley median 2.5 ms, worst 3 ms, Centrifugo median \
+             1.2 ms, worst 1.5 ms; lost 0 / 0; 3 + 3 runs"
+        );
+        assert_eq!(row(&r, "1:1").verdict, Verdict::NotRun, "no pairs were run");
+
+        // Cheaper per delivery than the peer is not enough when a delivery was lost.
+        let r = rows(&file(vec![
+            peer_run(Parley, 2, Some(9_000.0), 1.0, 3),
+            peer_run(Centrifugo, 2, Some(8_000.0), 1.0, 0),
+        ]));
+        let pairs = row(&r, "1:1");
+        assert_eq!(pairs.verdict, Verdict::Missed);
+        assert!(pairs.measured.contains("1.12×") && pairs.measured.contains("lost 3 / 0"), "{}", pairs.measured);
+
+        // Below the peer's median: missed; a run without a CPU figure counts as nothing delivered.
+        let r = rows(&file(vec![
+            peer_run(Parley, 100, Some(15_000.0), 2.0, 0),
+            peer_run(Centrifugo, 100, Some(20_000.0), 1.0, 0),
+            peer_run(Parley, 100, None, 2.0, 0),
+            peer_run(Parley, 100, Some(40_000.0), 2.0, 0),
+        ]));
+        let g = row(&r, "groups 50 × 100");
+        assert_eq!(g.verdict, Verdict::Missed);
+        assert!(g.measured.contains("Parley median 15000, worst 0"), "{}", g.measured);
+        // Without Centrifugo's runs there is nothing to compare with.
+        let r = rows(&file(vec![peer_run(Parley, 100, Some(15_000.0), 2.0, 0)]));
+        assert_eq!(row(&r, "groups 50 × 100").verdict, Verdict::NotRun);
+        assert_eq!(row(&rows(&Results::default()), "1:1").measured, "not run");
+    }
+
+    #[test]
+    fn the_peer_section_lists_every_run_in_order() {
+        use crate::fanout::Server::{Centrifugo, Parley};
+        let results = Results {
+            groups: Some(Runs {
+                code: Some("abc".into()),
+                results: vec![
+                    peer_run(Parley, 2, Some(9_000.0), 1.0, 0),
+                    peer_run(Centrifugo, 2, Some(8_000.0), 1.0, 0),
+                ],
+            }),
+            ..Default::default()
+        };
+        let md = markdown(&results);
+        let p = md.find("| Parley | 1:1, 2500 pairs at 99 msg/s | yes | 2970 | 2970 | 2970 / 2970 | 0 |").unwrap();
+        let c = md.find("| Centrifugo | 1:1, 2500 pairs at 99 msg/s |").unwrap();
+        assert!(p < c, "{md}");
+        assert!(md.contains("| 10 | 9000 | 97.7 | 5 |"), "{md}");
     }
 
     #[test]
