@@ -5,8 +5,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult, SqliteSynchronous};
 use parley_core::ids::ConversationId;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use super::rows::{self, to_i64, to_u64};
@@ -156,7 +156,10 @@ async fn existing_messages(
 }
 
 /// The last seq of each conversation of `batch` (0 for a new one).
-async fn last_seqs(tx: &mut Transaction<'static, Sqlite>, batch: &[NewMessage]) -> Result<HashMap<ConversationId, u64>> {
+async fn last_seqs(
+    tx: &mut Transaction<'static, Sqlite>,
+    batch: &[NewMessage],
+) -> Result<HashMap<ConversationId, u64>> {
     let conversations: BTreeSet<&ConversationId> = batch.iter().map(|m| &m.conversation).collect();
     let mut last: HashMap<ConversationId, u64> = conversations.iter().map(|&c| (c.clone(), 0)).collect();
     let by_id: HashMap<String, &ConversationId> = conversations.iter().map(|&c| (c.to_string(), c)).collect();
