@@ -158,8 +158,16 @@ async fn storage_grows_when_its_oldest_message_waits_past_target_delay() {
         if r == 1 { Ok(()) } else { Err(format!("{r}")) }
     })
     .await;
-    let g = storage_group(&api, "chat").await.expect("status");
-    assert_eq!((g.lag, g.replicas, g.oldest_message_age.as_deref()), (0, 1, None), "{g:?}");
+    // The status follows the Deployment on the next reconcile, not with it.
+    wait::until("chat status: no lag, no age, 1 replica", 30, || async {
+        let g = storage_group(&api, "chat").await?;
+        if (g.lag, g.replicas, g.oldest_message_age.as_deref()) == (0, 1, None) {
+            Ok(())
+        } else {
+            Err(format!("{g:?}"))
+        }
+    })
+    .await;
     teardown_namespace(&ns);
 }
 
