@@ -102,11 +102,15 @@ async fn reconciles_topics_workloads_status_growth_scale_and_deletion() {
     // No kubelet runs in this tier, so no pod is ever ready: the status says
     // so (with the topics done) rather than claiming Ready. The node tier
     // (tests/tests/node.rs) sees Ready come from real pods.
-    let cc = wait::until("status with GatewayReady=False", 30, || async {
+    // TopicsReady turns True once Kafka lists the new topics, which may be
+    // a reconcile after the first status.
+    let cc = wait::until("status with GatewayReady=False and TopicsReady=True", 30, || async {
         let cc = clusters.get("chat").await.map_err(|e| e.to_string())?;
-        match condition_of(&cc, condition::GATEWAY_READY) {
-            Some((s, _)) if s == "False" => Ok(cc),
-            other => Err(format!("{other:?}")),
+        let gateway = condition_of(&cc, condition::GATEWAY_READY);
+        let topics = condition_of(&cc, condition::TOPICS_READY);
+        match (&gateway, &topics) {
+            (Some((g, _)), Some((t, _))) if g == "False" && t == "True" => Ok(cc),
+            _ => Err(format!("GatewayReady {gateway:?}, TopicsReady {topics:?}")),
         }
     })
     .await;

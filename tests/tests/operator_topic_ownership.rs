@@ -102,8 +102,14 @@ async fn a_second_chatcluster_on_a_prefix_in_use_touches_neither_its_topics_nor_
     // The owner still reconciles its topics.
     manifest(&prefix, 8).apply(&ns_a);
     topics_at(&prefix, 8).await;
-    let cc = first.get("chat").await.expect("the first");
-    assert_eq!(condition_of(&cc, condition::TOPICS_READY).map(|c| c.1), Some(reason::RECONCILED.to_owned()));
+    wait::until("the owner's TopicsReady reason Reconciled", 30, || async {
+        let cc = first.get("chat").await.map_err(|e| e.to_string())?;
+        match condition_of(&cc, condition::TOPICS_READY) {
+            Some((_, r, _)) if r == reason::RECONCILED => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 
     first.delete("chat", &DeleteParams::default()).await.expect("delete the first");
     wait::until("the owner's deletion deletes the topics", 60, || async {
